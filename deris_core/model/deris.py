@@ -1,0 +1,98 @@
+"""DeRIS: decoupled perception and cognition for referring image segmentation.
+
+``DeRIS.encode_image`` runs everything that depends on the image only (Swin, pixel
+decoder, the decoder's key/value memory, BEiT-3's vision embeddings); ``DeRIS.decode`` runs
+the expression-dependent rest: BEiT-3 over vision + text tokens, the masked decoder with
+its loopback rounds, and the cognition post-step. ``forward`` is simply both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from ..config import DeRISConfig
+from .cognition import CognitionBranch, CognitionFeatures
+from .decoder import DecoderOutput, upsample_masks
+from .perception import PerceptionBranch, PerceptionImage
+
+
+@dataclass
+class ImageFeatures:
+    """Image-only features of a batch of images (what a predictor caches)."""
+
+    perception: PerceptionImage
+    vision_tokens: Tensor  # BEiT-3 vision embeddings [B, 1 + patches, D]
+
+
+@dataclass
+class DeRISOutput:
+    pred_masks: Tensor  # [B, Q, 384, 384] mask logits (final stage)
+    refer_logits: Tensor  # [B, Q, 2]; softmax(...)[..., 0] is the referring score
+    existence_logit: Tensor  # [B, 1]; sigmoid = probability that something is referred
+    boxes: Tensor  # [B, Q, 4] cx, cy, w, h in [0, 1]
+    class_logits: Tensor  # [B, Q, 2] perception head
+    cognition_logits: Tensor  # [B, Q, 2] cognition post-step head (unused by post-processing)
+    decoder: DecoderOutput  # every stage (auxiliary outputs), masks at 96x96
+    cognition: CognitionFeatures
+    text_length: int  # text tokens actually run (trailing padding is trimmed)
+
+
+def trim_padding(token_ids: Tensor, padding_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Drop trailing columns that are padding for every sample of the batch.
+
+    Padded text positions are masked out of every attention that reads them (BEiT-3 and
+    the cognition decoder with -inf, the loopback with an additive -100, i.e. a weight below
+    1e-43), so they cannot change any other output; skipping them saves ~20% of BEiT-3.
+    """
+    real = padding_mask.logical_not()
+    if not bool(real.any()):
+        raise ValueError("every expression in the batch is empty (all tokens are padding)")
+    idx = torch.arange(real.shape[1], device=real.device)
+    length = int((real * (idx + 1)).max())
+    return token_ids[:, :length], padding_mask[:, :length]
+
+
+class DeRIS(nn.Module):
+    def __init__(self, cfg: DeRISConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.cognition = CognitionBranch(cfg)
+        self.perception = PerceptionBranch(cfg)
+
+    def encode_image(self, image: Tensor, image_mini: Tensor) -> ImageFeatures:
+        """``image [B, 3, 384, 384]`` and ``image_mini [B, 3, 224, 224]``, both normalised."""
+        return ImageFeatures(self.perception.encode_image(image), self.cognition.beit3.embed_image(image_mini))
+
+    def decode(self, features: ImageFeatures, token_ids: Tensor, padding_mask: Tensor) -> DeRISOutput:
+        """Run the expression-dependent part. ``features`` may hold one image for many expressions."""
+        token_ids, padding_mask = trim_padding(token_ids, padding_mask)
+        pad = padding_mask.bool()
+        cog = self.cognition.encode(features.vision_tokens, token_ids, pad)
+        dec = self.perception.decoder(cog.query_feat, features.perception.memory, cog.img_feat, cog.text_feat, pad)
+        existence, cog_logits, _ = self.cognition.judge(dec.queries, cog.text_feat, pad)
+        return DeRISOutput(
+            pred_masks=upsample_masks(dec.mask_logits[-1]),
+            refer_logits=dec.refer_logits[-1],
+            existence_logit=existence,
+            boxes=dec.boxes[-1],
+            class_logits=dec.class_logits[-1],
+            cognition_logits=cog_logits,
+            decoder=dec,
+            cognition=cog,
+            text_length=token_ids.shape[1],
+        )
+
+    def forward(self, image: Tensor, image_mini: Tensor, token_ids: Tensor, padding_mask: Tensor) -> DeRISOutput:
+        return self.decode(self.encode_image(image, image_mini), token_ids, padding_mask)
+
+
+def build_deris(cfg: DeRISConfig, device: torch.device | str | None = None) -> DeRIS:
+    """Build a DeRIS model (random weights) in eval mode. ``device='meta'`` allocates nothing."""
+    if device is not None and str(device) == "meta":
+        with torch.device("meta"):
+            return DeRIS(cfg).eval()
+    model = DeRIS(cfg).eval()
+    return model.to(device) if device is not None else model

@@ -1,0 +1,179 @@
+"""Building blocks shared by the perception and cognition branches.
+
+Attention layers keep the parameter layout of ``torch.nn.MultiheadAttention``
+(``in_proj_weight``/``in_proj_bias``/``out_proj``) so official weights map one to one, but
+run through ``scaled_dot_product_attention`` with batch-first tensors and no extra copies.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class MultiheadAttention(nn.Module):
+    """Multi-head attention with ``nn.MultiheadAttention``'s parameters, batch first.
+
+    ``mask`` is either boolean (True = may attend) broadcastable to ``[B, heads, Lq, Lk]``
+    or additive float.
+    """
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim {dim} not divisible by heads {num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def _split(self, x: Tensor) -> Tensor:
+        b, n, _ = x.shape
+        return x.view(b, n, self.num_heads, self.dim // self.num_heads).transpose(1, 2)
+
+    def project_key(self, key: Tensor) -> Tensor:
+        """Key projection split into heads ``[B, h, L, d]`` (cacheable for a fixed memory)."""
+        d = self.dim
+        return self._split(F.linear(key, self.in_proj_weight[d : 2 * d], self.in_proj_bias[d : 2 * d]))
+
+    def project_value(self, value: Tensor) -> Tensor:
+        """Value projection split into heads ``[B, h, L, d]``."""
+        d = self.dim
+        return self._split(F.linear(value, self.in_proj_weight[2 * d :], self.in_proj_bias[2 * d :]))
+
+    def attend(self, query: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Attention of raw queries over already projected keys/values."""
+        d = self.dim
+        q = self._split(F.linear(query, self.in_proj_weight[:d], self.in_proj_bias[:d]))
+        if k.shape[0] != q.shape[0]:
+            k, v = k.expand(q.shape[0], -1, -1, -1), v.expand(q.shape[0], -1, -1, -1)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        b, _, n, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+    def forward(self, query: Tensor, key: Tensor, value: Tensor, mask: Tensor | None = None) -> Tensor:
+        w, bias, d = self.in_proj_weight, self.in_proj_bias, self.dim
+        if query is key:  # self-attention with q == k input: one matmul for both
+            q, k = F.linear(query, w[: 2 * d], bias[: 2 * d]).chunk(2, dim=-1)
+        else:
+            q = F.linear(query, w[:d], bias[:d])
+            k = F.linear(key, w[d : 2 * d], bias[d : 2 * d])
+        v = F.linear(value, w[2 * d :], bias[2 * d :])
+        out = F.scaled_dot_product_attention(self._split(q), self._split(k), self._split(v), attn_mask=mask)
+        b, _, n, _ = out.shape
+        return self.out_proj(out.transpose(1, 2).reshape(b, n, d))
+
+
+class FFN(nn.Module):
+    """Two-layer ReLU feed-forward block (``linear1``/``linear2``)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.linear1 = nn.Linear(dim, hidden)
+        self.linear2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.linear2(F.relu(self.linear1(x)))
+
+
+class MLP(nn.Module):
+    """``num_layers`` linear layers with ReLU in between (Mask2Former's ``MLP``)."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int) -> None:
+        super().__init__()
+        dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < last:
+                x = F.relu(x)
+        return x
+
+
+class SelfAttentionLayer(nn.Module):
+    """Post-norm self-attention: ``norm(x + attn(x + pos, x + pos, x))``."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.self_attn = MultiheadAttention(dim, num_heads)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, pos: Tensor | None = None) -> Tensor:
+        qk = x if pos is None else x + pos
+        return self.norm(x + self.self_attn(qk, qk, x))
+
+
+class CrossAttentionLayer(nn.Module):
+    """Post-norm cross-attention; keys/values come pre-projected from :meth:`project_memory`."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.attn = MultiheadAttention(dim, num_heads)
+        self.norm = nn.LayerNorm(dim)
+
+    def project_memory(self, memory: Tensor, memory_pos: Tensor) -> tuple[Tensor, Tensor]:
+        """Keys ``(memory + pos) W_k`` and values ``memory W_v``: image-only, so cacheable."""
+        return self.attn.project_key(memory + memory_pos), self.attn.project_value(memory)
+
+    def forward(self, x: Tensor, kv: tuple[Tensor, Tensor], mask: Tensor | None, query_pos: Tensor) -> Tensor:
+        return self.norm(x + self.attn.attend(x + query_pos, kv[0], kv[1], mask))
+
+
+class FFNLayer(nn.Module):
+    """Post-norm FFN block."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.ffn = FFN(dim, hidden)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x + self.ffn(x))
+
+
+@lru_cache(maxsize=32)
+def _sine_2d(h: int, w: int, channels: int, device_str: str) -> Tensor:
+    """Normalised 2-D sine embedding (DETR / Mask2Former, ``normalize=True``), ``[C, H, W]``."""
+    device = torch.device(device_str)
+    npf = channels // 2
+    y = torch.arange(1, h + 1, dtype=torch.float32, device=device)[:, None].expand(h, w)
+    x = torch.arange(1, w + 1, dtype=torch.float32, device=device)[None, :].expand(h, w)
+    scale = 2 * math.pi
+    y = y / (h + 1e-6) * scale
+    x = x / (w + 1e-6) * scale
+    dim_t = torch.arange(npf, dtype=torch.float32, device=device)
+    dim_t = 10000 ** (2 * torch.div(dim_t, 2, rounding_mode="floor") / npf)
+    px = x[..., None] / dim_t
+    py = y[..., None] / dim_t
+    px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=-1).flatten(-2)
+    py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=-1).flatten(-2)
+    return torch.cat((py, px), dim=-1).permute(2, 0, 1).contiguous()
+
+
+def sine_position_2d(h: int, w: int, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Cached 2-D sine position embedding ``[C, H, W]``; channel order (pos_y, pos_x)."""
+    return _sine_2d(h, w, channels, str(device)).to(dtype)
+
+
+def text_position_1d(length: int, channels: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The official 1-D text position embedding ``[T, C]``.
+
+    The official code casts its inverse frequencies to integers, so only the first
+    frequency (1) survives: channel 0 = sin(pos), channel 1 = cos(pos), every other even
+    channel is sin(0) = 0 and every other odd channel cos(0) = 1.
+    """
+    pos = torch.arange(length, dtype=torch.float32, device=device)
+    emb = torch.zeros(length, channels, dtype=torch.float32, device=device)
+    emb[:, 1::2] = 1.0
+    emb[:, 0] = torch.sin(pos)
+    emb[:, 1] = torch.cos(pos)
+    return emb.to(dtype)

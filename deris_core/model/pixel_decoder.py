@@ -1,0 +1,143 @@
+"""Mask2Former's multi-scale deformable-attention pixel decoder, in pure PyTorch.
+
+The deformable sampling uses ``grid_sample`` (bilinear, zero padding,
+``align_corners=False``), which is exactly what the official code runs on a CPU; its CUDA
+kernel computes the same sampling in another summation order.
+
+Order facts: the transformer levels are (res5, res4, res3), so ``input_proj.0`` belongs to
+res5; the FPN adds the res2 lateral to a *bilinear* upsampling of the finest encoder level.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import PixelDecoderConfig
+from .layers import FFN, sine_position_2d
+
+
+class MSDeformAttn(nn.Module):
+    """Multi-scale deformable attention (Deformable DETR)."""
+
+    def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int) -> None:
+        super().__init__()
+        self.dim, self.levels, self.heads, self.points = dim, num_levels, num_heads, num_points
+        self.sampling_offsets = nn.Linear(dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = nn.Linear(dim, num_heads * num_levels * num_points)
+        self.value_proj = nn.Linear(dim, dim)
+        self.output_proj = nn.Linear(dim, dim)
+        self._reset_parameters()
+
+    def _reset_parameters(self) -> None:
+        nn.init.zeros_(self.sampling_offsets.weight)
+        thetas = torch.arange(self.heads, dtype=torch.float32) * (2.0 * torch.pi / self.heads)
+        grid = torch.stack([thetas.cos(), thetas.sin()], -1)
+        grid = (grid / grid.abs().max(-1, keepdim=True)[0]).view(self.heads, 1, 1, 2)
+        grid = grid.repeat(1, self.levels, self.points, 1) * torch.arange(1, self.points + 1).view(1, 1, -1, 1)
+        with torch.no_grad():
+            self.sampling_offsets.bias.copy_(grid.flatten())
+        nn.init.zeros_(self.attention_weights.weight)
+        nn.init.zeros_(self.attention_weights.bias)
+        nn.init.xavier_uniform_(self.value_proj.weight)
+        nn.init.zeros_(self.value_proj.bias)
+        nn.init.xavier_uniform_(self.output_proj.weight)
+        nn.init.zeros_(self.output_proj.bias)
+
+    def forward(self, query: Tensor, reference: Tensor, value_in: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
+        """``query [B, Lq, C]``, ``reference [Lq, 2]`` in [0, 1] (x, y), ``value_in [B, Lv, C]``."""
+        b, lq, c = query.shape
+        m, lv, p = self.heads, self.levels, self.points
+        dh = c // m
+        value = self.value_proj(value_in)
+        offsets = self.sampling_offsets(query).view(b, lq, m, lv, p, 2)
+        weights = self.attention_weights(query).view(b, lq, m, lv * p).softmax(-1)
+        normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
+        locations = reference[None, :, None, None, None, :] + offsets / normalizer[None, None, None, :, None, :]
+        grids = 2 * locations - 1  # [B, Lq, M, L, P, 2]
+        sampled = []
+        start = 0
+        for lvl, (h, w) in enumerate(shapes):
+            v = value[:, start : start + h * w].view(b, h * w, m, dh).permute(0, 2, 3, 1).reshape(b * m, dh, h, w)
+            start += h * w
+            g = grids[:, :, :, lvl].transpose(1, 2).reshape(b * m, lq, p, 2)
+            sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
+        stacked = torch.stack(sampled, dim=-2).flatten(-2)  # [B*M, dh, Lq, L*P]
+        w = weights.transpose(1, 2).reshape(b * m, 1, lq, lv * p)
+        out = (stacked * w).sum(-1).view(b, m * dh, lq).transpose(1, 2)
+        return self.output_proj(out)
+
+
+class DeformableEncoderLayer(nn.Module):
+    """Post-norm: ``x = LN(x + attn(x + pos))``, ``x = LN(x + FFN(x))``."""
+
+    def __init__(self, dim: int, cfg: PixelDecoderConfig, num_levels: int) -> None:
+        super().__init__()
+        self.self_attn = MSDeformAttn(dim, num_levels, cfg.num_heads, cfg.num_points)
+        self.norm1 = nn.LayerNorm(dim)
+        self.ffn = FFN(dim, cfg.ffn_dim)
+        self.norm2 = nn.LayerNorm(dim)
+
+    def forward(self, x: Tensor, pos: Tensor, reference: Tensor, shapes: list[tuple[int, int]]) -> Tensor:
+        x = self.norm1(x + self.self_attn(x + pos, reference, x, shapes))
+        return self.norm2(x + self.ffn(x))
+
+
+def _conv_gn(cin: int, cout: int, k: int, groups: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size=k, padding=k // 2), nn.GroupNorm(groups, cout))
+
+
+def _reference_points(shapes: list[tuple[int, int]], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Pixel centres of every level, normalised to [0, 1], as (x, y)."""
+    refs = []
+    for h, w in shapes:
+        ys = torch.linspace(0.5, h - 0.5, h, dtype=torch.float32, device=device) / h
+        xs = torch.linspace(0.5, w - 0.5, w, dtype=torch.float32, device=device) / w
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        refs.append(torch.stack((gx.reshape(-1), gy.reshape(-1)), -1))
+    return torch.cat(refs).to(dtype)
+
+
+class PixelDecoder(nn.Module):
+    """Swin features -> (mask features at stride 4, three multi-scale maps at 32/16/8)."""
+
+    def __init__(self, in_channels: list[int], dim: int, cfg: PixelDecoderConfig) -> None:
+        super().__init__()
+        g = cfg.num_groups
+        # Index 0 = res5, 1 = res4, 2 = res3 (the official reversed order).
+        self.input_proj = nn.ModuleList(_conv_gn(c, dim, 1, g) for c in (in_channels[3], in_channels[2], in_channels[1]))
+        self.level_embed = nn.Parameter(torch.randn(3, dim))
+        self.layers = nn.ModuleList(DeformableEncoderLayer(dim, cfg, 3) for _ in range(cfg.num_layers))
+        self.lateral = _conv_gn(in_channels[0], dim, 1, g)
+        self.output = _conv_gn(dim, dim, 3, g)
+        self.mask_features = nn.Conv2d(dim, dim, kernel_size=1)
+        for seq in (*self.input_proj, self.lateral, self.output):
+            nn.init.xavier_uniform_(seq[0].weight)
+            nn.init.zeros_(seq[0].bias)
+
+    def forward(self, feats: list[Tensor]) -> tuple[Tensor, list[Tensor]]:
+        """``feats`` = [res2, res3, res4, res5]. Returns ``mask_features``, ``[12x12, 24x24, 48x48]``."""
+        levels = (feats[3], feats[2], feats[1])
+        srcs, pos, shapes = [], [], []
+        for i, f in enumerate(levels):
+            x = self.input_proj[i](f)
+            b, c, h, w = x.shape
+            shapes.append((h, w))
+            srcs.append(x.flatten(2).transpose(1, 2))
+            p = sine_position_2d(h, w, c, x.device, x.dtype).flatten(1).transpose(0, 1)
+            pos.append(p + self.level_embed[i])
+        x = torch.cat(srcs, 1)
+        pos_all = torch.cat(pos, 0)[None]
+        reference = _reference_points(shapes, x.device, x.dtype)
+        for layer in self.layers:
+            x = layer(x, pos_all, reference, shapes)
+        outs = []
+        start = 0
+        for h, w in shapes:
+            outs.append(x[:, start : start + h * w].transpose(1, 2).reshape(b, -1, h, w))
+            start += h * w
+        lateral = F.relu(self.lateral(feats[0]))
+        up = F.interpolate(outs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
+        fpn = F.relu(self.output(lateral + up))
+        return self.mask_features(fpn), outs

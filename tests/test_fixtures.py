@@ -1,0 +1,126 @@
+"""Golden fixtures: our model reproduces every intermediate of the official forward pass.
+
+Each ``../shared/reference/fixtures/*.pt`` holds official weights of a reduced config, the
+raw photo, token ids and every official intermediate output. One test per file.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from deris_core.checkpoint import convert_official_state_dict, load_into
+from deris_core.config import config_from_official_fixture
+from deris_core.model import build_deris
+from deris_core.model.decoder import upsample_masks
+from deris_core.model.swin import relative_position_index
+from deris_core.postprocess import binary_masks, boxes_to_original, referring_scores, resize_nearest, union_of_referred
+from deris_core.preprocess import preprocess
+
+from .conftest import REFERENCE, fixture_files
+
+ATOL = 1e-4
+
+
+def _close(name: str, ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL) -> None:
+    assert tuple(ours.shape) == tuple(ref.shape), f"{name}: shape {tuple(ours.shape)} vs {tuple(ref.shape)}"
+    diff = (ours.float() - ref.float()).abs().max().item()
+    assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
+
+
+@pytest.fixture(scope="module", params=fixture_files(), ids=lambda p: p.name)
+def fixture_run(request):
+    data = torch.load(request.param, map_location="cpu", weights_only=True)
+    cfg_dict = json.loads(data["config"])
+    cfg = config_from_official_fixture(cfg_dict)
+    model = build_deris(cfg)
+    # Buffers we drop from the mapping must equal what we recompute.
+    for k, v in data["state_dict"].items():
+        if k.endswith("relative_position_index"):
+            w = int(round(v.shape[0] ** 0.5))
+            assert torch.equal(v, relative_position_index(w)), k
+    load_into(model, convert_official_state_dict(data["state_dict"]), cfg.name, request.param.name)
+    inputs = data["inputs"]
+    pre = preprocess(inputs["raw_image_rgb"].numpy(), cfg.swin.img_size, cfg.beit3.img_size)
+    with torch.inference_mode():
+        feats = model.encode_image(inputs["img"], inputs["img_mini"])
+        out = model.decode(feats, inputs["ref_expr_inds"], inputs["text_attention_mask"])
+    return cfg, cfg_dict, data, pre, feats, out
+
+
+def test_preprocessing(fixture_run):
+    _, cfg_dict, data, pre, _, _ = fixture_run
+    _close("img", pre.image, data["inputs"]["img"])
+    _close("img_mini", pre.image_mini, data["inputs"]["img_mini"])
+    assert list(pre.original_size) == cfg_dict["ori_shape"][:2]
+    np.testing.assert_allclose(pre.scale_factor, cfg_dict["scale_factor"], rtol=1e-6)
+
+
+def test_cognition_features(fixture_run):
+    _, _, data, _, _, out = fixture_run
+    ref = data["outputs"]["pre_forward"]
+    t = out.text_length  # trailing padding is not run (see trim_padding); real tokens must match
+    assert int((data["inputs"]["text_attention_mask"] == 0).sum()) <= t
+    _close("img_feat", out.cognition.img_feat, ref["img_feat"])
+    _close("text_feat", out.cognition.text_feat, ref["text_feat"][:, :t])
+    _close("query_feat", out.cognition.query_feat, ref["query_feat"])
+    _close("cls_feat", out.cognition.cls_feat, ref["cls_feat"])
+
+
+def test_backbone_and_pixel_decoder(fixture_run):
+    _, _, data, _, feats, _ = fixture_run
+    ref = data["outputs"]
+    for i, name in enumerate(("res2", "res3", "res4", "res5")):
+        _close(name, feats.perception.backbone_features[i], ref["swin_features"][name])
+    pd = ref["pixel_decoder"]
+    _close("mask_features", feats.perception.mask_features, pd["mask_features"])
+    _close("transformer_encoder_features", feats.perception.multi_scale[0], pd["transformer_encoder_features"])
+    for i, m in enumerate(pd["multi_scale_features"]):
+        _close(f"multi_scale[{i}]", feats.perception.multi_scale[i], m)
+
+
+def test_perception_outputs(fixture_run):
+    _, _, data, _, _, out = fixture_run
+    ref = data["outputs"]["perception"]
+    _close("pred_masks", out.pred_masks, ref["pred_masks"])
+    _close("pred_logits", out.class_logits, ref["pred_logits"])
+    _close("pred_refer_logits", out.refer_logits, ref["pred_refer_logits"])
+    _close("pred_boxes", out.boxes, ref["pred_boxes"])
+    _close("query_feat", out.decoder.queries, ref["query_feat"])
+    dec = out.decoder
+    for i, (aux_p, aux_r) in enumerate(zip(ref["aux_outputs_perception"], ref["aux_outputs_refer"])):
+        _close(f"aux[{i}].pred_masks", upsample_masks(dec.mask_logits[i]), aux_p["pred_masks"])
+        _close(f"aux[{i}].pred_boxes", dec.boxes[i], aux_p["pred_boxes"])
+        _close(f"aux[{i}].pred_logits", dec.class_logits[i], aux_p["pred_logits"])
+        _close(f"aux_refer[{i}].pred_logits", dec.refer_logits[i], aux_r["pred_logits"])
+
+
+def test_post_forward(fixture_run):
+    _, _, data, _, _, out = fixture_run
+    ref = data["outputs"]["post_forward"]
+    _close("pred_existence", out.existence_logit, ref["pred_existence"])
+    _close("pred_logits", out.cognition_logits, ref["pred_logits"])
+
+
+def test_postprocess(fixture_run):
+    cfg, cfg_dict, data, pre, _, out = fixture_run
+    ref = data["outputs"]["postprocess"]
+    scores = referring_scores(out.refer_logits[0])
+    _close("scores", scores, ref["scores"], atol=1e-5)
+    nt = 1 - out.existence_logit[0].sigmoid()
+    _close("pred_nt", nt, ref["pred_nt"], atol=1e-5)
+    boxes = boxes_to_original(out.boxes[0], (cfg.swin.img_size,) * 2, pre.scale_factor)
+    _close("boxes", boxes, ref["boxes_xyxy_rescaled"], atol=1e-2)
+    masks = binary_masks(out.pred_masks[0], cfg.postprocess.mask_threshold)
+    union = union_of_referred(masks, scores, cfg.postprocess.score_threshold)
+    assert int((scores > cfg.postprocess.score_threshold).sum()) == ref["num_queries_passing"]
+    h, w = cfg_dict["ori_shape"][:2]
+    final = resize_nearest(union.numpy(), (h, w))
+    ref_final = ref["final_mask"].numpy()
+    assert final.shape == ref_final.shape
+    differing = int((final != ref_final).sum())
+    assert differing <= 0.001 * final.size, f"{differing} of {final.size} pixels differ"
+    assert (masks.numpy() != ref["pred_masks_binary_384"].numpy()).mean() <= 0.001
