@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .layers import Linear
 from ..config import BEiT3Config
 
 VISION, TEXT = 0, 1
@@ -40,11 +41,11 @@ class MultiwayAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int, eps: float) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q_proj = Multiway(lambda: nn.Linear(dim, dim))
-        self.k_proj = Multiway(lambda: nn.Linear(dim, dim))
-        self.v_proj = Multiway(lambda: nn.Linear(dim, dim))
+        self.q_proj = Multiway(lambda: Linear(dim, dim))
+        self.k_proj = Multiway(lambda: Linear(dim, dim))
+        self.v_proj = Multiway(lambda: Linear(dim, dim))
         self.sub_norm = Multiway(lambda: nn.LayerNorm(dim, eps=eps))
-        self.out_proj = Multiway(lambda: nn.Linear(dim, dim))
+        self.out_proj = Multiway(lambda: Linear(dim, dim))
 
     def forward(self, xv: Tensor, xt: Tensor, key_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         b, nv, d = xv.shape
@@ -67,9 +68,9 @@ class SubLNFeedForward(nn.Module):
 
     def __init__(self, dim: int, hidden: int, eps: float) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
+        self.fc1 = Linear(dim, hidden)
         self.sub_norm = nn.LayerNorm(hidden, eps=eps)
-        self.fc2 = nn.Linear(hidden, dim)
+        self.fc2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.sub_norm(F.gelu(self.fc1(x))))

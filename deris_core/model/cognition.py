@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..config import DeRISConfig, TextCorrelationConfig
 from .beit3 import BEiT3Encoder
-from .layers import FFN, MultiheadAttention
+from .layers import Linear, FFN, MultiheadAttention
 
 
 @dataclass
@@ -48,16 +48,16 @@ class CognitionBranch(nn.Module):
         super().__init__()
         d, h = cfg.beit3.embed_dim, cfg.hidden_dim
         self.beit3 = BEiT3Encoder(cfg.beit3)
-        self.image_proj = nn.Linear(d, h)
-        self.text_proj = nn.Linear(d, h)
-        self.query_proj = nn.Linear(d, h)
+        self.image_proj = Linear(d, h)
+        self.text_proj = Linear(d, h)
+        self.query_proj = Linear(d, h)
         self.init_query = nn.Embedding(cfg.num_queries, d)
         self.text_correlation = nn.ModuleList(
             TextCorrelationLayer(h, cfg.text_correlation) for _ in range(cfg.text_correlation.num_layers)
         )
         self.text_correlation_norm = nn.LayerNorm(h)
-        self.class_embed = nn.Linear(h, 2)
-        self.existence_embed = nn.Linear(h, 1)
+        self.class_embed = Linear(h, 2)
+        self.existence_embed = Linear(h, 1)
 
     def encode(self, vision_tokens: Tensor, token_ids: Tensor, padding_mask: Tensor) -> CognitionFeatures:
         cls, img, text = self.beit3(vision_tokens, token_ids, padding_mask)

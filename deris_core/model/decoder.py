@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import DecoderConfig
-from .layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer, sine_position_2d, text_position_1d
+from .layers import Linear, MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer, sine_position_2d, text_position_1d
 from .loopback import LoopbackStep
 
 
@@ -56,8 +56,8 @@ class MaskedDecoder(nn.Module):
         self.level_embed = nn.Embedding(3, dim)
         self.mask_embed = MLP(dim, dim, dim, 3)
         self.box_embed = MLP(dim, dim, 4, 3)
-        self.class_embed = nn.Linear(dim, 2)
-        self.refer_embed = nn.Linear(dim, 2)
+        self.class_embed = Linear(dim, 2)
+        self.refer_embed = Linear(dim, 2)
         self.fuse = nn.Conv2d(2 * dim, dim, kernel_size=1)
 
     def prepare_image(self, mask_features: Tensor, multi_scale: list[Tensor]) -> DecoderMemory:

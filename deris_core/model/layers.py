@@ -15,6 +15,38 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _onednn_available() -> bool:
+    return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+
+
+_ONEDNN = _onednn_available()
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) with a faster CPU inference path.
+
+    Without autograd, on CPU in float32, the weight is re-laid out once into oneDNN's
+    blocked format and the product runs through oneDNN, which is ~25% faster than the
+    default GEMM on the small token counts of this model. The packed copy is rebuilt
+    whenever the weight changes (tracked by its version counter); training, CUDA and other
+    dtypes use ``F.linear`` unchanged.
+    """
+
+    _packed: tuple[int, int, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        w = self.weight
+        if not _ONEDNN or torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != torch.float32 or w.dtype != torch.float32:
+            return F.linear(x, w, self.bias)
+        key = (w.data_ptr(), w._version)
+        packed = self._packed
+        if packed is None or packed[:2] != key:
+            with torch.inference_mode(False), torch.no_grad():
+                packed = (*key, torch.ops.mkldnn._reorder_linear_weight(w.detach().clone(), 64))
+            self._packed = packed
+        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed[2], self.bias, "none", [], "")
+
+
 class MultiheadAttention(nn.Module):
     """Multi-head attention with ``nn.MultiheadAttention``'s parameters, batch first.
 
@@ -30,7 +62,7 @@ class MultiheadAttention(nn.Module):
         self.num_heads = num_heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim))
-        self.out_proj = nn.Linear(dim, dim)
+        self.out_proj = Linear(dim, dim)
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def _split(self, x: Tensor) -> Tensor:
@@ -75,8 +107,8 @@ class FFN(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.linear1 = nn.Linear(dim, hidden)
-        self.linear2 = nn.Linear(hidden, dim)
+        self.linear1 = Linear(dim, hidden)
+        self.linear2 = Linear(hidden, dim)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.linear2(F.relu(self.linear1(x)))
@@ -88,7 +120,7 @@ class MLP(nn.Module):
     def __init__(self, in_dim: int, hidden: int, out_dim: int, num_layers: int) -> None:
         super().__init__()
         dims = [in_dim] + [hidden] * (num_layers - 1) + [out_dim]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
+        self.layers = nn.ModuleList(Linear(a, b) for a, b in zip(dims[:-1], dims[1:]))
 
     def forward(self, x: Tensor) -> Tensor:
         last = len(self.layers) - 1

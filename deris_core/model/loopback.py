@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import MultiheadAttention
+from .layers import Linear, MultiheadAttention
 
 
 class TextCrossAttention(nn.Module):
@@ -23,10 +23,10 @@ class TextCrossAttention(nn.Module):
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
         self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.k = Linear(dim, dim)
+        self.v = Linear(dim, dim)
+        self.proj = Linear(dim, dim)
 
     def forward(self, query: Tensor, key: Tensor, value: Tensor, pad_bias: Tensor) -> Tensor:
         b, n, c = query.shape
@@ -48,8 +48,8 @@ class TextLayer(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         self.cross_attn = TextCrossAttention(dim, num_heads)
         self.norm1 = nn.LayerNorm(dim)
-        self.linear1 = nn.Linear(dim, ffn_dim)
-        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.linear1 = Linear(dim, ffn_dim)
+        self.linear2 = Linear(ffn_dim, dim)
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, x: Tensor, text: Tensor, text_pos: Tensor, pad_bias: Tensor) -> Tensor:
@@ -89,7 +89,7 @@ class LoopbackStep(nn.Module):
         super().__init__()
         self.mask_attn = QueryRefresh(dim, num_heads)
         self.text_layer = TextLayer(dim, ffn_dim)
-        self.proj = nn.Linear(2 * dim, dim)
+        self.proj = Linear(2 * dim, dim)
 
     def forward(self, queries: Tensor, text: Tensor, text_pos: Tensor, pad_bias: Tensor) -> tuple[Tensor, Tensor]:
         queries = self.mask_attn(queries)

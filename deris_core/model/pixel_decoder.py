@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import PixelDecoderConfig
-from .layers import FFN, sine_position_2d
+from .layers import Linear, FFN, sine_position_2d
 
 
 class MSDeformAttn(nn.Module):
@@ -24,10 +24,10 @@ class MSDeformAttn(nn.Module):
     def __init__(self, dim: int, num_levels: int, num_heads: int, num_points: int) -> None:
         super().__init__()
         self.dim, self.levels, self.heads, self.points = dim, num_levels, num_heads, num_points
-        self.sampling_offsets = nn.Linear(dim, num_heads * num_levels * num_points * 2)
-        self.attention_weights = nn.Linear(dim, num_heads * num_levels * num_points)
-        self.value_proj = nn.Linear(dim, dim)
-        self.output_proj = nn.Linear(dim, dim)
+        self.sampling_offsets = Linear(dim, num_heads * num_levels * num_points * 2)
+        self.attention_weights = Linear(dim, num_heads * num_levels * num_points)
+        self.value_proj = Linear(dim, dim)
+        self.output_proj = Linear(dim, dim)
         self._reset_parameters()
 
     def _reset_parameters(self) -> None:
@@ -49,24 +49,55 @@ class MSDeformAttn(nn.Module):
         """``query [B, Lq, C]``, ``reference [Lq, 2]`` in [0, 1] (x, y), ``value_in [B, Lv, C]``."""
         b, lq, c = query.shape
         m, lv, p = self.heads, self.levels, self.points
-        dh = c // m
         value = self.value_proj(value_in)
         offsets = self.sampling_offsets(query).view(b, lq, m, lv, p, 2)
-        weights = self.attention_weights(query).view(b, lq, m, lv * p).softmax(-1)
+        weights = self.attention_weights(query).view(b, lq, m, lv * p).softmax(-1).view(b, lq, m, lv, p)
         normalizer = torch.tensor([[w, h] for h, w in shapes], dtype=query.dtype, device=query.device)
         locations = reference[None, :, None, None, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        grids = 2 * locations - 1  # [B, Lq, M, L, P, 2]
-        sampled = []
-        start = 0
-        for lvl, (h, w) in enumerate(shapes):
-            v = value[:, start : start + h * w].view(b, h * w, m, dh).permute(0, 2, 3, 1).reshape(b * m, dh, h, w)
-            start += h * w
-            g = grids[:, :, :, lvl].transpose(1, 2).reshape(b * m, lq, p, 2)
-            sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))
-        stacked = torch.stack(sampled, dim=-2).flatten(-2)  # [B*M, dh, Lq, L*P]
-        w = weights.transpose(1, 2).reshape(b * m, 1, lq, lv * p)
-        out = (stacked * w).sum(-1).view(b, m * dh, lq).transpose(1, 2)
+        out = deformable_sample(value, shapes, locations, weights, m)
         return self.output_proj(out)
+
+
+def deformable_sample(value: Tensor, shapes: list[tuple[int, int]], locations: Tensor, weights: Tensor, heads: int) -> Tensor:
+    """Attention-weighted bilinear sampling of multi-scale values.
+
+    Equivalent to ``grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False)``
+    at every location followed by the attention-weighted sum over levels and points, but
+    computed as one ``embedding_bag``: each output row gathers the 4 bilinear corners of
+    every sampling point and sums them with weight ``attention x bilinear`` (out-of-image
+    corners get weight 0). Nothing of size ``[heads, dim, queries, points]`` is materialised.
+
+    Shapes: ``value [B, Lv, C]``, ``locations [B, Lq, M, L, P, 2]`` in [0, 1] (x, y),
+    ``weights [B, Lq, M, L, P]``. Returns ``[B, Lq, C]``.
+    """
+    b, lv_total, c = value.shape
+    _, lq, m, nl, p, _ = locations.shape
+    dh = c // heads
+    sizes = torch.tensor(shapes, device=value.device)  # [L, (h, w)]
+    starts = torch.cumsum(torch.cat((sizes.new_zeros(1), sizes[:, 0] * sizes[:, 1])), 0)[:-1]
+    hs = sizes[:, 0].to(value.dtype).view(1, 1, 1, nl, 1)
+    ws = sizes[:, 1].to(value.dtype).view(1, 1, 1, nl, 1)
+    x = locations[..., 0] * ws - 0.5  # pixel coordinates, align_corners=False
+    y = locations[..., 1] * hs - 0.5
+    x0, y0 = x.floor(), y.floor()
+    fx, fy = x - x0, y - y0
+    idx_list, w_list = [], []
+    hi, wi = sizes[:, 0].view(1, 1, 1, nl, 1), sizes[:, 1].view(1, 1, 1, nl, 1)
+    base = starts.view(1, 1, 1, nl, 1)
+    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
+        xi = x0.long() + dx
+        yi = y0.long() + dy
+        valid = (xi >= 0) & (xi < wi) & (yi >= 0) & (yi < hi)
+        idx_list.append(torch.where(valid, base + yi.clamp(min=0) * wi + xi.clamp(min=0), torch.zeros_like(xi)))
+        w_list.append(torch.where(valid, wgt * weights, torch.zeros_like(wgt)))
+    idx = torch.stack(idx_list, -1)  # [B, Lq, M, L, P, 4]
+    wts = torch.stack(w_list, -1)
+    # One table per (batch, head): rows (b, head, position) of the head's dh channels.
+    table = value.view(b, lv_total, m, dh).permute(0, 2, 1, 3).reshape(b * m * lv_total, dh)
+    table_offset = (torch.arange(b * m, device=value.device) * lv_total).view(b, 1, m, 1, 1, 1)
+    idx = (idx.view(b, lq, m, nl, p, 4) + table_offset).permute(0, 1, 2, 3, 4, 5).reshape(b * lq * m, -1)
+    out = F.embedding_bag(idx, table, per_sample_weights=wts.reshape(b * lq * m, -1).to(table.dtype), mode="sum")
+    return out.view(b, lq, m * dh)
 
 
 class DeformableEncoderLayer(nn.Module):
