@@ -1,0 +1,288 @@
+"""SAM-style predictor: ``set_image`` once (cached), then ``predict(expression)`` many times.
+
+Only the cognition branch and the query decoder depend on the text; the Swin backbone,
+the pixel decoder, the decoder's key/value memory and BEiT-3's patch embeddings depend on
+the image alone and are computed once in :meth:`Predictor.set_image`.
+
+Concurrency: the model is shared and read-only. The cached image lives in an immutable
+:class:`ImageState` that ``set_image`` returns; pass it to ``predict(..., image=state)`` to
+be independent of other callers (the app keeps one per user session). Without ``image=``
+the predictor uses the state of its last ``set_image`` call, which is only meaningful for a
+single caller. Thresholds never re-run the network: a :class:`Prediction` keeps the logits.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .config import DeRISConfig
+from .model import DeRIS, ImageFeatures
+from .postprocess import binary_masks, boxes_to_original, referring_scores, resize_nearest
+from .preprocess import ImageInput, load_image, preprocess
+from .tokenizer import BEiT3Tokenizer, Encoded
+
+
+@dataclass(frozen=True)
+class ImageState:
+    """Everything cached for one image. Immutable; safe to share between threads."""
+
+    image: np.ndarray  # RGB uint8 HxWx3 (original, after EXIF rotation)
+    features: ImageFeatures
+    original_size: tuple[int, int]
+    scale_factor: tuple[float, float, float, float]
+    timings: dict[str, float]
+
+
+@dataclass
+class Prediction:
+    """Result for one expression: every candidate query with its mask and referring score."""
+
+    expression: str
+    scores: np.ndarray  # [Q] referring score per candidate query
+    existence: float  # sigmoid(existence logit): probability that something is referred
+    boxes: np.ndarray  # [Q, 4] x1, y1, x2, y2 in original pixels
+    original_size: tuple[int, int]
+    score_threshold: float
+    mask_threshold: float
+    mask_logits: torch.Tensor = field(repr=False)  # [Q, 384, 384] float32 (kept for re-thresholding)
+    timings: dict[str, float] = field(default_factory=dict)
+    truncated: bool = False  # the expression was longer than the token budget
+    _masks: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def num_candidates(self) -> int:
+        return int(self.scores.shape[0])
+
+    @property
+    def referred(self) -> list[int]:
+        """Indices of queries with score strictly above the threshold, best first."""
+        idx = np.nonzero(self.scores > self.score_threshold)[0]
+        return sorted(idx.tolist(), key=lambda i: -self.scores[i])
+
+    @property
+    def order(self) -> list[int]:
+        """All candidate indices sorted by score, best first."""
+        return np.argsort(-self.scores, kind="stable").tolist()
+
+    @property
+    def no_target(self) -> bool:
+        """The official verdict: no candidate scores above the threshold."""
+        return not bool((self.scores > self.score_threshold).any())
+
+    @property
+    def masks(self) -> np.ndarray:
+        """``[Q, H, W]`` uint8 binary masks at the original size (computed once, on demand)."""
+        if self._masks is None:
+            small = binary_masks(self.mask_logits, self.mask_threshold).numpy()
+            self._masks = resize_nearest(small, self.original_size)
+        return self._masks
+
+    def mask(self, index: int) -> np.ndarray:
+        return self.masks[index]
+
+    @property
+    def union_mask(self) -> np.ndarray:
+        """Union of the referred candidates' masks at the original size (zeros if no target)."""
+        keep = self.referred
+        h, w = self.original_size
+        if not keep:
+            return np.zeros((h, w), dtype=np.uint8)
+        small = binary_masks(self.mask_logits[keep], self.mask_threshold).numpy().max(0)
+        return resize_nearest(small, self.original_size)
+
+    def with_thresholds(self, score_threshold: float | None = None, mask_threshold: float | None = None) -> "Prediction":
+        """The same prediction under other thresholds (no network call)."""
+        st = self.score_threshold if score_threshold is None else float(score_threshold)
+        mt = self.mask_threshold if mask_threshold is None else float(mask_threshold)
+        _check_threshold("score_threshold", st)
+        _check_threshold("mask_threshold", mt)
+        masks = self._masks if mt == self.mask_threshold else None
+        return Prediction(
+            self.expression, self.scores, self.existence, self.boxes, self.original_size, st, mt,
+            self.mask_logits, dict(self.timings), self.truncated, masks,
+        )
+
+    def to_dict(self) -> dict:
+        """JSON-friendly summary (no masks)."""
+        return {
+            "expression": self.expression,
+            "no_target": self.no_target,
+            "existence": round(self.existence, 6),
+            "score_threshold": self.score_threshold,
+            "mask_threshold": self.mask_threshold,
+            "referred": self.referred,
+            "truncated": self.truncated,
+            "candidates": [
+                {
+                    "index": int(i),
+                    "score": round(float(self.scores[i]), 6),
+                    "box_xyxy": [round(float(v), 2) for v in self.boxes[i]],
+                    "area": int(self.masks[i].sum()),
+                    "referred": bool(self.scores[i] > self.score_threshold),
+                }
+                for i in self.order
+            ],
+            "image_size": list(self.original_size),
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+        }
+
+
+def _check_threshold(name: str, value: float) -> None:
+    if not (0.0 <= value <= 1.0) or np.isnan(value):
+        raise ValueError(f"{name} must be between 0 and 1, got {value}")
+
+
+class Predictor:
+    """Referring segmentation on one image at a time, many expressions per image."""
+
+    def __init__(
+        self,
+        model: DeRIS,
+        tokenizer: BEiT3Tokenizer,
+        device: str | torch.device = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.model = model.to(self.device).eval()
+        self.cfg: DeRISConfig = model.cfg
+        if tokenizer.max_token != self.cfg.max_token:
+            raise ValueError(f"tokenizer max_token {tokenizer.max_token} != model max_token {self.cfg.max_token}")
+        if tokenizer.vocab_size > self.cfg.beit3.vocab_size:
+            raise ValueError(
+                f"tokenizer produces ids up to {tokenizer.vocab_size - 1} but the model vocabulary has "
+                f"{self.cfg.beit3.vocab_size} entries: wrong tokenizer for these weights?"
+            )
+        self.tokenizer = tokenizer
+        self.score_threshold = self.cfg.postprocess.score_threshold
+        self.mask_threshold = self.cfg.postprocess.mask_threshold
+        self._state: ImageState | None = None
+        self._lock = threading.Lock()
+        self.forward_calls = 0  # number of network passes (tests count them)
+
+    def _autocast(self):
+        if self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16):
+            return torch.autocast("cuda", dtype=self.dtype)
+        return torch.autocast(self.device.type, enabled=False)
+
+    # --- image ---------------------------------------------------------------------------
+
+    def set_image(self, image: ImageInput) -> ImageState:
+        """Load, pre-process and encode an image; returns (and remembers) its cached state."""
+        t0 = time.perf_counter()
+        rgb = load_image(image)
+        pre = preprocess(rgb, self.cfg.swin.img_size, self.cfg.beit3.img_size)
+        t1 = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            feats = self.model.encode_image(pre.image.to(self.device), pre.image_mini.to(self.device))
+        self._sync()
+        t2 = time.perf_counter()
+        state = ImageState(rgb, feats, pre.original_size, pre.scale_factor, {"preprocess": t1 - t0, "image_encoder": t2 - t1})
+        with self._lock:
+            self._state = state
+            self.forward_calls += 1
+        return state
+
+    @property
+    def image_state(self) -> ImageState | None:
+        return self._state
+
+    def _resolve(self, image: ImageState | None) -> ImageState:
+        state = image if image is not None else self._state
+        if state is None:
+            raise RuntimeError("no image: call set_image() first (or pass image=state)")
+        return state
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    # --- expressions -----------------------------------------------------------------------
+
+    def predict(
+        self,
+        expression: str,
+        *,
+        image: ImageState | None = None,
+        score_threshold: float | None = None,
+        mask_threshold: float | None = None,
+    ) -> Prediction:
+        """Segment what ``expression`` refers to in the cached image."""
+        return self.predict_batch([expression], image=image, score_threshold=score_threshold, mask_threshold=mask_threshold)[0]
+
+    def predict_batch(
+        self,
+        expressions: Sequence[str],
+        *,
+        image: ImageState | None = None,
+        score_threshold: float | None = None,
+        mask_threshold: float | None = None,
+    ) -> list[Prediction]:
+        """Several expressions on one image in one batched pass."""
+        if isinstance(expressions, str):
+            raise TypeError("predict_batch takes a list of expressions")
+        if not expressions:
+            return []
+        st = self.score_threshold if score_threshold is None else float(score_threshold)
+        mt = self.mask_threshold if mask_threshold is None else float(mask_threshold)
+        _check_threshold("score_threshold", st)
+        _check_threshold("mask_threshold", mt)
+        state = self._resolve(image)
+        t0 = time.perf_counter()
+        ids, mask, encoded = self.tokenizer.encode_batch(list(expressions))
+        t1 = time.perf_counter()
+        preds = self._predict_tokens(state, ids, mask, list(expressions), encoded, st, mt)
+        for p in preds:
+            p.timings["tokenize"] = (t1 - t0) / len(preds)
+        return preds
+
+    def predict_tokens(self, token_ids: torch.Tensor, padding_mask: torch.Tensor, *, image: ImageState | None = None) -> list[Prediction]:
+        """Lower-level entry for pre-tokenised input ``[B, max_token]`` (datasets, benchmarks)."""
+        state = self._resolve(image)
+        n = token_ids.shape[0]
+        return self._predict_tokens(state, token_ids, padding_mask, [""] * n, [None] * n, self.score_threshold, self.mask_threshold)
+
+    def _predict_tokens(
+        self,
+        state: ImageState,
+        ids: torch.Tensor,
+        mask: torch.Tensor,
+        expressions: list[str],
+        encoded: list[Encoded | None],
+        st: float,
+        mt: float,
+    ) -> list[Prediction]:
+        t0 = time.perf_counter()
+        with torch.inference_mode(), self._autocast():
+            out = self.model.decode(state.features, ids.to(self.device), mask.to(self.device))
+            scores = referring_scores(out.refer_logits).cpu().numpy()
+            existence = out.existence_logit.float().sigmoid()[:, 0].cpu().numpy()
+            logits = out.pred_masks.float().cpu()
+            size = (self.cfg.swin.img_size, self.cfg.swin.img_size)
+            boxes = [boxes_to_original(b, size, state.scale_factor).cpu().numpy() for b in out.boxes]
+        self._sync()
+        t1 = time.perf_counter()
+        with self._lock:
+            self.forward_calls += 1
+        per = (t1 - t0) / len(expressions)
+        return [
+            Prediction(
+                expression=expressions[i],
+                scores=scores[i],
+                existence=float(existence[i]),
+                boxes=boxes[i],
+                original_size=state.original_size,
+                score_threshold=st,
+                mask_threshold=mt,
+                mask_logits=logits[i],
+                timings={"decode": per},
+                truncated=bool(encoded[i].truncated) if encoded[i] is not None else False,
+            )
+            for i in range(len(expressions))
+        ]
