@@ -8,6 +8,7 @@ run through ``scaled_dot_product_attention`` with batch-first tensors and no ext
 from __future__ import annotations
 
 import math
+import os
 from functools import lru_cache
 
 import torch
@@ -16,6 +17,8 @@ from torch import Tensor, nn
 
 
 def _onednn_available() -> bool:
+    if os.environ.get("DERIS_ONEDNN_PREPACK", "1") == "0":  # opt out: less memory, slower CPU inference
+        return False
     return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
 
 
@@ -29,7 +32,8 @@ class Linear(nn.Linear):
     blocked format and the product runs through oneDNN, which is ~25% faster than the
     default GEMM on the small token counts of this model. The packed copy is rebuilt
     whenever the weight changes (tracked by its version counter); training, CUDA and other
-    dtypes use ``F.linear`` unchanged.
+    dtypes use ``F.linear`` unchanged. The packed copies double the memory of the linear
+    weights; set ``DERIS_ONEDNN_PREPACK=0`` to trade that speed for memory.
     """
 
     _packed: tuple[int, int, Tensor] | None = None
