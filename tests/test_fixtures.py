@@ -20,7 +20,7 @@ from deris_core.model.swin import relative_position_index
 from deris_core.postprocess import binary_masks, boxes_to_original, referring_scores, resize_nearest, union_of_referred
 from deris_core.preprocess import preprocess
 
-from .conftest import REFERENCE, fixture_files
+from .conftest import fixture_files
 
 ATOL = 1e-4
 

@@ -13,20 +13,19 @@ masked, final multiway LayerNorm.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import Linear
 from ..config import BEiT3Config
-
-VISION, TEXT = 0, 1
-
+from .layers import Linear
 
 class Multiway(nn.Module):
     """A pair of identical modules: ``vision`` for image tokens, ``text`` for text tokens."""
 
-    def __init__(self, make: "type[nn.Module] | callable") -> None:
+    def __init__(self, make: Callable[[], nn.Module]) -> None:
         super().__init__()
         self.vision = make()
         self.text = make()

@@ -62,9 +62,8 @@ class MaskedDecoder(nn.Module):
 
     def prepare_image(self, mask_features: Tensor, multi_scale: list[Tensor]) -> DecoderMemory:
         """Image-only part of the decoder (cacheable per image)."""
-        kv, sizes = [], []
-        for lvl, feat in enumerate(multi_scale):
-            sizes.append(tuple(feat.shape[-2:]))
+        kv = []
+        sizes = [tuple(feat.shape[-2:]) for feat in multi_scale]
         for i, layer in enumerate(self.cross_attn):
             lvl = i % 3
             feat = multi_scale[lvl]

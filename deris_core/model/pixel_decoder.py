@@ -95,7 +95,7 @@ def deformable_sample(value: Tensor, shapes: list[tuple[int, int]], locations: T
     # One table per (batch, head): rows (b, head, position) of the head's dh channels.
     table = value.view(b, lv_total, m, dh).permute(0, 2, 1, 3).reshape(b * m * lv_total, dh)
     table_offset = (torch.arange(b * m, device=value.device) * lv_total).view(b, 1, m, 1, 1, 1)
-    idx = (idx.view(b, lq, m, nl, p, 4) + table_offset).permute(0, 1, 2, 3, 4, 5).reshape(b * lq * m, -1)
+    idx = (idx + table_offset).reshape(b * lq * m, -1)
     out = F.embedding_bag(idx, table, per_sample_weights=wts.reshape(b * lq * m, -1).to(table.dtype), mode="sum")
     return out.view(b, lq, m * dh)
 

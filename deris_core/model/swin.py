@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .layers import Linear
 from ..config import SwinConfig
+from .layers import Linear
 
 
 def relative_position_index(window: int) -> Tensor:
