@@ -126,9 +126,8 @@ def load_image(source: ImageInput) -> np.ndarray:
             raise ImageError(f"image file is empty: {label}")
     else:
         raise ImageError(f"unsupported image input of type {type(source).__name__}")
-    old = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = MAX_PIXELS
     try:
+        # Image.open reads only the header; the size check runs before any pixel is decoded.
         with Image.open(stream) as img:
             w, h = img.size
             _check_size(h, w)
@@ -142,8 +141,6 @@ def load_image(source: ImageInput) -> np.ndarray:
         raise ImageError(f"{label} is not a recognised image file (corrupt or unsupported format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageError(f"{label} could not be decoded (truncated or corrupt): {exc}") from None
-    finally:
-        Image.MAX_IMAGE_PIXELS = old
 
 
 def normalize_bgr(bgr: np.ndarray) -> np.ndarray:

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from ..config import BEiT3Config
 from .layers import Linear
 
+
 class Multiway(nn.Module):
     """A pair of identical modules: ``vision`` for image tokens, ``text`` for text tokens."""
 

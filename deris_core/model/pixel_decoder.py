@@ -75,14 +75,12 @@ def deformable_sample(value: Tensor, shapes: list[tuple[int, int]], locations: T
     dh = c // heads
     sizes = torch.tensor(shapes, device=value.device)  # [L, (h, w)]
     starts = torch.cumsum(torch.cat((sizes.new_zeros(1), sizes[:, 0] * sizes[:, 1])), 0)[:-1]
-    hs = sizes[:, 0].to(value.dtype).view(1, 1, 1, nl, 1)
-    ws = sizes[:, 1].to(value.dtype).view(1, 1, 1, nl, 1)
-    x = locations[..., 0] * ws - 0.5  # pixel coordinates, align_corners=False
-    y = locations[..., 1] * hs - 0.5
+    hi, wi = sizes[:, 0].view(1, 1, 1, nl, 1), sizes[:, 1].view(1, 1, 1, nl, 1)
+    x = locations[..., 0] * wi.to(value.dtype) - 0.5  # pixel coordinates, align_corners=False
+    y = locations[..., 1] * hi.to(value.dtype) - 0.5
     x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0
     idx_list, w_list = [], []
-    hi, wi = sizes[:, 0].view(1, 1, 1, nl, 1), sizes[:, 1].view(1, 1, 1, nl, 1)
     base = starts.view(1, 1, 1, nl, 1)
     for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
         xi = x0.long() + dx
