@@ -7,22 +7,35 @@ raw photo, token ids and every official intermediate output. One test per file.
 from __future__ import annotations
 
 import json
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 import torch
 
 from deris_core.checkpoint import convert_official_state_dict, load_into
-from deris_core.config import config_from_official_fixture
-from deris_core.model import build_deris
+from deris_core.config import DeRISConfig, config_from_official_fixture
+from deris_core.model import DeRIS, DeRISOutput, ImageFeatures, build_deris
 from deris_core.model.decoder import upsample_masks
 from deris_core.model.swin import relative_position_index
 from deris_core.postprocess import binary_masks, boxes_to_original, referring_scores, resize_nearest, union_of_referred
-from deris_core.preprocess import preprocess
+from deris_core.preprocess import Preprocessed, preprocess
 
 from .conftest import fixture_files
 
 ATOL = 1e-4
+
+
+class Run(NamedTuple):
+    """One fixture file, our model loaded with its weights, and our outputs."""
+
+    cfg: DeRISConfig
+    cfg_dict: dict
+    data: dict
+    pre: Preprocessed
+    feats: ImageFeatures
+    out: DeRISOutput
+    model: DeRIS
 
 
 def _close(name: str, ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL) -> None:
@@ -48,11 +61,13 @@ def fixture_run(request):
     with torch.inference_mode():
         feats = model.encode_image(inputs["img"], inputs["img_mini"])
         out = model.decode(feats, inputs["ref_expr_inds"], inputs["text_attention_mask"])
-    return cfg, cfg_dict, data, pre, feats, out
+    return Run(cfg, cfg_dict, data, pre, feats, out, model)
 
 
 def test_preprocessing(fixture_run):
-    _, cfg_dict, data, pre, _, _ = fixture_run
+    cfg_dict = fixture_run.cfg_dict
+    data = fixture_run.data
+    pre = fixture_run.pre
     _close("img", pre.image, data["inputs"]["img"])
     _close("img_mini", pre.image_mini, data["inputs"]["img_mini"])
     assert list(pre.original_size) == cfg_dict["ori_shape"][:2]
@@ -60,7 +75,8 @@ def test_preprocessing(fixture_run):
 
 
 def test_cognition_features(fixture_run):
-    _, _, data, _, _, out = fixture_run
+    data = fixture_run.data
+    out = fixture_run.out
     ref = data["outputs"]["pre_forward"]
     t = out.text_length  # trailing padding is not run (see trim_padding); real tokens must match
     assert int((data["inputs"]["text_attention_mask"] == 0).sum()) <= t
@@ -71,7 +87,8 @@ def test_cognition_features(fixture_run):
 
 
 def test_backbone_and_pixel_decoder(fixture_run):
-    _, _, data, _, feats, _ = fixture_run
+    data = fixture_run.data
+    feats = fixture_run.feats
     ref = data["outputs"]
     for i, name in enumerate(("res2", "res3", "res4", "res5")):
         _close(name, feats.perception.backbone_features[i], ref["swin_features"][name])
@@ -83,7 +100,8 @@ def test_backbone_and_pixel_decoder(fixture_run):
 
 
 def test_perception_outputs(fixture_run):
-    _, _, data, _, _, out = fixture_run
+    data = fixture_run.data
+    out = fixture_run.out
     ref = data["outputs"]["perception"]
     _close("pred_masks", out.pred_masks, ref["pred_masks"])
     _close("pred_logits", out.class_logits, ref["pred_logits"])
@@ -99,14 +117,58 @@ def test_perception_outputs(fixture_run):
 
 
 def test_post_forward(fixture_run):
-    _, _, data, _, _, out = fixture_run
+    data = fixture_run.data
+    out = fixture_run.out
     ref = data["outputs"]["post_forward"]
     _close("pred_existence", out.existence_logit, ref["pred_existence"])
     _close("pred_logits", out.cognition_logits, ref["pred_logits"])
 
 
+def _final_mask(cfg, pre, out) -> np.ndarray:
+    scores = referring_scores(out.refer_logits[0])
+    masks = binary_masks(out.pred_masks[0], cfg.postprocess.mask_threshold)
+    return resize_nearest(union_of_referred(masks, scores, cfg.postprocess.score_threshold).numpy(), pre.original_size)
+
+
+def _assert_same_mask(ours: np.ndarray, ref: np.ndarray) -> None:
+    assert ours.shape == ref.shape
+    differing = int((ours != ref).sum())
+    assert differing <= 0.001 * ours.size, f"{differing} of {ours.size} pixels differ"
+
+
+def test_user_path_from_raw_photo(fixture_run):
+    """Raw photo -> our pre-processing -> our model -> final mask, as a user runs it."""
+    cfg = fixture_run.cfg
+    data = fixture_run.data
+    pre = fixture_run.pre
+    model = fixture_run.model
+    with torch.inference_mode():
+        out = model(pre.image, pre.image_mini, data["inputs"]["ref_expr_inds"], data["inputs"]["text_attention_mask"])
+    _assert_same_mask(_final_mask(cfg, pre, out), data["outputs"]["postprocess"]["final_mask"].numpy())
+
+
+def test_plain_linear_path(fixture_run, monkeypatch):
+    """The F.linear path (training, CUDA, other dtypes) matches the fixture too, not only oneDNN."""
+    from deris_core.model import layers
+
+    monkeypatch.setattr(layers, "_ONEDNN", False)
+    data = fixture_run.data
+    model = fixture_run.model
+    inputs = data["inputs"]
+    with torch.inference_mode():
+        out = model(inputs["img"], inputs["img_mini"], inputs["ref_expr_inds"], inputs["text_attention_mask"])
+    ref = data["outputs"]
+    _close("pred_masks", out.pred_masks, ref["perception"]["pred_masks"])
+    _close("pred_refer_logits", out.refer_logits, ref["perception"]["pred_refer_logits"])
+    _close("pred_existence", out.existence_logit, ref["post_forward"]["pred_existence"])
+
+
 def test_postprocess(fixture_run):
-    cfg, cfg_dict, data, pre, _, out = fixture_run
+    cfg = fixture_run.cfg
+    cfg_dict = fixture_run.cfg_dict
+    data = fixture_run.data
+    pre = fixture_run.pre
+    out = fixture_run.out
     ref = data["outputs"]["postprocess"]
     scores = referring_scores(out.refer_logits[0])
     _close("scores", scores, ref["scores"], atol=1e-5)
@@ -118,9 +180,5 @@ def test_postprocess(fixture_run):
     union = union_of_referred(masks, scores, cfg.postprocess.score_threshold)
     assert int((scores > cfg.postprocess.score_threshold).sum()) == ref["num_queries_passing"]
     h, w = cfg_dict["ori_shape"][:2]
-    final = resize_nearest(union.numpy(), (h, w))
-    ref_final = ref["final_mask"].numpy()
-    assert final.shape == ref_final.shape
-    differing = int((final != ref_final).sum())
-    assert differing <= 0.001 * final.size, f"{differing} of {final.size} pixels differ"
+    _assert_same_mask(resize_nearest(union.numpy(), (h, w)), ref["final_mask"].numpy())
     assert (masks.numpy() != ref["pred_masks_binary_384"].numpy()).mean() <= 0.001

@@ -142,18 +142,25 @@ def test_prediction_contents(predictor, photo):
 
 
 def test_concurrent_callers_keep_their_images(predictor, photo):
+    """Two threads share one predictor with different images; each gets its own image's result."""
     other = np.zeros((40, 30, 3), dtype=np.uint8)
     sa, sb = predictor.set_image(photo), predictor.set_image(other)
-    results = {}
+    expected = {"a": predictor.predict("the red car", image=sa), "b": predictor.predict("the red car", image=sb)}
+    results: dict[str, list] = {"a": [], "b": []}
 
     def work(name, state):
         for _ in range(3):
-            results[name] = predictor.predict("the red car", image=state)
+            results[name].append(predictor.predict("the red car", image=state))
 
     threads = [threading.Thread(target=work, args=("a", sa)), threading.Thread(target=work, args=("b", sb))]
     [t.start() for t in threads]
     [t.join() for t in threads]
-    assert results["a"].original_size == (60, 90) and results["b"].original_size == (40, 30)
+    for name in ("a", "b"):
+        assert len(results[name]) == 3
+        for r in results[name]:
+            assert r.original_size == expected[name].original_size
+            np.testing.assert_allclose(r.scores, expected[name].scores, atol=1e-6)
+    assert not np.allclose(expected["a"].scores, expected["b"].scores)
 
 
 def test_no_image_and_bad_thresholds(tok_path):
@@ -201,6 +208,18 @@ def test_image_modes(tmp_path):
     assert load_image(gif).shape == (6, 6, 3)
 
 
+def _png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG whose header declares a huge size (a decompression bomb): IHDR, a small IDAT, IEND."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+
+
 def test_bad_images(tmp_path, predictor):
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(_png(Image.new("RGB", (50, 50)))[:60])
@@ -216,10 +235,12 @@ def test_bad_images(tmp_path, predictor):
         predictor.set_image(np.zeros((0, 10, 3), np.uint8))
     with pytest.raises(ImageError, match="not found"):
         predictor.set_image(tmp_path / "missing.png")
-    # a PNG that declares 40000x40000 pixels: refused before decoding
-    big = _png(Image.new("1", (40000, 40000)))
-    with pytest.raises(ImageError, match="too (large|many)"):
+    # a PNG whose header declares 40000x40000 pixels: refused before any pixel is decoded
+    big = _png_header_only(40000, 40000)
+    with pytest.raises(ImageError, match="too many pixels"):  # PIL's own guard, at open
         predictor.set_image(big)
+    with pytest.raises(ImageError, match="too large .*81 MP"):  # ours, from the header, before decoding
+        predictor.set_image(_png_header_only(9000, 9000))
     # 1x1 and very thin images work
     assert predictor.set_image(np.zeros((1, 1, 3), np.uint8)).original_size == (1, 1)
     assert predictor.set_image(np.zeros((10, 3000, 3), np.uint8)).original_size == (10, 3000)
