@@ -223,8 +223,11 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, cfg: DeRISConf
     meta = {"format": "deris-studio", "config": cfg.to_json(), **(extra or {})}
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    try:
+        save_file(tensors, str(tmp), metadata=meta)
+        os.replace(tmp, path)  # an existing file is replaced only by a complete new one
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, str]]:

@@ -169,6 +169,30 @@ def test_safetensors_roundtrip(tmp_path):
         load_weights(fresh, tmp_path / "bad.safetensors")
 
 
+def test_failed_save_keeps_previous_weights(tmp_path, monkeypatch):
+    """A crash while writing leaves the previous file intact and no temporary file behind."""
+    import safetensors.torch
+
+    cfg = deris_tiny()
+    model = build_deris(cfg)
+    path = tmp_path / "w.safetensors"
+    save_weights(model, path, cfg)
+    before = path.read_bytes()
+
+    def broken(tensors, filename, metadata=None):
+        with open(filename, "wb") as f:
+            f.write(b"half-written")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", broken)
+    with torch.no_grad():
+        next(model.parameters()).add_(1.0)
+    with pytest.raises(OSError, match="disk full"):
+        save_weights(model, path, cfg)
+    assert path.read_bytes() == before
+    assert list(tmp_path.iterdir()) == [path]
+
+
 def test_convert_rejects_collisions():
     with pytest.raises(CheckpointError, match="two official keys"):
         convert_official_state_dict({"understanding_branch.vis_embed.weight": torch.zeros(1), "module.understanding_branch.vis_embed.weight": torch.zeros(1)})
