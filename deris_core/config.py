@@ -72,6 +72,9 @@ class DecoderConfig:
     num_layers: int = 3
     num_heads: int = 8
     ffn_dim: int = 2048
+    # False: one-way perception -> cognition (the text-aware queries give the referring
+    # logits but are not fed back into the perception queries); the loopback ablation.
+    loopback: bool = True
 
 
 @dataclass
@@ -217,12 +220,30 @@ def deris_tiny(vocab_size: int = 1000, num_queries: int = 6, max_token: int = 20
     )
 
 
+def deris_small(vocab_size: int = 256, num_queries: int = 10, max_token: int = 24) -> DeRISConfig:
+    """The small model bundled in ``assets/``: 128x128 perception view, 64x64 cognition view."""
+    return DeRISConfig(
+        name="deris-small",
+        beit3=BEiT3Config(embed_dim=128, depth=4, num_heads=4, ffn_dim=384, vocab_size=vocab_size,
+                          img_size=64, patch_size=8, max_text_positions=64),
+        swin=SwinConfig(embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 4, 8, 8), window_size=4, img_size=128),
+        pixel_decoder=PixelDecoderConfig(num_layers=2, num_heads=4, num_points=4, ffn_dim=256, num_groups=8),
+        decoder=DecoderConfig(num_layers=3, num_heads=8, ffn_dim=256),
+        text_correlation=TextCorrelationConfig(num_layers=1, num_heads=8, ffn_dim=256),
+        postprocess=PostProcessConfig(score_threshold=0.7, mask_threshold=0.5),
+        hidden_dim=64,
+        num_queries=num_queries,
+        max_token=max_token,
+    )
+
+
 PRESETS = {
     "deris-b-grefcoco": deris_b_grefcoco,
     "deris-l-grefcoco": deris_l_grefcoco,
     "deris-b-refcoco": deris_b_refcoco,
     "deris-l-refcoco": deris_l_refcoco,
     "deris-tiny": deris_tiny,
+    "deris-small": deris_small,
 }
 
 # Names of the official manifests / configs in the authors' repository.

@@ -166,3 +166,9 @@ def preprocess(rgb: np.ndarray, size: int = 384, mini_size: int = 224) -> Prepro
     sf = (size / w, size / h, size / w, size / h)
     scale = tuple(float(np.float32(v)) for v in sf)
     return Preprocessed(view(size), view(mini_size), (h, w), scale)  # type: ignore[arg-type]
+
+
+def normalize(rgb: np.ndarray) -> torch.Tensor:
+    """An RGB uint8 view already at network size -> normalised ``[1, 3, H, W]`` (as :func:`preprocess`)."""
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    return torch.from_numpy(normalize_bgr(bgr).transpose(2, 0, 1).copy())[None]

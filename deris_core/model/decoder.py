@@ -50,7 +50,7 @@ class MaskedDecoder(nn.Module):
         self.cross_attn = nn.ModuleList(CrossAttentionLayer(dim, cfg.num_heads) for _ in range(cfg.num_layers))
         self.self_attn = nn.ModuleList(SelfAttentionLayer(dim, cfg.num_heads) for _ in range(cfg.num_layers))
         self.ffn = nn.ModuleList(FFNLayer(dim, cfg.ffn_dim) for _ in range(cfg.num_layers))
-        self.loopback = nn.ModuleList(LoopbackStep(dim, cfg.ffn_dim, cfg.num_heads) for _ in range(cfg.num_layers + 1))
+        self.loopback = nn.ModuleList(LoopbackStep(dim, cfg.ffn_dim, cfg.num_heads, cfg.loopback) for _ in range(cfg.num_layers + 1))
         self.decoder_norm = nn.LayerNorm(dim)
         self.query_pos = nn.Embedding(num_queries, dim)
         self.level_embed = nn.Embedding(3, dim)

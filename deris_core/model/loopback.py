@@ -83,10 +83,15 @@ class QueryRefresh(nn.Module):
 
 
 class LoopbackStep(nn.Module):
-    """One loopback exchange; returns the new queries and the text-aware queries."""
+    """One loopback exchange; returns the new queries and the text-aware queries.
 
-    def __init__(self, dim: int, ffn_dim: int, num_heads: int) -> None:
+    ``feed_back=False`` (config ``decoder.loopback``) is the one-way ablation; ``proj`` then
+    stays in the model, unused, so both variants share one state-dict layout.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, feed_back: bool = True) -> None:
         super().__init__()
+        self.feed_back = feed_back
         self.mask_attn = QueryRefresh(dim, num_heads)
         self.text_layer = TextLayer(dim, ffn_dim)
         self.proj = Linear(2 * dim, dim)
@@ -94,4 +99,6 @@ class LoopbackStep(nn.Module):
     def forward(self, queries: Tensor, text: Tensor, text_pos: Tensor, pad_bias: Tensor) -> tuple[Tensor, Tensor]:
         queries = self.mask_attn(queries)
         referring = self.text_layer(queries, text, text_pos, pad_bias)
+        if not self.feed_back:  # one-way ablation: cognition reads the queries, never writes back
+            return queries, referring
         return self.proj(torch.cat((queries, referring), dim=-1)), referring

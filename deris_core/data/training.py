@@ -1,0 +1,92 @@
+"""Training samples: pre-processed image views, tokens and target masks, with NSC.
+
+Images are decoded and resized once (the official pre-processing: aspect ratio not kept,
+OpenCV bilinear) and kept as uint8 in memory; targets are the union-free instance masks
+resized to the perception view. Randomness (NSC) comes from a generator seeded by
+``(seed, epoch, index)`` so runs are reproducible and every DDP process agrees.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..config import DeRISConfig
+from ..preprocess import load_image, normalize
+from ..tokenizer import BEiT3Tokenizer
+from ..train.nsc import NonReferentConversion
+from .refer import ReferDataset
+
+
+@dataclass
+class Batch:
+    image: Tensor  # [B, 3, S, S] normalised
+    image_mini: Tensor  # [B, 3, s, s] normalised
+    token_ids: Tensor  # [B, T]
+    padding_mask: Tensor  # [B, T], 1 = padding
+    targets: list[Tensor]  # [K_i, S, S] float {0, 1}
+    has_target: Tensor  # [B] float
+
+    def to(self, device: torch.device | str) -> "Batch":
+        return Batch(self.image.to(device), self.image_mini.to(device), self.token_ids.to(device),
+                     self.padding_mask.to(device), [t.to(device) for t in self.targets], self.has_target.to(device))
+
+
+class TrainingSet(Dataset):
+    def __init__(self, data: ReferDataset, tokenizer: BEiT3Tokenizer, cfg: DeRISConfig,
+                 nsc: NonReferentConversion | None = None, seed: int = 0) -> None:
+        self.data, self.tokenizer, self.cfg, self.nsc, self.seed = data, tokenizer, cfg, nsc, seed
+        self.epoch = 0
+        self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._masks: dict[int, np.ndarray] = {}
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def _view(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
+        if image_id not in self._views:
+            rgb = load_image(self.data.image_path(image_id))
+            s, m = self.cfg.swin.img_size, self.cfg.beit3.img_size
+            self._views[image_id] = (cv2.resize(rgb, (s, s), interpolation=cv2.INTER_LINEAR),
+                                     cv2.resize(rgb, (m, m), interpolation=cv2.INTER_LINEAR))
+        return self._views[image_id]
+
+    def _mask(self, ann_id: int) -> np.ndarray:
+        if ann_id not in self._masks:
+            s = self.cfg.swin.img_size
+            m = self.data.instance_mask(ann_id)
+            self._masks[ann_id] = cv2.resize(m, (s, s), interpolation=cv2.INTER_NEAREST)
+        return self._masks[ann_id]
+
+    def __getitem__(self, index: int) -> dict:
+        sample = self.data.samples[index]
+        sentence, ann_ids = sample.sentence, sample.ann_ids
+        if self.nsc is not None:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            swapped = self.nsc(sample.image_id, sentence, bool(ann_ids), rng)
+            if swapped is not None:
+                sentence, ann_ids = swapped, ()
+        big, mini = self._view(sample.image_id)
+        enc = self.tokenizer.encode(sentence)
+        s = self.cfg.swin.img_size
+        masks = np.stack([self._mask(a) for a in ann_ids]) if ann_ids else np.zeros((0, s, s), np.uint8)
+        return {"image": big, "image_mini": mini, "ids": enc.ids, "pad": enc.padding_mask,
+                "masks": masks, "has_target": bool(ann_ids)}
+
+
+def collate(items: list[dict]) -> Batch:
+    image = torch.cat([normalize(i["image"]) for i in items])
+    mini = torch.cat([normalize(i["image_mini"]) for i in items])
+    ids = torch.stack([torch.as_tensor(i["ids"]) for i in items])
+    pad = torch.stack([torch.as_tensor(i["pad"]) for i in items])
+    targets = [torch.from_numpy(i["masks"]).float() for i in items]
+    has = torch.tensor([i["has_target"] for i in items], dtype=torch.float32)
+    return Batch(image, mini, ids, pad, targets, has)

@@ -1,0 +1,1 @@
+"""Training: Hungarian matching, the DeRIS losses, non-referent sample conversion, the loop."""

@@ -1,0 +1,273 @@
+"""The training loop: AdamW, warm-up + cosine schedule, gradient clipping, AMP on CUDA,
+checkpoint save/resume, DistributedDataParallel under ``torchrun``, JSONL metrics log.
+
+``python -m deris_core.train --data DIR --out RUN`` trains on a gRefCOCO-format folder (the
+synthetic set, or gRefCOCO itself); see ``--help``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from ..checkpoint import CheckpointError, load_weights, safe_torch_load, save_weights
+from ..config import DeRISConfig, get_config
+from ..data.refer import ReferDataset, load_grefcoco
+from ..data.training import Batch, TrainingSet, collate
+from ..model import build_deris
+from ..model.deris import DeRIS
+from ..tokenizer import BEiT3Tokenizer, train_sentencepiece
+from .losses import LossConfig, class_weight_sum, deris_loss
+from .nsc import NonReferentConversion, NSCConfig
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    model: str = "deris-small"
+    tokenizer: str | None = None  # sentencepiece model; None: train one on the training sentences
+    vocab_size: int = 256  # of a tokenizer trained here
+    split: str = "train"
+    eval_split: str | None = "val"
+    epochs: int = 10
+    max_steps: int | None = None  # stop early (tests, smoke runs)
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.05
+    beit3_lr_mult: float = 1.0  # official recipe with pretrained BEiT-3: 0.5
+    backbone_lr_mult: float = 1.0  # official recipe with pretrained Swin: 0.1
+    warmup_steps: int = 200
+    clip_grad: float = 0.15
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    seed: int = 0
+    device: str = "auto"
+    threads: int | None = None
+    workers: int = 0
+    loopback: bool = True
+    nsc: NSCConfig = field(default_factory=NSCConfig)
+    nsc_enabled: bool = True
+    loss: LossConfig = field(default_factory=LossConfig)
+    init_beit3: str | None = None
+    init_swin: str | None = None
+    log_every: int = 50
+    eval_limit: int | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+
+def init_weights(model: nn.Module) -> None:
+    """Fresh-model initialisation (truncated normal 0.02 for linears and embeddings, as BEiT/DETR)."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+
+
+def param_groups(model: DeRIS, cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: lower learning rates for the (pretrained) encoders, no decay on norms/biases."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        mult = 1.0
+        if name.startswith("cognition.beit3."):
+            mult = cfg.beit3_lr_mult
+        elif name.startswith("perception.backbone."):
+            mult = cfg.backbone_lr_mult
+        decay = 0.0 if p.ndim <= 1 or name.endswith(".bias") else cfg.weight_decay
+        groups.setdefault((mult, decay), []).append(p)
+    return [{"params": ps, "lr": cfg.lr * m, "weight_decay": d, "lr_mult": m} for (m, d), ps in groups.items()]
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss_cfg: LossConfig,
+               clip_grad: float, world_size: int = 1, autocast: torch.autocast | None = None) -> dict[str, float]:
+    """One optimisation step. Under DDP the loss normalisers (instance count, classification
+    weight sum) are the global ones divided by the world size, so the averaged gradients equal
+    those of a single process on the whole batch."""
+    counts = [t.shape[0] for t in batch.targets]
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    sums = torch.tensor([float(sum(counts)), class_weight_sum(counts, core.cfg.num_queries, loss_cfg.eos_coef)],
+                        dtype=torch.float64, device=batch.image.device)
+    if world_size > 1:
+        dist.all_reduce(sums)
+    num_instances, class_norm = max(float(sums[0]), 1.0) / world_size, float(sums[1]) / world_size
+    ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
+    with ctx:
+        out = model(batch.image, batch.image_mini, batch.token_ids, batch.padding_mask)
+    loss, logs = deris_loss(out, batch.targets, batch.has_target, loss_cfg, num_instances=num_instances, class_norm=class_norm)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss is {float(loss)}; lower the learning rate or check the data")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip_grad > 0:
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad))
+    optimizer.step()
+    return logs
+
+
+def _dist_setup(device: str) -> tuple[int, int, torch.device]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
+        dist.init_process_group(backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda" and world > 1:
+        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        torch.cuda.set_device(dev)
+    return rank, world, dev
+
+
+def _log(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def build_tokenizer(cfg: TrainConfig, data: ReferDataset, model_cfg: DeRISConfig, out: Path, rank: int) -> BEiT3Tokenizer:
+    if cfg.tokenizer:
+        return BEiT3Tokenizer(cfg.tokenizer, max_token=model_cfg.max_token)
+    path = out / "tokenizer.spm"
+    if rank == 0 and not path.exists():
+        sentences = sorted({s.sentence for s in data.samples})
+        made = train_sentencepiece(sentences, out / "tokenizer", vocab_size=cfg.vocab_size)
+        if made != path:
+            os.replace(made, path)
+    if dist.is_initialized():
+        dist.barrier()
+    return BEiT3Tokenizer(path, max_token=model_cfg.max_token)
+
+
+def model_config(cfg: TrainConfig, tokenizer: BEiT3Tokenizer) -> DeRISConfig:
+    mc = get_config(cfg.model)
+    if cfg.tokenizer is None:  # our own vocabulary
+        mc.beit3.vocab_size = tokenizer.vocab_size
+    mc.decoder.loopback = cfg.loopback
+    mc.name = f"{cfg.model}-trained"
+    mc.validate()
+    return mc
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train (or resume) and return the path of the final weights."""
+    rank, world, device = _dist_setup(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    data = load_grefcoco(cfg.data, cfg.split)
+    if not data.samples:
+        raise ValueError(f"no {cfg.split!r} samples under {cfg.data}")
+    base_cfg = get_config(cfg.model)
+    tokenizer = build_tokenizer(cfg, data, base_cfg, out, rank)
+    mcfg = model_config(cfg, tokenizer)
+    model = build_deris(mcfg).train()
+    init_weights(model)
+    if cfg.init_beit3 or cfg.init_swin:
+        from .pretrained import load_pretrained
+
+        for path, kind in ((cfg.init_beit3, "beit3"), (cfg.init_swin, "swin")):
+            if path:
+                report = load_pretrained(model, path, kind)
+                if rank == 0:
+                    print(f"initialised {report}")
+    model.to(device)
+    pool = [(s.image_id, s.sentence) for s in data.samples]
+    nsc = NonReferentConversion(pool, cfg.nsc) if cfg.nsc_enabled else None
+    dataset = TrainingSet(data, tokenizer, mcfg, nsc, seed=cfg.seed)
+    sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
+    gen = torch.Generator().manual_seed(cfg.seed)
+    per_rank = max(1, cfg.batch_size // world)
+    loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler or RandomSampler(dataset, generator=gen),
+                        collate_fn=collate, num_workers=cfg.workers, drop_last=True)
+    steps_per_epoch = len(loader)
+    total = cfg.max_steps or steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
+    step, start_epoch = 0, 0
+    state_path = out / "trainer_state.pt"
+    if state_path.exists():  # resume
+        state = safe_torch_load(state_path)
+        load_weights(model, out / "last.safetensors")
+        optimizer.load_state_dict(state["optimizer"])
+        step, start_epoch = int(state["step"]), int(state["epoch"])
+        if rank == 0:
+            print(f"resumed from {out} at epoch {start_epoch}, step {step}")
+    net: nn.Module = DistributedDataParallel(model, find_unused_parameters=not cfg.loopback) if world > 1 else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if (cfg.amp and device.type == "cuda") else None
+    log_path = out / "log.jsonl"
+    if rank == 0:
+        (out / "train_config.json").write_text(cfg.to_json())
+    from tqdm import tqdm
+
+    for epoch in range(start_epoch, cfg.epochs):
+        if step >= total:
+            break
+        dataset.set_epoch(epoch)
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        else:
+            gen.manual_seed(cfg.seed + epoch)
+        t0, seen, sums = time.perf_counter(), 0, {}
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0, leave=False)
+        for batch in bar:
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total, cfg.warmup_steps)
+            logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast)
+            step += 1
+            seen += batch.image.shape[0] * world
+            for k, v in logs.items():
+                sums[k] = sums.get(k, 0.0) + v
+            bar.set_postfix(loss=f"{logs['total']:.3f}")
+            if rank == 0 and step % cfg.log_every == 0:
+                _log(log_path, {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs})
+            if step >= total:
+                break
+        elapsed = time.perf_counter() - t0
+        n = max(1, len(sums) and int(seen / (per_rank * world)))
+        record = {"epoch": epoch + 1, "step": step, "samples_per_s": seen / elapsed, "epoch_s": elapsed,
+                  **{f"mean_{k}": v / n for k, v in sums.items()}}
+        if rank == 0:
+            save_weights(model, out / "last.safetensors", mcfg)
+            tmp = out / "trainer_state.pt.tmp"
+            torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1}, tmp)
+            os.replace(tmp, state_path)
+            if cfg.eval_split:
+                from ..evaluate import evaluate_model
+
+                model.eval()
+                metrics = evaluate_model(model, tokenizer, cfg.data, cfg.eval_split, device=device, limit=cfg.eval_limit)
+                model.train()
+                record.update({f"{cfg.eval_split}_{k}": v for k, v in metrics["gres"].items()})
+            _log(log_path, record)
+            print(json.dumps(record))
+    if rank == 0:
+        final = out / "model.safetensors"
+        save_weights(model, final, mcfg)
+    if dist.is_initialized():
+        dist.barrier()
+    return out / "model.safetensors"

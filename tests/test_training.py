@@ -1,0 +1,227 @@
+"""Matching, losses, NSC, the training loop (incl. a 2-process gloo DDP step) and evaluation."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from deris_core.data.refer import load_grefcoco
+from deris_core.data.training import TrainingSet, collate
+from deris_core.model import build_deris
+from deris_core.tokenizer import BEiT3Tokenizer, train_sentencepiece
+from deris_core.train.losses import LossConfig, dice_loss, generalized_box_iou, masks_to_boxes, sigmoid_bce
+from deris_core.train.matcher import hungarian_match
+from deris_core.train.nsc import NonReferentConversion, NSCConfig, char_cosine, char_jaccard, similarity
+from deris_core.train.trainer import TrainConfig, init_weights, model_config, train_step
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --- matcher -----------------------------------------------------------------------------
+
+
+def _square(y0: int, x0: int, size: int = 8, n: int = 16) -> torch.Tensor:
+    m = torch.zeros(n, n)
+    m[y0 : y0 + size, x0 : x0 + size] = 1
+    return m
+
+
+def test_matcher_pairs_each_target_with_its_mask() -> None:
+    a, b = _square(0, 0), _square(8, 8)
+    logits = torch.stack([(b * 2 - 1) * 10, torch.full((16, 16), -10.0), (a * 2 - 1) * 10])
+    refer = torch.zeros(3, 2)
+    q, t = hungarian_match(refer, logits, torch.stack([a, b]))
+    assert dict(zip(q.tolist(), t.tolist())) == {2: 0, 0: 1}
+
+
+def test_matcher_uses_the_referring_score_to_break_ties() -> None:
+    a = _square(0, 0)
+    logits = torch.stack([(a * 2 - 1) * 10, (a * 2 - 1) * 10])
+    refer = torch.tensor([[-3.0, 3.0], [3.0, -3.0]])  # query 1 is the confident referent
+    q, t = hungarian_match(refer, logits, a[None])
+    assert q.tolist() == [1] and t.tolist() == [0]
+
+
+def test_matcher_without_targets() -> None:
+    q, t = hungarian_match(torch.zeros(4, 2), torch.zeros(4, 8, 8), torch.zeros(0, 8, 8))
+    assert len(q) == len(t) == 0
+
+
+# --- losses --------------------------------------------------------------------------------
+
+
+def test_bce_and_dice_known_values() -> None:
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0]])
+    target = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert sigmoid_bce(logits, target).item() == pytest.approx(math.log(2))
+    # p = 0.5 everywhere: 1 - (2 * 1 + 1) / (2 + 2 + 1) = 0.4
+    assert dice_loss(logits, target).item() == pytest.approx(0.4)
+    perfect = torch.tensor([[50.0, 50.0, -50.0, -50.0]])
+    assert dice_loss(perfect, target).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_giou_and_boxes_known_values() -> None:
+    a = torch.tensor([[0.0, 0.0, 2.0, 2.0]])
+    b = torch.tensor([[1.0, 1.0, 3.0, 3.0]])
+    # IoU 1/7, enclosing 9, union 7: 1/7 - 2/9
+    assert generalized_box_iou(a, b).item() == pytest.approx(1 / 7 - 2 / 9)
+    m = torch.zeros(1, 10, 20)
+    m[0, 2:4, 5:15] = 1
+    assert masks_to_boxes(m)[0].tolist() == pytest.approx([0.5, 0.3, 0.5, 0.2])
+
+
+# --- NSC -----------------------------------------------------------------------------------
+
+
+def test_similarity_hand_computed() -> None:
+    # "abc" vs "abd": common bag {a, b} = 2; union bag 4; lengths 3 and 3.
+    assert char_jaccard("abc", "abd") == pytest.approx(0.5)
+    assert char_cosine("abc", "abd") == pytest.approx(2 / 3)
+    assert similarity("abc", "abd") == pytest.approx((0.5 + 2 / 3) / 2)
+    # Bags, not sets: "aab" vs "ab": common 2, union 3, cosine 2 / sqrt(6).
+    assert char_jaccard("aab", "ab") == pytest.approx(2 / 3)
+    assert char_cosine("aab", "ab") == pytest.approx(2 / math.sqrt(6))
+    # Spaces count as characters (textdistance qval=1).
+    assert char_jaccard("a b", "ab") == pytest.approx(2 / 3)
+    assert similarity("red car", "red car") == 1.0
+
+
+def test_nsc_rules() -> None:
+    pool = [(1, "the red circle"), (2, "the red circle"), (2, "all blue squares below"), (3, "zzz qqq www yyy")]
+    nsc = NonReferentConversion(pool, NSCConfig(rate=1.0, threshold=0.6, min_text_length=2))
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        assert nsc(1, "the red circle", False, rng) is None  # never converts a no-target sample
+        got = nsc(2, "the red circle", True, rng)
+        # never its own image, never too similar, always longer than min_text_length words
+        assert got is None or (got == "zzz qqq www yyy")
+        got = nsc(3, "the red circle", True, rng)
+        assert got in (None, "all blue squares below") and (got is None or similarity(got, "the red circle") < 0.6)
+    assert similarity("the red circle", "the red circle") >= 0.6
+    never = NonReferentConversion(pool, NSCConfig(rate=0.0))
+    assert all(never(2, "x", True, rng) is None for _ in range(50))
+    with pytest.raises(ValueError):
+        NonReferentConversion(pool, NSCConfig(rate=1.5))
+
+
+# --- a small dataset and model shared by the loop tests ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    from deris_core.synthetic import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    generate(root, seed=3, images=12)
+    return root
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_data: Path, tmp_path_factory) -> BEiT3Tokenizer:
+    data = load_grefcoco(tiny_data)
+    path = train_sentencepiece(sorted({s.sentence for s in data.samples}), tmp_path_factory.mktemp("tok") / "tok", vocab_size=120)
+    return BEiT3Tokenizer(path, max_token=24)
+
+
+def _model(tokenizer: BEiT3Tokenizer, seed: int = 0):
+    cfg = model_config(TrainConfig(data="", out="", model="deris-small", tokenizer=None), tokenizer)
+    torch.manual_seed(seed)
+    model = build_deris(cfg).train()
+    init_weights(model)
+    return cfg, model
+
+
+def test_train_step_reduces_loss(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> None:
+    cfg, model = _model(tokenizer)
+    ds = TrainingSet(load_grefcoco(tiny_data, "train"), tokenizer, cfg)
+    batch = collate([ds[i] for i in range(4)])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    first = train_step(model, opt, batch, LossConfig(), clip_grad=1.0)["total"]
+    for _ in range(6):
+        last = train_step(model, opt, batch, LossConfig(), clip_grad=1.0)["total"]
+    assert last < first
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, data: str, tok: str, out: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    tokenizer = BEiT3Tokenizer(tok, max_token=24)
+    cfg, model = _model(tokenizer)
+    ds = TrainingSet(load_grefcoco(data, "train"), tokenizer, cfg)
+    items = [ds[i] for i in range(4)]
+    per = len(items) // world
+    batch = collate(items[rank * per : (rank + 1) * per])
+    net = DistributedDataParallel(model)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_step(net, opt, batch, LossConfig(), clip_grad=0.15, world_size=world)
+    if rank == 0:
+        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out)
+    dist.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_one_process(tiny_data: Path, tokenizer: BEiT3Tokenizer, tmp_path: Path) -> None:
+    out = tmp_path / "ddp.pt"
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tiny_data), str(tokenizer.model_file), str(out)), nprocs=2, join=True)
+    ddp_state = torch.load(out, weights_only=True)
+    cfg, model = _model(tokenizer)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    ds = TrainingSet(load_grefcoco(tiny_data, "train"), tokenizer, cfg)
+    batch = collate([ds[i] for i in range(4)])
+    # SGD: the update is proportional to the (clipped) gradient, so this compares gradients.
+    # (Adam's first step is ~lr * sign(g) and would amplify rounding in near-zero gradients.)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    train_step(model, opt, batch, LossConfig(), clip_grad=0.15)
+    changed, largest = 0, 0.0
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(ddp_state[k], v, rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
+        changed += int(not torch.equal(before[k], v))
+        largest = max(largest, float((v - before[k]).abs().max()))
+    assert changed > 50 and largest > 100 * 1e-5  # real updates, far above the tolerance
+
+
+def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    cmd = [sys.executable, "-m", "deris_core.train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1",
+           "--max-steps", "2", "--batch-size", "4", "--vocab-size", "120", "--eval-limit", "6", "--log-every", "1"]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (run / "model.safetensors").is_file() and (run / "tokenizer.spm").is_file()
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    epoch = [r for r in records if "samples_per_s" in r][-1]
+    assert epoch["samples_per_s"] > 0 and "val_gIoU" in epoch
+    # Resume: a second run with more epochs continues from the saved step.
+    cmd2 = [c if c != "1" else "2" for c in cmd]
+    cmd2[cmd2.index("--max-steps") + 1] = "3"
+    r = subprocess.run(cmd2, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    # Evaluation CLI on the trained weights.
+    r = subprocess.run([sys.executable, "-m", "deris_core.evaluate", "--weights", str(run / "model.safetensors"),
+                        "--data", str(tiny_data), "--split", "testA", "--json", "--device", "cpu"],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert set(res["gres"]) >= {"gIoU", "cIoU", "N_acc", "T_acc", "Pr@0.7", "Pr@0.8", "Pr@0.9"}
+    assert set(res["ris"]) >= {"mIoU", "oIoU", "MaskACC@0.5", "MaskACC@0.9"}
+    r = subprocess.run([sys.executable, "-m", "deris_core.evaluate", "--weights", str(run / "model.safetensors"),
+                        "--data", str(tmp_path / "nowhere"), "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert r.returncode == 2 and "missing file" in r.stderr and "Traceback" not in r.stderr
