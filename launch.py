@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = build_app(model, store, max_image_side=args.max_image_side, device=args.device)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     demo.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth, js=SHORTCUTS_JS, css=CSS,
+        server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,
         allowed_paths=[str(Path(__file__).resolve().parent / "assets")],
     )
     return 0

@@ -69,6 +69,20 @@ CSS = """
 """
 
 
+class ImageFile(gr.Image):
+    """``gr.Image`` that hands over the uploaded file untouched (no decoding by Gradio).
+
+    Gradio's own pre-processing opens the file with PIL and fails with a generic error on
+    corrupt or exotic images; we want :func:`deris_core.preprocess.load_image` to decode
+    it and to name the problem.
+    """
+
+    is_template = True  # rendered by the standard image component in the browser
+
+    def preprocess(self, payload):  # type: ignore[override]
+        return None if payload is None else str(payload.path)
+
+
 class ModelHolder:
     """The shared predictor and a description of where its weights came from."""
 
@@ -189,46 +203,59 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                     "*no target* verdict, mask correction and gRefCOCO export.")
         model_md = gr.Markdown(f"<span class='model-note' id='model-note'>Model: {html.escape(model.description)}"
                                f"{(' — ' + html.escape(model.note)) if model.note else ''}</span>")
-        with gr.Tab("Segment"):
-            with gr.Row():
-                with gr.Column(scale=1):
-                    image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
-                                        elem_id="image-input", height=360)
-                    expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles",
-                                            lines=1, max_lines=1, elem_id="expression")
-                    with gr.Row():
-                        run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
-                        next_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn")
-                    score_thr = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Score threshold", elem_id="score-thr")
-                    mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
-                    examples = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-                    if examples:
-                        gr.Examples([[str(p)] for p in examples], inputs=[image_in], label="Examples")
-                with gr.Column(scale=1):
-                    verdict = gr.HTML(_verdict(Session()), elem_id="verdict-box")
-                    result = gr.Image(label="Target set", interactive=False, elem_id="result", height=360)
-                    candidates = gr.CheckboxGroup(label="Candidates (best first; tick to add to the target set, Alt+1..9)",
-                                                  choices=[], elem_id="candidates")
-                    gallery = gr.Gallery(label="Candidate masks", columns=5, height=220, elem_id="gallery")
-        with gr.Tab("Correct"):
-            with gr.Row():
-                with gr.Column(scale=2):
-                    editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Paint the selected instance",
-                                            brush=gr.Brush(colors=["#ff2020"], color_mode="fixed", default_size=12),
-                                            eraser=gr.Eraser(default_size=12), layers=False, transforms=(),
-                                            sources=(), elem_id="editor", height=480)
-                with gr.Column(scale=1):
-                    target_pick = gr.Dropdown(label="Instance", choices=[], elem_id="target-pick", interactive=True)
-                    with gr.Row():
-                        edit_btn = gr.Button("Load into editor", elem_id="edit-btn")
-                        apply_btn = gr.Button("Apply edit", variant="primary", elem_id="apply-btn")
-                    with gr.Row():
-                        new_btn = gr.Button("New instance", elem_id="new-btn")
-                        del_btn = gr.Button("Delete instance", elem_id="delete-btn")
-                    nt_btn = gr.Button("Mark as no target / undo mark", elem_id="nt-btn")
-                    with gr.Row():
-                        undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="undo-btn")
-                        redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="redo-btn")
+        with gr.Tabs():
+            with gr.Tab("Segment"):
+                with gr.Row():
+                    with gr.Column(scale=1):
+                        image_in = ImageFile(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
+                                            elem_id="image-input", height=360)
+                        expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles",
+                                                lines=1, max_lines=1, elem_id="expression")
+                        with gr.Row():
+                            run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
+                            next_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn")
+                        score_thr = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Score threshold", elem_id="score-thr")
+                        mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
+                        examples = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+                        if examples:
+                            gr.Examples([[str(p)] for p in examples], inputs=[image_in], label="Examples")
+                    with gr.Column(scale=1):
+                        verdict = gr.HTML(_verdict(Session()), elem_id="verdict-box")
+                        result = gr.Image(label="Target set", interactive=False, elem_id="result", height=360)
+                        candidates = gr.CheckboxGroup(label="Candidates (best first; tick to add to the target set, Alt+1..9)",
+                                                      choices=[], elem_id="candidates")
+                        gallery = gr.Gallery(label="Candidate masks", columns=5, height=220, elem_id="gallery")
+            with gr.Tab("Correct"):
+                with gr.Row():
+                    with gr.Column(scale=2):
+                        editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Paint the selected instance",
+                                                brush=gr.Brush(colors=["#ff2020"], color_mode="fixed", default_size=12),
+                                                eraser=gr.Eraser(default_size=12), layers=False, transforms=(),
+                                                sources=(), elem_id="editor", height=480)
+                    with gr.Column(scale=1):
+                        target_pick = gr.Dropdown(label="Instance", choices=[], elem_id="target-pick", interactive=True)
+                        with gr.Row():
+                            edit_btn = gr.Button("Load into editor", elem_id="edit-btn")
+                            apply_btn = gr.Button("Apply edit", variant="primary", elem_id="apply-btn")
+                        with gr.Row():
+                            new_btn = gr.Button("New instance", elem_id="new-btn")
+                            del_btn = gr.Button("Delete instance", elem_id="delete-btn")
+                        nt_btn = gr.Button("Mark as no target / undo mark", elem_id="nt-btn")
+                        with gr.Row():
+                            undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="undo-btn")
+                            redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="redo-btn")
+            with gr.Tab("Dataset"):
+                progress = gr.JSON(label="Progress", value=store.stats(), elem_id="progress")
+                refs_table = gr.Dataframe(headers=["ref", "image", "sentences", "targets", "no target", "split", "status",
+                                                   "annotator", "updated"], interactive=False, elem_id="refs-table")
+                with gr.Row():
+                    ref_id = gr.Number(label="Ref id", precision=0, elem_id="ref-id")
+                    open_btn = gr.Button("Open", elem_id="open-btn")
+                    delete_btn = gr.Button("Delete", variant="stop", elem_id="delete-ref-btn")
+                    refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")
+                with gr.Row():
+                    export_btn = gr.Button("Export gRefCOCO zip", variant="primary", elem_id="export-btn")
+                    export_file = gr.File(label="Export", elem_id="export-file")
         with gr.Row():
             annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator")
             split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
@@ -236,18 +263,6 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
             save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
         save_msg = gr.Markdown("", elem_id="save-msg")
-        with gr.Tab("Dataset"):
-            progress = gr.JSON(label="Progress", value=store.stats(), elem_id="progress")
-            refs_table = gr.Dataframe(headers=["ref", "image", "sentences", "targets", "no target", "split", "status",
-                                               "annotator", "updated"], interactive=False, elem_id="refs-table")
-            with gr.Row():
-                ref_id = gr.Number(label="Ref id", precision=0, elem_id="ref-id")
-                open_btn = gr.Button("Open", elem_id="open-btn")
-                delete_btn = gr.Button("Delete", variant="stop", elem_id="delete-ref-btn")
-                refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")
-            with gr.Row():
-                export_btn = gr.Button("Export gRefCOCO zip", variant="primary", elem_id="export-btn")
-                export_file = gr.File(label="Export", elem_id="export-file")
         with gr.Accordion("Model", open=False):
             weights_in = gr.Textbox(label="Weights: a published name (deris-l-grefcoco …), a checkpoint path, or 'bundled'")
             load_btn = gr.Button("Load weights")
@@ -265,7 +280,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             try:
                 rgb = load_image(path)
             except ImageError as exc:
-                raise gr.Error(f"Cannot use this image: {exc}") from None
+                raise gr.Error(f"Cannot use this image: {str(exc).replace(str(path), Path(path).name)}") from None
             rgb, resized = _fit(rgb, max_image_side)
             if resized:
                 gr.Warning(f"The image was scaled down to {rgb.shape[1]}x{rgb.shape[0]} (--max-image-side {max_image_side}).")

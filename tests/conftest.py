@@ -33,3 +33,29 @@ def fixture_files() -> list[Path]:
             raise RuntimeError(f"no golden fixtures under {REFERENCE / 'fixtures'}: CI must run them")
         pytest.skip(f"no golden fixtures under {REFERENCE / 'fixtures'}", allow_module_level=True)
     return files
+
+
+BUNDLED = ROOT / "assets" / "bundled"
+
+
+@pytest.fixture(scope="session")
+def studio_weights(tmp_path_factory) -> tuple[Path, Path]:
+    """``(weights, tokenizer)`` for app tests: the bundled model, or (before it exists) a
+    freshly built small model with random weights and a tokenizer trained in the test."""
+    if (BUNDLED / "model.safetensors").is_file() and (BUNDLED / "tokenizer.spm").is_file():
+        return BUNDLED / "model.safetensors", BUNDLED / "tokenizer.spm"
+    import torch
+
+    from deris_core.checkpoint import save_weights
+    from deris_core.config import deris_small
+    from deris_core.model import build_deris
+    from deris_core.tokenizer import BEiT3Tokenizer, train_sentencepiece
+
+    out = tmp_path_factory.mktemp("studio_model")
+    words = ["the red circle", "all blue squares", "the two green triangles", "the star left of the big square",
+             "the largest yellow shape", "the bottom orange star", "the purple circle above the triangle"]
+    tok = train_sentencepiece(words * 3, out / "tokenizer", vocab_size=60)
+    cfg = deris_small(vocab_size=BEiT3Tokenizer(tok, 24).vocab_size)
+    torch.manual_seed(0)
+    save_weights(build_deris(cfg), out / "model.safetensors", cfg)
+    return out / "model.safetensors", tok

@@ -1,0 +1,85 @@
+"""A real browser (Debian's chromium, driven by Playwright) on the real app: upload, type,
+see the overlay and candidates, toggle one, save, export; saves a screenshot."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import _missing
+from tests.test_app import start_server
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+SCREENSHOT_DIR = Path(os.environ.get("DERIS_SCREENSHOT_DIR", ROOT / "test-artifacts"))
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    if not Path(CHROMIUM).is_file():
+        _missing(f"chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        yield page
+        browser.close()
+
+
+def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
+    from deris_core.synthetic import generate
+
+    generate(tmp_path / "syn", seed=5, images=4)
+    image = sorted((tmp_path / "syn" / "images" / "train2014").glob("*.png"))[0]
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, tmp_path / "db.sqlite")
+    page = browser_page
+    try:
+        page.goto(url)
+        page.wait_for_selector("#image-input input[type=file]", state="attached", timeout=60_000)
+        page.set_input_files("#image-input input[type=file]", str(image))
+        page.wait_for_selector("#image-input img", timeout=30_000)
+        box = page.locator("#expression textarea, #expression input").first
+        box.fill("the red circle")
+        box.press("Enter")
+        page.wait_for_function("document.querySelector('#verdict')?.innerText.includes('existence probability')", timeout=60_000)
+        page.wait_for_selector("#result img", timeout=30_000)
+        checkboxes = page.locator("#candidates input[type=checkbox]")
+        checkboxes.first.wait_for(timeout=30_000)
+        assert checkboxes.count() == 10
+        assert page.locator("#gallery img").count() >= 1
+        was = checkboxes.first.is_checked()
+        checkboxes.first.click()
+        page.wait_for_function(f"document.querySelector('#candidates input[type=checkbox]').checked === {str(not was).lower()}")
+        page.wait_for_timeout(500)
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT_DIR / "screenshot.png"), full_page=False)
+        verdict = page.locator("#verdict").inner_text()
+        if "target instance" not in verdict:  # nothing selected: select the best candidate so the save has a target
+            page.locator("#candidates input[type=checkbox]").first.click()
+            page.wait_for_function("document.querySelector('#verdict')?.innerText.includes('target instance')")
+        page.fill("#annotator textarea, #annotator input", "browser")
+        page.click("#save-btn")
+        page.wait_for_function("document.querySelector('#save-msg')?.innerText.includes('Saved ref')", timeout=30_000)
+        page.get_by_role("tab", name="Dataset").click()
+        page.click("#export-btn")
+        link = page.locator("#export-file a").first
+        link.wait_for(timeout=60_000)
+        assert "deris_dataset.zip" in (link.get_attribute("href") or "") + link.inner_text()
+        with page.expect_download() as dl:
+            link.click()
+        out = tmp_path / "download.zip"
+        dl.value.save_as(out)
+        import zipfile
+
+        with zipfile.ZipFile(out) as zf:
+            assert "grefcoco/grefs(unc).json" in zf.namelist()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert (SCREENSHOT_DIR / "screenshot.png").stat().st_size > 10_000
