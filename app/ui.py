@@ -10,6 +10,7 @@ session has its own :class:`~app.session.Session` in ``gr.State``.
 
 from __future__ import annotations
 
+import hashlib
 import html
 import tempfile
 import threading
@@ -90,6 +91,7 @@ class ModelHolder:
         self.predictor = predictor
         self.description = description
         self.note = note
+        self.version = 0  # bumped on every load: cached image features of older models are stale
         self._lock = threading.Lock()
 
     def get(self) -> Predictor:
@@ -105,6 +107,7 @@ class ModelHolder:
             self.predictor = predictor
             self.description = getattr(predictor, "description", str(weights))
             self.note = ""
+            self.version += 1
         return self.description
 
 
@@ -125,6 +128,15 @@ def _thumb(rgb: np.ndarray, side: int = 256) -> np.ndarray:
     if s >= 1:
         return rgb
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def _file_key(path: str, version: int) -> str:
+    """Identity of an uploaded image: its bytes (Gradio may hand the same picture under new paths)."""
+    try:
+        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        digest = path
+    return f"{version}:{digest}"
 
 
 def _verdict(sess: Session) -> str:
@@ -274,7 +286,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         def _ensure_image(path: str | None, sess: Session) -> Session:
             if not path:
                 raise gr.Error("Give an image first (upload, paste, webcam or an example).")
-            key = f"{path}:{Path(path).stat().st_mtime if Path(path).exists() else 0}"
+            key = _file_key(path, model.version)
             if sess.image is not None and sess.file_name == key and sess.image_state is not None:
                 return sess
             try:
@@ -430,10 +442,13 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 raise gr.Error(f"The pixels of image {rec.image_id} are not available (imported by reference).")
             state = model.get().set_image(rgb)
             masks = {i.id: i.mask for i in store.instances(rec.image_id)}
-            new = Session(image=rgb, image_state=state, image_id=rec.image_id, file_name=f"store:{rec.image_id}",
+            shown = Path(tempfile.mkdtemp(prefix="deris_ref_")) / f"ref_{rec.id}.png"
+            cv2.imwrite(str(shown), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            new = Session(image=rgb, image_state=state, image_id=rec.image_id, file_name=_file_key(str(shown), model.version),
                           expression=rec.sentences[0], ref_id=rec.id, no_target=rec.no_target,
                           targets=[Target(masks[i], None) for i in rec.instance_ids])
-            return (rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split, rec.status, rec.annotator, *render(new))
+            return (str(shown), rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split, rec.status, rec.annotator,
+                    *render(new))
 
         def delete_ref(rid: float | None):
             if rid is None:
@@ -478,7 +493,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         save_btn.click(save, [annotator, split, status, extra, sess_state], [save_msg, progress, refs_table, sess_state],
                        api_name="save")
         refresh_btn.click(refresh, None, [progress, refs_table], api_name="refresh")
-        open_btn.click(open_ref, [ref_id, sess_state], [expression, extra, split, status, annotator, *common], api_name="open_ref")
+        open_btn.click(open_ref, [ref_id, sess_state], [image_in, expression, extra, split, status, annotator, *common],
+                       api_name="open_ref")
         delete_btn.click(delete_ref, [ref_id], [save_msg, progress, refs_table], api_name="delete_ref")
         export_btn.click(export, None, [export_file], api_name="export")
         load_btn.click(load_weights, [weights_in], [model_md], api_name="load_weights")

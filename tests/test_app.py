@@ -134,7 +134,7 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     assert nt["ann_id"] == [-1] and nt["no_target"] is True and nt["status"] == "reviewed"
     # Reopen the saved ref: the same targets come back.
     out = c.predict(first["ref_id"], api_name="/open_ref")
-    assert out[0] == "the red circle" and "3 target instances" in out[6]
+    assert out[1] == "the red circle" and "3 target instances" in out[7]
 
 
 def _bad_files(tmp: Path) -> dict[str, Path]:

@@ -29,12 +29,14 @@ class Batch:
     image_mini: Tensor  # [B, 3, s, s] normalised
     token_ids: Tensor  # [B, T]
     padding_mask: Tensor  # [B, T], 1 = padding
-    targets: list[Tensor]  # [K_i, S, S] float {0, 1}
+    targets: list[Tensor]  # [K_i, S, S] float {0, 1}: the referred instances
     has_target: Tensor  # [B] float
+    instances: list[Tensor]  # [N_i, S, S] float {0, 1}: every instance of the image
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(self.image.to(device), self.image_mini.to(device), self.token_ids.to(device),
-                     self.padding_mask.to(device), [t.to(device) for t in self.targets], self.has_target.to(device))
+                     self.padding_mask.to(device), [t.to(device) for t in self.targets], self.has_target.to(device),
+                     [t.to(device) for t in self.instances])
 
 
 class TrainingSet(Dataset):
@@ -44,6 +46,10 @@ class TrainingSet(Dataset):
         self.epoch = 0
         self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._masks: dict[int, np.ndarray] = {}
+        self._image_anns: dict[int, list[int]] = {}
+        for ann_id, ann in data.annotations.items():
+            if not ann.get("iscrowd", 0):
+                self._image_anns.setdefault(int(ann["image_id"]), []).append(ann_id)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -77,9 +83,12 @@ class TrainingSet(Dataset):
         big, mini = self._view(sample.image_id)
         enc = self.tokenizer.encode(sentence)
         s = self.cfg.swin.img_size
-        masks = np.stack([self._mask(a) for a in ann_ids]) if ann_ids else np.zeros((0, s, s), np.uint8)
+        empty = np.zeros((0, s, s), np.uint8)
+        masks = np.stack([self._mask(a) for a in ann_ids]) if ann_ids else empty
+        every = self._image_anns.get(sample.image_id, [])
+        instances = np.stack([self._mask(a) for a in every]) if every else empty
         return {"image": big, "image_mini": mini, "ids": enc.ids, "pad": enc.padding_mask,
-                "masks": masks, "has_target": bool(ann_ids)}
+                "masks": masks, "has_target": bool(ann_ids), "instances": instances}
 
 
 def collate(items: list[dict]) -> Batch:
@@ -89,4 +98,5 @@ def collate(items: list[dict]) -> Batch:
     pad = torch.stack([torch.as_tensor(i["pad"]) for i in items])
     targets = [torch.from_numpy(i["masks"]).float() for i in items]
     has = torch.tensor([i["has_target"] for i in items], dtype=torch.float32)
-    return Batch(image, mini, ids, pad, targets, has)
+    instances = [torch.from_numpy(i["instances"]).float() for i in items]
+    return Batch(image, mini, ids, pad, targets, has, instances)

@@ -33,6 +33,10 @@ class LossConfig:
     existence: float = 1.0
     eos_coef: float = 0.1  # weight of the "not referred" class
     aux_weight: float = 0.2
+    # Perception supervision (the official "additional detection supervision"): the
+    # perception head (``class_logits``, objectness) and the masks are matched to *every*
+    # instance of the image, referred or not, so the queries learn to segment all objects.
+    perception: float = 1.0
 
 
 def sigmoid_bce(logits: Tensor, targets: Tensor) -> Tensor:
@@ -125,7 +129,9 @@ def class_weight_sum(num_targets: list[int], num_queries: int, eos_coef: float) 
 
 
 def deris_loss(out: DeRISOutput, targets: list[Tensor], has_target: Tensor, cfg: LossConfig,
-               num_instances: float | None = None, class_norm: float | None = None) -> tuple[Tensor, dict[str, float]]:
+               num_instances: float | None = None, class_norm: float | None = None,
+               instances: list[Tensor] | None = None,
+               instance_norms: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
     """Total loss and its parts. ``targets[i]``: ``[K_i, S, S]`` float masks at the network's input size.
 
     ``num_instances`` normalises the mask/box terms; pass the global count under DDP so every
@@ -151,6 +157,21 @@ def deris_loss(out: DeRISOutput, targets: list[Tensor], has_target: Tensor, cfg:
             total = total + w * value
             key = name if s == stages - 1 else "aux_" + name
             logs[key] = logs.get(key, 0.0) + float(value.detach())
+    if instances is not None and cfg.perception > 0:
+        q = out.refer_logits.shape[1]
+        if instance_norms is None:
+            counts = [t.shape[0] for t in instances]
+            instance_norms = (max(float(sum(counts)), 1.0), class_weight_sum(counts, q, cfg.eos_coef))
+        inst_small = [F.adaptive_avg_pool2d(t[None].float(), small)[0] if len(t) else t.new_zeros(0, *small) for t in instances]
+        inst_boxes = [masks_to_boxes(t) for t in instances]
+        for s in range(stages):
+            w = cfg.perception * (1.0 if s == stages - 1 else cfg.aux_weight)
+            parts = stage_loss(dec.class_logits[s], dec.mask_logits[s], dec.boxes[s], instances, inst_small,
+                               inst_boxes, instance_norms[0], instance_norms[1], cfg)
+            for name, value in parts.items():
+                total = total + w * value
+                key = "perc_" + name if s == stages - 1 else "perc_aux_" + name
+                logs[key] = logs.get(key, 0.0) + float(value.detach())
     existence = F.binary_cross_entropy_with_logits(out.existence_logit.float().reshape(-1), has_target.float().reshape(-1))
     total = total + cfg.existence * existence
     logs["existence"] = float(existence.detach())

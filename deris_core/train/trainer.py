@@ -68,9 +68,14 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2)
 
 
-def init_weights(model: nn.Module) -> None:
-    """Fresh-model initialisation (truncated normal 0.02 for linears and embeddings, as BEiT/DETR)."""
+def init_weights(model: DeRIS) -> None:
+    """Fresh-model initialisation: truncated normal 0.02 for linears and embeddings (as BEiT and
+    DETR). The pixel decoder keeps its own Deformable-DETR initialisation (sampling offsets
+    spread on a grid, zero attention weights), which the constructor already applied."""
+    keep = {id(m) for m in model.perception.pixel_decoder.modules()}
     for m in model.modules():
+        if id(m) in keep:
+            continue
         if isinstance(m, nn.Linear):
             nn.init.trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
@@ -107,17 +112,22 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     """One optimisation step. Under DDP the loss normalisers (instance count, classification
     weight sum) are the global ones divided by the world size, so the averaged gradients equal
     those of a single process on the whole batch."""
-    counts = [t.shape[0] for t in batch.targets]
     core = model.module if isinstance(model, DistributedDataParallel) else model
-    sums = torch.tensor([float(sum(counts)), class_weight_sum(counts, core.cfg.num_queries, loss_cfg.eos_coef)],
+    q = core.cfg.num_queries
+    counts = [t.shape[0] for t in batch.targets]
+    all_counts = [t.shape[0] for t in batch.instances]
+    sums = torch.tensor([float(sum(counts)), class_weight_sum(counts, q, loss_cfg.eos_coef),
+                         float(sum(all_counts)), class_weight_sum(all_counts, q, loss_cfg.eos_coef)],
                         dtype=torch.float64, device=batch.image.device)
     if world_size > 1:
         dist.all_reduce(sums)
-    num_instances, class_norm = max(float(sums[0]), 1.0) / world_size, float(sums[1]) / world_size
+    norms = [max(float(sums[0]), 1.0) / world_size, float(sums[1]) / world_size,
+             max(float(sums[2]), 1.0) / world_size, float(sums[3]) / world_size]
     ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
     with ctx:
         out = model(batch.image, batch.image_mini, batch.token_ids, batch.padding_mask)
-    loss, logs = deris_loss(out, batch.targets, batch.has_target, loss_cfg, num_instances=num_instances, class_norm=class_norm)
+    loss, logs = deris_loss(out, batch.targets, batch.has_target, loss_cfg, num_instances=norms[0], class_norm=norms[1],
+                            instances=batch.instances, instance_norms=(norms[2], norms[3]))
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {float(loss)}; lower the learning rate or check the data")
     optimizer.zero_grad(set_to_none=True)
