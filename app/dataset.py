@@ -315,12 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--db", required=True)
     args = p.parse_args(argv)
     try:
-        if args.cmd != "stats" and args.cmd != "export":
-            store = Store(args.db)
-        else:
-            if not Path(args.db).is_file():
-                raise StoreError(f"database not found: {args.db}")
-            store = Store(args.db)
+        if args.cmd in ("stats", "export") and not Path(args.db).is_file():
+            raise StoreError(f"database not found: {args.db}")
+        store = Store(args.db)
         if args.cmd == "import-grefcoco":
             res = import_grefcoco(store, args.dir)
         elif args.cmd == "import-coco":

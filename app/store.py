@@ -382,6 +382,8 @@ class Store:
             sql += " WHERE image_id = ?"
             args.append(image_id)
         elif ref_ids is not None:
+            if not ref_ids:
+                return []
             sql += f" WHERE id IN ({','.join('?' * len(ref_ids))})"
             args.extend(ref_ids)
         sql += " ORDER BY id"
