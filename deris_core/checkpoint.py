@@ -225,6 +225,7 @@ def save_weights(model: torch.nn.Module, path: str | os.PathLike, cfg: DeRISConf
     tmp = path.with_name(path.name + ".tmp")
     try:
         save_file(tensors, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)  # safetensors creates the file owner-only; weights are meant to be shared
         os.replace(tmp, path)  # an existing file is replaced only by a complete new one
     finally:
         tmp.unlink(missing_ok=True)
