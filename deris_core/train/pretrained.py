@@ -8,7 +8,7 @@
 Keys are renamed to the official DeRIS names and then through the one official->ours map
 (:func:`deris_core.checkpoint.official_key_to_ours`). Tensors whose shape differs (e.g. a
 position table for another resolution) are skipped and reported. Files are read without
-executing pickled code: ``.safetensors``, ``torch.load(weights_only=True)``, or detectron2
+executing pickled code: ``.safetensors``, ``torch.load(weights_only=True)``, or the Mask2Former release's
 ``.pkl`` files through an unpickler that only rebuilds numpy arrays.
 """
 
