@@ -205,7 +205,6 @@ def _matches(o: Shape, words: tuple) -> bool:
 def _expressions(rng: np.random.Generator, objs: list[Shape], focus: set[int] | None) -> list[tuple[str, list[int], str]]:
     """Candidate ``(sentence, target indices, kind)``; ``focus`` limits targets (testB)."""
     out: list[tuple[str, list[int], str]] = []
-    n = len(objs)
 
     def allowed(targets: list[int]) -> bool:
         return focus is None or any(t in focus for t in targets)
@@ -271,7 +270,7 @@ def _expressions(rng: np.random.Generator, objs: list[Shape], focus: set[int] | 
                     cands.setdefault(noun, []).append(i)
                 for noun, idx in cands.items():
                     hits = [i for i in idx if rel(objs[i], anchor)]
-                    if len(hits) == 1 and len(idx) >= 1 and allowed(hits):
+                    if len(hits) == 1 and allowed(hits):
                         out.append((f"the {noun} {word} the {anchor_phrase}", hits, "relation"))
     return out
 

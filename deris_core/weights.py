@@ -73,7 +73,9 @@ def _hf_download(filename: str, what: str, name: str) -> Path:
     except ImportError:  # pragma: no cover
         raise WeightsError("huggingface_hub is not installed: pip install huggingface_hub") from None
     try:
-        return Path(hf_hub_download(HF_REPO, filename))
+        # HF_HUB_OFFLINE is honoured at call time too (huggingface_hub reads it once, at import)
+        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        return Path(hf_hub_download(HF_REPO, filename, local_files_only=offline))
     except Exception as exc:  # noqa: BLE001 - offline, missing file, auth: all end here
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(

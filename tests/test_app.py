@@ -99,7 +99,7 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     assert "NO TARGET" in _verdict(out)
     out = c.predict(api_name="/undo")
     # Draw a new instance on the editor canvas at full resolution and apply it.
-    editor = c.predict(api_name="/new_instance")
+    c.predict(api_name="/new_instance")  # an empty editor for a new instance
     h, w = np.asarray(Image.open(sample_image)).shape[:2]
     layer = np.zeros((h, w, 4), np.uint8)
     layer[5:25, 5:40] = (255, 32, 32, 255)

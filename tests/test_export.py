@@ -15,7 +15,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from app.dataset import (export_zip, import_coco, import_grefcoco, mask_to_polygons, polygons_to_mask, read_zip,
+from app.dataset import (export_zip, import_grefcoco, mask_to_polygons, polygons_to_mask, read_zip,
                          to_grefcoco, validate_grefcoco)
 from app.store import Store
 from deris_core.data.refer import load_grefcoco

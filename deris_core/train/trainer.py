@@ -21,7 +21,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-from ..checkpoint import CheckpointError, load_weights, safe_torch_load, save_weights
+from ..checkpoint import load_weights, safe_torch_load, save_weights
 from ..config import DeRISConfig, get_config
 from ..data.refer import ReferDataset, load_grefcoco
 from ..data.training import Batch, TrainingSet, collate
@@ -242,13 +242,14 @@ def train(cfg: TrainConfig) -> Path:
             sampler.set_epoch(epoch)
         else:
             gen.manual_seed(cfg.seed + epoch)
-        t0, seen, sums = time.perf_counter(), 0, {}
+        t0, seen, steps, sums = time.perf_counter(), 0, 0, {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0, leave=False)
         for batch in bar:
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total, cfg.warmup_steps)
             logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast)
             step += 1
+            steps += 1
             seen += batch.image.shape[0] * world
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
@@ -258,7 +259,7 @@ def train(cfg: TrainConfig) -> Path:
             if step >= total:
                 break
         elapsed = time.perf_counter() - t0
-        n = max(1, len(sums) and int(seen / (per_rank * world)))
+        n = max(1, steps)
         record = {"epoch": epoch + 1, "step": step, "samples_per_s": seen / elapsed, "epoch_s": elapsed,
                   **{f"mean_{k}": v / n for k, v in sums.items()}}
         if rank == 0:
