@@ -49,19 +49,19 @@ class Session:
         del self.undo_stack[:-MAX_UNDO]
         self.redo_stack.clear()
 
-    def undo(self) -> bool:
-        if not self.undo_stack:
+    def _restore(self, source: list, other: list) -> bool:
+        """Pop a state from ``source``, pushing the current one on ``other``."""
+        if not source:
             return False
-        self.redo_stack.append(self._snapshot())
-        self.targets, self.no_target = self.undo_stack.pop()
+        other.append(self._snapshot())
+        self.targets, self.no_target = source.pop()
         return True
 
+    def undo(self) -> bool:
+        return self._restore(self.undo_stack, self.redo_stack)
+
     def redo(self) -> bool:
-        if not self.redo_stack:
-            return False
-        self.undo_stack.append(self._snapshot())
-        self.targets, self.no_target = self.redo_stack.pop()
-        return True
+        return self._restore(self.redo_stack, self.undo_stack)
 
     def reset_targets(self) -> None:
         self.targets, self.no_target = [], False

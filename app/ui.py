@@ -70,18 +70,15 @@ CSS = """
 """
 
 
-class ImageFile(gr.Image):
-    """``gr.Image`` that hands over the uploaded file untouched (no decoding by Gradio).
+def _pass_file_through(payload):
+    """Pre-processing for the image input: hand over the uploaded file untouched.
 
     Gradio's own pre-processing opens the file with PIL and fails with a generic error on
-    corrupt or exotic images; we want :func:`deris_core.preprocess.load_image` to decode
-    it and to name the problem.
+    corrupt or exotic images; :func:`deris_core.preprocess.load_image` decodes it instead and
+    names the problem. (Set on the instance: a ``gr.Image`` subclass would make Gradio write a
+    generated ``.pyi`` stub into the source tree.)
     """
-
-    is_template = True  # rendered by the standard image component in the browser
-
-    def preprocess(self, payload):  # type: ignore[override]
-        return None if payload is None else str(payload.path)
+    return None if payload is None else str(payload.path)
 
 
 class ModelHolder:
@@ -219,8 +216,9 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             with gr.Tab("Segment"):
                 with gr.Row():
                     with gr.Column(scale=1):
-                        image_in = ImageFile(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
+                        image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
                                             elem_id="image-input", height=360)
+                        image_in.preprocess = _pass_file_through
                         expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles",
                                                 lines=1, max_lines=1, elem_id="expression")
                         with gr.Row():
