@@ -226,3 +226,21 @@ def test_bad_inputs_get_specific_messages_and_the_session_goes_on(server, sample
         Client(url, verbose=False).predict("x", "train", "done", "", api_name="/save")
     out = c.predict(handle_file(str(sample_image)), "the red circle", 0.7, 0.5, api_name="/segment")
     assert "existence probability" in _verdict(out)  # the previous model is still serving
+
+
+def test_editor_mask_comes_back_at_full_resolution() -> None:
+    """The editor layer may return at another size (Gradio canvas resizing): the mask is brought
+    back to the image's size, and a same-size layer is read exactly."""
+    from app.ui import read_editor_mask
+
+    h, w = 60, 90
+    layer = np.zeros((h, w, 4), np.uint8)
+    layer[10:30, 20:50] = (255, 32, 32, 255)
+    exact = read_editor_mask({"layers": [layer]}, (h, w))
+    assert exact.shape == (h, w) and exact.sum() == 20 * 30 and exact[10:30, 20:50].all()
+    half = layer[::2, ::2]  # what a canvas scaled to half size hands back
+    back = read_editor_mask({"layers": [half]}, (h, w))
+    assert back.shape == (h, w) and (back == exact).mean() > 0.99
+    erased = layer.copy()
+    erased[10:30, 20:35, 3] = 0  # the eraser clears alpha
+    assert read_editor_mask({"layers": [erased]}, (h, w)).sum() == 20 * 15

@@ -56,6 +56,12 @@ def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
         was = checkboxes.first.is_checked()
         checkboxes.first.click()
         page.wait_for_function(f"document.querySelector('#candidates input[type=checkbox]').checked === {str(not was).lower()}")
+        # keyboard shortcut (Blocks js): Alt+1 toggles the best candidate back
+        page.locator("#verdict").click()
+        page.keyboard.press("Alt+1")
+        page.wait_for_function(f"document.querySelector('#candidates input[type=checkbox]').checked === {str(was).lower()}")
+        page.keyboard.press("Alt+1")
+        page.wait_for_function(f"document.querySelector('#candidates input[type=checkbox]').checked === {str(not was).lower()}")
         page.wait_for_timeout(500)
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT_DIR / "screenshot.png"), full_page=False)
