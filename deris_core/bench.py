@@ -23,6 +23,7 @@ import torch
 from .config import get_config
 from .model import build_deris
 from .predictor import Predictor
+from .runtime import limit_heap_growth
 from .tokenizer import BOS, EOS, PAD
 
 
@@ -123,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    limit_heap_growth()
     try:
         r = run(args.config, args.device, args.runs, args.warmup, args.threads)
     except Exception as exc:  # noqa: BLE001

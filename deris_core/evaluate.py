@@ -23,6 +23,7 @@ from .data.refer import DataError, load_grefcoco
 from .metrics import GresAccumulator, MetricError, RisAccumulator
 from .model.deris import DeRIS
 from .predictor import Predictor
+from .runtime import limit_heap_growth
 from .tokenizer import BEiT3Tokenizer
 
 
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
+    limit_heap_growth()
     from .weights import WeightsError, load_predictor
 
     try:

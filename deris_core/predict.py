@@ -13,6 +13,7 @@ import sys
 
 import cv2
 
+from .runtime import limit_heap_growth
 from .visualize import banner, color, overlay
 
 
@@ -34,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limit_heap_growth()
     try:
         import torch
 

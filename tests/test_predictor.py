@@ -313,3 +313,14 @@ def test_benchmark_runs(capsys):
     data = json.loads(capsys.readouterr().out)
     for key in ("full_forward_s", "cached_predict_s", "batch8_per_expression_s", "peak_rss_mb", "device", "dtype", "torch_threads"):
         assert key in data
+
+
+def test_limit_heap_growth_is_idempotent_and_safe():
+    import platform
+
+    from deris_core.runtime import limit_heap_growth
+
+    first = limit_heap_growth()
+    assert limit_heap_growth() == first  # a second call changes nothing
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert first is True
