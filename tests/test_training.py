@@ -19,6 +19,7 @@ from deris_core.data.refer import load_grefcoco
 from deris_core.data.training import TrainingSet, collate
 from deris_core.model import build_deris
 from deris_core.tokenizer import BEiT3Tokenizer, train_sentencepiece
+from deris_core.train.attributes import AttributeHead, AttributeVocabulary
 from deris_core.train.losses import LossConfig, dice_loss, generalized_box_iou, masks_to_boxes, sigmoid_bce
 from deris_core.train.matcher import hungarian_match
 from deris_core.train.nsc import NonReferentConversion, NSCConfig, char_cosine, char_jaccard, similarity
@@ -114,6 +115,42 @@ def test_nsc_rules() -> None:
         NonReferentConversion(pool, NSCConfig(rate=1.5))
 
 
+# --- appearance labels (training-only head) -----------------------------------------------
+
+
+def test_attribute_vocabulary_and_labels() -> None:
+    cats = {1: "circle", 2: "square"}
+    anns = {1: {"category_id": 2, "attributes": {"color": "red", "size": "large"}},
+            2: {"category_id": 1, "attributes": {"color": "blue", "size": "large", "note": True}},
+            3: {"category_id": 1}}
+    vocab = AttributeVocabulary.from_annotations(anns, cats)
+    # "size" has one value only (nothing to learn) and booleans are not labels.
+    assert vocab.names == ["category", "color"] and vocab.values == [["circle", "square"], ["blue", "red"]]
+    assert vocab.labels(anns[1], cats) == [1, 1]
+    assert vocab.labels(anns[3], cats) == [0, -1]  # no attributes: unknown, ignored by the loss
+
+
+def test_attribute_losses_known_values() -> None:
+    vocab = AttributeVocabulary(["category", "color"], [["a", "b"], ["x", "y", "z", "w"]])
+    head = AttributeHead(4, vocab)
+    for p in head.parameters():
+        torch.nn.init.zeros_(p)
+    labels = torch.tensor([[0, 3], [1, -1]])
+    # Uniform logits: CE = log(K) per known label; summed, / num_instances, averaged over labels.
+    expected = (2 * math.log(2) + 1 * math.log(4)) / 2 / 2
+    assert head.loss(torch.randn(2, 4), labels, num_instances=2.0).item() == pytest.approx(expected)
+    # Pooling: a level that is 1 inside instance 0 and 3 inside instance 1; a classifier that reads
+    # channel 0 sees exactly those means.
+    masks = torch.zeros(2, 8, 8)
+    masks[0, :4], masks[1, 4:] = 1, 1
+    level = torch.zeros(1, 4, 4, 4)
+    level[0, 0, :2], level[0, 0, 2:] = 1.0, 3.0
+    head.pooled_classifiers[0].weight.data[1, 0] = 1.0  # logit of class "b" = pooled channel 0
+    got = head.pooled_loss([level], [masks], [labels], num_instances=2.0).item()
+    ce = -math.log(1 / (1 + math.e)) + -math.log(math.e**3 / (1 + math.e**3))  # labels a (logit 0 vs 1), b (0 vs 3)
+    assert got == pytest.approx((ce + math.log(4)) / 2 / 2, rel=1e-5)
+
+
 # --- a small dataset and model shared by the loop tests ------------------------------------
 
 
@@ -158,6 +195,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _head(ds: TrainingSet, cfg) -> AttributeHead:
+    torch.manual_seed(1)
+    return AttributeHead(cfg.hidden_dim, ds.vocab)
+
+
 def _ddp_worker(rank: int, world: int, port: int, data: str, tok: str, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -171,10 +213,13 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, tok: str, out: str)
     per = len(items) // world
     batch = collate(items[rank * per : (rank + 1) * per])
     net = DistributedDataParallel(model)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    train_step(net, opt, batch, LossConfig(), clip_grad=0.15, world_size=world)
+    head = _head(ds, cfg)
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.5)
+    train_step(net, opt, batch, LossConfig(), clip_grad=0.15, world_size=world, attribute_head=head)
     if rank == 0:
-        torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out)
+        state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        state.update({"head." + k: v.detach().clone() for k, v in head.state_dict().items()})
+        torch.save(state, out)
     dist.destroy_process_group()
 
 
@@ -188,10 +233,15 @@ def test_ddp_two_processes_equal_one_process(tiny_data: Path, tokenizer: BEiT3To
     batch = collate([ds[i] for i in range(4)])
     # SGD: the update is proportional to the (clipped) gradient, so this compares gradients.
     # (Adam's first step is ~lr * sign(g) and would amplify rounding in near-zero gradients.)
-    opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    train_step(model, opt, batch, LossConfig(), clip_grad=0.15)
+    head = _head(ds, cfg)
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.5)
+    train_step(model, opt, batch, LossConfig(), clip_grad=0.15, attribute_head=head)
     changed, largest = 0, 0.0
-    for k, v in model.state_dict().items():
+    state = dict(model.state_dict())
+    state.update({"head." + k: v for k, v in head.state_dict().items()})
+    before.update({"head." + k: v for k, v in _head(ds, cfg).state_dict().items()})
+    assert set(state) == set(ddp_state)
+    for k, v in state.items():
         torch.testing.assert_close(ddp_state[k], v, rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")
         changed += int(not torch.equal(before[k], v))
         largest = max(largest, float((v - before[k]).abs().max()))

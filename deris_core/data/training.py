@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 from ..config import DeRISConfig
 from ..preprocess import load_image, normalize
 from ..tokenizer import BEiT3Tokenizer
+from ..train.attributes import AttributeVocabulary
 from ..train.nsc import NonReferentConversion
 from .refer import ReferDataset
 
@@ -32,17 +33,19 @@ class Batch:
     targets: list[Tensor]  # [K_i, S, S] float {0, 1}: the referred instances
     has_target: Tensor  # [B] float
     instances: list[Tensor]  # [N_i, S, S] float {0, 1}: every instance of the image
+    instance_labels: list[Tensor]  # [N_i, A] long: category + attribute indices (-1 unknown)
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(self.image.to(device), self.image_mini.to(device), self.token_ids.to(device),
                      self.padding_mask.to(device), [t.to(device) for t in self.targets], self.has_target.to(device),
-                     [t.to(device) for t in self.instances])
+                     [t.to(device) for t in self.instances], [t.to(device) for t in self.instance_labels])
 
 
 class TrainingSet(Dataset):
     def __init__(self, data: ReferDataset, tokenizer: BEiT3Tokenizer, cfg: DeRISConfig,
                  nsc: NonReferentConversion | None = None, seed: int = 0) -> None:
         self.data, self.tokenizer, self.cfg, self.nsc, self.seed = data, tokenizer, cfg, nsc, seed
+        self.vocab = AttributeVocabulary.from_annotations(data.annotations, data.categories)
         self.epoch = 0
         self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._masks: dict[int, np.ndarray] = {}
@@ -87,8 +90,10 @@ class TrainingSet(Dataset):
         masks = np.stack([self._mask(a) for a in ann_ids]) if ann_ids else empty
         every = self._image_anns.get(sample.image_id, [])
         instances = np.stack([self._mask(a) for a in every]) if every else empty
+        labels = np.array([self.vocab.labels(self.data.annotations[a], self.data.categories) for a in every],
+                          np.int64).reshape(len(every), len(self.vocab.names))
         return {"image": big, "image_mini": mini, "ids": enc.ids, "pad": enc.padding_mask,
-                "masks": masks, "has_target": bool(ann_ids), "instances": instances}
+                "masks": masks, "has_target": bool(ann_ids), "instances": instances, "labels": labels}
 
 
 def collate(items: list[dict]) -> Batch:
@@ -99,4 +104,5 @@ def collate(items: list[dict]) -> Batch:
     targets = [torch.from_numpy(i["masks"]).float() for i in items]
     has = torch.tensor([i["has_target"] for i in items], dtype=torch.float32)
     instances = [torch.from_numpy(i["instances"]).float() for i in items]
-    return Batch(image, mini, ids, pad, targets, has, instances)
+    labels = [torch.from_numpy(i["labels"]) for i in items]
+    return Batch(image, mini, ids, pad, targets, has, instances, labels)

@@ -40,6 +40,7 @@ class DecoderOutput:
     boxes: list[Tensor]  # per stage [B, Q, 4], cx cy w h in [0, 1]
     class_logits: list[Tensor]  # per stage [B, Q, 2] (perception "objectness" head)
     refer_logits: list[Tensor]  # per stage [B, Q, 2] (class 0 = referred)
+    stage_queries: list[Tensor]  # per stage [B, Q, C]: the normed queries the heads read
     queries: Tensor  # [B, Q, C] after the last loopback
 
 
@@ -82,7 +83,7 @@ class MaskedDecoder(nn.Module):
         size = memory.mask_features_term.shape[-2:]
         return memory.mask_features_term + F.interpolate(small, size=size, mode="bilinear", align_corners=False)
 
-    def _heads(self, queries: Tensor, features: Tensor, next_size: tuple[int, int]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    def _heads(self, queries: Tensor, features: Tensor, next_size: tuple[int, int]) -> tuple[Tensor, ...]:
         x = self.decoder_norm(queries)
         masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(x), features)
         boxes = self.box_embed(x).sigmoid()
@@ -90,7 +91,7 @@ class MaskedDecoder(nn.Module):
         small = F.interpolate(masks, size=next_size, mode="bilinear", align_corners=False)
         allowed = small.sigmoid().flatten(2) >= 0.5  # [B, Q, HW]; True = may attend
         allowed = allowed | ~allowed.any(-1, keepdim=True)  # a query masked everywhere sees everything
-        return masks, boxes, logits, allowed[:, None]
+        return masks, boxes, logits, allowed[:, None], x
 
     def forward(
         self, queries: Tensor, memory: DecoderMemory, img_feat: Tensor, text: Tensor, text_padding: Tensor
@@ -100,24 +101,26 @@ class MaskedDecoder(nn.Module):
         text_pos = text_position_1d(text.shape[1], text.shape[2], text.device, text.dtype)
         pad_bias = (text_padding.to(text.dtype) * -100.0)[:, None, None, :]
         query_pos = self.query_pos.weight[None]
-        out = DecoderOutput([], [], [], [], queries)
+        out = DecoderOutput([], [], [], [], [], queries)
         sizes = memory.level_sizes
 
-        masks, boxes, logits, allowed = self._heads(queries, features, sizes[0])
+        masks, boxes, logits, allowed, normed = self._heads(queries, features, sizes[0])
         queries, referring = self.loopback[0](queries, text, text_pos, pad_bias)
-        self._record(out, masks, boxes, logits, referring)
+        self._record(out, masks, boxes, logits, referring, normed)
         for i in range(self.num_layers):
             queries = self.cross_attn[i](queries, memory.kv[i], allowed, query_pos)
             queries = self.self_attn[i](queries, pos=query_pos)
             queries = self.ffn[i](queries)
-            masks, boxes, logits, allowed = self._heads(queries, features, sizes[(i + 1) % 3])
+            masks, boxes, logits, allowed, normed = self._heads(queries, features, sizes[(i + 1) % 3])
             queries, referring = self.loopback[i + 1](queries, text, text_pos, pad_bias)
-            self._record(out, masks, boxes, logits, referring)
+            self._record(out, masks, boxes, logits, referring, normed)
         out.queries = queries
         return out
 
-    def _record(self, out: DecoderOutput, masks: Tensor, boxes: Tensor, logits: Tensor, referring: Tensor) -> None:
+    def _record(self, out: DecoderOutput, masks: Tensor, boxes: Tensor, logits: Tensor, referring: Tensor,
+                normed: Tensor) -> None:
         out.mask_logits.append(masks)
+        out.stage_queries.append(normed)
         out.boxes.append(boxes)
         out.class_logits.append(logits)
         out.refer_logits.append(self.refer_embed(referring))

@@ -37,6 +37,7 @@ class DeRISOutput:
     cognition_logits: Tensor  # [B, Q, 2] cognition post-step head (unused by post-processing)
     decoder: DecoderOutput  # every stage (auxiliary outputs), masks at 96x96
     cognition: CognitionFeatures
+    features: ImageFeatures  # the image-only features this output was decoded from
     text_length: int  # text tokens actually run (trailing padding is trimmed)
 
 
@@ -82,6 +83,7 @@ class DeRIS(nn.Module):
             cognition_logits=cog_logits,
             decoder=dec,
             cognition=cog,
+            features=features,
             text_length=token_ids.shape[1],
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .losses import LossConfig
 from .nsc import NSCConfig
 from .trainer import TrainConfig, train
 
@@ -40,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nsc-min-words", type=int, default=NSCConfig.min_text_length)
     p.add_argument("--init-beit3", default=None, help="public BEiT-3 checkpoint to start the cognition encoder from")
     p.add_argument("--init-swin", default=None, help="Mask2Former-Swin checkpoint to start the perception branch from")
+    p.add_argument("--attribute-loss", type=float, default=LossConfig.attributes,
+                   help="weight of the training-only appearance labels on the queries (0: off)")
     p.add_argument("--log-every", type=int, default=d.log_every)
     a = p.parse_args(argv)
     cfg = TrainConfig(
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_split=a.eval_split or None, eval_limit=a.eval_limit, loopback=not a.no_loopback, nsc_enabled=not a.no_nsc,
         nsc=NSCConfig(rate=a.nsc_rate, threshold=a.nsc_threshold, min_text_length=a.nsc_min_words),
         init_beit3=a.init_beit3, init_swin=a.init_swin, log_every=a.log_every,
+        loss=LossConfig(attributes=a.attribute_loss),
     )
     try:
         path = train(cfg)

@@ -6,6 +6,9 @@ Per decoder stage, after Hungarian matching (:mod:`.matcher`):
 - masks of matched queries: sigmoid BCE + Dice at the target resolution;
 - boxes of matched queries: L1 + generalised IoU (a small weight, as the official head);
 - existence: BCE of the existence logit against "the sample has a target".
+- perception supervision: the objectness head and the masks matched to every instance;
+- appearance labels (training only, :mod:`.attributes`) of the queries matched to instances and
+  of the pixel-decoder maps pooled inside each instance.
 The last stage has weight 1 and the intermediate ones ``aux_weight`` (0.2). Mask and box
 losses are normalised by the number of target instances in the batch (at least 1).
 """
@@ -13,6 +16,7 @@ losses are normalised by the number of target instances in the batch (at least 1
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +25,9 @@ from torch import Tensor
 from ..model.decoder import upsample_masks
 from ..model.deris import DeRISOutput
 from .matcher import hungarian_match
+
+if TYPE_CHECKING:
+    from .attributes import AttributeHead
 
 
 @dataclass
@@ -37,6 +44,9 @@ class LossConfig:
     # perception head (``class_logits``, objectness) and the masks are matched to *every*
     # instance of the image, referred or not, so the queries learn to segment all objects.
     perception: float = 1.0
+    # Training-only appearance labels (category + annotated attributes) of the queries matched
+    # by the perception matching, see :mod:`.attributes`; 0 disables.
+    attributes: float = 1.0
 
 
 def sigmoid_bce(logits: Tensor, targets: Tensor) -> Tensor:
@@ -83,8 +93,9 @@ def masks_to_boxes(masks: Tensor) -> Tensor:
 
 def stage_loss(refer_logits: Tensor, mask_logits: Tensor, boxes: Tensor, targets: list[Tensor],
                targets_small: list[Tensor], target_boxes: list[Tensor], num_instances: float,
-               class_norm: float, cfg: LossConfig) -> dict[str, Tensor]:
-    """Losses of one decoder stage for a batch.
+               class_norm: float, cfg: LossConfig,
+               matches: list[tuple[Tensor, Tensor]] | None = None) -> dict[str, Tensor]:
+    """Losses of one decoder stage for a batch (``matches``, if given, receives the assignment).
 
     Matching uses ``mask_logits`` (the decoder's 1/4 resolution) against ``targets_small``;
     the mask losses compare the x4 upsampled logits of the matched queries (exactly what
@@ -96,6 +107,8 @@ def stage_loss(refer_logits: Tensor, mask_logits: Tensor, boxes: Tensor, targets
     for i in range(b):
         qi, ti = hungarian_match(refer_logits[i], mask_logits[i], targets_small[i], cfg.cls, cfg.bce, cfg.dice)
         qi, ti = qi.to(labels.device), ti.to(labels.device)
+        if matches is not None:
+            matches.append((qi, ti))
         labels[i, qi] = 0
         if len(qi):
             pred_masks.append(upsample_masks(mask_logits[i, qi][None])[0].flatten(1))
@@ -131,12 +144,14 @@ def class_weight_sum(num_targets: list[int], num_queries: int, eos_coef: float) 
 def deris_loss(out: DeRISOutput, targets: list[Tensor], has_target: Tensor, cfg: LossConfig,
                num_instances: float | None = None, class_norm: float | None = None,
                instances: list[Tensor] | None = None,
-               instance_norms: tuple[float, float] | None = None) -> tuple[Tensor, dict[str, float]]:
+               instance_norms: tuple[float, float] | None = None, instance_labels: list[Tensor] | None = None,
+               attribute_head: "AttributeHead | None" = None) -> tuple[Tensor, dict[str, float]]:
     """Total loss and its parts. ``targets[i]``: ``[K_i, S, S]`` float masks at the network's input size.
 
     ``num_instances`` normalises the mask/box terms; pass the global count under DDP so every
     process scales its share as a single process would; likewise ``class_norm`` (the sum of
     the classification weights, :func:`class_weight_sum`, global / world size).
+    ``instance_labels[i]`` (``[N_i, A]``) with ``attribute_head`` adds the appearance term.
     """
     if class_norm is None:
         class_norm = class_weight_sum([t.shape[0] for t in targets], out.refer_logits.shape[1], cfg.eos_coef)
@@ -164,14 +179,26 @@ def deris_loss(out: DeRISOutput, targets: list[Tensor], has_target: Tensor, cfg:
             instance_norms = (max(float(sum(counts)), 1.0), class_weight_sum(counts, q, cfg.eos_coef))
         inst_small = [F.adaptive_avg_pool2d(t[None].float(), small)[0] if len(t) else t.new_zeros(0, *small) for t in instances]
         inst_boxes = [masks_to_boxes(t) for t in instances]
+        use_attributes = attribute_head is not None and instance_labels is not None and cfg.attributes > 0
         for s in range(stages):
             w = cfg.perception * (1.0 if s == stages - 1 else cfg.aux_weight)
+            matches: list[tuple[Tensor, Tensor]] = []
             parts = stage_loss(dec.class_logits[s], dec.mask_logits[s], dec.boxes[s], instances, inst_small,
-                               inst_boxes, instance_norms[0], instance_norms[1], cfg)
+                               inst_boxes, instance_norms[0], instance_norms[1], cfg, matches)
+            if use_attributes:
+                q_feats = torch.cat([dec.stage_queries[s][i, qi] for i, (qi, _) in enumerate(matches)])
+                q_labels = torch.cat([instance_labels[i][ti] for i, (_, ti) in enumerate(matches)])
+                parts["attr"] = attribute_head.loss(q_feats, q_labels, instance_norms[0]) * cfg.attributes
             for name, value in parts.items():
                 total = total + w * value
                 key = "perc_" + name if s == stages - 1 else "perc_aux_" + name
                 logs[key] = logs.get(key, 0.0) + float(value.detach())
+        if use_attributes:
+            per = out.features.perception
+            pooled = attribute_head.pooled_loss([*per.multi_scale, per.mask_features], instances, instance_labels,
+                                                instance_norms[0])
+            total = total + cfg.attributes * pooled
+            logs["pooled_attr"] = float(pooled.detach())
     existence = F.binary_cross_entropy_with_logits(out.existence_logit.float().reshape(-1), has_target.float().reshape(-1))
     total = total + cfg.existence * existence
     logs["existence"] = float(existence.detach())

@@ -28,6 +28,7 @@ from ..data.training import Batch, TrainingSet, collate
 from ..model import build_deris
 from ..model.deris import DeRIS
 from ..tokenizer import BEiT3Tokenizer, train_sentencepiece
+from .attributes import AttributeHead, reduce_gradients
 from .losses import LossConfig, class_weight_sum, deris_loss
 from .nsc import NonReferentConversion, NSCConfig
 
@@ -108,7 +109,8 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss_cfg: LossConfig,
-               clip_grad: float, world_size: int = 1, autocast: torch.autocast | None = None) -> dict[str, float]:
+               clip_grad: float, world_size: int = 1, autocast: torch.autocast | None = None,
+               attribute_head: AttributeHead | None = None) -> dict[str, float]:
     """One optimisation step. Under DDP the loss normalisers (instance count, classification
     weight sum) are the global ones divided by the world size, so the averaged gradients equal
     those of a single process on the whole batch."""
@@ -127,13 +129,18 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     with ctx:
         out = model(batch.image, batch.image_mini, batch.token_ids, batch.padding_mask)
     loss, logs = deris_loss(out, batch.targets, batch.has_target, loss_cfg, num_instances=norms[0], class_norm=norms[1],
-                            instances=batch.instances, instance_norms=(norms[2], norms[3]))
+                            instances=batch.instances, instance_norms=(norms[2], norms[3]),
+                            instance_labels=batch.instance_labels, attribute_head=attribute_head)
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {float(loss)}; lower the learning rate or check the data")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    params = list(model.parameters())
+    if attribute_head is not None:
+        reduce_gradients(attribute_head, world_size)
+        params += list(attribute_head.parameters())
     if clip_grad > 0:
-        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad))
+        logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip_grad))
     optimizer.step()
     return logs
 
@@ -217,12 +224,19 @@ def train(cfg: TrainConfig) -> Path:
                         collate_fn=collate, num_workers=cfg.workers, drop_last=True)
     steps_per_epoch = len(loader)
     total = cfg.max_steps or steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.AdamW(param_groups(model, cfg), lr=cfg.lr, betas=(0.9, 0.999))
+    groups = param_groups(model, cfg)
+    head = None
+    if cfg.loss.attributes > 0:  # training-only appearance supervision (see .attributes)
+        head = AttributeHead(mcfg.hidden_dim, dataset.vocab).to(device)
+        groups.append({"params": list(head.parameters()), "lr": cfg.lr, "weight_decay": 0.0, "lr_mult": 1.0})
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
     step, start_epoch = 0, 0
     state_path = out / "trainer_state.pt"
     if state_path.exists():  # resume
         state = safe_torch_load(state_path)
         load_weights(model, out / "last.safetensors")
+        if head is not None and "attribute_head" in state:
+            head.load_state_dict(state["attribute_head"])
         optimizer.load_state_dict(state["optimizer"])
         step, start_epoch = int(state["step"]), int(state["epoch"])
         if rank == 0:
@@ -247,7 +261,7 @@ def train(cfg: TrainConfig) -> Path:
         for batch in bar:
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total, cfg.warmup_steps)
-            logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast)
+            logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast, head)
             step += 1
             steps += 1
             seen += batch.image.shape[0] * world
@@ -265,7 +279,8 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0:
             save_weights(model, out / "last.safetensors", mcfg)
             tmp = out / "trainer_state.pt.tmp"
-            torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1}, tmp)
+            extra = {"attribute_head": head.state_dict()} if head is not None else {}
+            torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1, **extra}, tmp)
             os.replace(tmp, state_path)
             if cfg.eval_split:
                 from ..evaluate import evaluate_model
