@@ -20,6 +20,7 @@ from deris_core.data.training import TrainingSet, collate
 from deris_core.model import build_deris
 from deris_core.tokenizer import BEiT3Tokenizer, train_sentencepiece
 from deris_core.train.attributes import AttributeHead, AttributeVocabulary
+from deris_core.train.mlm import MaskedLanguageHead, choose_masked, masked_language_loss
 from deris_core.train.losses import LossConfig, dice_loss, generalized_box_iou, masks_to_boxes, sigmoid_bce
 from deris_core.train.matcher import hungarian_match
 from deris_core.train.nsc import NonReferentConversion, NSCConfig, char_cosine, char_jaccard, similarity
@@ -151,6 +152,26 @@ def test_attribute_losses_known_values() -> None:
     assert got == pytest.approx((ce + math.log(4)) / 2 / 2, rel=1e-5)
 
 
+def test_masked_language_choice_and_loss() -> None:
+    ids = torch.tensor([[0, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 2], [0, 20, 2, 1, 1, 1, 1, 1, 1, 1, 1, 1]])
+    pad = (ids == 1).long()
+    m = choose_masked(ids, pad, rate=0.3, seed=5)
+    assert torch.equal(m, choose_masked(ids, pad, rate=0.3, seed=5))  # deterministic per (expression, seed)
+    assert not m[ids <= 2].any()  # never BOS, EOS or padding
+    assert int(m[0].sum()) == 3 and int(m[1].sum()) == 1  # ~rate of the pieces, at least one
+    from deris_core.config import get_config
+    from deris_core.model.beit3 import BEiT3Encoder
+
+    cfg = get_config("deris-tiny").beit3
+    enc = BEiT3Encoder(cfg)
+    head = MaskedLanguageHead(cfg.embed_dim, cfg.vocab_size)
+    torch.nn.init.zeros_(head.proj.weight)
+    torch.nn.init.zeros_(head.proj.bias)
+    image = torch.randn(2, 3, cfg.img_size, cfg.img_size)
+    loss = masked_language_loss(enc, head, image, ids, pad, 0.3, 5, num_samples=2.0)
+    assert loss.item() == pytest.approx(math.log(cfg.vocab_size), rel=1e-5)  # uniform: log V per expression
+
+
 # --- a small dataset and model shared by the loop tests ------------------------------------
 
 
@@ -178,6 +199,18 @@ def _model(tokenizer: BEiT3Tokenizer, seed: int = 0):
     return cfg, model
 
 
+def test_fresh_init_keeps_word_identity(tokenizer: BEiT3Tokenizer) -> None:
+    _, model = _model(tokenizer)
+    assert 0.9 < float(model.cognition.beit3.text_embed.weight.detach().std()) < 1.1  # unit-variance word embeddings
+    # two expressions that differ in one word still differ after the encoder (cosine well below 1)
+    enc = model.cognition.beit3.eval()
+    ids = torch.tensor([[0, 5, 6, 7, 2], [0, 5, 6, 8, 2]])
+    with torch.no_grad():
+        vt = enc.embed_image(torch.randn(1, 3, enc.cfg.img_size, enc.cfg.img_size)).expand(2, -1, -1)
+        _, _, text = enc(vt, ids, torch.zeros_like(ids))
+    assert float(torch.nn.functional.cosine_similarity(text[0, 3], text[1, 3], dim=0)) < 0.9
+
+
 def test_train_step_reduces_loss(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> None:
     cfg, model = _model(tokenizer)
     ds = TrainingSet(load_grefcoco(tiny_data, "train"), tokenizer, cfg)
@@ -200,6 +233,11 @@ def _head(ds: TrainingSet, cfg) -> AttributeHead:
     return AttributeHead(cfg.hidden_dim, ds.vocab)
 
 
+def _mlm(cfg) -> MaskedLanguageHead:
+    torch.manual_seed(2)
+    return MaskedLanguageHead(cfg.beit3.embed_dim, cfg.beit3.vocab_size)
+
+
 def _ddp_worker(rank: int, world: int, port: int, data: str, tok: str, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -213,12 +251,13 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, tok: str, out: str)
     per = len(items) // world
     batch = collate(items[rank * per : (rank + 1) * per])
     net = DistributedDataParallel(model)
-    head = _head(ds, cfg)
-    opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.5)
-    train_step(net, opt, batch, LossConfig(), clip_grad=0.15, world_size=world, attribute_head=head)
+    head, mlm = _head(ds, cfg), _mlm(cfg)
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters(), *mlm.parameters()], lr=0.5)
+    train_step(net, opt, batch, LossConfig(), clip_grad=0.15, world_size=world, attribute_head=head, mlm_head=mlm, step=3)
     if rank == 0:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         state.update({"head." + k: v.detach().clone() for k, v in head.state_dict().items()})
+        state.update({"mlm." + k: v.detach().clone() for k, v in mlm.state_dict().items()})
         torch.save(state, out)
     dist.destroy_process_group()
 
@@ -233,13 +272,15 @@ def test_ddp_two_processes_equal_one_process(tiny_data: Path, tokenizer: BEiT3To
     batch = collate([ds[i] for i in range(4)])
     # SGD: the update is proportional to the (clipped) gradient, so this compares gradients.
     # (Adam's first step is ~lr * sign(g) and would amplify rounding in near-zero gradients.)
-    head = _head(ds, cfg)
-    opt = torch.optim.SGD([*model.parameters(), *head.parameters()], lr=0.5)
-    train_step(model, opt, batch, LossConfig(), clip_grad=0.15, attribute_head=head)
+    head, mlm = _head(ds, cfg), _mlm(cfg)
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters(), *mlm.parameters()], lr=0.5)
+    train_step(model, opt, batch, LossConfig(), clip_grad=0.15, attribute_head=head, mlm_head=mlm, step=3)
     changed, largest = 0, 0.0
     state = dict(model.state_dict())
     state.update({"head." + k: v for k, v in head.state_dict().items()})
+    state.update({"mlm." + k: v for k, v in mlm.state_dict().items()})
     before.update({"head." + k: v for k, v in _head(ds, cfg).state_dict().items()})
+    before.update({"mlm." + k: v for k, v in _mlm(cfg).state_dict().items()})
     assert set(state) == set(ddp_state)
     for k, v in state.items():
         torch.testing.assert_close(ddp_state[k], v, rtol=1e-4, atol=1e-5, msg=lambda m: f"{k}: {m}")

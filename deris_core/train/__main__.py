@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--init-swin", default=None, help="Mask2Former-Swin checkpoint to start the perception branch from")
     p.add_argument("--attribute-loss", type=float, default=LossConfig.attributes,
                    help="weight of the training-only appearance labels on the queries (0: off)")
+    p.add_argument("--mlm-loss", type=float, default=LossConfig.mlm,
+                   help="weight of the training-only masked language modelling on the cognition encoder (0: off)")
     p.add_argument("--log-every", type=int, default=d.log_every)
     a = p.parse_args(argv)
     cfg = TrainConfig(
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         eval_split=a.eval_split or None, eval_limit=a.eval_limit, loopback=not a.no_loopback, nsc_enabled=not a.no_nsc,
         nsc=NSCConfig(rate=a.nsc_rate, threshold=a.nsc_threshold, min_text_length=a.nsc_min_words),
         init_beit3=a.init_beit3, init_swin=a.init_swin, log_every=a.log_every,
-        loss=LossConfig(attributes=a.attribute_loss),
+        loss=LossConfig(attributes=a.attribute_loss, mlm=a.mlm_loss),
     )
     try:
         path = train(cfg)

@@ -8,7 +8,9 @@ Per decoder stage, after Hungarian matching (:mod:`.matcher`):
 - existence: BCE of the existence logit against "the sample has a target".
 - perception supervision: the objectness head and the masks matched to every instance;
 - appearance labels (training only, :mod:`.attributes`) of the queries matched to instances and
-  of the pixel-decoder maps pooled inside each instance.
+  of the pixel-decoder maps pooled inside each instance;
+- masked language modelling on the cognition encoder (training only, :mod:`.mlm`, added by the
+  training step).
 The last stage has weight 1 and the intermediate ones ``aux_weight`` (0.2). Mask and box
 losses are normalised by the number of target instances in the batch (at least 1).
 """
@@ -47,6 +49,9 @@ class LossConfig:
     # Training-only appearance labels (category + annotated attributes) of the queries matched
     # by the perception matching, see :mod:`.attributes`; 0 disables.
     attributes: float = 1.0
+    # Training-only masked language modelling on the cognition encoder (:mod:`.mlm`); 0 disables.
+    mlm: float = 1.0
+    mlm_rate: float = 0.3
 
 
 def sigmoid_bce(logits: Tensor, targets: Tensor) -> Tensor:

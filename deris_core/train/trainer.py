@@ -30,6 +30,7 @@ from ..model.deris import DeRIS
 from ..tokenizer import BEiT3Tokenizer, train_sentencepiece
 from .attributes import AttributeHead, reduce_gradients
 from .losses import LossConfig, class_weight_sum, deris_loss
+from .mlm import MaskedLanguageHead, masked_language_loss
 from .nsc import NonReferentConversion, NSCConfig
 
 
@@ -71,7 +72,7 @@ class TrainConfig:
 
 def init_weights(model: DeRIS) -> None:
     """Fresh-model initialisation: truncated normal 0.02 for linears and embeddings (as BEiT and
-    DETR). The pixel decoder keeps its own Deformable-DETR initialisation (sampling offsets
+    DETR) except BEiT-3's word embeddings (unit normal, see below). The pixel decoder keeps its own Deformable-DETR initialisation (sampling offsets
     spread on a grid, zero attention weights), which the constructor already applied."""
     keep = {id(m) for m in model.perception.pixel_decoder.modules()}
     for m in model.modules():
@@ -83,6 +84,12 @@ def init_weights(model: DeRIS) -> None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
             nn.init.trunc_normal_(m.weight, std=0.02)
+    # BEiT-3's residual branches end in a sub-LN followed by the output projection, so at this
+    # init each branch adds ~2.6 of norm (64-1024 wide) while a 0.02 token embedding has ~0.2:
+    # after one layer the words are lost in the image-dependent part (two different nouns gave
+    # cosine 0.9999 after layer 1 in our first from-scratch run) and nothing can learn to tell
+    # them apart. Unit-variance word embeddings keep the token identity dominant at the start.
+    nn.init.normal_(model.cognition.beit3.text_embed.weight, std=1.0)
 
 
 def param_groups(model: DeRIS, cfg: TrainConfig) -> list[dict]:
@@ -110,7 +117,8 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch, loss_cfg: LossConfig,
                clip_grad: float, world_size: int = 1, autocast: torch.autocast | None = None,
-               attribute_head: AttributeHead | None = None) -> dict[str, float]:
+               attribute_head: AttributeHead | None = None, mlm_head: MaskedLanguageHead | None = None,
+               step: int = 0) -> dict[str, float]:
     """One optimisation step. Under DDP the loss normalisers (instance count, classification
     weight sum) are the global ones divided by the world size, so the averaged gradients equal
     those of a single process on the whole batch."""
@@ -131,14 +139,22 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
     loss, logs = deris_loss(out, batch.targets, batch.has_target, loss_cfg, num_instances=norms[0], class_norm=norms[1],
                             instances=batch.instances, instance_norms=(norms[2], norms[3]),
                             instance_labels=batch.instance_labels, attribute_head=attribute_head)
+    if mlm_head is not None and loss_cfg.mlm > 0:
+        b = batch.token_ids.shape[0]
+        mlm = masked_language_loss(core.cognition.beit3, mlm_head, batch.image_mini, batch.token_ids,
+                                   batch.padding_mask, loss_cfg.mlm_rate, step, float(b))
+        loss = loss + loss_cfg.mlm * mlm
+        logs["mlm"] = float(mlm.detach())
+        logs["total"] = float(loss.detach())
     if not torch.isfinite(loss):
         raise FloatingPointError(f"loss is {float(loss)}; lower the learning rate or check the data")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = list(model.parameters())
-    if attribute_head is not None:
-        reduce_gradients(attribute_head, world_size)
-        params += list(attribute_head.parameters())
+    for head in (attribute_head, mlm_head):
+        if head is not None:
+            reduce_gradients(head, world_size)
+            params += list(head.parameters())
     if clip_grad > 0:
         logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip_grad))
     optimizer.step()
@@ -229,6 +245,10 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.loss.attributes > 0:  # training-only appearance supervision (see .attributes)
         head = AttributeHead(mcfg.hidden_dim, dataset.vocab).to(device)
         groups.append({"params": list(head.parameters()), "lr": cfg.lr, "weight_decay": 0.0, "lr_mult": 1.0})
+    mlm_head = None
+    if cfg.loss.mlm > 0:  # training-only masked language modelling (see .mlm)
+        mlm_head = MaskedLanguageHead(mcfg.beit3.embed_dim, mcfg.beit3.vocab_size).to(device)
+        groups.append({"params": list(mlm_head.parameters()), "lr": cfg.lr, "weight_decay": 0.0, "lr_mult": 1.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
     step, start_epoch = 0, 0
     state_path = out / "trainer_state.pt"
@@ -237,6 +257,8 @@ def train(cfg: TrainConfig) -> Path:
         load_weights(model, out / "last.safetensors")
         if head is not None and "attribute_head" in state:
             head.load_state_dict(state["attribute_head"])
+        if mlm_head is not None and "mlm_head" in state:
+            mlm_head.load_state_dict(state["mlm_head"])
         optimizer.load_state_dict(state["optimizer"])
         step, start_epoch = int(state["step"]), int(state["epoch"])
         if rank == 0:
@@ -261,7 +283,8 @@ def train(cfg: TrainConfig) -> Path:
         for batch in bar:
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total, cfg.warmup_steps)
-            logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast, head)
+            logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast, head,
+                              mlm_head, step=step + cfg.seed * 1_000_000)
             step += 1
             steps += 1
             seen += batch.image.shape[0] * world
@@ -279,7 +302,7 @@ def train(cfg: TrainConfig) -> Path:
         if rank == 0:
             save_weights(model, out / "last.safetensors", mcfg)
             tmp = out / "trainer_state.pt.tmp"
-            extra = {"attribute_head": head.state_dict()} if head is not None else {}
+            extra = {name: m.state_dict() for name, m in (("attribute_head", head), ("mlm_head", mlm_head)) if m is not None}
             torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1, **extra}, tmp)
             os.replace(tmp, state_path)
             if cfg.eval_split:
