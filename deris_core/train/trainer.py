@@ -72,8 +72,9 @@ class TrainConfig:
 
 def init_weights(model: DeRIS) -> None:
     """Fresh-model initialisation: truncated normal 0.02 for linears and embeddings (as BEiT and
-    DETR) except BEiT-3's word embeddings (unit normal, see below). The pixel decoder keeps its own Deformable-DETR initialisation (sampling offsets
-    spread on a grid, zero attention weights), which the constructor already applied."""
+    DETR) except BEiT-3's word embeddings (unit normal, see below). The pixel decoder keeps its
+    own Deformable-DETR initialisation (sampling offsets spread on a grid, zero attention
+    weights), which the constructor already applied."""
     keep = {id(m) for m in model.perception.pixel_decoder.modules()}
     for m in model.modules():
         if id(m) in keep:
