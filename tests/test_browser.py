@@ -54,14 +54,28 @@ def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
         assert checkboxes.count() == 10
         assert page.locator("#gallery img").count() >= 1
         was = checkboxes.first.is_checked()
+        before = page.locator("#verdict").inner_text()
+
+        def settled(checked: bool, verdict: str | None = None, changed_from: str | None = None) -> None:
+            """Wait for the box state *and* the server's answer (the verdict), so that a late reply to
+            one toggle cannot undo the next one."""
+            page.wait_for_function(
+                """([checked, verdict, old]) => {
+                    const box = document.querySelector('#candidates input[type=checkbox]');
+                    const text = document.querySelector('#verdict')?.innerText;
+                    return box && box.checked === checked && (verdict === null || text === verdict)
+                        && (old === null || text !== old);
+                }""", arg=[checked, verdict, changed_from], timeout=15_000)
+
         checkboxes.first.click()
-        page.wait_for_function(f"document.querySelector('#candidates input[type=checkbox]').checked === {str(not was).lower()}")
-        # keyboard shortcut (Blocks js): Alt+1 toggles the best candidate back
+        settled(not was, changed_from=before)
+        after = page.locator("#verdict").inner_text()
+        # keyboard shortcut (Blocks js): Alt+1 toggles the best candidate back, and again
         page.locator("#verdict").click()
         page.keyboard.press("Alt+1")
-        page.wait_for_function(f"document.querySelector('#candidates input[type=checkbox]').checked === {str(was).lower()}")
-        page.keyboard.press("Alt+1")
-        page.wait_for_function(f"document.querySelector('#candidates input[type=checkbox]').checked === {str(not was).lower()}")
+        settled(was, changed_from=after)  # (the verdict need not return to `before`: a manual
+        page.keyboard.press("Alt+1")      # selection clears the model's no-target verdict)
+        settled(not was, after)
         page.wait_for_timeout(500)
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOT_DIR / "screenshot.png"), full_page=False)
