@@ -75,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     db = args.db or str(Path("/data/deris_studio.sqlite") if Path("/data").is_dir() and os.environ.get("SPACE_ID")
                         else Path.cwd() / "deris_studio.sqlite")
 
-    from deris_core.runtime import limit_heap_growth
+    from deris_core.runtime import configure_from_env
 
-    limit_heap_growth()
+    configure_from_env()
     from app.store import Store, StoreError
     from app.ui import CSS, SHORTCUTS_JS, build_app
 

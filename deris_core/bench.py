@@ -23,7 +23,7 @@ import torch
 from .config import get_config
 from .model import build_deris
 from .predictor import Predictor
-from .runtime import limit_heap_growth
+from .runtime import configure_from_env
 from .tokenizer import BOS, EOS, PAD
 
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
-    limit_heap_growth()
+    configure_from_env()
     try:
         r = run(args.config, args.device, args.runs, args.warmup, args.threads)
     except Exception as exc:  # noqa: BLE001

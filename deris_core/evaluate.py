@@ -23,7 +23,7 @@ from .data.refer import DataError, load_grefcoco
 from .metrics import GresAccumulator, MetricError, RisAccumulator
 from .model.deris import DeRIS
 from .predictor import Predictor
-from .runtime import limit_heap_growth
+from .runtime import configure_from_env
 from .tokenizer import BEiT3Tokenizer
 
 
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
-    limit_heap_growth()
+    configure_from_env()
     from .weights import WeightsError, load_predictor
 
     try:

@@ -13,7 +13,7 @@ import sys
 
 import cv2
 
-from .runtime import limit_heap_growth
+from .runtime import configure_from_env
 from .visualize import banner, color, overlay
 
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    limit_heap_growth()
+    configure_from_env()
     try:
         import torch
 

@@ -1,16 +1,19 @@
-"""Process-level settings for long-running CPU inference (the app, the CLIs, the benchmark).
+"""Opt-in process settings for memory-constrained CPU inference (the app, the CLIs, the benchmark).
 
 glibc's allocator raises its mmap threshold every time a large block is freed, so after the
 first few forward passes the multi-megabyte activation buffers come from the heap instead of
 fresh mappings; freed heap memory is rarely returned and the resident set creeps upward with
 each request (about +180 MiB over four DeRIS-B requests here). Pinning the thresholds keeps
-every large buffer in its own mapping, returned to the system when it is freed.
+every large buffer in its own mapping, returned to the system when it is freed, but every
+such buffer then costs fresh page faults: the DeRIS-B image encoder went from 0.84 s to
+1.52 s. Hence opt-in: ``DERIS_PIN_MALLOC=1`` (see the README's performance section).
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
 _M_TRIM_THRESHOLD = -1
@@ -37,3 +40,8 @@ def limit_heap_growth(mmap_threshold: int = 256 * 1024, trim_threshold: int = 1 
     ok = bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
     _done = ok
     return ok
+
+
+def configure_from_env() -> bool:
+    """Apply :func:`limit_heap_growth` when ``DERIS_PIN_MALLOC=1``; returns whether it was applied."""
+    return limit_heap_growth() if os.environ.get("DERIS_PIN_MALLOC") == "1" else False
