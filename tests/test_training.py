@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import math
 import os
@@ -222,6 +224,57 @@ def test_train_step_reduces_loss(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> 
     assert last < first
 
 
+def test_groups_partition_each_epoch(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> None:
+    data = load_grefcoco(tiny_data, "train")
+    cfg, _ = _model(tokenizer)
+    single = TrainingSet(data, tokenizer, cfg)
+    assert single.groups == [[i] for i in range(len(data))]  # K=1: the plain per-sample dataset
+    ds = TrainingSet(data, tokenizer, cfg, seed=3, expressions_per_image=3)
+    per_image = {}
+    for s in data.samples:
+        per_image[s.image_id] = per_image.get(s.image_id, 0) + 1
+    assert max(per_image.values()) > 3  # the fixture has images that need several groups
+    seen = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)
+        assert len(ds) == sum(math.ceil(n / 3) for n in per_image.values())
+        flat = [i for g in ds.groups for i in g]
+        assert sorted(flat) == list(range(len(data)))  # every sample exactly once
+        for g in ds.groups:
+            assert 1 <= len(g) <= 3 and len({data.samples[i].image_id for i in g}) == 1
+        seen.append([sorted(g) for g in ds.groups])
+    assert seen[0] != seen[1]  # partners change between epochs
+    again = TrainingSet(data, tokenizer, cfg, seed=3, expressions_per_image=3)
+    again.set_epoch(1)
+    assert [sorted(g) for g in again.groups] == seen[1]  # reproducible for a seed
+    with pytest.raises(ValueError, match="at least 1"):
+        TrainingSet(data, tokenizer, cfg, expressions_per_image=0)
+
+
+def test_grouped_batch_equals_one_image_copy_per_expression(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> None:
+    """Encoding a shared image once gives the loss and gradients of encoding it per expression."""
+    cfg, model = _model(tokenizer)
+    ds = TrainingSet(load_grefcoco(tiny_data, "train"), tokenizer, cfg, expressions_per_image=3)
+    groups = sorted(ds.groups, key=len, reverse=True)[:2]
+    grouped = collate([[ds.sample(i) for i in g] for g in groups])
+    assert grouped.image.shape[0] == 2 and grouped.size == sum(map(len, groups)) > 2
+    idx = grouped.image_index
+    copies = dataclasses.replace(grouped, image=grouped.image[idx], image_mini=grouped.image_mini[idx],
+                                 image_index=torch.arange(grouped.size))
+    grads = []
+    for batch in (grouped, copies):
+        m, head, mlm = copy.deepcopy(model), _head(ds, cfg), _mlm(cfg)
+        opt = torch.optim.SGD([*m.parameters(), *head.parameters(), *mlm.parameters()], lr=0.0)
+        logs = train_step(m, opt, batch, LossConfig(), clip_grad=0.0, attribute_head=head, mlm_head=mlm, step=5)
+        named = [*m.named_parameters(), *(("head." + k, p) for k, p in head.named_parameters()),
+                 *(("mlm." + k, p) for k, p in mlm.named_parameters())]
+        grads.append((logs["total"], {k: p.grad.clone() for k, p in named if p.grad is not None}))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    assert set(grads[0][1]) == set(grads[1][1])
+    for k, g in grads[0][1].items():
+        torch.testing.assert_close(g, grads[1][1][k], rtol=1e-4, atol=1e-6, msg=lambda m: f"{k}: {m}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -238,6 +291,13 @@ def _mlm(cfg) -> MaskedLanguageHead:
     return MaskedLanguageHead(cfg.beit3.embed_dim, cfg.beit3.vocab_size)
 
 
+def _uneven_groups(ds: TrainingSet) -> list[list[dict]]:
+    """A 3-expression group and a 1- or 2-expression group: the processes hold unequal shares."""
+    big = next(g for g in ds.groups if len(g) == 3)
+    small = next(g for g in ds.groups if len(g) < 3)
+    return [[ds.sample(i) for i in big], [ds.sample(i) for i in small]]
+
+
 def _ddp_worker(rank: int, world: int, port: int, data: str, tok: str, out: str) -> None:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
@@ -246,14 +306,12 @@ def _ddp_worker(rank: int, world: int, port: int, data: str, tok: str, out: str)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     tokenizer = BEiT3Tokenizer(tok, max_token=24)
     cfg, model = _model(tokenizer)
-    ds = TrainingSet(load_grefcoco(data, "train"), tokenizer, cfg)
-    items = [ds[i] for i in range(4)]
-    per = len(items) // world
-    batch = collate(items[rank * per : (rank + 1) * per])
+    ds = TrainingSet(load_grefcoco(data, "train"), tokenizer, cfg, expressions_per_image=3)
+    batch = collate([_uneven_groups(ds)[rank]])
     net = DistributedDataParallel(model)
     head, mlm = _head(ds, cfg), _mlm(cfg)
-    opt = torch.optim.SGD([*model.parameters(), *head.parameters(), *mlm.parameters()], lr=0.5)
-    train_step(net, opt, batch, LossConfig(), clip_grad=0.15, world_size=world, attribute_head=head, mlm_head=mlm, step=3)
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters(), *mlm.parameters()], lr=0.01)
+    train_step(net, opt, batch, LossConfig(), clip_grad=0.0, world_size=world, attribute_head=head, mlm_head=mlm, step=3)
     if rank == 0:
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         state.update({"head." + k: v.detach().clone() for k, v in head.state_dict().items()})
@@ -268,13 +326,14 @@ def test_ddp_two_processes_equal_one_process(tiny_data: Path, tokenizer: BEiT3To
     ddp_state = torch.load(out, weights_only=True)
     cfg, model = _model(tokenizer)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    ds = TrainingSet(load_grefcoco(tiny_data, "train"), tokenizer, cfg)
-    batch = collate([ds[i] for i in range(4)])
-    # SGD: the update is proportional to the (clipped) gradient, so this compares gradients.
+    ds = TrainingSet(load_grefcoco(tiny_data, "train"), tokenizer, cfg, expressions_per_image=3)
+    batch = collate(_uneven_groups(ds))
+    # SGD without clipping: the update is lr times the gradient, so this compares gradients (clipping
+    # would shrink a wrongly normalised term below the tolerance).
     # (Adam's first step is ~lr * sign(g) and would amplify rounding in near-zero gradients.)
     head, mlm = _head(ds, cfg), _mlm(cfg)
-    opt = torch.optim.SGD([*model.parameters(), *head.parameters(), *mlm.parameters()], lr=0.5)
-    train_step(model, opt, batch, LossConfig(), clip_grad=0.15, attribute_head=head, mlm_head=mlm, step=3)
+    opt = torch.optim.SGD([*model.parameters(), *head.parameters(), *mlm.parameters()], lr=0.01)
+    train_step(model, opt, batch, LossConfig(), clip_grad=0.0, attribute_head=head, mlm_head=mlm, step=3)
     changed, largest = 0, 0.0
     state = dict(model.state_dict())
     state.update({"head." + k: v for k, v in head.state_dict().items()})
@@ -293,7 +352,7 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     cmd = [sys.executable, "-m", "deris_core.train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1",
-           "--max-steps", "2", "--batch-size", "4", "--vocab-size", "120", "--eval-limit", "6", "--log-every", "1"]
+           "--max-steps", "2", "--batch-size", "4", "--expressions-per-image", "2", "--vocab-size", "120", "--eval-limit", "6", "--log-every", "1"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "model.safetensors").is_file() and (run / "tokenizer.spm").is_file()

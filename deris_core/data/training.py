@@ -2,8 +2,14 @@
 
 Images are decoded and resized once (the official pre-processing: aspect ratio not kept,
 OpenCV bilinear) and kept as uint8 in memory; targets are the union-free instance masks
-resized to the perception view. Randomness (NSC) comes from a generator seeded by
-``(seed, epoch, index)`` so runs are reproducible and every DDP process agrees.
+resized to the perception view. Randomness (NSC, grouping) comes from generators seeded
+by ``(seed, epoch, ...)`` so runs are reproducible and every DDP process agrees.
+
+An item of :class:`TrainingSet` is a *group*: one sample, or with ``expressions_per_image
+= K`` up to K expressions of the same image. :func:`collate` stacks each group's image once
+and records in ``Batch.image_index`` which image every expression reads, so the
+image-only part of the network (about half of a training step's compute) runs once per
+image instead of once per expression.
 """
 
 from __future__ import annotations
@@ -34,19 +40,35 @@ class Batch:
     has_target: Tensor  # [B] float
     instances: list[Tensor]  # [N_i, S, S] float {0, 1}: every instance of the image
     instance_labels: list[Tensor]  # [N_i, A] long: category + attribute indices (-1 unknown)
+    image_index: Tensor  # [B] long: the row of ``image``/``image_mini`` that expression i reads
+
+    @property
+    def size(self) -> int:
+        """Number of expressions (samples) in the batch."""
+        return int(self.token_ids.shape[0])
 
     def to(self, device: torch.device | str) -> "Batch":
         return Batch(self.image.to(device), self.image_mini.to(device), self.token_ids.to(device),
                      self.padding_mask.to(device), [t.to(device) for t in self.targets], self.has_target.to(device),
-                     [t.to(device) for t in self.instances], [t.to(device) for t in self.instance_labels])
+                     [t.to(device) for t in self.instances], [t.to(device) for t in self.instance_labels],
+                     self.image_index.to(device))
 
 
 class TrainingSet(Dataset):
+    """Groups of training samples (see the module docstring); ``len`` counts groups."""
+
     def __init__(self, data: ReferDataset, tokenizer: BEiT3Tokenizer, cfg: DeRISConfig,
-                 nsc: NonReferentConversion | None = None, seed: int = 0) -> None:
+                 nsc: NonReferentConversion | None = None, seed: int = 0, expressions_per_image: int = 1) -> None:
+        if expressions_per_image < 1:
+            raise ValueError(f"expressions_per_image must be at least 1, got {expressions_per_image}")
         self.data, self.tokenizer, self.cfg, self.nsc, self.seed = data, tokenizer, cfg, nsc, seed
+        self.per_image = expressions_per_image
         self.vocab = AttributeVocabulary.from_annotations(data.annotations, data.categories)
+        self._by_image: dict[int, list[int]] = {}
+        for i, sample in enumerate(data.samples):
+            self._by_image.setdefault(sample.image_id, []).append(i)
         self.epoch = 0
+        self.groups = self._make_groups(0)
         self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._masks: dict[int, np.ndarray] = {}
         self._image_anns: dict[int, list[int]] = {}
@@ -54,11 +76,27 @@ class TrainingSet(Dataset):
             if not ann.get("iscrowd", 0):
                 self._image_anns.setdefault(int(ann["image_id"]), []).append(ann_id)
 
+    def _make_groups(self, epoch: int) -> list[list[int]]:
+        """Sample indices per group: singletons in dataset order, or each image's samples
+        shuffled (seeded by epoch and image) and cut into runs of ``per_image``. The number
+        of groups is the same every epoch; which expressions share a group changes."""
+        if self.per_image == 1:
+            return [[i] for i in range(len(self.data))]
+        groups = []
+        for image_id, indices in self._by_image.items():
+            order = np.random.default_rng((self.seed, epoch, image_id)).permutation(indices).tolist()
+            groups += [order[k : k + self.per_image] for k in range(0, len(order), self.per_image)]
+        return groups
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+        self.groups = self._make_groups(epoch)
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self.groups)
+
+    def __getitem__(self, index: int) -> list[dict]:
+        return [self.sample(i) for i in self.groups[index]]
 
     def _view(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         if image_id not in self._views:
@@ -75,7 +113,8 @@ class TrainingSet(Dataset):
             self._masks[ann_id] = cv2.resize(m, (s, s), interpolation=cv2.INTER_NEAREST)
         return self._masks[ann_id]
 
-    def __getitem__(self, index: int) -> dict:
+    def sample(self, index: int) -> dict:
+        """Sample ``index`` of the dataset, pre-processed, NSC applied."""
         sample = self.data.samples[index]
         sentence, ann_ids = sample.sentence, sample.ann_ids
         if self.nsc is not None:
@@ -96,13 +135,16 @@ class TrainingSet(Dataset):
                 "masks": masks, "has_target": bool(ann_ids), "instances": instances, "labels": labels}
 
 
-def collate(items: list[dict]) -> Batch:
-    image = torch.cat([normalize(i["image"]) for i in items])
-    mini = torch.cat([normalize(i["image_mini"]) for i in items])
+def collate(groups: list[list[dict]]) -> Batch:
+    """One batch from groups of samples; each group's image is stacked once."""
+    items = [item for group in groups for item in group]
+    image = torch.cat([normalize(g[0]["image"]) for g in groups])
+    mini = torch.cat([normalize(g[0]["image_mini"]) for g in groups])
+    index = torch.tensor([k for k, g in enumerate(groups) for _ in g], dtype=torch.long)
     ids = torch.stack([torch.as_tensor(i["ids"]) for i in items])
     pad = torch.stack([torch.as_tensor(i["pad"]) for i in items])
     targets = [torch.from_numpy(i["masks"]).float() for i in items]
     has = torch.tensor([i["has_target"] for i in items], dtype=torch.float32)
     instances = [torch.from_numpy(i["instances"]).float() for i in items]
     labels = [torch.from_numpy(i["labels"]) for i in items]
-    return Batch(image, mini, ids, pad, targets, has, instances, labels)
+    return Batch(image, mini, ids, pad, targets, has, instances, labels, index)

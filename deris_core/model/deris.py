@@ -8,7 +8,9 @@ its loopback rounds, and the cognition post-step. ``forward`` is simply both.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -25,6 +27,22 @@ class ImageFeatures:
 
     perception: PerceptionImage
     vision_tokens: Tensor  # BEiT-3 vision embeddings [B, 1 + patches, D]
+
+    def select(self, index: Tensor) -> "ImageFeatures":
+        """The features of images ``index`` (``[N]`` long): training encodes each image of a
+        batch once and gives it to every expression of that image."""
+        return _map_tensors(self, lambda t: t.index_select(0, index))
+
+
+def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    """Apply ``fn`` to every tensor inside nested dataclasses, lists and tuples."""
+    if isinstance(obj, Tensor):
+        return fn(obj)
+    if dataclasses.is_dataclass(obj):
+        return type(obj)(**{f.name: _map_tensors(getattr(obj, f.name), fn) for f in dataclasses.fields(obj)})
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_map_tensors(o, fn) for o in obj)
+    return obj
 
 
 @dataclass
@@ -87,8 +105,14 @@ class DeRIS(nn.Module):
             text_length=token_ids.shape[1],
         )
 
-    def forward(self, image: Tensor, image_mini: Tensor, token_ids: Tensor, padding_mask: Tensor) -> DeRISOutput:
-        return self.decode(self.encode_image(image, image_mini), token_ids, padding_mask)
+    def forward(self, image: Tensor, image_mini: Tensor, token_ids: Tensor, padding_mask: Tensor,
+                image_index: Tensor | None = None) -> DeRISOutput:
+        """Both parts. ``image_index[i]`` (optional) names the image of expression ``i`` when a
+        batch holds fewer images than expressions."""
+        features = self.encode_image(image, image_mini)
+        if image_index is not None:
+            features = features.select(image_index)
+        return self.decode(features, token_ids, padding_mask)
 
 
 def build_deris(cfg: DeRISConfig, device: torch.device | str | None = None) -> DeRIS:

@@ -20,7 +20,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vocab-size", type=int, default=d.vocab_size)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="global batch (split over processes)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="expressions per step, all processes together (split over processes)")
+    p.add_argument("--expressions-per-image", type=int, default=d.expressions_per_image,
+                   help="batch K expressions of one image together and encode the image once (default 1: "
+                        "samples drawn independently); a step then holds batch-size/K images")
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--beit3-lr-mult", type=float, default=d.beit3_lr_mult)
@@ -49,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     cfg = TrainConfig(
         data=a.data, out=a.out, model=a.model, tokenizer=a.tokenizer, vocab_size=a.vocab_size, epochs=a.epochs,
-        max_steps=a.max_steps, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+        max_steps=a.max_steps, batch_size=a.batch_size, expressions_per_image=a.expressions_per_image, lr=a.lr, weight_decay=a.weight_decay,
         beit3_lr_mult=a.beit3_lr_mult, backbone_lr_mult=a.backbone_lr_mult, warmup_steps=a.warmup_steps,
         clip_grad=a.clip_grad, amp=not a.no_amp, seed=a.seed, device=a.device, threads=a.threads, workers=a.workers,
         eval_split=a.eval_split or None, eval_limit=a.eval_limit, loopback=not a.no_loopback, nsc_enabled=not a.no_nsc,

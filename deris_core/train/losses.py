@@ -150,13 +150,15 @@ def deris_loss(out: DeRISOutput, targets: list[Tensor], has_target: Tensor, cfg:
                num_instances: float | None = None, class_norm: float | None = None,
                instances: list[Tensor] | None = None,
                instance_norms: tuple[float, float] | None = None, instance_labels: list[Tensor] | None = None,
-               attribute_head: "AttributeHead | None" = None) -> tuple[Tensor, dict[str, float]]:
+               attribute_head: "AttributeHead | None" = None,
+               num_samples: float | None = None) -> tuple[Tensor, dict[str, float]]:
     """Total loss and its parts. ``targets[i]``: ``[K_i, S, S]`` float masks at the network's input size.
 
     ``num_instances`` normalises the mask/box terms; pass the global count under DDP so every
     process scales its share as a single process would; likewise ``class_norm`` (the sum of
     the classification weights, :func:`class_weight_sum`, global / world size).
     ``instance_labels[i]`` (``[N_i, A]``) with ``attribute_head`` adds the appearance term.
+    ``num_samples`` normalises the existence term (default: this batch's size, i.e. a mean).
     """
     if class_norm is None:
         class_norm = class_weight_sum([t.shape[0] for t in targets], out.refer_logits.shape[1], cfg.eos_coef)
@@ -204,7 +206,10 @@ def deris_loss(out: DeRISOutput, targets: list[Tensor], has_target: Tensor, cfg:
                                                 instance_norms[0])
             total = total + cfg.attributes * pooled
             logs["pooled_attr"] = float(pooled.detach())
-    existence = F.binary_cross_entropy_with_logits(out.existence_logit.float().reshape(-1), has_target.float().reshape(-1))
+    if num_samples is None:
+        num_samples = float(has_target.numel())
+    existence = F.binary_cross_entropy_with_logits(out.existence_logit.float().reshape(-1), has_target.float().reshape(-1),
+                                                   reduction="sum") / num_samples
     total = total + cfg.existence * existence
     logs["existence"] = float(existence.detach())
     # The cognition post-step's per-query head is not supervised by the official recipe; keep it in the graph.

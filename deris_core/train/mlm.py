@@ -52,12 +52,17 @@ def choose_masked(token_ids: Tensor, padding_mask: Tensor, rate: float, seed: in
 
 
 def masked_language_loss(beit3: BEiT3Encoder, head: MaskedLanguageHead, image_mini: Tensor, token_ids: Tensor,
-                         padding_mask: Tensor, rate: float, seed: int, num_samples: float) -> Tensor:
+                         padding_mask: Tensor, rate: float, seed: int, num_samples: float,
+                         image_index: Tensor | None = None) -> Tensor:
     """Cross-entropy of the masked pieces, averaged per expression, summed, / ``num_samples``
-    (the global batch size over the world size under DDP)."""
+    (the global batch size over the world size under DDP). ``image_index[i]``: the row of
+    ``image_mini`` that expression ``i`` reads (default: row ``i``)."""
     masked = choose_masked(token_ids, padding_mask, rate, seed)
     corrupted = token_ids.masked_fill(masked, UNK)
-    _, _, text = beit3(beit3.embed_image(image_mini), corrupted, padding_mask)
+    vision = beit3.embed_image(image_mini)
+    if image_index is not None:
+        vision = vision.index_select(0, image_index)
+    _, _, text = beit3(vision, corrupted, padding_mask)
     logits = head(text[masked]).float()
     ce = F.cross_entropy(logits, token_ids[masked], reduction="none")
     per_sample = masked.sum(1).clamp(min=1).to(ce.dtype)

@@ -45,7 +45,8 @@ class TrainConfig:
     eval_split: str | None = "val"
     epochs: int = 10
     max_steps: int | None = None  # stop early (tests, smoke runs)
-    batch_size: int = 16
+    batch_size: int = 16  # expressions per optimisation step (all processes together)
+    expressions_per_image: int = 1  # >1: batches hold groups of expressions sharing an image
     lr: float = 1e-4
     weight_decay: float = 0.05
     beit3_lr_mult: float = 1.0  # official recipe with pretrained BEiT-3: 0.5
@@ -121,29 +122,31 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
                attribute_head: AttributeHead | None = None, mlm_head: MaskedLanguageHead | None = None,
                step: int = 0) -> dict[str, float]:
     """One optimisation step. Under DDP the loss normalisers (instance count, classification
-    weight sum) are the global ones divided by the world size, so the averaged gradients equal
-    those of a single process on the whole batch."""
+    weight sum, expression count) are the global ones divided by the world size, so the
+    averaged gradients equal those of a single process on the whole batch, also when the
+    processes hold different numbers of expressions (grouped batches)."""
     core = model.module if isinstance(model, DistributedDataParallel) else model
     q = core.cfg.num_queries
     counts = [t.shape[0] for t in batch.targets]
     all_counts = [t.shape[0] for t in batch.instances]
     sums = torch.tensor([float(sum(counts)), class_weight_sum(counts, q, loss_cfg.eos_coef),
-                         float(sum(all_counts)), class_weight_sum(all_counts, q, loss_cfg.eos_coef)],
+                         float(sum(all_counts)), class_weight_sum(all_counts, q, loss_cfg.eos_coef), float(batch.size)],
                         dtype=torch.float64, device=batch.image.device)
     if world_size > 1:
         dist.all_reduce(sums)
     norms = [max(float(sums[0]), 1.0) / world_size, float(sums[1]) / world_size,
-             max(float(sums[2]), 1.0) / world_size, float(sums[3]) / world_size]
+             max(float(sums[2]), 1.0) / world_size, float(sums[3]) / world_size, float(sums[4]) / world_size]
+    # Shared images are encoded once; a batch of one image per expression needs no gathering.
+    image_index = batch.image_index if batch.image.shape[0] != batch.size else None
     ctx = autocast if autocast is not None else torch.autocast("cpu", enabled=False)
     with ctx:
-        out = model(batch.image, batch.image_mini, batch.token_ids, batch.padding_mask)
+        out = model(batch.image, batch.image_mini, batch.token_ids, batch.padding_mask, image_index)
     loss, logs = deris_loss(out, batch.targets, batch.has_target, loss_cfg, num_instances=norms[0], class_norm=norms[1],
                             instances=batch.instances, instance_norms=(norms[2], norms[3]),
-                            instance_labels=batch.instance_labels, attribute_head=attribute_head)
+                            instance_labels=batch.instance_labels, attribute_head=attribute_head, num_samples=norms[4])
     if mlm_head is not None and loss_cfg.mlm > 0:
-        b = batch.token_ids.shape[0]
         mlm = masked_language_loss(core.cognition.beit3, mlm_head, batch.image_mini, batch.token_ids,
-                                   batch.padding_mask, loss_cfg.mlm_rate, step, float(b))
+                                   batch.padding_mask, loss_cfg.mlm_rate, step, norms[4], image_index)
         loss = loss + loss_cfg.mlm * mlm
         logs["mlm"] = float(mlm.detach())
         logs["total"] = float(loss.detach())
@@ -233,10 +236,10 @@ def train(cfg: TrainConfig) -> Path:
     model.to(device)
     pool = [(s.image_id, s.sentence) for s in data.samples]
     nsc = NonReferentConversion(pool, cfg.nsc) if cfg.nsc_enabled else None
-    dataset = TrainingSet(data, tokenizer, mcfg, nsc, seed=cfg.seed)
+    dataset = TrainingSet(data, tokenizer, mcfg, nsc, seed=cfg.seed, expressions_per_image=cfg.expressions_per_image)
     sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     gen = torch.Generator().manual_seed(cfg.seed)
-    per_rank = max(1, cfg.batch_size // world)
+    per_rank = max(1, cfg.batch_size // world // cfg.expressions_per_image)  # groups per process and step
     loader = DataLoader(dataset, batch_size=per_rank, sampler=sampler or RandomSampler(dataset, generator=gen),
                         collate_fn=collate, num_workers=cfg.workers, drop_last=True)
     steps_per_epoch = len(loader)
@@ -288,7 +291,7 @@ def train(cfg: TrainConfig) -> Path:
                               mlm_head, step=step + cfg.seed * 1_000_000)
             step += 1
             steps += 1
-            seen += batch.image.shape[0] * world
+            seen += batch.size * world
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{logs['total']:.3f}")
