@@ -352,7 +352,8 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
     run = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
     cmd = [sys.executable, "-m", "deris_core.train", "--data", str(tiny_data), "--out", str(run), "--epochs", "1",
-           "--max-steps", "2", "--batch-size", "4", "--expressions-per-image", "2", "--vocab-size", "120", "--eval-limit", "6", "--log-every", "1"]
+           "--max-steps", "2", "--batch-size", "4", "--expressions-per-image", "2", "--vocab-size", "120",
+           "--eval-limit", "6", "--log-every", "1"]
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert (run / "model.safetensors").is_file() and (run / "tokenizer.spm").is_file()

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     cfg = TrainConfig(
         data=a.data, out=a.out, model=a.model, tokenizer=a.tokenizer, vocab_size=a.vocab_size, epochs=a.epochs,
-        max_steps=a.max_steps, batch_size=a.batch_size, expressions_per_image=a.expressions_per_image, lr=a.lr, weight_decay=a.weight_decay,
+        max_steps=a.max_steps, batch_size=a.batch_size, expressions_per_image=a.expressions_per_image, lr=a.lr,
+        weight_decay=a.weight_decay,
         beit3_lr_mult=a.beit3_lr_mult, backbone_lr_mult=a.backbone_lr_mult, warmup_steps=a.warmup_steps,
         clip_grad=a.clip_grad, amp=not a.no_amp, seed=a.seed, device=a.device, threads=a.threads, workers=a.workers,
         eval_split=a.eval_split or None, eval_limit=a.eval_limit, loopback=not a.no_loopback, nsc_enabled=not a.no_nsc,

@@ -208,8 +208,8 @@ def deris_loss(out: DeRISOutput, targets: list[Tensor], has_target: Tensor, cfg:
             logs["pooled_attr"] = float(pooled.detach())
     if num_samples is None:
         num_samples = float(has_target.numel())
-    existence = F.binary_cross_entropy_with_logits(out.existence_logit.float().reshape(-1), has_target.float().reshape(-1),
-                                                   reduction="sum") / num_samples
+    logit, label = out.existence_logit.float().reshape(-1), has_target.float().reshape(-1)
+    existence = F.binary_cross_entropy_with_logits(logit, label, reduction="sum") / num_samples
     total = total + cfg.existence * existence
     logs["existence"] = float(existence.detach())
     # The cognition post-step's per-query head is not supervised by the official recipe; keep it in the graph.
