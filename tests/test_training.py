@@ -376,3 +376,9 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
     r = subprocess.run([sys.executable, "-m", "deris_core.evaluate", "--weights", str(run / "model.safetensors"),
                         "--data", str(tmp_path / "nowhere"), "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "missing file" in r.stderr and "Traceback" not in r.stderr
+    # A grouping the batch cannot hold is refused before anything is written.
+    bad = tmp_path / "bad"
+    r = subprocess.run([*cmd, "--out", str(bad), "--expressions-per-image", "8"], cwd=ROOT, env=env,  # batch 4
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--expressions-per-image" in r.stderr and "Traceback" not in r.stderr
+    assert not bad.exists()

@@ -212,6 +212,9 @@ def model_config(cfg: TrainConfig, tokenizer: BEiT3Tokenizer) -> DeRISConfig:
 def train(cfg: TrainConfig) -> Path:
     """Train (or resume) and return the path of the final weights."""
     rank, world, device = _dist_setup(cfg.device)
+    if cfg.expressions_per_image < 1 or cfg.batch_size < cfg.expressions_per_image * world:
+        raise ValueError(f"--expressions-per-image must be between 1 and batch size / processes "
+                         f"({cfg.batch_size} / {world}), got {cfg.expressions_per_image}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
