@@ -360,6 +360,7 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
     records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     epoch = [r for r in records if "samples_per_s" in r][-1]
     assert epoch["samples_per_s"] > 0 and "val_gIoU" in epoch
+    assert 2 * 2 <= epoch["samples"] <= 2 * 4  # 2 steps of 2 groups, each 1-2 expressions of one image
     # Resume: a second run with more epochs continues from the saved step.
     cmd2 = [c if c != "1" else "2" for c in cmd]
     cmd2[cmd2.index("--max-steps") + 1] = "3"

@@ -294,7 +294,7 @@ def train(cfg: TrainConfig) -> Path:
                               mlm_head, step=step + cfg.seed * 1_000_000)
             step += 1
             steps += 1
-            seen += batch.size * world
+            seen += batch.size
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{logs['total']:.3f}")
@@ -303,8 +303,13 @@ def train(cfg: TrainConfig) -> Path:
             if step >= total:
                 break
         elapsed = time.perf_counter() - t0
+        if world > 1:  # processes may hold unequal shares of expressions when batches are grouped
+            total_seen = torch.tensor(float(seen), device=device)
+            dist.all_reduce(total_seen)
+            seen = int(total_seen.item())
         n = max(1, steps)
-        record = {"epoch": epoch + 1, "step": step, "samples_per_s": seen / elapsed, "epoch_s": elapsed,
+        record = {"epoch": epoch + 1, "step": step, "samples": seen, "samples_per_s": seen / elapsed,
+                  "epoch_s": elapsed,
                   **{f"mean_{k}": v / n for k, v in sums.items()}}
         if rank == 0:
             save_weights(model, out / "last.safetensors", mcfg)
