@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from .checkpoint import (
+    CheckpointError,
     config_from_safetensors,
     convert_official_state_dict,
     extract_state_dict,
@@ -89,8 +90,14 @@ def _hf_download(filename: str, what: str, name: str) -> Path:
 def infer_official_config(state: dict[str, torch.Tensor]) -> DeRISConfig:
     """Pick the published config whose shapes match an official state dict."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    width = state["understanding_branch.vis_enc.beit3.text_embed.weight"].shape[1]
-    queries = state["understanding_branch.init_query.weight"].shape[0]
+    text_key, query_key = "understanding_branch.vis_enc.beit3.text_embed.weight", "understanding_branch.init_query.weight"
+    for key in (text_key, query_key):
+        if key not in state:
+            sample = ", ".join(list(state)[:3]) or "none"
+            raise CheckpointError(f"not an official DeRIS checkpoint: it has no {key!r} ({len(state)} tensors; "
+                                  f"first keys: {sample}). Pass a released DeRIS .pth or one of our .safetensors files.")
+    width = state[text_key].shape[1]
+    queries = state[query_key].shape[0]
     size = {768: "b", 1024: "l"}.get(width)
     data = {20: "grefcoco", 10: "refcoco"}.get(queries)
     if size is None or data is None:

@@ -282,6 +282,17 @@ def test_resolve_errors(tmp_path, monkeypatch):
         resolve(lonely)
 
 
+def test_load_predictor_rejects_a_pth_that_is_not_deris(tmp_path):
+    """A .pth of some other model says what it is missing instead of raising a bare KeyError."""
+    from deris_core.checkpoint import CheckpointError
+
+    other = tmp_path / "resnet.pth"
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(2, 3, 1, 1)}}, other)
+    (tmp_path / "beit3.spm").write_bytes(b"")  # resolve() wants a tokenizer next to official weights
+    with pytest.raises(CheckpointError, match="not an official DeRIS checkpoint: it has no .*text_embed.*conv1.weight"):
+        load_predictor(other, device="cpu")
+
+
 def _cli(*args):
     return subprocess.run([sys.executable, "-m", "deris_core.predict", *args], capture_output=True, text=True, timeout=300)
 
