@@ -17,6 +17,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from deris_core.checkpoint import safe_torch_load
 from deris_core.data.refer import load_grefcoco
 from deris_core.data.training import TrainingSet, collate
 from deris_core.model import build_deris
@@ -26,7 +27,8 @@ from deris_core.train.mlm import MaskedLanguageHead, choose_masked, masked_langu
 from deris_core.train.losses import LossConfig, dice_loss, generalized_box_iou, masks_to_boxes, sigmoid_bce
 from deris_core.train.matcher import hungarian_match
 from deris_core.train.nsc import NonReferentConversion, NSCConfig, char_cosine, char_jaccard, similarity
-from deris_core.train.trainer import TrainConfig, init_weights, model_config, train_step
+from deris_core.train.trainer import (TrainConfig, add_vision_sincos, init_weights, model_config, sincos_positions,
+                                     train_step)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -213,6 +215,29 @@ def test_fresh_init_keeps_word_identity(tokenizer: BEiT3Tokenizer) -> None:
     assert float(torch.nn.functional.cosine_similarity(text[0, 3], text[1, 3], dim=0)) < 0.9
 
 
+def test_sincos_positions_layout() -> None:
+    table = sincos_positions(4, 8).view(4, 4, 8)  # [row, col, channel]
+    assert torch.allclose(table.norm(dim=-1), torch.full((4, 4), 2.0))  # sqrt(8 / 2)
+    # channels 0-3 depend on the row only, 4-7 on the column only; position (0, 0) is sin 0, cos 0
+    assert torch.equal(table[:, 0, :4], table[:, 3, :4]) and torch.equal(table[0, :, 4:], table[3, :, 4:])
+    assert table[0, 0].tolist() == [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+    assert math.isclose(float(table[1, 2, 0]), math.sin(1.0), rel_tol=1e-6)  # row 1, frequency 1
+    assert math.isclose(float(table[1, 2, 5]), math.sin(2 / 100), rel_tol=1e-6)  # column 2, frequency 1e4^(-1/2)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        sincos_positions(4, 6)
+
+
+def test_add_vision_sincos_changes_only_the_patch_rows(tokenizer: BEiT3Tokenizer) -> None:
+    _, model = _model(tokenizer)
+    table = model.cognition.beit3.vision_pos.weight
+    before = table.detach().clone()
+    add_vision_sincos(model)
+    grid = model.cfg.beit3.grid_size
+    assert table.shape[0] == 3 + grid * grid
+    assert torch.equal(table[:3], before[:3])  # unused rows and the CLS token
+    assert torch.allclose(table[3:] - before[3:], sincos_positions(grid, table.shape[1]), atol=1e-6)
+
+
 def test_train_step_reduces_loss(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> None:
     cfg, model = _model(tokenizer)
     ds = TrainingSet(load_grefcoco(tiny_data, "train"), tokenizer, cfg)
@@ -364,8 +389,14 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
     # Resume: a second run with more epochs continues from the saved step.
     cmd2 = [c if c != "1" else "2" for c in cmd]
     cmd2[cmd2.index("--max-steps") + 1] = "3"
+    cmd2 += ["--box-l1", "5", "--box-giou", "2", "--vision-pos-sincos"]
     r = subprocess.run(cmd2, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    loss = json.loads((run / "train_config.json").read_text())["loss"]
+    assert (loss["box_l1"], loss["box_giou"]) == (5.0, 2.0)
+    # The position table is added once per run folder: on this resume, and never again.
+    assert "added a 2-D sine-cosine table" in r.stdout
+    assert safe_torch_load(run / "trainer_state.pt")["vision_pos_sincos"] is True
     # Evaluation CLI on the trained weights.
     r = subprocess.run([sys.executable, "-m", "deris_core.evaluate", "--weights", str(run / "model.safetensors"),
                         "--data", str(tiny_data), "--split", "testA", "--json", "--device", "cpu"],

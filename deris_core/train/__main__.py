@@ -49,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of the training-only appearance labels on the queries (0: off)")
     p.add_argument("--mlm-loss", type=float, default=LossConfig.mlm,
                    help="weight of the training-only masked language modelling on the cognition encoder (0: off)")
+    p.add_argument("--box-l1", type=float, default=LossConfig.box_l1,
+                   help="weight of the box L1 loss (official 0.1; training from scratch needs more, see README)")
+    p.add_argument("--box-giou", type=float, default=LossConfig.box_giou, help="weight of the box GIoU loss (official 0.1)")
+    p.add_argument("--vision-pos-sincos", action="store_true",
+                   help="add a 2-D sine-cosine table to BEiT-3's vision position embeddings, once per run folder "
+                        "(training from scratch: the learnt table stays too small to carry positions, see README)")
     p.add_argument("--log-every", type=int, default=d.log_every)
     a = p.parse_args(argv)
     cfg = TrainConfig(
@@ -59,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         clip_grad=a.clip_grad, amp=not a.no_amp, seed=a.seed, device=a.device, threads=a.threads, workers=a.workers,
         eval_split=a.eval_split or None, eval_limit=a.eval_limit, loopback=not a.no_loopback, nsc_enabled=not a.no_nsc,
         nsc=NSCConfig(rate=a.nsc_rate, threshold=a.nsc_threshold, min_text_length=a.nsc_min_words),
-        init_beit3=a.init_beit3, init_swin=a.init_swin, log_every=a.log_every,
-        loss=LossConfig(attributes=a.attribute_loss, mlm=a.mlm_loss),
+        init_beit3=a.init_beit3, init_swin=a.init_swin, log_every=a.log_every, vision_pos_sincos=a.vision_pos_sincos,
+        loss=LossConfig(attributes=a.attribute_loss, mlm=a.mlm_loss, box_l1=a.box_l1, box_giou=a.box_giou),
     )
     try:
         path = train(cfg)
