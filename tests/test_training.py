@@ -394,9 +394,14 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     loss = json.loads((run / "train_config.json").read_text())["loss"]
     assert (loss["box_l1"], loss["box_giou"]) == (5.0, 2.0)
-    # The position table is added once per run folder: on this resume, and never again.
+    # The position table is added once per run folder: on this resume, and not on the next one.
     assert "added a 2-D sine-cosine table" in r.stdout
     assert safe_torch_load(run / "trainer_state.pt")["vision_pos_sincos"] is True
+    cmd3 = list(cmd2)
+    cmd3[cmd3.index("--epochs") + 1], cmd3[cmd3.index("--max-steps") + 1] = "3", "4"
+    r = subprocess.run(cmd3, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "resumed from" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
+    assert "added a 2-D sine-cosine table" not in r.stdout
     # Evaluation CLI on the trained weights.
     r = subprocess.run([sys.executable, "-m", "deris_core.evaluate", "--weights", str(run / "model.safetensors"),
                         "--data", str(tiny_data), "--split", "testA", "--json", "--device", "cpu"],

@@ -117,8 +117,8 @@ def add_vision_sincos(model: DeRIS) -> None:
 
     Trained from a fresh init, that table stays tiny beside the patch embeddings (row norm 0.39
     against 20.7 after 30 000 steps of the bundled recipe), so the cognition branch cannot tell
-    where things are: the bundled model gave the same scores to "the leftmost square" and "the
-    rightmost square". A fixed table of norm ``sqrt(D / 2)`` (8 for D = 128) makes positions
+    where things are: the bundled model's referring scores for "the leftmost square" and "the
+    rightmost square" differ by 0.016 on average. A fixed table of norm ``sqrt(D / 2)`` (8 for D = 128) makes positions
     visible; the learnt table keeps training on top of it.
     """
     table = model.cognition.beit3.vision_pos.weight
