@@ -419,3 +419,8 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "--expressions-per-image" in r.stderr and "Traceback" not in r.stderr
     assert not bad.exists()
+    # So is a position table on top of a pretrained BEiT-3.
+    r = subprocess.run([*cmd, "--out", str(bad), "--vision-pos-sincos", "--init-beit3", str(tmp_path / "beit3.pth")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "--vision-pos-sincos" in r.stderr and "Traceback" not in r.stderr
+    assert not bad.exists()

@@ -248,6 +248,9 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.expressions_per_image < 1 or cfg.batch_size < cfg.expressions_per_image * world:
         raise ValueError(f"--expressions-per-image must be between 1 and batch size / processes "
                          f"({cfg.batch_size} / {world}), got {cfg.expressions_per_image}")
+    if cfg.vision_pos_sincos and cfg.init_beit3:
+        raise ValueError("--vision-pos-sincos is for a BEiT-3 trained from scratch; the pretrained one given by "
+                         "--init-beit3 already has a position table that works, and adding to it would break it")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(cfg.out)
