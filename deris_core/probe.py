@@ -72,10 +72,13 @@ def top2_change(scores: np.ndarray, swapped: np.ndarray) -> float:
 
 
 def word_swap_probe(predictor: Predictor, data_dir: str, split: str, swaps: list[tuple[str, str]], *,
-                    limit: int | None = None) -> list[SwapResult]:
+                    limit: int | None = None, batch: int = 8) -> list[SwapResult]:
     """Run every swap in both directions on the split's samples that have a target.
 
-    ``limit`` caps the samples per direction (the first ones in dataset order)."""
+    ``limit`` caps the samples per direction (the first ones in dataset order); ``batch`` is the
+    number of (original, swapped) pairs run in one forward pass."""
+    if batch < 1:
+        raise ValueError(f"batch must be at least 1, got {batch}")
     data = load_grefcoco(data_dir, split)
     directions = [d for a, b in swaps for d in ((a, b), (b, a))]
     jobs: dict[int, list[tuple[int, str, str]]] = defaultdict(list)  # image -> (direction, original, swapped)
@@ -94,13 +97,14 @@ def word_swap_probe(predictor: Predictor, data_dir: str, split: str, swaps: list
     same: list[list[bool]] = [[] for _ in directions]
     for image_id, items in jobs.items():
         state = predictor.set_image(data.image_path(image_id))
-        texts = [t for _, orig, swp in items for t in (orig, swp)]
-        preds = predictor.predict_batch(texts, image=state)
-        for i, (k, _, _) in enumerate(items):
-            a = np.asarray(preds[2 * i].scores, dtype=np.float64)
-            b = np.asarray(preds[2 * i + 1].scores, dtype=np.float64)
-            changes[k].append(top2_change(a, b))
-            same[k].append(int(np.argmax(a)) == int(np.argmax(b)))
+        for start in range(0, len(items), batch):  # bounded batches: full-size models on small machines
+            chunk = items[start : start + batch]
+            preds = predictor.predict_batch([t for _, orig, swp in chunk for t in (orig, swp)], image=state)
+            for i, (k, _, _) in enumerate(chunk):
+                a = np.asarray(preds[2 * i].scores, dtype=np.float64)
+                b = np.asarray(preds[2 * i + 1].scores, dtype=np.float64)
+                changes[k].append(top2_change(a, b))
+                same[k].append(int(np.argmax(a)) == int(np.argmax(b)))
     return [SwapResult(a, b, len(changes[k]), float(np.mean(changes[k])) if changes[k] else None,
                        float(np.mean(same[k])) if same[k] else None)
             for k, (a, b) in enumerate(directions)]

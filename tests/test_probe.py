@@ -64,6 +64,14 @@ def test_probe_counts_and_ranges(shapes: Path, studio_weights) -> None:
             assert 0.0 <= r.score_change <= 1.0 and 0.0 <= r.same_best <= 1.0
         else:
             assert r.score_change is None and r.same_best is None
+    # pairs are run in bounded batches; the batch size must not change the figures
+    one_by_one = word_swap_probe(predictor, str(shapes), "train", [("left of", "right of"), ("largest", "smallest")],
+                                 limit=6, batch=1)
+    for r, q in zip(results, one_by_one):
+        assert (r.samples, r.same_best) == (q.samples, q.same_best)
+        assert r.score_change == pytest.approx(q.score_change, abs=1e-5)
+    with pytest.raises(ValueError):
+        word_swap_probe(predictor, str(shapes), "train", [("top", "bottom")], batch=0)
 
 
 def test_probe_cli(shapes: Path, studio_weights) -> None:
