@@ -90,7 +90,8 @@ def _hf_download(filename: str, what: str, name: str) -> Path:
 def infer_official_config(state: dict[str, torch.Tensor]) -> DeRISConfig:
     """Pick the published config whose shapes match an official state dict."""
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    text_key, query_key = "understanding_branch.vis_enc.beit3.text_embed.weight", "understanding_branch.init_query.weight"
+    text_key = "understanding_branch.vis_enc.beit3.text_embed.weight"
+    query_key = "understanding_branch.init_query.weight"
     for key in (text_key, query_key):
         if key not in state:
             sample = ", ".join(list(state)[:3]) or "none"

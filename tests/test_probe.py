@@ -53,7 +53,8 @@ def shapes(tmp_path_factory) -> Path:
 def test_probe_counts_and_ranges(shapes: Path, studio_weights) -> None:
     weights, tok = studio_weights
     predictor = load_predictor(weights, tok, device="cpu")
-    results = word_swap_probe(predictor, str(shapes), "train", [("left of", "right of"), ("largest", "smallest")], limit=6)
+    swaps = [("left of", "right of"), ("largest", "smallest")]
+    results = word_swap_probe(predictor, str(shapes), "train", swaps, limit=6)
     assert [(r.original, r.replacement) for r in results] == [
         ("left of", "right of"), ("right of", "left of"), ("largest", "smallest"), ("smallest", "largest")]
     data = load_grefcoco(shapes, "train")
@@ -65,8 +66,7 @@ def test_probe_counts_and_ranges(shapes: Path, studio_weights) -> None:
         else:
             assert r.score_change is None and r.same_best is None
     # pairs are run in bounded batches; the batch size must not change the figures
-    one_by_one = word_swap_probe(predictor, str(shapes), "train", [("left of", "right of"), ("largest", "smallest")],
-                                 limit=6, batch=1)
+    one_by_one = word_swap_probe(predictor, str(shapes), "train", swaps, limit=6, batch=1)
     for r, q in zip(results, one_by_one):
         assert (r.samples, r.same_best) == (q.samples, q.same_best)
         assert r.score_change == pytest.approx(q.score_change, abs=1e-5)
@@ -87,4 +87,5 @@ def test_probe_cli(shapes: Path, studio_weights) -> None:
                                "same_best": None}
     for bad in (["--swap", "leftmost"], ["--swap", "a=b", "--limit", "0"], ["--swap", "a=b", "--split", "nope"]):
         r = subprocess.run(base + bad, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 2 and r.stderr.startswith("error: ") and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and r.stderr.startswith("error: ") and len(lines) == 1, r.stderr

@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of the training-only masked language modelling on the cognition encoder (0: off)")
     p.add_argument("--box-l1", type=float, default=LossConfig.box_l1,
                    help="weight of the box L1 loss (official 0.1)")
-    p.add_argument("--box-giou", type=float, default=LossConfig.box_giou, help="weight of the box GIoU loss (official 0.1)")
+    p.add_argument("--box-giou", type=float, default=LossConfig.box_giou,
+                   help="weight of the box GIoU loss (official 0.1)")
     p.add_argument("--vision-pos-sincos", action="store_true",
                    help="add a 2-D sine-cosine table to BEiT-3's vision position embeddings, once per run folder "
                         "(training from scratch: the learnt table stays too small to carry positions, see README)")
