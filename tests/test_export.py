@@ -17,7 +17,7 @@ from pycocotools.coco import COCO
 
 from app.dataset import (export_zip, import_grefcoco, mask_to_polygons, polygons_to_mask, read_zip,
                          to_grefcoco, validate_grefcoco)
-from app.store import Store
+from app.store import Store, StoreError
 from deris_core.data.refer import load_grefcoco
 from tests.conftest import require_reference
 
@@ -98,11 +98,13 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch) -> None:
     before = out.read_bytes()
     import app.dataset as ds
 
+    import errno
+
     def boom(*a, **k):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(ds.zipfile.ZipFile, "writestr", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StoreError, match="full: no zip was written"):
         export_zip(store, out)
     assert out.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
@@ -192,6 +194,6 @@ def test_import_plain_coco_and_cli(tmp_path: Path) -> None:
     coco2, grefs = read_zip(tmp_path / "e.zip")
     assert grefs[0]["ref_id"] == rid and grefs[0]["ann_id"] == [1] and grefs[0]["category_id"] == [3]
     r = run("import-grefcoco", str(tmp_path / "nowhere"), "--db", str(db))
-    assert r.returncode == 2 and "missing file" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "official layout" in r.stderr and "Traceback" not in r.stderr
     r = run("stats", "--db", str(tmp_path / "missing.sqlite"))
     assert r.returncode == 2 and "not found" in r.stderr

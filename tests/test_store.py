@@ -54,7 +54,7 @@ def test_save_edit_reopen_delete(tmp_path: Path) -> None:
     rid2 = s.save_ref(iid, ["the left box"], masks=[m1])
     assert s.ref(rid2).instance_ids == [rec.instance_ids[0]]
     # Edit in place.
-    s.save_ref(iid, ["nothing here"], no_target=True, ref_id=rid, status="reviewed")
+    s.save_ref(iid, ["nothing here"], no_target=True, ref_id=rid, expected_version=1, status="reviewed")
     rec = s.ref(rid)
     assert rec.no_target and rec.instance_ids == [] and rec.status == "reviewed" and rec.updated_at >= rec.created_at
     st = s.stats()

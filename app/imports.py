@@ -1,0 +1,280 @@
+"""Imports of datasets other people made: validate everything first, then write in one transaction.
+
+A malformed dataset is refused with :class:`ImportRefused`, which names the file, the record
+and the field of each problem; the database is then exactly as it was. Whatever is accepted
+follows the rules the export checks, so it can always be exported again. File names are read
+only inside the image folder that was given (no ``..``, no absolute paths, no links out), and
+stored under a safe name with the original kept. Importing the same files twice is refused.
+
+Segmentations: polygons, a compressed or uncompressed RLE dict, or a list of those; an extra
+``rle`` field (our export's exact mask) is preferred. RLE counts must add up to height x width
+(pycocotools would otherwise decode garbage).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pycocotools import mask as mask_utils
+
+from .store import SPLITS, STATUSES, Store, StoreError, clean_sentences
+from .store.bulk import ImportPlan, PlannedAnnotation, PlannedImage, PlannedRef, write_plan
+from .store.masks import polygons_problem, rle_problem, size_problem
+from .store.names import relative_name_problem
+
+MAX_PROBLEMS_SHOWN = 8
+
+
+class ImportRefused(StoreError):
+    """A dataset that cannot be imported; ``problems`` lists every reason found (file: record: field)."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
+        super().__init__(f"import refused, the database was not changed: {shown}{more}")
+
+
+@dataclass
+class _Checker:
+    file: str
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, where: str, what: str) -> None:
+        self.problems.append(f"{self.file}: {where}: {what}")
+
+
+def _int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def read_json(path: Path) -> tuple[object, bytes]:
+    """Parsed JSON and its bytes; a clear ImportRefused for a missing, non-UTF-8 or invalid file."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImportRefused([f"{path.name}: the file is missing"]) from None
+    except OSError as exc:
+        raise ImportRefused([f"{path.name}: cannot be read ({exc.strerror})"]) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportRefused([f"{path.name}: not UTF-8 text (byte {exc.start})"]) from None
+    try:
+        return json.loads(text), data
+    except json.JSONDecodeError as exc:
+        raise ImportRefused([f"{path.name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"]) from None
+
+
+def _segmentation_rle(a: dict, h: int, w: int, where: str, chk: _Checker) -> dict | None:
+    """The annotation's mask as one compressed RLE (bytes counts), or None with a problem recorded."""
+    seg = a["rle"] if isinstance(a.get("rle"), dict) else a.get("segmentation")
+    field_name = "rle" if isinstance(a.get("rle"), dict) else "segmentation"
+    parts = [seg] if isinstance(seg, dict) else seg
+    if isinstance(parts, list) and parts and all(isinstance(p, dict) for p in parts):
+        rles = []
+        for p in parts:
+            bad = rle_problem(p, h, w)
+            if bad:
+                chk.add(where, f"field {field_name!r}: {bad}")
+                return None
+            c = p["counts"]
+            rles.append(mask_utils.frPyObjects(p, h, w) if isinstance(c, list) else {"size": [h, w], "counts": c.encode("ascii")})
+        return rles[0] if len(rles) == 1 else mask_utils.merge(rles)
+    bad = polygons_problem(seg)
+    if bad:
+        chk.add(where, f"field {field_name!r}: {bad}")
+        return None
+    return mask_utils.merge(mask_utils.frPyObjects([[float(v) for v in p] for p in seg], h, w))
+
+
+def _check_instances(coco: object, image_dir: Path | None, chk: _Checker) -> tuple[list[PlannedImage], list[PlannedAnnotation], dict]:
+    if not isinstance(coco, dict):
+        chk.add("top level", f"must be an object with images, annotations and categories, got {type(coco).__name__}")
+        return [], [], {}
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(coco.get(key), list):
+            chk.add("top level", f"{key!r} must be a list")
+    if chk.problems:
+        return [], [], {}
+    cats: dict[int, tuple[str, str]] = {}
+    for n, c in enumerate(coco["categories"]):
+        where = f"categories[{n}]"
+        if not isinstance(c, dict) or not _int(c.get("id")) or not isinstance(c.get("name"), str) or not c["name"].strip():
+            chk.add(where, "needs an integer 'id' and a non-empty 'name'")
+        elif c["id"] in cats:
+            chk.add(where, f"duplicate category id {c['id']}")
+        else:
+            cats[c["id"]] = (c["name"], str(c.get("supercategory") or ""))
+    images: dict[int, PlannedImage] = {}
+    root = image_dir.resolve() if image_dir else None
+    for n, im in enumerate(coco["images"]):
+        where = f"images[{n}]"
+        if not isinstance(im, dict) or not _int(im.get("id")):
+            chk.add(where, "needs an integer 'id'")
+            continue
+        where += f" (id {im['id']})"
+        bad = size_problem(im.get("width"), im.get("height")) or relative_name_problem(im.get("file_name"))
+        if bad:
+            chk.add(where, bad)
+            continue
+        if im["id"] in images:
+            chk.add(where, f"duplicate image id {im['id']}")
+            continue
+        path = None
+        if root is not None:
+            candidate = (root / im["file_name"]).resolve()
+            if not candidate.is_relative_to(root):
+                chk.add(where, "file_name resolves outside the image folder (a link?)")
+                continue
+            path = str(candidate) if candidate.is_file() else None
+        images[im["id"]] = PlannedImage(im["id"], im["file_name"], path, im["width"], im["height"])
+    anns: dict[int, PlannedAnnotation] = {}
+    for n, a in enumerate(coco["annotations"]):
+        where = f"annotations[{n}]"
+        if not isinstance(a, dict) or not _int(a.get("id")):
+            chk.add(where, "needs an integer 'id'")
+            continue
+        where += f" (id {a['id']})"
+        if a["id"] in anns:
+            chk.add(where, f"duplicate annotation id {a['id']}")
+            continue
+        img, cat = images.get(a.get("image_id")), a.get("category_id")
+        if img is None:
+            chk.add(where, f"field 'image_id': unknown image {a.get('image_id')!r}")
+            continue
+        if not _int(cat) or cat not in cats:
+            chk.add(where, f"field 'category_id': unknown category {cat!r}")
+            continue
+        if a.get("iscrowd", 0) not in (0, 1, True, False):
+            chk.add(where, "field 'iscrowd' must be 0 or 1")
+            continue
+        rle = _segmentation_rle(a, img.height, img.width, where, chk)
+        if rle is None:
+            continue
+        if int(mask_utils.area(rle)) == 0:
+            chk.add(where, "the mask is empty")
+            continue
+        anns[a["id"]] = PlannedAnnotation(a["id"], img.src_id, cat, cats[cat][0], cats[cat][1], rle, bool(a.get("iscrowd", 0)))
+    return list(images.values()), list(anns.values()), anns
+
+
+def _check_refs(grefs: object, images: dict[int, PlannedImage], anns: dict[int, PlannedAnnotation],
+                chk: _Checker) -> list[PlannedRef]:
+    if not isinstance(grefs, list):
+        chk.add("top level", f"must be a list of refs, got {type(grefs).__name__}")
+        return []
+    out, ref_ids = [], set()
+    for n, r in enumerate(grefs):
+        where = f"refs[{n}]"
+        if not isinstance(r, dict) or not _int(r.get("ref_id")):
+            chk.add(where, "needs an integer 'ref_id'")
+            continue
+        where += f" (ref_id {r['ref_id']})"
+        if r["ref_id"] in ref_ids:
+            chk.add(where, f"duplicate ref_id {r['ref_id']}")
+            continue
+        ref_ids.add(r["ref_id"])
+        if r.get("image_id") not in images or not _int(r.get("image_id")):
+            chk.add(where, f"field 'image_id': unknown image {r.get('image_id')!r}")
+            continue
+        ann = r.get("ann_id")
+        ann = [ann] if _int(ann) else ann
+        if not isinstance(ann, list) or not ann or not all(_int(a) for a in ann):
+            chk.add(where, "field 'ann_id' must be a non-empty list of integers ([-1] for no target)")
+            continue
+        no_target = ann == [-1]
+        targets = [] if no_target else ann
+        bad = [a for a in targets if a not in anns]
+        if bad:
+            chk.add(where, f"field 'ann_id': unknown annotation {bad[0]}")
+            continue
+        if any(anns[a].image_src != r["image_id"] for a in targets):
+            chk.add(where, "field 'ann_id': an annotation belongs to another image")
+            continue
+        if any(anns[a].iscrowd for a in targets):
+            chk.add(where, "field 'ann_id': a crowd region cannot be a referent (the official loader drops it)")
+            continue
+        if len(set(targets)) != len(targets):
+            chk.add(where, "field 'ann_id': an annotation is listed twice")
+            continue
+        sents = r.get("sentences")
+        if not isinstance(sents, list) or not sents or not all(isinstance(s, dict) for s in sents):
+            chk.add(where, "field 'sentences' must be a non-empty list of objects")
+            continue
+        texts = [s.get("raw") if isinstance(s.get("raw"), str) and s["raw"].strip() else s.get("sent") for s in sents]
+        if not all(isinstance(t, str) for t in texts):
+            chk.add(where, "field 'sentences': each needs a 'raw' or 'sent' string")
+            continue
+        try:
+            clean_sentences(texts)
+        except StoreError as exc:
+            chk.add(where, f"field 'sentences': {exc}")
+            continue
+        sent_ids = [s.get("sent_id") if _int(s.get("sent_id")) else None for s in sents]
+        split = r.get("split", "train")
+        if split not in SPLITS:
+            chk.add(where, f"field 'split': {split!r} is not one of {', '.join(SPLITS)}")
+            continue
+        status = r.get("status", "done")
+        annotator = r.get("annotator", "")
+        if status not in STATUSES or not isinstance(annotator, str):
+            chk.add(where, "field 'status' or 'annotator' is not valid")
+            continue
+        out.append(PlannedRef(r["ref_id"], r["image_id"], list(zip(sent_ids, texts)), targets, no_target, split,
+                              annotator, status))
+    return out
+
+
+def plan_import(coco: object, grefs: object | None, image_dir: Path | None, coco_name: str = "instances.json",
+                grefs_name: str = "grefs(unc).json") -> ImportPlan:
+    """Validate a whole dataset and return what to write (ImportRefused with every problem otherwise)."""
+    chk = _Checker(coco_name)
+    images, annotations, anns = _check_instances(coco, image_dir, chk)
+    refs: list[PlannedRef] = []
+    if grefs is not None and not chk.problems:
+        rchk = _Checker(grefs_name)
+        refs = _check_refs(grefs, {im.src_id: im for im in images}, anns, rchk)
+        chk.problems.extend(rchk.problems)
+    if chk.problems:
+        raise ImportRefused(chk.problems)
+    return ImportPlan(images, annotations, refs)
+
+
+def _fingerprint(kind: str, *blobs: bytes) -> str:
+    h = hashlib.sha256(kind.encode())
+    for b in blobs:
+        h.update(hashlib.sha256(b).digest())
+    return h.hexdigest()
+
+
+def import_coco(store: Store, instances_json: str | Path, image_dir: str | Path | None) -> dict:
+    """Add the images and instances of a plain COCO ``instances.json`` (pickable referents)."""
+    path = Path(instances_json)
+    coco, data = read_json(path)
+    plan = plan_import(coco, None, Path(image_dir) if image_dir else None, path.name)
+    return write_plan(store, plan, _fingerprint("coco", data), "coco", path.name)
+
+
+def import_grefcoco(store: Store, root: str | Path) -> dict:
+    """Import ``root/grefcoco/{grefs(unc).json, instances.json}`` with images in ``root/images/train2014``."""
+    root = Path(root)
+    if not (root / "grefcoco").is_dir():
+        raise ImportRefused([f"{root.name}: expected the official layout DIR/grefcoco/{{instances.json, grefs(unc).json}}"])
+    coco, cdata = read_json(root / "grefcoco" / "instances.json")
+    grefs, gdata = read_json(root / "grefcoco" / "grefs(unc).json")
+    image_dir = root / "images" / "train2014"
+    return import_grefcoco_data(store, coco, grefs, image_dir if image_dir.is_dir() else None,
+                                _fingerprint("grefcoco", cdata, gdata), root.name)
+
+
+def import_grefcoco_data(store: Store, coco: object, grefs: object, image_dir: Path | None,
+                         fingerprint: str | None = None, source: str = "") -> dict:
+    """Import already-parsed gRefCOCO data (validated first; one transaction)."""
+    plan = plan_import(coco, grefs, image_dir)
+    if fingerprint is None:
+        fingerprint = _fingerprint("grefcoco", json.dumps(coco, sort_keys=True).encode(), json.dumps(grefs, sort_keys=True).encode())
+    return write_plan(store, plan, fingerprint, "grefcoco", source)

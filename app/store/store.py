@@ -1,0 +1,477 @@
+"""The annotation store: one SQLite file, nothing of Gradio.
+
+Tables: ``images`` (content hash, safe file name and the original one, where the pixels are),
+``categories``, ``instances`` (exact masks as compressed COCO RLE), ``refs`` (split,
+no-target flag, annotator, status, version), ``sentences``, ``ref_instances`` (the ordered
+target set), ``events`` (the history of every ref) and ``imports`` (dataset fingerprints).
+
+Writes are safe under any number of threads and processes: every write is one ``BEGIN
+IMMEDIATE`` transaction (SQLite's busy timeout, then a few retries), look-up-or-insert is
+``INSERT … ON CONFLICT``, media files are written under unique temporary names and renamed.
+Ref ids are never reused, and an edit names the version it started from: a ref changed or
+deleted by someone else meanwhile is refused with :class:`ConflictError` instead of being
+overwritten. A crash (even SIGKILL) leaves either the whole save or none of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from .errors import ConflictError, StoreError, os_error_message
+from .masks import decode_mask, encode_mask, mask_bbox
+from .names import safe_file_name
+from .records import Event, ImageRecord, InstanceRecord, RefRecord, RefRow, Snapshot
+from .schema import ensure_schema
+
+SPLITS = ("train", "val", "testA", "testB")
+STATUSES = ("draft", "done", "reviewed", "rejected")
+DEFAULT_CATEGORY = "object"
+MAX_SENTENCES = 20  # per ref (the expression and its paraphrases)
+MAX_SENTENCE_CHARS = 500
+MAX_NAME_CHARS = 100  # annotator / category names
+PAGE_MAX = 500
+
+
+def image_digest(rgb: np.ndarray) -> str:
+    """Content hash of decoded pixels (shape included): the same picture gives the same image."""
+    return hashlib.sha256(np.array(rgb.shape, np.int64).tobytes() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
+
+
+def clean_sentences(sentences: Sequence[str]) -> list[str]:
+    """Stripped, non-empty, de-duplicated sentences within the limits (StoreError otherwise)."""
+    out: list[str] = []
+    for s in sentences:
+        if not isinstance(s, str):
+            raise StoreError(f"a sentence must be text, got {type(s).__name__}")
+        s = " ".join(s.split())
+        if not s:
+            continue
+        if len(s) > MAX_SENTENCE_CHARS:
+            raise StoreError(f"a sentence is {len(s)} characters long; the limit is {MAX_SENTENCE_CHARS}")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise StoreError("a ref needs at least one non-empty sentence")
+    if len(out) > MAX_SENTENCES:
+        raise StoreError(f"a ref has {len(out)} sentences; the limit is {MAX_SENTENCES}")
+    return out
+
+
+class Store:
+    """A thread-safe handle on one annotation database (several processes may open the same file)."""
+
+    def __init__(self, path: str | Path, media_dir: str | Path | None = None, busy_timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.media_dir = Path(media_dir) if media_dir else self.path.with_name(self.path.stem + "_media")
+        self._lock = threading.RLock()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=busy_timeout)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self.migrated_from = ensure_schema(self._db, self.path)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path.name} is not a usable annotation database: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"cannot open the database {self.path.name}: {os_error_message(exc)}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- transactions -------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; SQLite/OS failures become a StoreError (nothing is half-written)."""
+        with self._lock:
+            for attempt in range(4):
+                try:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 3:
+                        raise StoreError(os_error_message(exc)) from None
+                    time.sleep(0.05 * (attempt + 1))
+            try:
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, (sqlite3.OperationalError, OSError)):
+                    raise StoreError(os_error_message(exc)) from None
+                raise
+
+    def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    @staticmethod
+    def _event(db: sqlite3.Connection, ref_id: int, user: str, action: str, detail: dict | None = None) -> None:
+        db.execute("INSERT INTO events (ref_id, at, user, action, detail) VALUES (?,?,?,?,?)",
+                   (ref_id, time.time(), user or "", action, json.dumps(detail or {})))
+
+    # --- images and categories ----------------------------------------------------------------
+
+    def _write_media(self, rgb: np.ndarray, digest: str) -> Path:
+        """The image as a PNG in the media folder, named by its hash (unique temp name, then rename)."""
+        path = self.media_dir / f"{digest[:32]}.png"
+        if path.exists():
+            return path
+        try:
+            self.media_dir.mkdir(parents=True, exist_ok=True)
+            ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise StoreError("the image could not be encoded as PNG")
+            fd, tmp = tempfile.mkstemp(prefix=f".{digest[:16]}.", suffix=".tmp", dir=self.media_dir)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(buf.tobytes())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StoreError(os_error_message(exc)) from None
+        return path
+
+    def add_image(self, rgb: np.ndarray, file_name: str | None = None, split: str = "",
+                  path: str | Path | None = None) -> int:
+        """Store an RGB uint8 image; the same pixels give the same id.
+
+        The pixels are copied into the media folder unless ``path`` names a file the store may
+        read them from (imports of a folder the operator gave).
+        """
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise StoreError(f"expected an RGB uint8 image, got {rgb.dtype} {rgb.shape}")
+        digest = image_digest(rgb)
+        found = self._query("SELECT id FROM images WHERE sha256 = ?", (digest,))
+        if found:
+            return int(found[0][0])
+        where = str(path) if path else str(self._write_media(rgb, digest))
+        name = safe_file_name(file_name, f"{digest[:16]}.png")
+        h, w = rgb.shape[:2]
+        with self._tx() as db:
+            db.execute("INSERT INTO images (sha256, file_name, original_name, path, split, width, height, created_at) "
+                       "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO NOTHING",
+                       (digest, name, str(file_name or ""), where, split, w, h, time.time()))
+            return int(db.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)).fetchone()[0])
+
+    def image(self, image_id: int) -> ImageRecord:
+        rows = self._query("SELECT id, sha256, file_name, path, width, height, original_name, split FROM images "
+                           "WHERE id = ?", (image_id,))
+        if not rows:
+            raise StoreError(f"no image with id {image_id}")
+        return ImageRecord(*rows[0])
+
+    def load_image(self, image_id: int) -> np.ndarray | None:
+        """The pixels of a stored image, or None when only its record is known."""
+        rec = self.image(image_id)
+        if not rec.path or not Path(rec.path).is_file():
+            return None
+        bgr = cv2.imread(rec.path, cv2.IMREAD_COLOR)
+        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+    def category_id(self, name: str = DEFAULT_CATEGORY, supercategory: str = "") -> int:
+        name = " ".join(str(name or DEFAULT_CATEGORY).split())[:MAX_NAME_CHARS] or DEFAULT_CATEGORY
+        rows = self._query("SELECT id FROM categories WHERE name = ?", (name,))
+        if rows:
+            return int(rows[0][0])
+        with self._tx() as db:
+            db.execute("INSERT INTO categories (name, supercategory) VALUES (?,?) ON CONFLICT(name) DO NOTHING",
+                       (name, str(supercategory or "")[:MAX_NAME_CHARS]))
+            return int(db.execute("SELECT id FROM categories WHERE name = ?", (name,)).fetchone()[0])
+
+    # --- instances ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _insert_instance(db: sqlite3.Connection, image_id: int, mask: np.ndarray, category_id: int, source: str,
+                         iscrowd: bool = False, instance_id: int | None = None, label: str = "the instance") -> int:
+        img = db.execute("SELECT width, height FROM images WHERE id = ?", (image_id,)).fetchone()
+        if img is None:
+            raise StoreError(f"no image with id {image_id}")
+        mask = np.asarray(mask).astype(bool)
+        if mask.shape != (img[1], img[0]):
+            raise StoreError(f"{label} mask is {mask.shape[1]}x{mask.shape[0]} but the image is {img[0]}x{img[1]}")
+        area = int(mask.sum())
+        if area == 0:
+            raise StoreError(f"{label} is empty: draw it, delete it, or mark the expression as no-target")
+        if instance_id is not None and db.execute("SELECT 1 FROM instances WHERE id = ?", (instance_id,)).fetchone():
+            instance_id = None
+        now = time.time()
+        cur = db.execute(
+            "INSERT INTO instances (id, image_id, category_id, rle, bbox, area, iscrowd, source, created_at, updated_at) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (instance_id, image_id, category_id, json.dumps(encode_mask(mask)), json.dumps(mask_bbox(mask)), area,
+             int(iscrowd), source, now, now))
+        return int(cur.lastrowid)
+
+    def add_instance(self, image_id: int, mask: np.ndarray | None = None, category: str = DEFAULT_CATEGORY,
+                     source: str = "manual", rle: dict | None = None, iscrowd: bool = False) -> int:
+        cat = self.category_id(category)
+        if mask is None:
+            if rle is None:
+                raise StoreError("an instance needs a mask or an RLE")
+            mask = decode_mask(rle)
+        with self._tx() as db:
+            return self._insert_instance(db, image_id, mask, cat, source, iscrowd)
+
+    def instances(self, image_id: int | None = None) -> list[InstanceRecord]:
+        sql = "SELECT id, image_id, category_id, rle, bbox, area, iscrowd, source FROM instances"
+        rows = self._query(sql + (" WHERE image_id = ? ORDER BY id" if image_id is not None else " ORDER BY id"),
+                           (image_id,) if image_id is not None else ())
+        return [InstanceRecord(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], bool(r[6]), r[7]) for r in rows]
+
+    @staticmethod
+    def _drop_orphans(db: sqlite3.Connection, instance_ids: Sequence[int]) -> None:
+        """Delete drawn instances that no ref targets any more (imported ones stay pickable)."""
+        for iid in set(instance_ids):
+            if db.execute("SELECT 1 FROM ref_instances WHERE instance_id = ? LIMIT 1", (iid,)).fetchone() is None:
+                db.execute("DELETE FROM instances WHERE id = ? AND source = 'annotator'", (iid,))
+
+    # --- refs ---------------------------------------------------------------------------------
+
+    def save_ref(self, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
+                 instance_ids: Sequence[int] = (), no_target: bool = False, split: str = "train",
+                 annotator: str = "", status: str = "done", category: str = DEFAULT_CATEGORY,
+                 ref_id: int | None = None, expected_version: int | None = None, user: str | None = None) -> int:
+        """Create a ref, or (``ref_id`` + ``expected_version``) update one, in one transaction.
+
+        Targets are existing ``instance_ids`` and/or new ``masks`` (stored as new instances;
+        the same pixels already stored for this image are reused). A no-target ref has no
+        targets, a targeted ref at least one. An update whose ``expected_version`` is not the
+        stored one raises :class:`ConflictError`. ``user`` (default: ``annotator``) is recorded
+        in the ref's history.
+        """
+        sents = clean_sentences(sentences)
+        if split not in SPLITS:
+            raise StoreError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if status not in STATUSES:
+            raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        annotator = " ".join(str(annotator or "").split())
+        if len(annotator) > MAX_NAME_CHARS:
+            raise StoreError(f"the annotator name is longer than {MAX_NAME_CHARS} characters")
+        user = annotator if user is None else user
+        ids = [int(i) for i in instance_ids]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise StoreError(f"instance {min(dup)} is listed twice in the target set")
+        if no_target and (len(masks) or ids):
+            raise StoreError("a no-target ref cannot have target instances")
+        if not no_target and not len(masks) and not ids:
+            raise StoreError("select or draw at least one target instance, or mark the expression as no-target")
+        if ref_id is not None and expected_version is None:
+            raise StoreError("an edit must say which version of the ref it started from (expected_version)")
+        cat = self.category_id(category)
+        now = time.time()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+                raise StoreError(f"no image with id {image_id}")
+            old_targets: list[int] = []
+            if ref_id is not None:
+                row = db.execute("SELECT image_id, version FROM refs WHERE id = ?", (ref_id,)).fetchone()
+                if row is None:
+                    raise ConflictError(f"ref {ref_id} was deleted meanwhile; save it as a new ref instead")
+                if row[0] != image_id:
+                    raise StoreError(f"ref {ref_id} belongs to image {row[0]}, not to image {image_id}")
+                if row[1] != expected_version:
+                    raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[1]}, "
+                                        f"you edited version {expected_version}); reopen it to see their changes")
+                old_targets = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
+            for iid in ids:
+                row = db.execute("SELECT image_id FROM instances WHERE id = ?", (iid,)).fetchone()
+                if row is None or row[0] != image_id:
+                    raise StoreError(f"instance {iid} does not belong to image {image_id}")
+            if len(masks):
+                existing = {r[1]: r[0] for r in db.execute("SELECT id, rle FROM instances WHERE image_id = ?", (image_id,))}
+                for n, m in enumerate(masks):
+                    rle = json.dumps(encode_mask(m))
+                    label = f"target {n + 1} of {len(masks)}"
+                    new = existing.get(rle) or self._insert_instance(db, image_id, m, cat, "annotator", label=label)
+                    existing[rle] = new
+                    ids.append(new)
+            ids = list(dict.fromkeys(ids))
+            if ref_id is None:
+                cur = db.execute(
+                    "INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at, version) "
+                    "VALUES (?,?,?,?,?,?,?,1)", (image_id, split, int(no_target), annotator, status, now, now))
+                ref_id = int(cur.lastrowid)
+                action = "create"
+            else:
+                db.execute("UPDATE refs SET split=?, no_target=?, annotator=?, status=?, updated_at=?, version=version+1 "
+                           "WHERE id=?", (split, int(no_target), annotator, status, now, ref_id))
+                db.execute("DELETE FROM sentences WHERE ref_id = ?", (ref_id,))
+                db.execute("DELETE FROM ref_instances WHERE ref_id = ?", (ref_id,))
+                action = "edit"
+            db.executemany("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,?)",
+                           [(ref_id, s, pos) for pos, s in enumerate(sents)])
+            db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)",
+                           [(ref_id, iid, pos) for pos, iid in enumerate(ids)])
+            self._drop_orphans(db, [i for i in old_targets if i not in ids])
+            self._event(db, ref_id, user, action, {"sentences": sents, "targets": ids, "no_target": bool(no_target),
+                                                   "split": split, "status": status, "annotator": annotator})
+        return ref_id
+
+    def ref(self, ref_id: int) -> RefRecord:
+        refs = self.refs(ref_ids=[ref_id])
+        if not refs:
+            raise StoreError(f"no ref with id {ref_id}")
+        return refs[0]
+
+    def refs(self, image_id: int | None = None, ref_ids: Sequence[int] | None = None) -> list[RefRecord]:
+        """Full ref records (sentences and targets), by image, by ids, or all."""
+        sql = "SELECT id, image_id, split, no_target, annotator, status, created_at, updated_at, version FROM refs"
+        args: list = []
+        if image_id is not None:
+            sql += " WHERE image_id = ?"
+            args.append(image_id)
+        elif ref_ids is not None:
+            if not ref_ids:
+                return []
+            sql += f" WHERE id IN ({','.join('?' * len(ref_ids))})"
+            args.extend(int(r) for r in ref_ids)
+        sql += " ORDER BY id"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            sents: dict[int, list[tuple[int, str]]] = {r[0]: [] for r in rows}
+            targets: dict[int, list[int]] = {r[0]: [] for r in rows}
+            scope = "" if image_id is None and ref_ids is None else f" WHERE ref_id IN (SELECT id FROM ({sql}))"
+            for rid, sid, raw in self._db.execute(f"SELECT ref_id, id, raw FROM sentences{scope} ORDER BY ref_id, position",
+                                                  args):
+                if rid in sents:
+                    sents[rid].append((sid, raw))
+            for rid, iid in self._db.execute(f"SELECT ref_id, instance_id FROM ref_instances{scope} ORDER BY ref_id, position",
+                                             args):
+                if rid in targets:
+                    targets[rid].append(iid)
+        return [RefRecord(r[0], r[1], [s[1] for s in sents[r[0]]], targets[r[0]], bool(r[3]), r[2], r[4], r[5], r[6], r[7],
+                          [s[0] for s in sents[r[0]]], r[8]) for r in rows]
+
+    def refs_page(self, offset: int = 0, limit: int = 50, *, image_id: int | None = None, status: str | None = None,
+                  split: str | None = None, annotator: str | None = None, newest_first: bool = True) -> tuple[list[RefRow], int]:
+        """One page of the ref list and the number of matching refs (fast at 100 000 refs)."""
+        limit = max(1, min(int(limit), PAGE_MAX))
+        where, args = [], []
+        for col, val in (("r.image_id", image_id), ("r.status", status), ("r.split", split), ("r.annotator", annotator)):
+            if val not in (None, ""):
+                where.append(f"{col} = ?")
+                args.append(val)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        order = "DESC" if newest_first else "ASC"
+        with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM refs r{cond}", args).fetchone()[0])
+            rows = self._db.execute(
+                f"""SELECT r.id, r.image_id, i.file_name,
+                       (SELECT group_concat(raw, ' | ') FROM (SELECT raw FROM sentences WHERE ref_id = r.id ORDER BY position)),
+                       (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
+                       r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
+                    FROM refs r JOIN images i ON i.id = r.image_id{cond}
+                    ORDER BY r.id {order} LIMIT ? OFFSET ?""", [*args, limit, max(0, int(offset))]).fetchall()
+        return [RefRow(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows], total
+
+    def delete_ref(self, ref_id: int, expected_version: int | None = None, user: str = "") -> None:
+        """Delete a ref (refused if it changed since ``expected_version``); its drawn instances go with it."""
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM refs WHERE id = ?", (ref_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no ref with id {ref_id}")
+            if expected_version is not None and row[0] != expected_version:
+                raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]}); "
+                                    "reopen it before deleting")
+            inst = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
+            db.execute("DELETE FROM refs WHERE id = ?", (ref_id,))
+            self._drop_orphans(db, inst)
+            self._event(db, ref_id, user, "delete", {})
+
+    def set_status(self, ref_id: int, status: str, user: str = "", expected_version: int | None = None,
+                   detail: dict | None = None) -> int:
+        """Change a ref's status (recorded in its history); returns the new version."""
+        if status not in STATUSES:
+            raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        with self._tx() as db:
+            row = db.execute("SELECT version, status FROM refs WHERE id = ?", (ref_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no ref with id {ref_id}")
+            if expected_version is not None and row[0] != expected_version:
+                raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
+            db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
+            self._event(db, ref_id, user, "status", {"from": row[1], "to": status, **(detail or {})})
+            return row[0] + 1
+
+    def events(self, ref_id: int) -> list[Event]:
+        """The history of a ref, oldest first (kept after the ref is deleted)."""
+        rows = self._query("SELECT id, ref_id, at, user, action, detail FROM events WHERE ref_id = ? ORDER BY id", (ref_id,))
+        return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+    # --- summaries ----------------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        q = lambda sql: self._query(sql)[0][0]  # noqa: E731
+        by_split = dict(self._query("SELECT split, COUNT(*) FROM refs GROUP BY split"))
+        by_status = dict(self._query("SELECT status, COUNT(*) FROM refs GROUP BY status"))
+        return {
+            "images": q("SELECT COUNT(*) FROM images"),
+            "instances": q("SELECT COUNT(*) FROM instances"),
+            "refs": q("SELECT COUNT(*) FROM refs"),
+            "sentences": q("SELECT COUNT(*) FROM sentences"),
+            "no_target_refs": q("SELECT COUNT(*) FROM refs WHERE no_target = 1"),
+            "multi_target_refs": q("SELECT COUNT(*) FROM (SELECT ref_id FROM ref_instances GROUP BY ref_id HAVING COUNT(*) > 1)"),
+            "images_with_refs": q("SELECT COUNT(DISTINCT image_id) FROM refs"),
+            "by_split": by_split,
+            "by_status": by_status,
+        }
+
+    def integrity_check(self) -> str:
+        return str(self._query("PRAGMA integrity_check")[0][0])
+
+    def schema_version(self) -> int:
+        return int(self._query("PRAGMA user_version")[0][0])
+
+    def snapshot(self) -> Snapshot:
+        """A consistent copy of everything (read in one transaction)."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                images = [ImageRecord(*r) for r in self._db.execute(
+                    "SELECT id, sha256, file_name, path, width, height, original_name, split FROM images ORDER BY id")]
+                cats = {r[0]: r[1] for r in self._db.execute("SELECT id, name FROM categories ORDER BY id")}
+                instances = self.instances()
+                refs = self.refs()
+            finally:
+                self._db.execute("COMMIT")
+        return Snapshot(images, cats, instances, refs)
+
+    # --- imports ------------------------------------------------------------------------------
+
+    def imported(self, fingerprint: str) -> dict | None:
+        """The earlier import of a dataset with this fingerprint, if any."""
+        rows = self._query("SELECT id, kind, source, at, summary FROM imports WHERE fingerprint = ?", (fingerprint,))
+        if not rows:
+            return None
+        r = rows[0]
+        return {"id": r[0], "kind": r[1], "source": r[2], "at": r[3], "summary": json.loads(r[4])}
+
+    @contextmanager
+    def import_transaction(self, fingerprint: str, kind: str, source: str) -> Iterator[sqlite3.Connection]:
+        """One transaction for a whole dataset import, refused when the same data was imported before."""
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM imports WHERE fingerprint = ?", (fingerprint,)).fetchone():
+                raise StoreError(f"this {kind} dataset was already imported into this database; nothing was changed")
+            yield db
+            db.execute("INSERT INTO imports (fingerprint, kind, source, at) VALUES (?,?,?,?)",
+                       (fingerprint, kind, source, time.time()))
