@@ -62,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             res = store.stats()
     except ImportRefused as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        n = len(exc.problems)
+        print(f"error: import refused, the database was not changed ({n} problem{'s' if n > 1 else ''}):", file=sys.stderr)
         for problem in exc.problems:
             print(f"  {problem}", file=sys.stderr)
         return 2

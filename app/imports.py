@@ -42,6 +42,7 @@ class ImportRefused(StoreError):
 class _Checker:
     file: str
     problems: list[str] = field(default_factory=list)
+    refused: set[tuple[str, object]] = field(default_factory=set)  # records already reported
 
     def add(self, where: str, what: str) -> None:
         self.problems.append(f"{self.file}: {where}: {what}")
@@ -120,6 +121,7 @@ def _check_instances(coco: object, image_dir: Path | None, chk: _Checker) -> tup
         bad = size_problem(im.get("width"), im.get("height")) or relative_name_problem(im.get("file_name"))
         if bad:
             chk.add(where, bad)
+            chk.refused.add(("image", im["id"]))
             continue
         if im["id"] in images:
             chk.add(where, f"duplicate image id {im['id']}")
@@ -129,6 +131,7 @@ def _check_instances(coco: object, image_dir: Path | None, chk: _Checker) -> tup
             candidate = (root / im["file_name"]).resolve()
             if not candidate.is_relative_to(root):
                 chk.add(where, "file_name resolves outside the image folder (a link?)")
+                chk.refused.add(("image", im["id"]))
                 continue
             path = str(candidate) if candidate.is_file() else None
         images[im["id"]] = PlannedImage(im["id"], im["file_name"], path, im["width"], im["height"])
@@ -143,6 +146,9 @@ def _check_instances(coco: object, image_dir: Path | None, chk: _Checker) -> tup
             chk.add(where, f"duplicate annotation id {a['id']}")
             continue
         img, cat = images.get(a.get("image_id")), a.get("category_id")
+        if ("image", a.get("image_id")) in chk.refused:
+            chk.refused.add(("annotation", a["id"]))
+            continue  # its image's problem is already listed
         if img is None:
             chk.add(where, f"field 'image_id': unknown image {a.get('image_id')!r}")
             continue
@@ -154,6 +160,7 @@ def _check_instances(coco: object, image_dir: Path | None, chk: _Checker) -> tup
             continue
         rle = _segmentation_rle(a, img.height, img.width, where, chk)
         if rle is None:
+            chk.refused.add(("annotation", a["id"]))
             continue
         if int(mask_utils.area(rle)) == 0:
             chk.add(where, "the mask is empty")
@@ -188,6 +195,8 @@ def _check_refs(grefs: object, images: dict[int, PlannedImage], anns: dict[int, 
             continue
         no_target = ann == [-1]
         targets = [] if no_target else ann
+        if any(("annotation", a) in chk.refused for a in targets):
+            continue  # the annotation's problem is already listed
         bad = [a for a in targets if a not in anns]
         if bad:
             chk.add(where, f"field 'ann_id': unknown annotation {bad[0]}")
@@ -235,8 +244,8 @@ def plan_import(coco: object, grefs: object | None, image_dir: Path | None, coco
     chk = _Checker(coco_name)
     images, annotations, anns = _check_instances(coco, image_dir, chk)
     refs: list[PlannedRef] = []
-    if grefs is not None and not chk.problems:
-        rchk = _Checker(grefs_name)
+    if grefs is not None:
+        rchk = _Checker(grefs_name, refused=chk.refused)
         refs = _check_refs(grefs, {im.src_id: im for im in images}, anns, rchk)
         chk.problems.extend(rchk.problems)
     if chk.problems:

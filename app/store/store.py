@@ -76,13 +76,23 @@ class Store:
         self.path = Path(path)
         self.media_dir = Path(media_dir) if media_dir else self.path.with_name(self.path.stem + "_media")
         self._lock = threading.RLock()
+        self.read_only = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=busy_timeout)
-            self._db.execute("PRAGMA journal_mode=WAL")
+            try:
+                self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                           timeout=busy_timeout)
+                self._db.execute("PRAGMA journal_mode=WAL")
+            except sqlite3.OperationalError:
+                if not self.path.is_file() or os.access(self.path.parent, os.W_OK) and os.access(self.path, os.W_OK):
+                    raise
+                # a database on a read-only disk (or without write permission): open it for reading
+                self._db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro&immutable=1", uri=True, check_same_thread=False,
+                                           isolation_level=None, timeout=busy_timeout)
+                self.read_only = True
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self.migrated_from = ensure_schema(self._db, self.path)
+            self.migrated_from = 0 if self.read_only else ensure_schema(self._db, self.path)
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path.name} is not a usable annotation database: {exc}") from None
         except OSError as exc:
@@ -97,6 +107,8 @@ class Store:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; SQLite/OS failures become a StoreError (nothing is half-written)."""
+        if self.read_only:
+            raise StoreError(os_error_message(sqlite3.OperationalError("attempt to write a readonly database")))
         with self._lock:
             for attempt in range(4):
                 try:

@@ -1,0 +1,243 @@
+"""The store under a shared server: migration from v1, ref identity and versions, no orphans,
+threads and processes saving at once, limits, and OS errors (full or read-only disk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.store import SCHEMA_VERSION, ConflictError, Store, StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+V1_DB = ROOT / "tests" / "data" / "studio_v1.sqlite"
+
+
+def _image(seed: int = 0, h: int = 24, w: int = 32) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def _mask(box=(2, 3, 10, 12), h: int = 24, w: int = 32) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    y0, x0, y1, x1 = box
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path) -> None:
+    db = tmp_path / "studio.sqlite"
+    shutil.copy(V1_DB, db)
+    s = Store(db)
+    assert s.migrated_from == 1 and s.schema_version() == SCHEMA_VERSION
+    assert (tmp_path / "studio.sqlite.v1.bak").is_file()  # a copy of the old file, taken before migrating
+    assert s.integrity_check() == "ok"
+    refs = {r.id: r for r in s.refs()}
+    assert sorted(refs) == [1, 2, 3, 4]
+    assert refs[1].sentences == ["the two boxes", "both squares"] and refs[1].split == "val" and refs[1].status == "draft"
+    assert refs[1].annotator == "ann" and len(refs[1].instance_ids) == 2 and refs[1].version == 1
+    assert refs[3].no_target and refs[3].status == "reviewed" and refs[3].instance_ids == []
+    assert refs[4].sentences == ["the corner box"] and refs[4].instance_ids == refs[1].instance_ids[1:]
+    np.testing.assert_array_equal(s.instances(1)[0].mask, _mask((2, 3, 10, 12)))
+    # v1 left the first drawn mask of the edited ref 4 behind; the migration removed that orphan
+    assert len(s.instances()) == 2
+    # hostile names of v1 are made safe, the original is kept
+    im = s.image(1)
+    assert im.file_name == "cat_one.png" and im.original_name == "../photos/cat one.png"
+    # the migrated database works as a new one: edits are versioned, new ids are never reused
+    s.save_ref(1, ["the two boxes"], instance_ids=refs[1].instance_ids, ref_id=1, expected_version=1, annotator="ann")
+    assert s.ref(1).version == 2
+    a = s.save_ref(2, ["x"], no_target=True)
+    s.delete_ref(a)
+    b = s.save_ref(2, ["y"], no_target=True)
+    assert b > a
+    s.close()
+    assert Store(db).schema_version() == SCHEMA_VERSION  # reopening does not migrate again
+
+
+def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "new.sqlite"
+    Store(db).close()
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(StoreError, match="newer DeRIS Studio"):
+        Store(db)
+
+
+def test_a_stale_edit_cannot_overwrite_another_annotators_ref(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.sqlite")
+    img_a, img_b = s.add_image(_image(0)), s.add_image(_image(1))
+    rid = s.save_ref(img_a, ["the box"], masks=[_mask()], annotator="ann")
+    # two annotators opened version 1; the first saves, the second is refused
+    s.save_ref(img_a, ["the left box"], masks=[_mask()], ref_id=rid, expected_version=1, annotator="ann")
+    with pytest.raises(ConflictError, match="changed by someone else"):
+        s.save_ref(img_a, ["the right box"], masks=[_mask()], ref_id=rid, expected_version=1, annotator="bob")
+    assert s.ref(rid).sentences == ["the left box"] and s.ref(rid).annotator == "ann"
+    # an id held by a stale session cannot touch a ref of another image
+    with pytest.raises(StoreError, match="belongs to image"):
+        s.save_ref(img_b, ["hijack"], no_target=True, ref_id=rid, expected_version=2)
+    with pytest.raises(StoreError, match="expected_version"):
+        s.save_ref(img_a, ["no version"], no_target=True, ref_id=rid)
+    # deleted meanwhile: refused, and the id is never given to a new ref
+    s.delete_ref(rid)
+    with pytest.raises(ConflictError, match="deleted meanwhile"):
+        s.save_ref(img_a, ["late edit"], no_target=True, ref_id=rid, expected_version=2)
+    assert s.save_ref(img_a, ["new"], no_target=True) > rid
+    assert [e.action for e in s.events(rid)] == ["create", "edit", "delete"]
+
+
+def test_editing_a_ref_leaves_no_orphaned_instance(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.sqlite")
+    img = s.add_image(_image())
+    rid = s.save_ref(img, ["the box"], masks=[_mask()])
+    s.save_ref(img, ["the box"], masks=[_mask((12, 14, 20, 30))], ref_id=rid, expected_version=1)
+    assert [i.area for i in s.instances(img)] == [8 * 16]
+    s.save_ref(img, ["nothing"], no_target=True, ref_id=rid, expected_version=2)
+    assert s.instances(img) == []
+
+
+def test_save_limits_name_the_problem(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.sqlite")
+    img = s.add_image(_image())
+    with pytest.raises(StoreError, match="target 2 of 2 is empty"):
+        s.save_ref(img, ["two"], masks=[_mask(), np.zeros((24, 32), bool)])
+    iid = s.add_instance(img, _mask())
+    with pytest.raises(StoreError, match=f"instance {iid} is listed twice"):
+        s.save_ref(img, ["dup"], instance_ids=[iid, iid])
+    with pytest.raises(StoreError, match="limit is 500"):
+        s.save_ref(img, ["x" * 501], no_target=True)
+    with pytest.raises(StoreError, match="limit is 20"):
+        s.save_ref(img, [f"sentence {i}" for i in range(21)], no_target=True)
+    # the same mask twice (two candidates with the same pixels) becomes one instance
+    rid = s.save_ref(img, ["same twice"], masks=[_mask(), _mask()])
+    assert s.ref(rid).instance_ids == [iid]
+
+
+def test_threads_saving_at_once_lose_nothing(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.sqlite")
+    acked: list[int] = []
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            for k in range(15):
+                # several threads save the first ref on the same new picture and the same new category
+                img = s.add_image(_image(k % 3))
+                acked.append(s.save_ref(img, [f"t{t} k{k}"], masks=[_mask()], category=f"cat{k % 2}"))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert len(acked) == 90 and sorted(r.id for r in s.refs()) == sorted(acked)
+    assert s.stats()["images"] == 3
+
+
+WRITER = r"""
+import sys, numpy as np
+from app.store import Store
+db, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = Store(db)
+for k in range(n):
+    img = s.add_image(np.random.default_rng(k % 4).integers(0, 255, (24, 32, 3), dtype=np.uint8), file_name="same.png")
+    m = np.zeros((24, 32), bool); m[2:10, 3:12] = True
+    rid = s.save_ref(img, [f"{who} {k}"], masks=[m], annotator=who, category="shared")
+    print(rid, flush=True)
+"""
+
+
+def test_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
+    db = tmp_path / "shared.sqlite"
+    Store(db).close()
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), f"p{i}", "25"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    acked = []
+    for p in procs:
+        out, err = p.communicate(timeout=240)
+        assert p.returncode == 0, err
+        acked += [int(x) for x in out.split()]
+    s = Store(db)
+    assert len(acked) == 100 and sorted(r.id for r in s.refs()) == sorted(acked)
+    assert s.stats()["images"] == 4 and s.integrity_check() == "ok"
+
+
+def _mount_tmpfs(where: Path, size: str) -> None:
+    where.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here ({r.stderr.strip() or 'not permitted'}); "
+                    "the disk-full path is covered by the unit test of the messages")
+
+
+def test_a_full_disk_is_a_clear_message_and_keeps_every_committed_ref(tmp_path: Path) -> None:
+    mnt = tmp_path / "small"
+    _mount_tmpfs(mnt, "2m")
+    try:
+        s = Store(mnt / "a.sqlite")
+        img = s.add_image(_image())
+        saved = [s.save_ref(img, [f"ref {k}"], masks=[_mask()]) for k in range(5)]
+        filler = mnt / "filler"
+        with open(filler, "wb") as f:  # take every free block
+            try:
+                while True:
+                    f.write(b"\0" * 65536)
+            except OSError:
+                pass
+        with pytest.raises(StoreError, match="disk that holds the database is full: nothing was saved") as err:
+            for k in range(200):  # the WAL grows until a page cannot be written
+                saved.append(s.save_ref(img, ["long " * 90 + str(k)], masks=[_mask()]))
+        assert str(mnt) not in str(err.value)
+        with pytest.raises(StoreError, match="full"):  # new pixels cannot be written either
+            s.add_image(_image(7, 200, 200))
+        filler.unlink()
+        s.close()
+        s = Store(mnt / "a.sqlite")
+        assert sorted(r.id for r in s.refs()) == sorted(saved) and s.integrity_check() == "ok"
+        s.close()
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        ro = Store(mnt / "a.sqlite")
+        with pytest.raises(StoreError, match="read-only"):
+            ro.save_ref(img, ["not possible"], no_target=True)
+        assert len(ro.refs()) == len(saved)
+        ro.close()
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_os_error_messages_name_no_path() -> None:
+    import errno
+    import sqlite3
+
+    from app.store import os_error_message
+
+    assert "full" in os_error_message(OSError(errno.ENOSPC, "No space left", "/srv/secret/db"))
+    assert "read-only" in os_error_message(sqlite3.OperationalError("attempt to write a readonly database"))
+    assert "busy" in os_error_message(sqlite3.OperationalError("database is locked"))
+    assert "/srv" not in os_error_message(OSError(errno.EIO, "I/O error", "/srv/secret/db"))
+
+
+def test_refs_page_is_paginated_and_filtered(tmp_path: Path) -> None:
+    s = Store(tmp_path / "a.sqlite")
+    img = s.add_image(_image())
+    ids = [s.save_ref(img, [f"ref {k}", "alt"], no_target=True, annotator="ann" if k % 2 else "bob",
+                      split="val" if k < 3 else "train") for k in range(7)]
+    rows, total = s.refs_page(0, 3)
+    assert total == 7 and [r.id for r in rows] == ids[::-1][:3] and rows[0].sentences == "ref 6 | alt"
+    rows, total = s.refs_page(3, 3, annotator="ann")
+    assert total == 3 and rows == []
+    rows, total = s.refs_page(0, 10, split="val", newest_first=False)
+    assert total == 3 and [r.id for r in rows] == ids[:3]
+    assert json.dumps([r.__dict__ for r in rows])  # plain data
