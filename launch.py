@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--db", default=os.environ.get("DERIS_DB"), help="annotation database (SQLite file)")
     p.add_argument("--auth", default=None, help="user:password required to open the app")
     p.add_argument("--max-image-side", type=int, default=4096, help="larger images are scaled down to this side")
+    p.add_argument("--allow-weights", action="append", default=[], metavar="NAME_OR_PATH",
+                   help="weights visitors may load for everyone from the Model panel (repeatable; without it the "
+                        "panel is hidden and the model cannot be switched from the UI)")
     args = p.parse_args(argv)
     if args.auth and ":" not in args.auth:
         p.error("--auth must be user:password")
@@ -88,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = load_model(args.weights, args.device)
     print(f"model: {model.description}{(' — ' + model.note) if model.note else ''}\ndatabase: {db}", flush=True)
-    demo = build_app(model, store, max_image_side=args.max_image_side, device=args.device)
+    switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
+    demo = build_app(model, store, max_image_side=args.max_image_side, device=args.device, switchable=switchable or None)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,

@@ -4,18 +4,24 @@ A session holds the current image, its cached features, the last prediction and 
 *target set* being edited: a list of instance masks at full image resolution, each
 remembering whether it came from a candidate query or was drawn. Every change goes through
 :meth:`Session.change`, which records an undo step.
+
+Memory is bounded: undo steps keep the masks as compressed RLE (a few kB for a 4096² mask
+instead of 16 MB), at most :data:`MAX_UNDO` steps and :data:`MAX_HISTORY_BYTES` in all; the
+:class:`SessionRegistry` frees a session's image, features and history when its client leaves.
 """
 
 from __future__ import annotations
 
-import copy
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from deris_core.predictor import ImageState, Prediction
 
 MAX_UNDO = 50
+MAX_HISTORY_BYTES = 8 << 20
 
 
 @dataclass
@@ -25,36 +31,65 @@ class Target:
     edited: bool = False
 
 
+@dataclass(frozen=True)
+class _Step:
+    """One undo step: the target set as compressed RLE."""
+
+    rles: tuple[tuple[dict, int | None, bool], ...]
+    no_target: bool
+
+    @property
+    def nbytes(self) -> int:
+        return 64 + sum(len(r["counts"]) + 48 for r, _, _ in self.rles)
+
+    @classmethod
+    def of(cls, targets: list[Target], no_target: bool) -> "_Step":
+        return cls(tuple((mask_utils.encode(np.asfortranarray(t.mask.astype(np.uint8))), t.candidate, t.edited)
+                         for t in targets), no_target)
+
+    def restore(self) -> tuple[list[Target], bool]:
+        return [Target(mask_utils.decode(r).astype(bool), c, e) for r, c, e in self.rles], self.no_target
+
+
 @dataclass
 class Session:
     image: np.ndarray | None = None  # RGB uint8, after the app's size limit
     image_state: ImageState | None = None
     image_id: int | None = None  # store id once saved
-    file_name: str | None = None
+    file_name: str | None = None  # identity of the uploaded file (see app.ui._file_key)
+    digest: str | None = None  # content hash of ``image``
     expression: str = ""
     prediction: Prediction | None = None
     targets: list[Target] = field(default_factory=list)
     no_target: bool = False
-    ref_id: int | None = None  # editing a saved ref
+    ref_id: int | None = None  # editing a saved ref ...
+    ref_version: int | None = None  # ... opened at this version
     selected: int = 0  # target index shown in the editor
-    undo_stack: list[tuple[list[Target], bool]] = field(default_factory=list)
-    redo_stack: list[tuple[list[Target], bool]] = field(default_factory=list)
+    undo_stack: list[_Step] = field(default_factory=list)
+    redo_stack: list[_Step] = field(default_factory=list)
 
-    def _snapshot(self) -> tuple[list[Target], bool]:
-        return copy.deepcopy(self.targets), self.no_target
+    def _snapshot(self) -> _Step:
+        return _Step.of(self.targets, self.no_target)
+
+    @staticmethod
+    def _cap(stack: list[_Step]) -> None:
+        del stack[:-MAX_UNDO]
+        while len(stack) > 1 and sum(s.nbytes for s in stack) > MAX_HISTORY_BYTES:
+            del stack[0]
 
     def change(self) -> None:
         """Call before modifying ``targets`` / ``no_target``: records an undo step."""
         self.undo_stack.append(self._snapshot())
-        del self.undo_stack[:-MAX_UNDO]
+        self._cap(self.undo_stack)
         self.redo_stack.clear()
 
-    def _restore(self, source: list, other: list) -> bool:
+    def _restore(self, source: list[_Step], other: list[_Step]) -> bool:
         """Pop a state from ``source``, pushing the current one on ``other``."""
         if not source:
             return False
         other.append(self._snapshot())
-        self.targets, self.no_target = source.pop()
+        self._cap(other)
+        self.targets, self.no_target = source.pop().restore()
         return True
 
     def undo(self) -> bool:
@@ -62,6 +97,9 @@ class Session:
 
     def redo(self) -> bool:
         return self._restore(self.redo_stack, self.undo_stack)
+
+    def history_bytes(self) -> int:
+        return sum(s.nbytes for s in self.undo_stack) + sum(s.nbytes for s in self.redo_stack)
 
     def reset_targets(self) -> None:
         self.targets, self.no_target = [], False
@@ -75,6 +113,7 @@ class Session:
     def toggle_candidates(self, wanted: list[int]) -> None:
         """Make the candidate part of the target set equal ``wanted`` (drawn targets stay)."""
         assert self.prediction is not None
+        wanted = list(dict.fromkeys(int(k) for k in wanted if 0 <= int(k) < self.prediction.num_candidates))
         current = set(self.selected_candidates())
         if current == set(wanted):
             return
@@ -86,6 +125,25 @@ class Session:
         if self.targets:
             self.no_target = False
 
+    def apply_prediction(self, pred: Prediction) -> None:
+        """A new expression's result: the referred candidates become the target set (history restarts)."""
+        self.expression, self.prediction, self.ref_id, self.ref_version = pred.expression, pred, None, None
+        self.reset_targets()
+        self.targets = [Target(pred.mask(k).astype(bool), candidate=k) for k in pred.referred]
+        self.no_target = pred.no_target
+
+    def rethreshold(self, score_threshold: float, mask_threshold: float) -> None:
+        """Re-threshold the cached prediction (no network call); edited and drawn targets stay."""
+        if self.prediction is None:
+            return
+        self.change()
+        pred = self.prediction.with_thresholds(score_threshold, mask_threshold)
+        self.prediction = pred
+        kept = [t for t in self.targets if t.candidate is None or t.edited]
+        taken = {t.candidate for t in kept}
+        self.targets = kept + [Target(pred.mask(k).astype(bool), candidate=k) for k in pred.referred if k not in taken]
+        self.no_target = not self.targets and pred.no_target
+
     def union(self) -> np.ndarray | None:
         if self.image is None:
             return None
@@ -93,3 +151,35 @@ class Session:
         for t in self.targets:
             out |= t.mask
         return out
+
+    def release(self) -> None:
+        """Drop everything heavy (the client has left)."""
+        self.image = self.image_state = self.prediction = None
+        self.targets = []
+        self.undo_stack, self.redo_stack = [], []
+
+
+class SessionRegistry:
+    """The live session of each connected client, so that leaving frees its memory at once
+    (Gradio itself deletes a closed client's state only an hour later)."""
+
+    def __init__(self) -> None:
+        self._live: dict[str, Session] = {}
+        self._lock = threading.Lock()
+
+    def track(self, client: str | None, sess: Session) -> Session:
+        if client:
+            with self._lock:
+                self._live[client] = sess
+        return sess
+
+    def release(self, client: str | None) -> bool:
+        with self._lock:
+            sess = self._live.pop(client or "", None)
+        if sess is None:
+            return False
+        sess.release()
+        return True
+
+    def __len__(self) -> int:
+        return len(self._live)

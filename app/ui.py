@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -26,9 +25,11 @@ from deris_core.preprocess import ImageError, load_image
 from deris_core.tokenizer import TokenizerError
 from deris_core.visualize import color, overlay
 
-from .dataset import export_zip
-from .session import Session, Target
-from .store import SPLITS, STATUSES, Store, StoreError
+from .export import clean_stale_exports, export_zip
+from .session import Session, SessionRegistry, Target
+from .store import SPLITS, STATUSES, ConflictError, Store, StoreError, image_digest
+
+PAGE_SIZE = 50
 
 try:  # Hugging Face ZeroGPU: request a GPU for the model calls; a no-op elsewhere
     import spaces  # type: ignore
@@ -97,6 +98,7 @@ class ModelHolder:
         return self.predictor
 
     def load(self, weights: str, device: str = "auto") -> str:
+        """Load other weights for everyone (only what the operator allowed at launch reaches this)."""
         from deris_core.weights import load_predictor
 
         with self._lock:
@@ -205,8 +207,16 @@ def render(sess: Session) -> tuple:
 # --- the app ------------------------------------------------------------------------------
 
 
-def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto") -> gr.Blocks:
-    with gr.Blocks(title="DeRIS Studio") as demo:
+def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto",
+              switchable: dict[str, str] | None = None, export_dir: Path | None = None,
+              sessions: SessionRegistry | None = None) -> gr.Blocks:
+    """The studio. ``switchable`` maps the labels of weights the operator allows visitors to load to
+    their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
+    (default: next to the database) and old or half-written ones are removed."""
+    export_dir = export_dir or store.path.with_name(store.path.stem + "_exports")
+    sessions = sessions if sessions is not None else SessionRegistry()
+    clean_stale_exports(export_dir)
+    with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
         sess_state = gr.State(Session())
         gr.Markdown("# DeRIS Studio\nLanguage-driven segmentation masks: every candidate with its score, an explicit "
                     "*no target* verdict, mask correction and gRefCOCO export.")
@@ -254,8 +264,16 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                         with gr.Row():
                             undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="undo-btn")
                             redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="redo-btn")
-            with gr.Tab("Dataset"):
-                progress = gr.JSON(label="Progress", value=store.stats(), elem_id="progress")
+            with gr.Tab("Dataset") as dataset_tab:
+                progress = gr.JSON(label="Progress", value=None, elem_id="progress")
+                with gr.Row():
+                    f_status = gr.Dropdown(["", *STATUSES], value="", label="Status", elem_id="filter-status", scale=1)
+                    f_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="filter-split", scale=1)
+                    f_annotator = gr.Textbox(label="Annotator", elem_id="filter-annotator", scale=1)
+                    page = gr.Number(label="Page", value=1, precision=0, minimum=1, elem_id="page", scale=1)
+                    prev_btn = gr.Button("◀ Newer", elem_id="prev-page", scale=1)
+                    next_page_btn = gr.Button("Older ▶", elem_id="next-page", scale=1)
+                page_info = gr.Markdown("", elem_id="page-info")
                 refs_table = gr.Dataframe(headers=["ref", "image", "sentences", "targets", "no target", "split", "status",
                                                    "annotator", "updated"], interactive=False, elem_id="refs-table")
                 with gr.Row():
@@ -273,9 +291,10 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
             save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
         save_msg = gr.Markdown("", elem_id="save-msg")
-        with gr.Accordion("Model", open=False):
-            weights_in = gr.Textbox(label="Weights: a published name (deris-l-grefcoco …), a checkpoint path, or 'bundled'")
-            load_btn = gr.Button("Load weights")
+        with gr.Accordion("Model", open=False, visible=bool(switchable)):
+            weights_in = gr.Dropdown(list(switchable or {}), label="Weights the operator allows to load (for everyone)",
+                                     elem_id="weights-choice")
+            load_btn = gr.Button("Load weights", elem_id="load-weights-btn")
 
         common = [result, verdict, candidates, gallery, target_pick, sess_state]
 
@@ -292,15 +311,19 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             except ImageError as exc:
                 raise gr.Error(f"Cannot use this image: {str(exc).replace(str(path), Path(path).name)}") from None
             rgb, resized = _fit(rgb, max_image_side)
+            digest = image_digest(rgb)
+            if sess.image_state is not None and sess.digest == digest and sess.file_name and \
+                    sess.file_name.split(":", 1)[0] == str(model.version):
+                sess.file_name = key  # the same pixels under another file (a reopened ref): keep the cache
+                return sess
             if resized:
                 gr.Warning(f"The image was scaled down to {rgb.shape[1]}x{rgb.shape[0]} (--max-image-side {max_image_side}).")
             state = model.get().set_image(rgb)
-            new = Session(image=rgb, image_state=state, file_name=key)
-            return new
+            return Session(image=rgb, image_state=state, file_name=key, digest=digest)
 
         @gpu
-        def segment(path: str | None, text: str, st: float, mt: float, sess: Session):
-            sess = _ensure_image(path, sess)
+        def segment(path: str | None, text: str, st: float, mt: float, sess: Session, request: gr.Request):
+            sess = sessions.track(getattr(request, "session_hash", None), _ensure_image(path, sess))
             text = (text or "").strip()
             if not text:
                 raise gr.Error("Type an expression first.")
@@ -310,22 +333,12 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 raise gr.Error(f"Cannot use this expression: {exc}") from None
             if pred.truncated:
                 gr.Warning(f"The expression is long: only its first {model.get().cfg.max_token - 2} tokens were used.")
-            sess.expression, sess.prediction, sess.ref_id = text, pred, None
-            sess.reset_targets()
-            sess.targets = [Target(pred.mask(k).astype(bool), candidate=k) for k in pred.referred]
-            sess.no_target = pred.no_target
+            sess.apply_prediction(pred)
+            sess.expression = text
             return render(sess)
 
         def rethreshold(st: float, mt: float, sess: Session):
-            if sess.prediction is None:
-                return render(sess)
-            sess.change()
-            pred = sess.prediction.with_thresholds(st, mt)
-            sess.prediction = pred
-            kept = [t for t in sess.targets if t.candidate is None or t.edited]
-            taken = {t.candidate for t in kept}
-            sess.targets = kept + [Target(pred.mask(k).astype(bool), candidate=k) for k in pred.referred if k not in taken]
-            sess.no_target = not sess.targets and pred.no_target
+            sess.rethreshold(st, mt)
             return render(sess)
 
         def select_candidates(wanted: list[int] | None, sess: Session):
@@ -406,29 +419,40 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 if sess.image_id is None:
                     sess.image_id = store.add_image(sess.image)
                 rid = store.save_ref(sess.image_id, sentences, masks=[t.mask for t in sess.targets], no_target=sess.no_target,
-                                     split=split_v, annotator=(who or "").strip(), status=status_v, ref_id=sess.ref_id)
+                                     split=split_v, annotator=(who or "").strip(), status=status_v, ref_id=sess.ref_id,
+                                     expected_version=sess.ref_version)
+            except ConflictError as exc:
+                raise gr.Error(f"Not saved: {exc}. Your version is still on screen.") from None
             except StoreError as exc:
                 raise gr.Error(f"Not saved: {exc}") from None
-            sess.ref_id = rid
+            sess.ref_id, sess.ref_version = rid, (sess.ref_version or 0) + 1
             kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
-            return f"Saved ref {rid} ({kind}) at {time.strftime('%H:%M:%S')}.", store.stats(), _refs_rows(), sess
+            return f"Saved ref {rid} ({kind}) at {time.strftime('%H:%M:%S')}.", sess
 
         def next_expression(sess: Session):
-            sess.expression, sess.prediction, sess.ref_id = "", None, None
+            sess.expression, sess.prediction, sess.ref_id, sess.ref_version = "", None, None, None
             sess.reset_targets()
             return ("", *render(sess))
 
-        def _refs_rows() -> list[list]:
-            rows = []
-            for r in store.refs():
-                rows.append([r.id, r.image_id, " | ".join(r.sentences), len(r.instance_ids), "yes" if r.no_target else "",
-                             r.split, r.status, r.annotator, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated_at))])
-            return rows
+        def refs_page(page_no: float | None, status_f: str, split_f: str, annotator_f: str):
+            """One page of the saved refs (newest first) with the filters; never the whole table."""
+            page_no = max(1, int(page_no or 1))
+            rows, total = store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, status=status_f or None,
+                                          split=split_f or None, annotator=(annotator_f or "").strip() or None)
+            pages = max(1, -(-total // PAGE_SIZE))
+            table = [[r.id, f"{r.image_id} {r.file_name}", r.sentences, r.targets, "yes" if r.no_target else "", r.split,
+                      r.status, r.annotator, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.updated_at))] for r in rows]
+            return table, f"{total} refs · page {min(page_no, pages)} of {pages}", page_no
 
-        def refresh():
-            return store.stats(), _refs_rows()
+        def refresh(page_no, status_f, split_f, annotator_f):
+            return (store.stats(), *refs_page(page_no, status_f, split_f, annotator_f))
 
-        def open_ref(rid: float | None, sess: Session):
+        def turn(delta: int):
+            def go(page_no, status_f, split_f, annotator_f):
+                return refs_page(max(1, int(page_no or 1) + delta), status_f, split_f, annotator_f)
+            return go
+
+        def open_ref(rid: float | None, sess: Session, request: gr.Request):
             if rid is None:
                 raise gr.Error("Type a ref id.")
             try:
@@ -440,38 +464,44 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 raise gr.Error(f"The pixels of image {rec.image_id} are not available (imported by reference).")
             state = model.get().set_image(rgb)
             masks = {i.id: i.mask for i in store.instances(rec.image_id)}
-            shown = Path(tempfile.mkdtemp(prefix="deris_ref_")) / f"ref_{rec.id}.png"
-            cv2.imwrite(str(shown), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
-            new = Session(image=rgb, image_state=state, image_id=rec.image_id, file_name=_file_key(str(shown), model.version),
-                          expression=rec.sentences[0], ref_id=rec.id, no_target=rec.no_target,
-                          targets=[Target(masks[i], None) for i in rec.instance_ids])
-            return (str(shown), rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split, rec.status, rec.annotator,
+            new = Session(image=rgb, image_state=state, image_id=rec.image_id, file_name=f"{model.version}:ref",
+                          digest=image_digest(rgb), expression=rec.sentences[0], ref_id=rec.id, ref_version=rec.version,
+                          no_target=rec.no_target, targets=[Target(masks[i], None) for i in rec.instance_ids])
+            sessions.track(getattr(request, "session_hash", None), new)
+            return (rgb, rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split, rec.status, rec.annotator,
                     *render(new))
 
-        def delete_ref(rid: float | None):
+        def delete_ref(rid: float | None, who: str):
             if rid is None:
                 raise gr.Error("Type a ref id.")
             try:
-                store.delete_ref(int(rid))
+                store.delete_ref(int(rid), user=(who or "").strip())
             except StoreError as exc:
                 raise gr.Error(str(exc)) from None
-            return f"Deleted ref {int(rid)}.", store.stats(), _refs_rows()
+            return f"Deleted ref {int(rid)}."
 
         def export():
-            out = Path(tempfile.mkdtemp(prefix="deris_export_")) / "deris_dataset.zip"
+            clean_stale_exports(export_dir)
+            out = export_dir / f"deris_dataset_{time.strftime('%Y%m%d_%H%M%S')}.zip"
             try:
                 summary = export_zip(store, out)
             except StoreError as exc:
-                raise gr.Error(str(exc)) from None
+                raise gr.Error(str(exc).replace(str(export_dir), "the export folder")) from None
             gr.Info(f"Exported {summary['refs']} refs, {summary['annotations']} instances, {summary['images']} images.")
             return str(out)
 
-        def load_weights(w: str):
+        def load_weights(label: str | None):
+            if not switchable or label not in switchable:
+                raise gr.Error("Pick one of the weights the operator allowed.")
             try:
-                desc = model.load(w.strip(), device)
+                desc = model.load(switchable[label], device)
             except Exception as exc:  # noqa: BLE001 - any loading problem is reported, the old model stays
-                raise gr.Error(f"Could not load {w!r}: {exc}. The previous model stays active.") from None
+                raise gr.Error(f"Could not load {label} ({type(exc).__name__}). The previous model stays active; "
+                               "the server log has the details.") from None
             return f"<span class='model-note' id='model-note'>Model: {html.escape(desc)}</span>"
+
+        def client_left(request: gr.Request):
+            sessions.release(getattr(request, "session_hash", None))
 
         # --- wiring -----------------------------------------------------------------------
         seg_inputs = [image_in, expression, score_thr, mask_thr, sess_state]
@@ -488,15 +518,25 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         nt_btn.click(toggle_no_target, [sess_state], common, api_name="toggle_no_target")
         undo_btn.click(undo, [sess_state], common, api_name="undo")
         redo_btn.click(redo, [sess_state], common, api_name="redo")
-        save_btn.click(save, [annotator, split, status, extra, sess_state], [save_msg, progress, refs_table, sess_state],
-                       api_name="save")
-        refresh_btn.click(refresh, None, [progress, refs_table], api_name="refresh")
+        save_btn.click(save, [annotator, split, status, extra, sess_state], [save_msg, sess_state], api_name="save")
+        page_inputs = [page, f_status, f_split, f_annotator]
+        page_outputs = [refs_table, page_info, page]
+        refresh_btn.click(refresh, page_inputs, [progress, *page_outputs], api_name="refresh")
+        dataset_tab.select(refresh, page_inputs, [progress, *page_outputs], api_name=False)
+        for f in (f_status, f_split):
+            f.input(turn(-10**9), page_inputs, page_outputs, api_name=False)
+        f_annotator.submit(turn(-10**9), page_inputs, page_outputs, api_name=False)
+        prev_btn.click(turn(-1), page_inputs, page_outputs, api_name=False)
+        next_page_btn.click(turn(1), page_inputs, page_outputs, api_name=False)
+        page.submit(refs_page, page_inputs, page_outputs, api_name="refs_page")
         open_btn.click(open_ref, [ref_id, sess_state], [image_in, expression, extra, split, status, annotator, *common],
                        api_name="open_ref")
-        delete_btn.click(delete_ref, [ref_id], [save_msg, progress, refs_table], api_name="delete_ref")
+        delete_btn.click(delete_ref, [ref_id, annotator], [save_msg], api_name="delete_ref").then(
+            refresh, page_inputs, [progress, *page_outputs], api_name=False)
         export_btn.click(export, None, [export_file], api_name="export")
-        load_btn.click(load_weights, [weights_in], [model_md], api_name="load_weights")
-        demo.load(refresh, None, [progress, refs_table], api_name=False)
+        if switchable:
+            load_btn.click(load_weights, [weights_in], [model_md], api_name="load_weights")
+        demo.unload(client_left)
     return demo
 
 

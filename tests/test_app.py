@@ -110,13 +110,16 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     value = {"background": handle_file(str(bg_path)), "layers": [handle_file(str(layer_path))], "composite": None}
     out = c.predict(value, None, api_name="/edit_apply")
     assert "3 target instances" in _verdict(out)
-    msg, progress, table = c.predict("tester", "val", "done", "the circle\nthat red round shape", api_name="/save")
-    assert msg.startswith("Saved ref") and progress["refs"] == 1
+    msg = c.predict("tester", "val", "done", "the circle\nthat red round shape", api_name="/save")
+    progress, table, info, _ = c.predict(1, "", "", "", api_name="/refresh")
+    assert msg.startswith("Saved ref") and progress["refs"] == 1 and info.startswith("1 refs")
     # A second expression on the same image reuses the cached features; save it as no-target.
     out = c.predict(handle_file(str(sample_image)), "the purple elephant", 0.7, 0.5, api_name="/segment")
     if "NO TARGET" not in _verdict(out):
         out = c.predict(api_name="/toggle_no_target")
-    msg, progress, table = c.predict("tester", "testB", "reviewed", "", api_name="/save")
+    msg = c.predict("tester", "testB", "reviewed", "", api_name="/save")
+    progress, table, info, _ = c.predict(1, "reviewed", "", "", api_name="/refresh")
+    assert info.startswith("1 refs") and table["data"][0][5] == "testB"
     assert progress["refs"] == 2 and progress["no_target_refs"] == 1 and progress["images"] == 1
     zpath = c.predict(api_name="/export")
     with zipfile.ZipFile(zpath) as zf:
@@ -216,12 +219,8 @@ def test_bad_inputs_get_specific_messages_and_the_session_goes_on(server, sample
     assert "existence probability" in _verdict(out)  # long but allowed: truncated with a warning
     out = c.predict(handle_file(str(sample_image)), "красный круг 赤い円", 0.7, 0.5, api_name="/segment")
     assert "existence probability" in _verdict(out)  # non-Latin text is tokenised (unknown pieces)
-    with pytest.raises(AppError, match="Could not load"):
+    with pytest.raises(ValueError):  # the model cannot be switched unless the operator allowed it at launch
         c.predict(str(tmp_path / "missing.pth"), api_name="/load_weights")
-    junk = tmp_path / "junk.safetensors"
-    junk.write_bytes(b"not weights")
-    with pytest.raises(AppError, match="Could not load"):
-        c.predict(str(junk), api_name="/load_weights")
     with pytest.raises(AppError, match="Nothing to save"):
         Client(url, verbose=False).predict("x", "train", "done", "", api_name="/save")
     out = c.predict(handle_file(str(sample_image)), "the red circle", 0.7, 0.5, api_name="/segment")
@@ -244,3 +243,21 @@ def test_editor_mask_comes_back_at_full_resolution() -> None:
     erased = layer.copy()
     erased[10:30, 20:35, 3] = 0  # the eraser clears alpha
     assert read_editor_mask({"layers": [erased]}, (h, w)).sum() == 20 * 15
+
+
+def test_model_panel_only_offers_what_the_operator_allowed(studio_weights, tmp_path: Path) -> None:
+    weights, tok = studio_weights
+    junk = tmp_path / "secret_dir" / "junk.safetensors"
+    junk.parent.mkdir()
+    junk.write_bytes(b"not weights")
+    proc, url = start_server(weights, tok, tmp_path / "db.sqlite", ["--allow-weights", str(junk)])
+    try:
+        c = Client(url, verbose=False)
+        with pytest.raises(AppError, match="not in the list of choices|Pick one of the weights"):
+            c.predict("/etc/passwd", api_name="/load_weights")
+        with pytest.raises(AppError, match="Could not load junk.safetensors") as err:
+            c.predict("junk.safetensors", api_name="/load_weights")
+        assert "secret_dir" not in str(err.value)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
