@@ -18,10 +18,17 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from deris_core.postprocess import binary_masks, resize_nearest
 from deris_core.predictor import ImageState, Prediction
 
 MAX_UNDO = 50
 MAX_HISTORY_BYTES = 8 << 20
+
+
+def _candidate_mask(pred: Prediction, k: int) -> np.ndarray:
+    """A candidate's full-size mask as a bool *view* of the prediction's masks (no 16 MB copy at 4096²)."""
+    m = pred.mask(k)
+    return m.view(bool) if m.dtype == np.uint8 else m.astype(bool)
 
 
 @dataclass
@@ -33,22 +40,38 @@ class Target:
 
 @dataclass(frozen=True)
 class _Step:
-    """One undo step: the target set as compressed RLE."""
+    """One undo step. An unedited candidate is stored as (query, mask threshold): its pixels
+    come back from the prediction's logits; drawn or edited masks are kept as compressed RLE."""
 
-    rles: tuple[tuple[dict, int | None, bool], ...]
+    items: tuple[tuple[dict | float, int | None, bool], ...]
     no_target: bool
 
     @property
     def nbytes(self) -> int:
-        return 64 + sum(len(r["counts"]) + 48 for r, _, _ in self.rles)
+        return 64 + sum(48 + (len(r["counts"]) if isinstance(r, dict) else 8) for r, _, _ in self.items)
 
     @classmethod
-    def of(cls, targets: list[Target], no_target: bool) -> "_Step":
-        return cls(tuple((mask_utils.encode(np.asfortranarray(t.mask.astype(np.uint8))), t.candidate, t.edited)
-                         for t in targets), no_target)
+    def of(cls, targets: list[Target], no_target: bool, pred: Prediction | None) -> "_Step":
+        items = []
+        for t in targets:
+            if t.candidate is not None and not t.edited and pred is not None:
+                items.append((pred.mask_threshold, t.candidate, False))
+            else:
+                items.append((mask_utils.encode(np.asfortranarray(t.mask.astype(np.uint8))), t.candidate, t.edited))
+        return cls(tuple(items), no_target)
 
-    def restore(self) -> tuple[list[Target], bool]:
-        return [Target(mask_utils.decode(r).astype(bool), c, e) for r, c, e in self.rles], self.no_target
+    def restore(self, pred: Prediction | None) -> tuple[list[Target], bool]:
+        out = []
+        for r, c, e in self.items:
+            if isinstance(r, dict):
+                out.append(Target(mask_utils.decode(r).astype(bool), c, e))
+            elif pred is not None and r == pred.mask_threshold:
+                out.append(Target(_candidate_mask(pred, c), c, False))
+            else:  # another mask threshold: this one candidate's mask, at full size
+                assert pred is not None
+                small = binary_masks(pred.mask_logits[[c]], float(r)).numpy()
+                out.append(Target(resize_nearest(small, pred.original_size)[0].astype(bool), c, False))
+        return out, self.no_target
 
 
 @dataclass
@@ -69,7 +92,7 @@ class Session:
     redo_stack: list[_Step] = field(default_factory=list)
 
     def _snapshot(self) -> _Step:
-        return _Step.of(self.targets, self.no_target)
+        return _Step.of(self.targets, self.no_target, self.prediction)
 
     @staticmethod
     def _cap(stack: list[_Step]) -> None:
@@ -89,7 +112,7 @@ class Session:
             return False
         other.append(self._snapshot())
         self._cap(other)
-        self.targets, self.no_target = source.pop().restore()
+        self.targets, self.no_target = source.pop().restore(self.prediction)
         return True
 
     def undo(self) -> bool:
@@ -121,7 +144,7 @@ class Session:
         self.targets = [t for t in self.targets if t.candidate is None or t.candidate in wanted]
         for k in wanted:
             if k not in current:
-                self.targets.append(Target(self.prediction.mask(k).astype(bool), candidate=k))
+                self.targets.append(Target(_candidate_mask(self.prediction, k), candidate=k))
         if self.targets:
             self.no_target = False
 
@@ -129,7 +152,7 @@ class Session:
         """A new expression's result: the referred candidates become the target set (history restarts)."""
         self.expression, self.prediction, self.ref_id, self.ref_version = pred.expression, pred, None, None
         self.reset_targets()
-        self.targets = [Target(pred.mask(k).astype(bool), candidate=k) for k in pred.referred]
+        self.targets = [Target(_candidate_mask(pred, k), candidate=k) for k in pred.referred]
         self.no_target = pred.no_target
 
     def rethreshold(self, score_threshold: float, mask_threshold: float) -> None:
@@ -141,7 +164,7 @@ class Session:
         self.prediction = pred
         kept = [t for t in self.targets if t.candidate is None or t.edited]
         taken = {t.candidate for t in kept}
-        self.targets = kept + [Target(pred.mask(k).astype(bool), candidate=k) for k in pred.referred if k not in taken]
+        self.targets = kept + [Target(_candidate_mask(pred, k), candidate=k) for k in pred.referred if k not in taken]
         self.no_target = not self.targets and pred.no_target
 
     def union(self) -> np.ndarray | None:
