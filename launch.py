@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_from_env()
     from app.store import Store, StoreError
-    from app.ui import CSS, SHORTCUTS_JS, build_app
+    from app.ui import CSS, SHORTCUTS_JS, build_app, export_folder
 
     try:
         store = Store(db)
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,
-        allowed_paths=[str(Path(__file__).resolve().parent / "assets")],
+        allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store))],
     )
     return 0
 

@@ -207,13 +207,18 @@ def render(sess: Session) -> tuple:
 # --- the app ------------------------------------------------------------------------------
 
 
+def export_folder(store: Store) -> Path:
+    """Where the app writes exports: next to the database (pass it to ``launch(allowed_paths=...)``)."""
+    return store.path.with_name(store.path.stem + "_exports")
+
+
 def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto",
               switchable: dict[str, str] | None = None, export_dir: Path | None = None,
               sessions: SessionRegistry | None = None) -> gr.Blocks:
     """The studio. ``switchable`` maps the labels of weights the operator allows visitors to load to
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
     (default: next to the database) and old or half-written ones are removed."""
-    export_dir = export_dir or store.path.with_name(store.path.stem + "_exports")
+    export_dir = export_dir or export_folder(store)
     sessions = sessions if sessions is not None else SessionRegistry()
     clean_stale_exports(export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
@@ -501,7 +506,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             return f"<span class='model-note' id='model-note'>Model: {html.escape(desc)}</span>"
 
         def client_left(request: gr.Request):
-            sessions.release(getattr(request, "session_hash", None))
+            if sessions.release(getattr(request, "session_hash", None)):
+                print(f"a client left: its session was freed ({len(sessions)} live)", flush=True)
 
         # --- wiring -----------------------------------------------------------------------
         seg_inputs = [image_in, expression, score_thr, mask_thr, sess_state]

@@ -29,9 +29,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(weights: Path, tok: Path, db: Path, extra: list[str] | None = None) -> tuple[subprocess.Popen, str]:
+def start_server(weights: Path, tok: Path, db: Path, extra: list[str] | None = None,
+                 env_extra: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "2"}
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "2", **(env_extra or {})}
     # the tokenizer sits next to the weights for our safetensors files
     if tok.parent != weights.parent:
         raise RuntimeError("tokenizer must sit next to the weights")
@@ -56,10 +57,14 @@ def start_server(weights: Path, tok: Path, db: Path, extra: list[str] | None = N
 def server(studio_weights, tmp_path_factory):
     weights, tok = studio_weights
     db = tmp_path_factory.mktemp("db") / "studio.sqlite"
-    proc, url = start_server(weights, tok, db)
+    tmp = tmp_path_factory.mktemp("server_tmp")
+    proc, url = start_server(weights, tok, db, env_extra={"TMPDIR": str(tmp)})
     yield url, db
     proc.terminate()
     proc.wait(timeout=30)
+    # the app leaves nothing in the system's temporary folder (exports live next to the database)
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("deris")] == []
+    assert all(p.suffix == ".zip" for p in db.with_name("studio_exports").iterdir())
 
 
 @pytest.fixture(scope="module")

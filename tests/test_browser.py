@@ -99,7 +99,29 @@ def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
 
         with zipfile.ZipFile(out) as zf:
             assert "grefcoco/grefs(unc).json" in zf.namelist()
+        # leaving the page frees the session's image, features and history on the server at once
+        page.goto("about:blank")
+        assert _wait_for_line(proc, "its session was freed", 60), "the server did not free the session of a client that left"
     finally:
         proc.terminate()
         proc.wait(timeout=30)
     assert (SCREENSHOT_DIR / "screenshot.png").stat().st_size > 10_000
+
+
+def _wait_for_line(proc, text: str, timeout: float) -> bool:
+    """Read the server's output (in a thread: a buffered pipe defeats select) until ``text`` appears."""
+    import queue
+    import threading
+
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(line) for line in iter(proc.stdout.readline, "")], daemon=True).start()
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if text in lines.get(timeout=1.0):
+                return True
+        except queue.Empty:
+            pass
+    return False

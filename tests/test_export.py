@@ -197,3 +197,21 @@ def test_import_plain_coco_and_cli(tmp_path: Path) -> None:
     assert r.returncode == 2 and "official layout" in r.stderr and "Traceback" not in r.stderr
     r = run("stats", "--db", str(tmp_path / "missing.sqlite"))
     assert r.returncode == 2 and "not found" in r.stderr
+
+
+def test_stale_and_half_written_exports_are_cleaned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from app.export import clean_stale_exports
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / ".a.zip.123.tmp").write_bytes(b"killed mid-way")
+    old = folder / "old.zip"
+    old.write_bytes(b"zip")
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    fresh = folder / "fresh.zip"
+    fresh.write_bytes(b"zip")
+    assert clean_stale_exports(folder) == 2
+    assert [p.name for p in folder.iterdir()] == ["fresh.zip"]

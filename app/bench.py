@@ -1,0 +1,128 @@
+"""Benchmarks of the studio's server side (prints figures; never a timed test).
+
+    python -m app.bench store [--refs 100000] [--db PATH]
+
+``store``: a database with N refs (made once in bulk), then the median time of what an
+annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit (versioned), and
+loading the Dataset view (counts + the first page of 50 refs, and a deep page).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .store import Store, encode_mask, mask_bbox
+
+
+def _median_ms(fn, n: int) -> float:
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def fill(store: Store, refs: int, images: int = 2000, seed: int = 0) -> None:
+    """Bulk-insert ``refs`` refs over ``images`` 640x480 images (1-3 sentences, 0-2 targets each)."""
+    rng = np.random.default_rng(seed)
+    now = time.time()
+    with store._tx() as db:  # one transaction: seconds, not minutes
+        db.executemany("INSERT INTO images (id, sha256, file_name, original_name, width, height, created_at) "
+                       "VALUES (?,?,?,?,?,?,?)", [(i, f"bench{i}", f"img{i}.jpg", f"img{i}.jpg", 640, 480, now)
+                                                  for i in range(1, images + 1)])
+        db.execute("INSERT OR IGNORE INTO categories (id, name) VALUES (1, 'object')")
+        inst_rows = []
+        for i in range(1, images + 1):
+            for k in range(3):
+                m = np.zeros((480, 640), bool)
+                x, y = rng.integers(0, 500), rng.integers(0, 350)
+                m[y:y + 100, x:x + 120] = True
+                inst_rows.append(((i - 1) * 3 + k + 1, i, 1, json.dumps(encode_mask(m)), json.dumps(mask_bbox(m)),
+                                  int(m.sum()), "import", now, now))
+        db.executemany("INSERT INTO instances (id, image_id, category_id, rle, bbox, area, source, created_at, updated_at) "
+                       "VALUES (?,?,?,?,?,?,?,?,?)", inst_rows)
+        ref_rows, sent_rows, target_rows, event_rows = [], [], [], []
+        statuses = ["draft", "done", "reviewed", "rejected"]
+        for r in range(1, refs + 1):
+            img = int(rng.integers(1, images + 1))
+            n_t = int(rng.integers(0, 3))
+            ref_rows.append((r, img, "train", int(n_t == 0), f"annotator{r % 7}", statuses[r % 4], now, now))
+            for pos in range(int(rng.integers(1, 4))):
+                sent_rows.append((r, f"the object number {r} seen from side {pos}", pos))
+            for pos in range(n_t):
+                target_rows.append((r, (img - 1) * 3 + pos + 1, pos))
+            event_rows.append((r, now, f"annotator{r % 7}", "create", "{}"))
+        db.executemany("INSERT INTO refs (id, image_id, split, no_target, annotator, status, created_at, updated_at) "
+                       "VALUES (?,?,?,?,?,?,?,?)", ref_rows)
+        db.executemany("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,?)", sent_rows)
+        db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)", target_rows)
+        db.executemany("INSERT INTO events (ref_id, at, user, action, detail) VALUES (?,?,?,?,?)", event_rows)
+
+
+def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
+    folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
+    path = db or Path(folder.name) / "bench.sqlite"
+    store = Store(path)
+    t0 = time.perf_counter()
+    if store.stats()["refs"] < refs:
+        fill(store, refs)
+    fill_s = time.perf_counter() - t0
+    rng = np.random.default_rng(1)
+    masks = []
+    for _ in range(repeats):
+        m = np.zeros((480, 640), bool)
+        x, y = rng.integers(0, 500), rng.integers(0, 350)
+        m[y:y + 90, x:x + 110] = True
+        masks.append(m)
+    it = iter(masks)
+    new_ids: list[int] = []
+    save_ms = _median_ms(lambda: new_ids.append(store.save_ref(17, ["the thing on the left"], masks=[next(it)],
+                                                                annotator="bench")), repeats)
+    rid, version = new_ids[-1], 1
+    state = {"v": version}
+
+    def edit() -> None:
+        store.save_ref(17, ["the thing on the left", f"edit {state['v']}"], instance_ids=store.ref(rid).instance_ids,
+                       ref_id=rid, expected_version=state["v"], annotator="bench")
+        state["v"] += 1
+
+    edit_ms = _median_ms(edit, 20)
+    assert store.ref(rid).version == 21, "the edits were not saved"
+    first_page_ms = _median_ms(lambda: (store.stats(), store.refs_page(0, 50)), 20)
+    deep_page_ms = _median_ms(lambda: store.refs_page(50 * 1500, 50), 20)
+    filtered_ms = _median_ms(lambda: store.refs_page(0, 50, status="reviewed", annotator="annotator3"), 20)
+    out = {"refs": store.stats()["refs"], "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
+           "save_edit_ms": round(edit_ms, 2), "first_page_with_counts_ms": round(first_page_ms, 2),
+           "page_1500_ms": round(deep_page_ms, 2), "filtered_first_page_ms": round(filtered_ms, 2)}
+    store.close()
+    folder.cleanup()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("store", help="save and page-load times with many refs")
+    s.add_argument("--refs", type=int, default=100_000)
+    s.add_argument("--db", type=Path, help="reuse (or create) this database instead of a temporary one")
+    s.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    res = bench_store(args.refs, args.db)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:28s} {v}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
