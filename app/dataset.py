@@ -1,5 +1,6 @@
 """Scripted curation of a DeRIS Studio database: imports, export and counts.
 
+    python -m app.dataset import-images DIR --db DB [--split S]
     python -m app.dataset import-grefcoco DIR --db DB
     python -m app.dataset import-coco INSTANCES_JSON IMAGE_DIR --db DB
     python -m app.dataset export --db DB --out dataset.zip [--status reviewed] [--split val] [--annotator NAME]
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from deris_core.data.refer import DataError
 
+from .collection import import_images
 from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_to_mask, read_zip, to_grefcoco,
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
@@ -31,6 +33,11 @@ __all__ = ["ImportRefused", "export_zip", "import_coco", "import_grefcoco", "imp
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.dataset", description="Scripted curation of a DeRIS Studio database.")
     sub = p.add_subparsers(dest="cmd", required=True)
+    i = sub.add_parser("import-images", help="add a folder of images (recursive) to the collection")
+    i.add_argument("dir")
+    i.add_argument("--db", required=True)
+    i.add_argument("--split", default="", choices=["", *SPLITS], help="the split these images belong to")
+    i.add_argument("--max-side", type=int, default=4096, help="larger images are scaled down and copied")
     a = sub.add_parser("import-grefcoco", help="import a dataset in the official gRefCOCO layout")
     a.add_argument("dir")
     a.add_argument("--db", required=True)
@@ -52,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.cmd in ("stats", "export") and not Path(args.db).is_file():
             raise StoreError(f"database not found: {args.db}")
         store = Store(args.db)
-        if args.cmd == "import-grefcoco":
+        if args.cmd == "import-images":
+            res = import_images(store, args.dir, args.split, args.max_side).summary()
+        elif args.cmd == "import-grefcoco":
             res = import_grefcoco(store, args.dir)
         elif args.cmd == "import-coco":
             res = import_coco(store, args.instances_json, args.image_dir)

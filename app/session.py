@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from deris_core.postprocess import binary_masks, resize_nearest
 from deris_core.predictor import ImageState, Prediction
 
 MAX_UNDO = 50
@@ -67,10 +66,9 @@ class _Step:
                 out.append(Target(mask_utils.decode(r).astype(bool), c, e))
             elif pred is not None and r == pred.mask_threshold:
                 out.append(Target(_candidate_mask(pred, c), c, False))
-            else:  # another mask threshold: this one candidate's mask, at full size
+            else:  # another mask threshold: this candidate's mask under it, as its own array
                 assert pred is not None
-                small = binary_masks(pred.mask_logits[[c]], float(r)).numpy()
-                out.append(Target(resize_nearest(small, pred.original_size)[0].astype(bool), c, False))
+                out.append(Target(pred.with_thresholds(mask_threshold=float(r)).mask(c).astype(bool), c, False))
         return out, self.no_target
 
 

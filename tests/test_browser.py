@@ -41,6 +41,7 @@ def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
     page = browser_page
     try:
         page.goto(url)
+        page.get_by_text("Add an image (upload, paste, webcam, examples)").click()
         page.wait_for_selector("#image-input input[type=file]", state="attached", timeout=60_000)
         page.set_input_files("#image-input input[type=file]", str(image))
         page.wait_for_selector("#image-input img", timeout=30_000)
@@ -52,7 +53,8 @@ def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
         checkboxes = page.locator("#candidates input[type=checkbox]")
         checkboxes.first.wait_for(timeout=30_000)
         assert checkboxes.count() == 10
-        assert page.locator("#gallery img").count() >= 1
+        page.get_by_text("Candidate masks", exact=True).first.click()
+        page.wait_for_selector("#gallery img", timeout=30_000)
         was = checkboxes.first.is_checked()
         before = page.locator("#verdict").inner_text()
 

@@ -193,11 +193,16 @@ class Store:
 
     def load_image(self, image_id: int) -> np.ndarray | None:
         """The pixels of a stored image, or None when only its record is known."""
+        from deris_core.preprocess import ImageError, load_image
+
         rec = self.image(image_id)
         if not rec.path or not Path(rec.path).is_file():
             return None
-        bgr = cv2.imread(rec.path, cv2.IMREAD_COLOR)
-        return None if bgr is None else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        try:  # the same decoding as at import (colour modes, EXIF rotation, size guards)
+            rgb = load_image(rec.path)
+        except ImageError:
+            return None
+        return rgb if rgb.shape[:2] == (rec.height, rec.width) else None
 
     def category_id(self, name: str = DEFAULT_CATEGORY, supercategory: str = "") -> int:
         name = " ".join(str(name or DEFAULT_CATEGORY).split())[:MAX_NAME_CHARS] or DEFAULT_CATEGORY

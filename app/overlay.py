@@ -1,0 +1,93 @@
+"""The annotate view's picture: numbered targets that stay visible on any image (pure, no Gradio).
+
+Each target gets a strong palette colour, a translucent fill, a two-tone outline (dark outside,
+colour inside, so it reads on light and dark content alike) and a numbered badge that matches
+its row in the candidate list. A no-target verdict puts a red frame and a *NO TARGET* bar on the
+picture. Small images are enlarged (nearest neighbour) so that badges and outlines stay crisp;
+:func:`view_scale` says by how much, to map clicks back to image pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+
+# strong, mutually distinct colours (no greys, no near-whites)
+COLOURS = np.array([
+    (255, 0, 102), (0, 200, 255), (255, 200, 0), (150, 60, 255), (0, 230, 120), (255, 110, 0),
+    (255, 0, 255), (0, 120, 255), (180, 255, 0), (255, 80, 80), (0, 255, 220), (255, 160, 200),
+], np.uint8)
+MIN_VIEW_SIDE = 512
+FILL_ALPHA = 0.4
+
+
+def colour(rank: int) -> tuple[int, int, int]:
+    return tuple(int(v) for v in COLOURS[rank % len(COLOURS)])
+
+
+def view_scale(shape: tuple[int, ...]) -> int:
+    """How many times a small image is enlarged for display (1 for images of 512 px and more)."""
+    side = max(shape[:2])
+    return max(1, -(-MIN_VIEW_SIDE // max(1, side)))
+
+
+def _badge_centre(mask: np.ndarray) -> tuple[int, int] | None:
+    """A point well inside the mask (the maximum of its distance transform, on a reduced copy)."""
+    h, w = mask.shape
+    s = min(1.0, 256 / max(h, w))
+    small = mask.astype(np.uint8)
+    if s < 1:
+        small = cv2.resize(small, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_NEAREST)
+    if not small.any():
+        ys, xs = np.nonzero(mask)
+        return (int(xs.mean()), int(ys.mean())) if len(xs) else None
+    dist = cv2.distanceTransform(np.pad(small, 1), cv2.DIST_L2, 3)[1:-1, 1:-1]
+    y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+    return int((x + 0.5) / s), int((y + 0.5) / s)
+
+
+def render(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str], ranks: Sequence[int],
+           no_target: bool = False) -> np.ndarray:
+    """The target set on ``image`` (RGB uint8), enlarged by :func:`view_scale`.
+
+    ``labels[i]`` is the badge text of mask ``i`` and ``ranks[i]`` picks its colour (the
+    candidate's row in the list, so picture and list agree).
+    """
+    k = view_scale(image.shape)
+    base = image if k == 1 else cv2.resize(image, (image.shape[1] * k, image.shape[0] * k), interpolation=cv2.INTER_NEAREST)
+    out = base.copy()
+    big = [m if k == 1 else cv2.resize(m.astype(np.uint8), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST)
+           for m in masks]
+    side = max(base.shape[:2])
+    line = max(1, round(side / 500))
+    for m, r in zip(big, ranks):
+        sel = m.astype(bool, copy=False)
+        c = np.array(colour(r), np.uint16)
+        out[sel] = ((out[sel].astype(np.uint16) * round((1 - FILL_ALPHA) * 256) + c * round(FILL_ALPHA * 256)) >> 8)
+    for m, r in zip(big, ranks):
+        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+        cv2.drawContours(out, contours, -1, (0, 0, 0), line + 2, cv2.LINE_AA)
+        cv2.drawContours(out, contours, -1, colour(r), line, cv2.LINE_AA)
+    radius = max(9, round(side / 45))
+    font = radius / 16
+    for m, r, text in zip(big, ranks, labels):
+        centre = _badge_centre(m)
+        if centre is None:
+            continue
+        cv2.circle(out, centre, radius + 2, (0, 0, 0), -1, cv2.LINE_AA)
+        cv2.circle(out, centre, radius, colour(r), -1, cv2.LINE_AA)
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, font, max(1, round(font * 2)))
+        org = (centre[0] - tw // 2, centre[1] + th // 2)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font, (0, 0, 0), max(2, round(font * 4)), cv2.LINE_AA)
+        cv2.putText(out, text, org, cv2.FONT_HERSHEY_SIMPLEX, font, (255, 255, 255), max(1, round(font * 2)), cv2.LINE_AA)
+    if no_target:
+        frame = max(4, round(side / 100))
+        cv2.rectangle(out, (0, 0), (out.shape[1] - 1, out.shape[0] - 1), (220, 20, 20), frame)
+        bar = max(24, round(side / 14))
+        cv2.rectangle(out, (0, 0), (out.shape[1], bar), (220, 20, 20), -1)
+        scale = bar / 34
+        cv2.putText(out, "NO TARGET", (frame + 6, int(bar * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                    max(1, round(scale * 2)), cv2.LINE_AA)
+    return out

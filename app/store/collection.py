@@ -1,0 +1,129 @@
+"""The collection as a queue: filtered, ordered image lists, positions, neighbours and progress.
+
+Images are ordered by id (the order they entered the collection). Every query is one indexed
+SQL statement, so moving through 100 000 images stays fast. Nothing here knows Gradio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .store import Store
+
+
+@dataclass(frozen=True)
+class ImageFilter:
+    """Which images the queue shows; empty fields do not filter.
+
+    ``status`` is a ref status (images with at least one such ref), ``"none"`` (images without
+    refs) or ``"todo"`` (no refs, or a ref still in draft / to verify).
+    """
+
+    name: str = ""
+    split: str = ""
+    status: str = ""
+    annotator: str = ""
+
+    def where(self) -> tuple[str, list]:
+        cond, args = [], []
+        if self.name.strip():
+            cond.append("(i.file_name LIKE ? ESCAPE '\\' OR i.original_name LIKE ? ESCAPE '\\')")
+            pat = "%" + self.name.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pat, pat]
+        if self.split:
+            cond.append("(i.split = ? OR EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.split = ?))")
+            args += [self.split, self.split]
+        if self.status == "none":
+            cond.append("NOT EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id)")
+        elif self.status == "todo":
+            cond.append("(NOT EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id) OR EXISTS "
+                        "(SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.status IN ('draft', 'predicted')))")
+        elif self.status:
+            cond.append("EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.status = ?)")
+            args.append(self.status)
+        if self.annotator.strip():
+            cond.append("EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.annotator = ?)")
+            args.append(self.annotator.strip())
+        return (" WHERE " + " AND ".join(cond)) if cond else "", args
+
+
+@dataclass
+class ImageRow:
+    id: int
+    file_name: str
+    split: str
+    refs: int
+    width: int
+    height: int
+
+
+def image_page(store: Store, flt: ImageFilter, offset: int = 0, limit: int = 30) -> tuple[list[ImageRow], int]:
+    """One page of the queue (by id) and the number of images that pass the filter."""
+    where, args = flt.where()
+    total = store._query(f"SELECT COUNT(*) FROM images i{where}", args)[0][0]
+    rows = store._query(
+        f"SELECT i.id, i.file_name, i.split, (SELECT COUNT(*) FROM refs r WHERE r.image_id = i.id), i.width, i.height "
+        f"FROM images i{where} ORDER BY i.id LIMIT ? OFFSET ?", [*args, max(1, limit), max(0, offset)])
+    return [ImageRow(*r) for r in rows], int(total)
+
+
+def position(store: Store, flt: ImageFilter, image_id: int) -> tuple[int, int]:
+    """``(index, total)``: how many filtered images come before ``image_id``, and how many there are."""
+    where, args = flt.where()
+    total = store._query(f"SELECT COUNT(*) FROM images i{where}", args)[0][0]
+    cond = where + (" AND" if where else " WHERE") + " i.id < ?"
+    before = store._query(f"SELECT COUNT(*) FROM images i{cond}", [*args, image_id])[0][0]
+    return int(before), int(total)
+
+
+def neighbour(store: Store, flt: ImageFilter, image_id: int | None, step: int = 1, without_refs: bool = False,
+              wrap: bool = False) -> int | None:
+    """The next (``step`` 1) or previous (-1) filtered image after ``image_id`` (None: the first/last one).
+
+    ``without_refs`` skips images that already have refs; ``wrap`` continues from the other end.
+    """
+    where, args = flt.where()
+    if without_refs:
+        where += (" AND" if where else " WHERE") + " NOT EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id)"
+    op, order = (">", "ASC") if step > 0 else ("<", "DESC")
+    if image_id is not None:
+        cond = where + (" AND" if where else " WHERE") + f" i.id {op} ?"
+        row = store._query(f"SELECT i.id FROM images i{cond} ORDER BY i.id {order} LIMIT 1", [*args, image_id])
+        if row:
+            return int(row[0][0])
+        if not wrap:
+            return None
+    row = store._query(f"SELECT i.id FROM images i{where} ORDER BY i.id {order} LIMIT 1", args)
+    found = int(row[0][0]) if row else None
+    return None if found == image_id else found
+
+
+def nth(store: Store, flt: ImageFilter, index: int) -> int | None:
+    """The id of the filtered image at ``index`` (0-based)."""
+    rows, _ = image_page(store, flt, index, 1)
+    return rows[0].id if rows else None
+
+
+def progress(store: Store) -> dict:
+    """Images done / total, refs by status, no-target and multi-target shares, and per-annotator counts.
+
+    An image is *done* when it has refs and none of them is a draft or waits to be verified.
+    """
+    q = store._query
+    images = q("SELECT COUNT(*) FROM images")[0][0]
+    with_refs = q("SELECT COUNT(DISTINCT image_id) FROM refs")[0][0]
+    open_images = q("SELECT COUNT(DISTINCT image_id) FROM refs WHERE status IN ('draft', 'predicted')")[0][0]
+    refs = q("SELECT COUNT(*) FROM refs")[0][0]
+    by_status = dict(q("SELECT status, COUNT(*) FROM refs GROUP BY status"))
+    no_target = q("SELECT COUNT(*) FROM refs WHERE no_target = 1")[0][0]
+    multi = q("SELECT COUNT(*) FROM (SELECT ref_id FROM ref_instances GROUP BY ref_id HAVING COUNT(*) > 1)")[0][0]
+    people = q("SELECT annotator, COUNT(*), SUM(no_target), SUM(status = 'done'), SUM(status = 'reviewed'), "
+               "SUM(status = 'rejected'), COUNT(DISTINCT image_id) FROM refs GROUP BY annotator ORDER BY COUNT(*) DESC")
+    return {
+        "images": images, "images_with_refs": with_refs, "images_done": with_refs - open_images,
+        "refs": refs, "by_status": by_status,
+        "no_target_share": no_target / refs if refs else 0.0,
+        "multi_target_share": multi / refs if refs else 0.0,
+        "annotators": [{"annotator": a or "(anonymous)", "refs": n, "no_target": nt or 0, "done": d or 0,
+                        "reviewed": rv or 0, "rejected": rj or 0, "images": im} for a, n, nt, d, rv, rj, im in people],
+    }

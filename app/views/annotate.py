@@ -1,0 +1,351 @@
+"""The annotate view: the collection as a queue, the expression, the picture with click-to-pick,
+the candidates, this image's saved refs, and saving.
+
+Keys (see ``app.ui.SHORTCUTS_JS``): A / D previous / next image and Shift+D the next image
+without refs (outside text boxes), Enter runs the expression, a click on the picture adds or
+removes the object under it, Ctrl+Enter saves.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+
+from deris_core.preprocess import ImageError, load_image
+from deris_core.tokenizer import TokenizerError
+
+from ..collection import thumbnail_file
+from ..overlay import view_scale
+from ..picking import hit
+from ..session import Session, Target
+from ..store import SPLITS, STATUSES, ConflictError, StoreError, image_digest
+from ..store.collection import ImageFilter, image_page, neighbour, nth, position
+from . import display
+from .context import Studio, render
+
+THUMBS_PER_PAGE = 24
+REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "updated"]
+
+try:  # Hugging Face ZeroGPU: request a GPU for the model calls; a no-op elsewhere
+    import spaces  # type: ignore
+
+    gpu = spaces.GPU
+except Exception:  # noqa: BLE001 - the package is optional
+
+    def gpu(fn):
+        return fn
+
+
+def _pass_file_through(payload):
+    """Pre-processing for the upload: hand over the file untouched, so that
+    :func:`deris_core.preprocess.load_image` decodes it and names any problem."""
+    return None if payload is None else str(payload.path)
+
+
+def layout(studio: Studio) -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Row(elem_classes="queue-bar"):
+                c.queue_pos = gr.HTML(display.queue_html(None, 0), elem_id="queue-pos-box")
+                c.prev_img = gr.Button("◀ Prev (A, PgUp)", size="sm", elem_id="prev-img", scale=0, min_width=120)
+                c.next_img = gr.Button("Next ▶ (D, PgDn)", size="sm", elem_id="next-img", scale=0, min_width=120)
+                c.next_empty = gr.Button("Next without refs (Shift+D)", size="sm", elem_id="next-empty", scale=0,
+                                         min_width=200)
+            c.result = gr.Image(label="Click an object to add or remove it", interactive=False, elem_id="result",
+                                height=520, format="jpeg", show_label=True)
+            c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
+                                      max_lines=1, elem_id="expression")
+            with gr.Row():
+                c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=1)
+                c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=1)
+                c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
+                                          elem_id="keep-expr", scale=2)
+            with gr.Accordion("Thresholds", open=False):
+                c.score_thr = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Score threshold", elem_id="score-thr")
+                c.mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
+            with gr.Accordion("Add an image (upload, paste, webcam, examples)", open=False, elem_id="upload-box"):
+                c.image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
+                                      elem_id="image-input", height=260)
+                c.image_in.preprocess = _pass_file_through
+                examples_dir = Path(__file__).resolve().parents[2] / "assets" / "examples"
+                examples = sorted(p for p in examples_dir.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+                if examples:
+                    gr.Examples([[str(p)] for p in examples], inputs=[c.image_in], label="Examples")
+        with gr.Column(scale=2):
+            c.verdict = gr.HTML(display.verdict_html(Session()), elem_id="verdict-box")
+            c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
+                                            choices=[], elem_id="candidates")
+            c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
+                                        label="Refs on this image (click a row to reopen it)", wrap=True, max_height=240)
+            with gr.Accordion("Candidate masks", open=False):
+                c.gallery = gr.Gallery(label="Candidate masks", columns=5, height=200, elem_id="gallery", format="jpeg")
+            with gr.Accordion("Collection: filter and jump", open=False, elem_id="collection-box"):
+                with gr.Row():
+                    c.f_name = gr.Textbox(label="File name contains", elem_id="q-name", scale=2)
+                    c.f_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="q-split", scale=1)
+                    c.f_status = gr.Dropdown([("any", ""), ("no refs", "none"), ("to do", "todo"), *[(s, s) for s in STATUSES]],
+                                             value="", label="Status", elem_id="q-status", scale=1)
+                    c.f_annotator = gr.Textbox(label="Annotator", elem_id="q-annotator", scale=1)
+                c.thumbs = gr.Gallery(label="Images (click to open)", columns=6, height=260, elem_id="thumbs",
+                                      allow_preview=False, format="jpeg")
+                with gr.Row():
+                    c.thumb_prev = gr.Button("◀ Earlier images", size="sm", elem_id="thumbs-prev")
+                    c.thumb_page = gr.Number(value=0, visible=False, precision=0)
+                    c.thumb_next = gr.Button("Later images ▶", size="sm", elem_id="thumbs-next")
+    return c
+
+
+def save_layout() -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        c.annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator")
+        c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
+        c.status = gr.Dropdown(list(STATUSES), value="done", label="Review status", scale=1, elem_id="status")
+        c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
+        c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
+    c.save_msg = gr.Markdown("", elem_id="save-msg")
+    return c
+
+
+def wire(studio: Studio, c: SimpleNamespace) -> None:
+    model, store = studio.model, studio.store
+    common = [c.result, c.verdict, c.candidates, c.gallery, c.target_pick, c.sess_state]
+
+    def _flt(name: str, split: str, status: str, annotator: str) -> ImageFilter:
+        return ImageFilter(name or "", split or "", status or "", annotator or "")
+
+    def _image_refs(sess: Session) -> list[list]:
+        if sess.image_id is None:
+            return []
+        rows, _ = store.refs_page(0, 200, image_id=sess.image_id, newest_first=False)
+        return display.ref_rows(rows, with_image=False)
+
+    def _queue(sess: Session, flt: ImageFilter) -> str:
+        if sess.image_id is None:
+            return display.queue_html(None, position(store, flt, 0)[1])
+        index, total = position(store, flt, sess.image_id)
+        return display.queue_html(index, total, store.image(sess.image_id).file_name)
+
+    def _session_for(rgb, image_id: int | None, key: str, digest: str | None = None) -> Session:
+        state = model.get().set_image(rgb)
+        return Session(image=rgb, image_state=state, image_id=image_id, file_name=key, digest=digest or image_digest(rgb))
+
+    def _predict(sess: Session, text: str, st: float, mt: float) -> None:
+        text = " ".join((text or "").split())
+        if not text:
+            raise gr.Error("Type an expression first.")
+        try:
+            pred = model.get().predict(text, image=sess.image_state, score_threshold=st, mask_threshold=mt)
+        except TokenizerError as exc:
+            raise gr.Error(f"Cannot use this expression: {exc}") from None
+        if pred.truncated:
+            gr.Warning(f"The expression is long: only its first {model.get().cfg.max_token - 2} tokens were used.")
+        sess.apply_prediction(pred)
+        sess.expression = text
+
+    def _from_upload(path: str, sess: Session) -> Session:
+        key = display.file_key(path, model.version)
+        if sess.image is not None and sess.file_name == key and sess.image_state is not None:
+            return sess
+        try:
+            rgb = load_image(path)
+        except ImageError as exc:
+            raise gr.Error(f"Cannot use this image: {str(exc).replace(str(path), Path(path).name)}") from None
+        rgb, resized = display.fit(rgb, studio.max_image_side)
+        digest = image_digest(rgb)
+        if sess.image_state is not None and sess.digest == digest and (sess.file_name or "").split(":")[0] == str(model.version):
+            sess.file_name = key  # the same pixels under another file: keep the cached features
+            return sess
+        if resized:
+            gr.Warning(f"The image was scaled down to {rgb.shape[1]}x{rgb.shape[0]} "
+                       f"(--max-image-side {studio.max_image_side}).")
+        return _session_for(rgb, None, key, digest)
+
+    @gpu
+    def segment(path: str | None, text: str, st: float, mt: float, sess: Session, request: gr.Request):
+        if path:
+            sess = _from_upload(path, sess)
+        elif sess.image is None:
+            raise gr.Error("Give an image first: open one of the collection, or upload, paste or pick an example.")
+        elif sess.image_state is None or (sess.file_name or "").split(":")[0] != str(model.version):
+            sess.image_state = model.get().set_image(sess.image)  # the model changed meanwhile
+            sess.file_name = f"{model.version}:{sess.digest}"
+        studio.track(request, sess)
+        _predict(sess, text, st, mt)
+        return render(sess)
+
+    def rethreshold(st: float, mt: float, sess: Session):
+        sess.rethreshold(st, mt)
+        return render(sess)
+
+    def select_candidates(wanted: list[int] | None, sess: Session):
+        if sess.prediction is not None:
+            sess.toggle_candidates([int(k) for k in (wanted or [])])
+        return render(sess)
+
+    def pick(sess: Session, evt: gr.SelectData):
+        if sess.image is None or evt is None or evt.index is None:
+            return render(sess)
+        k = view_scale(sess.image.shape)
+        x, y = int(evt.index[0]) // k, int(evt.index[1]) // k
+        action = hit(sess.prediction, [t.mask for t in sess.targets], x, y)
+        if action.action == "remove":
+            sess.change()
+            del sess.targets[action.target]
+        elif action.action == "add":
+            sess.toggle_candidates(sess.selected_candidates() + [action.candidate])
+        else:
+            gr.Info("No candidate covers that point: draw it in the Correct tab.")
+        return render(sess)
+
+    def open_image(image_id: int | None, sess: Session, keep: bool, text: str, st: float, mt: float,
+                   flt: ImageFilter, request: gr.Request | None):
+        """Show a collection image (features computed once); with *keep*, run the kept expression on it."""
+        if image_id is None:
+            gr.Info("No more images in this direction" + (" that match the filter." if flt != ImageFilter() else "."))
+            return (gr.update(), *render(sess), _queue(sess, flt), _image_refs(sess), gr.update(), gr.update())
+        rgb = store.load_image(image_id)
+        if rgb is None:
+            raise gr.Error(f"The pixels of image {image_id} are not available (imported by reference, file missing).")
+        if max(rgb.shape[:2]) > studio.max_image_side:
+            raise gr.Error(f"Image {image_id} is larger than --max-image-side {studio.max_image_side}.")
+        new = _session_for(rgb, image_id, f"{model.version}:store:{image_id}")
+        studio.track(request, new)
+        expr = text if keep else ""
+        if keep and (text or "").strip():
+            _predict(new, text, st, mt)
+        return (None, *render(new), _queue(new, flt), _image_refs(new), expr, "")
+
+    nav_inputs = [c.sess_state, c.keep_expr, c.expression, c.score_thr, c.mask_thr, c.f_name, c.f_split, c.f_status,
+                  c.f_annotator]
+    nav_outputs = [c.image_in, *common, c.queue_pos, c.image_refs, c.expression, c.save_msg]
+
+    def step(delta: int, without_refs: bool = False):
+        def go(sess, keep, text, st, mt, name, split, status, annotator, request: gr.Request):
+            flt = _flt(name, split, status, annotator)
+            target = neighbour(store, flt, sess.image_id, delta, without_refs=without_refs, wrap=without_refs)
+            return open_image(target, sess, keep, text, st, mt, flt, request)
+        return go
+
+    def jump_thumb(page_no, sess, keep, text, st, mt, name, split, status, annotator, evt: gr.SelectData,
+                   request: gr.Request):
+        flt = _flt(name, split, status, annotator)
+        target = nth(store, flt, int(page_no or 0) * THUMBS_PER_PAGE + int(evt.index))
+        return open_image(target, sess, keep, text, st, mt, flt, request)
+
+    def thumbs(page_no, name, split, status, annotator, sess: Session | None = None):
+        flt = _flt(name, split, status, annotator)
+        page_no = max(0, int(page_no or 0))
+        rows, total = image_page(store, flt, page_no * THUMBS_PER_PAGE, THUMBS_PER_PAGE)
+        if not rows and page_no > 0:
+            page_no = max(0, (total - 1) // THUMBS_PER_PAGE)
+            rows, total = image_page(store, flt, page_no * THUMBS_PER_PAGE, THUMBS_PER_PAGE)
+        items = []
+        for r in rows:
+            f = thumbnail_file(store, r.id)
+            if f is not None:
+                items.append((str(f), f"{r.id} · {r.file_name} · {r.refs} ref{'s' if r.refs != 1 else ''}"))
+        return items, page_no
+
+    def thumbs_turn(delta: int):
+        def go(page_no, name, split, status, annotator):
+            return thumbs(max(0, int(page_no or 0) + delta), name, split, status, annotator)
+        return go
+
+    def refilter(sess: Session, name, split, status, annotator):
+        items, page_no = thumbs(0, name, split, status, annotator)
+        return items, page_no, _queue(sess, _flt(name, split, status, annotator))
+
+    def open_ref_by_id(rid: int, sess: Session, request: gr.Request | None):
+        """Reopen a saved ref in this view: its image (features once), sentences, targets and version."""
+        try:
+            rec = store.ref(int(rid))
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from None
+        if sess.image_id == rec.image_id and sess.image_state is not None and \
+                (sess.file_name or "").split(":")[0] == str(model.version):
+            rgb, state = sess.image, sess.image_state
+        else:
+            rgb = store.load_image(rec.image_id)
+            if rgb is None:
+                raise gr.Error(f"The pixels of image {rec.image_id} are not available (imported by reference).")
+            state = model.get().set_image(rgb)
+        masks = {i.id: i.mask for i in store.instances(rec.image_id)}
+        new = Session(image=rgb, image_state=state, image_id=rec.image_id, file_name=f"{model.version}:store:{rec.image_id}",
+                      digest=image_digest(rgb), expression=rec.sentences[0], ref_id=rec.id, ref_version=rec.version,
+                      no_target=rec.no_target, targets=[Target(masks[i], None) for i in rec.instance_ids])
+        studio.track(request, new)
+        return (None, rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split, rec.status, rec.annotator,
+                *render(new), _queue(new, ImageFilter()), _image_refs(new))
+
+    c.open_ref_by_id = open_ref_by_id
+    c.open_ref_outputs = [c.image_in, c.expression, c.extra, c.split, c.status, c.annotator, *common, c.queue_pos,
+                          c.image_refs]
+
+    def open_image_ref(sess: Session, evt: gr.SelectData, request: gr.Request):
+        if sess.image_id is None or evt is None or evt.index is None:
+            raise gr.Error("Open an image of the collection first.")
+        rows, _ = store.refs_page(0, 200, image_id=sess.image_id, newest_first=False)
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not 0 <= int(row) < len(rows):
+            raise gr.Error("That row is gone: the list changed meanwhile.")
+        return open_ref_by_id(rows[int(row)].id, sess, request)
+
+    def save(who: str, split_v: str, status_v: str, more: str, sess: Session):
+        if sess.image is None or not sess.expression:
+            raise gr.Error("Nothing to save: segment an image with an expression first.")
+        sentences = [sess.expression] + [s for s in (more or "").splitlines() if s.strip()]
+        try:
+            if sess.image_id is None:
+                sess.image_id = store.add_image(sess.image)
+            rid = store.save_ref(sess.image_id, sentences, masks=[t.mask for t in sess.targets], no_target=sess.no_target,
+                                 split=split_v, annotator=(who or "").strip(), status=status_v, ref_id=sess.ref_id,
+                                 expected_version=sess.ref_version)
+        except ConflictError as exc:
+            raise gr.Error(f"Not saved: {exc}. Your version is still on screen.") from None
+        except StoreError as exc:
+            raise gr.Error(f"Not saved: {exc}") from None
+        sess.ref_id, sess.ref_version = rid, (sess.ref_version or 0) + 1
+        kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
+        return f"Saved ref {rid} ({kind}) at {time.strftime('%H:%M:%S')}.", _image_refs(sess), sess
+
+    def next_expression(sess: Session):
+        sess.expression, sess.prediction, sess.ref_id, sess.ref_version = "", None, None, None
+        sess.reset_targets()
+        return ("", *render(sess))
+
+    def upload(path: str | None, sess: Session, request: gr.Request):
+        if not path:
+            return (*render(sess), display.queue_html(None, position(store, ImageFilter(), 0)[1]), _image_refs(sess))
+        new = _from_upload(path, sess)
+        studio.track(request, new)
+        return (*render(new), display.queue_html(None, position(store, ImageFilter(), 0)[1]), _image_refs(new))
+
+    seg_inputs = [c.image_in, c.expression, c.score_thr, c.mask_thr, c.sess_state]
+    c.run_btn.click(segment, seg_inputs, common, api_name="segment")
+    c.expression.submit(segment, seg_inputs, common, api_name=False)
+    c.score_thr.release(rethreshold, [c.score_thr, c.mask_thr, c.sess_state], common, api_name="rethreshold")
+    c.mask_thr.release(rethreshold, [c.score_thr, c.mask_thr, c.sess_state], common, api_name=False)
+    c.candidates.input(select_candidates, [c.candidates, c.sess_state], common, api_name="select_candidates")
+    c.result.select(pick, [c.sess_state], common, api_name=False)
+    c.next_expr_btn.click(next_expression, [c.sess_state], [c.expression, *common], api_name="next_expression")
+    c.image_in.upload(upload, [c.image_in, c.sess_state], [*common, c.queue_pos, c.image_refs], api_name=False)
+    c.prev_img.click(step(-1), nav_inputs, nav_outputs, api_name="previous_image")
+    c.next_img.click(step(1), nav_inputs, nav_outputs, api_name="next_image")
+    c.next_empty.click(step(1, without_refs=True), nav_inputs, nav_outputs, api_name="next_image_without_refs")
+    c.thumbs.select(jump_thumb, [c.thumb_page, *nav_inputs], nav_outputs, api_name=False)
+    filters = [c.f_name, c.f_split, c.f_status, c.f_annotator]
+    c.thumb_prev.click(thumbs_turn(-1), [c.thumb_page, *filters], [c.thumbs, c.thumb_page], api_name=False)
+    c.thumb_next.click(thumbs_turn(1), [c.thumb_page, *filters], [c.thumbs, c.thumb_page], api_name=False)
+    for f in (c.f_split, c.f_status):
+        f.input(refilter, [c.sess_state, *filters], [c.thumbs, c.thumb_page, c.queue_pos], api_name=False)
+    for f in (c.f_name, c.f_annotator):
+        f.submit(refilter, [c.sess_state, *filters], [c.thumbs, c.thumb_page, c.queue_pos], api_name=False)
+    c.image_refs.select(open_image_ref, [c.sess_state], c.open_ref_outputs, api_name=False)
+    c.save_btn.click(save, [c.annotator, c.split, c.status, c.extra, c.sess_state], [c.save_msg, c.image_refs, c.sess_state],
+                     api_name="save")
+    c.load_events.append((refilter, [c.sess_state, *filters], [c.thumbs, c.thumb_page, c.queue_pos]))

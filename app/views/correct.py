@@ -1,0 +1,126 @@
+"""The correct view: paint or erase one target instance at full resolution, add or delete
+instances, mark the expression as no-target, undo/redo."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import cv2
+import gradio as gr
+import numpy as np
+
+from ..session import Session, Target
+from .context import Studio, render
+
+
+def layout() -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        with gr.Column(scale=2):
+            c.editor = gr.ImageEditor(type="numpy", image_mode="RGBA", label="Paint the selected instance",
+                                      brush=gr.Brush(colors=["#ff2020"], color_mode="fixed", default_size=12),
+                                      eraser=gr.Eraser(default_size=12), layers=False, transforms=(), sources=(),
+                                      elem_id="editor", height=480)
+        with gr.Column(scale=1):
+            c.target_pick = gr.Dropdown(label="Instance", choices=[], elem_id="target-pick", interactive=True)
+            with gr.Row():
+                c.edit_btn = gr.Button("Load into editor", elem_id="edit-btn")
+                c.apply_btn = gr.Button("Apply edit", variant="primary", elem_id="apply-btn")
+            with gr.Row():
+                c.new_btn = gr.Button("New instance", elem_id="new-btn")
+                c.del_btn = gr.Button("Delete instance", elem_id="delete-btn")
+            c.nt_btn = gr.Button("Mark as no target / undo mark", elem_id="nt-btn")
+            with gr.Row():
+                c.undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="undo-btn")
+                c.redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="redo-btn")
+    return c
+
+
+def read_editor_mask(value: dict, size: tuple[int, int]) -> np.ndarray:
+    """The painted mask of an ImageEditor value at the image's full resolution.
+
+    The first layer's alpha channel is the mask. If the editor returned it at another size
+    (Gradio has had canvas-resize bugs), it is brought back with nearest-neighbour resizing.
+    """
+    layer = np.asarray(value["layers"][0])
+    alpha = layer[..., 3] if layer.ndim == 3 and layer.shape[2] == 4 else (layer.max(-1) if layer.ndim == 3 else layer)
+    mask = (alpha > 127).astype(np.uint8)
+    h, w = size
+    if mask.shape != (h, w):
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    return mask.astype(bool)
+
+
+def wire(studio: Studio, c: SimpleNamespace) -> None:
+    common = [c.result, c.verdict, c.candidates, c.gallery, c.target_pick, c.sess_state]
+
+    def _editor_value(sess: Session, index: int | None):
+        if sess.image is None:
+            raise gr.Error("Segment an image first.")
+        h, w = sess.image.shape[:2]
+        layer = np.zeros((h, w, 4), np.uint8)
+        if index is not None and 0 <= index < len(sess.targets):
+            layer[sess.targets[index].mask] = (255, 32, 32, 255)
+        bg = np.dstack([sess.image, np.full((h, w), 255, np.uint8)])
+        return {"background": bg, "layers": [layer], "composite": None}
+
+    def edit_open(index: int | None, sess: Session):
+        sess.selected = int(index) if index is not None else -1
+        return _editor_value(sess, sess.selected), sess
+
+    def new_instance(sess: Session):
+        sess.selected = -1
+        return _editor_value(sess, None), sess
+
+    def edit_apply(value: dict | None, index: int | None, sess: Session):
+        if sess.image is None:
+            raise gr.Error("Segment an image first.")
+        if not value or not value.get("layers"):
+            raise gr.Error("Nothing to apply: paint on the editor first.")
+        mask = read_editor_mask(value, sess.image.shape[:2])
+        if not mask.any():
+            raise gr.Error("The painted mask is empty; use Delete instance to remove an instance.")
+        sess.change()
+        if sess.selected is not None and 0 <= sess.selected < len(sess.targets):
+            t = sess.targets[sess.selected]
+            sess.targets[sess.selected] = Target(mask, t.candidate, edited=True)
+        else:
+            sess.targets.append(Target(mask, None, edited=True))
+            sess.selected = len(sess.targets) - 1
+        sess.no_target = False
+        return render(sess)
+
+    def delete_instance(index: int | None, sess: Session):
+        if index is None or not (0 <= int(index) < len(sess.targets)):
+            raise gr.Error("Pick an instance to delete.")
+        sess.change()
+        del sess.targets[int(index)]
+        sess.selected = 0
+        return render(sess)
+
+    def toggle_no_target(sess: Session):
+        if sess.image is None:
+            raise gr.Error("Segment an image first.")
+        sess.change()
+        sess.no_target = not sess.no_target
+        if sess.no_target:
+            sess.targets = []
+        return render(sess)
+
+    def undo(sess: Session):
+        if not sess.undo():
+            gr.Info("Nothing to undo.")
+        return render(sess)
+
+    def redo(sess: Session):
+        if not sess.redo():
+            gr.Info("Nothing to redo.")
+        return render(sess)
+
+    c.edit_btn.click(edit_open, [c.target_pick, c.sess_state], [c.editor, c.sess_state], api_name="edit_open")
+    c.new_btn.click(new_instance, [c.sess_state], [c.editor, c.sess_state], api_name="new_instance")
+    c.apply_btn.click(edit_apply, [c.editor, c.target_pick, c.sess_state], common, api_name="edit_apply")
+    c.del_btn.click(delete_instance, [c.target_pick, c.sess_state], common, api_name="delete_instance")
+    c.nt_btn.click(toggle_no_target, [c.sess_state], common, api_name="toggle_no_target")
+    c.undo_btn.click(undo, [c.sess_state], common, api_name="undo")
+    c.redo_btn.click(redo, [c.sess_state], common, api_name="redo")

@@ -1,0 +1,159 @@
+"""What the views show, as pure functions of the session and the store's rows (no Gradio).
+
+Target numbering: a target that came from a candidate shows the candidate's row number in the
+list (best first), so the badge on the picture and the row agree; drawn targets show ``✎1``,
+``✎2`` … Colours follow the same numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from deris_core.visualize import color, overlay
+
+from .. import overlay as picture_overlay
+from ..session import Session
+from ..store import RefRow
+
+DRAWN = "D"
+
+
+def fit(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
+    """The image scaled down to ``max_side`` (area interpolation) and whether it was."""
+    h, w = rgb.shape[:2]
+    if max(h, w) <= max_side:
+        return rgb, False
+    s = max_side / max(h, w)
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), True
+
+
+def thumb(rgb: np.ndarray, side: int = 256) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    s = side / max(h, w)
+    if s >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def file_key(path: str, version: int) -> str:
+    """Identity of an uploaded image: its bytes (Gradio may hand the same picture under new paths)."""
+    try:
+        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        digest = path
+    return f"{version}:{digest}"
+
+
+def target_numbers(sess: Session) -> list[tuple[str, int]]:
+    """``(badge text, colour rank)`` per target: the candidate's row number, or ✎n for drawn masks."""
+    rank = {k: r for r, k in enumerate(sess.prediction.order)} if sess.prediction is not None else {}
+    out, drawn = [], 0
+    for t in sess.targets:
+        if t.candidate is not None and t.candidate in rank:
+            out.append((str(rank[t.candidate] + 1), rank[t.candidate]))
+        else:
+            drawn += 1
+            out.append((f"{DRAWN}{drawn}", 11 - drawn % 6))
+    return out
+
+
+def picture(sess: Session) -> np.ndarray | None:
+    """The annotate view's image: numbered targets, or the NO TARGET frame."""
+    if sess.image is None:
+        return None
+    nums = target_numbers(sess)
+    return picture_overlay.render(sess.image, [t.mask for t in sess.targets], [n for n, _ in nums],
+                                  [r for _, r in nums], no_target=sess.no_target)
+
+
+def verdict_html(sess: Session) -> str:
+    if sess.image is None:
+        return "<div class='verdict-none' id='verdict'>Pick an image of the collection or upload one, then type an expression.</div>"
+    p = sess.prediction
+    ex = f" &middot; existence probability {p.existence:.2f}" if p is not None else ""
+    if sess.no_target:
+        return f"<div class='verdict-nt' id='verdict'>NO TARGET &mdash; the expression refers to nothing{ex}</div>"
+    if not sess.targets:
+        hint = " &middot; click an object to add it" if p is not None else ""
+        return f"<div class='verdict-none' id='verdict'>No instance selected yet{ex}{hint}</div>"
+    n = len(sess.targets)
+    return f"<div class='verdict-t' id='verdict'>{n} target instance{'s' if n > 1 else ''}{ex}</div>"
+
+
+def candidate_choices(sess: Session) -> list[tuple[str, int]]:
+    """Candidate rows, best first: number, score, and a tick when above the score threshold."""
+    p = sess.prediction
+    if p is None:
+        return []
+    out = []
+    for rank, k in enumerate(p.order):
+        mark = " ✓" if p.scores[k] > p.score_threshold else ""
+        out.append((f"{rank + 1}. score {p.scores[k]:.3f}{mark} (query {k})", int(k)))
+    return out
+
+
+def candidate_gallery(sess: Session) -> list[tuple[np.ndarray, str]]:
+    p = sess.prediction
+    if p is None or sess.image is None:
+        return []
+    base = thumb(sess.image)
+    items = []
+    for rank, k in enumerate(p.order):
+        m = cv2.resize(p.mask(k), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST)
+        items.append((overlay(base, [m], [color(rank)]), f"{rank + 1}. {p.scores[k]:.3f}"))
+    return items
+
+
+def target_choices(sess: Session) -> list[tuple[str, int]]:
+    out = []
+    for i, ((num, _), t) in enumerate(zip(target_numbers(sess), sess.targets)):
+        src = f"candidate {num}" if t.candidate is not None else "drawn"
+        out.append((f"instance {num} ({src}{', edited' if t.edited else ''}, {int(t.mask.sum())} px)", i))
+    return out
+
+
+def ref_rows(rows: list[RefRow], with_image: bool = True) -> list[list]:
+    out = []
+    for r in rows:
+        targets = "no target" if r.no_target else str(r.targets)
+        row = [r.id, r.sentences, targets, r.status, r.annotator or "", time.strftime("%m-%d %H:%M", time.localtime(r.updated_at))]
+        if with_image:
+            row[1:1] = [f"{r.image_id} {r.file_name}"]
+            row.insert(5, r.split)
+        out.append(row)
+    return out
+
+
+def _bar(part: int, whole: int) -> str:
+    pct = 100.0 * part / whole if whole else 0.0
+    return (f"<div class='pbar'><div style='width:{pct:.1f}%'></div></div>"
+            f"<span class='pnum'>{part:,} / {whole:,} ({pct:.0f}%)</span>")
+
+
+def progress_html(p: dict) -> str:
+    """Progress at a glance: images done, refs by status, shares, and one row per annotator."""
+    st = p["by_status"]
+    chips = " ".join(f"<span class='chip chip-{html.escape(k)}'>{html.escape(k)} {v:,}</span>" for k, v in sorted(st.items()))
+    rows = "".join(
+        f"<tr><td>{html.escape(a['annotator'])}</td><td>{a['refs']:,}</td><td>{a['images']:,}</td><td>{a['done']:,}</td>"
+        f"<td>{a['reviewed']:,}</td><td>{a['rejected']:,}</td><td>{a['no_target']:,}</td></tr>" for a in p["annotators"])
+    people = ("<table class='ptable'><tr><th>annotator</th><th>refs</th><th>images</th><th>done</th><th>reviewed</th>"
+              f"<th>rejected</th><th>no target</th></tr>{rows}</table>") if rows else ""
+    return (f"<div id='progress-box'><div class='prow'><b>Images done</b> {_bar(p['images_done'], p['images'])}</div>"
+            f"<div class='prow'><b>Images with refs</b> {_bar(p['images_with_refs'], p['images'])}</div>"
+            f"<div class='prow'><b>{p['refs']:,} refs</b> {chips or '—'} &middot; no target "
+            f"{100 * p['no_target_share']:.0f}% &middot; several targets {100 * p['multi_target_share']:.0f}%</div>"
+            f"{people}</div>")
+
+
+def queue_html(index: int | None, total: int, file_name: str = "") -> str:
+    if index is None or total == 0:
+        return f"<div id='queue-pos' class='queue-pos'>No collection image open &middot; {total:,} in the queue</div>"
+    return (f"<div id='queue-pos' class='queue-pos'>Image <b>{index + 1:,} / {total:,}</b> &middot; "
+            f"{html.escape(file_name)}</div>")
