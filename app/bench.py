@@ -1,6 +1,7 @@
 """Benchmarks of the studio's server side (prints figures; never a timed test).
 
     python -m app.bench store [--refs 100000] [--db PATH]
+    python -m app.bench annotate [--weights bundled] [--actions 50]
 
 ``store``: a database with N refs (made once in bulk), then the median time of what an
 annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit (versioned), and
@@ -99,12 +100,88 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
     first_page_ms = _median_ms(lambda: (store.stats(), store.refs_page(0, 50)), 20)
     deep_page_ms = _median_ms(lambda: store.refs_page(50 * 1500, 50), 20)
     filtered_ms = _median_ms(lambda: store.refs_page(0, 50, status="reviewed", annotator="annotator3"), 20)
+    from .store.collection import ImageFilter, image_page, neighbour, position
+
+    todo = ImageFilter(status="todo")
+    queue_ms = _median_ms(lambda: (neighbour(store, todo, 1000, 1), position(store, todo, 1000),
+                                   image_page(store, todo, 0, 24), store.refs_page(0, 200, image_id=1000)), 20)
     out = {"refs": store.stats()["refs"], "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
            "save_edit_ms": round(edit_ms, 2), "first_page_with_counts_ms": round(first_page_ms, 2),
-           "page_1500_ms": round(deep_page_ms, 2), "filtered_first_page_ms": round(filtered_ms, 2)}
+           "page_1500_ms": round(deep_page_ms, 2), "filtered_first_page_ms": round(filtered_ms, 2),
+           "queue_step_with_filter_ms": round(queue_ms, 2), "images": store.stats()["images"]}
     store.close()
     folder.cleanup()
     return out
+
+
+def _render_all(sess) -> bytes:
+    """What the annotate view sends after an action: picture (as JPEG, like Gradio), lists, gallery."""
+    import cv2
+
+    from .views import display
+
+    pic = display.picture(sess)
+    display.verdict_html(sess), display.candidate_choices(sess), display.target_choices(sess)
+    display.candidate_gallery(sess)
+    return cv2.imencode(".jpg", cv2.cvtColor(pic, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
+    """Server-side latency of the annotator's actions on a collection of synthetic scenes."""
+    import torch
+
+    from deris_core.synthetic import generate
+    from deris_core.weights import load_predictor
+
+    from .collection import import_images
+    from .picking import hit
+    from .session import Session
+    from .store.collection import ImageFilter, neighbour, position
+
+    torch.set_num_threads(threads)
+    folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
+    root = Path(folder.name)
+    generate(root / "syn", seed=3, images=actions + 1)
+    store = Store(root / "b.sqlite")
+    import_images(store, root / "syn" / "images" / "train2014", progress=False)
+    grefs = json.loads((root / "syn" / "grefcoco" / "grefs(unc).json").read_text())
+    sentences = [r["sentences"][0]["raw"] for r in grefs]
+    predictor = load_predictor(weights, device="cpu")
+    enter, click, nxt = [], [], []
+    image_id = None
+    for k in range(actions + 3):  # the first 3 are warm-up
+        t0 = time.perf_counter()
+        image_id = neighbour(store, ImageFilter(), image_id, 1, wrap=True)
+        rgb = store.load_image(image_id)
+        sess = Session(image=rgb, image_state=predictor.set_image(rgb), image_id=image_id)
+        position(store, ImageFilter(), image_id)
+        store.refs_page(0, 200, image_id=image_id)
+        _render_all(sess)
+        t1 = time.perf_counter()
+        sess.apply_prediction(predictor.predict(sentences[k % len(sentences)], image=sess.image_state))
+        _render_all(sess)
+        t2 = time.perf_counter()
+        p = sess.prediction
+        best = p.order[0]
+        ys, xs = np.nonzero(p.mask(best))
+        x, y = (int(xs[len(xs) // 2]), int(ys[len(ys) // 2])) if len(xs) else (0, 0)
+        action = hit(p, [t.mask for t in sess.targets], x, y)
+        if action.action == "remove":
+            sess.change()
+            del sess.targets[action.target]
+        elif action.action == "add":
+            sess.toggle_candidates(sess.selected_candidates() + [action.candidate])
+        _render_all(sess)
+        t3 = time.perf_counter()
+        if k >= 3:
+            nxt.append(t1 - t0)
+            enter.append(t2 - t1)
+            click.append(t3 - t2)
+    folder.cleanup()
+    ms = lambda v: round(1000 * statistics.median(v), 1)  # noqa: E731
+    return {"model": getattr(predictor, "description", weights), "image": "128x128 synthetic scene", "actions": actions,
+            "next_image_ready_ms": ms(nxt), "enter_to_overlay_ms": ms(enter), "click_to_overlay_ms": ms(click),
+            "keys_per_ref_when_the_model_is_right": "the sentence + Enter + Ctrl+Enter (then PgDn for the next image)"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,8 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--refs", type=int, default=100_000)
     s.add_argument("--db", type=Path, help="reuse (or create) this database instead of a temporary one")
     s.add_argument("--json", action="store_true")
+    a = sub.add_parser("annotate", help="server-side latency of Enter, a click and the next image")
+    a.add_argument("--weights", default="bundled")
+    a.add_argument("--actions", type=int, default=50)
+    a.add_argument("--threads", type=int, default=2)
+    a.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    res = bench_store(args.refs, args.db)
+    res = bench_store(args.refs, args.db) if args.cmd == "store" else bench_annotate(args.weights, args.actions, args.threads)
     if args.json:
         print(json.dumps(res))
     else:
