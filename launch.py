@@ -65,14 +65,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
     p.add_argument("--db", default=os.environ.get("DERIS_DB"), help="annotation database (SQLite file)")
-    p.add_argument("--auth", default=None, help="user:password required to open the app")
+    p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD[:ROLES]",
+                   help="an account (repeatable); ROLES is annotator, reviewer or both comma-separated (default both)")
+    p.add_argument("--auth-file", default=os.environ.get("DERIS_AUTH_FILE"),
+                   help="a file of USER:PASSWORD[:ROLES] lines (# comments allowed)")
     p.add_argument("--max-image-side", type=int, default=4096, help="larger images are scaled down to this side")
     p.add_argument("--allow-weights", action="append", default=[], metavar="NAME_OR_PATH",
                    help="weights visitors may load for everyone from the Model panel (repeatable; without it the "
                         "panel is hidden and the model cannot be switched from the UI)")
     args = p.parse_args(argv)
-    if args.auth and ":" not in args.auth:
-        p.error("--auth must be user:password")
+    from app.auth import AuthError, Users
+
+    try:
+        users = Users.parse(args.auth, args.auth_file)
+    except AuthError as exc:
+        p.error(str(exc))
     if args.max_image_side < 32:
         p.error("--max-image-side must be at least 32")
     db = args.db or str(Path("/data/deris_studio.sqlite") if Path("/data").is_dir() and os.environ.get("SPACE_ID")
@@ -92,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     model = load_model(args.weights, args.device)
     print(f"model: {model.description}{(' — ' + model.note) if model.note else ''}\ndatabase: {db}", flush=True)
     switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
-    demo = build_app(model, store, max_image_side=args.max_image_side, device=args.device, switchable=switchable or None)
-    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    demo = build_app(model, store, max_image_side=args.max_image_side, device=args.device, switchable=switchable or None,
+                     users=users)
+    auth = users.check if users is not None else None
+    if users is not None:
+        print(f"accounts: {', '.join(users.names())}", flush=True)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,
         allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store))],

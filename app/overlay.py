@@ -87,7 +87,7 @@ def render(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str]
         cv2.rectangle(out, (0, 0), (out.shape[1] - 1, out.shape[0] - 1), (220, 20, 20), frame)
         bar = max(24, round(side / 14))
         cv2.rectangle(out, (0, 0), (out.shape[1], bar), (220, 20, 20), -1)
-        scale = bar / 34
-        cv2.putText(out, "NO TARGET", (frame + 6, int(bar * 0.75)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+        scale = bar / 42
+        cv2.putText(out, "NO TARGET", (frame + 6, int(bar * 0.78)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                     max(1, round(scale * 2)), cv2.LINE_AA)
     return out

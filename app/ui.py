@@ -19,9 +19,10 @@ import gradio as gr
 
 from deris_core.predictor import Predictor
 
+from .auth import Users
 from .session import Session, SessionRegistry
 from .store import Store
-from .views import annotate, correct, dataset, model_panel
+from .views import annotate, correct, dataset, model_panel, review
 from .views.context import Studio
 from .views.correct import read_editor_mask
 
@@ -35,6 +36,13 @@ SHORTCUTS_JS = """
   document.addEventListener('keydown', (e) => {
     const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
     const mod = e.ctrlKey || e.metaKey;
+    const reviewing = document.querySelector('#review-accept')?.offsetParent != null;
+    if (reviewing && !typing && !mod && !e.altKey) {
+      if (e.key === 'y' || e.key === 'Y') { e.preventDefault(); click('review-accept'); return; }
+      if (e.key === 'r' || e.key === 'R') { e.preventDefault(); click('review-reject'); return; }
+      if (e.key === 'ArrowRight') { e.preventDefault(); click('review-next'); return; }
+      if (e.key === 'ArrowLeft') { e.preventDefault(); click('review-prev'); return; }
+    }
     if (mod && e.key === 'Enter') { e.preventDefault(); click('save-btn'); return; }
     if (e.key === 'PageDown' && !mod) { e.preventDefault(); nav(e.shiftKey ? 'next-empty' : 'next-img'); return; }
     if (e.key === 'PageUp' && !mod) { e.preventDefault(); nav('prev-img'); return; }
@@ -73,6 +81,9 @@ CSS = """
 .ptable {border-collapse:collapse;margin-top:6px;font-size:0.9em}
 .ptable td, .ptable th {padding:2px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
 .ptable td:first-child, .ptable th:first-child {text-align:left}
+.history {padding-left:1.1em;font-size:0.9em}
+.history .when {opacity:0.7;font-variant-numeric:tabular-nums}
+.review-sentences {font-size:1.15em}
 """
 
 
@@ -111,14 +122,15 @@ def export_folder(store: Store) -> Path:
 
 def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto",
               switchable: dict[str, str] | None = None, export_dir: Path | None = None,
-              sessions: SessionRegistry | None = None) -> gr.Blocks:
+              sessions: SessionRegistry | None = None, users: "Users | None" = None) -> gr.Blocks:
     """The studio. ``switchable`` maps the labels of weights the operator allows visitors to load to
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
-    (default: next to the database) and old or half-written ones are removed."""
+    (default: next to the database) and old or half-written ones are removed. With ``users``
+    (``--auth``), the signed-in user is the author of every save and review decision."""
     from .export import clean_stale_exports
 
     studio = Studio(model, store, sessions if sessions is not None else SessionRegistry(),
-                    export_dir or export_folder(store), max_image_side, device, switchable)
+                    export_dir or export_folder(store), max_image_side, device, switchable, users)
     clean_stale_exports(studio.export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
         c = SimpleNamespace(sess_state=gr.State(Session()), load_events=[])
@@ -129,16 +141,27 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         with gr.Tabs():
             with gr.Tab("Annotate", elem_id="tab-annotate"):
                 vars(c).update(vars(annotate.layout(studio)))
+                vars(c).update(vars(annotate.save_layout(signed_in=users is not None)))
             with gr.Tab("Correct", elem_id="tab-correct"):
                 vars(c).update(vars(correct.layout()))
+            with gr.Tab("Review", elem_id="tab-review") as c.review_tab:
+                vars(c).update(vars(review.layout()))
             with gr.Tab("Dataset", elem_id="tab-dataset") as c.dataset_tab:
                 vars(c).update(vars(dataset.layout()))
-        vars(c).update(vars(annotate.save_layout()))
         vars(c).update(vars(model_panel.layout(switchable)))
         annotate.wire(studio, c)
         correct.wire(studio, c)
+        review.wire(studio, c)
         dataset.wire(studio, c)
         model_panel.wire(studio, c)
+        if users is not None:
+            def signed_in(request: gr.Request):
+                user = users.get(getattr(request, "username", None))
+                if user is None:
+                    return "Not signed in."
+                return f"Signed in as **{html.escape(user.name)}** ({', '.join(sorted(user.roles))})"
+
+            demo.load(signed_in, None, [c.signed_in], api_name=False)
         for fn, inputs, outputs in c.load_events:
             demo.load(fn, inputs, outputs, api_name=False)
 

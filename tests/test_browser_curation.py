@@ -142,12 +142,22 @@ def test_the_annotators_loop_on_a_collection(page, studio_weights, tmp_path: Pat
             if spot is not None:
                 break
         SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
-        if spot is not None:  # a candidate outside the target set: a click adds it, a second removes it
+        if spot is not None:  # a candidate outside the target set: a click adds it ...
             _click_pixel(page, *spot, scale)
             _wait_targets(page, n + 1)
             page.wait_for_timeout(800)  # let the progress shading fade
             page.screenshot(path=str(SCREENSHOT_DIR / "annotate.png"))
-            _click_pixel(page, *spot, scale)
+            added = pred.mask(k).astype(bool)
+            other = None
+            for j in pred.referred:  # ... and a click on another object of the set removes that one
+                rest = added.copy()
+                for i in pred.referred:
+                    if i != j:
+                        rest |= pred.mask(i).astype(bool)
+                other = _inside(pred.mask(j).astype(bool), rest)
+                if other is not None:
+                    break
+            _click_pixel(page, *(other or spot), scale)
             _wait_targets(page, n)
         else:  # every candidate overlaps the set: a click inside a target removes it, a second adds it back
             others = np.zeros(pred.original_size, bool)

@@ -23,8 +23,10 @@ from ..picking import hit
 from ..session import Session, Target
 from ..store import SPLITS, STATUSES, ConflictError, StoreError, image_digest
 from ..store.collection import ImageFilter, image_page, neighbour, nth, position
+from ..store.review import REASONS, last_decision, to_fix
 from . import display
 from .context import Studio, render
+from .review import history_html
 
 THUMBS_PER_PAGE = 24
 REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "updated"]
@@ -76,11 +78,16 @@ def layout(studio: Studio) -> SimpleNamespace:
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[c.image_in], label="Examples")
         with gr.Column(scale=2):
+            c.to_fix = gr.Dataframe(headers=["ref", "sentences", "reason", "comment", "reviewer"], value=[],
+                                    interactive=False, elem_id="to-fix", wrap=True, max_height=180, visible=False,
+                                    label="Rejected: fix these first (click a row to open it)")
             c.verdict = gr.HTML(display.verdict_html(Session()), elem_id="verdict-box")
             c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
                                             choices=[], elem_id="candidates")
             c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
                                         label="Refs on this image (click a row to reopen it)", wrap=True, max_height=240)
+            with gr.Accordion("History of the open ref", open=False):
+                c.ref_history = gr.HTML("", elem_id="ref-history")
             with gr.Accordion("Candidate masks", open=False):
                 c.gallery = gr.Gallery(label="Candidate masks", columns=5, height=200, elem_id="gallery", format="jpeg")
             with gr.Accordion("Collection: filter and jump", open=False, elem_id="collection-box"):
@@ -99,10 +106,11 @@ def layout(studio: Studio) -> SimpleNamespace:
     return c
 
 
-def save_layout() -> SimpleNamespace:
+def save_layout(signed_in: bool = False) -> SimpleNamespace:
     c = SimpleNamespace()
     with gr.Row():
-        c.annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator")
+        c.annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator", visible=not signed_in)
+        c.signed_in = gr.Markdown("", elem_id="signed-in", visible=signed_in)
         c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
         c.status = gr.Dropdown(list(STATUSES), value="done", label="Review status", scale=1, elem_id="status")
         c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
@@ -279,12 +287,28 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
                       digest=image_digest(rgb), expression=rec.sentences[0], ref_id=rec.id, ref_version=rec.version,
                       no_target=rec.no_target, targets=[Target(masks[i], None) for i in rec.instance_ids])
         studio.track(request, new)
-        return (None, rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split, rec.status, rec.annotator,
-                *render(new), _queue(new, ImageFilter()), _image_refs(new))
+        note = ""
+        if rec.status == "rejected":
+            d = last_decision(store, rec.id)
+            if d is not None:
+                note = (f"**Rejected by {d.reviewer}**: {REASONS.get(d.reason or '', d.reason or '')}"
+                        f"{' — “' + d.comment + '”' if d.comment else ''}. Fix it and save: it goes back to *done*.")
+        typed = rec.annotator if studio.users is None else gr.update()
+        return (None, rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split,
+                "done" if rec.status == "rejected" else rec.status, typed,
+                *render(new), _queue(new, ImageFilter()), _image_refs(new), note, history_html(studio, rec.id))
 
     c.open_ref_by_id = open_ref_by_id
     c.open_ref_outputs = [c.image_in, c.expression, c.extra, c.split, c.status, c.annotator, *common, c.queue_pos,
-                          c.image_refs]
+                          c.image_refs, c.save_msg, c.ref_history]
+
+    def _to_fix(who: str):
+        """The "rejected: fix these first" list of an annotator (hidden when empty)."""
+        if not who:
+            return gr.update(visible=False, value=[])
+        rows = [[r.id, r.sentences, REASONS.get(d.reason or "", d.reason or "") if d else "", d.comment if d else "",
+                 d.reviewer if d else ""] for r, d in to_fix(store, who)]
+        return gr.update(visible=bool(rows), value=rows)
 
     def open_image_ref(sess: Session, evt: gr.SelectData, request: gr.Request):
         if sess.image_id is None or evt is None or evt.index is None:
@@ -295,23 +319,27 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
             raise gr.Error("That row is gone: the list changed meanwhile.")
         return open_ref_by_id(rows[int(row)].id, sess, request)
 
-    def save(who: str, split_v: str, status_v: str, more: str, sess: Session):
+    def save(typed: str, split_v: str, status_v: str, more: str, sess: Session, request: gr.Request):
         if sess.image is None or not sess.expression:
             raise gr.Error("Nothing to save: segment an image with an expression first.")
+        who = studio.who(request, typed)
+        if status_v in ("reviewed", "rejected"):
+            studio.require_reviewer(request, typed)
         sentences = [sess.expression] + [s for s in (more or "").splitlines() if s.strip()]
         try:
             if sess.image_id is None:
                 sess.image_id = store.add_image(sess.image)
             rid = store.save_ref(sess.image_id, sentences, masks=[t.mask for t in sess.targets], no_target=sess.no_target,
-                                 split=split_v, annotator=(who or "").strip(), status=status_v, ref_id=sess.ref_id,
-                                 expected_version=sess.ref_version)
+                                 split=split_v, annotator=who, status=status_v, ref_id=sess.ref_id,
+                                 expected_version=sess.ref_version, user=who)
         except ConflictError as exc:
             raise gr.Error(f"Not saved: {exc}. Your version is still on screen.") from None
         except StoreError as exc:
             raise gr.Error(f"Not saved: {exc}") from None
         sess.ref_id, sess.ref_version = rid, (sess.ref_version or 0) + 1
         kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
-        return f"Saved ref {rid} ({kind}) at {time.strftime('%H:%M:%S')}.", _image_refs(sess), sess
+        return (f"Saved ref {rid} ({kind}) at {time.strftime('%H:%M:%S')}.", _image_refs(sess), sess,
+                history_html(studio, rid), _to_fix(who))
 
     def next_expression(sess: Session):
         sess.expression, sess.prediction, sess.ref_id, sess.ref_version = "", None, None, None
@@ -346,6 +374,24 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
     for f in (c.f_name, c.f_annotator):
         f.submit(refilter, [c.sess_state, *filters], [c.thumbs, c.thumb_page, c.queue_pos], api_name=False)
     c.image_refs.select(open_image_ref, [c.sess_state], c.open_ref_outputs, api_name=False)
-    c.save_btn.click(save, [c.annotator, c.split, c.status, c.extra, c.sess_state], [c.save_msg, c.image_refs, c.sess_state],
-                     api_name="save")
+    c.save_btn.click(save, [c.annotator, c.split, c.status, c.extra, c.sess_state],
+                     [c.save_msg, c.image_refs, c.sess_state, c.ref_history, c.to_fix], api_name="save")
+
+    def fix_rows(typed: str, request: gr.Request):
+        try:
+            who = studio.who(request, typed)
+        except gr.Error:
+            return gr.update(visible=False, value=[])
+        return _to_fix(who)
+
+    def open_to_fix(typed: str, sess: Session, evt: gr.SelectData, request: gr.Request):
+        rows = to_fix(store, studio.who(request, typed))
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        if not 0 <= int(row) < len(rows):
+            raise gr.Error("That row is gone: the list changed meanwhile.")
+        return open_ref_by_id(rows[int(row)][0].id, sess, request)
+
+    c.to_fix.select(open_to_fix, [c.annotator, c.sess_state], c.open_ref_outputs, api_name=False)
+    c.annotator.submit(fix_rows, [c.annotator], [c.to_fix], api_name=False)
+    c.load_events.append((fix_rows, [c.annotator], [c.to_fix]))
     c.load_events.append((refilter, [c.sess_state, *filters], [c.thumbs, c.thumb_page, c.queue_pos]))

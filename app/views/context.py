@@ -15,6 +15,7 @@ from ..store import Store
 from . import display
 
 if TYPE_CHECKING:
+    from ..auth import Users
     from ..ui import ModelHolder
 
 
@@ -27,10 +28,27 @@ class Studio:
     max_image_side: int = 4096
     device: str = "auto"
     switchable: dict[str, str] | None = None
+    users: "Users | None" = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def track(self, request: gr.Request | None, sess: Session) -> Session:
         return self.sessions.track(getattr(request, "session_hash", None), sess)
+
+    def who(self, request: gr.Request | None, typed: str | None = "") -> str:
+        """The author of an action: the signed-in user with ``--auth``, else the name typed in the box."""
+        if self.users is not None:
+            name = getattr(request, "username", None)
+            if not name or self.users.get(name) is None:
+                raise gr.Error("Sign in first.")
+            return name
+        return " ".join((typed or "").split())
+
+    def require_reviewer(self, request: gr.Request | None, typed: str | None = "") -> str:
+        """The reviewer's name; refused for signed-in users without the reviewer role."""
+        name = self.who(request, typed)
+        if self.users is not None and not self.users.get(name).reviewer:
+            raise gr.Error(f"{name} is not a reviewer: only reviewers accept or reject refs.")
+        return name or "reviewer"
 
 
 def render(sess: Session) -> tuple:

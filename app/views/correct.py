@@ -33,6 +33,7 @@ def layout() -> SimpleNamespace:
             with gr.Row():
                 c.undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="undo-btn")
                 c.redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="redo-btn")
+            gr.Markdown("The corrected target set shows in the *Annotate* tab; save there, or press Ctrl+Enter here.")
     return c
 
 

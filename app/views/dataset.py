@@ -11,6 +11,7 @@ import gradio as gr
 from ..export import clean_stale_exports, export_zip
 from ..store import SPLITS, STATUSES, StoreError
 from ..store.collection import progress
+from ..store.review import person_stats
 from . import display
 from .context import Studio
 
@@ -56,7 +57,7 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
         return table, f"{total} refs · page {min(page_no, pages)} of {pages}", page_no
 
     def refresh(page_no, status_f, split_f, annotator_f):
-        return (display.progress_html(progress(store)), *refs_page(page_no, status_f, split_f, annotator_f))
+        return (display.progress_html(progress(store), person_stats(store)), *refs_page(page_no, status_f, split_f, annotator_f))
 
     def turn(delta: int):
         def go(page_no, status_f, split_f, annotator_f):
@@ -68,11 +69,11 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
             raise gr.Error("Type a ref id.")
         return c.open_ref_by_id(int(rid), sess, request)
 
-    def delete_ref(rid: float | None, who: str):
+    def delete_ref(rid: float | None, typed: str, request: gr.Request):
         if rid is None:
             raise gr.Error("Type a ref id.")
         try:
-            store.delete_ref(int(rid), user=(who or "").strip())
+            store.delete_ref(int(rid), user=studio.who(request, typed))
         except StoreError as exc:
             raise gr.Error(str(exc)) from None
         return f"Deleted ref {int(rid)}."

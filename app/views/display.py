@@ -136,20 +136,27 @@ def _bar(part: int, whole: int) -> str:
             f"<span class='pnum'>{part:,} / {whole:,} ({pct:.0f}%)</span>")
 
 
-def progress_html(p: dict) -> str:
-    """Progress at a glance: images done, refs by status, shares, and one row per annotator."""
+def progress_html(p: dict, people: list[dict] | None = None) -> str:
+    """Progress at a glance: images done, refs by status, shares, and one row per person
+    (refs made, decisions on them, acceptance rate, reviews given)."""
     st = p["by_status"]
     chips = " ".join(f"<span class='chip chip-{html.escape(k)}'>{html.escape(k)} {v:,}</span>" for k, v in sorted(st.items()))
-    rows = "".join(
-        f"<tr><td>{html.escape(a['annotator'])}</td><td>{a['refs']:,}</td><td>{a['images']:,}</td><td>{a['done']:,}</td>"
-        f"<td>{a['reviewed']:,}</td><td>{a['rejected']:,}</td><td>{a['no_target']:,}</td></tr>" for a in p["annotators"])
-    people = ("<table class='ptable'><tr><th>annotator</th><th>refs</th><th>images</th><th>done</th><th>reviewed</th>"
-              f"<th>rejected</th><th>no target</th></tr>{rows}</table>") if rows else ""
+    by_name = {a["annotator"]: a for a in p["annotators"]}
+    rows = []
+    for person in people if people is not None else [{"person": a["annotator"]} for a in p["annotators"]]:
+        a = by_name.get(person["person"], {})
+        rate = person.get("acceptance_rate")
+        rows.append(f"<tr><td>{html.escape(person['person'])}</td><td>{a.get('refs', 0):,}</td><td>{a.get('images', 0):,}</td>"
+                    f"<td>{a.get('no_target', 0):,}</td><td>{person.get('accepted', 0):,}</td><td>{person.get('rejected', 0):,}</td>"
+                    f"<td>{'—' if rate is None else f'{100 * rate:.0f}%'}</td><td>{person.get('reviews_given', 0):,}</td></tr>")
+    table = ("<table class='ptable'><tr><th>person</th><th>refs made</th><th>images</th><th>no target</th>"
+             "<th>accepted</th><th>rejected</th><th>acceptance</th><th>reviews given</th></tr>"
+             f"{''.join(rows)}</table>") if rows else ""
     return (f"<div id='progress-box'><div class='prow'><b>Images done</b> {_bar(p['images_done'], p['images'])}</div>"
             f"<div class='prow'><b>Images with refs</b> {_bar(p['images_with_refs'], p['images'])}</div>"
             f"<div class='prow'><b>{p['refs']:,} refs</b> {chips or '—'} &middot; no target "
             f"{100 * p['no_target_share']:.0f}% &middot; several targets {100 * p['multi_target_share']:.0f}%</div>"
-            f"{people}</div>")
+            f"{table}</div>")
 
 
 def queue_html(index: int | None, total: int, file_name: str = "") -> str:

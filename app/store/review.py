@@ -1,0 +1,110 @@
+"""Review: the queue of refs awaiting review, accept/reject decisions with a reason and a comment,
+what an annotator has to fix, and per-person statistics. Decisions are ``review`` events in the
+ref's history (who, when, decision, reason, comment); the ref's status follows them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+
+from .errors import ConflictError, StoreError
+from .records import RefRow
+from .store import Store
+
+REASONS = {
+    "wrong_mask": "wrong mask (the outline is off)",
+    "missing_referent": "missing referent (not every object the sentence refers to is masked)",
+    "wrong_referent": "wrong referent (a masked object is not what the sentence means)",
+    "ambiguous": "sentence ambiguous (it could mean several different sets)",
+    "ungroundable": "sentence ungroundable (it cannot be checked in this image)",
+}
+
+
+@dataclass
+class Decision:
+    ref_id: int
+    reviewer: str
+    at: float
+    decision: str  # "accept" or "reject"
+    reason: str | None
+    comment: str
+
+
+def review(store: Store, ref_id: int, decision: str, reviewer: str, reason: str | None = None, comment: str = "",
+           expected_version: int | None = None) -> int:
+    """Accept (status ``reviewed``) or reject (``rejected``, with a reason) a ref; returns its new version."""
+    if decision not in ("accept", "reject"):
+        raise StoreError(f"unknown decision {decision!r}; expected accept or reject")
+    comment = " ".join((comment or "").split())
+    if len(comment) > 1000:
+        raise StoreError("a review comment is limited to 1000 characters")
+    if decision == "reject" and reason not in REASONS:
+        raise StoreError("a rejection needs a reason: " + ", ".join(REASONS))
+    with store._tx() as db:
+        row = db.execute("SELECT version, status, annotator FROM refs WHERE id = ?", (ref_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no ref with id {ref_id}")
+        if expected_version is not None and row[0] != expected_version:
+            raise ConflictError(f"ref {ref_id} was changed meanwhile (now version {row[0]}); it is shown again")
+        status = "reviewed" if decision == "accept" else "rejected"
+        db.execute("UPDATE refs SET status = ?, updated_at = ?, version = version + 1 WHERE id = ?",
+                   (status, time.time(), ref_id))
+        store._event(db, ref_id, reviewer, "review", {"decision": decision, "reason": reason if decision == "reject" else None,
+                                                     "comment": comment, "from": row[1], "to": status, "author": row[2]})
+        return row[0] + 1
+
+
+def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: str | None = None,
+                 split: str | None = None, image_id: int | None = None, status: str = "done") -> tuple[list[RefRow], int]:
+    """Refs awaiting review (status ``done``), oldest change first, with optional filters."""
+    where, args = ["r.status = ?"], [status]
+    for col, val in (("r.annotator", annotator), ("r.split", split), ("r.image_id", image_id)):
+        if val not in (None, ""):
+            where.append(f"{col} = ?")
+            args.append(val)
+    cond = " WHERE " + " AND ".join(where)
+    total = store._query(f"SELECT COUNT(*) FROM refs r{cond}", args)[0][0]
+    rows = store._query(
+        f"""SELECT r.id, r.image_id, i.file_name,
+               (SELECT group_concat(raw, ' | ') FROM (SELECT raw FROM sentences WHERE ref_id = r.id ORDER BY position)),
+               (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
+               r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
+            FROM refs r JOIN images i ON i.id = r.image_id{cond}
+            ORDER BY r.updated_at ASC, r.id ASC LIMIT ? OFFSET ?""", [*args, max(1, limit), max(0, offset)])
+    return [RefRow(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows], int(total)
+
+
+def last_decision(store: Store, ref_id: int) -> Decision | None:
+    rows = store._query("SELECT user, at, detail FROM events WHERE ref_id = ? AND action = 'review' ORDER BY id DESC LIMIT 1",
+                        (ref_id,))
+    if not rows:
+        return None
+    d = json.loads(rows[0][2])
+    return Decision(ref_id, rows[0][0], rows[0][1], d.get("decision", ""), d.get("reason"), d.get("comment", ""))
+
+
+def to_fix(store: Store, annotator: str) -> list[tuple[RefRow, Decision | None]]:
+    """An annotator's rejected refs, oldest first, each with the rejection (reason and comment)."""
+    rows, _ = review_queue(store, 0, 500, annotator=annotator, status="rejected")
+    return [(r, last_decision(store, r.id)) for r in rows]
+
+
+def person_stats(store: Store) -> list[dict]:
+    """Per annotator: refs made, accepted and rejected decisions on them, acceptance rate; per reviewer: decisions."""
+    made = dict(store._query("SELECT annotator, COUNT(*) FROM refs GROUP BY annotator"))
+    decisions: dict[str, dict[str, int]] = {}
+    reviews: dict[str, int] = {}
+    for user, detail in store._query("SELECT user, detail FROM events WHERE action = 'review'"):
+        d = json.loads(detail)
+        author = d.get("author", "")
+        decisions.setdefault(author, {"accept": 0, "reject": 0})[d.get("decision", "accept")] += 1
+        reviews[user] = reviews.get(user, 0) + 1
+    people = sorted(set(made) | set(decisions) | set(reviews))
+    out = []
+    for p in people:
+        acc, rej = decisions.get(p, {}).get("accept", 0), decisions.get(p, {}).get("reject", 0)
+        out.append({"person": p or "(anonymous)", "refs_made": made.get(p, 0), "accepted": acc, "rejected": rej,
+                    "acceptance_rate": acc / (acc + rej) if acc + rej else None, "reviews_given": reviews.get(p, 0)})
+    return out

@@ -1,0 +1,151 @@
+"""Review and identity: accounts and roles, recorded authors, an event for every change, the
+review queue and its filters, what an annotator must fix, export filters and per-person stats."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.auth import AuthError, Users, parse_entry
+from app.dataset import export_zip
+from app.store import ConflictError, Store, StoreError
+from app.store.review import last_decision, person_stats, review, review_queue, to_fix
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_auth_entries_roles_and_refusals(tmp_path: Path) -> None:
+    u = parse_entry("ann:s3cret", "e")
+    assert u.name == "ann" and u.password == "s3cret" and u.reviewer and "s3cret" not in repr(u)
+    assert parse_entry("rev:pa:ss:reviewer", "e").roles == {"reviewer"}  # a password may contain ':'
+    assert parse_entry("rev:pa:ss", "e").password == "pa:ss"
+    assert parse_entry("x:y:annotator,reviewer", "e").roles == {"annotator", "reviewer"}
+    for bad in ("nocolon", ":pw", "user:", "user::reviewer"):
+        with pytest.raises(AuthError) as err:
+            parse_entry(bad, "--auth entry 1")
+        assert "--auth entry 1" in str(err.value) and (bad.split(":")[-1] not in str(err.value) or not bad.split(":")[-1])
+    f = tmp_path / "users.txt"
+    f.write_text("# the team\nann:pw1:annotator\n\nrev:pw2:reviewer\n")
+    users = Users.parse(["boss:pw3"], f)
+    assert users.names() == ["ann", "boss", "rev"]
+    assert users.check("ann", "pw1") and not users.check("ann", "pw2") and not users.check("nobody", "pw1")
+    assert not users.get("ann").reviewer and users.get("rev").reviewer
+    with pytest.raises(AuthError, match="given twice"):
+        Users.parse(["a:1", "a:2"])
+    with pytest.raises(AuthError, match="line 1") as err:
+        f.write_text("ann-without-password\n")
+        Users.parse([], f)
+    assert Users.parse([], None) is None
+
+
+def test_launch_refuses_bad_auth_without_printing_passwords() -> None:
+    r = subprocess.run([sys.executable, "launch.py", "--auth", "ann:pw", "--auth", "broken-secret-entry"], cwd=ROOT,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--auth entry 2" in r.stderr and "broken-secret-entry" not in r.stderr
+
+
+def _store(tmp_path: Path) -> tuple[Store, int]:
+    s = Store(tmp_path / "r.sqlite")
+    img = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    return s, img
+
+
+def _mask() -> np.ndarray:
+    m = np.zeros((20, 20), bool)
+    m[2:9, 3:11] = True
+    return m
+
+
+def test_every_change_is_an_event_with_its_author(tmp_path: Path) -> None:
+    s, img = _store(tmp_path)
+    rid = s.save_ref(img, ["the box"], masks=[_mask()], annotator="ann")
+    s.save_ref(img, ["the box", "a square"], masks=[_mask()], annotator="ann", ref_id=rid, expected_version=1)
+    v = review(s, rid, "reject", "rev", "wrong_mask", "the corner is cut", expected_version=2)
+    s.save_ref(img, ["the box"], masks=[_mask()], annotator="ann", ref_id=rid, expected_version=v)
+    review(s, rid, "accept", "rev")
+    s.set_status(rid, "done", user="boss")
+    s.delete_ref(rid, user="boss")
+    events = s.events(rid)
+    assert [(e.action, e.user) for e in events] == [("create", "ann"), ("edit", "ann"), ("review", "rev"),
+                                                    ("edit", "ann"), ("review", "rev"), ("status", "boss"),
+                                                    ("delete", "boss")]
+    assert events[1].detail["sentences"] == ["the box", "a square"]
+    assert events[2].detail == {"decision": "reject", "reason": "wrong_mask", "comment": "the corner is cut",
+                                "from": "done", "to": "rejected", "author": "ann"}
+    assert events[4].detail["to"] == "reviewed" and events[0].at <= events[-1].at
+
+
+def test_review_decisions_need_a_reason_and_a_current_version(tmp_path: Path) -> None:
+    s, img = _store(tmp_path)
+    rid = s.save_ref(img, ["x"], no_target=True, annotator="ann")
+    with pytest.raises(StoreError, match="needs a reason"):
+        review(s, rid, "reject", "rev", None, "why")
+    with pytest.raises(StoreError, match="unknown decision"):
+        review(s, rid, "maybe", "rev")
+    with pytest.raises(ConflictError, match="changed meanwhile"):
+        review(s, rid, "accept", "rev", expected_version=7)
+    with pytest.raises(StoreError, match="no ref"):
+        review(s, 999, "accept", "rev")
+    assert s.ref(rid).status == "done"
+
+
+def test_the_review_queue_is_oldest_first_and_filtered(tmp_path: Path) -> None:
+    s, img = _store(tmp_path)
+    img2 = s.add_image(np.ones((20, 20, 3), np.uint8))
+    a = s.save_ref(img, ["a"], no_target=True, annotator="ann", split="val")
+    time.sleep(0.01)
+    b = s.save_ref(img2, ["b"], no_target=True, annotator="bob")
+    time.sleep(0.01)
+    c = s.save_ref(img, ["c"], no_target=True, annotator="ann")
+    s.save_ref(img, ["draft"], no_target=True, annotator="ann", status="draft")
+    time.sleep(0.01)
+    s.save_ref(img, ["a2"], no_target=True, annotator="ann", split="val", ref_id=a, expected_version=1)  # edited: newest
+    rows, total = review_queue(s)
+    assert total == 3 and [r.id for r in rows] == [b, c, a]
+    assert [r.id for r in review_queue(s, annotator="ann")[0]] == [c, a]
+    assert [r.id for r in review_queue(s, split="val")[0]] == [a]
+    assert [r.id for r in review_queue(s, image_id=img2)[0]] == [b]
+    review(s, b, "accept", "rev")
+    review(s, c, "reject", "rev", "missing_referent", "the second cup")
+    assert [r.id for r in review_queue(s)[0]] == [a]
+    (row, d), = to_fix(s, "ann")
+    assert row.id == c and d.reason == "missing_referent" and d.comment == "the second cup" and d.reviewer == "rev"
+    assert last_decision(s, a) is None and to_fix(s, "bob") == []
+    # fixing it puts it back in the queue
+    s.save_ref(img, ["c", "both cups"], no_target=True, annotator="ann", ref_id=c, expected_version=2)
+    assert c in [r.id for r in review_queue(s)[0]] and to_fix(s, "ann") == []
+    stats = {p["person"]: p for p in person_stats(s)}
+    assert stats["ann"]["refs_made"] == 3 and stats["ann"]["accepted"] == 0 and stats["ann"]["rejected"] == 1
+    assert stats["bob"]["acceptance_rate"] == 1.0 and stats["rev"]["reviews_given"] == 2
+    assert stats["ann"]["acceptance_rate"] == 0.0
+
+
+def test_export_by_status_split_and_annotator(tmp_path: Path) -> None:
+    s, img = _store(tmp_path)
+    a = s.save_ref(img, ["a"], masks=[_mask()], annotator="ann", split="val")
+    b = s.save_ref(img, ["b"], no_target=True, annotator="bob")
+    s.save_ref(img, ["c"], no_target=True, annotator="ann", status="draft")
+    review(s, a, "accept", "rev")
+    review(s, b, "accept", "rev")
+    for kwargs, expected in (({"status": "reviewed"}, {a, b}), ({"status": "reviewed", "annotator": "ann"}, {a}),
+                             ({"split": "val"}, {a}), ({}, {a, b, a + 2})):
+        out = tmp_path / f"e{len(expected)}{sorted(kwargs)}.zip"
+        summary = export_zip(s, out, **kwargs)
+        with zipfile.ZipFile(out) as zf:
+            grefs = json.loads(zf.read("grefcoco/grefs(unc).json"))
+            meta = json.loads(zf.read("export.json"))
+        assert {g["ref_id"] for g in grefs} == expected
+        assert meta["filter"] == {"status": kwargs.get("status"), "split": kwargs.get("split"),
+                                  "annotator": kwargs.get("annotator")} == summary["filter"]
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "export", "--db", str(tmp_path / "r.sqlite"), "--out",
+                        str(tmp_path / "cli.zip"), "--status", "reviewed", "--annotator", "bob"], cwd=ROOT,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert {g["ref_id"] for g in json.loads(zipfile.ZipFile(tmp_path / "cli.zip").read("grefcoco/grefs(unc).json"))} == {b}
