@@ -88,6 +88,8 @@ def render(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str]
         bar = max(24, round(side / 14))
         cv2.rectangle(out, (0, 0), (out.shape[1], bar), (220, 20, 20), -1)
         scale = bar / 42
-        cv2.putText(out, "NO TARGET", (frame + 6, int(bar * 0.78)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
-                    max(1, round(scale * 2)), cv2.LINE_AA)
+        thick = max(1, round(scale * 2))
+        (tw, _), _ = cv2.getTextSize("NO TARGET", cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+        cv2.putText(out, "NO TARGET", ((out.shape[1] - tw) // 2, int(bar * 0.78)), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                    (255, 255, 255), thick, cv2.LINE_AA)
     return out

@@ -23,7 +23,7 @@ def layout() -> SimpleNamespace:
         with gr.Column(scale=3):
             c.rv_info = gr.HTML("<div id='review-info' class='queue-pos'>Open this tab to load the review queue.</div>")
             c.rv_picture = gr.Image(label="Targets of the ref under review", interactive=False, elem_id="review-picture",
-                                    height=520, format="jpeg")
+                                    height=520, format="jpeg", show_label=False)
         with gr.Column(scale=2):
             with gr.Row():
                 c.rv_prev = gr.Button("◀ Previous (←)", size="sm", elem_id="review-prev")
