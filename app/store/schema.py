@@ -6,6 +6,9 @@ Version 1 is the first release's schema (``user_version`` 0). Version 2 adds:
   optimistic concurrency ("changed by someone else meanwhile");
 - ``events``: the history of every ref (who, when, what);
 - ``imports``: fingerprints of imported datasets, so the same files are not imported twice;
+- ``predictions``: what the model proposed for a pre-annotated ref (model, thresholds, every kept
+  candidate's score and mask), so it can be re-thresholded without the model; ``qa``: per-ref
+  agreement between the model and the people who made the ref;
 - indexes for paginated lists at 100 000 refs.
 
 Before a migration the database is copied next to itself (``<name>.v<old>.bak``).
@@ -80,6 +83,25 @@ CREATE TABLE IF NOT EXISTS events (
     action TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS predictions (
+    ref_id INTEGER PRIMARY KEY REFERENCES refs(id) ON DELETE CASCADE,
+    image_id INTEGER NOT NULL,
+    sentence TEXT NOT NULL,
+    model TEXT NOT NULL,
+    score_threshold REAL NOT NULL,
+    mask_threshold REAL NOT NULL,
+    existence REAL NOT NULL,
+    candidates TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS qa (
+    ref_id INTEGER PRIMARY KEY REFERENCES refs(id) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    iou REAL NOT NULL,
+    no_target_agree INTEGER NOT NULL,
+    model_no_target INTEGER NOT NULL,
+    at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS imports (
     id INTEGER PRIMARY KEY,
     fingerprint TEXT NOT NULL UNIQUE,
@@ -98,6 +120,8 @@ CREATE INDEX IF NOT EXISTS idx_refs_annotator ON refs(annotator);
 CREATE INDEX IF NOT EXISTS idx_sentences_ref ON sentences(ref_id);
 CREATE INDEX IF NOT EXISTS idx_ref_instances_instance ON ref_instances(instance_id);
 CREATE INDEX IF NOT EXISTS idx_events_ref ON events(ref_id);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_predictions_pair ON predictions(image_id, sentence, model);
+CREATE INDEX IF NOT EXISTS idx_qa_iou ON qa(iou);
 """
 
 

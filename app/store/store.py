@@ -36,7 +36,7 @@ from .records import Event, ImageRecord, InstanceRecord, RefRecord, RefRow, Snap
 from .schema import ensure_schema
 
 SPLITS = ("train", "val", "testA", "testB")
-STATUSES = ("draft", "done", "reviewed", "rejected")
+STATUSES = ("draft", "predicted", "done", "reviewed", "rejected")  # predicted: made by the model, to verify
 DEFAULT_CATEGORY = "object"
 MAX_SENTENCES = 20  # per ref (the expression and its paraphrases)
 MAX_SENTENCE_CHARS = 500

@@ -94,7 +94,8 @@ def layout(studio: Studio) -> SimpleNamespace:
                 with gr.Row():
                     c.f_name = gr.Textbox(label="File name contains", elem_id="q-name", scale=2)
                     c.f_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="q-split", scale=1)
-                    c.f_status = gr.Dropdown([("any", ""), ("no refs", "none"), ("to do", "todo"), *[(s, s) for s in STATUSES]],
+                    c.f_status = gr.Dropdown([("any", ""), ("no refs", "none"), ("to do (no refs, drafts, to verify)", "todo"),
+                                              ("to verify (predicted)", "predicted"), *[(s, s) for s in STATUSES if s != "predicted"]],
                                              value="", label="Status", elem_id="q-status", scale=1)
                     c.f_annotator = gr.Textbox(label="Annotator", elem_id="q-annotator", scale=1)
                 c.thumbs = gr.Gallery(label="Images (click to open)", columns=6, height=260, elem_id="thumbs",
@@ -112,7 +113,8 @@ def save_layout(signed_in: bool = False) -> SimpleNamespace:
         c.annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator", visible=not signed_in)
         c.signed_in = gr.Markdown("", elem_id="signed-in", visible=signed_in)
         c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
-        c.status = gr.Dropdown(list(STATUSES), value="done", label="Review status", scale=1, elem_id="status")
+        c.status = gr.Dropdown([s for s in STATUSES if s != "predicted"], value="done", label="Review status", scale=1,
+                               elem_id="status")
         c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
         c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
     c.save_msg = gr.Markdown("", elem_id="save-msg")
@@ -295,7 +297,7 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
                         f"{' — “' + d.comment + '”' if d.comment else ''}. Fix it and save: it goes back to *done*.")
         typed = rec.annotator if studio.users is None else gr.update()
         return (None, rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split,
-                "done" if rec.status == "rejected" else rec.status, typed,
+                "done" if rec.status in ("rejected", "predicted") else rec.status, typed,
                 *render(new), _queue(new, ImageFilter()), _image_refs(new), note, history_html(studio, rec.id))
 
     c.open_ref_by_id = open_ref_by_id

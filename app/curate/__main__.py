@@ -1,0 +1,112 @@
+"""``python -m app.curate``: pre-annotate, check and compare at dataset scale.
+
+    python -m app.curate preannotate --db DB (--sentences FILE | --pairs FILE.jsonl) [--split S] [--weights W]
+    torchrun --nproc_per_node N -m app.curate preannotate ...      (shards images over N processes / GPUs)
+    python -m app.curate rethreshold --db DB --model KEY --score 0.8
+    python -m app.curate qa --db DB [--weights W] [--split S] [--annotator A] [--json]
+    python -m app.curate agreement --db DB [--merge --min-iou 0.7 --quorum 2] [--json]
+
+Errors print one ``error:`` line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from ..store import SPLITS, Store, StoreError
+from ..store.collection import ImageFilter
+
+
+def _predictor(args, device: str):
+    from deris_core.weights import load_predictor
+
+    dtype = args.dtype
+    if dtype == "auto":
+        dtype = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
+    return load_predictor(args.weights, device=device, dtype=dtype)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.curate", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("preannotate", help="the model proposes a ref for every (image, sentence) pair")
+    src = a.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sentences", help="a text file, one sentence per line, applied to every image")
+    src.add_argument("--pairs", help='a JSONL file of {"image": id or file name, "sentence": "..."}')
+    a.add_argument("--split", default="", choices=["", *SPLITS], help="only images of this split (with --sentences)")
+    a.add_argument("--name", default="", help="only images whose file name contains this (with --sentences)")
+    a.add_argument("--batch", type=int, default=8, help="sentences per forward pass")
+    a.add_argument("--chunk", type=int, default=8, help="images per commit (and per gather under torchrun)")
+    b = sub.add_parser("rethreshold", help="re-threshold the still-predicted refs of a model (no model needed)")
+    b.add_argument("--model", required=True, help="the model key stored with the predictions")
+    b.add_argument("--score", type=float, required=True)
+    q = sub.add_parser("qa", help="run the model on people's refs: agreement per ref and GRES metrics")
+    q.add_argument("--split", default=None, choices=SPLITS)
+    q.add_argument("--annotator", default=None)
+    g = sub.add_parser("agreement", help="agreement of annotators who answered the same (image, sentence)")
+    g.add_argument("--merge", action="store_true", help="add consensus refs where enough annotators agree")
+    g.add_argument("--min-iou", type=float, default=0.7)
+    g.add_argument("--quorum", type=int, default=2)
+    for sp in (a, b, q, g):
+        sp.add_argument("--db", required=True)
+        sp.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    for sp in (a, q):
+        sp.add_argument("--weights", default="bundled", help="a published name, a checkpoint, or bundled")
+        sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+        sp.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+                        help="auto: bf16 on a GPU that offers it, else fp32")
+        sp.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
+    args = p.parse_args(argv)
+    if not Path(args.db).is_file():
+        print(f"error: database not found: {args.db}", file=sys.stderr)
+        return 2
+    try:
+        store = Store(args.db)
+        if getattr(args, "threads", 0):
+            torch.set_num_threads(args.threads)
+        if args.cmd == "preannotate":
+            from .preannotate import model_key, pairs_from_jsonl, pairs_from_sentences
+            from .runner import init_distributed, run
+
+            rank, world, device = init_distributed(args.device)
+            predictor = _predictor(args, device)
+            key = model_key(predictor, args.weights)
+            if args.sentences:
+                sentences = Path(args.sentences).read_text(encoding="utf-8").splitlines()
+                pairs = pairs_from_sentences(store, sentences, ImageFilter(name=args.name, split=args.split))
+            else:
+                pairs = pairs_from_jsonl(store, args.pairs)
+            summary = run(store, predictor, pairs, key, batch=args.batch, chunk=args.chunk, progress=not args.json)
+            if rank != 0:
+                return 0
+            res = {"model": key, "ranks": world, **summary.as_dict()}
+        elif args.cmd == "rethreshold":
+            from .preannotate import apply_threshold
+
+            res = {"model": args.model, "score_threshold": args.score, "refs": apply_threshold(store, args.model, args.score)}
+        elif args.cmd == "qa":
+            from .preannotate import model_key
+            from .quality import qa
+
+            predictor = _predictor(args, "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+            res = qa(store, predictor, model_key(predictor, args.weights), split=args.split, annotator=args.annotator)
+        else:
+            from .quality import agreement
+
+            res = agreement(store, merge=args.merge, min_iou=args.min_iou, quorum=args.quorum)
+            if not args.json:
+                res = {k: v for k, v in res.items() if k != "per_pair"}
+    except (StoreError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(res, indent=None if args.json else 2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,178 @@
+"""Batch pre-annotation: the model proposes a ref for every (image, sentence) pair of a collection.
+
+Each image is encoded once and its sentences run in batches. Every result becomes a ref with
+status ``predicted``, made by ``model:<name>``, with the model's verdict (the referred candidates
+as instances, or no target) and, in ``predictions``, the model key, thresholds, existence and
+every kept candidate (query, score, exact mask as RLE), so that the app or :func:`rethreshold`
+can change the score threshold without running the model. A pair already predicted by the same
+model is skipped, and results are committed a chunk of images at a time, so a run killed at any
+point loses nothing committed and a rerun finishes the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from ..store import Store, StoreError, clean_sentences, decode_mask, encode_mask
+from ..store.collection import ImageFilter
+
+MAX_CANDIDATES = 10  # kept per pair (best scores), enough to re-threshold
+MIN_KEPT_SCORE = 0.01
+
+
+@dataclass(frozen=True)
+class Pair:
+    image_id: int
+    sentence: str
+
+
+@dataclass
+class PairResult:
+    image_id: int
+    sentence: str
+    existence: float
+    score_threshold: float
+    mask_threshold: float
+    candidates: list[tuple[int, float, dict]] = field(default_factory=list)  # (query, score, RLE), best first
+
+    @property
+    def referred(self) -> list[int]:
+        """Positions in ``candidates`` above the score threshold (the official verdict)."""
+        return [i for i, (_, s, _) in enumerate(self.candidates) if s > self.score_threshold]
+
+
+def model_key(predictor, weights: str) -> str:
+    """What identifies the model that made a prediction: weights name, config and code version."""
+    from deris_core import __version__
+
+    cfg = getattr(predictor, "cfg", None)
+    return f"{Path(str(weights)).name}|{getattr(cfg, 'name', type(cfg).__name__)}|deris_core {__version__}"
+
+
+def _norm(sentence: str) -> str:
+    return clean_sentences([sentence])[0]
+
+
+def pairs_from_sentences(store: Store, sentences: Iterable[str], flt: ImageFilter = ImageFilter()) -> list[Pair]:
+    """Every sentence on every image of the (filtered) collection, by image id."""
+    sents = list(dict.fromkeys(_norm(s) for s in sentences if s and s.strip()))
+    where, args = flt.where()
+    ids = [r[0] for r in store._query(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
+    return [Pair(i, s) for i in ids for s in sents]
+
+
+def pairs_from_jsonl(store: Store, path: str | Path) -> list[Pair]:
+    """Pairs from a JSONL file: one ``{"image": <id or file name>, "sentence": "..."}`` per line."""
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+            image, sentence = rec["image"], rec["sentence"]
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise StoreError(f"{Path(path).name} line {n}: expected {{\"image\": ..., \"sentence\": ...}}") from None
+        if isinstance(image, int) and not isinstance(image, bool):
+            rows = store._query("SELECT id FROM images WHERE id = ?", (image,))
+        else:
+            rows = store._query("SELECT id FROM images WHERE original_name = ? OR file_name = ? ORDER BY id LIMIT 1",
+                                (str(image), str(image)))
+        if not rows:
+            raise StoreError(f"{Path(path).name} line {n}: no image {image!r} in the collection")
+        out.append(Pair(int(rows[0][0]), _norm(str(sentence))))
+    return list(dict.fromkeys(out))
+
+
+def pending(store: Store, pairs: Sequence[Pair], key: str) -> list[Pair]:
+    """The pairs this model has not predicted yet."""
+    done = {(r[0], r[1]) for r in store._query("SELECT image_id, sentence FROM predictions WHERE model = ?", (key,))}
+    return [p for p in pairs if (p.image_id, p.sentence) not in done]
+
+
+def predict_image(predictor, rgb: np.ndarray, image_id: int, sentences: Sequence[str], batch: int = 8) -> list[PairResult]:
+    """The model's answer for every sentence on one image (encoded once, sentences in batches)."""
+    state = predictor.set_image(rgb)
+    out = []
+    for start in range(0, len(sentences), max(1, batch)):
+        chunk = list(sentences[start:start + batch])
+        for sentence, pred in zip(chunk, predictor.predict_batch(chunk, image=state)):
+            kept = [k for k in pred.order[:MAX_CANDIDATES] if pred.scores[k] >= MIN_KEPT_SCORE or k in pred.referred]
+            cands = []
+            for k in kept:
+                mask = pred.mask(k).astype(bool)
+                if mask.any():
+                    cands.append((int(k), float(pred.scores[k]), encode_mask(mask)))
+            out.append(PairResult(image_id, sentence, float(pred.existence), float(pred.score_threshold),
+                                  float(pred.mask_threshold), cands))
+    return out
+
+
+def write_results(store: Store, results: Sequence[PairResult], key: str, category: str = "object") -> int:
+    """Store results in one transaction (pairs already there are skipped); returns how many were new."""
+    if not results:
+        return 0
+    author = "model:" + key.split("|")[0]
+    cat = store.category_id(category)
+    written = 0
+    now = time.time()
+    with store._tx() as db:
+        for r in results:
+            if db.execute("SELECT 1 FROM predictions WHERE image_id = ? AND sentence = ? AND model = ?",
+                          (r.image_id, r.sentence, key)).fetchone():
+                continue
+            referred = r.referred
+            cur = db.execute("INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at) "
+                             "VALUES (?, COALESCE(NULLIF((SELECT split FROM images WHERE id = ?), ''), 'train'), ?, ?, "
+                             "'predicted', ?, ?)", (r.image_id, r.image_id, int(not referred), author, now, now))
+            rid = int(cur.lastrowid)
+            db.execute("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,0)", (rid, r.sentence))
+            for pos, i in enumerate(referred):
+                iid = Store._insert_instance(db, r.image_id, decode_mask(r.candidates[i][2]), cat, "model")
+                db.execute("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)", (rid, iid, pos))
+            db.execute("INSERT INTO predictions (ref_id, image_id, sentence, model, score_threshold, mask_threshold, "
+                       "existence, candidates, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
+                       (rid, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
+                        json.dumps([{"query": q, "score": round(s, 6), "rle": m} for q, s, m in r.candidates]), now))
+            Store._event(db, rid, author, "predict", {"model": key, "targets": len(referred), "existence": r.existence})
+            written += 1
+    return written
+
+
+def group_by_image(pairs: Sequence[Pair]) -> list[tuple[int, list[str]]]:
+    groups: dict[int, list[str]] = {}
+    for p in pairs:
+        groups.setdefault(p.image_id, []).append(p.sentence)
+    return sorted(groups.items())
+
+
+def rethreshold(store: Store, ref_id: int, score_threshold: float) -> tuple[bool, list[np.ndarray]]:
+    """A predicted ref's verdict under another score threshold, from the stored candidates (no model)."""
+    rows = store._query("SELECT candidates FROM predictions WHERE ref_id = ?", (ref_id,))
+    if not rows:
+        raise StoreError(f"ref {ref_id} was not made by the model")
+    cands = json.loads(rows[0][0])
+    masks = [decode_mask(c["rle"]) for c in cands if c["score"] > score_threshold]
+    return (not masks), masks
+
+
+def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
+    """Re-threshold every still-``predicted`` ref of a model in the store (no model needed); returns how many changed."""
+    ids = [r[0] for r in store._query("SELECT p.ref_id FROM predictions p JOIN refs r ON r.id = p.ref_id "
+                                      "WHERE p.model = ? AND r.status = 'predicted'", (key,))]
+    changed = 0
+    for rid in ids:
+        no_target, masks = rethreshold(store, rid, score_threshold)
+        rec = store.ref(rid)
+        store.save_ref(rec.image_id, rec.sentences, masks=masks, no_target=no_target, split=rec.split,
+                       annotator=rec.annotator, status="predicted", ref_id=rid, expected_version=rec.version,
+                       user=rec.annotator, category="object")
+        with store._tx() as db:
+            db.execute("UPDATE predictions SET score_threshold = ? WHERE ref_id = ?", (score_threshold, rid))
+        changed += 1
+    return changed

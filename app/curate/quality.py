@@ -1,0 +1,151 @@
+"""Quality checks: the model against the people (qa) and people against each other (agreement).
+
+qa: for every ref made by a person, the model runs on each of its sentences; per sentence the
+official GRES sample (``deris_core.metrics``: gIoU, cIoU, N-acc, T-acc) and per ref the agreement
+that ``qa`` stores: the IoU of the merged masks (the lowest over its sentences; two no-target
+answers agree with IoU 1) and whether the no-target verdicts agree. The review view can then
+show the refs where model and annotator disagree most first.
+
+agreement: refs of the same image and sentence by two or more annotators: the IoU of their
+merged masks and their no-target agreement per pair and overall; ``merge`` adds a consensus ref
+(the answer closest to all the others) where at least ``quorum`` annotators agree with it at
+``min_iou`` or more.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from deris_core.metrics import GresAccumulator
+
+from ..store import Store, decode_mask
+
+PEOPLE = ["r.annotator NOT LIKE 'model:%'", "r.annotator NOT LIKE 'consensus%'"]  # refs made by people
+
+
+def merged_mask(store: Store, ref_id: int, shape: tuple[int, int], cache: dict[int, np.ndarray]) -> np.ndarray:
+    """The union of a ref's target masks (instances decoded once per image through ``cache``)."""
+    out = np.zeros(shape, bool)
+    for iid in store.ref(ref_id).instance_ids:
+        if iid not in cache:
+            cache[iid] = decode_mask(json.loads(store._query("SELECT rle FROM instances WHERE id = ?", (iid,))[0][0]))
+        out |= cache[iid]
+    return out
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray, a_nt: bool, b_nt: bool) -> float:
+    """IoU of two answers; two no-target answers agree fully, one alone not at all."""
+    if a_nt or b_nt:
+        return 1.0 if a_nt and b_nt else 0.0
+    union = int((a | b).sum())
+    return float((a & b).sum()) / union if union else 1.0
+
+
+def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done", "reviewed"), split: str | None = None,
+       annotator: str | None = None, batch: int = 8) -> dict:
+    """Run the model on people's refs; store per-ref agreement in ``qa``; GRES metrics overall and per group."""
+    where, args = [*PEOPLE, f"r.status IN ({','.join('?' * len(statuses))})"], list(statuses)
+    if split:
+        where.append("r.split = ?")
+        args.append(split)
+    if annotator:
+        where.append("r.annotator = ?")
+        args.append(annotator)
+    ids = [r[0] for r in store._query(f"SELECT r.id FROM refs r WHERE {' AND '.join(where)} ORDER BY r.image_id, r.id", args)]
+    overall = GresAccumulator()
+    groups: dict[str, GresAccumulator] = defaultdict(GresAccumulator)
+    rows = []
+    by_image: dict[int, list] = defaultdict(list)
+    for rec in store.refs(ref_ids=ids):
+        by_image[rec.image_id].append(rec)
+    for image_id, recs in sorted(by_image.items()):
+        rgb = store.load_image(image_id)
+        if rgb is None:
+            continue
+        state = predictor.set_image(rgb)
+        cache: dict[int, np.ndarray] = {}
+        for rec in recs:
+            gt = merged_mask(store, rec.id, rgb.shape[:2], cache)
+            worst, nt_agree, model_nt = 1.0, True, False
+            for start in range(0, len(rec.sentences), batch):
+                for pred in predictor.predict_batch(rec.sentences[start:start + batch], image=state):
+                    pm = pred.union_mask.astype(bool)
+                    for acc in (overall, groups[f"annotator={rec.annotator}"], groups[f"split={rec.split}"]):
+                        acc.add(pm, gt, rec.no_target, pred.no_target)
+                    worst = min(worst, mask_iou(pm, gt, pred.no_target, rec.no_target))
+                    nt_agree &= pred.no_target == rec.no_target
+                    model_nt |= pred.no_target
+            rows.append((rec.id, key, worst, int(nt_agree), int(model_nt), time.time()))
+    with store._tx() as db:
+        db.executemany("INSERT INTO qa (ref_id, model, iou, no_target_agree, model_no_target, at) VALUES (?,?,?,?,?,?) "
+                       "ON CONFLICT(ref_id) DO UPDATE SET model=excluded.model, iou=excluded.iou, "
+                       "no_target_agree=excluded.no_target_agree, model_no_target=excluded.model_no_target, at=excluded.at",
+                       rows)
+    return {"model": key, "refs": len(rows), "overall": overall.result() if rows else {},
+            "groups": {g: acc.result() for g, acc in sorted(groups.items())},
+            "disagreements": [{"ref_id": r[0], "iou": round(r[2], 4), "no_target_agree": bool(r[3])}
+                              for r in sorted(rows, key=lambda r: (r[2], r[3]))[:20]]}
+
+
+@dataclass
+class PairAgreement:
+    image_id: int
+    sentence: str
+    ref_a: int
+    ref_b: int
+    annotator_a: str
+    annotator_b: str
+    iou: float
+    no_target_agree: bool
+
+
+def _groups(store: Store) -> dict[tuple[int, str], list]:
+    groups: dict[tuple[int, str], list] = defaultdict(list)
+    for rec in store.refs():
+        if rec.annotator.startswith("model:") or rec.annotator.startswith("consensus") or not rec.sentences:
+            continue
+        groups[(rec.image_id, " ".join(rec.sentences[0].lower().split()))].append(rec)
+    return {k: v for k, v in groups.items() if len({r.annotator for r in v}) >= 2}
+
+
+def agreement(store: Store, merge: bool = False, min_iou: float = 0.7, quorum: int = 2) -> dict:
+    """Pairwise agreement of annotators on the same (image, sentence); optionally add consensus refs."""
+    pairs: list[PairAgreement] = []
+    merged = 0
+    for (image_id, sentence), recs in sorted(_groups(store).items()):
+        im = store.image(image_id)
+        cache: dict[int, np.ndarray] = {}
+        masks = {r.id: merged_mask(store, r.id, (im.height, im.width), cache) for r in recs}
+        ious = {}
+        for a, b in itertools.combinations(recs, 2):
+            if a.annotator == b.annotator:
+                continue
+            iou = mask_iou(masks[a.id], masks[b.id], a.no_target, b.no_target)
+            ious[(a.id, b.id)] = ious[(b.id, a.id)] = iou
+            pairs.append(PairAgreement(image_id, sentence, a.id, b.id, a.annotator, b.annotator, iou,
+                                       a.no_target == b.no_target))
+        if merge:
+            medoid = max(recs, key=lambda r: sum(ious.get((r.id, o.id), 0.0) for o in recs if o.id != r.id))
+            agree = {medoid.annotator} | {o.annotator for o in recs if ious.get((medoid.id, o.id), 0.0) >= min_iou}
+            exists = store._query("SELECT 1 FROM refs r JOIN sentences s ON s.ref_id = r.id AND s.position = 0 "
+                                  "WHERE r.image_id = ? AND r.annotator LIKE 'consensus%' AND lower(s.raw) = ?",
+                                  (image_id, sentence))
+            if len(agree) >= quorum and not exists:
+                store.save_ref(image_id, medoid.sentences, instance_ids=[] if medoid.no_target else medoid.instance_ids,
+                               no_target=medoid.no_target, split=medoid.split, status="done",
+                               annotator="consensus(" + ",".join(sorted(agree))[:80] + ")", user="agreement")
+                merged += 1
+    n = len(pairs)
+    return {"groups": len({(p.image_id, p.sentence) for p in pairs}), "pairs": n,
+            "mean_iou": round(sum(p.iou for p in pairs) / n, 4) if n else None,
+            "no_target_agreement": round(sum(p.no_target_agree for p in pairs) / n, 4) if n else None,
+            "merged": merged,
+            "per_pair": [{"image_id": p.image_id, "sentence": p.sentence, "refs": [p.ref_a, p.ref_b],
+                          "annotators": [p.annotator_a, p.annotator_b], "iou": round(p.iou, 4),
+                          "no_target_agree": p.no_target_agree} for p in pairs]}

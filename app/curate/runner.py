@@ -1,0 +1,102 @@
+"""Running pre-annotation on one process or sharded over ``torchrun`` processes.
+
+Under ``torchrun`` (``WORLD_SIZE`` > 1) rank 0 decides the pending pairs and broadcasts them;
+images are dealt to ranks round-robin; after each chunk every rank sends its results to rank 0
+(``gather_object``), the only process that writes (SQLite has one writer). On CUDA each rank
+uses its own GPU (``LOCAL_RANK``) and bf16 where the GPU offers it; on CPU the group uses gloo.
+Every image is processed the same way whatever the number of ranks, so a sharded run stores the
+same refs as a single process.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from ..store import Store, StoreError
+from .preannotate import Pair, PairResult, group_by_image, pending, predict_image, write_results
+
+
+@dataclass
+class Summary:
+    pairs: int
+    already_done: int
+    written: int
+    no_target: int
+    seconds: float
+
+    def as_dict(self) -> dict:
+        rate = self.written / self.seconds if self.seconds else 0.0
+        return {"pairs": self.pairs, "already_done": self.already_done, "written": self.written,
+                "no_target_share": round(self.no_target / self.written, 4) if self.written else 0.0,
+                "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3)}
+
+
+def distributed_env() -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` from torchrun's environment (0, 1, 0 without it)."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """Join the torchrun group; returns ``(rank, world, device for this rank)``."""
+    rank, world, local = distributed_env()
+    if world > 1 and not dist.is_initialized():
+        use_cuda = device != "cpu" and torch.cuda.is_available()
+        if use_cuda:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    if device != "cpu" and torch.cuda.is_available():
+        return rank, world, f"cuda:{local}" if world > 1 else "cuda"
+    return rank, world, "cpu"
+
+
+def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int = 8, chunk: int = 8,
+        progress: bool = True, load: Callable[[int], object] | None = None,
+        on_chunk: Callable[[int], None] | None = None) -> Summary:
+    """Pre-annotate ``pairs`` (all ranks call this with the same arguments; rank 0 writes)."""
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    t0 = time.perf_counter()
+    todo = pending(store, pairs, key) if rank == 0 else None
+    if world > 1:
+        box = [todo]
+        dist.broadcast_object_list(box, src=0)
+        todo = box[0]
+    groups = group_by_image(todo)
+    mine = groups[rank::world]
+    n_chunks = -(-len(mine) // chunk)
+    if world > 1:
+        t = torch.tensor([n_chunks])
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        n_chunks = int(t)
+    load = load or store.load_image
+    written = no_target = 0
+    bar = tqdm(total=len(todo), unit="pair", desc="pre-annotating", disable=not progress or rank != 0)
+    for c in range(n_chunks):
+        results: list[PairResult] = []
+        for image_id, sentences in mine[c * chunk:(c + 1) * chunk]:
+            rgb = load(image_id)
+            if rgb is None:
+                raise StoreError(f"the pixels of image {image_id} are not available")
+            results += predict_image(predictor, rgb, image_id, sentences, batch)
+        if world > 1:
+            gathered: list | None = [None] * world if rank == 0 else None
+            dist.gather_object(results, gathered, dst=0)
+            if rank == 0:
+                results = [r for part in gathered for r in part]
+        if rank == 0:
+            written += write_results(store, results, key)
+            no_target += sum(1 for r in results if not r.referred)
+            bar.update(len(results))
+            bar.set_postfix(pairs_per_s=f"{bar.n / max(1e-9, time.perf_counter() - t0):.2f}")
+            if on_chunk is not None:
+                on_chunk(c)
+    bar.close()
+    if world > 1:
+        dist.barrier()
+    return Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)

@@ -1,0 +1,248 @@
+"""The model at dataset scale: pre-annotation (sharded over 2 gloo processes = one process,
+resume, SIGKILL mid-way), re-thresholding without the model, qa against deris_core.metrics,
+annotator agreement and consensus merging."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from app.curate import agreement, apply_threshold, pairs_from_jsonl, pairs_from_sentences, qa, rethreshold, run
+from app.collection import import_images
+from app.store import Store, StoreError, decode_mask
+from deris_core.metrics import GresAccumulator
+from deris_core.predictor import Prediction
+
+ROOT = Path(__file__).resolve().parents[1]
+SENTENCES = ["the red circle", "all blue shapes", "the largest star"]
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory) -> Path:
+    from deris_core.synthetic import generate
+
+    root = tmp_path_factory.mktemp("curate")
+    generate(root / "syn", seed=6, images=6)
+    db = root / "base.sqlite"
+    import_images(Store(db), root / "syn" / "images" / "train2014", progress=False)
+    (root / "sentences.txt").write_text("\n".join(SENTENCES) + "\n")
+    return root
+
+
+def _fresh(collection: Path, name: str) -> Path:
+    db = collection / f"{name}.sqlite"
+    src = sqlite3.connect(collection / "base.sqlite")
+    dst = sqlite3.connect(db)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return db
+
+
+def _cli(*args: str, env: dict | None = None, torchrun: int = 0) -> subprocess.CompletedProcess:
+    head = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}", "-m",
+            "app.curate"] if torchrun else [sys.executable, "-m", "app.curate"]
+    return subprocess.run([*head, *args], cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def _content(db: Path) -> list:
+    """Everything a pre-annotation stored, independent of ids and write order."""
+    s = Store(db)
+    out = []
+    for rec in s.refs():
+        row = s._query("SELECT model, existence, candidates FROM predictions WHERE ref_id = ?", (rec.id,))[0]
+        masks = sorted(json.dumps(i.rle) for i in s.instances(rec.image_id) if i.id in rec.instance_ids)
+        cands = [(c["query"], round(c["score"], 5), json.dumps(c["rle"])) for c in json.loads(row[2])]
+        out.append((rec.image_id, rec.sentences, rec.no_target, rec.status, rec.annotator, masks, row[0],
+                    round(row[1], 5), cands))
+    return sorted(out, key=lambda r: (r[0], r[1]))
+
+
+def test_two_gloo_processes_store_exactly_what_one_process_stores(collection: Path) -> None:
+    one, two = _fresh(collection, "one"), _fresh(collection, "two")
+    sentences = str(collection / "sentences.txt")
+    r1 = _cli("preannotate", "--db", str(one), "--sentences", sentences, "--threads", "1", "--json")
+    assert r1.returncode == 0, r1.stderr
+    r2 = _cli("preannotate", "--db", str(two), "--sentences", sentences, "--threads", "1", "--json", "--chunk", "2",
+              torchrun=2)
+    assert r2.returncode == 0, r2.stderr
+    s1, s2 = json.loads(r1.stdout), json.loads(r2.stdout.strip().splitlines()[-1])
+    assert s1["written"] == s2["written"] == 18 and s2["ranks"] == 2
+    a, b = _content(one), _content(two)
+    assert len(a) == 18 and a == b
+    assert {r[3] for r in a} == {"predicted"} and {r[4] for r in a} == {"model:bundled"}
+
+
+def test_a_rerun_skips_pairs_already_predicted(collection: Path) -> None:
+    db = _fresh(collection, "resume")
+    s = Store(db)
+    first = pairs_from_jsonl(s, _jsonl(collection, [(1, "the red circle"), ("synthetic_000002.png", "all blue shapes")]))
+    from deris_core.weights import load_predictor
+
+    p = load_predictor("bundled")
+    assert run(s, p, first, "k", progress=False).written == 2
+    everything = pairs_from_sentences(s, SENTENCES)
+    summary = run(s, p, everything, "k", progress=False)
+    assert summary.already_done == 2 and summary.written == 16
+    assert run(s, p, everything, "k", progress=False).written == 0
+    assert run(s, p, everything, "another model", progress=False).written == 18  # another model predicts again
+    with pytest.raises(StoreError, match="line 1"):
+        pairs_from_jsonl(s, _jsonl(collection, [("nope.png", "x")]))
+
+
+def _jsonl(collection: Path, pairs: list) -> Path:
+    path = collection / f"pairs_{len(pairs)}_{time.monotonic_ns()}.jsonl"
+    path.write_text("".join(json.dumps({"image": i, "sentence": t}) + "\n" for i, t in pairs))
+    return path
+
+
+def test_a_run_killed_mid_way_leaves_a_consistent_store_and_the_rerun_completes(collection: Path) -> None:
+    db = _fresh(collection, "killed")
+    many = collection / "many.txt"
+    many.write_text("\n".join(f"the {c} {s}" for c in ("red", "blue", "green", "yellow") for s in ("circle", "star")) + "\n")
+    proc = subprocess.Popen([sys.executable, "-m", "app.curate", "preannotate", "--db", str(db), "--sentences", str(many),
+                             "--chunk", "1", "--batch", "2", "--json"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        con = sqlite3.connect(db, timeout=30)
+        n = con.execute("SELECT COUNT(*) FROM predictions").fetchone()[0]
+        con.close()
+        if n >= 8:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    s = Store(db)
+    assert s.integrity_check() == "ok"
+    done = s._query("SELECT COUNT(*) FROM predictions")[0][0]
+    assert 8 <= done < 48
+    # every stored pair is whole: a predicted ref with its sentence, prediction row and targets
+    assert s._query("SELECT COUNT(*) FROM refs")[0][0] == done
+    assert s._query("SELECT COUNT(*) FROM refs r WHERE NOT EXISTS (SELECT 1 FROM sentences WHERE ref_id = r.id)")[0][0] == 0
+    s.close()
+    r = _cli("preannotate", "--db", str(db), "--sentences", str(many), "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["already_done"] == done and out["written"] == 48 - done
+    assert Store(db)._query("SELECT COUNT(*) FROM predictions")[0][0] == 48
+
+
+def test_predicted_refs_rethreshold_without_the_model(collection: Path, monkeypatch) -> None:
+    db = _fresh(collection, "rethreshold")
+    s = Store(db)
+    from deris_core.weights import load_predictor
+
+    p = load_predictor("bundled")
+    run(s, p, pairs_from_sentences(s, SENTENCES), "k", progress=False)
+    monkeypatch.setattr("deris_core.predictor.Predictor.predict_batch", lambda *a, **k: pytest.fail("the model ran"))
+    monkeypatch.setattr("deris_core.predictor.Predictor.set_image", lambda *a, **k: pytest.fail("the model ran"))
+    rid = next(r.id for r in s.refs() if not r.no_target)
+    cands = json.loads(s._query("SELECT candidates FROM predictions WHERE ref_id = ?", (rid,))[0][0])
+    low = min(c["score"] for c in cands) - 1e-6
+    nt, masks = rethreshold(s, rid, low)
+    assert not nt and len(masks) == len(cands)
+    np.testing.assert_array_equal(masks[0], decode_mask(cands[0]["rle"]))
+    assert rethreshold(s, rid, 1.0) == (True, [])
+    changed = apply_threshold(s, "k", 0.999999)
+    assert changed == 18 and all(r.no_target for r in s.refs())
+    assert {e.action for e in s.events(rid)} == {"predict", "edit"}
+
+
+class _Scripted:
+    """A stand-in for the predictor in qa tests: answers each sentence with a hand-built mask."""
+
+    def __init__(self, answers: dict[str, np.ndarray | None]) -> None:
+        self.answers = answers
+
+    def set_image(self, rgb):
+        return rgb.shape[:2]
+
+    def predict_batch(self, sentences, image):
+        out = []
+        for s in sentences:
+            m = self.answers[s]
+            h, w = image
+            logits = torch.full((1, h, w), -10.0) if m is None else torch.tensor(np.where(m, 10.0, -10.0)[None], dtype=torch.float32)
+            score = np.array([0.1 if m is None else 0.9], np.float32)
+            out.append(Prediction(s, score, 0.5, np.zeros((1, 4), np.float32), (h, w), 0.5, 0.5, logits))
+        return out
+
+
+def _box(y0, x0, y1, x1, h=20, w=20) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_qa_equals_deris_core_metrics_on_hand_built_cases(tmp_path: Path) -> None:
+    s = Store(tmp_path / "qa.sqlite")
+    img = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    gt_a, gt_b = _box(0, 0, 10, 10), _box(5, 5, 15, 15)
+    ra = s.save_ref(img, ["a"], masks=[gt_a], annotator="ann", split="val")
+    rb = s.save_ref(img, ["b", "b again"], masks=[gt_b], annotator="bob")
+    rc = s.save_ref(img, ["c"], no_target=True, annotator="ann")
+    rd = s.save_ref(img, ["d"], no_target=True, annotator="bob")
+    s.save_ref(img, ["draft"], no_target=True, annotator="ann", status="draft")  # not checked
+    answers = {"a": _box(0, 0, 10, 5), "b": _box(5, 5, 15, 15), "b again": None, "c": None, "d": _box(0, 0, 2, 2)}
+    res = qa(s, _Scripted(answers), "scripted")
+    ref = GresAccumulator()
+    ann = GresAccumulator()
+    for text, gt, gt_nt, who in (("a", gt_a, False, "ann"), ("b", gt_b, False, "bob"), ("b again", gt_b, False, "bob"),
+                                 ("c", np.zeros((20, 20), bool), True, "ann"), ("d", np.zeros((20, 20), bool), True, "bob")):
+        pm = answers[text] if answers[text] is not None else np.zeros((20, 20), bool)
+        ref.add(pm, gt, gt_nt, answers[text] is None)
+        if who == "ann":
+            ann.add(pm, gt, gt_nt, answers[text] is None)
+    assert res["refs"] == 4 and res["overall"] == ref.result() and res["groups"]["annotator=ann"] == ann.result()
+    stored = {r[0]: r[1:] for r in s._query("SELECT ref_id, iou, no_target_agree, model_no_target FROM qa")}
+    assert stored[ra] == (0.5, 1, 0)  # half the box
+    assert stored[rb] == (0.0, 0, 1)  # the worst sentence: the model said no target for "b again"
+    assert stored[rc] == (1.0, 1, 1) and stored[rd] == (0.0, 0, 0)
+    assert {d["ref_id"] for d in res["disagreements"][:2]} == {rb, rd}  # worst first
+
+
+def test_agreement_on_hand_built_masks_and_consensus(tmp_path: Path) -> None:
+    s = Store(tmp_path / "ag.sqlite")
+    img = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    s.save_ref(img, ["The dog"], masks=[_box(0, 0, 10, 10)], annotator="ann")
+    s.save_ref(img, ["the dog"], masks=[_box(0, 0, 10, 8)], annotator="bob")  # IoU 0.8 with ann
+    s.save_ref(img, ["the dog"], masks=[_box(10, 10, 20, 20)], annotator="cat")  # disagrees
+    s.save_ref(img, ["a unicorn"], no_target=True, annotator="ann")
+    s.save_ref(img, ["a unicorn"], no_target=True, annotator="bob")
+    s.save_ref(img, ["only one person"], no_target=True, annotator="ann")
+    res = agreement(s)
+    ious = {tuple(p["annotators"]) + (p["sentence"],): p["iou"] for p in res["per_pair"]}
+    assert res["groups"] == 2 and res["pairs"] == 4
+    assert ious[("ann", "bob", "the dog")] == 0.8 and ious[("ann", "cat", "the dog")] == 0.0
+    assert ious[("ann", "bob", "a unicorn")] == 1.0
+    assert res["mean_iou"] == round((0.8 + 0 + 0 + 1) / 4, 4) and res["no_target_agreement"] == 1.0
+    merged = agreement(s, merge=True, min_iou=0.75, quorum=2)
+    assert merged["merged"] == 2
+    cons = [r for r in s.refs() if r.annotator.startswith("consensus")]
+    assert {r.annotator for r in cons} == {"consensus(ann,bob)"}
+    dog = next(r for r in cons if not r.no_target)
+    assert s.instances(img)[0].id in dog.instance_ids or len(dog.instance_ids) == 1
+    assert agreement(s, merge=True, min_iou=0.75, quorum=2)["merged"] == 0  # idempotent
+    assert agreement(s, merge=True, min_iou=0.75, quorum=3)["merged"] == 0
+
+
+def test_cli_errors_exit_2(tmp_path: Path) -> None:
+    r = _cli("qa", "--db", str(tmp_path / "missing.sqlite"))
+    assert r.returncode == 2 and "database not found" in r.stderr
+    Store(tmp_path / "x.sqlite").close()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    r = _cli("preannotate", "--db", str(tmp_path / "x.sqlite"), "--pairs", str(bad))
+    assert r.returncode == 2 and "bad.jsonl line 1" in r.stderr and "Traceback" not in r.stderr
