@@ -2,6 +2,7 @@
 
     python -m app.bench store [--refs 100000] [--db PATH]
     python -m app.bench annotate [--weights bundled] [--actions 50]
+    python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
 
 ``store``: a database with N refs (made once in bulk), then the median time of what an
 annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit (versioned), and
@@ -184,6 +185,54 @@ def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
             "keys_per_ref_when_the_model_is_right": "the sentence + Enter + Ctrl+Enter (then PgDn for the next image)"}
 
 
+def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: int = 2) -> dict:
+    """Pairs/s of pre-annotation: every image encoded once with its sentences batched, against one
+    pair at a time (encode + predict per pair). ``model``: ``bundled`` or a config name (random weights)."""
+    import torch
+
+    from deris_core.config import get_config
+    from deris_core.model import build_deris
+    from deris_core.predictor import Predictor
+    from deris_core.tokenizer import BEiT3Tokenizer
+    from deris_core.weights import load_predictor
+
+    from .curate.preannotate import predict_image, write_results
+
+    torch.set_num_threads(threads)
+    if model == "bundled":
+        predictor = load_predictor("bundled", device="cpu")
+        side = 128
+    else:  # random weights: speed does not depend on them; any tokenizer's ids fit the vocabulary
+        torch.manual_seed(0)
+        cfg = get_config(model)
+        tok = BEiT3Tokenizer(Path(__file__).resolve().parents[1] / "assets" / "bundled" / "tokenizer.spm", cfg.max_token)
+        predictor = Predictor(build_deris(cfg).eval(), tok, device=torch.device("cpu"))
+        side = 640
+    rng = np.random.default_rng(0)
+    pictures = [rng.integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8) for _ in range(images)]
+    words = ["the red circle", "all blue shapes", "the largest star", "the two green triangles", "the dog on the left",
+             "a person holding an umbrella", "the car behind the bus", "nothing like a unicorn"]
+    sents = [words[k % len(words)] + (f" number {k // len(words)}" if k >= len(words) else "") for k in range(sentences)]
+    folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
+    store = Store(Path(folder.name) / "p.sqlite")
+    ids = [store.add_image(p) for p in pictures]
+    predict_image(predictor, pictures[0], ids[0], sents[:2], 2)  # warm-up
+    t0 = time.perf_counter()
+    for i, rgb in zip(ids, pictures):
+        write_results(store, predict_image(predictor, rgb, i, sents, batch=sentences), "batched")
+    batched = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for i, rgb in zip(ids, pictures):
+        for s in sents:
+            write_results(store, predict_image(predictor, rgb, i, [s], batch=1), "single")
+    single = time.perf_counter() - t0
+    folder.cleanup()
+    n = images * sentences
+    return {"model": model, "image": f"{pictures[0].shape[1]}x{pictures[0].shape[0]}", "pairs": n,
+            "batched_pairs_per_s": round(n / batched, 2), "one_pair_at_a_time_pairs_per_s": round(n / single, 2),
+            "speed_up": round(single / batched, 2), "threads": threads}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -196,8 +245,19 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--actions", type=int, default=50)
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--json", action="store_true")
+    b = sub.add_parser("preannotate", help="pairs/s of pre-annotation, batched per image vs one pair at a time")
+    b.add_argument("--model", default="bundled", help="bundled, or a config name such as deris-b-grefcoco (random weights)")
+    b.add_argument("--images", type=int, default=3)
+    b.add_argument("--sentences", type=int, default=8)
+    b.add_argument("--threads", type=int, default=2)
+    b.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    res = bench_store(args.refs, args.db) if args.cmd == "store" else bench_annotate(args.weights, args.actions, args.threads)
+    if args.cmd == "store":
+        res = bench_store(args.refs, args.db)
+    elif args.cmd == "annotate":
+        res = bench_annotate(args.weights, args.actions, args.threads)
+    else:
+        res = bench_preannotate(args.model, args.images, args.sentences, args.threads)
     if args.json:
         print(json.dumps(res))
     else:

@@ -246,3 +246,16 @@ def test_cli_errors_exit_2(tmp_path: Path) -> None:
     bad.write_text("not json\n")
     r = _cli("preannotate", "--db", str(tmp_path / "x.sqlite"), "--pairs", str(bad))
     assert r.returncode == 2 and "bad.jsonl line 1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_the_review_queue_can_show_the_biggest_disagreements_first(tmp_path: Path) -> None:
+    from app.store.review import review_queue
+
+    s = Store(tmp_path / "q.sqlite")
+    img = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    good = s.save_ref(img, ["a"], masks=[_box(0, 0, 10, 10)], annotator="ann")
+    bad = s.save_ref(img, ["b"], masks=[_box(5, 5, 15, 15)], annotator="ann")
+    qa(s, _Scripted({"a": _box(0, 0, 10, 10), "b": _box(0, 0, 3, 3)}), "scripted")
+    unchecked = s.save_ref(img, ["c"], no_target=True, annotator="ann")  # saved after the qa run
+    assert [r.id for r in review_queue(s)[0]] == [good, bad, unchecked]  # oldest first
+    assert [r.id for r in review_queue(s, by_disagreement=True)[0]] == [bad, good, unchecked]

@@ -39,6 +39,8 @@ def layout() -> SimpleNamespace:
                 c.rv_annotator = gr.Textbox(label="Annotator", elem_id="review-annotator")
                 c.rv_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="review-split")
                 c.rv_image = gr.Number(label="Image id", value=None, precision=0, elem_id="review-image")
+                c.rv_disagree = gr.Checkbox(label="Where the model disagrees most first (after python -m app.curate qa)",
+                                            value=False, elem_id="review-disagree")
             with gr.Accordion("History of this ref", open=True):
                 c.rv_history = gr.HTML("", elem_id="review-history")
             c.rv_pos = gr.State(0)
@@ -73,10 +75,10 @@ def history_html(studio: Studio, ref_id: int | None) -> str:
 def wire(studio: Studio, c: SimpleNamespace) -> None:
     store = studio.store
 
-    def show(pos: int, annotator: str, split: str, image_id):
+    def show(pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False):
         """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
         flt = dict(annotator=(annotator or "").strip() or None, split=split or None,
-                   image_id=int(image_id) if image_id not in (None, "") else None)
+                   image_id=int(image_id) if image_id not in (None, "") else None, by_disagreement=bool(by_disagreement))
         pos = max(0, int(pos or 0))
         rows, total = review_queue(store, pos, 1, **flt)
         if not rows and total:
@@ -102,12 +104,12 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
                 (rec.id, rec.version))
 
     def move(delta: int):
-        def go(pos, annotator, split, image_id):
-            return show(int(pos or 0) + delta, annotator, split, image_id)
+        def go(pos, annotator, split, image_id, by_disagreement):
+            return show(int(pos or 0) + delta, annotator, split, image_id, by_disagreement)
         return go
 
     def decide(decision: str):
-        def go(shown, reason, comment, who_typed, pos, annotator, split, image_id, request: gr.Request):
+        def go(shown, reason, comment, who_typed, pos, annotator, split, image_id, by_disagreement, request: gr.Request):
             if not shown:
                 raise gr.Error("Nothing to review.")
             reviewer = studio.require_reviewer(request, who_typed)
@@ -118,17 +120,18 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
                 raise gr.Error(str(exc)) from None
             msg = f"Ref {shown[0]} {'accepted' if decision == 'accept' else 'rejected'} by {reviewer}."
             # the decided ref leaves the queue: the same position now shows the next one
-            return (msg, None, "", *show(pos, annotator, split, image_id))
+            return (msg, None, "", *show(pos, annotator, split, image_id, by_disagreement))
         return go
 
-    flt = [c.rv_annotator, c.rv_split, c.rv_image]
+    flt = [c.rv_annotator, c.rv_split, c.rv_image, c.rv_disagree]
     shown_outputs = [c.rv_info, c.rv_picture, c.rv_sentences, c.rv_history, c.rv_pos, c.rv_ref]
     c.review_tab.select(show, [c.rv_pos, *flt], shown_outputs, api_name=False)
     c.rv_prev.click(move(-1), [c.rv_pos, *flt], shown_outputs, api_name="review_previous")
     c.rv_next.click(move(1), [c.rv_pos, *flt], shown_outputs, api_name="review_next")
     for f in (c.rv_annotator, c.rv_image):
         f.submit(move(-10**9), [c.rv_pos, *flt], shown_outputs, api_name=False)
-    c.rv_split.input(move(-10**9), [c.rv_pos, *flt], shown_outputs, api_name=False)
+    for f in (c.rv_split, c.rv_disagree):
+        f.input(move(-10**9), [c.rv_pos, *flt], shown_outputs, api_name=False)
     decision_inputs = [c.rv_ref, c.rv_reason, c.rv_comment, c.annotator, c.rv_pos, *flt]
     decision_outputs = [c.rv_msg, c.rv_reason, c.rv_comment, *shown_outputs]
     c.rv_accept.click(decide("accept"), decision_inputs, decision_outputs, api_name="review_accept")
