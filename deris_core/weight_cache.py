@@ -81,6 +81,7 @@ def write_converted(state: dict[str, torch.Tensor], cfg: DeRISConfig, out: Path,
     meta = {"format": FORMAT, "config": cfg.to_json(), "source": source}
     try:
         save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
