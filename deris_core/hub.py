@@ -56,7 +56,7 @@ def _reason(exc: BaseException) -> str:
         return "the revision does not exist"
     if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
         return "not in the local cache and the Hub is not reachable (offline or no network)"
-    text = re.sub(r"(/[^\s'\"]+)+", "<path>", text)
+    text = re.sub(r"(?<![:/\w.])/[^\s'\"]+", "<path>", text)  # local paths, not URLs
     return f"{name}: {text[:200]}" if text else name
 
 

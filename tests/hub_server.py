@@ -115,6 +115,9 @@ class StandInHub:
                     if data is None:
                         return self._error(404, "NotFound", "no such release file")
                     return self._send(200, data, ctype="application/octet-stream")
+                m = re.fullmatch(r"/api/models/([^/]+/[^/]+)", path)
+                if m and self.command == "GET":
+                    return self._api(m.group(1), "revision", "main")
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)/(revision|tree|preupload|commit)/([^/]+)(/.*)?", path)
                 if m:
                     return self._api(m.group(1), m.group(2), m.group(3))
