@@ -1,9 +1,14 @@
 """Start DeRIS Studio: ``python launch.py`` (also the Hugging Face Space entry point).
 
-Weights: ``--weights`` (a published name, a checkpoint path, or ``bundled``); without it,
-official weights already in the local Hugging Face cache are used, on a Space they are
-downloaded at start-up, and otherwise the small model bundled in ``assets/`` runs. Any
-failure to load falls back to the bundled model and the reason is shown in the UI.
+Weights: ``--weights`` (a published name, a checkpoint path, a Hub repository ``owner/name``,
+or ``bundled``); without it, official weights already in the local Hugging Face cache are used,
+on a Space they are downloaded at start-up, and otherwise the small model bundled in
+``assets/`` runs. Any failure to load falls back to the bundled model and the reason is shown
+in the UI.
+
+On a ZeroGPU Space (``SPACE_ID`` set, ``spaces`` installed) the model is loaded onto ``cuda``
+when this module is imported, as ZeroGPU asks; the functions that run the network are wrapped
+in ``spaces.GPU(duration=...)`` (:mod:`app.zerogpu`). Elsewhere nothing happens at import.
 """
 
 from __future__ import annotations
@@ -57,6 +62,12 @@ def load_model(weights: str | None, device: str):
         return ModelHolder(None, "no model", f"the bundled model could not be loaded either: {exc}")
 
 
+# ZeroGPU: the model goes to cuda at import time (GPU work then runs inside @spaces.GPU functions).
+from app.zerogpu import on_zerogpu  # noqa: E402 - after load_model, which it decides about
+
+MODEL = load_model(os.environ.get("DERIS_WEIGHTS"), "cuda") if on_zerogpu() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
     p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path or 'bundled'")
@@ -86,9 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model = load_model(args.weights, args.device)
+    from app.zerogpu import model_device
+
+    device = model_device(args.device)
+    model = MODEL if MODEL is not None and args.weights == os.environ.get("DERIS_WEIGHTS") else load_model(args.weights, device)
     print(f"model: {model.description}{(' — ' + model.note) if model.note else ''}\ndatabase: {db}", flush=True)
-    demo = build_app(model, store, max_image_side=args.max_image_side, device=args.device)
+    demo = build_app(model, store, max_image_side=args.max_image_side, device=device)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,

@@ -11,7 +11,6 @@ session has its own :class:`~app.session.Session` in ``gr.State``.
 from __future__ import annotations
 
 import hashlib
-import html
 import tempfile
 import threading
 import time
@@ -27,17 +26,10 @@ from deris_core.tokenizer import TokenizerError
 from deris_core.visualize import color, overlay
 
 from .dataset import export_zip
+from .model_info import example_images, model_line, score_threshold
 from .session import Session, Target
 from .store import SPLITS, STATUSES, Store, StoreError
-
-try:  # Hugging Face ZeroGPU: request a GPU for the model calls; a no-op elsewhere
-    import spaces  # type: ignore
-
-    gpu = spaces.GPU
-except Exception:  # noqa: BLE001 - the package is optional
-
-    def gpu(fn):
-        return fn
+from .zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,8 +202,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         sess_state = gr.State(Session())
         gr.Markdown("# DeRIS Studio\nLanguage-driven segmentation masks: every candidate with its score, an explicit "
                     "*no target* verdict, mask correction and gRefCOCO export.")
-        model_md = gr.Markdown(f"<span class='model-note' id='model-note'>Model: {html.escape(model.description)}"
-                               f"{(' — ' + html.escape(model.note)) if model.note else ''}</span>")
+        model_md = gr.Markdown(model_line(model.description, model.predictor, model.note))
         with gr.Tabs():
             with gr.Tab("Segment"):
                 with gr.Row():
@@ -224,9 +215,9 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                         with gr.Row():
                             run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
                             next_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn")
-                        score_thr = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Score threshold", elem_id="score-thr")
+                        score_thr = gr.Slider(0.0, 1.0, value=score_threshold(model.predictor), step=0.01, label="Score threshold", elem_id="score-thr")
                         mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
-                        examples = sorted(p for p in EXAMPLES_DIR.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+                        examples = example_images(model.predictor)  # photos for official weights, shapes for bundled
                         if examples:
                             gr.Examples([[str(p)] for p in examples], inputs=[image_in], label="Examples")
                     with gr.Column(scale=1):
@@ -428,6 +419,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         def refresh():
             return store.stats(), _refs_rows()
 
+        @gpu
         def open_ref(rid: float | None, sess: Session):
             if rid is None:
                 raise gr.Error("Type a ref id.")
@@ -471,7 +463,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 desc = model.load(w.strip(), device)
             except Exception as exc:  # noqa: BLE001 - any loading problem is reported, the old model stays
                 raise gr.Error(f"Could not load {w!r}: {exc}. The previous model stays active.") from None
-            return f"<span class='model-note' id='model-note'>Model: {html.escape(desc)}</span>"
+            return model_line(desc, model.predictor), gr.update(value=score_threshold(model.predictor))
 
         # --- wiring -----------------------------------------------------------------------
         seg_inputs = [image_in, expression, score_thr, mask_thr, sess_state]
@@ -495,7 +487,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                        api_name="open_ref")
         delete_btn.click(delete_ref, [ref_id], [save_msg, progress, refs_table], api_name="delete_ref")
         export_btn.click(export, None, [export_file], api_name="export")
-        load_btn.click(load_weights, [weights_in], [model_md], api_name="load_weights")
+        load_btn.click(load_weights, [weights_in], [model_md, score_thr], api_name="load_weights")
         demo.load(refresh, None, [progress, refs_table], api_name=False)
     return demo
 

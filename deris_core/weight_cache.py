@@ -101,10 +101,9 @@ def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer) -> tu
 
             with safe_open(str(cached), framework="pt") as f:
                 meta = f.metadata() or {}
-            cached_cfg = DeRISConfig.from_dict(json.loads(meta["config"]))
-            if cfg is None or cfg.to_dict() == cached_cfg.to_dict():
-                return model_from_safetensors(cached, cached_cfg), cached_cfg, True
-        except Exception:  # noqa: BLE001 - a broken cache file is rebuilt below
+            use = cfg or DeRISConfig.from_dict(json.loads(meta["config"]))  # a given config wins (thresholds)
+            return model_from_safetensors(cached, use), use, True
+        except Exception:  # noqa: BLE001 - a broken or mismatching cache file is rebuilt below
             cached.unlink(missing_ok=True)
     state = extract_state_dict(safe_torch_load(path))
     cfg = cfg or infer(state)

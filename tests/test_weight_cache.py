@@ -87,3 +87,12 @@ def test_loading_never_runs_pickled_code(tmp_path, capsys, tiny_official):
     with pytest.raises(CheckpointError, match="cannot load .* safely"):
         load_official(path, tiny_official.config(), infer_official_config)
     assert "PICKLED CODE RAN" not in capsys.readouterr().out
+
+
+def test_a_changed_threshold_reuses_the_copy(tiny_official, tmp_path, monkeypatch):
+    monkeypatch.setenv("DERIS_CACHE", str(tmp_path / "cache"))
+    load_official(tiny_official.pth, tiny_official.config(), infer_official_config)
+    cfg = tiny_official.config()
+    cfg.postprocess.score_threshold = 0.9
+    _, used, from_cache = load_official(tiny_official.pth, cfg, infer_official_config)
+    assert from_cache and used.postprocess.score_threshold == 0.9
