@@ -22,17 +22,15 @@ DEFAULT_OFFICIAL = os.environ.get("DERIS_DEFAULT_MODEL", "deris-l-grefcoco")
 
 
 def _cached_official() -> str | None:
-    """A published model whose checkpoint and tokenizer are already in the local HF cache."""
+    """A published model whose checkpoint is already in the local HF cache (the tokenizer is then
+    found as ``deris_core.tokenizer_source`` says; if it cannot be, the bundled model runs and says why)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        from deris_core.weights import HF_REPO, HF_TOKENIZER_FILE, hf_filename
+        from deris_core.hub import cached_file
+        from deris_core.weights import HF_REPO, hf_filename
     except ImportError:
         return None
     for name in (DEFAULT_OFFICIAL, "deris-l-grefcoco", "deris-b-grefcoco", "deris-l-refcoco", "deris-b-refcoco"):
-        ckpt = try_to_load_from_cache(HF_REPO, hf_filename(name))
-        tok = try_to_load_from_cache(HF_REPO, HF_TOKENIZER_FILE)
-        if isinstance(ckpt, str) and isinstance(tok, str):
+        if cached_file(HF_REPO, hf_filename(name)) is not None:
             return name
     return None
 

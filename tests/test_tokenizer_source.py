@@ -99,3 +99,17 @@ def test_load_predictor_reports_the_places(lonely, tiny_official, stand_in_hub, 
     stand_in_hub.release["beit3.spm"] = tiny_official.tokenizer_bytes
     p = load_predictor(lonely, device="cpu", config="deris-tiny")
     assert p.tokenizer.vocab_size == tiny_official.config().beit3.vocab_size
+
+
+def test_control_symbols_are_text(tiny_official):
+    """``<s>``, ``<pad>``, ``</s>``, ``<unk>``, ``<mask>`` typed in an expression never become control ids."""
+    from deris_core.tokenizer import BOS, EOS, PAD, BEiT3Tokenizer
+
+    tok = BEiT3Tokenizer(tiny_official.tokenizer, max_token=50)
+    mask_id = tok.sp.GetPieceSize() + 1  # where XLM-R puts <mask>
+    for symbol in ("<s>", "<pad>", "</s>", "<unk>", "<mask>"):
+        enc = tok.encode(f"the {symbol} cat")
+        inner = enc.ids[1 : enc.num_tokens - 1].tolist()
+        assert enc.ids[0] == BOS and enc.ids[enc.num_tokens - 1] == EOS
+        assert not {BOS, EOS, PAD, mask_id} & set(inner), symbol
+        assert len(inner) > len(tok.piece_ids("the cat")), symbol  # the symbol's characters are kept as pieces
