@@ -70,8 +70,9 @@ def _unreachable(exc: BaseException) -> bool:
     """A network failure (timeout, refused, reset), as opposed to an answer of the server (404 ...)."""
     transport = ("TransportError", "TimeoutException", "NetworkError", "ConnectError", "RemoteProtocolError")
     for e in _chain(exc):
-        if getattr(getattr(e, "response", None), "status_code", None) is not None:
-            return False  # the server answered
+        status = getattr(getattr(e, "response", None), "status_code", None)
+        if status is not None:
+            return status >= 500 or status == 429  # a server in trouble counts as unreachable; 4xx is an answer
         if any(c.__name__ in transport for c in type(e).__mro__) or isinstance(e, (ConnectionError, TimeoutError)):
             return True
     return False

@@ -96,3 +96,17 @@ def test_a_changed_threshold_reuses_the_copy(tiny_official, tmp_path, monkeypatc
     cfg.postprocess.score_threshold = 0.9
     _, used, from_cache = load_official(tiny_official.pth, cfg, infer_official_config)
     assert from_cache and used.postprocess.score_threshold == 0.9
+
+
+def test_load_benchmark_pieces(tmp_path, monkeypatch):
+    """``python -m deris_core.bench load`` at toy size: the official-layout writer and one measured start per mode."""
+    from deris_core.bench_load import _child, write_random_official
+
+    monkeypatch.setenv("DERIS_CACHE", str(tmp_path / "cache"))
+    weights = write_random_official("deris-tiny", tmp_path / "bench")
+    state = torch.load(weights, weights_only=True)["state_dict"]
+    assert "understanding_branch.vis_enc.beit3.text_embed.weight" in state and "head.criterion.empty_weight" in state
+    for mode in ("plain", "cached", "cached"):
+        r = _child(mode, str(weights), "deris-tiny")
+        assert r["load_s"] > 0 and r["load_and_first_predict_s"] >= r["load_s"] and r["peak_rss_mb"] > 0
+    assert len(list((tmp_path / "cache" / "converted").glob("*.safetensors"))) == 1
