@@ -200,5 +200,6 @@ def load_predictor(
     tok = BEiT3Tokenizer(tok_path, max_token=cfg.max_token)
     predictor = Predictor(model, tok, device=dev, dtype=torch_dtype)
     predictor.description = res.description  # type: ignore[attr-defined]
-    predictor.source = str(weights) if weights else "bundled"  # type: ignore[attr-defined]
+    bundled = res.weights.resolve().parent == BUNDLED_DIR
+    predictor.source = "bundled" if bundled else str(weights)  # type: ignore[attr-defined]
     return predictor

@@ -116,3 +116,12 @@ def test_per_model_defaults_and_examples():
     bundled = _P("bundled", 0.7)
     assert all(p.name.startswith("shapes_") for p in model_info.example_images(bundled))
     assert model_info.score_threshold(None) == 0.7 and "not loaded" in model_info.model_line("no model", None)
+
+
+def test_bundled_model_gets_the_shapes_whatever_it_was_called():
+    from deris_core.weights import BUNDLED_DIR, load_predictor
+
+    if not (BUNDLED_DIR / "model.safetensors").is_file():
+        pytest.skip("no bundled model in this checkout")
+    assert model_info.is_bundled(load_predictor("bundled", device="cpu"))
+    assert model_info.is_bundled(load_predictor(BUNDLED_DIR / "model.safetensors", device="cpu"))
