@@ -125,3 +125,18 @@ def test_bundled_model_gets_the_shapes_whatever_it_was_called():
         pytest.skip("no bundled model in this checkout")
     assert model_info.is_bundled(load_predictor("bundled", device="cpu"))
     assert model_info.is_bundled(load_predictor(BUNDLED_DIR / "model.safetensors", device="cpu"))
+
+
+def test_the_app_starts_at_the_models_threshold_and_names_it(studio_weights, tmp_path):
+    from app.store import Store
+    from app.ui import ModelHolder, build_app
+    from deris_core.weights import load_predictor
+
+    weights, tok = studio_weights
+    p = load_predictor(weights, tok, device="cpu")
+    p.score_threshold = 0.9  # as DeRIS-L on gRefCOCO
+    demo = build_app(ModelHolder(p, "official DERIS-L-grefcoco"), Store(str(tmp_path / "s.sqlite")))
+    comps = {c.get("props", {}).get("elem_id"): c["props"] for c in demo.config["components"]}
+    assert comps["score-thr"]["value"] == 0.9
+    note = next(c["props"]["value"] for c in demo.config["components"] if "model-note" in str(c["props"].get("value")))
+    assert "official DERIS-L-grefcoco (cpu, fp32, score threshold 0.9)" in note
