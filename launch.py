@@ -68,7 +68,7 @@ MODEL = load_model(os.environ.get("DERIS_WEIGHTS"), "cuda") if on_zerogpu() else
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
-    p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path or 'bundled'")
+    p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
