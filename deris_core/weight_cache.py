@@ -11,6 +11,7 @@ checkpoint gets a new copy.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -104,7 +105,8 @@ def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer) -> tu
             use = cfg or DeRISConfig.from_dict(json.loads(meta["config"]))  # a given config wins (thresholds)
             return model_from_safetensors(cached, use), use, True
         except Exception:  # noqa: BLE001 - a broken or mismatching cache file is rebuilt below
-            cached.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                cached.unlink(missing_ok=True)
     state = extract_state_dict(safe_torch_load(path))
     cfg = cfg or infer(state)
     ours = convert_official_state_dict(state)
@@ -112,8 +114,6 @@ def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer) -> tu
     model = build_deris(cfg, device="meta")
     load_into(model, ours, cfg.name, path.name, assign=True)
     _materialize_buffers(model)
-    try:
+    with contextlib.suppress(Exception):  # a read-only or full disk only costs speed next time
         write_converted(ours, cfg, cached, path.name)
-    except OSError:
-        pass
     return model.eval(), cfg, False

@@ -110,3 +110,11 @@ def test_load_benchmark_pieces(tmp_path, monkeypatch):
         r = _child(mode, str(weights), "deris-tiny")
         assert r["load_s"] > 0 and r["load_and_first_predict_s"] >= r["load_s"] and r["peak_rss_mb"] > 0
     assert len(list((tmp_path / "cache" / "converted").glob("*.safetensors"))) == 1
+
+
+def test_an_unwritable_cache_only_costs_speed(tiny_official, tmp_path, monkeypatch):
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("a file where the cache folder should be")
+    monkeypatch.setenv("DERIS_CACHE", str(blocker))
+    model, _, from_cache = load_official(tiny_official.pth, tiny_official.config(), infer_official_config)
+    assert not from_cache and model is not None
