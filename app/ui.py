@@ -215,7 +215,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                         with gr.Row():
                             run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn")
                             next_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn")
-                        score_thr = gr.Slider(0.0, 1.0, value=score_threshold(model.predictor), step=0.01, label="Score threshold", elem_id="score-thr")
+                        score_thr = gr.Slider(0.0, 1.0, value=score_threshold(model.predictor), step=0.01,
+                                              label="Score threshold", elem_id="score-thr")  # the model's own
                         mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
                         examples = example_images(model.predictor)  # photos for official weights, shapes for bundled
                         if examples:
