@@ -93,3 +93,18 @@ def test_cli_save(trained, tmp_path):
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "| val_gIoU | 61.25 |" in (out / "README.md").read_text()
+
+
+def test_command_line_reads_the_hub_from_the_environment(trained, stand_in_hub, tmp_path):
+    """A fresh process (huggingface_hub reads HF_ENDPOINT / HF_HOME at import) loads owner/name from the stand-in Hub."""
+    import cv2
+
+    p = load_predictor(trained / "model.safetensors", device="cpu")
+    push_to_hub(p, "me/cli")
+    image = tmp_path / "img.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 200, dtype=np.uint8))
+    r = subprocess.run([sys.executable, "-m", "deris_core.predict", str(image), "the red circle", "--weights", "me/cli",
+                        "--device", "cpu", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert len(json.loads(r.stdout)["candidates"]) == p.cfg.num_queries
+    assert ("GET", "/me/cli/resolve/" + stand_in_hub.repos["me/cli"].commit + "/model.safetensors") in stand_in_hub.requests
