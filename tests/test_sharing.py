@@ -106,5 +106,6 @@ def test_command_line_reads_the_hub_from_the_environment(trained, stand_in_hub, 
     r = subprocess.run([sys.executable, "-m", "deris_core.predict", str(image), "the red circle", "--weights", "me/cli",
                         "--device", "cpu", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
-    assert len(json.loads(r.stdout)["candidates"]) == p.cfg.num_queries
+    out = json.loads(r.stdout)
+    assert out["weights"] == "me/cli (Hugging Face Hub)" and len(out["predictions"][0]["candidates"]) == p.cfg.num_queries
     assert ("GET", "/me/cli/resolve/" + stand_in_hub.repos["me/cli"].commit + "/model.safetensors") in stand_in_hub.requests
