@@ -1,6 +1,7 @@
 """Hugging Face ZeroGPU conventions, and nothing at all elsewhere.
 
-On a ZeroGPU Space (``SPACE_ID`` set and the ``spaces`` package importable) the model is
+On a ZeroGPU Space (``SPACE_ID`` and ``SPACES_ZERO_GPU`` set, the variables such a Space
+has, and the ``spaces`` package importable) the model is
 placed on ``cuda`` when ``launch`` is imported, and every function that runs the network is
 wrapped in ``spaces.GPU(duration=...)``: a GPU is attached only while such a function runs.
 Without ``spaces`` (a laptop, CI, another host) :func:`gpu` returns the function unchanged and
@@ -27,16 +28,17 @@ def spaces_module() -> Any | None:
 
 
 def on_zerogpu() -> bool:
-    """Running on a Hugging Face Space that has the ``spaces`` package (ZeroGPU hardware)."""
-    return bool(os.environ.get("SPACE_ID")) and spaces_module() is not None
+    """A Hugging Face Space on ZeroGPU hardware with the ``spaces`` package (a CPU or dedicated-GPU
+    Space has ``SPACE_ID`` and often ``spaces`` too, but no ``SPACES_ZERO_GPU``: no cuda placement there)."""
+    flag = os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
+    return bool(os.environ.get("SPACE_ID")) and flag and spaces_module() is not None
 
 
 def gpu(fn: Callable) -> Callable:
     """``spaces.GPU(duration=GPU_DURATION)(fn)`` on ZeroGPU, else ``fn`` itself."""
-    spaces = spaces_module() if os.environ.get("SPACE_ID") else None
-    if spaces is None:
+    if not on_zerogpu():
         return fn
-    return spaces.GPU(duration=GPU_DURATION)(fn)
+    return spaces_module().GPU(duration=GPU_DURATION)(fn)
 
 
 def model_device(requested: str = "auto") -> str:

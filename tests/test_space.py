@@ -31,6 +31,7 @@ def fake_spaces(monkeypatch):
     module.GPU = GPU
     monkeypatch.setitem(sys.modules, "spaces", module)
     monkeypatch.setenv("SPACE_ID", "someone/deris-studio")
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")  # what a ZeroGPU Space sets
     return module
 
 
@@ -82,6 +83,18 @@ def test_without_spaces_nothing_happens(monkeypatch, devices):
         return 1
 
     assert zerogpu.gpu(f) is f
+
+
+def test_other_space_hardware_keeps_the_requested_device(fake_spaces, devices, monkeypatch):
+    monkeypatch.delenv("SPACES_ZERO_GPU")  # a CPU or dedicated-GPU Space: SPACE_ID, maybe spaces, no ZeroGPU
+    launch = _import_launch()
+    assert launch.MODEL is None and devices == []
+    assert zerogpu.model_device("auto") == "auto"
+
+    def f():
+        return 1
+
+    assert zerogpu.gpu(f) is f and fake_spaces.decorated == []
 
 
 def test_front_matter_is_one_zerogpu_accepts():
