@@ -52,7 +52,6 @@ def write_random_official(cfg_name: str, out: Path, seed: int = 0) -> Path:
 
 def _child(mode: str, weights: str, config: str) -> dict:
     """One measured start in this (fresh) process."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     t0 = time.perf_counter()
     if mode == "plain":
         from .checkpoint import convert_official_state_dict, extract_state_dict, load_into, safe_torch_load
