@@ -55,6 +55,8 @@ def _reason(exc: BaseException) -> str:
     if name in ("RevisionNotFoundError",):
         return "the revision does not exist"
     if name in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        if offline():
+            return "not in the local cache, and HF_HUB_OFFLINE is set"
         return "not in the local cache and the Hub is not reachable (offline or no network)"
     text = re.sub(r"(?<![:/\w.])/[^\s'\"]+", "<path>", text)  # local paths, not URLs
     return f"{name}: {text[:200]}" if text else name

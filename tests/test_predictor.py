@@ -276,6 +276,7 @@ def test_resolve_errors(tmp_path, monkeypatch):
         resolve("deris-l-grefcoco")
     msg = str(err.value)
     assert "DeRIS-L-grefcoco.pth" in msg and "Dmmm997/DeRIS" in msg and "--weights PATH" in msg
+    assert "not in the local cache, and HF_HUB_OFFLINE is set" in msg
     # a missing tokenizer of an official checkpoint: tests/test_tokenizer_source.py
 
 
