@@ -1,9 +1,14 @@
 """Start DeRIS Studio: ``python launch.py`` (also the Hugging Face Space entry point).
 
-Weights: ``--weights`` (a published name, a checkpoint path, or ``bundled``); without it,
-official weights already in the local Hugging Face cache are used, on a Space they are
-downloaded at start-up, and otherwise the small model bundled in ``assets/`` runs. Any
-failure to load falls back to the bundled model and the reason is shown in the UI.
+Weights: ``--weights`` (a published name, a checkpoint path, a Hub repository ``owner/name``,
+or ``bundled``); without it, official weights already in the local Hugging Face cache are used,
+on a Space they are downloaded at start-up, and otherwise the small model bundled in
+``assets/`` runs. Any failure to load falls back to the bundled model and the reason is shown
+in the UI.
+
+On a ZeroGPU Space (``SPACE_ID`` set, ``spaces`` installed) the model is loaded onto ``cuda``
+when this module is imported, as ZeroGPU asks; the functions that run the network are wrapped
+in ``spaces.GPU(duration=...)`` (:mod:`app.zerogpu`). Elsewhere nothing happens at import.
 """
 
 from __future__ import annotations
@@ -17,17 +22,15 @@ DEFAULT_OFFICIAL = os.environ.get("DERIS_DEFAULT_MODEL", "deris-l-grefcoco")
 
 
 def _cached_official() -> str | None:
-    """A published model whose checkpoint and tokenizer are already in the local HF cache."""
+    """A published model whose checkpoint is already in the local HF cache (the tokenizer is then
+    found as ``deris_core.tokenizer_source`` says; if it cannot be, the bundled model runs and says why)."""
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        from deris_core.weights import HF_REPO, HF_TOKENIZER_FILE, hf_filename
+        from deris_core.hub import cached_file
+        from deris_core.weights import HF_REPO, hf_filename
     except ImportError:
         return None
     for name in (DEFAULT_OFFICIAL, "deris-l-grefcoco", "deris-b-grefcoco", "deris-l-refcoco", "deris-b-refcoco"):
-        ckpt = try_to_load_from_cache(HF_REPO, hf_filename(name))
-        tok = try_to_load_from_cache(HF_REPO, HF_TOKENIZER_FILE)
-        if isinstance(ckpt, str) and isinstance(tok, str):
+        if cached_file(HF_REPO, hf_filename(name)) is not None:
             return name
     return None
 
@@ -57,9 +60,15 @@ def load_model(weights: str | None, device: str):
         return ModelHolder(None, "no model", f"the bundled model could not be loaded either: {exc}")
 
 
+# ZeroGPU: the model goes to cuda at import time (GPU work then runs inside @spaces.GPU functions).
+from app.zerogpu import on_zerogpu  # noqa: E402 - after load_model, which it decides about
+
+MODEL = load_model(os.environ.get("DERIS_WEIGHTS"), "cuda") if on_zerogpu() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
-    p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path or 'bundled'")
+    p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
@@ -96,10 +105,13 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    model = load_model(args.weights, args.device)
+    from app.zerogpu import model_device
+
+    device = model_device(args.device)
+    model = MODEL if MODEL is not None and args.weights == os.environ.get("DERIS_WEIGHTS") else load_model(args.weights, device)
     print(f"model: {model.description}{(' — ' + model.note) if model.note else ''}\ndatabase: {db}", flush=True)
     switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
-    demo = build_app(model, store, max_image_side=args.max_image_side, device=args.device, switchable=switchable or None,
+    demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
                      users=users)
     auth = users.check if users is not None else None
     if users is not None:

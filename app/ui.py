@@ -20,6 +20,7 @@ import gradio as gr
 from deris_core.predictor import Predictor
 
 from .auth import Users
+from .model_info import model_line
 from .session import Session, SessionRegistry
 from .store import Store
 from .views import annotate, correct, dataset, model_panel, review
@@ -136,8 +137,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         c = SimpleNamespace(sess_state=gr.State(Session()), load_events=[])
         with gr.Row():
             gr.Markdown("## DeRIS Studio", elem_id="title")
-            c.model_md = gr.Markdown(f"<span class='model-note' id='model-note'>Model: {html.escape(model.description)}"
-                                     f"{(' — ' + html.escape(model.note)) if model.note else ''}</span>")
+            c.model_md = gr.Markdown(model_line(model.description, model.predictor, model.note))
         with gr.Tabs():
             with gr.Tab("Annotate", elem_id="tab-annotate"):
                 vars(c).update(vars(annotate.layout(studio)))

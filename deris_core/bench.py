@@ -1,6 +1,7 @@
 """Benchmark the predictor (random weights are fine: speed does not depend on them).
 
     python -m deris_core.bench --config deris-b-grefcoco --device cpu [--runs 5] [--warmup 2] [--json]
+    python -m deris_core.bench load --config deris-l-grefcoco     # start-up time (deris_core/bench_load.py)
 
 Prints, for batch 1: full ``set_image`` + ``predict`` latency, ``predict`` on a cached image,
 per-stage times, ``predict_batch`` of 8 expressions (time per expression) and peak memory;
@@ -116,6 +117,11 @@ def run(config: str, device: str, runs: int, warmup: int, threads: int | None) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["load"]:  # start-up benchmark: python -m deris_core.bench load --help
+        from .bench_load import main as load_main
+
+        return load_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m deris_core.bench", description="DeRIS predictor benchmark")
     ap.add_argument("--config", default="deris-b-grefcoco")
     ap.add_argument("--device", default="cpu")

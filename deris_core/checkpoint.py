@@ -120,6 +120,77 @@ def convert_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, T
     return out
 
 
+_U = "understanding_branch.vis_enc.beit3."
+_P = "perception_branch."
+# Ordered (our pattern -> official replacement) rewrites: the inverse of ``_RENAMES``, used to
+# write checkpoints in the authors' layout (benchmarks, tests). A test checks the round trip.
+_INVERSE: list[tuple[str, str]] = [
+    (r"^cognition\.beit3\.patch_embed\.", _U + "vision_embed.proj."),
+    (r"^cognition\.beit3\.cls_token$", _U + "vision_embed.cls_token"),
+    (r"^cognition\.beit3\.vision_pos\.", _U + "encoder.embed_positions.A."),
+    (r"^cognition\.beit3\.text_pos\.", _U + "encoder.embed_positions.B."),
+    (r"^cognition\.beit3\.final_norm\.", _U + "encoder.layer_norm."),
+    (r"^cognition\.beit3\.layers\.(\d+)\.attn\.sub_norm\.", _U + r"encoder.layers.\1.self_attn.inner_attn_ln."),
+    (r"^cognition\.beit3\.layers\.(\d+)\.attn\.", _U + r"encoder.layers.\1.self_attn."),
+    (r"^cognition\.beit3\.layers\.(\d+)\.attn_norm\.", _U + r"encoder.layers.\1.self_attn_layer_norm."),
+    (r"^cognition\.beit3\.layers\.(\d+)\.ffn_norm\.", _U + r"encoder.layers.\1.final_layer_norm."),
+    (r"^cognition\.beit3\.layers\.(\d+)\.ffn\.(vision|text)\.sub_norm\.", _U + r"encoder.layers.\1.ffn.\2.ffn_layernorm."),
+    (r"^cognition\.beit3\.layers\.", _U + "encoder.layers."),
+    (r"^(understanding_branch\.vis_enc\.beit3\.encoder\..*)\.vision\.", r"\1.A."),
+    (r"^(understanding_branch\.vis_enc\.beit3\.encoder\..*)\.text\.", r"\1.B."),
+    (r"^cognition\.beit3\.", _U),
+    (r"^cognition\.image_proj\.", "understanding_branch.vis_embed."),
+    (r"^cognition\.text_proj\.", "understanding_branch.text_embed."),
+    (r"^cognition\.query_proj\.", "understanding_branch.perception_embed."),
+    (r"^cognition\.class_embed\.", "understanding_branch.logit_embed."),
+    (r"^cognition\.existence_embed\.", "understanding_branch.nt_embed."),
+    (r"^cognition\.text_correlation_norm\.", "understanding_branch.roialigner.TextCorrelation.post_norm_layer."),
+    (r"^cognition\.text_correlation\.(\d+)\.self_attn\.", r"understanding_branch.roialigner.TextCorrelation.layers.\1.attentions.0.attn."),
+    (r"^cognition\.text_correlation\.(\d+)\.cross_attn\.", r"understanding_branch.roialigner.TextCorrelation.layers.\1.attentions.1.attn."),
+    (r"^cognition\.text_correlation\.(\d+)\.ffn\.linear1\.", r"understanding_branch.roialigner.TextCorrelation.layers.\1.ffns.0.layers.0.0."),
+    (r"^cognition\.text_correlation\.(\d+)\.ffn\.linear2\.", r"understanding_branch.roialigner.TextCorrelation.layers.\1.ffns.0.layers.1."),
+    (r"^cognition\.text_correlation\.(\d+)\.norm1\.", r"understanding_branch.roialigner.TextCorrelation.layers.\1.norms.0."),
+    (r"^cognition\.text_correlation\.(\d+)\.norm2\.", r"understanding_branch.roialigner.TextCorrelation.layers.\1.norms.1."),
+    (r"^cognition\.text_correlation\.(\d+)\.norm3\.", r"understanding_branch.roialigner.TextCorrelation.layers.\1.norms.2."),
+    (r"^cognition\.", "understanding_branch."),
+    (r"^perception\.backbone\.", _P + "hier_vision_encoder."),
+    (r"^perception\.pixel_decoder\.level_embed$", _P + "pixel_decoder.transformer.level_embed"),
+    (r"^perception\.pixel_decoder\.layers\.(\d+)\.ffn\.linear", _P + r"pixel_decoder.transformer.encoder.layers.\1.linear"),
+    (r"^perception\.pixel_decoder\.layers\.", _P + "pixel_decoder.transformer.encoder.layers."),
+    (r"^perception\.pixel_decoder\.lateral\.", _P + "pixel_decoder.adapter_1."),
+    (r"^perception\.pixel_decoder\.output\.", _P + "pixel_decoder.layer_1."),
+    (r"^perception\.pixel_decoder\.", _P + "pixel_decoder."),
+    (r"^perception\.decoder\.cross_attn\.(\d+)\.attn\.", _P + r"predictor.transformer_cross_attention_layers.\1.multihead_attn."),
+    (r"^perception\.decoder\.cross_attn\.", _P + "predictor.transformer_cross_attention_layers."),
+    (r"^perception\.decoder\.self_attn\.", _P + "predictor.transformer_self_attention_layers."),
+    (r"^perception\.decoder\.ffn\.(\d+)\.ffn\.linear", _P + r"predictor.transformer_ffn_layers.\1.linear"),
+    (r"^perception\.decoder\.ffn\.", _P + "predictor.transformer_ffn_layers."),
+    (r"^perception\.decoder\.loopback\.(\d+)\.mask_attn\.", _P + r"predictor.query_SA.\1."),
+    (r"^perception\.decoder\.loopback\.(\d+)\.text_layer\.", _P + r"predictor.Q2TCA.\1."),
+    (r"^perception\.decoder\.loopback\.(\d+)\.proj\.", _P + r"predictor.refer_proj.\1."),
+    (r"^perception\.decoder\.query_pos\.", _P + "predictor.query_embed."),
+    (r"^perception\.decoder\.class_embed\.", _P + "predictor.cls_embed."),
+    (r"^perception\.decoder\.refer_embed\.", _P + "predictor.SEG_cls."),
+    (r"^perception\.decoder\.fuse\.", _P + "predictor.channel_proj_conv."),
+    (r"^perception\.decoder\.", _P + "predictor."),
+]
+_INVERSE_RE = [(re.compile(p), r) for p, r in _INVERSE]
+
+
+def ours_to_official_key(key: str) -> str:
+    """The official name of one of our keys (inverse of :func:`official_key_to_ours`)."""
+    for pattern, repl in _INVERSE_RE:
+        key = pattern.sub(repl, key)
+    return key
+
+
+def to_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Our state dict under the official key names (what a released ``.pth`` holds in ``state_dict``)."""
+    out = {ours_to_official_key(k): v for k, v in state_dict.items()}
+    out["head.criterion.empty_weight"] = torch.tensor([1.0, 0.1])
+    return out
+
+
 # --- loading --------------------------------------------------------------------------------
 
 
@@ -177,8 +248,12 @@ def _describe(keys: list[str], n: int = 5) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def load_into(model: torch.nn.Module, state: Mapping[str, Tensor], config_name: str, source: str) -> None:
-    """Strictly load ``state`` (our names) into ``model``; name the first offenders on mismatch."""
+def load_into(model: torch.nn.Module, state: Mapping[str, Tensor], config_name: str, source: str,
+              assign: bool = False) -> None:
+    """Strictly load ``state`` (our names) into ``model``; name the first offenders on mismatch.
+
+    ``assign=True`` makes the tensors the parameters (no copy: for meta-device models and
+    memory-mapped files)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -199,7 +274,7 @@ def load_into(model: torch.nn.Module, state: Mapping[str, Tensor], config_name: 
             f"{source} does not fit config {config_name!r}: " + "; ".join(problems)
             + ". Is this a checkpoint of a different DeRIS variant?"
         )
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True)
+    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=True, assign=assign)
 
 
 def load_official_checkpoint(model: torch.nn.Module, path: str | os.PathLike, prefer_ema: bool = False) -> None:

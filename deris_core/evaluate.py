@@ -79,7 +79,7 @@ def evaluate_model(model: DeRIS, tokenizer: BEiT3Tokenizer, data_dir: str, split
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deris_core.evaluate", description="Official GRES/RIS metrics on a gRefCOCO-format split.")
-    p.add_argument("--weights", default=None, help="published name, checkpoint path, or 'bundled' (default)")
+    p.add_argument("--weights", default=None, help="published name, checkpoint path, owner/name on the Hub, or 'bundled' (default)")
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--config", default=None)
     p.add_argument("--data", required=True, help="folder in the gRefCOCO layout (grefcoco/, images/train2014/)")

@@ -21,8 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m deris_core.predict", description=__doc__.splitlines()[0])
     p.add_argument("image", help="image file")
     p.add_argument("expression", nargs="+", help="referring expression(s); several are run as one batch")
-    p.add_argument("--weights", default=None, help="published name (deris-l-grefcoco ...), a .pth/.safetensors file, or 'bundled' (default)")
-    p.add_argument("--tokenizer", default=None, help="sentencepiece model (beit3.spm for official weights)")
+    p.add_argument("--weights", default=None, help="published name (deris-l-grefcoco ...), a .pth/.safetensors file or saved folder, a Hub repository "
+                   "owner/name, or 'bundled' (default)")
+    p.add_argument("--tokenizer", default=None, help="sentencepiece model (beit3.spm for official weights; found automatically when omitted, see README)")
     p.add_argument("--config", default=None, help="config name when it cannot be inferred from the weights")
     p.add_argument("--device", default="auto", help="cpu, cuda or auto")
     p.add_argument("--dtype", default="fp32", help="fp32, or bf16/fp16 autocast on CUDA")

@@ -112,7 +112,7 @@ def word_swap_probe(predictor: Predictor, data_dir: str, split: str, swaps: list
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m deris_core.probe", description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=None, help="published name, checkpoint path, or 'bundled' (default)")
+    p.add_argument("--weights", default=None, help="published name, checkpoint path, owner/name on the Hub, or 'bundled' (default)")
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--config", default=None)
     p.add_argument("--data", required=True, help="folder in the gRefCOCO layout")

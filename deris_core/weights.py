@@ -2,13 +2,15 @@
 
 ``load_predictor`` accepts:
 
-- one of the four published names (``deris-b-grefcoco`` ...): the checkpoint and the BEiT-3
-  sentencepiece model are fetched from the authors' Hugging Face repository through
-  ``huggingface_hub`` (cached; the file names are configurable because the hub is not
-  reachable from every machine);
-- a local official ``.pth`` (config inferred from its tensor shapes or given) plus a tokenizer;
+- one of the four published names (``deris-b-grefcoco`` ...): the checkpoint is fetched from
+  the authors' Hugging Face repository through ``huggingface_hub`` (cached; the file names are
+  configurable), the BEiT-3 tokenizer is found as :mod:`deris_core.tokenizer_source` says;
+- a local official ``.pth`` (config inferred from its tensor shapes or given); the tokenizer
+  likewise. Official checkpoints are converted once to a memory-mapped safetensors copy
+  (:mod:`deris_core.weight_cache`);
 - one of our ``.safetensors`` files (the config is in its metadata; the tokenizer defaults
-  to ``tokenizer.spm`` next to it);
+  to ``tokenizer.spm`` next to it), a ``save_pretrained`` folder, or a Hub repository
+  ``owner/name`` made by ``push_to_hub`` (:mod:`deris_core.sharing`);
 - ``"bundled"`` (or nothing): the small model shipped in ``assets/bundled/``.
 
 Any missing file yields one :class:`WeightsError` that says which file, where it was looked
@@ -23,19 +25,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import (
-    CheckpointError,
-    config_from_safetensors,
-    convert_official_state_dict,
-    extract_state_dict,
-    load_into,
-    load_weights,
-    safe_torch_load,
-)
+from .checkpoint import CheckpointError, config_from_safetensors
 from .config import OFFICIAL_NAMES, DeRISConfig, get_config
-from .model import build_deris
+from .hub import HubError, download, looks_like_repo_id, snapshot
 from .predictor import Predictor
 from .tokenizer import BEiT3Tokenizer
+from .tokenizer_source import TokenizerSourceError, resolve_tokenizer
+from .weight_cache import load_official, model_from_safetensors
 
 HF_REPO = os.environ.get("DERIS_HF_REPO", "Dmmm997/DeRIS")
 # File names inside the hub repository (not verifiable from here: override with
@@ -46,7 +42,10 @@ HF_FILES = {
     "deris-b-refcoco": "DeRIS-B-refcoco.pth",
     "deris-l-refcoco": "DeRIS-L-refcoco.pth",
 }
-HF_TOKENIZER_FILE = os.environ.get("DERIS_HF_TOKENIZER_FILE", "beit3.spm")
+HF_TOKENIZER_FILE = os.environ.get("DERIS_HF_TOKENIZER_FILE", "beit3.spm")  # kept for callers; see tokenizer_source
+# Our own format on the Hub (save_pretrained / push_to_hub): the files a repository holds.
+MODEL_FILE = "model.safetensors"
+REPO_FILES = [MODEL_FILE, "config.json", "tokenizer.spm", "README.md"]
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "bundled"
 
 
@@ -58,9 +57,10 @@ class WeightsError(FileNotFoundError):
 class ResolvedWeights:
     kind: str  # "official", "safetensors"
     weights: Path
-    tokenizer: Path
-    config: DeRISConfig
+    tokenizer: Path | None  # None: resolved after loading (official checkpoints, see tokenizer_source)
+    config: DeRISConfig | None
     description: str
+    hub_repo: str | None = None  # where an official checkpoint's tokenizer may also be found
 
 
 def hf_filename(name: str) -> str:
@@ -70,18 +70,10 @@ def hf_filename(name: str) -> str:
 
 def _hf_download(filename: str, what: str, name: str) -> Path:
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError:  # pragma: no cover
-        raise WeightsError("huggingface_hub is not installed: pip install huggingface_hub") from None
-    try:
-        # HF_HUB_OFFLINE is honoured at call time too (huggingface_hub reads it once, at import)
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
-        return Path(hf_hub_download(HF_REPO, filename, local_files_only=offline))
-    except Exception as exc:  # noqa: BLE001 - offline, missing file, auth: all end here
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return download(HF_REPO, filename)
+    except HubError as exc:
         raise WeightsError(
-            f"{what} for {name!r} is missing: could not get '{filename}' from the Hugging Face repository "
-            f"'{HF_REPO}' (nor from the local hub cache): {reason}. Download it yourself and pass a local path "
+            f"{what} for {name!r} is missing: {exc}. Download it yourself and pass a local path "
             f"(--weights PATH --tokenizer PATH), or set DERIS_HF_REPO / DERIS_HF_FILE_* if the repository "
             f"uses other names."
         ) from None
@@ -106,6 +98,23 @@ def infer_official_config(state: dict[str, torch.Tensor]) -> DeRISConfig:
     return get_config(f"deris-{size}-{data}")
 
 
+def _tokenizer_next_to(weights: Path, tokenizer: str | os.PathLike | None) -> Path:
+    tok = Path(tokenizer) if tokenizer else weights.with_name("tokenizer.spm")
+    if not tok.is_file():
+        raise WeightsError(f"tokenizer missing: looked for {tok.name} next to {weights.name}; "
+                           "pass --tokenizer PATH to a sentencepiece model")
+    return tok
+
+
+def _ours(path: Path, tokenizer: str | os.PathLike | None, config: str | None, description: str) -> ResolvedWeights:
+    cfg = config_from_safetensors(path)
+    if cfg is None:
+        if config is None:
+            raise WeightsError(f"{path.name} has no DeRIS config in its metadata; pass config=NAME")
+        cfg = get_config(config)
+    return ResolvedWeights("safetensors", path, _tokenizer_next_to(path, tokenizer), cfg, description)
+
+
 def resolve(weights: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None, config: str | None = None) -> ResolvedWeights:
     """Find the files for ``weights`` (see the module docstring)."""
     if weights is None or str(weights) == "bundled":
@@ -113,41 +122,40 @@ def resolve(weights: str | os.PathLike | None = None, tokenizer: str | os.PathLi
         tok = Path(tokenizer) if tokenizer else BUNDLED_DIR / "tokenizer.spm"
         if not w.is_file():
             raise WeightsError(
-                f"the bundled model is missing: {w} does not exist. Reinstall the project (it ships in assets/), "
-                "or pass official weights with --weights NAME|PATH."
+                "the bundled model is missing: assets/bundled/model.safetensors does not exist. Reinstall the project "
+                "(it ships in assets/), or pass official weights with --weights NAME|PATH."
             )
         if not tok.is_file():
-            raise WeightsError(f"the bundled tokenizer is missing: {tok} does not exist")
+            raise WeightsError("the bundled tokenizer is missing: assets/bundled/tokenizer.spm does not exist")
         cfg = config_from_safetensors(w)
         return ResolvedWeights("safetensors", w, tok, cfg, "bundled synthetic-data model (not the official weights)")
     key = str(weights).lower()
     if key in OFFICIAL_NAMES:
         w = _hf_download(hf_filename(key), "the checkpoint", key)
-        tok = Path(tokenizer) if tokenizer else _hf_download(HF_TOKENIZER_FILE, "the BEiT-3 tokenizer (beit3.spm)", key)
-        return ResolvedWeights("official", w, tok, get_config(config or key), f"official {OFFICIAL_NAMES[key]}")
+        return ResolvedWeights("official", w, Path(tokenizer) if tokenizer else None, get_config(config or key),
+                               f"official {OFFICIAL_NAMES[key]}", hub_repo=HF_REPO)
     path = Path(weights)
+    if path.is_dir() and (path / MODEL_FILE).is_file():  # a save_pretrained folder
+        return _ours(path / MODEL_FILE, tokenizer, config, f"weights {path.name}")
+    if not path.exists() and looks_like_repo_id(str(weights)):
+        try:
+            folder = snapshot(str(weights), REPO_FILES)
+        except HubError as exc:
+            raise WeightsError(f"{exc}. Give a published name ({', '.join(sorted(OFFICIAL_NAMES))}), a local file, "
+                               "or a Hub repository made with push_to_hub") from None
+        if not (folder / MODEL_FILE).is_file():
+            raise WeightsError(f"the Hugging Face repository '{weights}' has no {MODEL_FILE}: it is not a DeRIS "
+                               "Studio model (official checkpoints load by their published names)")
+        return _ours(folder / MODEL_FILE, tokenizer, config, f"{weights} (Hugging Face Hub)")
     if not path.is_file():
         raise WeightsError(
-            f"weights not found: {path} is neither a file nor a published model name "
-            f"({', '.join(sorted(OFFICIAL_NAMES))}, bundled)"
+            f"weights not found: {path.name} is neither a file nor a published model name "
+            f"({', '.join(sorted(OFFICIAL_NAMES))}, bundled) nor a Hub repository (owner/name)"
         )
     if path.suffix == ".safetensors":
-        cfg = config_from_safetensors(path)
-        if cfg is None:
-            if config is None:
-                raise WeightsError(f"{path} has no DeRIS config in its metadata; pass config=NAME")
-            cfg = get_config(config)
-        tok = Path(tokenizer) if tokenizer else path.with_name("tokenizer.spm")
-        if not tok.is_file():
-            raise WeightsError(f"tokenizer missing: looked for {tok}; pass --tokenizer PATH to a sentencepiece model")
-        return ResolvedWeights("safetensors", path, tok, cfg, f"weights {path.name}")
-    if tokenizer is None:
-        tok = path.with_name("beit3.spm")
-        if not tok.is_file():
-            raise WeightsError(f"tokenizer missing: looked for {tok}; pass --tokenizer PATH to beit3.spm")
-    else:
-        tok = Path(tokenizer)
-    return ResolvedWeights("official", path, tok, get_config(config) if config else None, f"official checkpoint {path.name}")  # type: ignore[arg-type]
+        return _ours(path, tokenizer, config, f"weights {path.name}")
+    return ResolvedWeights("official", path, Path(tokenizer) if tokenizer else None, get_config(config) if config else None,
+                           f"official checkpoint {path.name}", hub_repo=HF_REPO)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -178,15 +186,20 @@ def load_predictor(
         raise ValueError("bf16/fp16 autocast is only offered on CUDA; use fp32 on the CPU")
     res = resolve(weights, tokenizer, config)
     if res.kind == "official":
-        state = extract_state_dict(safe_torch_load(res.weights))
-        cfg = res.config or infer_official_config(state)
-        model = build_deris(cfg)
-        load_into(model, convert_official_state_dict(state), cfg.name, str(res.weights))
+        model, cfg, _ = load_official(res.weights, res.config, infer_official_config)
+        rows = model.cognition.beit3.text_embed.weight.shape[0]
+        try:
+            tok_path = resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
+                                         hub_repo=res.hub_repo, what=res.description)
+        except TokenizerSourceError as exc:
+            raise WeightsError(str(exc)) from None
     else:
         cfg = res.config
-        model = build_deris(cfg)
-        load_weights(model, res.weights)
-    tok = BEiT3Tokenizer(res.tokenizer, max_token=cfg.max_token)
+        model = model_from_safetensors(res.weights, cfg)
+        tok_path = res.tokenizer
+    tok = BEiT3Tokenizer(tok_path, max_token=cfg.max_token)
     predictor = Predictor(model, tok, device=dev, dtype=torch_dtype)
     predictor.description = res.description  # type: ignore[attr-defined]
+    bundled = res.weights.resolve().parent == BUNDLED_DIR
+    predictor.source = "bundled" if bundled else str(weights)  # type: ignore[attr-defined]
     return predictor

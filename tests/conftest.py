@@ -59,3 +59,79 @@ def studio_weights(tmp_path_factory) -> tuple[Path, Path]:
     torch.manual_seed(0)
     save_weights(build_deris(cfg), out / "model.safetensors", cfg)
     return out / "model.safetensors", tok
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_deris_cache(tmp_path_factory):
+    """Converted checkpoints and downloaded tokenizers of the tests stay out of ~/.cache."""
+    if "DERIS_CACHE" not in os.environ:
+        os.environ["DERIS_CACHE"] = str(tmp_path_factory.mktemp("deris_cache"))
+    yield
+
+
+def use_hub(monkeypatch, endpoint: str, home: Path, *, offline: bool = False, timeout: int = 3) -> None:
+    """Point ``huggingface_hub`` at ``endpoint`` with its cache under ``home``.
+
+    ``huggingface_hub`` reads its environment once, at import, into ``huggingface_hub.constants``;
+    the functions read those attributes at call time, so both the variables (for subprocesses)
+    and the attributes (for this process) are set."""
+    from huggingface_hub import constants
+
+    values = {
+        "HF_ENDPOINT": endpoint, "HF_HOME": str(home), "HF_HUB_CACHE": str(home / "hub"),
+        "HF_HUB_OFFLINE": "1" if offline else "0", "HF_HUB_ETAG_TIMEOUT": str(timeout),
+        "HF_HUB_DOWNLOAD_TIMEOUT": str(timeout), "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1", "HF_TOKEN": "hf_stand_in_token",
+        "DERIS_CACHE": str(home / "deris"),
+    }
+    for k, v in values.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE", endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+    monkeypatch.setattr(constants, "HF_HOME", str(home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(home / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", timeout)
+    monkeypatch.setattr(constants, "HF_HUB_DOWNLOAD_TIMEOUT", timeout)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens"))
+
+
+@pytest.fixture
+def stand_in_hub(monkeypatch, tmp_path):
+    """A running :class:`tests.hub_server.StandInHub` that ``huggingface_hub`` talks to."""
+    from tests.hub_server import StandInHub
+
+    with StandInHub() as hub:
+        use_hub(monkeypatch, hub.url, tmp_path / "hf")
+        monkeypatch.setenv("DERIS_TOKENIZER_URL", hub.url + "/release/beit3.spm")
+        yield hub
+
+
+@pytest.fixture(scope="session")
+def tiny_official(tmp_path_factory):
+    """A tiny model saved the way the authors publish theirs: ``{"state_dict": official names}`` in a
+    ``.pth`` plus a sentencepiece tokenizer. ``.config()`` is its config; ``.state`` our tensors."""
+    import types
+
+    import torch
+
+    from deris_core.checkpoint import to_official_state_dict
+    from deris_core.config import deris_tiny
+    from deris_core.model import build_deris
+    from deris_core.tokenizer import BEiT3Tokenizer, train_sentencepiece
+
+    out = tmp_path_factory.mktemp("tiny_official")
+    words = ["the orange cat lying down", "a red car on the left", "the two dogs on the right", "all blue circles"]
+    tok = train_sentencepiece(words * 3, out / "beit3", vocab_size=40)
+    vocab = BEiT3Tokenizer(tok).vocab_size
+
+    def config():
+        return deris_tiny(vocab_size=vocab)
+
+    torch.manual_seed(0)
+    model = build_deris(config())
+    pth = out / "DeRIS-tiny.pth"
+    torch.save({"state_dict": to_official_state_dict(model.state_dict()), "epoch": 3}, pth)
+    return types.SimpleNamespace(pth=pth, tokenizer=tok, config=config, state=model.state_dict(),
+                                 pth_bytes=pth.read_bytes(), tokenizer_bytes=tok.read_bytes())

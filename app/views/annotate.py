@@ -18,12 +18,14 @@ from deris_core.preprocess import ImageError, load_image
 from deris_core.tokenizer import TokenizerError
 
 from ..collection import thumbnail_file
+from ..model_info import example_images, score_threshold
 from ..overlay import view_scale
 from ..picking import hit
 from ..session import Session, Target
 from ..store import SPLITS, STATUSES, ConflictError, StoreError, image_digest
 from ..store.collection import ImageFilter, image_page, neighbour, nth, position
 from ..store.review import REASONS, last_decision, to_fix
+from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
 from . import display
 from .context import Studio, render
 from .review import history_html
@@ -31,14 +33,6 @@ from .review import history_html
 THUMBS_PER_PAGE = 24
 REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "updated"]
 
-try:  # Hugging Face ZeroGPU: request a GPU for the model calls; a no-op elsewhere
-    import spaces  # type: ignore
-
-    gpu = spaces.GPU
-except Exception:  # noqa: BLE001 - the package is optional
-
-    def gpu(fn):
-        return fn
 
 
 def _pass_file_through(payload):
@@ -67,14 +61,14 @@ def layout(studio: Studio) -> SimpleNamespace:
                 c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
                                           elem_id="keep-expr", scale=2)
             with gr.Accordion("Thresholds", open=False):
-                c.score_thr = gr.Slider(0.0, 1.0, value=0.7, step=0.01, label="Score threshold", elem_id="score-thr")
+                c.score_thr = gr.Slider(0.0, 1.0, value=score_threshold(studio.model.predictor), step=0.01,
+                                        label="Score threshold (starts at the model's own)", elem_id="score-thr")
                 c.mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
             with gr.Accordion("Add an image (upload, paste, webcam, examples)", open=False, elem_id="upload-box"):
                 c.image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
                                       elem_id="image-input", height=260)
                 c.image_in.preprocess = _pass_file_through
-                examples_dir = Path(__file__).resolve().parents[2] / "assets" / "examples"
-                examples = sorted(p for p in examples_dir.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+                examples = example_images(studio.model.predictor)  # photos for official weights, shapes for bundled
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[c.image_in], label="Examples")
         with gr.Column(scale=2):
@@ -235,12 +229,14 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
     nav_outputs = [c.image_in, *common, c.queue_pos, c.image_refs, c.expression, c.save_msg]
 
     def step(delta: int, without_refs: bool = False):
-        def go(sess, keep, text, st, mt, name, split, status, annotator, request: gr.Request):
+        @gpu
+        def go_image(sess, keep, text, st, mt, name, split, status, annotator, request: gr.Request):
             flt = _flt(name, split, status, annotator)
             target = neighbour(store, flt, sess.image_id, delta, without_refs=without_refs, wrap=without_refs)
             return open_image(target, sess, keep, text, st, mt, flt, request)
-        return go
+        return go_image
 
+    @gpu
     def jump_thumb(page_no, sess, keep, text, st, mt, name, split, status, annotator, evt: gr.SelectData,
                    request: gr.Request):
         flt = _flt(name, split, status, annotator)
@@ -270,7 +266,8 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
         items, page_no = thumbs(0, name, split, status, annotator)
         return items, page_no, _queue(sess, _flt(name, split, status, annotator))
 
-    def open_ref_by_id(rid: int, sess: Session, request: gr.Request | None):
+    @gpu
+    def open_ref(rid: int, sess: Session, request: gr.Request | None):
         """Reopen a saved ref in this view: its image (features once), sentences, targets and version."""
         try:
             rec = store.ref(int(rid))
@@ -300,7 +297,8 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
                 "done" if rec.status in ("rejected", "predicted") else rec.status, typed,
                 *render(new), _queue(new, ImageFilter()), _image_refs(new), note, history_html(studio, rec.id))
 
-    c.open_ref_by_id = open_ref_by_id
+    open_ref_by_id = open_ref
+    c.open_ref_by_id = open_ref
     c.open_ref_outputs = [c.image_in, c.expression, c.extra, c.split, c.status, c.annotator, *common, c.queue_pos,
                           c.image_refs, c.save_msg, c.ref_history]
 
@@ -312,6 +310,7 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
                  d.reviewer if d else ""] for r, d in to_fix(store, who)]
         return gr.update(visible=bool(rows), value=rows)
 
+    @gpu
     def open_image_ref(sess: Session, evt: gr.SelectData, request: gr.Request):
         if sess.image_id is None or evt is None or evt.index is None:
             raise gr.Error("Open an image of the collection first.")
@@ -348,6 +347,7 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
         sess.reset_targets()
         return ("", *render(sess))
 
+    @gpu
     def upload(path: str | None, sess: Session, request: gr.Request):
         if not path:
             return (*render(sess), display.queue_html(None, position(store, ImageFilter(), 0)[1]), _image_refs(sess))

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import html
 from types import SimpleNamespace
 
 import gradio as gr
 
+from ..model_info import model_line, score_threshold
 from .context import Studio
 
 
@@ -33,6 +33,6 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
             print(f"loading {allowed[label]!r} failed: {exc}", flush=True)
             raise gr.Error(f"Could not load {label} ({type(exc).__name__}). The previous model stays active; "
                            "the server log has the details.") from None
-        return f"<span class='model-note' id='model-note'>Model: {html.escape(desc)}</span>"
+        return model_line(desc, studio.model.predictor), gr.update(value=score_threshold(studio.model.predictor))
 
-    c.load_btn.click(load_weights, [c.weights_in], [c.model_md], api_name="load_weights")
+    c.load_btn.click(load_weights, [c.weights_in], [c.model_md, c.score_thr], api_name="load_weights")

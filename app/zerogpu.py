@@ -1,0 +1,46 @@
+"""Hugging Face ZeroGPU conventions, and nothing at all elsewhere.
+
+On a ZeroGPU Space (``SPACE_ID`` and ``SPACES_ZERO_GPU`` set, the variables such a Space
+has, and the ``spaces`` package importable) the model is
+placed on ``cuda`` when ``launch`` is imported, and every function that runs the network is
+wrapped in ``spaces.GPU(duration=...)``: a GPU is attached only while such a function runs.
+Without ``spaces`` (a laptop, CI, another host) :func:`gpu` returns the function unchanged and
+the requested device is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Callable
+
+# Seconds of GPU one call may hold: a full-size set_image + predict takes well under a second on
+# a GPU; the margin covers the first call's CUDA start-up. Shorter durations queue sooner.
+GPU_DURATION = int(os.environ.get("DERIS_GPU_DURATION", "30"))
+
+
+def spaces_module() -> Any | None:
+    """The ``spaces`` package, or None when it is not installed."""
+    try:
+        return importlib.import_module("spaces")
+    except ImportError:
+        return None
+
+
+def on_zerogpu() -> bool:
+    """A Hugging Face Space on ZeroGPU hardware with the ``spaces`` package (a CPU or dedicated-GPU
+    Space has ``SPACE_ID`` and often ``spaces`` too, but no ``SPACES_ZERO_GPU``: no cuda placement there)."""
+    flag = os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
+    return bool(os.environ.get("SPACE_ID")) and flag and spaces_module() is not None
+
+
+def gpu(fn: Callable) -> Callable:
+    """``spaces.GPU(duration=GPU_DURATION)(fn)`` on ZeroGPU, else ``fn`` itself."""
+    if not on_zerogpu():
+        return fn
+    return spaces_module().GPU(duration=GPU_DURATION)(fn)
+
+
+def model_device(requested: str = "auto") -> str:
+    """Where the model goes: ``cuda`` on ZeroGPU (the docs ask for it at import time), else ``requested``."""
+    return "cuda" if on_zerogpu() else requested

@@ -1,0 +1,119 @@
+"""Fast starts: official ``.pth`` checkpoints converted once to memory-mapped safetensors.
+
+The first load of an official checkpoint unpickles it (``torch.load(weights_only=True)``, no
+pickled code runs), renames it to our layout and writes a safetensors copy into the cache
+(``DERIS_CACHE``, default ``$XDG_CACHE_HOME/deris`` or ``~/.cache/deris``). Later loads
+memory-map that copy: the model is built on the meta device (no random initialisation), and
+the mapped tensors are assigned to it, so only the pages the forward pass touches are read.
+The copy is keyed by the checkpoint's resolved path, size and modification time; a changed
+checkpoint gets a new copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from .checkpoint import CheckpointError, convert_official_state_dict, extract_state_dict, load_into, safe_torch_load
+from .config import DeRISConfig
+from .model import build_deris
+from .model.deris import DeRIS
+from .model.swin import WindowAttention, relative_position_index
+
+FORMAT = "deris-studio"
+
+
+def cache_dir() -> Path:
+    """Where converted checkpoints and downloaded tokenizers are kept."""
+    if os.environ.get("DERIS_CACHE"):
+        return Path(os.environ["DERIS_CACHE"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "deris"
+
+
+def converted_path(checkpoint: str | os.PathLike) -> Path:
+    """The cache file for an official checkpoint (its resolved path, size and mtime)."""
+    real = Path(checkpoint).resolve()
+    st = real.stat()
+    key = hashlib.sha1(f"{real}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:20]
+    return cache_dir() / "converted" / f"{real.stem}-{key}.safetensors"
+
+
+def _materialize_buffers(model: torch.nn.Module) -> None:
+    """Recompute the non-persistent buffers a meta-device build leaves empty."""
+    for module in model.modules():
+        if isinstance(module, WindowAttention) and module.relative_position_index.is_meta:
+            module.relative_position_index = relative_position_index(module.window)
+    left = [name for name, b in model.named_buffers() if b.is_meta]
+    if left:  # pragma: no cover - a new non-persistent buffer needs a line above
+        raise RuntimeError(f"buffers left on the meta device: {left[:3]}")
+
+
+def model_from_safetensors(path: str | os.PathLike, cfg: DeRISConfig) -> DeRIS:
+    """Build ``cfg`` and assign the memory-mapped tensors of our safetensors file (strict)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        tensors = load_file(str(path))  # memory-mapped
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path.name} is not a readable safetensors file: {exc}") from None
+    model = build_deris(cfg, device="meta")
+    expected = model.state_dict()
+    wrong = [k for k in expected if k in tensors and tensors[k].dtype != expected[k].dtype]
+    if wrong:
+        tensors = {k: v.to(expected[k].dtype) if k in wrong else v for k, v in tensors.items()}
+    load_into(model, tensors, cfg.name, path.name, assign=True)
+    _materialize_buffers(model)
+    return model.eval()
+
+
+def write_converted(state: dict[str, torch.Tensor], cfg: DeRISConfig, out: Path, source: str) -> None:
+    """Write our-layout tensors as safetensors (atomic), with the config in the metadata."""
+    from safetensors.torch import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    meta = {"format": FORMAT, "config": cfg.to_json(), "source": source}
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=meta)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer) -> tuple[DeRIS, DeRISConfig, bool]:
+    """``(model, config, from_cache)`` for an official ``.pth``, using and filling the cache.
+
+    ``infer(state)`` picks the config when ``cfg`` is None. A cache that cannot be written
+    (read-only disk) only costs speed.
+    """
+    path = Path(path)
+    cached = converted_path(path)
+    if cached.is_file():
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(cached), framework="pt") as f:
+                meta = f.metadata() or {}
+            use = cfg or DeRISConfig.from_dict(json.loads(meta["config"]))  # a given config wins (thresholds)
+            return model_from_safetensors(cached, use), use, True
+        except Exception:  # noqa: BLE001 - a broken or mismatching cache file is rebuilt below
+            with contextlib.suppress(OSError):
+                cached.unlink(missing_ok=True)
+    state = extract_state_dict(safe_torch_load(path))
+    cfg = cfg or infer(state)
+    ours = convert_official_state_dict(state)
+    del state
+    model = build_deris(cfg, device="meta")
+    load_into(model, ours, cfg.name, path.name, assign=True)
+    _materialize_buffers(model)
+    with contextlib.suppress(Exception):  # a read-only or full disk only costs speed next time
+        write_converted(ours, cfg, cached, path.name)
+    return model.eval(), cfg, False
