@@ -4,7 +4,6 @@ threads and processes saving at once, limits, and OS errors (full or read-only d
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys

@@ -5,8 +5,8 @@ from .masks import decode_mask, encode_mask, mask_bbox, rle_problem
 from .names import safe_file_name, unique_names
 from .records import Event, ImageRecord, InstanceRecord, RefRecord, RefRow, Snapshot
 from .schema import SCHEMA_VERSION
-from .store import (DEFAULT_CATEGORY, MAX_SENTENCE_CHARS, MAX_SENTENCES, SPLITS, STATUSES, Store, clean_sentences,
-                    image_digest)
+from .refs import DEFAULT_CATEGORY, MAX_SENTENCE_CHARS, MAX_SENTENCES, SPLITS, STATUSES, clean_sentences
+from .store import Store, image_digest
 
 __all__ = [
     "ConflictError", "DEFAULT_CATEGORY", "Event", "ImageRecord", "InstanceRecord", "MAX_SENTENCES", "MAX_SENTENCE_CHARS",

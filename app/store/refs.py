@@ -1,0 +1,222 @@
+"""Refs: save (create or versioned update), read, list a page at a time, delete, change status.
+
+Mixed into :class:`app.store.Store`; every write is one transaction of the store and leaves an
+event in the ref's history.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Sequence
+
+import numpy as np
+
+from .errors import ConflictError, StoreError
+from .masks import encode_mask
+from .records import Event, RefRecord, RefRow
+
+SPLITS = ("train", "val", "testA", "testB")
+STATUSES = ("draft", "predicted", "done", "reviewed", "rejected")  # predicted: made by the model, to verify
+DEFAULT_CATEGORY = "object"
+MAX_SENTENCES = 20  # per ref (the expression and its paraphrases)
+MAX_SENTENCE_CHARS = 500
+MAX_NAME_CHARS = 100  # annotator / category names
+PAGE_MAX = 500
+
+
+def clean_sentences(sentences: Sequence[str]) -> list[str]:
+    """Stripped, non-empty, de-duplicated sentences within the limits (StoreError otherwise)."""
+    out: list[str] = []
+    for s in sentences:
+        if not isinstance(s, str):
+            raise StoreError(f"a sentence must be text, got {type(s).__name__}")
+        s = " ".join(s.split())
+        if not s:
+            continue
+        if len(s) > MAX_SENTENCE_CHARS:
+            raise StoreError(f"a sentence is {len(s)} characters long; the limit is {MAX_SENTENCE_CHARS}")
+        if s not in out:
+            out.append(s)
+    if not out:
+        raise StoreError("a ref needs at least one non-empty sentence")
+    if len(out) > MAX_SENTENCES:
+        raise StoreError(f"a ref has {len(out)} sentences; the limit is {MAX_SENTENCES}")
+    return out
+
+
+class RefsMixin:
+    """The ref operations of :class:`~app.store.Store` (see there for the transactions)."""
+
+    def save_ref(self, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
+                 instance_ids: Sequence[int] = (), no_target: bool = False, split: str = "train",
+                 annotator: str = "", status: str = "done", category: str = DEFAULT_CATEGORY,
+                 ref_id: int | None = None, expected_version: int | None = None, user: str | None = None) -> int:
+        """Create a ref, or (``ref_id`` + ``expected_version``) update one, in one transaction.
+
+        Targets are existing ``instance_ids`` and/or new ``masks`` (stored as new instances;
+        the same pixels already stored for this image are reused). A no-target ref has no
+        targets, a targeted ref at least one. An update whose ``expected_version`` is not the
+        stored one raises :class:`ConflictError`. ``user`` (default: ``annotator``) is recorded
+        in the ref's history.
+        """
+        sents = clean_sentences(sentences)
+        if split not in SPLITS:
+            raise StoreError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if status not in STATUSES:
+            raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        annotator = " ".join(str(annotator or "").split())
+        if len(annotator) > MAX_NAME_CHARS:
+            raise StoreError(f"the annotator name is longer than {MAX_NAME_CHARS} characters")
+        user = annotator if user is None else user
+        ids = [int(i) for i in instance_ids]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise StoreError(f"instance {min(dup)} is listed twice in the target set")
+        if no_target and (len(masks) or ids):
+            raise StoreError("a no-target ref cannot have target instances")
+        if not no_target and not len(masks) and not ids:
+            raise StoreError("select or draw at least one target instance, or mark the expression as no-target")
+        if ref_id is not None and expected_version is None:
+            raise StoreError("an edit must say which version of the ref it started from (expected_version)")
+        cat = self.category_id(category)
+        now = time.time()
+        with self._tx() as db:
+            if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+                raise StoreError(f"no image with id {image_id}")
+            old_targets: list[int] = []
+            if ref_id is not None:
+                row = db.execute("SELECT image_id, version FROM refs WHERE id = ?", (ref_id,)).fetchone()
+                if row is None:
+                    raise ConflictError(f"ref {ref_id} was deleted meanwhile; save it as a new ref instead")
+                if row[0] != image_id:
+                    raise StoreError(f"ref {ref_id} belongs to image {row[0]}, not to image {image_id}")
+                if row[1] != expected_version:
+                    raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[1]}, "
+                                        f"you edited version {expected_version}); reopen it to see their changes")
+                old_targets = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
+            for iid in ids:
+                row = db.execute("SELECT image_id FROM instances WHERE id = ?", (iid,)).fetchone()
+                if row is None or row[0] != image_id:
+                    raise StoreError(f"instance {iid} does not belong to image {image_id}")
+            if len(masks):
+                existing = {r[1]: r[0] for r in db.execute("SELECT id, rle FROM instances WHERE image_id = ?", (image_id,))}
+                for n, m in enumerate(masks):
+                    rle = json.dumps(encode_mask(m))
+                    label = f"target {n + 1} of {len(masks)}"
+                    new = existing.get(rle) or self._insert_instance(db, image_id, m, cat, "annotator", label=label)
+                    existing[rle] = new
+                    ids.append(new)
+            ids = list(dict.fromkeys(ids))
+            if ref_id is None:
+                cur = db.execute(
+                    "INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at, version) "
+                    "VALUES (?,?,?,?,?,?,?,1)", (image_id, split, int(no_target), annotator, status, now, now))
+                ref_id = int(cur.lastrowid)
+                action = "create"
+            else:
+                db.execute("UPDATE refs SET split=?, no_target=?, annotator=?, status=?, updated_at=?, version=version+1 "
+                           "WHERE id=?", (split, int(no_target), annotator, status, now, ref_id))
+                db.execute("DELETE FROM sentences WHERE ref_id = ?", (ref_id,))
+                db.execute("DELETE FROM ref_instances WHERE ref_id = ?", (ref_id,))
+                action = "edit"
+            db.executemany("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,?)",
+                           [(ref_id, s, pos) for pos, s in enumerate(sents)])
+            db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)",
+                           [(ref_id, iid, pos) for pos, iid in enumerate(ids)])
+            self._drop_orphans(db, [i for i in old_targets if i not in ids])
+            self._event(db, ref_id, user, action, {"sentences": sents, "targets": ids, "no_target": bool(no_target),
+                                                   "split": split, "status": status, "annotator": annotator})
+        return ref_id
+
+    def ref(self, ref_id: int) -> RefRecord:
+        refs = self.refs(ref_ids=[ref_id])
+        if not refs:
+            raise StoreError(f"no ref with id {ref_id}")
+        return refs[0]
+
+    def refs(self, image_id: int | None = None, ref_ids: Sequence[int] | None = None) -> list[RefRecord]:
+        """Full ref records (sentences and targets), by image, by ids, or all."""
+        sql = "SELECT id, image_id, split, no_target, annotator, status, created_at, updated_at, version FROM refs"
+        args: list = []
+        if image_id is not None:
+            sql += " WHERE image_id = ?"
+            args.append(image_id)
+        elif ref_ids is not None:
+            if not ref_ids:
+                return []
+            sql += f" WHERE id IN ({','.join('?' * len(ref_ids))})"
+            args.extend(int(r) for r in ref_ids)
+        sql += " ORDER BY id"
+        with self._lock:
+            rows = self._db.execute(sql, args).fetchall()
+            sents: dict[int, list[tuple[int, str]]] = {r[0]: [] for r in rows}
+            targets: dict[int, list[int]] = {r[0]: [] for r in rows}
+            scope = "" if image_id is None and ref_ids is None else f" WHERE ref_id IN (SELECT id FROM ({sql}))"
+            for rid, sid, raw in self._db.execute(f"SELECT ref_id, id, raw FROM sentences{scope} ORDER BY ref_id, position",
+                                                  args):
+                if rid in sents:
+                    sents[rid].append((sid, raw))
+            for rid, iid in self._db.execute(f"SELECT ref_id, instance_id FROM ref_instances{scope} ORDER BY ref_id, position",
+                                             args):
+                if rid in targets:
+                    targets[rid].append(iid)
+        return [RefRecord(r[0], r[1], [s[1] for s in sents[r[0]]], targets[r[0]], bool(r[3]), r[2], r[4], r[5], r[6], r[7],
+                          [s[0] for s in sents[r[0]]], r[8]) for r in rows]
+
+    def refs_page(self, offset: int = 0, limit: int = 50, *, image_id: int | None = None, status: str | None = None,
+                  split: str | None = None, annotator: str | None = None, newest_first: bool = True) -> tuple[list[RefRow], int]:
+        """One page of the ref list and the number of matching refs (fast at 100 000 refs)."""
+        limit = max(1, min(int(limit), PAGE_MAX))
+        where, args = [], []
+        for col, val in (("r.image_id", image_id), ("r.status", status), ("r.split", split), ("r.annotator", annotator)):
+            if val not in (None, ""):
+                where.append(f"{col} = ?")
+                args.append(val)
+        cond = (" WHERE " + " AND ".join(where)) if where else ""
+        order = "DESC" if newest_first else "ASC"
+        with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM refs r{cond}", args).fetchone()[0])
+            rows = self._db.execute(
+                f"""SELECT r.id, r.image_id, i.file_name,
+                       (SELECT group_concat(raw, ' | ') FROM (SELECT raw FROM sentences WHERE ref_id = r.id ORDER BY position)),
+                       (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
+                       r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
+                    FROM refs r JOIN images i ON i.id = r.image_id{cond}
+                    ORDER BY r.id {order} LIMIT ? OFFSET ?""", [*args, limit, max(0, int(offset))]).fetchall()
+        return [RefRow(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows], total
+
+    def delete_ref(self, ref_id: int, expected_version: int | None = None, user: str = "") -> None:
+        """Delete a ref (refused if it changed since ``expected_version``); its drawn instances go with it."""
+        with self._tx() as db:
+            row = db.execute("SELECT version FROM refs WHERE id = ?", (ref_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no ref with id {ref_id}")
+            if expected_version is not None and row[0] != expected_version:
+                raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]}); "
+                                    "reopen it before deleting")
+            inst = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
+            db.execute("DELETE FROM refs WHERE id = ?", (ref_id,))
+            self._drop_orphans(db, inst)
+            self._event(db, ref_id, user, "delete", {})
+
+    def set_status(self, ref_id: int, status: str, user: str = "", expected_version: int | None = None,
+                   detail: dict | None = None) -> int:
+        """Change a ref's status (recorded in its history); returns the new version."""
+        if status not in STATUSES:
+            raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        with self._tx() as db:
+            row = db.execute("SELECT version, status FROM refs WHERE id = ?", (ref_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"no ref with id {ref_id}")
+            if expected_version is not None and row[0] != expected_version:
+                raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
+            db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
+            self._event(db, ref_id, user, "status", {"from": row[1], "to": status, **(detail or {})})
+            return row[0] + 1
+
+    def events(self, ref_id: int) -> list[Event]:
+        """The history of a ref, oldest first (kept after the ref is deleted)."""
+        rows = self._query("SELECT id, ref_id, at, user, action, detail FROM events WHERE ref_id = ? ORDER BY id", (ref_id,))
+        return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
