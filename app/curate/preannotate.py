@@ -23,7 +23,7 @@ from ..store import Store, StoreError, clean_sentences, decode_mask, encode_mask
 from ..store.collection import ImageFilter
 
 MAX_CANDIDATES = 10  # kept per pair (best scores), enough to re-threshold
-MIN_KEPT_SCORE = 0.01
+MIN_KEPT_SCORE = 0.05  # candidates below are never worth re-thresholding to
 
 
 @dataclass(frozen=True)

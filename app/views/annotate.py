@@ -64,7 +64,7 @@ def layout(studio: Studio) -> SimpleNamespace:
                 c.score_thr = gr.Slider(0.0, 1.0, value=score_threshold(studio.model.predictor), step=0.01,
                                         label="Score threshold (starts at the model's own)", elem_id="score-thr")
                 c.mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
-            with gr.Accordion("Add an image (upload, paste, webcam, examples)", open=False, elem_id="upload-box"):
+            with gr.Accordion("Add an image (upload, paste, webcam, examples)", open=False, elem_id="upload-box") as c.upload_box:
                 c.image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
                                       elem_id="image-input", height=260)
                 c.image_in.preprocess = _pass_file_through
@@ -397,3 +397,9 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
     c.annotator.submit(fix_rows, [c.annotator], [c.to_fix], api_name=False)
     c.load_events.append((fix_rows, [c.annotator], [c.to_fix]))
     c.load_events.append((refilter, [c.sess_state, *filters], [c.thumbs, c.thumb_page, c.queue_pos]))
+
+    def first_view():
+        """An empty collection (a demo, a first start): the upload box opens by itself."""
+        return gr.update(open=position(store, ImageFilter(), 0)[1] == 0)
+
+    c.load_events.append((first_view, None, [c.upload_box]))
