@@ -41,8 +41,11 @@ def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
     page = browser_page
     try:
         page.goto(url)
-        page.get_by_text("Add an image (upload, paste, webcam, examples)").click()
-        page.wait_for_selector("#image-input input[type=file]", state="attached", timeout=60_000)
+        try:  # an empty collection opens the upload box by itself
+            page.wait_for_selector("#image-input input[type=file]", state="attached", timeout=15_000)
+        except Exception:  # noqa: BLE001 - playwright's TimeoutError
+            page.get_by_text("Add an image (upload, paste, webcam, examples)").click()
+            page.wait_for_selector("#image-input input[type=file]", state="attached", timeout=60_000)
         page.set_input_files("#image-input input[type=file]", str(image))
         page.wait_for_selector("#image-input img", timeout=30_000)
         box = page.locator("#expression textarea, #expression input").first
