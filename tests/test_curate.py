@@ -205,12 +205,22 @@ def test_qa_equals_deris_core_metrics_on_hand_built_cases(tmp_path: Path) -> Non
         ref.add(pm, gt, gt_nt, answers[text] is None)
         if who == "ann":
             ann.add(pm, gt, gt_nt, answers[text] is None)
-    assert res["refs"] == 4 and res["overall"] == ref.result() and res["groups"]["annotator=ann"] == ann.result()
+    assert res["refs"] == 4 and res["overall"] == {"samples": 5, **ref.result()}
+    assert res["groups"]["annotator=ann"] == {"samples": 2, **ann.result()}
     stored = {r[0]: r[1:] for r in s._query("SELECT ref_id, iou, no_target_agree, model_no_target FROM qa")}
     assert stored[ra] == (0.5, 1, 0)  # half the box
     assert stored[rb] == (0.0, 0, 1)  # the worst sentence: the model said no target for "b again"
     assert stored[rc] == (1.0, 1, 1) and stored[rd] == (0.0, 0, 0)
     assert {d["ref_id"] for d in res["disagreements"][:2]} == {rb, rd}  # worst first
+
+
+def test_qa_of_a_group_without_any_target(tmp_path: Path) -> None:
+    s = Store(tmp_path / "nt.sqlite")
+    img = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    s.save_ref(img, ["x"], no_target=True, annotator="ann")
+    s.save_ref(img, ["y"], no_target=True, annotator="ann")
+    res = qa(s, _Scripted({"x": None, "y": _box(0, 0, 2, 2)}), "scripted")
+    assert res["overall"]["cIoU"] is None and res["overall"]["N_acc"] == 50.0 and res["overall"]["gIoU"] == 50.0
 
 
 def test_agreement_on_hand_built_masks_and_consensus(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
     python -m app.curate preannotate --db DB (--sentences FILE | --pairs FILE.jsonl) [--split S] [--weights W]
     torchrun --nproc_per_node N -m app.curate preannotate ...      (shards images over N processes / GPUs)
-    python -m app.curate rethreshold --db DB --model KEY --score 0.8
+    python -m app.curate rethreshold --db DB --model WEIGHTS --score 0.8
     python -m app.curate qa --db DB [--weights W] [--split S] [--annotator A] [--json]
     python -m app.curate agreement --db DB [--merge --min-iou 0.7 --quorum 2] [--json]
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--batch", type=int, default=8, help="sentences per forward pass")
     a.add_argument("--chunk", type=int, default=8, help="images per commit (and per gather under torchrun)")
     b = sub.add_parser("rethreshold", help="re-threshold the still-predicted refs of a model (no model needed)")
-    b.add_argument("--model", required=True, help="the model key stored with the predictions")
+    b.add_argument("--model", required=True, help="the weights name (e.g. bundled) or the full model key of the predictions")
     b.add_argument("--score", type=float, required=True)
     q = sub.add_parser("qa", help="run the model on people's refs: agreement per ref and GRES metrics")
     q.add_argument("--split", default=None, choices=SPLITS)
@@ -88,7 +88,11 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "rethreshold":
             from .preannotate import apply_threshold
 
-            res = {"model": args.model, "score_threshold": args.score, "refs": apply_threshold(store, args.model, args.score)}
+            keys = [r[0] for r in store._query("SELECT DISTINCT model FROM predictions")]
+            found = [k for k in keys if args.model in (k, k.split("|")[0])]
+            if len(found) != 1:
+                raise StoreError(f"--model {args.model!r} matches {len(found)} of the stored models: " + "; ".join(keys))
+            res = {"model": found[0], "score_threshold": args.score, "refs": apply_threshold(store, found[0], args.score)}
         elif args.cmd == "qa":
             from .preannotate import model_key
             from .quality import qa

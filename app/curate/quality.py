@@ -87,10 +87,22 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
                        "ON CONFLICT(ref_id) DO UPDATE SET model=excluded.model, iou=excluded.iou, "
                        "no_target_agree=excluded.no_target_agree, model_no_target=excluded.model_no_target, at=excluded.at",
                        rows)
-    return {"model": key, "refs": len(rows), "overall": overall.result() if rows else {},
-            "groups": {g: acc.result() for g, acc in sorted(groups.items())},
+    return {"model": key, "refs": len(rows), "overall": _metrics(overall) if rows else {},
+            "groups": {g: _metrics(acc) for g, acc in sorted(groups.items())},
             "disagreements": [{"ref_id": r[0], "iou": round(r[2], 4), "no_target_agree": bool(r[3])}
                               for r in sorted(rows, key=lambda r: (r[2], r[3]))[:20]]}
+
+
+def _metrics(acc: GresAccumulator) -> dict:
+    """The official metrics of a group, with its size; a group of no-target samples only has no cIoU,
+    T-acc or Pr@ (the official code divides by zero there), so those are reported as None."""
+    try:
+        return {"samples": acc.count, **acc.result()}
+    except ZeroDivisionError:
+        n_empty = acc.nt["TP"] + acc.nt["FN"]
+        return {"samples": acc.count, "gIoU": 100.0 * acc.sum_iou / acc.count, "cIoU": None,
+                "N_acc": 100.0 * acc.nt["TP"] / n_empty if n_empty else None, "T_acc": None,
+                "note": "only no-target samples: cIoU, T-acc and Pr@ are undefined"}
 
 
 @dataclass

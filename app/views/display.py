@@ -74,7 +74,8 @@ def picture(sess: Session) -> np.ndarray | None:
 
 def verdict_html(sess: Session) -> str:
     if sess.image is None:
-        return "<div class='verdict-none' id='verdict'>Pick an image of the collection or upload one, then type an expression.</div>"
+        return ("<div class='verdict-none' id='verdict'>Open an image of the collection (D), or upload, paste or pick an "
+                "example under <i>Add an image</i>; then type an expression and press Enter.</div>")
     p = sess.prediction
     ex = f" &middot; existence probability {p.existence:.2f}" if p is not None else ""
     if sess.no_target:
