@@ -1,6 +1,6 @@
 """Benchmark the predictor (random weights are fine: speed does not depend on them).
 
-    python -m deris_core.bench --config deris-b-grefcoco --device cpu [--runs 5] [--warmup 2] [--json]
+    python -m deris_core.bench --config deris-b-grefcoco --device cpu [--dtype fp32|bf16] [--runs 5] [--warmup 2] [--json]
 
 Prints, for batch 1: full ``set_image`` + ``predict`` latency, ``predict`` on a cached image,
 per-stage times, ``predict_batch`` of 8 expressions (time per expression) and peak memory;
@@ -25,6 +25,7 @@ from .model import build_deris
 from .predictor import Predictor
 from .runtime import configure_from_env
 from .tokenizer import BOS, EOS, PAD
+from .weights import DTYPES
 
 
 class _FixedIds:
@@ -49,15 +50,16 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": values}
 
 
-def run(config: str, device: str, runs: int, warmup: int, threads: int | None) -> dict:
+def run(config: str, device: str, runs: int, warmup: int, threads: int | None, dtype: str = "fp32") -> dict:
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(0)
     cfg = get_config(config)
-    model = build_deris(cfg).to(dev)
+    torch_dtype = DTYPES[dtype]
+    model = build_deris(cfg, dtype=torch_dtype).to(dev)
     fixed = _FixedIds(cfg.max_token, cfg.beit3.vocab_size)
-    predictor = Predictor(model, fixed, device=dev)  # type: ignore[arg-type]  # fed token ids directly
+    predictor = Predictor(model, fixed, device=dev, dtype=torch_dtype)  # type: ignore[arg-type]  # fed token ids directly
     image = np.random.default_rng(0).integers(0, 256, size=(300, 451, 3), dtype=np.uint8)
     ids1, mask1 = fixed.batch(1)
     ids8, mask8 = fixed.batch(8)
@@ -95,7 +97,7 @@ def run(config: str, device: str, runs: int, warmup: int, threads: int | None) -
     result = {
         "config": cfg.name,
         "device": str(dev),
-        "dtype": "float32",
+        "dtype": str(torch_dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "runs": runs,
@@ -122,11 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights and activations")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     configure_from_env()
     try:
-        r = run(args.config, args.device, args.runs, args.warmup, args.threads)
+        r = run(args.config, args.device, args.runs, args.warmup, args.threads, args.dtype)
     except Exception as exc:  # noqa: BLE001
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -81,7 +81,8 @@ class MaskedDecoder(nn.Module):
         w = self.fuse.weight[:, c:]
         small = F.conv2d(img_feat, w)
         size = memory.mask_features_term.shape[-2:]
-        return memory.mask_features_term + F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+        fused = F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+        return fused.add_(memory.mask_features_term)  # in place: one [B, C, 96, 96] buffer, not two
 
     def _heads(self, queries: Tensor, features: Tensor, next_size: tuple[int, int]) -> tuple[Tensor, ...]:
         x = self.decoder_norm(queries)
