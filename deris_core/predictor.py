@@ -97,19 +97,12 @@ class Prediction:
             m = self._cache["masks_384"] = binary_masks(self.mask_logits, self.mask_threshold).numpy()
         return m
 
-    def _nearest_maps(self) -> tuple[np.ndarray, np.ndarray]:
-        maps = self._cache.get("maps")
-        if maps is None:
-            maps = self._cache["maps"] = nearest_index_maps(self.masks_384.shape[1:], self.original_size)
-        return maps
-
     def mask(self, index: int) -> np.ndarray:
         """``[H, W]`` uint8 binary mask of one candidate at the original size (computed once)."""
         key = ("mask", int(index))
         m = self._cache.get(key)
         if m is None:
-            rows, cols = self._nearest_maps()
-            m = self._cache[key] = self.masks_384[index][rows][:, cols]
+            m = self._cache[key] = resize_nearest(self.masks_384[index], self.original_size)
         return m
 
     @property
@@ -122,11 +115,13 @@ class Prediction:
 
     def areas(self) -> np.ndarray:
         """``[Q]`` mask areas in pixels at the original size, without resizing any mask."""
-        rows, cols = self._nearest_maps()
+        rows, cols = nearest_index_maps(self.masks_384.shape[1:], self.original_size)
         size = self.masks_384.shape[1]
-        rc = np.bincount(rows, minlength=size).astype(np.int64)
-        cc = np.bincount(cols, minlength=size).astype(np.int64)
-        return np.einsum("qhw,h,w->q", self.masks_384.astype(np.int64), rc, cc)
+        rc = np.bincount(rows, minlength=size).astype(np.float32)
+        cc = np.bincount(cols, minlength=size).astype(np.float32)
+        q = self.num_candidates
+        per_row = self.masks_384.reshape(q * size, size).astype(np.float32) @ cc  # integers < 2**24: exact
+        return np.rint(per_row.reshape(q, size).astype(np.float64) @ rc.astype(np.float64)).astype(np.int64)
 
     @property
     def union_mask(self) -> np.ndarray:
