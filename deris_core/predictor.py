@@ -27,7 +27,6 @@ from .model.layers import pack_linear_weights
 from .model.decoder import upsample_masks
 from .postprocess import binary_masks, boxes_to_original, nearest_index_maps, referring_scores, resize_nearest
 from .preprocess import ImageInput, load_image, preprocess
-from .runtime import trim_heap
 from .tokenizer import BEiT3Tokenizer, Encoded
 
 
@@ -223,7 +222,6 @@ class Predictor:
         with torch.inference_mode():
             feats = self.model.encode_image(pre.image.to(self.device, self.dtype), pre.image_mini.to(self.device, self.dtype))
         self._sync()
-        trim_heap()  # the encoder's freed buffers go back to the system (peak memory)
         t2 = time.perf_counter()
         state = ImageState(rgb, feats, pre.original_size, pre.scale_factor, {"preprocess": t1 - t0, "image_encoder": t2 - t1})
         with self._lock:

@@ -42,29 +42,6 @@ def limit_heap_growth(mmap_threshold: int = 256 * 1024, trim_threshold: int = 1 
     return ok
 
 
-_libc: ctypes.CDLL | None | bool = None
-
-
-def trim_heap() -> bool:
-    """Give the C heap's free pages back to the system (glibc ``malloc_trim``); False elsewhere.
-
-    The predictor calls it after each image encoding: the encoder's transient buffers are
-    freed by then, and without this glibc keeps most of them resident, so the peak RSS of
-    the following requests stacks on top of them (about 60 MB less peak for DeRIS-L here).
-    It costs a few milliseconds, once per image.
-    """
-    global _libc
-    if _libc is None:
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-            _libc = lib if sys.platform.startswith("linux") and hasattr(lib, "malloc_trim") else False
-        except OSError:
-            _libc = False
-    if not _libc:
-        return False
-    return bool(_libc.malloc_trim(0))  # type: ignore[union-attr]
-
-
 def configure_from_env() -> bool:
     """Apply :func:`limit_heap_growth` when ``DERIS_PIN_MALLOC=1``; returns whether it was applied."""
     return limit_heap_growth() if os.environ.get("DERIS_PIN_MALLOC") == "1" else False
