@@ -35,7 +35,7 @@ def _cached_official() -> str | None:
     return None
 
 
-def load_model(weights: str | None, device: str):
+def load_model(weights: str | None, device: str, dtype: str = "fp32"):
     """``(ModelHolder)``: the requested/official weights, else the bundled model with the reason."""
     from app.ui import ModelHolder
     from deris_core.weights import load_predictor
@@ -45,13 +45,13 @@ def load_model(weights: str | None, device: str):
     note = ""
     if wanted and wanted != "bundled":
         try:
-            p = load_predictor(wanted, device=device)
+            p = load_predictor(wanted, device=device, dtype=dtype)
             return ModelHolder(p, getattr(p, "description", wanted))
         except Exception as exc:  # noqa: BLE001 - report and fall back
             note = f"could not load {wanted!r} ({exc}); using the bundled model instead"
             print(f"warning: {note}", file=sys.stderr)
     try:
-        p = load_predictor("bundled", device=device)
+        p = load_predictor("bundled", device=device, dtype=dtype)
         desc = getattr(p, "description", "bundled model")
         if not note:
             note = "trained on synthetic shapes only; pass --weights deris-l-grefcoco for real photos"
@@ -70,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
     p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--dtype", default=os.environ.get("DERIS_DTYPE", "fp32"), choices=["fp32", "bf16"],
+                   help="fp32 (default) or bf16: faster and half the memory, on CPU and CUDA (see README, bf16)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
@@ -108,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     from app.zerogpu import model_device
 
     device = model_device(args.device)
-    model = MODEL if MODEL is not None and args.weights == os.environ.get("DERIS_WEIGHTS") else load_model(args.weights, device)
+    reuse = MODEL is not None and args.weights == os.environ.get("DERIS_WEIGHTS") and args.dtype == "fp32"
+    model = MODEL if reuse else load_model(args.weights, device, args.dtype)
     print(f"model: {model.description}{(' — ' + model.note) if model.note else ''}\ndatabase: {db}", flush=True)
     switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,

@@ -1,12 +1,17 @@
 """Benchmark the predictor (random weights are fine: speed does not depend on them).
 
-    python -m deris_core.bench --config deris-b-grefcoco --device cpu [--runs 5] [--warmup 2] [--json]
+    python -m deris_core.bench --config deris-b-grefcoco --device cpu [--dtype fp32|bf16] [--runs 5] [--warmup 2] [--json]
     python -m deris_core.bench load --config deris-l-grefcoco     # start-up time (deris_core/bench_load.py)
 
 Prints, for batch 1: full ``set_image`` + ``predict`` latency, ``predict`` on a cached image,
 per-stage times, ``predict_batch`` of 8 expressions (time per expression) and peak memory;
 median / min / max over the timed runs after warm-up. Mirrors the conditions of the
 official CPU timings: a 300x451 image, 7 real tokens padded to ``max_token``.
+
+``--app`` adds the studio's own latency (Enter -> overlay, candidate list and gallery encoded
+for the browser; a threshold change -> the same re-rendered), see :mod:`app.latency`, on a
+1024x768 photo; ``--config bundled --app`` times that for the bundled model on its 128x128
+example. ``--dtype bf16`` runs the whole network in bfloat16.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .model import build_deris
 from .predictor import Predictor
 from .runtime import configure_from_env
 from .tokenizer import BOS, EOS, PAD
+from .weights import DTYPES
 
 
 class _FixedIds:
@@ -50,15 +56,19 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": values}
 
 
-def run(config: str, device: str, runs: int, warmup: int, threads: int | None) -> dict:
-    if threads:
-        torch.set_num_threads(threads)
-    dev = torch.device(device)
+def build(config: str, device: str, dtype: str) -> tuple[Predictor, _FixedIds]:
+    """A predictor with random weights of a published config, fed token ids directly."""
     torch.manual_seed(0)
     cfg = get_config(config)
-    model = build_deris(cfg).to(dev)
+    torch_dtype = DTYPES[dtype]
+    model = build_deris(cfg, dtype=torch_dtype).to(device)
     fixed = _FixedIds(cfg.max_token, cfg.beit3.vocab_size)
-    predictor = Predictor(model, fixed, device=dev)  # type: ignore[arg-type]  # fed token ids directly
+    return Predictor(model, fixed, device=device, dtype=torch_dtype), fixed  # type: ignore[arg-type]
+
+
+def run(predictor: Predictor, fixed: _FixedIds, runs: int, warmup: int) -> dict:
+    """Forward-pass figures (see the module docstring)."""
+    dev, cfg, model = predictor.device, predictor.cfg, predictor.model
     image = np.random.default_rng(0).integers(0, 256, size=(300, 451, 3), dtype=np.uint8)
     ids1, mask1 = fixed.batch(1)
     ids8, mask8 = fixed.batch(8)
@@ -96,7 +106,7 @@ def run(config: str, device: str, runs: int, warmup: int, threads: int | None) -
     result = {
         "config": cfg.name,
         "device": str(dev),
-        "dtype": "float32",
+        "dtype": str(predictor.dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "runs": runs,
@@ -116,6 +126,29 @@ def run(config: str, device: str, runs: int, warmup: int, threads: int | None) -
     return result
 
 
+def run_app(config: str, predictor: Predictor | None, fixed: _FixedIds | None, device: str, dtype: str,
+            runs: int, warmup: int) -> dict:
+    """Latency of the studio's Enter and threshold-change paths (``app.latency``): the bundled
+    model on its 128x128 example, or a published config (random weights) on a 1024x768 photo."""
+    from app.latency import measure, synthetic_photo  # the app's own rendering; needs gradio
+
+    if config == "bundled":
+        import cv2
+
+        from .weights import BUNDLED_DIR, load_predictor
+
+        predictor = load_predictor("bundled", device=device, dtype=dtype)
+        path = BUNDLED_DIR.parents[0] / "examples" / "shapes_4.png"
+        image = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
+        r = measure(predictor, image, lambda state: predictor.predict("the yellow circle", image=state), runs, warmup)
+    else:
+        assert predictor is not None and fixed is not None
+        ids, mask = fixed.batch(1)
+        photo = synthetic_photo(768, 1024)
+        r = measure(predictor, photo, lambda state: predictor.predict_tokens(ids, mask, image=state)[0], runs, warmup)
+    return {"config": config, "dtype": dtype, **r}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["load"]:  # start-up benchmark: python -m deris_core.bench load --help
@@ -128,17 +161,42 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights and activations")
+    ap.add_argument("--app", action="store_true",
+                    help="also time the studio's Enter / threshold change (median of 20 after 3 warm-up); "
+                         "--config bundled times only that, on the bundled model")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     configure_from_env()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:
-        r = run(args.config, args.device, args.runs, args.warmup, args.threads)
+        if args.config == "bundled":
+            r = {"app": run_app("bundled", None, None, args.device, args.dtype, 20, 3)}
+        else:
+            predictor, fixed = build(args.config, args.device, args.dtype)
+            r = run(predictor, fixed, args.runs, args.warmup)
+            if args.app:
+                r["app"] = run_app(args.config, predictor, fixed, args.device, args.dtype, 20, 3)
     except Exception as exc:  # noqa: BLE001
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(r))
         return 0
+    if "full_forward" in r:
+        _print_forward(r)
+    if "app" in r:
+        a = r["app"]
+        print(f"{a['config']} app latency ({a['dtype']}, image {a['image_size'][1]}x{a['image_size'][0]}, "
+              f"{a['candidates']} candidates, {a['image_format']} images), median of 20 after 3 warm-up:")
+        for k in ("enter", "threshold_change"):
+            s = a[k]
+            print(f"  {k:<34} {s['median_s']:.4f}  [{s['min_s']:.4f}, {s['max_s']:.4f}]")
+    return 0
+
+
+def _print_forward(r: dict) -> None:
     print(f"{r['config']} on {r['device']} ({r['dtype']}, {r['torch_threads']} threads, torch {r['torch_version']}), "
           f"{r['runs']} runs after {r['warmup']} warm-up; seconds as median [min, max]")
 
@@ -151,7 +209,6 @@ def main(argv: list[str] | None = None) -> int:
     for k, v in r["stages"].items():
         line(f"  stage: {k}", v)
     print(f"  peak RSS {r['peak_rss_mb']:.0f} MiB" + (f", peak CUDA {r['peak_cuda_mb']:.0f} MiB" if "peak_cuda_mb" in r else ""))
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Evaluate a DeRIS model on a gRefCOCO-format split with the official metrics.
 
-    python -m deris_core.evaluate [--weights NAME|PATH] --data DIR --split val [--json]
+    python -m deris_core.evaluate [--weights NAME|PATH] --data DIR --split val [--dtype fp32|bf16] [--json]
 
 Weights default to the bundled model. Every (image, sentence) pair is one sample, as in the
 official evaluation: the prediction is "no target" when no candidate's referring score
@@ -85,6 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="folder in the gRefCOCO layout (grefcoco/, images/train2014/)")
     p.add_argument("--split", default="val")
     p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="network precision (see README, bf16)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -93,13 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     from .weights import WeightsError, load_predictor
 
     try:
-        predictor = load_predictor(args.weights, args.tokenizer, config=args.config, device=args.device)
+        predictor = load_predictor(args.weights, args.tokenizer, config=args.config, device=args.device,
+                                   dtype=args.dtype)
         res = evaluate_predictor(predictor, args.data, args.split, limit=args.limit,
                                  score_threshold=args.score_threshold, progress=not args.json)
     except (WeightsError, DataError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     res["weights"] = getattr(predictor, "description", str(args.weights))
+    res["dtype"] = args.dtype
     if args.json:
         print(json.dumps(res))
     else:

@@ -50,6 +50,18 @@ def resize_nearest(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(chunks, 0))
 
 
+def nearest_index_maps(src: tuple[int, int], dst: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Source row and column of every destination pixel under :func:`resize_nearest`.
+
+    ``mask[rows][:, cols]`` equals ``resize_nearest(mask, dst)`` exactly (the maps come from
+    OpenCV itself, resizing index ramps), and row/column counts give areas without resizing.
+    """
+    (sh, sw), (dh, dw) = src, dst
+    cols = cv2.resize(np.arange(sw, dtype=np.uint16)[None, :], (dw, 1), interpolation=cv2.INTER_NEAREST).reshape(-1)
+    rows = cv2.resize(np.arange(sh, dtype=np.uint16)[:, None], (1, dh), interpolation=cv2.INTER_NEAREST).reshape(-1)
+    return rows.astype(np.intp), cols.astype(np.intp)
+
+
 def boxes_to_original(boxes: Tensor, input_size: tuple[int, int], scale_factor: tuple[float, ...]) -> Tensor:
     """``[Q, 4]`` cx,cy,w,h in [0, 1] -> x1,y1,x2,y2 in original pixels (official rounding path)."""
     h, w = input_size

@@ -23,7 +23,9 @@ import torch
 
 from .config import DeRISConfig
 from .model import DeRIS, ImageFeatures
-from .postprocess import binary_masks, boxes_to_original, referring_scores, resize_nearest
+from .model.layers import pack_linear_weights
+from .model.decoder import upsample_masks
+from .postprocess import binary_masks, boxes_to_original, nearest_index_maps, referring_scores, resize_nearest
 from .preprocess import ImageInput, load_image, preprocess
 from .tokenizer import BEiT3Tokenizer, Encoded
 
@@ -41,7 +43,13 @@ class ImageState:
 
 @dataclass
 class Prediction:
-    """Result for one expression: every candidate query with its mask and referring score."""
+    """Result for one expression: every candidate query with its mask and referring score.
+
+    Only the network's 96x96 mask logits are kept; everything derived from them is computed
+    on first use and cached: the official 384x384 binary masks (x4 bilinear upsampling, then
+    the sigmoid threshold), one candidate's mask at the original size (:meth:`mask`), pixel
+    areas at the original size without resizing anything (:meth:`areas`).
+    """
 
     expression: str
     scores: np.ndarray  # [Q] referring score per candidate query
@@ -50,10 +58,10 @@ class Prediction:
     original_size: tuple[int, int]
     score_threshold: float
     mask_threshold: float
-    mask_logits: torch.Tensor = field(repr=False)  # [Q, 384, 384] float32 (kept for re-thresholding)
+    low_res_logits: torch.Tensor = field(repr=False)  # [Q, 96, 96] float32 (kept for re-thresholding)
     timings: dict[str, float] = field(default_factory=dict)
     truncated: bool = False  # the expression was longer than the token budget
-    _masks: np.ndarray | None = field(default=None, repr=False)
+    _cache: dict = field(default_factory=dict, repr=False)  # binary masks for ``mask_threshold``
 
     @property
     def num_candidates(self) -> int:
@@ -76,15 +84,43 @@ class Prediction:
         return not bool((self.scores > self.score_threshold).any())
 
     @property
-    def masks(self) -> np.ndarray:
-        """``[Q, H, W]`` uint8 binary masks at the original size (computed once, on demand)."""
-        if self._masks is None:
-            small = binary_masks(self.mask_logits, self.mask_threshold).numpy()
-            self._masks = resize_nearest(small, self.original_size)
-        return self._masks
+    def mask_logits(self) -> torch.Tensor:
+        """``[Q, 384, 384]`` float32 mask logits (the official upsampling; computed on each call)."""
+        return upsample_masks(self.low_res_logits[None])[0]
+
+    @property
+    def masks_384(self) -> np.ndarray:
+        """``[Q, 384, 384]`` uint8 binary masks at the network's output size (computed once)."""
+        m = self._cache.get("masks_384")
+        if m is None:
+            m = self._cache["masks_384"] = binary_masks(self.mask_logits, self.mask_threshold).numpy()
+        return m
 
     def mask(self, index: int) -> np.ndarray:
-        return self.masks[index]
+        """``[H, W]`` uint8 binary mask of one candidate at the original size (computed once)."""
+        key = ("mask", int(index))
+        m = self._cache.get(key)
+        if m is None:
+            m = self._cache[key] = resize_nearest(self.masks_384[index], self.original_size)
+        return m
+
+    @property
+    def masks(self) -> np.ndarray:
+        """``[Q, H, W]`` uint8 binary masks at the original size (every candidate: prefer :meth:`mask`)."""
+        h, w = self.original_size
+        if not self.num_candidates:
+            return np.zeros((0, h, w), np.uint8)
+        return np.stack([self.mask(i) for i in range(self.num_candidates)])
+
+    def areas(self) -> np.ndarray:
+        """``[Q]`` mask areas in pixels at the original size, without resizing any mask."""
+        rows, cols = nearest_index_maps(self.masks_384.shape[1:], self.original_size)
+        size = self.masks_384.shape[1]
+        rc = np.bincount(rows, minlength=size).astype(np.float32)
+        cc = np.bincount(cols, minlength=size).astype(np.float32)
+        q = self.num_candidates
+        per_row = self.masks_384.reshape(q * size, size).astype(np.float32) @ cc  # integers < 2**24: exact
+        return np.rint(per_row.reshape(q, size).astype(np.float64) @ rc.astype(np.float64)).astype(np.int64)
 
     @property
     def union_mask(self) -> np.ndarray:
@@ -93,23 +129,28 @@ class Prediction:
         h, w = self.original_size
         if not keep:
             return np.zeros((h, w), dtype=np.uint8)
-        small = binary_masks(self.mask_logits[keep], self.mask_threshold).numpy().max(0)
+        if "masks_384" in self._cache:
+            small = self.masks_384[keep].max(0)
+        else:
+            small = binary_masks(upsample_masks(self.low_res_logits[keep][None])[0], self.mask_threshold).numpy().max(0)
         return resize_nearest(small, self.original_size)
 
     def with_thresholds(self, score_threshold: float | None = None, mask_threshold: float | None = None) -> "Prediction":
-        """The same prediction under other thresholds (no network call)."""
+        """The same prediction under other thresholds (no network call; masks reused when the
+        mask threshold is unchanged)."""
         st = self.score_threshold if score_threshold is None else float(score_threshold)
         mt = self.mask_threshold if mask_threshold is None else float(mask_threshold)
         _check_threshold("score_threshold", st)
         _check_threshold("mask_threshold", mt)
-        masks = self._masks if mt == self.mask_threshold else None
+        cache = self._cache if mt == self.mask_threshold else {}
         return Prediction(
             self.expression, self.scores, self.existence, self.boxes, self.original_size, st, mt,
-            self.mask_logits, dict(self.timings), self.truncated, masks,
+            self.low_res_logits, dict(self.timings), self.truncated, cache,
         )
 
     def to_dict(self) -> dict:
         """JSON-friendly summary (no masks)."""
+        areas = self.areas()
         return {
             "expression": self.expression,
             "no_target": self.no_target,
@@ -123,7 +164,7 @@ class Prediction:
                     "index": int(i),
                     "score": round(float(self.scores[i]), 6),
                     "box_xyxy": [round(float(v), 2) for v in self.boxes[i]],
-                    "area": int(self.masks[i].sum()),
+                    "area": int(areas[i]),
                     "referred": bool(self.scores[i] > self.score_threshold),
                 }
                 for i in self.order
@@ -148,9 +189,13 @@ class Predictor:
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
     ) -> None:
+        if dtype not in (torch.float32, torch.bfloat16):
+            raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.device = torch.device(device)
-        self.dtype = dtype
-        self.model = model.to(self.device).eval()
+        self.dtype = dtype  # weights and activations (bf16: the whole network, see README "bf16")
+        self.model = model.to(self.device, dtype).eval()
+        if self.device.type == "cpu":
+            pack_linear_weights(self.model)  # oneDNN layout in place, no extra copy
         self.cfg: DeRISConfig = model.cfg
         if tokenizer.max_token != self.cfg.max_token:
             raise ValueError(f"tokenizer max_token {tokenizer.max_token} != model max_token {self.cfg.max_token}")
@@ -166,11 +211,6 @@ class Predictor:
         self._lock = threading.Lock()
         self.forward_calls = 0  # number of network passes (tests count them)
 
-    def _autocast(self):
-        if self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16):
-            return torch.autocast("cuda", dtype=self.dtype)
-        return torch.autocast(self.device.type, enabled=False)
-
     # --- image ---------------------------------------------------------------------------
 
     def set_image(self, image: ImageInput) -> ImageState:
@@ -179,8 +219,8 @@ class Predictor:
         rgb = load_image(image)
         pre = preprocess(rgb, self.cfg.swin.img_size, self.cfg.beit3.img_size)
         t1 = time.perf_counter()
-        with torch.inference_mode(), self._autocast():
-            feats = self.model.encode_image(pre.image.to(self.device), pre.image_mini.to(self.device))
+        with torch.inference_mode():
+            feats = self.model.encode_image(pre.image.to(self.device, self.dtype), pre.image_mini.to(self.device, self.dtype))
         self._sync()
         t2 = time.perf_counter()
         state = ImageState(rgb, feats, pre.original_size, pre.scale_factor, {"preprocess": t1 - t0, "image_encoder": t2 - t1})
@@ -259,11 +299,11 @@ class Predictor:
         mt: float,
     ) -> list[Prediction]:
         t0 = time.perf_counter()
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode():
             out = self.model.decode(state.features, ids.to(self.device), mask.to(self.device))
             scores = referring_scores(out.refer_logits).cpu().numpy()
             existence = out.existence_logit.float().sigmoid()[:, 0].cpu().numpy()
-            logits = out.pred_masks.float().cpu()
+            logits = out.decoder.mask_logits[-1].float().cpu()  # 96x96; upsampled per expression
             size = (self.cfg.swin.img_size, self.cfg.swin.img_size)
             boxes = [boxes_to_original(b, size, state.scale_factor).cpu().numpy() for b in out.boxes]
         self._sync()
@@ -280,7 +320,7 @@ class Predictor:
                 original_size=state.original_size,
                 score_threshold=st,
                 mask_threshold=mt,
-                mask_logits=logits[i],
+                low_res_logits=logits[i],
                 timings={"decode": per},
                 truncated=bool(encoded[i].truncated) if encoded[i] is not None else False,
             )

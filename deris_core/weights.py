@@ -166,7 +166,7 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16}
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 
 
 def load_predictor(
@@ -177,13 +177,16 @@ def load_predictor(
     device: str = "auto",
     dtype: str = "fp32",
 ) -> Predictor:
-    """Build a :class:`Predictor` from a published name, a local file, or the bundled model."""
+    """Build a :class:`Predictor` from a published name, a local file, or the bundled model.
+
+    ``dtype``: ``fp32`` (default; matches the official outputs to 1e-4) or ``bf16`` (weights
+    and activations in bfloat16 on CPU and CUDA: about half the memory and 1.5-2x faster on
+    CPUs with ``avx512_bf16``; its agreement with fp32 is measured in the README).
+    """
     if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}")
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     dev = pick_device(device)
     torch_dtype = DTYPES[dtype]
-    if torch_dtype != torch.float32 and dev.type != "cuda":
-        raise ValueError("bf16/fp16 autocast is only offered on CUDA; use fp32 on the CPU")
     res = resolve(weights, tokenizer, config)
     if res.kind == "official":
         model, cfg, _ = load_official(res.weights, res.config, infer_official_config)
@@ -197,6 +200,8 @@ def load_predictor(
         cfg = res.config
         model = model_from_safetensors(res.weights, cfg)
         tok_path = res.tokenizer
+    if torch_dtype != torch.float32:
+        model = model.to(torch_dtype)  # the whole network in bf16 (the cached copy stays fp32)
     tok = BEiT3Tokenizer(tok_path, max_token=cfg.max_token)
     predictor = Predictor(model, tok, device=dev, dtype=torch_dtype)
     predictor.description = res.description  # type: ignore[attr-defined]

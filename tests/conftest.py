@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TEST_DEVICE = os.environ.get("DERIS_TEST_DEVICE", "cpu")  # "cuda": the GPU check (deris_core/gpu_check.sh)
 REFERENCE = Path(os.environ.get("DERIS_REFERENCE", ROOT.parent / "shared" / "reference"))
 
 

@@ -161,22 +161,28 @@ def test_predicted_refs_rethreshold_without_the_model(collection: Path, monkeypa
 
 
 class _Scripted:
-    """A stand-in for the predictor in qa tests: answers each sentence with a hand-built mask."""
+    """A stand-in for the predictor in qa tests: answers each sentence with a hand-built mask
+    (given as the network's 96x96 logits) and keeps what it answered."""
 
     def __init__(self, answers: dict[str, np.ndarray | None]) -> None:
         self.answers = answers
+        self.given: dict[str, Prediction] = {}
 
     def set_image(self, rgb):
         return rgb.shape[:2]
 
     def predict_batch(self, sentences, image):
+        import cv2
+
         out = []
         for s in sentences:
             m = self.answers[s]
             h, w = image
-            logits = torch.full((1, h, w), -10.0) if m is None else torch.tensor(np.where(m, 10.0, -10.0)[None], dtype=torch.float32)
+            small = np.zeros((96, 96), np.float32) if m is None else cv2.resize(m.astype(np.uint8), (96, 96), interpolation=cv2.INTER_NEAREST)
+            logits = torch.tensor(np.where(small > 0, 10.0, -10.0)[None], dtype=torch.float32)
             score = np.array([0.1 if m is None else 0.9], np.float32)
             out.append(Prediction(s, score, 0.5, np.zeros((1, 4), np.float32), (h, w), 0.5, 0.5, logits))
+            self.given[s] = out[-1]
         return out
 
 
@@ -196,19 +202,20 @@ def test_qa_equals_deris_core_metrics_on_hand_built_cases(tmp_path: Path) -> Non
     rd = s.save_ref(img, ["d"], no_target=True, annotator="bob")
     s.save_ref(img, ["draft"], no_target=True, annotator="ann", status="draft")  # not checked
     answers = {"a": _box(0, 0, 10, 5), "b": _box(5, 5, 15, 15), "b again": None, "c": None, "d": _box(0, 0, 2, 2)}
-    res = qa(s, _Scripted(answers), "scripted")
+    model = _Scripted(answers)
+    res = qa(s, model, "scripted")
     ref = GresAccumulator()
     ann = GresAccumulator()
     for text, gt, gt_nt, who in (("a", gt_a, False, "ann"), ("b", gt_b, False, "bob"), ("b again", gt_b, False, "bob"),
                                  ("c", np.zeros((20, 20), bool), True, "ann"), ("d", np.zeros((20, 20), bool), True, "bob")):
-        pm = answers[text] if answers[text] is not None else np.zeros((20, 20), bool)
-        ref.add(pm, gt, gt_nt, answers[text] is None)
+        pred = model.given[text]  # what the model answered, as the predictor renders it at 20x20
+        ref.add(pred.union_mask.astype(bool), gt, gt_nt, pred.no_target)
         if who == "ann":
-            ann.add(pm, gt, gt_nt, answers[text] is None)
+            ann.add(pred.union_mask.astype(bool), gt, gt_nt, pred.no_target)
     assert res["refs"] == 4 and res["overall"] == {"samples": 5, **ref.result()}
     assert res["groups"]["annotator=ann"] == {"samples": 2, **ann.result()}
     stored = {r[0]: r[1:] for r in s._query("SELECT ref_id, iou, no_target_agree, model_no_target FROM qa")}
-    assert stored[ra] == (0.5, 1, 0)  # half the box
+    assert stored[ra][1:] == (1, 0) and abs(stored[ra][0] - 0.5) < 0.1  # about half the box
     assert stored[rb] == (0.0, 0, 1)  # the worst sentence: the model said no target for "b again"
     assert stored[rc] == (1.0, 1, 1) and stored[rd] == (0.0, 0, 0)
     assert {d["ref_id"] for d in res["disagreements"][:2]} == {rb, rd}  # worst first

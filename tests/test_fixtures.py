@@ -2,6 +2,9 @@
 
 Each ``../shared/reference/fixtures/*.pt`` holds official weights of a reduced config, the
 raw photo, token ids and every official intermediate output. One test per file.
+
+``DERIS_TEST_DEVICE=cuda`` runs the model on the GPU (``deris_core/gpu_check.sh``); the
+tolerances stay those of the CPU (TF32 is switched off for the run).
 """
 
 from __future__ import annotations
@@ -16,12 +19,13 @@ import torch
 from deris_core.checkpoint import convert_official_state_dict, load_into
 from deris_core.config import DeRISConfig, config_from_official_fixture
 from deris_core.model import DeRIS, DeRISOutput, ImageFeatures, build_deris
+from deris_core.model.deris import _map_tensors
 from deris_core.model.decoder import upsample_masks
 from deris_core.model.swin import relative_position_index
 from deris_core.postprocess import binary_masks, boxes_to_original, referring_scores, resize_nearest, union_of_referred
 from deris_core.preprocess import Preprocessed, preprocess
 
-from .conftest import fixture_files
+from .conftest import TEST_DEVICE, fixture_files
 
 ATOL = 1e-4
 
@@ -40,8 +44,25 @@ class Run(NamedTuple):
 
 def _close(name: str, ours: torch.Tensor, ref: torch.Tensor, atol: float = ATOL) -> None:
     assert tuple(ours.shape) == tuple(ref.shape), f"{name}: shape {tuple(ours.shape)} vs {tuple(ref.shape)}"
-    diff = (ours.float() - ref.float()).abs().max().item()
+    diff = (ours.detach().float().cpu() - ref.float()).abs().max().item()
     assert diff <= atol, f"{name}: max abs diff {diff:.3g} > {atol}"
+
+
+def _cpu(obj):
+    return _map_tensors(obj, lambda t: t.cpu())
+
+
+def _on_device(inputs: dict) -> dict:
+    return {k: v.to(TEST_DEVICE) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _no_tf32():
+    """On CUDA, full fp32 convolutions and matmuls (TF32 would leave the 1e-4 tolerance)."""
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
 
 
 @pytest.fixture(scope="module", params=fixture_files(), ids=lambda p: p.name)
@@ -56,11 +77,13 @@ def fixture_run(request):
             w = int(round(v.shape[0] ** 0.5))
             assert torch.equal(v, relative_position_index(w)), k
     load_into(model, convert_official_state_dict(data["state_dict"]), cfg.name, request.param.name)
-    inputs = data["inputs"]
-    pre = preprocess(inputs["raw_image_rgb"].numpy(), cfg.swin.img_size, cfg.beit3.img_size)
+    model.to(TEST_DEVICE)
+    inputs = _on_device(data["inputs"])
+    pre = preprocess(inputs["raw_image_rgb"].cpu().numpy(), cfg.swin.img_size, cfg.beit3.img_size)
     with torch.inference_mode():
         feats = model.encode_image(inputs["img"], inputs["img_mini"])
         out = model.decode(feats, inputs["ref_expr_inds"], inputs["text_attention_mask"])
+    feats, out = _cpu(feats), _cpu(out)
     return Run(cfg, cfg_dict, data, pre, feats, out, model)
 
 
@@ -143,7 +166,9 @@ def test_user_path_from_raw_photo(fixture_run):
     pre = fixture_run.pre
     model = fixture_run.model
     with torch.inference_mode():
-        out = model(pre.image, pre.image_mini, data["inputs"]["ref_expr_inds"], data["inputs"]["text_attention_mask"])
+        inputs = _on_device(data["inputs"])
+        out = _cpu(model(pre.image.to(TEST_DEVICE), pre.image_mini.to(TEST_DEVICE), inputs["ref_expr_inds"],
+                         inputs["text_attention_mask"]))
     _assert_same_mask(_final_mask(cfg, pre, out), data["outputs"]["postprocess"]["final_mask"].numpy())
 
 
@@ -154,7 +179,7 @@ def test_plain_linear_path(fixture_run, monkeypatch):
     monkeypatch.setattr(layers, "_ONEDNN", False)
     data = fixture_run.data
     model = fixture_run.model
-    inputs = data["inputs"]
+    inputs = _on_device(data["inputs"])
     with torch.inference_mode():
         out = model(inputs["img"], inputs["img_mini"], inputs["ref_expr_inds"], inputs["text_attention_mask"])
     ref = data["outputs"]

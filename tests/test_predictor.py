@@ -142,6 +142,70 @@ def test_prediction_contents(predictor, photo):
     assert {"decode", "tokenize"} <= set(p.timings)
 
 
+def test_full_size_masks_are_lazy_and_exact(predictor, photo):
+    """One candidate's mask at full size equals the nearest resize of its 384x384 mask; areas
+    need no resizing; a new score threshold reuses the masks."""
+    from deris_core.postprocess import resize_nearest
+
+    state = predictor.set_image(photo)
+    p = predictor.predict("the red car", image=state, score_threshold=0.0, mask_threshold=0.45)
+    assert p.low_res_logits.shape[-2:] == (96, 96)
+    k = p.order[0]
+    np.testing.assert_array_equal(p.mask(k), resize_nearest(p.masks_384[k], p.original_size))
+    assert sum(key[0] == "mask" for key in p._cache if isinstance(key, tuple)) == 1  # only the one asked for
+    np.testing.assert_array_equal(p.areas(), p.masks.reshape(p.num_candidates, -1).sum(1))
+    again = p.with_thresholds(score_threshold=0.5)
+    assert again.mask(k) is p.mask(k)
+    other = p.with_thresholds(mask_threshold=0.9)
+    assert other.masks_384.sum() <= p.masks_384.sum()
+
+
+def test_linear_weights_packed_in_place(predictor):
+    """On CPU the predictor's linear weights live only in oneDNN's layout; the state dict and
+    the training path still see plain weights, and the parameter objects are kept."""
+    from deris_core.model import layers
+
+    if not layers._ONEDNN:
+        pytest.skip("oneDNN not available")
+    lins = [m for m in predictor.model.modules() if isinstance(m, layers.Linear)]
+    assert lins and all(m.weight.is_mkldnn for m in lins)
+    sd = predictor.model.state_dict()
+    assert all(not v.is_mkldnn for v in sd.values())
+    lin = layers.Linear(8, 4)
+    plain, ref = lin.weight, lin.weight.detach().clone()
+    x = torch.randn(3, 8)
+    with torch.inference_mode():
+        y = lin(x)
+    assert lin.weight.is_mkldnn and lin.state_dict()["weight"].equal(ref)
+    assert sum(p.numel() for p in lin.parameters()) == 36
+    y2 = lin(x)  # autograd: back to the plain parameter, same object
+    assert lin.weight is plain and lin.weight.equal(ref) and lin.weight.requires_grad
+    torch.testing.assert_close(y, y2.detach(), rtol=0, atol=1e-5)
+    with torch.inference_mode():
+        lin(x)
+    lin.load_state_dict({"weight": ref * 2, "bias": lin.bias.detach()})
+    assert lin.weight is plain and lin.weight.equal(ref * 2)
+
+
+def test_bf16_predictor(tok_path, photo):
+    """bf16 runs the whole network in bfloat16 (half the parameter memory) and stays close to fp32."""
+    torch.manual_seed(0)
+    cfg = deris_tiny(vocab_size=200, max_token=20)
+    model32 = build_deris(cfg)
+    model = build_deris(cfg, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.state_dict().values() if p.is_floating_point())
+    model.load_state_dict(model32.state_dict())
+    p16 = Predictor(model, BEiT3Tokenizer(tok_path, max_token=20), dtype=torch.bfloat16)
+    p32 = Predictor(model32, BEiT3Tokenizer(tok_path, max_token=20))
+    assert p16.dtype == torch.bfloat16 and p32.dtype == torch.float32
+    a = p16.predict("the red car", image=p16.set_image(photo))
+    b = p32.predict("the red car", image=p32.set_image(photo))
+    assert a.low_res_logits.dtype == torch.float32
+    np.testing.assert_allclose(a.scores, b.scores, atol=0.02)  # measured 0.0076 (random tiny model)
+    with pytest.raises(ValueError, match="dtype"):
+        Predictor(build_deris(cfg), BEiT3Tokenizer(tok_path, max_token=20), dtype=torch.float16)
+
+
 def test_concurrent_callers_keep_their_images(predictor, photo):
     """Two threads share one predictor with different images; each gets its own image's result."""
     other = np.zeros((40, 30, 3), dtype=np.uint8)
@@ -265,6 +329,10 @@ def test_load_predictor_local(saved_model, photo):
     assert p.cfg.name == "deris-tiny"
     p.set_image(photo)
     assert p.predict("the cat").num_candidates == p.cfg.num_queries
+    q = load_predictor(saved_model, device="cpu", dtype="bf16")
+    assert q.dtype == torch.bfloat16 and next(q.model.parameters()).dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_predictor(saved_model, device="cpu", dtype="fp16")
 
 
 def test_resolve_errors(tmp_path, monkeypatch):
@@ -323,6 +391,8 @@ def test_benchmark_runs(capsys):
     data = json.loads(capsys.readouterr().out)
     for key in ("full_forward_s", "cached_predict_s", "batch8_per_expression_s", "peak_rss_mb", "device", "dtype", "torch_threads"):
         assert key in data
+    assert bench.main(["--config", "deris-tiny", "--runs", "1", "--warmup", "0", "--dtype", "bf16", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
 
 
 def test_limit_heap_growth_is_opt_in_idempotent_and_safe():

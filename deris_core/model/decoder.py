@@ -75,21 +75,27 @@ class MaskedDecoder(nn.Module):
         w = self.fuse.weight[:, : mask_features.shape[1]]
         return DecoderMemory(kv=kv, level_sizes=sizes, mask_features_term=F.conv2d(mask_features, w, self.fuse.bias))
 
-    def fuse_mask_features(self, memory: DecoderMemory, img_feat: Tensor) -> Tensor:
-        """``fuse(cat[mask_features, bilinear(img_feat)])`` computed as image term + text-dependent term."""
+    def fuse_mask_features(self, memory: DecoderMemory, img_feat: Tensor) -> tuple[Tensor, Tensor]:
+        """``fuse(cat[mask_features, bilinear(img_feat)])`` as its two terms, never added up:
+        the image term ``[b, C, 96, 96]`` (cached) and the text-dependent term at 14x14."""
         c = memory.mask_features_term.shape[1]
-        w = self.fuse.weight[:, c:]
-        small = F.conv2d(img_feat, w)
-        size = memory.mask_features_term.shape[-2:]
-        return memory.mask_features_term + F.interpolate(small, size=size, mode="bilinear", align_corners=False)
+        return memory.mask_features_term, F.conv2d(img_feat, self.fuse.weight[:, c:])
 
-    def _heads(self, queries: Tensor, features: Tensor, next_size: tuple[int, int]) -> tuple[Tensor, ...]:
+    def _heads(self, queries: Tensor, features: tuple[Tensor, Tensor], next_size: tuple[int, int]) -> tuple[Tensor, ...]:
         x = self.decoder_norm(queries)
-        masks = torch.einsum("bqc,bchw->bqhw", self.mask_embed(x), features)
+        embed = self.mask_embed(x)
+        term, small = features
+        # mask = embed . (term + up(small)) = embed . term + up(embed . small): bilinear upsampling is
+        # linear per channel, so it commutes with the channel mix; Q maps are upsampled instead of C,
+        # and the fused [B, C, 96, 96] features of every expression never exist.
+        flat = term.flatten(2)
+        masks = torch.matmul(embed, flat[0] if flat.shape[0] == 1 else flat).view(*embed.shape[:2], *term.shape[-2:])
+        low = torch.matmul(embed, small.flatten(2)).view(*embed.shape[:2], *small.shape[-2:])
+        masks = masks.add_(F.interpolate(low, size=term.shape[-2:], mode="bilinear", align_corners=False))
         boxes = self.box_embed(x).sigmoid()
         logits = self.class_embed(x)
-        small = F.interpolate(masks, size=next_size, mode="bilinear", align_corners=False)
-        allowed = small.sigmoid().flatten(2) >= 0.5  # [B, Q, HW]; True = may attend
+        small_masks = F.interpolate(masks, size=next_size, mode="bilinear", align_corners=False)
+        allowed = small_masks.sigmoid().flatten(2) >= 0.5  # [B, Q, HW]; True = may attend
         allowed = allowed | ~allowed.any(-1, keepdim=True)  # a query masked everywhere sees everything
         return masks, boxes, logits, allowed[:, None], x
 

@@ -47,7 +47,6 @@ def _map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
 
 @dataclass
 class DeRISOutput:
-    pred_masks: Tensor  # [B, Q, 384, 384] mask logits (final stage)
     refer_logits: Tensor  # [B, Q, 2]; softmax(...)[..., 0] is the referring score
     existence_logit: Tensor  # [B, 1]; sigmoid = probability that something is referred
     boxes: Tensor  # [B, Q, 4] cx, cy, w, h in [0, 1]
@@ -57,6 +56,12 @@ class DeRISOutput:
     cognition: CognitionFeatures
     features: ImageFeatures  # the image-only features this output was decoded from
     text_length: int  # text tokens actually run (trailing padding is trimmed)
+
+    @property
+    def pred_masks(self) -> Tensor:
+        """``[B, Q, 384, 384]`` mask logits of the final stage (the official x4 upsampling, done on
+        access: a predictor keeps the 96x96 logits and upsamples per expression)."""
+        return upsample_masks(self.decoder.mask_logits[-1])
 
 
 def trim_padding(token_ids: Tensor, padding_mask: Tensor) -> tuple[Tensor, Tensor]:
@@ -93,7 +98,6 @@ class DeRIS(nn.Module):
         dec = self.perception.decoder(cog.query_feat, features.perception.memory, cog.img_feat, cog.text_feat, pad)
         existence, cog_logits, _ = self.cognition.judge(dec.queries, cog.text_feat, pad)
         return DeRISOutput(
-            pred_masks=upsample_masks(dec.mask_logits[-1]),
             refer_logits=dec.refer_logits[-1],
             existence_logit=existence,
             boxes=dec.boxes[-1],
@@ -115,10 +119,20 @@ class DeRIS(nn.Module):
         return self.decode(features, token_ids, padding_mask)
 
 
-def build_deris(cfg: DeRISConfig, device: torch.device | str | None = None) -> DeRIS:
-    """Build a DeRIS model (random weights) in eval mode. ``device='meta'`` allocates nothing."""
+def build_deris(cfg: DeRISConfig, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> DeRIS:
+    """Build a DeRIS model (random weights) in eval mode. ``device='meta'`` allocates nothing;
+    ``dtype`` (e.g. ``torch.bfloat16``) creates the parameters in that type directly, so a
+    bf16 model never holds a float32 copy (peak memory)."""
     if device is not None and str(device) == "meta":
         with torch.device("meta"):
             return DeRIS(cfg).eval()
-    model = DeRIS(cfg).eval()
+    previous = torch.get_default_dtype()
+    if dtype is not None:
+        torch.set_default_dtype(dtype)
+    try:
+        model = DeRIS(cfg).eval()
+    finally:
+        torch.set_default_dtype(previous)
+    if dtype is not None:
+        model = model.to(dtype)  # the few tensors created with an explicit float32 type
     return model.to(device) if device is not None else model

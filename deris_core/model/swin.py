@@ -79,7 +79,9 @@ class WindowAttention(nn.Module):
         bias = bias.view(n, n, h).permute(2, 0, 1)  # [h, n, n]
         if shift_mask is not None:
             nw = shift_mask.shape[0]
-            bias = (bias[None] + shift_mask[:, None]).repeat(bw // nw, 1, 1, 1)  # [bw, h, n, n]
+            bias = bias[None] + shift_mask[:, None]  # [nw, h, n, n]
+            if bw != nw:  # several images: the same masks for each (no copy for a single image)
+                bias = bias.repeat(bw // nw, 1, 1, 1)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 

@@ -1,0 +1,102 @@
+"""Server-side latency of the studio's two hot paths, for ``python -m deris_core.bench --app``.
+
+*Enter*: predict on the cached image, build the target set from the referred candidates
+(full-size masks of those only), render the overlay, the candidate list and the gallery, and
+encode every image the way Gradio does before sending it (``IMAGE_FORMAT``). *Threshold
+change*: re-threshold the cached prediction (no network call), rebuild the target set with
+an undo step, render and encode again; the score threshold alternates between the model's
+default and one that admits the top three candidates, so both directions are timed.
+Everything runs on the same :class:`~app.session.Session` the UI handlers use.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from typing import Callable
+
+import cv2
+import numpy as np
+
+from deris_core.predictor import ImageState, Prediction, Predictor
+
+from .render import IMAGE_FORMAT, candidate_gallery, candidate_labels, target_overlay
+from .session import Session, Target
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A photo-like RGB image: smooth colour fields plus mild sensor noise (compresses like a photo)."""
+    rng = np.random.default_rng(seed)
+    base = cv2.resize(rng.integers(0, 256, (12, 16, 3)).astype(np.uint8), (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(base.astype(np.int16) + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+def _encode(images: list[np.ndarray], cache_dir: str) -> None:
+    from gradio import processing_utils  # what gr.Image / gr.Gallery do with a numpy output
+
+    for img in images:
+        processing_utils.save_img_array_to_cache(img, cache_dir, format=IMAGE_FORMAT)
+
+
+def _render(sess: Session, cache_dir: str) -> None:
+    assert sess.image is not None and sess.prediction is not None
+    overlay = target_overlay(sess.image, [t.mask for t in sess.targets])
+    candidate_labels(sess.prediction)
+    gallery = candidate_gallery(sess.image, sess.prediction)
+    [int(t.mask.sum()) for t in sess.targets]  # the target picker's labels
+    _encode([overlay] + [g for g, _ in gallery], cache_dir)
+
+
+def _median_ms(fn: Callable[[], None], runs: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times)}
+
+
+def measure(predictor: Predictor, image: np.ndarray, predict: Callable[[ImageState], Prediction],
+            runs: int = 20, warmup: int = 3) -> dict:
+    """Median latency of Enter and of a threshold change on ``image`` (its features cached first)."""
+    cache_dir = tempfile.mkdtemp(prefix="deris_latency_")
+    state = predictor.set_image(image)
+    sess = Session(image=image, image_state=state, file_name="bench")
+
+    def enter() -> None:
+        p = predict(state)
+        sess.prediction = p
+        sess.reset_targets()
+        sess.targets = [Target(p.mask(k).astype(bool), candidate=k) for k in p.referred]
+        sess.no_target = p.no_target
+        _render(sess, cache_dir)
+
+    enter_stats = _median_ms(enter, runs, warmup)
+    first = sess.prediction
+    assert first is not None
+    ranked = np.sort(first.scores)[::-1]
+    low = float((ranked[2] + ranked[3]) / 2) if len(ranked) > 3 else 0.0
+    thresholds = [low, float(first.score_threshold)]
+    flip = [0]
+
+    def rethreshold() -> None:
+        flip[0] ^= 1
+        sess.change()
+        p = sess.prediction.with_thresholds(thresholds[flip[0] - 1], None)  # type: ignore[union-attr]
+        sess.prediction = p
+        kept = [t for t in sess.targets if t.candidate is None or t.edited]
+        taken = {t.candidate for t in kept}
+        sess.targets = kept + [Target(p.mask(k).astype(bool), candidate=k) for k in p.referred if k not in taken]
+        sess.no_target = not sess.targets and p.no_target
+        _render(sess, cache_dir)
+
+    return {
+        "image_size": [int(image.shape[0]), int(image.shape[1])],
+        "candidates": first.num_candidates,
+        "image_format": IMAGE_FORMAT,
+        "enter": enter_stats,
+        "threshold_change": _median_ms(rethreshold, runs, warmup),
+    }

@@ -1,0 +1,72 @@
+"""The studio's pure rendering helpers (app/render.py) and the latency measure built on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from app.render import candidate_gallery, candidate_labels, target_overlay, thumbnail
+from deris_core.visualize import tint
+from deris_core.predictor import Prediction
+from deris_core.visualize import PALETTE
+
+
+def _prediction(h: int = 300, w: int = 451, q: int = 5) -> Prediction:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(q, 96, 96, generator=g) * 4
+    scores = np.linspace(0.9, 0.1, q)[::-1].copy()
+    return Prediction("x", scores, 0.5, np.zeros((q, 4)), (h, w), 0.5, 0.5, logits)
+
+
+def test_overlay_tints_masks_and_leaves_the_rest():
+    img = np.full((60, 80, 3), 100, np.uint8)
+    a = np.zeros((60, 80), bool)
+    a[10:30, 10:40] = True
+    b = np.zeros((60, 80), bool)
+    b[40:55, 50:70] = True
+    out = target_overlay(img, [a, b])
+    assert out.shape == img.shape and out.dtype == np.uint8
+    assert (out[0, 0] == 100).all() and (out[35, 45] == 100).all()  # untouched outside
+    np.testing.assert_allclose(out[20, 25], (100 + PALETTE[0].astype(int)) / 2, atol=1)  # inside, 50% tint
+    np.testing.assert_allclose(out[47, 60], (100 + PALETTE[1].astype(int)) / 2, atol=1)
+    np.testing.assert_array_equal(out[10, 25], PALETTE[0])  # outline in the mask's colour
+    assert target_overlay(img, []) is img
+
+
+def test_tint_without_outline_only_blends():
+    img = np.zeros((4, 4, 3), np.uint8)
+    labels = np.zeros((4, 4), np.uint8)
+    labels[1:3, 1:3] = 1
+    lut = np.zeros((256, 3), np.uint8)
+    lut[1] = (200, 100, 50)
+    out = tint(img, labels, lut, outline=0)
+    np.testing.assert_allclose(out[1, 1], (100, 50, 25), atol=1)
+    assert out[0].sum() == 0
+
+
+def test_gallery_and_labels_follow_the_ranking():
+    p = _prediction()
+    items = candidate_gallery(np.zeros((300, 451, 3), np.uint8), p, side=100)
+    assert [c.split(".")[0] for _, c in items] == [str(i + 1) for i in range(5)]
+    assert all(t.shape == (67, 100, 3) for t, _ in items)
+    labels = candidate_labels(p)
+    assert [k for _, k in labels] == p.order
+    assert sum("✓" in lab for lab, _ in labels) == len(p.referred)
+    assert thumbnail(np.zeros((50, 40, 3), np.uint8)).shape == (50, 40, 3)  # never upscaled
+
+
+def test_latency_measure_runs(tmp_path):
+    pytest.importorskip("gradio")
+    from app.latency import measure, synthetic_photo
+
+    class _Stub:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def set_image(self, image):
+            return object()
+
+    p = _prediction(96, 128, q=6)
+    r = measure(_Stub(), synthetic_photo(96, 128), lambda state: p, runs=2, warmup=1)  # type: ignore[arg-type]
+    assert r["candidates"] == 6 and r["enter"]["median_s"] > 0 and r["threshold_change"]["median_s"] > 0
