@@ -99,6 +99,14 @@ def test_a_rerun_skips_pairs_already_predicted(collection: Path) -> None:
     assert run(s, p, everything, "another model", progress=False).written == 18  # another model predicts again
     with pytest.raises(StoreError, match="line 1"):
         pairs_from_jsonl(s, _jsonl(collection, [("nope.png", "x")]))
+    # the sentences of a dataset that has no masks
+    from app.curate.preannotate import pairs_from_refs_file
+
+    refs = collection / "sentence_only.json"
+    refs.write_text(json.dumps([{"file_name": "synthetic_000003.png", "ann_id": [], "sentences": [
+        {"raw": "The red circle.", "sent": "the red circle"}, {"sent": "a red round thing"}]}]))
+    got = pairs_from_refs_file(s, refs)
+    assert [(p.image_id, p.sentence) for p in got] == [(3, "The red circle."), (3, "a red round thing")]
 
 
 def _jsonl(collection: Path, pairs: list) -> Path:

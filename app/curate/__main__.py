@@ -1,6 +1,6 @@
 """``python -m app.curate``: pre-annotate, check and compare at dataset scale.
 
-    python -m app.curate preannotate --db DB (--sentences FILE | --pairs FILE.jsonl) [--split S] [--weights W]
+    python -m app.curate preannotate --db DB (--sentences FILE | --pairs FILE.jsonl | --refs GREFS.json) [--weights W]
     torchrun --nproc_per_node N -m app.curate preannotate ...      (shards images over N processes / GPUs)
     python -m app.curate rethreshold --db DB --model WEIGHTS --score 0.8
     python -m app.curate qa --db DB [--weights W] [--split S] [--annotator A] [--json]
@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     src = a.add_mutually_exclusive_group(required=True)
     src.add_argument("--sentences", help="a text file, one sentence per line, applied to every image")
     src.add_argument("--pairs", help='a JSONL file of {"image": id or file name, "sentence": "..."}')
+    src.add_argument("--refs", help="a refs file with sentences but no masks (gRefCOCO-style grefs json)")
     a.add_argument("--split", default="", choices=["", *SPLITS], help="only images of this split (with --sentences)")
     a.add_argument("--name", default="", help="only images whose file name contains this (with --sentences)")
     a.add_argument("--batch", type=int, default=8, help="sentences per forward pass")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         if args.cmd == "preannotate":
-            from .preannotate import model_key, pairs_from_jsonl, pairs_from_sentences
+            from .preannotate import model_key, pairs_from_jsonl, pairs_from_refs_file, pairs_from_sentences
             from .runner import init_distributed, run
 
             rank, world, device = init_distributed(args.device)
@@ -79,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             if args.sentences:
                 sentences = Path(args.sentences).read_text(encoding="utf-8").splitlines()
                 pairs = pairs_from_sentences(store, sentences, ImageFilter(name=args.name, split=args.split))
-            else:
+            elif args.pairs:
                 pairs = pairs_from_jsonl(store, args.pairs)
+            else:
+                pairs = pairs_from_refs_file(store, args.refs)
             summary = run(store, predictor, pairs, key, batch=args.batch, chunk=args.chunk, progress=not args.json)
             if rank != 0:
                 return 0

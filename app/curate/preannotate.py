@@ -89,6 +89,35 @@ def pairs_from_jsonl(store: Store, path: str | Path) -> list[Pair]:
     return list(dict.fromkeys(out))
 
 
+def pairs_from_refs_file(store: Store, path: str | Path) -> list[Pair]:
+    """Pairs from the sentences of a refs file without masks (gRefCOCO-style ``grefs(unc).json``:
+    a list of refs with ``file_name`` or ``image_id`` and ``sentences`` of ``raw``/``sent``),
+    matched to the collection by file name (or id); ``ann_id`` is ignored."""
+    try:
+        refs = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{Path(path).name}: not a readable JSON list of refs ({type(exc).__name__})") from None
+    if not isinstance(refs, list):
+        raise StoreError(f"{Path(path).name}: expected a list of refs")
+    out = []
+    for n, r in enumerate(refs):
+        if not isinstance(r, dict) or not isinstance(r.get("sentences"), list):
+            raise StoreError(f"{Path(path).name}: refs[{n}] needs a 'sentences' list")
+        key = r.get("file_name", r.get("image_id"))
+        if isinstance(key, str):
+            rows = store._query("SELECT id FROM images WHERE original_name = ? OR file_name = ? OR original_name LIKE ? "
+                                "ORDER BY id LIMIT 1", (key, key, "%/" + key))
+        else:
+            rows = store._query("SELECT id FROM images WHERE id = ?", (key,))
+        if not rows:
+            raise StoreError(f"{Path(path).name}: refs[{n}]: no image {key!r} in the collection")
+        for sent in r["sentences"]:
+            text = sent.get("raw") or sent.get("sent") if isinstance(sent, dict) else sent
+            if isinstance(text, str) and text.strip():
+                out.append(Pair(int(rows[0][0]), _norm(text)))
+    return list(dict.fromkeys(out))
+
+
 def pending(store: Store, pairs: Sequence[Pair], key: str) -> list[Pair]:
     """The pairs this model has not predicted yet."""
     done = {(r[0], r[1]) for r in store._query("SELECT image_id, sentence FROM predictions WHERE model = ?", (key,))}

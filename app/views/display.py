@@ -15,9 +15,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from deris_core.visualize import color, overlay
-
 from .. import overlay as picture_overlay
+from .. import render
 from ..session import Session
 from ..store import RefRow
 
@@ -31,14 +30,6 @@ def fit(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
         return rgb, False
     s = max_side / max(h, w)
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), True
-
-
-def thumb(rgb: np.ndarray, side: int = 256) -> np.ndarray:
-    h, w = rgb.shape[:2]
-    s = side / max(h, w)
-    if s >= 1:
-        return rgb
-    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
 def file_key(path: str, version: int) -> str:
@@ -100,15 +91,11 @@ def candidate_choices(sess: Session) -> list[tuple[str, int]]:
 
 
 def candidate_gallery(sess: Session) -> list[tuple[np.ndarray, str]]:
-    p = sess.prediction
-    if p is None or sess.image is None:
+    """One small picture per candidate, best first (masks from the network's 384x384 output,
+    never resized through the full image size)."""
+    if sess.prediction is None or sess.image is None:
         return []
-    base = thumb(sess.image)
-    items = []
-    for rank, k in enumerate(p.order):
-        m = cv2.resize(p.mask(k), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST)
-        items.append((overlay(base, [m], [color(rank)]), f"{rank + 1}. {p.scores[k]:.3f}"))
-    return items
+    return render.candidate_gallery(sess.image, sess.prediction)
 
 
 def target_choices(sess: Session) -> list[tuple[str, int]]:
