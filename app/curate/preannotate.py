@@ -162,7 +162,7 @@ def write_results(store: Store, results: Sequence[PairResult], key: str, categor
             rid = int(cur.lastrowid)
             db.execute("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,0)", (rid, r.sentence))
             for pos, i in enumerate(referred):
-                iid = Store._insert_instance(db, r.image_id, decode_mask(r.candidates[i][2]), cat, "model")
+                iid = Store._insert_instance(db, r.image_id, None, cat, "model", rle=r.candidates[i][2])
                 db.execute("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)", (rid, iid, pos))
             db.execute("INSERT INTO predictions (ref_id, image_id, sentence, model, score_threshold, mask_threshold, "
                        "existence, candidates, created_at) VALUES (?,?,?,?,?,?,?,?,?)",

@@ -28,6 +28,7 @@ from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 
 from .errors import StoreError, os_error_message
 from .masks import decode_mask, encode_mask, mask_bbox
@@ -189,15 +190,26 @@ class Store(RefsMixin):
     # --- instances ----------------------------------------------------------------------------
 
     @staticmethod
-    def _insert_instance(db: sqlite3.Connection, image_id: int, mask: np.ndarray, category_id: int, source: str,
-                         iscrowd: bool = False, instance_id: int | None = None, label: str = "the instance") -> int:
+    def _insert_instance(db: sqlite3.Connection, image_id: int, mask: np.ndarray | None, category_id: int, source: str,
+                         iscrowd: bool = False, instance_id: int | None = None, label: str = "the instance",
+                         rle: dict | None = None) -> int:
+        """Insert one instance from a mask, or from an exact compressed RLE (``rle``: no decoding)."""
         img = db.execute("SELECT width, height FROM images WHERE id = ?", (image_id,)).fetchone()
         if img is None:
             raise StoreError(f"no image with id {image_id}")
-        mask = np.asarray(mask).astype(bool)
-        if mask.shape != (img[1], img[0]):
-            raise StoreError(f"{label} mask is {mask.shape[1]}x{mask.shape[0]} but the image is {img[0]}x{img[1]}")
-        area = int(mask.sum())
+        if rle is not None:
+            if list(rle["size"]) != [img[1], img[0]]:
+                raise StoreError(f"{label} mask is {rle['size'][1]}x{rle['size'][0]} but the image is {img[0]}x{img[1]}")
+            coco = {"size": rle["size"], "counts": rle["counts"].encode("ascii")}
+            area = int(mask_utils.area(coco))
+            bbox = [float(v) for v in mask_utils.toBbox(coco)]
+        else:
+            mask = np.asarray(mask).astype(bool)
+            if mask.shape != (img[1], img[0]):
+                raise StoreError(f"{label} mask is {mask.shape[1]}x{mask.shape[0]} but the image is {img[0]}x{img[1]}")
+            area = int(mask.sum())
+            rle = encode_mask(mask) if area else None
+            bbox = mask_bbox(mask) if area else []
         if area == 0:
             raise StoreError(f"{label} is empty: draw it, delete it, or mark the expression as no-target")
         if instance_id is not None and db.execute("SELECT 1 FROM instances WHERE id = ?", (instance_id,)).fetchone():
@@ -206,8 +218,7 @@ class Store(RefsMixin):
         cur = db.execute(
             "INSERT INTO instances (id, image_id, category_id, rle, bbox, area, iscrowd, source, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (instance_id, image_id, category_id, json.dumps(encode_mask(mask)), json.dumps(mask_bbox(mask)), area,
-             int(iscrowd), source, now, now))
+            (instance_id, image_id, category_id, json.dumps(rle), json.dumps(bbox), area, int(iscrowd), source, now, now))
         return int(cur.lastrowid)
 
     def add_instance(self, image_id: int, mask: np.ndarray | None = None, category: str = DEFAULT_CATEGORY,
