@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_from_env()
     from app.store import Store, StoreError
-    from app.ui import CSS, SHORTCUTS_JS, build_app, export_folder
+    from app.ui import CSS, SHORTCUTS_JS, build_app, export_folder, thumbnail_folder
 
     try:
         store = Store(db)
@@ -121,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"accounts: {', '.join(users.names())}", flush=True)
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,
-        allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store))],
+        allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store)),
+                       str(thumbnail_folder(store))],
     )
     return 0
 

@@ -27,7 +27,7 @@ from .views import annotate, correct, dataset, model_panel, review
 from .views.context import Studio
 from .views.correct import read_editor_mask
 
-__all__ = ["CSS", "SHORTCUTS_JS", "ModelHolder", "build_app", "export_folder", "read_editor_mask"]
+__all__ = ["CSS", "SHORTCUTS_JS", "ModelHolder", "build_app", "export_folder", "read_editor_mask", "thumbnail_folder"]
 
 SHORTCUTS_JS = """
 () => {
@@ -114,6 +114,11 @@ class ModelHolder:
             self.note = ""
             self.version += 1
         return self.description
+
+
+def thumbnail_folder(store: Store) -> Path:
+    """Where cached thumbnails live (pass it to ``launch(allowed_paths=...)``; the full images stay private)."""
+    return store.media_dir / "thumbs"
 
 
 def export_folder(store: Store) -> Path:

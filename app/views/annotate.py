@@ -240,7 +240,11 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
     def jump_thumb(page_no, sess, keep, text, st, mt, name, split, status, annotator, evt: gr.SelectData,
                    request: gr.Request):
         flt = _flt(name, split, status, annotator)
-        target = nth(store, flt, int(page_no or 0) * THUMBS_PER_PAGE + int(evt.index))
+        caption = (evt.value or {}).get("caption") if isinstance(evt.value, dict) else None
+        try:  # the caption starts with the image id (robust to thumbnails that could not be made)
+            target = int(str(caption).split(" ·")[0])
+        except ValueError:
+            target = nth(store, flt, int(page_no or 0) * THUMBS_PER_PAGE + int(evt.index))
         return open_image(target, sess, keep, text, st, mt, flt, request)
 
     def thumbs(page_no, name, split, status, annotator, sess: Session | None = None):
