@@ -284,3 +284,21 @@ def test_the_review_queue_can_show_the_biggest_disagreements_first(tmp_path: Pat
     unchecked = s.save_ref(img, ["c"], no_target=True, annotator="ann")  # saved after the qa run
     assert [r.id for r in review_queue(s)[0]] == [good, bad, unchecked]  # oldest first
     assert [r.id for r in review_queue(s, by_disagreement=True)[0]] == [bad, good, unchecked]
+
+
+def test_deleted_predictions_stay_deleted_and_unreadable_images_are_skipped(collection: Path) -> None:
+    db = _fresh(collection, "tombstones")
+    s = Store(db)
+    from deris_core.weights import load_predictor
+
+    p = load_predictor("bundled")
+    pairs = pairs_from_sentences(s, SENTENCES)
+    missing = pairs[-1].image_id
+    summary = run(s, p, pairs, "k", progress=False, load=lambda i: None if i == missing else s.load_image(i))
+    assert summary.written == 15 and summary.skipped == [f"image {missing}: pixels not available"]
+    victim = next(r for r in s.refs() if not r.no_target)
+    s.delete_ref(victim.id, user="ann")
+    assert not set(victim.instance_ids) & {i.id for i in s.instances(victim.image_id)}  # no model orphans
+    again = run(s, p, pairs, "k", progress=False)
+    assert again.already_done == 15 and again.written == 3  # the deleted pair is not predicted again
+    assert victim.id not in {r.id for r in s.refs()}

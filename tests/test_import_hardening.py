@@ -227,3 +227,15 @@ def test_cli_names_every_problem_and_exits_2(tmp_path: Path) -> None:
     good = tmp_path / "good.json"
     good.write_text(json.dumps(coco))
     assert import_coco(Store(db), good, tmp_path)["instances"] == 3
+
+
+def test_an_import_never_brings_back_a_deleted_ref_id(tmp_path: Path) -> None:
+    s = Store(tmp_path / "db.sqlite")
+    img = s.add_image(np.zeros((4, 4, 3), np.uint8))
+    gone = s.save_ref(img, ["x"], no_target=True, annotator="alice")
+    s.delete_ref(gone, user="bob")
+    coco, grefs = _dataset()
+    grefs[0]["ref_id"] = gone
+    import_grefcoco(s, _write(tmp_path / "ds", coco, grefs))
+    assert gone not in {r.id for r in s.refs()}
+    assert [e.action for e in s.events(gone)] == ["create", "delete"]

@@ -19,7 +19,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from ..store import Store, StoreError, clean_sentences, decode_mask, encode_mask
+from deris_core import __version__
+
+from ..store import ConflictError, Store, StoreError, clean_sentences, decode_mask, encode_mask
 from ..store.collection import ImageFilter
 
 MAX_CANDIDATES = 10  # kept per pair (best scores), enough to re-threshold
@@ -48,11 +50,34 @@ class PairResult:
 
 
 def model_key(predictor, weights: str) -> str:
-    """What identifies the model that made a prediction: weights name, config and code version."""
-    from deris_core import __version__
-
+    """What identifies the model that made a prediction: its weights and config (the code version
+    goes into each ref's history, so upgrading the package does not predict every pair again)."""
     cfg = getattr(predictor, "cfg", None)
-    return f"{Path(str(weights)).name}|{getattr(cfg, 'name', type(cfg).__name__)}|deris_core {__version__}"
+    return f"{Path(str(weights)).name}|{getattr(cfg, 'name', type(cfg).__name__)}"
+
+
+def _name_index(store: Store) -> dict[str, set[int]]:
+    """Image ids by stored name, original name and its last path component (built once)."""
+    index: dict[str, set[int]] = {}
+    for iid, name, original in store._query("SELECT id, file_name, original_name FROM images"):
+        for key in {name, original, original.rsplit("/", 1)[-1]}:
+            if key:
+                index.setdefault(key, set()).add(int(iid))
+    return index
+
+
+def _image_for(index: dict[str, set[int]], store: Store, image: object, where: str) -> int:
+    if isinstance(image, int) and not isinstance(image, bool):
+        if not store._query("SELECT 1 FROM images WHERE id = ?", (image,)):
+            raise StoreError(f"{where}: no image {image} in the collection")
+        return image
+    ids = index.get(str(image), set())
+    if not ids:
+        raise StoreError(f"{where}: no image {image!r} in the collection")
+    if len(ids) > 1:
+        raise StoreError(f"{where}: {image!r} names {len(ids)} images ({', '.join(map(str, sorted(ids)[:5]))}); "
+                         "give the path relative to the imported folder or the image id")
+    return next(iter(ids))
 
 
 def _norm(sentence: str) -> str:
@@ -69,7 +94,9 @@ def pairs_from_sentences(store: Store, sentences: Iterable[str], flt: ImageFilte
 
 def pairs_from_jsonl(store: Store, path: str | Path) -> list[Pair]:
     """Pairs from a JSONL file: one ``{"image": <id or file name>, "sentence": "..."}`` per line."""
+    index = _name_index(store)
     out = []
+    name = Path(path).name
     for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
@@ -77,15 +104,8 @@ def pairs_from_jsonl(store: Store, path: str | Path) -> list[Pair]:
             rec = json.loads(line)
             image, sentence = rec["image"], rec["sentence"]
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise StoreError(f"{Path(path).name} line {n}: expected {{\"image\": ..., \"sentence\": ...}}") from None
-        if isinstance(image, int) and not isinstance(image, bool):
-            rows = store._query("SELECT id FROM images WHERE id = ?", (image,))
-        else:
-            rows = store._query("SELECT id FROM images WHERE original_name = ? OR file_name = ? ORDER BY id LIMIT 1",
-                                (str(image), str(image)))
-        if not rows:
-            raise StoreError(f"{Path(path).name} line {n}: no image {image!r} in the collection")
-        out.append(Pair(int(rows[0][0]), _norm(str(sentence))))
+            raise StoreError(f"{name} line {n}: expected {{\"image\": ..., \"sentence\": ...}}") from None
+        out.append(Pair(_image_for(index, store, image, f"{name} line {n}"), _norm(str(sentence))))
     return list(dict.fromkeys(out))
 
 
@@ -93,28 +113,23 @@ def pairs_from_refs_file(store: Store, path: str | Path) -> list[Pair]:
     """Pairs from the sentences of a refs file without masks (gRefCOCO-style ``grefs(unc).json``:
     a list of refs with ``file_name`` or ``image_id`` and ``sentences`` of ``raw``/``sent``),
     matched to the collection by file name (or id); ``ann_id`` is ignored."""
+    name = Path(path).name
     try:
         refs = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StoreError(f"{Path(path).name}: not a readable JSON list of refs ({type(exc).__name__})") from None
+        raise StoreError(f"{name}: not a readable JSON list of refs ({type(exc).__name__})") from None
     if not isinstance(refs, list):
-        raise StoreError(f"{Path(path).name}: expected a list of refs")
+        raise StoreError(f"{name}: expected a list of refs")
+    index = _name_index(store)
     out = []
     for n, r in enumerate(refs):
         if not isinstance(r, dict) or not isinstance(r.get("sentences"), list):
-            raise StoreError(f"{Path(path).name}: refs[{n}] needs a 'sentences' list")
-        key = r.get("file_name", r.get("image_id"))
-        if isinstance(key, str):
-            rows = store._query("SELECT id FROM images WHERE original_name = ? OR file_name = ? OR original_name LIKE ? "
-                                "ORDER BY id LIMIT 1", (key, key, "%/" + key))
-        else:
-            rows = store._query("SELECT id FROM images WHERE id = ?", (key,))
-        if not rows:
-            raise StoreError(f"{Path(path).name}: refs[{n}]: no image {key!r} in the collection")
+            raise StoreError(f"{name}: refs[{n}] needs a 'sentences' list")
+        image_id = _image_for(index, store, r.get("file_name", r.get("image_id")), f"{name}: refs[{n}]")
         for sent in r["sentences"]:
-            text = sent.get("raw") or sent.get("sent") if isinstance(sent, dict) else sent
+            text = (sent.get("raw") or sent.get("sent")) if isinstance(sent, dict) else sent
             if isinstance(text, str) and text.strip():
-                out.append(Pair(int(rows[0][0]), _norm(text)))
+                out.append(Pair(image_id, _norm(text)))
     return list(dict.fromkeys(out))
 
 
@@ -131,7 +146,9 @@ def predict_image(predictor, rgb: np.ndarray, image_id: int, sentences: Sequence
     for start in range(0, len(sentences), max(1, batch)):
         chunk = list(sentences[start:start + batch])
         for sentence, pred in zip(chunk, predictor.predict_batch(chunk, image=state)):
-            kept = [k for k in pred.order[:MAX_CANDIDATES] if pred.scores[k] >= MIN_KEPT_SCORE or k in pred.referred]
+            referred = set(pred.referred)  # always kept, however many: the verdict must survive
+            kept = [k for i, k in enumerate(pred.order)
+                    if k in referred or (i < MAX_CANDIDATES and pred.scores[k] >= MIN_KEPT_SCORE)]
             cands = []
             for k in kept:
                 mask = pred.mask(k).astype(bool)
@@ -168,7 +185,8 @@ def write_results(store: Store, results: Sequence[PairResult], key: str, categor
                        "existence, candidates, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
                        (rid, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
                         json.dumps([{"query": q, "score": round(s, 6), "rle": m} for q, s, m in r.candidates]), now))
-            Store._event(db, rid, author, "predict", {"model": key, "targets": len(referred), "existence": r.existence})
+            Store._event(db, rid, author, "predict", {"model": key, "code": f"deris_core {__version__}",
+                                                      "targets": len(referred), "existence": r.existence})
             written += 1
     return written
 
@@ -191,16 +209,21 @@ def rethreshold(store: Store, ref_id: int, score_threshold: float) -> tuple[bool
 
 
 def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
-    """Re-threshold every still-``predicted`` ref of a model in the store (no model needed); returns how many changed."""
-    ids = [r[0] for r in store._query("SELECT p.ref_id FROM predictions p JOIN refs r ON r.id = p.ref_id "
-                                      "WHERE p.model = ? AND r.status = 'predicted'", (key,))]
+    """Re-threshold every still-``predicted`` ref of a model (no model needed); returns how many changed.
+
+    A ref verified or edited meanwhile (its version moved since it was listed) is left alone."""
+    rows = store._query("SELECT p.ref_id, r.version FROM predictions p JOIN refs r ON r.id = p.ref_id "
+                        "WHERE p.model = ? AND r.status = 'predicted'", (key,))
     changed = 0
-    for rid in ids:
+    for rid, version in rows:
         no_target, masks = rethreshold(store, rid, score_threshold)
         rec = store.ref(rid)
-        store.save_ref(rec.image_id, rec.sentences, masks=masks, no_target=no_target, split=rec.split,
-                       annotator=rec.annotator, status="predicted", ref_id=rid, expected_version=rec.version,
-                       user=rec.annotator, category="object")
+        try:
+            store.save_ref(rec.image_id, rec.sentences, masks=masks, no_target=no_target, split=rec.split,
+                           annotator=rec.annotator, status="predicted", ref_id=rid, expected_version=version,
+                           user=rec.annotator, category="object")
+        except ConflictError:
+            continue
         with store._tx() as db:
             db.execute("UPDATE predictions SET score_threshold = ? WHERE ref_id = ?", (score_threshold, rid))
         changed += 1

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -30,12 +30,13 @@ class Summary:
     written: int
     no_target: int
     seconds: float
+    skipped: list[str] = field(default_factory=list)  # images whose pixels could not be read
 
     def as_dict(self) -> dict:
         rate = self.written / self.seconds if self.seconds else 0.0
         return {"pairs": self.pairs, "already_done": self.already_done, "written": self.written,
                 "no_target_share": round(self.no_target / self.written, 4) if self.written else 0.0,
-                "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3)}
+                "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3), "skipped_images": self.skipped}
 
 
 def distributed_env() -> tuple[int, int, int]:
@@ -56,10 +57,31 @@ def init_distributed(device: str) -> tuple[int, int, str]:
     return rank, world, "cpu"
 
 
+def _collective_device() -> torch.device:
+    """Where collective tensors must live: the rank's GPU under NCCL, the CPU under gloo."""
+    if dist.is_initialized() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _any(flag: bool, world: int) -> bool:
+    """True on every rank when ``flag`` is true on any rank (so all ranks stop together)."""
+    if world == 1:
+        return flag
+    t = torch.tensor([int(flag)], device=_collective_device())
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+
 def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int = 8, chunk: int = 8,
         progress: bool = True, load: Callable[[int], object] | None = None,
         on_chunk: Callable[[int], None] | None = None) -> Summary:
-    """Pre-annotate ``pairs`` (all ranks call this with the same arguments; rank 0 writes)."""
+    """Pre-annotate ``pairs`` (all ranks call this with the same arguments; rank 0 writes).
+
+    An image whose pixels cannot be read is skipped and listed (its pairs stay pending for a
+    later run); any other failure on one rank stops every rank at the end of the chunk, after
+    rank 0 has committed what the others sent, instead of leaving them waiting.
+    """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     t0 = time.perf_counter()
     todo = pending(store, pairs, key) if rank == 0 else None
@@ -71,24 +93,31 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
     mine = groups[rank::world]
     n_chunks = -(-len(mine) // chunk)
     if world > 1:
-        t = torch.tensor([n_chunks])
+        t = torch.tensor([n_chunks], device=_collective_device())
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        n_chunks = int(t)
+        n_chunks = int(t.item())
     load = load or store.load_image
     written = no_target = 0
+    skipped: list[str] = []
     bar = tqdm(total=len(todo), unit="pair", desc="pre-annotating", disable=not progress or rank != 0)
     for c in range(n_chunks):
         results: list[PairResult] = []
-        for image_id, sentences in mine[c * chunk:(c + 1) * chunk]:
-            rgb = load(image_id)
-            if rgb is None:
-                raise StoreError(f"the pixels of image {image_id} are not available")
-            results += predict_image(predictor, rgb, image_id, sentences, batch)
+        failure: BaseException | None = None
+        try:
+            for image_id, sentences in mine[c * chunk:(c + 1) * chunk]:
+                rgb = load(image_id)
+                if rgb is None:
+                    skipped.append(f"image {image_id}: pixels not available")
+                    continue
+                results += predict_image(predictor, rgb, image_id, sentences, batch)
+        except Exception as exc:  # noqa: BLE001 - reported after the others were told
+            failure = exc
         if world > 1:
             gathered: list | None = [None] * world if rank == 0 else None
-            dist.gather_object(results, gathered, dst=0)
+            dist.gather_object((results, skipped), gathered, dst=0)
             if rank == 0:
-                results = [r for part in gathered for r in part]
+                results = [r for part, _ in gathered for r in part]
+                skipped = sorted({s for _, part in gathered for s in part})
         if rank == 0:
             written += write_results(store, results, key)
             no_target += sum(1 for r in results if not r.referred)
@@ -96,7 +125,14 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
             bar.set_postfix(pairs_per_s=f"{bar.n / max(1e-9, time.perf_counter() - t0):.2f}")
             if on_chunk is not None:
                 on_chunk(c)
+        if _any(failure is not None, world):
+            bar.close()
+            if failure is not None:
+                raise failure
+            raise StoreError("another rank failed; what was computed so far is committed, rerun to finish")
     bar.close()
     if world > 1:
         dist.barrier()
-    return Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
+    summary = Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
+    summary.skipped = skipped
+    return summary

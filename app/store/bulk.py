@@ -51,8 +51,17 @@ class ImportPlan:
 
 
 def _free(db, table: str, wanted: int) -> int | None:
-    """Keep a source id when it is free in ``table`` (round trips keep their ids), else let SQLite pick."""
-    return None if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (wanted,)).fetchone() else wanted
+    """Keep a source id when it is free in ``table`` (round trips keep their ids), else let SQLite pick.
+
+    For refs and sentences, whose ids are never reused, a source id is kept only above every id
+    ever given (a deleted ref's id never comes back, not even through an import)."""
+    if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (wanted,)).fetchone():
+        return None
+    if table in ("refs", "sentences"):
+        seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
+        if seq is not None and wanted <= seq[0]:
+            return None
+    return wanted
 
 
 def write_plan(store: Store, plan: ImportPlan, fingerprint: str, kind: str, source: str) -> dict:

@@ -148,16 +148,16 @@ class RefsMixin:
             sql += f" WHERE id IN ({','.join('?' * len(ref_ids))})"
             args.extend(int(r) for r in ref_ids)
         sql += " ORDER BY id"
-        with self._lock:
-            rows = self._db.execute(sql, args).fetchall()
+        with self._rlock:
+            rows = self._rdb.execute(sql, args).fetchall()
             sents: dict[int, list[tuple[int, str]]] = {r[0]: [] for r in rows}
             targets: dict[int, list[int]] = {r[0]: [] for r in rows}
             scope = "" if image_id is None and ref_ids is None else f" WHERE ref_id IN (SELECT id FROM ({sql}))"
-            for rid, sid, raw in self._db.execute(f"SELECT ref_id, id, raw FROM sentences{scope} ORDER BY ref_id, position",
+            for rid, sid, raw in self._rdb.execute(f"SELECT ref_id, id, raw FROM sentences{scope} ORDER BY ref_id, position",
                                                   args):
                 if rid in sents:
                     sents[rid].append((sid, raw))
-            for rid, iid in self._db.execute(f"SELECT ref_id, instance_id FROM ref_instances{scope} ORDER BY ref_id, position",
+            for rid, iid in self._rdb.execute(f"SELECT ref_id, instance_id FROM ref_instances{scope} ORDER BY ref_id, position",
                                              args):
                 if rid in targets:
                     targets[rid].append(iid)
@@ -175,9 +175,9 @@ class RefsMixin:
                 args.append(val)
         cond = (" WHERE " + " AND ".join(where)) if where else ""
         order = "DESC" if newest_first else "ASC"
-        with self._lock:
-            total = int(self._db.execute(f"SELECT COUNT(*) FROM refs r{cond}", args).fetchone()[0])
-            rows = self._db.execute(
+        with self._rlock:
+            total = int(self._rdb.execute(f"SELECT COUNT(*) FROM refs r{cond}", args).fetchone()[0])
+            rows = self._rdb.execute(
                 f"""SELECT r.id, r.image_id, i.file_name,
                        (SELECT group_concat(raw, ' | ') FROM (SELECT raw FROM sentences WHERE ref_id = r.id ORDER BY position)),
                        (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),

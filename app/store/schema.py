@@ -7,7 +7,8 @@ Version 1 is the first release's schema (``user_version`` 0). Version 2 adds:
 - ``events``: the history of every ref (who, when, what);
 - ``imports``: fingerprints of imported datasets, so the same files are not imported twice;
 - ``predictions``: what the model proposed for a pre-annotated ref (model, thresholds, every kept
-  candidate's score and mask), so it can be re-thresholded without the model; ``qa``: per-ref
+  candidate's score and mask), so it can be re-thresholded without the model; the row outlives a
+  deleted ref, so a resumed run does not predict a pair people threw away; ``qa``: per-ref
   agreement between the model and the people who made the ref;
 - indexes for paginated lists at 100 000 refs.
 
@@ -84,7 +85,8 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS predictions (
-    ref_id INTEGER PRIMARY KEY REFERENCES refs(id) ON DELETE CASCADE,
+    id INTEGER PRIMARY KEY,
+    ref_id INTEGER UNIQUE REFERENCES refs(id) ON DELETE SET NULL,
     image_id INTEGER NOT NULL,
     sentence TEXT NOT NULL,
     model TEXT NOT NULL,

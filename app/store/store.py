@@ -48,7 +48,8 @@ class Store(RefsMixin):
     def __init__(self, path: str | Path, media_dir: str | Path | None = None, busy_timeout: float = 30.0) -> None:
         self.path = Path(path)
         self.media_dir = Path(media_dir) if media_dir else self.path.with_name(self.path.stem + "_media")
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # the write connection
+        self._rlock = threading.RLock()  # the read connection
         self.read_only = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,13 +67,19 @@ class Store(RefsMixin):
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self.migrated_from = 0 if self.read_only else ensure_schema(self._db, self.path)
+            # reads get their own connection: a writer waiting for another process's lock never blocks them
+            self._rdb = self._db if self.read_only else sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=busy_timeout)
+            self._rdb.execute("PRAGMA foreign_keys=ON")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path.name} is not a usable annotation database: {exc}") from None
         except OSError as exc:
             raise StoreError(f"cannot open the database {self.path.name}: {os_error_message(exc)}") from None
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._rlock:
+            if self._rdb is not self._db:
+                self._rdb.close()
             self._db.close()
 
     # --- transactions -------------------------------------------------------------------------
@@ -102,8 +109,9 @@ class Store(RefsMixin):
                 raise
 
     def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        """A read on the read connection (sees every committed write, never waits for a writer)."""
+        with self._rlock:
+            return self._rdb.execute(sql, args).fetchall()
 
     @staticmethod
     def _event(db: sqlite3.Connection, ref_id: int, user: str, action: str, detail: dict | None = None) -> None:
@@ -239,10 +247,10 @@ class Store(RefsMixin):
 
     @staticmethod
     def _drop_orphans(db: sqlite3.Connection, instance_ids: Sequence[int]) -> None:
-        """Delete drawn instances that no ref targets any more (imported ones stay pickable)."""
+        """Delete drawn or model-made instances that no ref targets any more (imported ones stay pickable)."""
         for iid in set(instance_ids):
             if db.execute("SELECT 1 FROM ref_instances WHERE instance_id = ? LIMIT 1", (iid,)).fetchone() is None:
-                db.execute("DELETE FROM instances WHERE id = ? AND source = 'annotator'", (iid,))
+                db.execute("DELETE FROM instances WHERE id = ? AND source IN ('annotator', 'model')", (iid,))
 
     # --- summaries ----------------------------------------------------------------------------
 
@@ -270,16 +278,16 @@ class Store(RefsMixin):
 
     def snapshot(self) -> Snapshot:
         """A consistent copy of everything (read in one transaction)."""
-        with self._lock:
-            self._db.execute("BEGIN")
+        with self._rlock:
+            self._rdb.execute("BEGIN")
             try:
-                images = [ImageRecord(*r) for r in self._db.execute(
+                images = [ImageRecord(*r) for r in self._rdb.execute(
                     "SELECT id, sha256, file_name, path, width, height, original_name, split FROM images ORDER BY id")]
-                cats = {r[0]: r[1] for r in self._db.execute("SELECT id, name FROM categories ORDER BY id")}
+                cats = {r[0]: r[1] for r in self._rdb.execute("SELECT id, name FROM categories ORDER BY id")}
                 instances = self.instances()
                 refs = self.refs()
             finally:
-                self._db.execute("COMMIT")
+                self._rdb.execute("COMMIT")
         return Snapshot(images, cats, instances, refs)
 
     # --- imports ------------------------------------------------------------------------------
