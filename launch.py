@@ -35,6 +35,13 @@ def _cached_official() -> str | None:
     return None
 
 
+def _public_name(weights: str) -> str:
+    """What visitors may read of a weights spec: a published name or owner/name as is, a path's file name only."""
+    w = weights.replace("\\", "/")
+    hub_repo = w.count("/") == 1 and not w.startswith((".", "/", "~")) and not Path(w).suffix
+    return weights if "/" not in w or hub_repo else Path(w).name
+
+
 def load_model(weights: str | None, device: str, dtype: str = "fp32"):
     """``(ModelHolder)``: the requested/official weights, else the bundled model with the reason."""
     from app.ui import ModelHolder
@@ -48,8 +55,9 @@ def load_model(weights: str | None, device: str, dtype: str = "fp32"):
             p = load_predictor(wanted, device=device, dtype=dtype)
             return ModelHolder(p, getattr(p, "description", wanted))
         except Exception as exc:  # noqa: BLE001 - report and fall back
-            note = f"could not load {wanted!r} ({exc}); using the bundled model instead"
-            print(f"warning: {note}", file=sys.stderr)
+            print(f"warning: could not load {wanted!r}: {exc}", file=sys.stderr)  # details (paths) stay in the log
+            shown = _public_name(wanted)
+            note = f"could not load {shown} ({type(exc).__name__}, see the server log); using the bundled model instead"
     try:
         p = load_predictor("bundled", device=device, dtype=dtype)
         desc = getattr(p, "description", "bundled model")
@@ -57,7 +65,8 @@ def load_model(weights: str | None, device: str, dtype: str = "fp32"):
             note = "trained on synthetic shapes only; pass --weights deris-l-grefcoco for real photos"
         return ModelHolder(p, desc, note)
     except Exception as exc:  # noqa: BLE001
-        return ModelHolder(None, "no model", f"the bundled model could not be loaded either: {exc}")
+        print(f"error: the bundled model could not be loaded: {exc}", file=sys.stderr)
+        return ModelHolder(None, "no model", f"the bundled model could not be loaded either ({type(exc).__name__})")
 
 
 # ZeroGPU: the model goes to cuda at import time (GPU work then runs inside @spaces.GPU functions).

@@ -85,6 +85,7 @@ class Session:
     no_target: bool = False
     ref_id: int | None = None  # editing a saved ref ...
     ref_version: int | None = None  # ... opened at this version
+    editing: bool = False  # a saved ref was opened: re-running the model keeps editing it
     selected: int = 0  # target index shown in the editor
     undo_stack: list[_Step] = field(default_factory=list)
     redo_stack: list[_Step] = field(default_factory=list)
@@ -147,8 +148,12 @@ class Session:
             self.no_target = False
 
     def apply_prediction(self, pred: Prediction) -> None:
-        """A new expression's result: the referred candidates become the target set (history restarts)."""
-        self.expression, self.prediction, self.ref_id, self.ref_version = pred.expression, pred, None, None
+        """A new expression's result: the referred candidates become the target set (history restarts).
+
+        It starts a new ref, unless a saved ref was opened for editing (then saving updates that ref)."""
+        self.expression, self.prediction = pred.expression, pred
+        if not self.editing:
+            self.ref_id, self.ref_version = None, None
         self.reset_targets()
         self.targets = [Target(_candidate_mask(pred, k), candidate=k) for k in pred.referred]
         self.no_target = pred.no_target

@@ -23,7 +23,7 @@ from .auth import Users
 from .model_info import model_line
 from .session import Session, SessionRegistry
 from .store import Store
-from .views import annotate, correct, dataset, model_panel, review
+from .views import annotate, annotate_layout, correct, dataset, model_panel, review
 from .views.context import Studio
 from .views.correct import read_editor_mask
 
@@ -31,7 +31,8 @@ __all__ = ["CSS", "SHORTCUTS_JS", "ModelHolder", "build_app", "export_folder", "
 
 SHORTCUTS_JS = """
 () => {
-  const click = (id) => { const el = document.querySelector(`#${id}`); if (el) el.click(); };
+  // only buttons of the tab on screen: a hidden tab's buttons are never pressed by a key
+  const click = (id) => { const el = document.querySelector(`#${id}`); if (el && el.offsetParent !== null) el.click(); };
   const focusExpression = () => setTimeout(() => document.querySelector('#expression textarea, #expression input')?.focus(), 80);
   const nav = (id) => { click(id); focusExpression(); };
   document.addEventListener('keydown', (e) => {
@@ -56,11 +57,12 @@ SHORTCUTS_JS = """
     if (mod && !e.shiftKey && e.key.toLowerCase() === 'z' && !typing) { e.preventDefault(); click('undo-btn'); return; }
     if (mod && (e.key.toLowerCase() === 'y' || (e.shiftKey && e.key.toLowerCase() === 'z')) && !typing) {
       e.preventDefault(); click('redo-btn'); return; }
-    if (e.altKey && e.key.toLowerCase() === 'n') { e.preventDefault(); click('next-btn'); focusExpression(); return; }
-    if (e.altKey && /^[1-9]$/.test(e.key)) {
+    // e.code, not e.key: on a Mac, Alt changes the character (Alt+N gives a dead key)
+    if (e.altKey && e.code === 'KeyN') { e.preventDefault(); click('next-btn'); focusExpression(); return; }
+    if (e.altKey && /^Digit[1-9]$/.test(e.code)) {
       e.preventDefault();
       const boxes = document.querySelectorAll('#candidates input[type=checkbox]');
-      const box = boxes[parseInt(e.key) - 1]; if (box) box.click(); }
+      const box = boxes[parseInt(e.code.slice(5)) - 1]; if (box && box.offsetParent !== null) box.click(); }
   });
 }
 """
@@ -145,8 +147,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             c.model_md = gr.Markdown(model_line(model.description, model.predictor, model.note))
         with gr.Tabs():
             with gr.Tab("Annotate", elem_id="tab-annotate"):
-                vars(c).update(vars(annotate.layout(studio)))
-                vars(c).update(vars(annotate.save_layout(signed_in=users is not None)))
+                vars(c).update(vars(annotate_layout.layout(studio)))
+                vars(c).update(vars(annotate_layout.save_layout(signed_in=users is not None)))
             with gr.Tab("Correct", elem_id="tab-correct"):
                 vars(c).update(vars(correct.layout()))
             with gr.Tab("Review", elem_id="tab-review") as c.review_tab:

@@ -116,14 +116,15 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     value = {"background": handle_file(str(bg_path)), "layers": [handle_file(str(layer_path))], "composite": None}
     out = c.predict(value, None, api_name="/edit_apply")
     assert "3 target instances" in _verdict(out)
-    msg, image_refs, *_ = c.predict("tester", "val", "done", "the circle\nthat red round shape", api_name="/save")
+    msg, image_refs, *_ = c.predict("tester", "val", "done", "the circle\nthat red round shape", "the red circle",
+                                     api_name="/save")
     progress, table, info, _ = c.predict(1, "", "", "", api_name="/refresh")
     assert msg.startswith("Saved ref") and "<b>1 refs</b>" in progress and info.startswith("1 refs")
     # A second expression on the same image reuses the cached features; save it as no-target.
     out = c.predict(handle_file(str(sample_image)), "the purple elephant", 0.7, 0.5, api_name="/segment")
     if "NO TARGET" not in _verdict(out):
         out = c.predict(api_name="/toggle_no_target")
-    msg, image_refs, *_ = c.predict("tester", "testB", "reviewed", "", api_name="/save")
+    msg, image_refs, *_ = c.predict("tester", "testB", "reviewed", "", "the purple elephant", api_name="/save")
     assert len(image_refs["data"]) == 2  # both refs of this image are listed beside it
     progress, table, info, _ = c.predict(1, "reviewed", "", "", api_name="/refresh")
     assert info.startswith("1 refs") and table["data"][0][5] == "testB"
@@ -233,7 +234,7 @@ def test_bad_inputs_get_specific_messages_and_the_session_goes_on(server, sample
     with pytest.raises(ValueError):  # the model cannot be switched unless the operator allowed it at launch
         c.predict(str(tmp_path / "missing.pth"), api_name="/load_weights")
     with pytest.raises(AppError, match="Nothing to save"):
-        Client(url, verbose=False).predict("x", "train", "done", "", api_name="/save")
+        Client(url, verbose=False).predict("x", "train", "done", "", "", api_name="/save")
     out = c.predict(handle_file(str(sample_image)), "the red circle", 0.7, 0.5, api_name="/segment")
     assert "existence probability" in _verdict(out)  # the previous model is still serving
 

@@ -104,7 +104,7 @@ def test_annotator_and_reviewer(browser, studio_weights, tmp_path: Path) -> None
         _wait_text(ann, "#save-msg", "Rejected by rev")
         ann.locator("#extra textarea, #extra input").first.fill("the large blue square")
         ann.locator("#expression input, #expression textarea").first.press("Control+Enter")
-        _wait_text(ann, "#save-msg", "Saved ref")
+        _wait_text(ann, "#save-msg", "Updated ref")
         ann.wait_for_function("!document.querySelector('#to-fix')?.offsetParent", timeout=30_000)
 
         rev.locator("#review-next").click()

@@ -149,3 +149,60 @@ def test_export_by_status_split_and_annotator(tmp_path: Path) -> None:
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert {g["ref_id"] for g in json.loads(zipfile.ZipFile(tmp_path / "cli.zip").read("grefcoco/grefs(unc).json"))} == {b}
+
+
+def test_signed_in_roles_guard_edits_deletes_and_self_review(studio_weights, tmp_path: Path) -> None:
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from app.collection import import_images
+    from tests.test_app import start_server
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    import cv2
+
+    cv2.imwrite(str(folder / "a.png"), np.full((32, 32, 3), 90, np.uint8))
+    db = tmp_path / "team.sqlite"
+    import_images(Store(db), folder, progress=False)
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, db, ["--auth", "ann:pw1:annotator", "--auth", "bob:pw2:annotator",
+                                                "--auth", "rev:pw3"])
+    try:
+        def as_user(name: str, pw: str) -> Client:
+            c = Client(url, auth=(name, pw), verbose=False)
+            c.predict(False, "", 0.7, 0.5, "", "", "", "", api_name="/next_image")
+            return c
+
+        bob, ann, rev = as_user("bob", "pw2"), as_user("ann", "pw1"), as_user("rev", "pw3")
+        def no_target(c: Client, text: str) -> None:
+            if "NO TARGET" not in c.predict(None, text, 0.7, 0.5, api_name="/segment")[1]:
+                c.predict(api_name="/toggle_no_target")
+
+        no_target(bob, "the grey square")
+        msg, *_ = bob.predict("", "train", "done", "", "the grey square", api_name="/save")
+        rid = int(msg.split()[2])
+        ann.predict(rid, api_name="/open_ref")
+        with pytest.raises(AppError, match="only bob or a reviewer can change it"):
+            ann.predict("", "train", "done", "", "the grey square", api_name="/save")
+        with pytest.raises(AppError, match="Only bob or a reviewer can delete"):
+            ann.predict(rid, "", api_name="/delete_ref")
+        with pytest.raises(AppError, match="not a reviewer"):
+            ann.predict("", "train", "reviewed", "", "the grey square", api_name="/save")
+        # a reviewer may correct it; the author stays bob, the edit is rev's in the history
+        rev.predict(rid, api_name="/open_ref")
+        rev.predict("", "train", "done", "a grey box", "the grey square", api_name="/save")
+        # rev's own ref cannot be accepted by rev
+        rev.predict(api_name="/next_expression")
+        no_target(rev, "a cat")
+        rev.predict("", "train", "done", "", "a cat", api_name="/save")
+        out = rev.predict("rev", "", None, False, api_name="/review_previous")  # rev's refs awaiting review
+        assert "by <b>rev</b>" in out[0]
+        with pytest.raises(AppError, match="cannot review your own ref"):
+            rev.predict(None, "", "", "rev", "", None, False, api_name="/review_accept")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    s = Store(db)
+    assert s.ref(rid).annotator == "bob" and s.ref(rid).sentences == ["the grey square", "a grey box"]
+    assert [(e.action, e.user) for e in s.events(rid)] == [("create", "bob"), ("edit", "rev")]

@@ -18,101 +18,19 @@ from deris_core.preprocess import ImageError, load_image
 from deris_core.tokenizer import TokenizerError
 
 from ..collection import thumbnail_file
-from ..model_info import example_images, score_threshold
 from ..overlay import view_scale
 from ..picking import hit
 from ..session import Session, Target
-from ..store import SPLITS, STATUSES, ConflictError, StoreError, image_digest
+from ..store import ConflictError, StoreError, image_digest
 from ..store.collection import ImageFilter, image_page, neighbour, nth, position
 from ..store.review import REASONS, last_decision, to_fix
 from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
 from . import display
+from .annotate_layout import THUMBS_PER_PAGE
 from .context import Studio, render
 from .review import history_html
 
-THUMBS_PER_PAGE = 24
-REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "updated"]
 
-
-
-def _pass_file_through(payload):
-    """Pre-processing for the upload: hand over the file untouched, so that
-    :func:`deris_core.preprocess.load_image` decodes it and names any problem."""
-    return None if payload is None else str(payload.path)
-
-
-def layout(studio: Studio) -> SimpleNamespace:
-    c = SimpleNamespace()
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            with gr.Row(elem_classes="queue-bar"):
-                c.queue_pos = gr.HTML(display.queue_html(None, 0), elem_id="queue-pos-box")
-                c.prev_img = gr.Button("◀ Prev (A, PgUp)", size="sm", elem_id="prev-img", scale=0, min_width=120)
-                c.next_img = gr.Button("Next ▶ (D, PgDn)", size="sm", elem_id="next-img", scale=0, min_width=120)
-                c.next_empty = gr.Button("Next without refs (Shift+D)", size="sm", elem_id="next-empty", scale=0,
-                                         min_width=200)
-            c.result = gr.Image(label="Click an object to add or remove it", interactive=False, elem_id="result",
-                                height=520, format="jpeg", show_label=True)
-            c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
-                                      max_lines=1, elem_id="expression")
-            with gr.Row():
-                c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=1)
-                c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=1)
-                c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
-                                          elem_id="keep-expr", scale=2)
-            with gr.Accordion("Thresholds", open=False):
-                c.score_thr = gr.Slider(0.0, 1.0, value=score_threshold(studio.model.predictor), step=0.01,
-                                        label="Score threshold (starts at the model's own)", elem_id="score-thr")
-                c.mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
-            with gr.Accordion("Add an image (upload, paste, webcam, examples)", open=False, elem_id="upload-box") as c.upload_box:
-                c.image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
-                                      elem_id="image-input", height=260)
-                c.image_in.preprocess = _pass_file_through
-                examples = example_images(studio.model.predictor)  # photos for official weights, shapes for bundled
-                if examples:
-                    gr.Examples([[str(p)] for p in examples], inputs=[c.image_in], label="Examples")
-        with gr.Column(scale=2):
-            c.to_fix = gr.Dataframe(headers=["ref", "sentences", "reason", "comment", "reviewer"], value=[],
-                                    interactive=False, elem_id="to-fix", wrap=True, max_height=180, visible=False,
-                                    label="Rejected: fix these first (click a row to open it)")
-            c.verdict = gr.HTML(display.verdict_html(Session()), elem_id="verdict-box")
-            c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
-                                            choices=[], elem_id="candidates")
-            c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
-                                        label="Refs on this image (click a row to reopen it)", wrap=True, max_height=240)
-            with gr.Accordion("History of the open ref", open=False):
-                c.ref_history = gr.HTML("", elem_id="ref-history")
-            with gr.Accordion("Candidate masks", open=False):
-                c.gallery = gr.Gallery(label="Candidate masks", columns=5, height=200, elem_id="gallery", format="jpeg")
-            with gr.Accordion("Collection: filter and jump", open=False, elem_id="collection-box"):
-                with gr.Row():
-                    c.f_name = gr.Textbox(label="File name contains", elem_id="q-name", scale=2)
-                    c.f_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="q-split", scale=1)
-                    c.f_status = gr.Dropdown([("any", ""), ("no refs", "none"), ("to do (no refs, drafts, to verify)", "todo"),
-                                              ("to verify (predicted)", "predicted"), *[(s, s) for s in STATUSES if s != "predicted"]],
-                                             value="", label="Status", elem_id="q-status", scale=1)
-                    c.f_annotator = gr.Textbox(label="Annotator", elem_id="q-annotator", scale=1)
-                c.thumbs = gr.Gallery(label="Images (click to open)", columns=6, height=260, elem_id="thumbs",
-                                      allow_preview=False, format="jpeg")
-                with gr.Row():
-                    c.thumb_prev = gr.Button("◀ Earlier images", size="sm", elem_id="thumbs-prev")
-                    c.thumb_page = gr.Number(value=0, visible=False, precision=0)
-                    c.thumb_next = gr.Button("Later images ▶", size="sm", elem_id="thumbs-next")
-    return c
-
-
-def save_layout(signed_in: bool = False) -> SimpleNamespace:
-    c = SimpleNamespace()
-    with gr.Row():
-        c.annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator", visible=not signed_in)
-        c.signed_in = gr.Markdown("", elem_id="signed-in", visible=signed_in)
-        c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
-        c.status = gr.Dropdown([s for s in STATUSES if s != "predicted"], value="done", label="Review status", scale=1,
-                               elem_id="status")
-        c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
-        c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
-    c.save_msg = gr.Markdown("", elem_id="save-msg")
-    return c
 
 
 def wire(studio: Studio, c: SimpleNamespace) -> None:
@@ -288,15 +206,16 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
         masks = {i.id: i.mask for i in store.instances(rec.image_id)}
         new = Session(image=rgb, image_state=state, image_id=rec.image_id, file_name=f"{model.version}:store:{rec.image_id}",
                       digest=image_digest(rgb), expression=rec.sentences[0], ref_id=rec.id, ref_version=rec.version,
+                      editing=True,
                       no_target=rec.no_target, targets=[Target(masks[i], None) for i in rec.instance_ids])
         studio.track(request, new)
-        note = ""
+        note = f"Editing ref {rec.id}: saving updates it; Alt+N starts a new ref."
         if rec.status == "rejected":
             d = last_decision(store, rec.id)
             if d is not None:
                 note = (f"**Rejected by {d.reviewer}**: {REASONS.get(d.reason or '', d.reason or '')}"
                         f"{' — “' + d.comment + '”' if d.comment else ''}. Fix it and save: it goes back to *done*.")
-        typed = rec.annotator if studio.users is None else gr.update()
+        typed = gr.update()  # the box names who is working now, not the ref's author
         return (None, rec.sentences[0], "\n".join(rec.sentences[1:]), rec.split,
                 "done" if rec.status in ("rejected", "predicted") else rec.status, typed,
                 *render(new), _queue(new, ImageFilter()), _image_refs(new), note, history_html(studio, rec.id))
@@ -324,30 +243,32 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
             raise gr.Error("That row is gone: the list changed meanwhile.")
         return open_ref_by_id(rows[int(row)].id, sess, request)
 
-    def save(typed: str, split_v: str, status_v: str, more: str, sess: Session, request: gr.Request):
-        if sess.image is None or not sess.expression:
+    def save(typed: str, split_v: str, status_v: str, more: str, text: str, sess: Session, request: gr.Request):
+        text = " ".join((text or "").split()) or sess.expression  # a reworded sentence is saved as typed
+        if sess.image is None or not text or sess.prediction is None and sess.ref_id is None:
             raise gr.Error("Nothing to save: segment an image with an expression first.")
-        who = studio.who(request, typed)
         if status_v in ("reviewed", "rejected"):
             studio.require_reviewer(request, typed)
-        sentences = [sess.expression] + [s for s in (more or "").splitlines() if s.strip()]
+        author, who = studio.authors_for_save(request, typed, sess.ref_id)
+        sentences = [text] + [s for s in (more or "").splitlines() if s.strip()]
         try:
             if sess.image_id is None:
                 sess.image_id = store.add_image(sess.image)
             rid = store.save_ref(sess.image_id, sentences, masks=[t.mask for t in sess.targets], no_target=sess.no_target,
-                                 split=split_v, annotator=who, status=status_v, ref_id=sess.ref_id,
+                                 split=split_v, annotator=author, status=status_v, ref_id=sess.ref_id,
                                  expected_version=sess.ref_version, user=who)
         except ConflictError as exc:
             raise gr.Error(f"Not saved: {exc}. Your version is still on screen.") from None
         except StoreError as exc:
             raise gr.Error(f"Not saved: {exc}") from None
-        sess.ref_id, sess.ref_version = rid, (sess.ref_version or 0) + 1
+        updated = sess.ref_id is not None
+        sess.ref_id, sess.ref_version, sess.expression, sess.editing = rid, (sess.ref_version or 0) + 1, text, False
         kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
-        return (f"Saved ref {rid} ({kind}) at {time.strftime('%H:%M:%S')}.", _image_refs(sess), sess,
+        return (f"{'Updated' if updated else 'Saved'} ref {rid} ({kind}) at {time.strftime('%H:%M:%S')}.", _image_refs(sess), sess,
                 history_html(studio, rid), _to_fix(who))
 
     def next_expression(sess: Session):
-        sess.expression, sess.prediction, sess.ref_id, sess.ref_version = "", None, None, None
+        sess.expression, sess.prediction, sess.ref_id, sess.ref_version, sess.editing = "", None, None, None, False
         sess.reset_targets()
         return ("", *render(sess))
 
@@ -380,7 +301,7 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
     for f in (c.f_name, c.f_annotator):
         f.submit(refilter, [c.sess_state, *filters], [c.thumbs, c.thumb_page, c.queue_pos], api_name=False)
     c.image_refs.select(open_image_ref, [c.sess_state], c.open_ref_outputs, api_name=False)
-    c.save_btn.click(save, [c.annotator, c.split, c.status, c.extra, c.sess_state],
+    c.save_btn.click(save, [c.annotator, c.split, c.status, c.extra, c.expression, c.sess_state],
                      [c.save_msg, c.image_refs, c.sess_state, c.ref_history, c.to_fix], api_name="save")
 
     def fix_rows(typed: str, request: gr.Request):

@@ -43,6 +43,35 @@ class Studio:
             return name
         return " ".join((typed or "").split())
 
+    def is_reviewer(self, request: gr.Request | None, typed: str | None = "") -> bool:
+        """Without ``--auth`` everyone may review; with it, only the reviewer role."""
+        if self.users is None:
+            return True
+        user = self.users.get(self.who(request, typed))
+        return bool(user and user.reviewer)
+
+    def authors_for_save(self, request: gr.Request | None, typed: str | None, ref_id: int | None) -> tuple[str, str]:
+        """``(author to keep on the ref, user for its history)`` of a save; refuses what the user may not change.
+
+        A model's or a consensus ref becomes the person's who saves it; a person's ref keeps its
+        author, and with ``--auth`` only the author or a reviewer may change it; accepted
+        (``reviewed``) refs are changed by reviewers only."""
+        who = self.who(request, typed)
+        if ref_id is None:
+            return who, who
+        try:
+            rec = self.store.ref(ref_id)
+        except Exception:  # noqa: BLE001 - deleted meanwhile: the save reports the conflict
+            return who, who
+        owner = rec.annotator
+        if not owner or owner.startswith(("model:", "consensus")):
+            return who, who
+        if rec.status == "reviewed" and not self.is_reviewer(request, typed):
+            raise gr.Error(f"Not saved: ref {ref_id} was accepted; only a reviewer can change it now.")
+        if owner != who and self.users is not None and not self.is_reviewer(request, typed):
+            raise gr.Error(f"Not saved: ref {ref_id} was made by {owner}; only {owner} or a reviewer can change it.")
+        return owner, who
+
     def require_reviewer(self, request: gr.Request | None, typed: str | None = "") -> str:
         """The reviewer's name; refused for signed-in users without the reviewer role."""
         name = self.who(request, typed)

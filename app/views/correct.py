@@ -33,7 +33,7 @@ def layout() -> SimpleNamespace:
             with gr.Row():
                 c.undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="undo-btn")
                 c.redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="redo-btn")
-            gr.Markdown("The corrected target set shows in the *Annotate* tab; save there, or press Ctrl+Enter here.")
+            gr.Markdown("The corrected target set shows in the *Annotate* tab; save it there (Ctrl+Enter).")
     return c
 
 
@@ -96,7 +96,7 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
             raise gr.Error("Pick an instance to delete.")
         sess.change()
         del sess.targets[int(index)]
-        sess.selected = 0
+        sess.selected = -1  # the editor may still show the deleted mask: applying it adds a new instance
         return render(sess)
 
     def toggle_no_target(sess: Session):

@@ -49,12 +49,15 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
 
     def refs_page(page_no: float | None, status_f: str, split_f: str, annotator_f: str):
         """One page of the saved refs (newest first) with the filters; never the whole table."""
+        flt = dict(status=status_f or None, split=split_f or None, annotator=(annotator_f or "").strip() or None)
         page_no = max(1, int(page_no or 1))
-        rows, total = store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, status=status_f or None,
-                                      split=split_f or None, annotator=(annotator_f or "").strip() or None)
+        rows, total = store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, **flt)
         pages = max(1, -(-total // PAGE_SIZE))
+        if page_no > pages:  # past the end: show the last page
+            page_no = pages
+            rows, total = store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, **flt)
         table = [[r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7]] for r in display.ref_rows(rows)]
-        return table, f"{total} refs · page {min(page_no, pages)} of {pages}", page_no
+        return table, f"{total} refs · page {page_no} of {pages}", page_no
 
     def refresh(page_no, status_f, split_f, annotator_f):
         return (display.progress_html(progress(store), person_stats(store)), *refs_page(page_no, status_f, split_f, annotator_f))
@@ -72,8 +75,16 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
     def delete_ref(rid: float | None, typed: str, request: gr.Request):
         if rid is None:
             raise gr.Error("Type a ref id.")
+        who = studio.who(request, typed)
         try:
-            store.delete_ref(int(rid), user=studio.who(request, typed))
+            rec = store.ref(int(rid))
+        except StoreError as exc:
+            raise gr.Error(str(exc)) from None
+        mine = rec.annotator == who or not rec.annotator or rec.annotator.startswith(("model:", "consensus"))
+        if studio.users is not None and not (mine and rec.status != "reviewed") and not studio.is_reviewer(request):
+            raise gr.Error(f"Only {rec.annotator or 'its author'} or a reviewer can delete ref {rec.id}.")
+        try:
+            store.delete_ref(int(rid), expected_version=rec.version, user=who)
         except StoreError as exc:
             raise gr.Error(str(exc)) from None
         return f"Deleted ref {int(rid)}."

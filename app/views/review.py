@@ -113,6 +113,9 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
             if not shown:
                 raise gr.Error("Nothing to review.")
             reviewer = studio.require_reviewer(request, who_typed)
+            author = store.ref(shown[0]).annotator if shown else ""
+            if author and author == reviewer:
+                raise gr.Error("You cannot review your own ref: another reviewer decides on it.")
             try:
                 review(store, shown[0], decision, reviewer, reason if decision == "reject" else None,
                        comment if decision == "reject" else "", expected_version=shown[1])

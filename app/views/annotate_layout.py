@@ -1,0 +1,99 @@
+"""The annotate view's layout: queue bar, picture, expression, candidates, the image's refs,
+collection filter and thumbnails, and the save row (the handlers are in :mod:`.annotate`)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..model_info import example_images, score_threshold
+from ..session import Session
+from ..store import SPLITS, STATUSES
+from . import display
+from .context import Studio
+
+THUMBS_PER_PAGE = 24
+REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "updated"]
+
+
+def _pass_file_through(payload):
+    """Pre-processing for the upload: hand over the file untouched, so that
+    :func:`deris_core.preprocess.load_image` decodes it and names any problem."""
+    return None if payload is None else str(payload.path)
+
+
+def layout(studio: Studio) -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Row(elem_classes="queue-bar"):
+                c.queue_pos = gr.HTML(display.queue_html(None, 0), elem_id="queue-pos-box")
+                c.prev_img = gr.Button("◀ Prev (A, PgUp)", size="sm", elem_id="prev-img", scale=0, min_width=120)
+                c.next_img = gr.Button("Next ▶ (D, PgDn)", size="sm", elem_id="next-img", scale=0, min_width=120)
+                c.next_empty = gr.Button("Next without refs (Shift+D)", size="sm", elem_id="next-empty", scale=0,
+                                         min_width=200)
+            c.result = gr.Image(label="Click an object to add or remove it", interactive=False, elem_id="result",
+                                height=520, format="jpeg", show_label=True)
+            c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
+                                      max_lines=1, elem_id="expression")
+            with gr.Row():
+                c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=1)
+                c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=1)
+                c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
+                                          elem_id="keep-expr", scale=2)
+            with gr.Accordion("Thresholds", open=False):
+                c.score_thr = gr.Slider(0.0, 1.0, value=score_threshold(studio.model.predictor), step=0.01,
+                                        label="Score threshold (starts at the model's own)", elem_id="score-thr")
+                c.mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
+            with gr.Accordion("Add an image (upload, paste, webcam, examples)", open=False, elem_id="upload-box") as c.upload_box:
+                c.image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
+                                      elem_id="image-input", height=260)
+                c.image_in.preprocess = _pass_file_through
+                examples = example_images(studio.model.predictor)  # photos for official weights, shapes for bundled
+                if examples:
+                    gr.Examples([[str(p)] for p in examples], inputs=[c.image_in], label="Examples")
+        with gr.Column(scale=2):
+            c.to_fix = gr.Dataframe(headers=["ref", "sentences", "reason", "comment", "reviewer"], value=[],
+                                    interactive=False, elem_id="to-fix", wrap=True, max_height=180, visible=False,
+                                    label="Rejected: fix these first (click a row to open it)")
+            c.verdict = gr.HTML(display.verdict_html(Session()), elem_id="verdict-box")
+            c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
+                                            choices=[], elem_id="candidates")
+            c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
+                                        label="Refs on this image (click a row to reopen it)", wrap=True, max_height=240)
+            with gr.Accordion("History of the open ref", open=False):
+                c.ref_history = gr.HTML("", elem_id="ref-history")
+            with gr.Accordion("Candidate masks", open=False):
+                c.gallery = gr.Gallery(label="Candidate masks", columns=5, height=200, elem_id="gallery", format="jpeg")
+            with gr.Accordion("Collection: filter and jump", open=False, elem_id="collection-box"):
+                with gr.Row():
+                    c.f_name = gr.Textbox(label="File name contains", elem_id="q-name", scale=2)
+                    c.f_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="q-split", scale=1)
+                    c.f_status = gr.Dropdown([("any", ""), ("no refs", "none"), ("to do (no refs, drafts, to verify)", "todo"),
+                                              ("to verify (predicted)", "predicted"), *[(s, s) for s in STATUSES if s != "predicted"]],
+                                             value="", label="Status", elem_id="q-status", scale=1)
+                    c.f_annotator = gr.Textbox(label="Annotator", elem_id="q-annotator", scale=1)
+                c.thumbs = gr.Gallery(label="Images (click to open)", columns=6, height=260, elem_id="thumbs",
+                                      allow_preview=False, format="jpeg")
+                with gr.Row():
+                    c.thumb_prev = gr.Button("◀ Earlier images", size="sm", elem_id="thumbs-prev")
+                    c.thumb_page = gr.Number(value=0, visible=False, precision=0)
+                    c.thumb_next = gr.Button("Later images ▶", size="sm", elem_id="thumbs-next")
+    return c
+
+
+def save_layout(signed_in: bool = False) -> SimpleNamespace:
+    c = SimpleNamespace()
+    with gr.Row():
+        c.annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator", visible=not signed_in)
+        c.signed_in = gr.Markdown("", elem_id="signed-in", visible=signed_in)
+        c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
+        c.status = gr.Dropdown([s for s in STATUSES if s != "predicted"], value="done", label="Review status", scale=1,
+                               elem_id="status")
+        c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
+        c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
+    c.save_msg = gr.Markdown("", elem_id="save-msg")
+    return c
+
+
