@@ -68,9 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         for p in preds:
             print(f"{p.expression!r}: {'NO TARGET' if p.no_target else f'{len(p.referred)} referred'} "
                   f"(existence {p.existence:.3f}, score threshold {p.score_threshold})")
+            areas = p.areas()
             for i in p.order:
                 mark = "*" if p.scores[i] > p.score_threshold else " "
-                print(f"  {mark} query {i:2d}  score {p.scores[i]:.4f}  area {int(p.masks[i].sum())}")
+                print(f"  {mark} query {i:2d}  score {p.scores[i]:.4f}  area {int(areas[i])}")
         if args.out:
             print(f"overlay written to {args.out}")
     return 0
