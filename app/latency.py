@@ -21,8 +21,9 @@ import numpy as np
 
 from deris_core.predictor import ImageState, Prediction, Predictor
 
-from .render import IMAGE_FORMAT, candidate_gallery, candidate_labels, target_overlay
-from .session import Session, Target
+from .render import IMAGE_FORMAT
+from .session import Session
+from .views import display
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -40,12 +41,12 @@ def _encode(images: list[np.ndarray], cache_dir: str) -> None:
 
 
 def _render(sess: Session, cache_dir: str) -> None:
+    """Everything the Annotate view sends after an action (``app.views.context.render``), encoded."""
     assert sess.image is not None and sess.prediction is not None
-    overlay = target_overlay(sess.image, [t.mask for t in sess.targets])
-    candidate_labels(sess.prediction)
-    gallery = candidate_gallery(sess.image, sess.prediction)
-    [int(t.mask.sum()) for t in sess.targets]  # the target picker's labels
-    _encode([overlay] + [g for g, _ in gallery], cache_dir)
+    picture = display.picture(sess)
+    display.verdict_html(sess), display.candidate_choices(sess), display.target_choices(sess)
+    gallery = display.candidate_gallery(sess)
+    _encode([picture] + [g for g, _ in gallery], cache_dir)
 
 
 def _median_ms(fn: Callable[[], None], runs: int, warmup: int) -> dict[str, float]:
@@ -67,11 +68,7 @@ def measure(predictor: Predictor, image: np.ndarray, predict: Callable[[ImageSta
     sess = Session(image=image, image_state=state, file_name="bench")
 
     def enter() -> None:
-        p = predict(state)
-        sess.prediction = p
-        sess.reset_targets()
-        sess.targets = [Target(p.mask(k).astype(bool), candidate=k) for k in p.referred]
-        sess.no_target = p.no_target
+        sess.apply_prediction(predict(state))  # what the segment handler does
         _render(sess, cache_dir)
 
     enter_stats = _median_ms(enter, runs, warmup)
@@ -84,13 +81,7 @@ def measure(predictor: Predictor, image: np.ndarray, predict: Callable[[ImageSta
 
     def rethreshold() -> None:
         flip[0] ^= 1
-        sess.change()
-        p = sess.prediction.with_thresholds(thresholds[flip[0] - 1], None)  # type: ignore[union-attr]
-        sess.prediction = p
-        kept = [t for t in sess.targets if t.candidate is None or t.edited]
-        taken = {t.candidate for t in kept}
-        sess.targets = kept + [Target(p.mask(k).astype(bool), candidate=k) for k in p.referred if k not in taken]
-        sess.no_target = not sess.targets and p.no_target
+        sess.rethreshold(thresholds[flip[0] - 1], sess.prediction.mask_threshold)  # type: ignore[union-attr]
         _render(sess, cache_dir)
 
     return {

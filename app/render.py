@@ -1,25 +1,20 @@
-"""What the studio shows after Enter or a threshold change, as pure functions (no Gradio).
-
-- :func:`target_overlay`: the target set tinted on the image with outlines
-  (:func:`deris_core.visualize.overlay`: uint8, one label map for all masks, one outline pass);
-- :func:`candidate_gallery`: one small thumbnail per candidate, its mask resized from the
-  network's 384x384 output straight to thumbnail size (never through the full image size);
-- :func:`candidate_labels`: the candidate list (label, query index), best first.
+"""The candidate gallery of the annotate view, as a fast pure function (no Gradio): one small
+thumbnail per candidate, its mask resized from the network's 384x384 output straight to
+thumbnail size (never through the full image size). The target picture itself is
+:mod:`app.overlay`.
 
 Images go to the browser as JPEG (:data:`IMAGE_FORMAT`, the ``format=`` of ``gr.Image`` and
 ``gr.Gallery``): Gradio encodes a 1024x768 overlay in a few milliseconds as JPEG and in about
-60 ms as WebP, its default. ``python -m deris_core.bench --app`` times these functions.
+60 ms as WebP, its default. ``python -m deris_core.bench --app`` times the view's whole path.
 """
 
 from __future__ import annotations
-
-from typing import Sequence
 
 import cv2
 import numpy as np
 
 from deris_core.predictor import Prediction
-from deris_core.visualize import overlay, palette_lut, tint
+from deris_core.visualize import palette_lut, tint
 
 IMAGE_FORMAT = "jpeg"
 THUMB_SIDE = 160
@@ -34,11 +29,6 @@ def thumbnail(rgb: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
 
 
-def target_overlay(image: np.ndarray, masks: Sequence[np.ndarray]) -> np.ndarray:
-    """The target set on the image: mask ``i`` tinted in palette colour ``i`` and outlined."""
-    return overlay(image, list(masks)) if len(masks) else image
-
-
 def candidate_gallery(image: np.ndarray, prediction: Prediction, side: int = THUMB_SIDE) -> list[tuple[np.ndarray, str]]:
     """``(thumbnail, caption)`` per candidate, best first, each tinted in its rank's colour."""
     base = thumbnail(image, side)
@@ -49,13 +39,3 @@ def candidate_gallery(image: np.ndarray, prediction: Prediction, side: int = THU
         m = cv2.resize(small[k], (w, h), interpolation=cv2.INTER_NEAREST)
         items.append((tint(base, m, palette_lut(first=rank), outline=1), f"{rank + 1}. query {k} · {prediction.scores[k]:.3f}"))
     return items
-
-
-def candidate_labels(prediction: Prediction) -> list[tuple[str, int]]:
-    """``(label, query index)`` per candidate, best first; referred ones are ticked."""
-    p = prediction
-    out = []
-    for rank, k in enumerate(p.order):
-        mark = " ✓" if p.scores[k] > p.score_threshold else ""
-        out.append((f"{rank + 1}. query {k} · score {p.scores[k]:.3f}{mark}", int(k)))
-    return out

@@ -106,11 +106,13 @@ class ModelHolder:
         return self.predictor
 
     def load(self, weights: str, device: str = "auto") -> str:
-        """Load other weights for everyone (only what the operator allowed at launch reaches this)."""
+        """Load other weights for everyone (only what the operator allowed at launch reaches this),
+        in the precision the studio runs (``launch.py --dtype``)."""
         from deris_core.weights import load_predictor
 
+        dtype = "bf16" if str(getattr(self.predictor, "dtype", "")) == "torch.bfloat16" else "fp32"
         with self._lock:
-            predictor = load_predictor(weights or None, device=device)
+            predictor = load_predictor(weights or None, device=device, dtype=dtype)
             self.predictor = predictor
             self.description = getattr(predictor, "description", str(weights))
             self.note = ""

@@ -1,4 +1,4 @@
-"""The studio's pure rendering helpers (app/render.py) and the latency measure built on them."""
+"""The candidate gallery (app/render.py), the overlay tint, and the latency measure of the app's path."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from app.render import candidate_gallery, candidate_labels, target_overlay, thumbnail
+from app.render import candidate_gallery, thumbnail
 from deris_core.visualize import tint
 from deris_core.predictor import Prediction
-from deris_core.visualize import PALETTE
 
 
 def _prediction(h: int = 300, w: int = 451, q: int = 5) -> Prediction:
@@ -17,21 +16,6 @@ def _prediction(h: int = 300, w: int = 451, q: int = 5) -> Prediction:
     logits = torch.randn(q, 96, 96, generator=g) * 4
     scores = np.linspace(0.9, 0.1, q)[::-1].copy()
     return Prediction("x", scores, 0.5, np.zeros((q, 4)), (h, w), 0.5, 0.5, logits)
-
-
-def test_overlay_tints_masks_and_leaves_the_rest():
-    img = np.full((60, 80, 3), 100, np.uint8)
-    a = np.zeros((60, 80), bool)
-    a[10:30, 10:40] = True
-    b = np.zeros((60, 80), bool)
-    b[40:55, 50:70] = True
-    out = target_overlay(img, [a, b])
-    assert out.shape == img.shape and out.dtype == np.uint8
-    assert (out[0, 0] == 100).all() and (out[35, 45] == 100).all()  # untouched outside
-    np.testing.assert_allclose(out[20, 25], (100 + PALETTE[0].astype(int)) / 2, atol=1)  # inside, 50% tint
-    np.testing.assert_allclose(out[47, 60], (100 + PALETTE[1].astype(int)) / 2, atol=1)
-    np.testing.assert_array_equal(out[10, 25], PALETTE[0])  # outline in the mask's colour
-    assert target_overlay(img, []) is img
 
 
 def test_tint_without_outline_only_blends():
@@ -50,9 +34,6 @@ def test_gallery_and_labels_follow_the_ranking():
     items = candidate_gallery(np.zeros((300, 451, 3), np.uint8), p, side=100)
     assert [c.split(".")[0] for _, c in items] == [str(i + 1) for i in range(5)]
     assert all(t.shape == (67, 100, 3) for t, _ in items)
-    labels = candidate_labels(p)
-    assert [k for _, k in labels] == p.order
-    assert sum("✓" in lab for lab, _ in labels) == len(p.referred)
     assert thumbnail(np.zeros((50, 40, 3), np.uint8)).shape == (50, 40, 3)  # never upscaled
 
 
