@@ -57,19 +57,27 @@ def render(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str]
     """
     k = view_scale(image.shape)
     base = image if k == 1 else cv2.resize(image, (image.shape[1] * k, image.shape[0] * k), interpolation=cv2.INTER_NEAREST)
-    out = base.copy()
     big = [m if k == 1 else cv2.resize(m.astype(np.uint8), (base.shape[1], base.shape[0]), interpolation=cv2.INTER_NEAREST)
            for m in masks]
     side = max(base.shape[:2])
     line = max(1, round(side / 500))
-    for m, r in zip(big, ranks):
-        sel = m.astype(bool, copy=False)
-        c = np.array(colour(r), np.uint16)
-        out[sel] = ((out[sel].astype(np.uint16) * round((1 - FILL_ALPHA) * 256) + c * round(FILL_ALPHA * 256)) >> 8)
-    for m, r in zip(big, ranks):
-        contours, _ = cv2.findContours(m.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(out, contours, -1, (0, 0, 0), line + 2, cv2.LINE_AA)
-        cv2.drawContours(out, contours, -1, colour(r), line, cv2.LINE_AA)
+    # one label map for all targets (the last one drawn wins where they overlap), one blend, one outline pass
+    label_map = np.zeros(base.shape[:2], np.uint8)
+    lut = np.zeros((256, 3), np.uint8)
+    for i, (m, r) in enumerate(zip(big[:255], ranks)):
+        np.copyto(label_map, np.uint8(i + 1), where=m.astype(bool, copy=False))
+        lut[i + 1] = colour(r)
+    inside = label_map > 0
+    out = base.copy()
+    if inside.any():
+        tinted = ((base.astype(np.uint16) * round((1 - FILL_ALPHA) * 256)
+                   + lut[label_map].astype(np.uint16) * round(FILL_ALPHA * 256)) >> 8).astype(np.uint8)
+        np.copyto(out, tinted, where=inside[..., None])
+        kernel = np.ones((3, 3), np.uint8)
+        changes = cv2.dilate(label_map, kernel, iterations=line) != cv2.erode(label_map, kernel, iterations=line)
+        np.copyto(out, lut[label_map], where=(changes & inside)[..., None])  # the colour edge inside each target
+        ring = cv2.dilate(inside.astype(np.uint8), kernel, iterations=line + 1).astype(bool) & ~inside
+        out[ring] = 0  # a dark ring outside: the outline reads on light and dark content alike
     radius = max(9, round(side / 45))
     font = radius / 16
     for m, r, text in zip(big, ranks, labels):
