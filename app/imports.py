@@ -52,6 +52,19 @@ def _int(v: object) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _located(chk: _Checker, kind: str, n: int, rec: object, key: str, seen, label: str) -> str | None:
+    """``"kind[n] (key value)"`` for a record with a new integer id; None (problem recorded) otherwise."""
+    where = f"{kind}[{n}]"
+    if not isinstance(rec, dict) or not _int(rec.get(key)):
+        chk.add(where, f"needs an integer {key!r}")
+        return None
+    where += f" ({'id' if key == 'id' else key} {rec[key]})"
+    if rec[key] in seen:
+        chk.add(where, f"duplicate {label} {rec[key]}")
+        return None
+    return where
+
+
 def read_json(path: Path) -> tuple[object, bytes]:
     """Parsed JSON and its bytes; a clear ImportRefused for a missing, non-UTF-8 or invalid file."""
     try:
@@ -113,18 +126,13 @@ def _check_instances(coco: object, image_dir: Path | None, chk: _Checker) -> tup
     images: dict[int, PlannedImage] = {}
     root = image_dir.resolve() if image_dir else None
     for n, im in enumerate(coco["images"]):
-        where = f"images[{n}]"
-        if not isinstance(im, dict) or not _int(im.get("id")):
-            chk.add(where, "needs an integer 'id'")
+        where = _located(chk, "images", n, im, "id", images, "image id")
+        if where is None:
             continue
-        where += f" (id {im['id']})"
         bad = size_problem(im.get("width"), im.get("height")) or relative_name_problem(im.get("file_name"))
         if bad:
             chk.add(where, bad)
             chk.refused.add(("image", im["id"]))
-            continue
-        if im["id"] in images:
-            chk.add(where, f"duplicate image id {im['id']}")
             continue
         path = None
         if root is not None:
@@ -137,13 +145,8 @@ def _check_instances(coco: object, image_dir: Path | None, chk: _Checker) -> tup
         images[im["id"]] = PlannedImage(im["id"], im["file_name"], path, im["width"], im["height"])
     anns: dict[int, PlannedAnnotation] = {}
     for n, a in enumerate(coco["annotations"]):
-        where = f"annotations[{n}]"
-        if not isinstance(a, dict) or not _int(a.get("id")):
-            chk.add(where, "needs an integer 'id'")
-            continue
-        where += f" (id {a['id']})"
-        if a["id"] in anns:
-            chk.add(where, f"duplicate annotation id {a['id']}")
+        where = _located(chk, "annotations", n, a, "id", anns, "annotation id")
+        if where is None:
             continue
         img, cat = images.get(a.get("image_id")), a.get("category_id")
         if ("image", a.get("image_id")) in chk.refused:
@@ -176,13 +179,8 @@ def _check_refs(grefs: object, images: dict[int, PlannedImage], anns: dict[int, 
         return []
     out, ref_ids = [], set()
     for n, r in enumerate(grefs):
-        where = f"refs[{n}]"
-        if not isinstance(r, dict) or not _int(r.get("ref_id")):
-            chk.add(where, "needs an integer 'ref_id'")
-            continue
-        where += f" (ref_id {r['ref_id']})"
-        if r["ref_id"] in ref_ids:
-            chk.add(where, f"duplicate ref_id {r['ref_id']}")
+        where = _located(chk, "refs", n, r, "ref_id", ref_ids, "ref_id")
+        if where is None:
             continue
         ref_ids.add(r["ref_id"])
         if r.get("image_id") not in images or not _int(r.get("image_id")):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -136,3 +137,18 @@ def tiny_official(tmp_path_factory):
     torch.save({"state_dict": to_official_state_dict(model.state_dict()), "epoch": 3}, pth)
     return types.SimpleNamespace(pth=pth, tokenizer=tok, config=config, state=model.state_dict(),
                                  pth_bytes=pth.read_bytes(), tokenizer_bytes=tok.read_bytes())
+
+
+CHROMIUM = os.environ.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """A headless Debian chromium driven by Playwright (skipped with the reason without it; a failure in CI)."""
+    if not Path(CHROMIUM).is_file():
+        _missing(f"chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        yield browser
+        browser.close()

@@ -4,31 +4,21 @@ see the overlay and candidates, toggle one, save, export; saves a screenshot."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import _missing
 from tests.test_app import start_server
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 SCREENSHOT_DIR = Path(os.environ.get("DERIS_SCREENSHOT_DIR", ROOT / "test-artifacts"))
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def browser_page():
-    if not Path(CHROMIUM).is_file():
-        _missing(f"chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        yield page
-        browser.close()
+def browser_page(chromium):
+    yield chromium.new_page(viewport={"width": 1400, "height": 1000})
 
 
 def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:

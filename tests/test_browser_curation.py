@@ -13,24 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import _missing
 from tests.test_app import start_server
-from tests.test_browser import CHROMIUM, SCREENSHOT_DIR
+from tests.test_browser import SCREENSHOT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def page():
-    if not Path(CHROMIUM).is_file():
-        _missing(f"chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        pg = browser.new_page(viewport={"width": 1440, "height": 1000})
-        yield pg
-        browser.close()
+def page(chromium):
+    yield chromium.new_page(viewport={"width": 1440, "height": 1000})
 
 
 def _queue_text(page) -> str:

@@ -12,23 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import _missing
 from tests.test_app import start_server
-from tests.test_browser import CHROMIUM, SCREENSHOT_DIR
+from tests.test_browser import SCREENSHOT_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).is_file():
-        _missing(f"chromium not found at {CHROMIUM} (apt-get install chromium; .ci/run does it)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        yield b
-        b.close()
+def browser(chromium):
+    yield chromium
 
 
 def _login(browser, url: str, user: str, password: str):

@@ -89,7 +89,7 @@ def test_review_decisions_need_a_reason_and_a_current_version(tmp_path: Path) ->
         review(s, rid, "reject", "rev", None, "why")
     with pytest.raises(StoreError, match="unknown decision"):
         review(s, rid, "maybe", "rev")
-    with pytest.raises(ConflictError, match="changed meanwhile"):
+    with pytest.raises(ConflictError, match="changed by someone else meanwhile"):
         review(s, rid, "accept", "rev", expected_version=7)
     with pytest.raises(StoreError, match="no ref"):
         review(s, 999, "accept", "rev")

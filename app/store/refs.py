@@ -201,18 +201,19 @@ class RefsMixin:
             self._event(db, ref_id, user, "delete", {})
 
     def set_status(self, ref_id: int, status: str, user: str = "", expected_version: int | None = None,
-                   detail: dict | None = None) -> int:
-        """Change a ref's status (recorded in its history); returns the new version."""
+                   detail: dict | None = None, action: str = "status") -> int:
+        """Change a ref's status, recorded in its history as ``action`` with ``detail``, the old and new
+        status and the ref's author; returns the new version."""
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         with self._tx() as db:
-            row = db.execute("SELECT version, status FROM refs WHERE id = ?", (ref_id,)).fetchone()
+            row = db.execute("SELECT version, status, annotator FROM refs WHERE id = ?", (ref_id,)).fetchone()
             if row is None:
                 raise StoreError(f"no ref with id {ref_id}")
             if expected_version is not None and row[0] != expected_version:
                 raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
             db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
-            self._event(db, ref_id, user, "status", {"from": row[1], "to": status, **(detail or {})})
+            self._event(db, ref_id, user, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
             return row[0] + 1
 
     def events(self, ref_id: int) -> list[Event]:

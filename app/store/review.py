@@ -6,10 +6,9 @@ ref's history (who, when, decision, reason, comment); the ref's status follows t
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 
-from .errors import ConflictError, StoreError
+from .errors import StoreError
 from .records import RefRow
 from .store import Store
 
@@ -42,18 +41,10 @@ def review(store: Store, ref_id: int, decision: str, reviewer: str, reason: str 
         raise StoreError("a review comment is limited to 1000 characters")
     if decision == "reject" and reason not in REASONS:
         raise StoreError("a rejection needs a reason: " + ", ".join(REASONS))
-    with store._tx() as db:
-        row = db.execute("SELECT version, status, annotator FROM refs WHERE id = ?", (ref_id,)).fetchone()
-        if row is None:
-            raise StoreError(f"no ref with id {ref_id}")
-        if expected_version is not None and row[0] != expected_version:
-            raise ConflictError(f"ref {ref_id} was changed meanwhile (now version {row[0]}); it is shown again")
-        status = "reviewed" if decision == "accept" else "rejected"
-        db.execute("UPDATE refs SET status = ?, updated_at = ?, version = version + 1 WHERE id = ?",
-                   (status, time.time(), ref_id))
-        store._event(db, ref_id, reviewer, "review", {"decision": decision, "reason": reason if decision == "reject" else None,
-                                                     "comment": comment, "from": row[1], "to": status, "author": row[2]})
-        return row[0] + 1
+    status = "reviewed" if decision == "accept" else "rejected"
+    return store.set_status(ref_id, status, reviewer, expected_version, action="review",
+                            detail={"decision": decision, "reason": reason if decision == "reject" else None,
+                                    "comment": comment})
 
 
 def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: str | None = None,
