@@ -77,7 +77,7 @@ class Session:
     image: np.ndarray | None = None  # RGB uint8, after the app's size limit
     image_state: ImageState | None = None
     image_id: int | None = None  # store id once saved
-    file_name: str | None = None  # identity of the uploaded file (see app.ui._file_key)
+    file_name: str | None = None  # identity of the shown picture (see app.views.display.file_key)
     digest: str | None = None  # content hash of ``image``
     expression: str = ""
     prediction: Prediction | None = None
