@@ -116,18 +116,6 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
     return out
 
 
-def _render_all(sess) -> bytes:
-    """What the annotate view sends after an action: picture (as JPEG, like Gradio), lists, gallery."""
-    import cv2
-
-    from .views import display
-
-    pic = display.picture(sess)
-    display.verdict_html(sess), display.candidate_choices(sess), display.target_choices(sess)
-    display.candidate_gallery(sess)
-    return cv2.imencode(".jpg", cv2.cvtColor(pic, cv2.COLOR_RGB2BGR))[1].tobytes()
-
-
 def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
     """Server-side latency of the annotator's actions on a collection of synthetic scenes."""
     import torch
@@ -140,9 +128,12 @@ def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
     from .session import Session
     from .store.collection import ImageFilter, neighbour, position
 
+    from .latency import render_and_encode
+
     torch.set_num_threads(threads)
     folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
     root = Path(folder.name)
+    cache = str(root / "gradio_cache")
     generate(root / "syn", seed=3, images=actions + 1)
     store = Store(root / "b.sqlite")
     import_images(store, root / "syn" / "images" / "train2014", progress=False)
@@ -158,10 +149,10 @@ def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
         sess = Session(image=rgb, image_state=predictor.set_image(rgb), image_id=image_id)
         position(store, ImageFilter(), image_id)
         store.refs_page(0, 200, image_id=image_id)
-        _render_all(sess)
+        render_and_encode(sess, cache)
         t1 = time.perf_counter()
         sess.apply_prediction(predictor.predict(sentences[k % len(sentences)], image=sess.image_state))
-        _render_all(sess)
+        render_and_encode(sess, cache)
         t2 = time.perf_counter()
         p = sess.prediction
         best = p.order[0]
@@ -173,7 +164,7 @@ def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
             del sess.targets[action.target]
         elif action.action == "add":
             sess.toggle_candidates(sess.selected_candidates() + [action.candidate])
-        _render_all(sess)
+        render_and_encode(sess, cache)
         t3 = time.perf_counter()
         if k >= 3:
             nxt.append(t1 - t0)

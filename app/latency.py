@@ -40,9 +40,10 @@ def _encode(images: list[np.ndarray], cache_dir: str) -> None:
         processing_utils.save_img_array_to_cache(img, cache_dir, format=IMAGE_FORMAT)
 
 
-def _render(sess: Session, cache_dir: str) -> None:
-    """Everything the Annotate view sends after an action (``app.views.context.render``), encoded."""
-    assert sess.image is not None and sess.prediction is not None
+def render_and_encode(sess: Session, cache_dir: str) -> None:
+    """Everything the Annotate view sends after an action (``app.views.context.render``), encoded
+    the way Gradio does (also used by ``python -m app.bench annotate``)."""
+    assert sess.image is not None
     picture = display.picture(sess)
     display.verdict_html(sess), display.candidate_choices(sess), display.target_choices(sess)
     gallery = display.candidate_gallery(sess)
@@ -69,7 +70,7 @@ def measure(predictor: Predictor, image: np.ndarray, predict: Callable[[ImageSta
 
     def enter() -> None:
         sess.apply_prediction(predict(state))  # what the segment handler does
-        _render(sess, cache_dir)
+        render_and_encode(sess, cache_dir)
 
     enter_stats = _median_ms(enter, runs, warmup)
     first = sess.prediction
@@ -82,7 +83,7 @@ def measure(predictor: Predictor, image: np.ndarray, predict: Callable[[ImageSta
     def rethreshold() -> None:
         flip[0] ^= 1
         sess.rethreshold(thresholds[flip[0] - 1], sess.prediction.mask_threshold)  # type: ignore[union-attr]
-        _render(sess, cache_dir)
+        render_and_encode(sess, cache_dir)
 
     return {
         "image_size": [int(image.shape[0]), int(image.shape[1])],

@@ -3,8 +3,7 @@ plus the outputs most handlers end with (picture, verdict, candidates, gallery, 
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +28,6 @@ class Studio:
     device: str = "auto"
     switchable: dict[str, str] | None = None
     users: "Users | None" = None
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def track(self, request: gr.Request | None, sess: Session) -> Session:
         return self.sessions.track(getattr(request, "session_hash", None), sess)
