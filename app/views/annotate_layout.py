@@ -14,7 +14,7 @@ from . import display
 from .context import Studio
 
 THUMBS_PER_PAGE = 24
-REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "updated"]
+REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "when"]
 
 
 def _pass_file_through(payload):
@@ -61,6 +61,7 @@ def layout(studio: Studio) -> SimpleNamespace:
             c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
                                             choices=[], elem_id="candidates")
             c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
+                                        column_widths=["8%", "36%", "16%", "14%", "11%", "15%"],
                                         label="Refs on this image (click a row to reopen it)", wrap=True, max_height=240)
             with gr.Accordion("History of the open ref", open=False):
                 c.ref_history = gr.HTML("", elem_id="ref-history")

@@ -40,7 +40,7 @@ def layout() -> SimpleNamespace:
         c.export_status = gr.Dropdown([("every ref", ""), *[(s, s) for s in STATUSES]], value="",
                                       label="Export refs with status", elem_id="export-status", scale=1)
         c.export_btn = gr.Button("Export gRefCOCO zip", variant="primary", elem_id="export-btn", scale=1)
-        c.export_file = gr.File(label="Export", elem_id="export-file", scale=2, height=90)
+        c.export_file = gr.File(label="Export", elem_id="export-file", scale=2, interactive=False, visible=False)
     return c
 
 
@@ -112,4 +112,5 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
     c.open_btn.click(open_ref, [c.ref_id, c.sess_state], c.open_ref_outputs, api_name="open_ref")
     c.delete_btn.click(delete_ref, [c.ref_id, c.annotator], [c.save_msg], api_name="delete_ref").then(
         refresh, page_inputs, [c.progress, *page_outputs], api_name=False)
-    c.export_btn.click(export, [c.export_status], [c.export_file], api_name="export")
+    c.export_btn.click(export, [c.export_status], [c.export_file], api_name="export").success(
+        lambda: gr.update(visible=True), None, [c.export_file], api_name=False)  # the file box appears with a file
