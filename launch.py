@@ -42,7 +42,7 @@ def _public_name(weights: str) -> str:
     return weights if "/" not in w or hub_repo else Path(w).name
 
 
-def load_model(weights: str | None, device: str, dtype: str = "fp32"):
+def load_model(weights: str | None, device: str, dtype: str | None = None):
     """``(ModelHolder)``: the requested/official weights, else the bundled model with the reason."""
     from app.ui import ModelHolder
     from deris_core.weights import load_predictor
@@ -78,9 +78,11 @@ MODEL = load_model(os.environ.get("DERIS_WEIGHTS"), "cuda") if on_zerogpu() else
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
     p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--dtype", default=os.environ.get("DERIS_DTYPE", "fp32"), choices=["fp32", "bf16"],
-                   help="fp32 (default) or bf16: faster and half the memory, on CPU and CUDA (see README, bf16)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto: CUDA, then Apple's MPS, then the CPU")
+    p.add_argument("--dtype", default=os.environ.get("DERIS_DTYPE", "auto"), choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 where the hardware computes it natively, else fp32; fp32 matches the "
+                        "official outputs; bf16 where it cannot be fast runs fp32 with a note (see README, bf16)")
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
@@ -119,9 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     from app.zerogpu import model_device
 
     device = model_device(args.device)
-    reuse = MODEL is not None and args.weights == os.environ.get("DERIS_WEIGHTS") and args.dtype == "fp32"
+    reuse = MODEL is not None and args.weights == os.environ.get("DERIS_WEIGHTS") and args.dtype == "auto"
     model = MODEL if reuse else load_model(args.weights, device, args.dtype)
     print(f"model: {model.description}{(' — ' + model.note) if model.note else ''}\ndatabase: {db}", flush=True)
+    if model.predictor is not None:
+        pr = model.predictor.precision
+        print(f"precision: {pr.describe()}, asked {pr.requested}: {pr.reason}" + (f" — {pr.note}" if pr.note else ""),
+              flush=True)
     switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
                      users=users)
