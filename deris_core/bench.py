@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from .config import get_config
-from .hardware import DTYPE_CHOICES, CpuInfo, Precision, choose_precision, cpu_info
+from .hardware import DTYPE_CHOICES, CpuInfo, Precision, choose_precision, cpu_info, given_precision, normalize_request
 from .model import build_deris
 from .predictor import Predictor
 from .runtime import configure_from_env
@@ -63,13 +63,16 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": values}
 
 
-def build(config: str, device: str, dtype: str) -> tuple[Predictor, _FixedIds]:
+def build(config: str, device: str, dtype: str, fallback: bool = True) -> tuple[Predictor, _FixedIds]:
     """A predictor with random weights of a published config, fed token ids directly.
 
-    ``dtype`` is a request (``auto``/``fp32``/``bf16``) resolved like ``load_predictor`` does."""
+    ``dtype`` is a request (``auto``/``fp32``/``bf16``) resolved like ``load_predictor`` does;
+    ``fallback=False`` runs bf16 as asked even where the hardware only emulates it."""
     torch.manual_seed(0)
     cfg = get_config(config)
     precision = choose_precision(dtype, device)
+    if not fallback and normalize_request(dtype) == "bf16":
+        precision = given_precision(torch.bfloat16, device)
     if precision.note:
         print(f"note: {precision.note}", file=sys.stderr)
     model = build_deris(cfg, dtype=precision.dtype).to(device)
@@ -213,6 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
                     help="precision request (fp32 by default, for comparable figures; auto = the CLIs' default)")
+    ap.add_argument("--no-fallback", action="store_true",
+                    help="with --dtype bf16: run bf16 even where the CPU only emulates it (measures why it falls back)")
     ap.add_argument("--app", action="store_true",
                     help="also time the studio's Enter / threshold change (median of 20 after 3 warm-up); "
                          "--config bundled times only that, on the bundled model")
@@ -225,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.config == "bundled":
             r = {"app": run_app("bundled", None, None, args.device, args.dtype, 20, 3)}
         else:
-            predictor, fixed = build(args.config, args.device, args.dtype)
+            predictor, fixed = build(args.config, args.device, args.dtype, fallback=not args.no_fallback)
             r = run(predictor, fixed, args.runs, args.warmup)
             if args.app:
                 r["app"] = run_app(args.config, predictor, fixed, args.device, args.dtype, 20, 3)

@@ -43,11 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
     configure_from_env()
     try:
-        import torch
+        from .weights import load_predictor  # the predictor runs under inference_mode itself
 
-        from .weights import load_predictor
-
-        torch.set_grad_enabled(False)
         predictor = load_predictor(args.weights, args.tokenizer, config=args.config, device=args.device, dtype=args.dtype)
         state = predictor.set_image(args.image)
         preds = predictor.predict_batch(args.expression, image=state, score_threshold=args.score_threshold, mask_threshold=args.mask_threshold)
