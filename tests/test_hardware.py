@@ -185,3 +185,58 @@ def test_cuda_precision_without_a_gpu_answer(monkeypatch):
     monkeypatch.setattr(hardware, "cuda_bf16_supported", lambda: False)
     p = choose_precision("bf16", "cuda")
     assert p.dtype == torch.float32 and "compute capability 8.0" in p.note
+
+
+def test_int8_request(monkeypatch):
+    if hardware.int8_supported():
+        p = choose_precision("int8", "cpu")
+        assert p.int8 and p.name == "int8" and p.dtype == torch.float32 and p.note is None
+        assert "int8 dynamic-quantized linears" in p.kernels
+    monkeypatch.setattr(hardware, "int8_supported", lambda: False)
+    p = choose_precision("int8", "cpu")
+    assert not p.int8 and p.note.startswith("int8 needs an x86 CPU with AVX2")
+    monkeypatch.setattr(hardware, "cuda_bf16_supported", lambda: True)
+    p = choose_precision("int8", "cuda")
+    assert not p.int8 and p.dtype == torch.bfloat16 and p.note == "int8 needs the CPU; running bf16"
+
+
+def test_int8_linear_is_close_one_way_and_trainable_again():
+    if not hardware.int8_supported():
+        pytest.skip("needs PyTorch's quantized CPU kernels (x86 with AVX2)")
+    torch.manual_seed(0)
+    lin = layers.Linear(64, 32)
+    x = torch.randn(5, 64)
+    ref = lin(x).detach()
+    lin.quantize_int8_()
+    assert lin.weight.numel() == 0 and lin._int8 is not None
+    with torch.inference_mode():
+        y = lin(x)
+    assert y.shape == ref.shape and (y - ref).abs().max() < 0.05 * ref.abs().max()
+    sd = lin.state_dict()  # the dequantized weight: what a save or a copy sees
+    assert sd["weight"].shape == (32, 64) and lin._int8 is None
+    lin2 = layers.Linear(64, 32)
+    lin2.quantize_int8_()
+    lin2.load_state_dict(sd)  # a load replaces the int8 weight
+    assert lin2._int8 is None and lin2.weight.shape == (32, 64)
+    out = lin(x)  # autograd: back to a float weight
+    assert out.requires_grad and lin._int8 is None
+
+
+def test_int8_predictor_keeps_the_sensitive_layers_in_float():
+    if not hardware.int8_supported():
+        pytest.skip("needs PyTorch's quantized CPU kernels (x86 with AVX2)")
+    torch.manual_seed(0)
+    model = build_deris(deris_tiny(vocab_size=200, max_token=20))
+
+    class _Ids:
+        max_token, vocab_size = 20, 200
+
+    p = Predictor(model, _Ids(), precision=choose_precision("int8", "cpu"))  # type: ignore[arg-type]
+    kept = [n for n, m in model.named_modules() if isinstance(m, layers.Linear) and m._int8 is None]
+    quantized = [n for n, m in model.named_modules() if isinstance(m, layers.Linear) and m._int8 is not None]
+    assert quantized and all(any(k in n for k in layers.INT8_KEEP_FLOAT) or
+                             dict(model.named_modules())[n].out_features < 16 for n in kept)
+    assert any("sampling_offsets" in n for n in kept)
+    ids = torch.full((1, 20), 1, dtype=torch.long)
+    pred = p.predict_tokens(ids, torch.zeros_like(ids), image=p.set_image(np.zeros((40, 50, 3), np.uint8)))[0]
+    assert np.isfinite(pred.scores).all() and p.precision.name == "int8"
