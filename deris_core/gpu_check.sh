@@ -19,4 +19,4 @@ done
 for dtype in fp32 bf16; do
   python -m deris_core.bench --config bundled --device "$DEVICE" --dtype "$dtype"
 done
-DERIS_TEST_DEVICE="$DEVICE" python -m pytest -q -s -p no:cacheprovider tests/test_fixtures.py tests/test_bf16.py
+DERIS_TEST_DEVICE="$DEVICE" python -m pytest -q -s -p no:cacheprovider tests/test_fixtures.py tests/test_precision_agreement.py

@@ -215,8 +215,8 @@ def choose_precision(requested: str | None, device: torch.device | str = "cpu") 
       slower than fp32; MPS bf16 is untested).
     * ``int8``: linear weights in int8 with float32 activations quantized per call, on x86 CPUs
       with PyTorch's quantized kernels; elsewhere the device's ``auto`` choice with a note.
-    * ``auto``: bf16 where it is fast and its agreement with fp32 is measured (README, "bf16"),
-      else fp32.
+    * ``auto``: bf16 where it is fast (agreement with fp32 measured, README), else int8 on x86
+      CPUs with the quantized kernels (faster than fp32 there, agreement measured), else fp32.
     """
     req = normalize_request(requested)
     dev = torch.device(device)
@@ -247,9 +247,11 @@ def choose_precision(requested: str | None, device: torch.device | str = "cpu") 
     if info.fast_bf16:
         why = "asked for bf16" if req == "bf16" else "this CPU computes bf16 natively; agreement with fp32 measured (README)"
         return Precision(req, torch.bfloat16, _cpu_kernels("bf16", info), why, device="cpu")
-    why = "this CPU has no bf16 instructions (AVX-512 BF16, AMX or ARM BF16): bf16 would be emulated, slower than fp32"
+    no_bf16 = "this CPU has no bf16 instructions (AVX-512 BF16, AMX or ARM BF16): bf16 would be emulated, slower than fp32"
+    if req == "auto" and int8_supported():
+        return _int8_precision(req, info, no_bf16 + "; int8 linears are faster and their agreement is measured (README)")
     note = "bf16 needs a CPU with AVX-512 BF16 or AMX (or ARM BF16); running fp32" if req == "bf16" else None
-    return Precision(req, torch.float32, _cpu_kernels("fp32", info), why, note=note, device="cpu")
+    return Precision(req, torch.float32, _cpu_kernels("fp32", info), no_bf16, note=note, device="cpu")
 
 
 def given_precision(dtype: torch.dtype, device: torch.device | str) -> Precision:

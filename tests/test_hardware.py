@@ -49,7 +49,7 @@ def test_this_machine_is_described():
     if info.arch == "x86_64" and info.fast_bf16:
         assert {"avx512_bf16", "amx_bf16"} & set(info.flags)
     p = choose_precision("auto", "cpu")
-    assert p.dtype == (torch.bfloat16 if info.fast_bf16 else torch.float32)
+    assert p.name == ("bf16" if info.fast_bf16 else "int8" if hardware.int8_supported() else "fp32")
 
 
 def test_requests_are_validated_and_read_from_the_environment(monkeypatch):
@@ -69,6 +69,7 @@ def test_no_bf16_cpu_falls_back_to_fp32_with_a_note(no_bf16):
     assert "no bf16 instructions" in asked.reason
     auto = choose_precision("auto", "cpu")
     assert auto.dtype == torch.float32 and auto.note is None  # auto never complains: it takes the fast path
+    assert auto.name == ("int8" if hardware.int8_supported() else "fp32")
     assert choose_precision("fp32", "cpu").dtype == torch.float32
     assert hardware.packable_dtypes() == (torch.float32,)
 
@@ -143,13 +144,14 @@ def test_predict_cli_says_what_ran(no_bf16, tmp_path, capsys):
 
 
 def test_avx2_rehearsal_in_a_subprocess(tmp_path):
-    """With oneDNN and PyTorch capped at AVX2 the old code crashed in ``--dtype bf16``
-    (``mkldnn_reorder_linear_weight: bf16 path needs ...``); now it runs fp32 and says why."""
+    """With oneDNN, FBGEMM and PyTorch capped at AVX2 the old code crashed in ``--dtype bf16``
+    (``mkldnn_reorder_linear_weight: bf16 path needs ...``); now bf16 runs fp32 and says why, and
+    auto takes int8."""
     if not (BUNDLED / "model.safetensors").is_file():
         pytest.skip("no bundled model in this checkout")
     img = tmp_path / "img.png"
     Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(img)
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
     env.pop("DERIS_DTYPE", None)
     for dtype in ("bf16", "auto"):
         r = subprocess.run([sys.executable, "-m", "deris_core.predict", str(img), "the blue square", "--dtype", dtype,
@@ -157,7 +159,7 @@ def test_avx2_rehearsal_in_a_subprocess(tmp_path):
         assert r.returncode == 0, r.stderr
         assert "mkldnn" not in r.stderr and "Traceback" not in r.stderr
         out = json.loads(r.stdout)
-        assert out["precision"]["dtype"] == "fp32" and "AVX2" in out["precision"]["kernels"]
+        assert out["precision"]["dtype"] == ("fp32" if dtype == "bf16" else "int8") and "AVX2" in out["precision"]["kernels"]
         if dtype == "bf16":
             assert r.stderr.strip() == "note: bf16 needs a CPU with AVX-512 BF16 or AMX (or ARM BF16); running fp32"
         else:
