@@ -2,6 +2,7 @@
 
     python -m deris_core.bench --config deris-b-grefcoco --device cpu [--dtype fp32|bf16|auto] [--runs 5] [--warmup 2] [--json]
     python -m deris_core.bench load --config deris-l-grefcoco     # start-up time (deris_core/bench_load.py)
+    python -m deris_core.bench flops --config deris-b-grefcoco    # GFLOP per part vs the measured GEMM peak
 
 Prints, for batch 1: full ``set_image`` + ``predict`` latency, ``predict`` on a cached image,
 per-stage times, ``predict_batch`` of 8 expressions (time per expression) and peak memory;
@@ -208,6 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         from .bench_load import main as load_main
 
         return load_main(argv[1:])
+    if argv[:1] == ["flops"]:  # arithmetic per part and the machine's GEMM peak: deris_core/bench_flops.py
+        from .bench_flops import main as flops_main
+
+        return flops_main(argv[1:])
     ap = argparse.ArgumentParser(prog="python -m deris_core.bench", description="DeRIS predictor benchmark")
     ap.add_argument("--config", default="deris-b-grefcoco")
     ap.add_argument("--device", default="cpu")

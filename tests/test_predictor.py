@@ -417,3 +417,12 @@ def test_limit_heap_growth_is_opt_in_idempotent_and_safe():
     assert r.returncode == 0, r.stderr  # off unless asked for; a second call changes nothing
     if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         assert r.stdout.strip() == "True"
+
+
+def test_flop_count_and_gemm_peak(capsys):
+    from deris_core import bench
+
+    assert bench.main(["flops", "--config", "deris-tiny", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["gflop"]["image"]["convolution"] > 0 and data["gflop"]["image"]["linear"] > 0
+    assert data["gflop"]["text"]["linear"] > 0 and data["peak"]["fp32_gflops"] > 0

@@ -1,0 +1,143 @@
+"""Where a forward pass's arithmetic goes, and the machine's measured peak for it.
+
+    python -m deris_core.bench flops --config deris-b-grefcoco [--threads 2] [--json]
+
+Counts the floating-point operations of one ``set_image`` (the image part) and one ``predict``
+(the text part) by kind (linear layers, convolutions, attention, other matrix products), with
+random weights on the benchmark's 300x451 image and 7-token expression, and measures this
+machine's throughput on a linear layer of the size the network spends its time in (600x768 by
+768x3072) in fp32 (oneDNN, packed) and int8 (PyTorch's dynamic quantized kernels). Their ratio
+is the floor of what the GEMMs alone cost, which says how far a precision can take a model on
+this CPU: the rest (norms, activations, the deformable sampling, copies) comes on top.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections import Counter
+
+import numpy as np
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from .hardware import cpu_info
+
+
+class _FlopCount(TorchDispatchMode):
+    """Counts multiply-adds (x2) of the ops the network's time goes to, as they are dispatched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        out = func(*args, **(kwargs or {}))
+        name = str(func._overloadpacket)
+        if name in ("aten.linear", "aten.addmm") and isinstance(out, torch.Tensor):
+            k = args[1].shape[1] if name == "aten.linear" else args[1].shape[-1]
+            self.flops["linear"] += 2 * out.numel() * k
+        elif name in ("aten.conv2d", "aten.convolution", "aten.mkldnn_convolution"):
+            w = args[1]
+            self.flops["convolution"] += 2 * out.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+        elif name in ("aten.scaled_dot_product_attention", "aten._scaled_dot_product_flash_attention_for_cpu"):
+            q, k = args[0], args[1]
+            self.flops["attention"] += 4 * q.shape[:-1].numel() * k.shape[-2] * q.shape[-1]
+        elif name in ("aten.matmul", "aten.bmm", "aten.mm"):
+            self.flops["other matrix products"] += 2 * out.numel() * args[0].shape[-1]
+        return out
+
+
+def count_flops(config: str) -> dict[str, dict[str, float]]:
+    """GFLOP of the image part and the text part of ``config`` (plain F.linear, so every op is seen)."""
+    from .bench import build
+    from .model import layers
+
+    predictor, fixed = build(config, "cpu", "fp32")
+    for m in predictor.model.modules():
+        if isinstance(m, layers.Linear):
+            m.unpack_()
+    saved, layers._ONEDNN = layers._ONEDNN, False
+    try:
+        image = np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+        ids, mask = fixed.batch(1)
+        with _FlopCount() as image_part:
+            state = predictor.set_image(image)
+        with _FlopCount() as text_part:
+            predictor.predict_tokens(ids, mask, image=state)[0].union_mask
+    finally:
+        layers._ONEDNN = saved
+    return {part: {k: v / 1e9 for k, v in c.flops.items()} for part, c in
+            (("image", image_part), ("text", text_part))}
+
+
+def gemm_peak(m: int = 600, k: int = 768, n: int = 3072, runs: int = 30) -> dict[str, float]:
+    """GFLOP/s of one linear layer, fp32 (oneDNN packed) and int8 (dynamic), near-best of ``runs``."""
+    x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
+
+    def best(fn) -> float:
+        for _ in range(5):
+            fn()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 10]
+
+    flop = 2 * m * k * n
+    out: dict[str, float] = {}
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        if torch.backends.mkldnn.is_available():
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+            out["fp32_gflops"] = flop / best(lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")) / 1e9
+        else:
+            out["fp32_gflops"] = flop / best(lambda: torch.nn.functional.linear(x, w, b)) / 1e9
+        if hasattr(torch.ops.quantized, "linear_dynamic"):
+            scale = (w.abs().amax(1) / 127).double()
+            q = torch.quantize_per_channel(w, scale, torch.zeros(n, dtype=torch.long), 0, torch.qint8)
+            pk = torch.ops.quantized.linear_prepack(q, b)
+            out["int8_gflops"] = flop / best(lambda: torch.ops.quantized.linear_dynamic(x, pk, True)) / 1e9
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m deris_core.bench flops", description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="deris-b-grefcoco")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    try:
+        flops = count_flops(args.config)
+    except Exception as exc:  # noqa: BLE001
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    peak = gemm_peak()
+    info = cpu_info()
+    r = {"config": args.config, "cpu": info.summary(), "threads": args.threads, "gflop": flops, "peak": peak}
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"CPU: {r['cpu']}; {args.threads} threads")
+    total = 0.0
+    for part, kinds in flops.items():
+        s = sum(kinds.values())
+        total += s
+        print(f"{args.config} {part} part: {s:.1f} GFLOP (" + ", ".join(f"{k} {v:.1f}" for k, v in
+                                                             sorted(kinds.items(), key=lambda kv: -kv[1])) + ")")
+    linear = sum(kinds.get("linear", 0.0) for kinds in flops.values())
+    print(f"full forward: {total:.1f} GFLOP, {linear:.1f} of them in linear layers")
+    for name, key in (("fp32", "fp32_gflops"), ("int8", "int8_gflops")):
+        if key in peak:
+            print(f"  {name} linear layer: {peak[key]:.0f} GFLOP/s measured -> the linear layers alone take at "
+                  f"least {linear / peak[key]:.3f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
