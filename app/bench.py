@@ -3,10 +3,12 @@
     python -m app.bench store [--refs 100000] [--db PATH]
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
+    python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
 
 ``store``: a database with N refs (made once in bulk), then the median time of what an
 annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit (versioned), and
-loading the Dataset view (counts + the first page of 50 refs, and a deep page).
+loading the Dataset view (counts + the first page of 50 refs, and a deep page). ``latency``: the
+Enter and threshold-change paths of the Annotate view (:mod:`app.latency`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .store import Store, encode_mask, mask_bbox
+from .services import Actor, RefService
+from .store import Store
 
 
 def _median_ms(fn, n: int) -> float:
@@ -34,40 +37,33 @@ def _median_ms(fn, n: int) -> float:
 
 
 def fill(store: Store, refs: int, images: int = 2000, seed: int = 0) -> None:
-    """Bulk-insert ``refs`` refs over ``images`` 640x480 images (1-3 sentences, 0-2 targets each)."""
+    """Add ``refs`` refs over ``images`` 640x480 images (1-3 sentences, 0-2 targets each, a quarter
+    each draft, done, accepted and rejected) through the studio's own operations (the same rows,
+    checks and events as the app), in one transaction: seconds, not minutes."""
     rng = np.random.default_rng(seed)
-    now = time.time()
-    with store._tx() as db:  # one transaction: seconds, not minutes
-        db.executemany("INSERT INTO images (id, sha256, file_name, original_name, width, height, created_at) "
-                       "VALUES (?,?,?,?,?,?,?)", [(i, f"bench{i}", f"img{i}.jpg", f"img{i}.jpg", 640, 480, now)
-                                                  for i in range(1, images + 1)])
-        db.execute("INSERT OR IGNORE INTO categories (id, name) VALUES (1, 'object')")
-        inst_rows = []
-        for i in range(1, images + 1):
-            for k in range(3):
+    service = RefService(store)
+    reviewer = Actor("bench-reviewer")
+    category = store.category_id("object")
+    with store.transaction() as db:
+        first = [store.write_image_record(db, f"img{i}.jpg", 640, 480, sha256=f"bench{i}") for i in range(images)]
+        targets: dict[int, list[int]] = {}
+        for image_id in first:
+            for _ in range(3):
                 m = np.zeros((480, 640), bool)
                 x, y = rng.integers(0, 500), rng.integers(0, 350)
                 m[y:y + 100, x:x + 120] = True
-                inst_rows.append(((i - 1) * 3 + k + 1, i, 1, json.dumps(encode_mask(m)), json.dumps(mask_bbox(m)),
-                                  int(m.sum()), "import", now, now))
-        db.executemany("INSERT INTO instances (id, image_id, category_id, rle, bbox, area, source, created_at, updated_at) "
-                       "VALUES (?,?,?,?,?,?,?,?,?)", inst_rows)
-        ref_rows, sent_rows, target_rows, event_rows = [], [], [], []
+                targets.setdefault(image_id, []).append(store.insert_instance(db, image_id, m, category, "import"))
         statuses = ["draft", "done", "reviewed", "rejected"]
         for r in range(1, refs + 1):
-            img = int(rng.integers(1, images + 1))
+            image_id = first[int(rng.integers(0, images))]
             n_t = int(rng.integers(0, 3))
-            ref_rows.append((r, img, "train", int(n_t == 0), f"annotator{r % 7}", statuses[r % 4], now, now))
-            for pos in range(int(rng.integers(1, 4))):
-                sent_rows.append((r, f"the object number {r} seen from side {pos}", pos))
-            for pos in range(n_t):
-                target_rows.append((r, (img - 1) * 3 + pos + 1, pos))
-            event_rows.append((r, now, f"annotator{r % 7}", "create", "{}"))
-        db.executemany("INSERT INTO refs (id, image_id, split, no_target, annotator, status, created_at, updated_at) "
-                       "VALUES (?,?,?,?,?,?,?,?)", ref_rows)
-        db.executemany("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,?)", sent_rows)
-        db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)", target_rows)
-        db.executemany("INSERT INTO events (ref_id, at, user, action, detail) VALUES (?,?,?,?,?)", event_rows)
+            sentences = [f"the object number {r} seen from side {pos}" for pos in range(int(rng.integers(1, 4)))]
+            status = statuses[r % 4]
+            saved = service.save(Actor(f"annotator{r % 7}"), image_id, sentences, instance_ids=targets[image_id][:n_t],
+                                 no_target=n_t == 0, status="draft" if status == "draft" else "done", db=db)
+            if status in ("reviewed", "rejected"):
+                service.review(reviewer, saved.ref_id, "accept" if status == "reviewed" else "reject",
+                               None if status == "reviewed" else "wrong_mask", expected_version=saved.version, db=db)
 
 
 def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
@@ -102,7 +98,7 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
     first_page_ms = _median_ms(lambda: (store.stats(), store.refs_page(0, 50)), 20)
     deep_page_ms = _median_ms(lambda: store.refs_page(50 * 1500, 50), 20)
     filtered_ms = _median_ms(lambda: store.refs_page(0, 50, status="reviewed", annotator="annotator3"), 20)
-    from .store.collection import ImageFilter, image_page, neighbour, position
+    from .store.queue import ImageFilter, image_page, neighbour, position
 
     todo = ImageFilter(status="todo")
     queue_ms = _median_ms(lambda: (neighbour(store, todo, 1000, 1), position(store, todo, 1000),
@@ -126,7 +122,7 @@ def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
     from .collection import import_images
     from .picking import hit
     from .session import Session
-    from .store.collection import ImageFilter, neighbour, position
+    from .store.queue import ImageFilter, neighbour, position
 
     from .latency import render_and_encode
 
@@ -244,8 +240,30 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--sentences", type=int, default=8)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--json", action="store_true")
+    t = sub.add_parser("latency", help="the Annotate view's Enter and threshold change (median of 20 after 3 warm-up)")
+    t.add_argument("--config", default="deris-b-grefcoco", help="a published config (random weights) or bundled")
+    t.add_argument("--device", default="cpu")
+    t.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"])
+    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if args.cmd == "store":
+    if args.cmd == "latency":
+        import torch
+
+        from .latency import app_latency
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        res = app_latency(args.config, args.device, args.dtype)
+        if not args.json:
+            print(f"{res['config']} app latency ({res['dtype']} on {res['device']}, image {res['image_size'][1]}x"
+                  f"{res['image_size'][0]}, {res['candidates']} candidates, {res['image_format']} images), "
+                  "median of 20 after 3 warm-up, seconds [min, max]:")
+            for k in ("enter", "threshold_change"):
+                v = res[k]
+                print(f"  {k:<34} {v['median_s']:.4f}  [{v['min_s']:.4f}, {v['max_s']:.4f}]")
+            return 0
+    elif args.cmd == "store":
         res = bench_store(args.refs, args.db)
     elif args.cmd == "annotate":
         res = bench_annotate(args.weights, args.actions, args.threads)

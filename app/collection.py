@@ -56,7 +56,7 @@ def import_images(store: Store, folder: str | Path, split: str = "", max_side: i
     if not root.is_dir():
         raise StoreError(f"not a folder: {root.name or folder}")
     root = root.resolve()
-    known_paths = {r[0] for r in store._query("SELECT path FROM images WHERE path IS NOT NULL")}
+    known_paths = {r[0] for r in store.read("SELECT path FROM images WHERE path IS NOT NULL")}
     res = FolderImport()
     files = _files(root)
     for path in tqdm(files, desc="importing images", unit="img", disable=not progress):
@@ -79,9 +79,9 @@ def import_images(store: Store, folder: str | Path, split: str = "", max_side: i
             s = max_side / max(h, w)
             rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
             where = None  # changed pixels: the store keeps its own copy
-        before = store._query("SELECT COUNT(*) FROM images")[0][0]
+        before = store.read("SELECT COUNT(*) FROM images")[0][0]
         store.add_image(rgb, file_name=rel, split=split, path=where)
-        if store._query("SELECT COUNT(*) FROM images")[0][0] > before:
+        if store.read("SELECT COUNT(*) FROM images")[0][0] > before:
             res.added += 1
         else:
             res.known += 1

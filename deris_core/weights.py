@@ -42,7 +42,6 @@ HF_FILES = {
     "deris-b-refcoco": "DeRIS-B-refcoco.pth",
     "deris-l-refcoco": "DeRIS-L-refcoco.pth",
 }
-HF_TOKENIZER_FILE = os.environ.get("DERIS_HF_TOKENIZER_FILE", "beit3.spm")  # kept for callers; see tokenizer_source
 # Our own format on the Hub (save_pretrained / push_to_hub): the files a repository holds.
 MODEL_FILE = "model.safetensors"
 REPO_FILES = [MODEL_FILE, "config.json", "tokenizer.spm", "README.md"]

@@ -14,7 +14,7 @@ from app.overlay import COLOURS, render, view_scale
 from app.picking import hit
 from app.session import Session, Target
 from app.store import Store
-from app.store.collection import ImageFilter, image_page, neighbour, nth, position, progress
+from app.store.queue import ImageFilter, image_page, neighbour, nth, position, progress
 from app.views import display
 from deris_core.predictor import Prediction
 

@@ -198,7 +198,7 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(studio_weights, tmp
         rev.predict("", "train", "done", "", "a cat", api_name="/save")
         out = rev.predict("rev", "", None, False, api_name="/review_previous")  # rev's refs awaiting review
         assert "by <b>rev</b>" in out[0]
-        with pytest.raises(AppError, match="cannot review your own ref"):
+        with pytest.raises(AppError, match="so you cannot accept it"):
             rev.predict(None, "", "", "rev", "", None, False, api_name="/review_accept")
     finally:
         proc.terminate()

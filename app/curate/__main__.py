@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..store import SPLITS, Store, StoreError
-from ..store.collection import ImageFilter
+from ..store.queue import ImageFilter
 
 
 def _predictor(args, device: str):
@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "rethreshold":
             from .preannotate import apply_threshold
 
-            keys = [r[0] for r in store._query("SELECT DISTINCT model FROM predictions")]
+            keys = [r[0] for r in store.read("SELECT DISTINCT model FROM predictions")]
             found = [k for k in keys if args.model in (k, k.split("|")[0])]
             if len(found) != 1:
                 raise StoreError(f"--model {args.model!r} matches {len(found)} of the stored models: " + "; ".join(keys))

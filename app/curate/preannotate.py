@@ -21,8 +21,10 @@ import numpy as np
 
 from deris_core import __version__
 
+from ..services.permissions import Actor
+from ..services.refs import RefService
 from ..store import ConflictError, Store, StoreError, clean_sentences, decode_mask, encode_mask
-from ..store.collection import ImageFilter
+from ..store.queue import ImageFilter
 
 MAX_CANDIDATES = 10  # kept per pair (best scores), enough to re-threshold
 MIN_KEPT_SCORE = 0.05  # candidates below are never worth re-thresholding to
@@ -59,7 +61,7 @@ def model_key(predictor, weights: str) -> str:
 def _name_index(store: Store) -> dict[str, set[int]]:
     """Image ids by stored name, original name and its last path component (built once)."""
     index: dict[str, set[int]] = {}
-    for iid, name, original in store._query("SELECT id, file_name, original_name FROM images"):
+    for iid, name, original in store.read("SELECT id, file_name, original_name FROM images"):
         for key in {name, original, original.rsplit("/", 1)[-1]}:
             if key:
                 index.setdefault(key, set()).add(int(iid))
@@ -68,7 +70,7 @@ def _name_index(store: Store) -> dict[str, set[int]]:
 
 def _image_for(index: dict[str, set[int]], store: Store, image: object, where: str) -> int:
     if isinstance(image, int) and not isinstance(image, bool):
-        if not store._query("SELECT 1 FROM images WHERE id = ?", (image,)):
+        if not store.read("SELECT 1 FROM images WHERE id = ?", (image,)):
             raise StoreError(f"{where}: no image {image} in the collection")
         return image
     ids = index.get(str(image), set())
@@ -88,7 +90,7 @@ def pairs_from_sentences(store: Store, sentences: Iterable[str], flt: ImageFilte
     """Every sentence on every image of the (filtered) collection, by image id."""
     sents = list(dict.fromkeys(_norm(s) for s in sentences if s and s.strip()))
     where, args = flt.where()
-    ids = [r[0] for r in store._query(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
+    ids = [r[0] for r in store.read(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
     return [Pair(i, s) for i in ids for s in sents]
 
 
@@ -135,7 +137,7 @@ def pairs_from_refs_file(store: Store, path: str | Path) -> list[Pair]:
 
 def pending(store: Store, pairs: Sequence[Pair], key: str) -> list[Pair]:
     """The pairs this model has not predicted yet."""
-    done = {(r[0], r[1]) for r in store._query("SELECT image_id, sentence FROM predictions WHERE model = ?", (key,))}
+    done = {(r[0], r[1]) for r in store.read("SELECT image_id, sentence FROM predictions WHERE model = ?", (key,))}
     return [p for p in pairs if (p.image_id, p.sentence) not in done]
 
 
@@ -160,33 +162,32 @@ def predict_image(predictor, rgb: np.ndarray, image_id: int, sentences: Sequence
 
 
 def write_results(store: Store, results: Sequence[PairResult], key: str, category: str = "object") -> int:
-    """Store results in one transaction (pairs already there are skipped); returns how many were new."""
+    """Store results in one transaction (pairs already there are skipped); returns how many were new.
+
+    Each result is saved as the model's ``predicted`` ref through the studio's own save
+    (:class:`~app.services.RefService`: the same checks and history as a save in the app)."""
     if not results:
         return 0
-    author = "model:" + key.split("|")[0]
-    cat = store.category_id(category)
+    model = Actor.tool("model:" + key.split("|")[0])
+    service = RefService(store)
+    store.category_id(category)
     written = 0
     now = time.time()
-    with store._tx() as db:
+    with store.transaction() as db:
         for r in results:
             if db.execute("SELECT 1 FROM predictions WHERE image_id = ? AND sentence = ? AND model = ?",
                           (r.image_id, r.sentence, key)).fetchone():
                 continue
             referred = r.referred
-            cur = db.execute("INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at) "
-                             "VALUES (?, COALESCE(NULLIF((SELECT split FROM images WHERE id = ?), ''), 'train'), ?, ?, "
-                             "'predicted', ?, ?)", (r.image_id, r.image_id, int(not referred), author, now, now))
-            rid = int(cur.lastrowid)
-            db.execute("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,0)", (rid, r.sentence))
-            for pos, i in enumerate(referred):
-                iid = Store._insert_instance(db, r.image_id, None, cat, "model", rle=r.candidates[i][2])
-                db.execute("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)", (rid, iid, pos))
+            split = (db.execute("SELECT split FROM images WHERE id = ?", (r.image_id,)).fetchone() or [""])[0] or "train"
+            saved = service.save(model, r.image_id, [r.sentence], rles=[r.candidates[i][2] for i in referred],
+                                 no_target=not referred, split=split, status="predicted", db=db, source="model",
+                                 action="predict", detail={"model": key, "code": f"deris_core {__version__}",
+                                                           "existence": r.existence})
             db.execute("INSERT INTO predictions (ref_id, image_id, sentence, model, score_threshold, mask_threshold, "
                        "existence, candidates, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                       (rid, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
+                       (saved.ref_id, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
                         json.dumps([{"query": q, "score": round(s, 6), "rle": m} for q, s, m in r.candidates]), now))
-            Store._event(db, rid, author, "predict", {"model": key, "code": f"deris_core {__version__}",
-                                                      "targets": len(referred), "existence": r.existence})
             written += 1
     return written
 
@@ -200,7 +201,7 @@ def group_by_image(pairs: Sequence[Pair]) -> list[tuple[int, list[str]]]:
 
 def rethreshold(store: Store, ref_id: int, score_threshold: float) -> tuple[bool, list[np.ndarray]]:
     """A predicted ref's verdict under another score threshold, from the stored candidates (no model)."""
-    rows = store._query("SELECT candidates FROM predictions WHERE ref_id = ?", (ref_id,))
+    rows = store.read("SELECT candidates FROM predictions WHERE ref_id = ?", (ref_id,))
     if not rows:
         raise StoreError(f"ref {ref_id} was not made by the model")
     cands = json.loads(rows[0][0])
@@ -212,19 +213,19 @@ def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
     """Re-threshold every still-``predicted`` ref of a model (no model needed); returns how many changed.
 
     A ref verified or edited meanwhile (its version moved since it was listed) is left alone."""
-    rows = store._query("SELECT p.ref_id, r.version FROM predictions p JOIN refs r ON r.id = p.ref_id "
+    rows = store.read("SELECT p.ref_id, r.version FROM predictions p JOIN refs r ON r.id = p.ref_id "
                         "WHERE p.model = ? AND r.status = 'predicted'", (key,))
     changed = 0
     for rid, version in rows:
         no_target, masks = rethreshold(store, rid, score_threshold)
         rec = store.ref(rid)
         try:
-            store.save_ref(rec.image_id, rec.sentences, masks=masks, no_target=no_target, split=rec.split,
-                           annotator=rec.annotator, status="predicted", ref_id=rid, expected_version=version,
-                           user=rec.annotator, category="object")
+            with store.transaction() as db:
+                RefService(store).save(Actor.tool(rec.annotator), rec.image_id, rec.sentences, masks=masks,
+                                       no_target=no_target, split=rec.split, status="predicted", ref_id=rid,
+                                       expected_version=version, db=db, source="model")
+                db.execute("UPDATE predictions SET score_threshold = ? WHERE ref_id = ?", (score_threshold, rid))
         except ConflictError:
             continue
-        with store._tx() as db:
-            db.execute("UPDATE predictions SET score_threshold = ? WHERE ref_id = ?", (score_threshold, rid))
         changed += 1
     return changed

@@ -24,6 +24,8 @@ import numpy as np
 
 from deris_core.metrics import GresAccumulator
 
+from ..services.permissions import Actor
+from ..services.refs import RefService
 from ..store import Store, decode_mask
 
 PEOPLE = ["r.annotator NOT LIKE 'model:%'", "r.annotator NOT LIKE 'consensus%'"]  # refs made by people
@@ -34,7 +36,7 @@ def merged_mask(store: Store, ref_id: int, shape: tuple[int, int], cache: dict[i
     out = np.zeros(shape, bool)
     for iid in store.ref(ref_id).instance_ids:
         if iid not in cache:
-            cache[iid] = decode_mask(json.loads(store._query("SELECT rle FROM instances WHERE id = ?", (iid,))[0][0]))
+            cache[iid] = decode_mask(json.loads(store.read("SELECT rle FROM instances WHERE id = ?", (iid,))[0][0]))
         out |= cache[iid]
     return out
 
@@ -57,7 +59,7 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
     if annotator:
         where.append("r.annotator = ?")
         args.append(annotator)
-    ids = [r[0] for r in store._query(f"SELECT r.id FROM refs r WHERE {' AND '.join(where)} ORDER BY r.image_id, r.id", args)]
+    ids = [r[0] for r in store.read(f"SELECT r.id FROM refs r WHERE {' AND '.join(where)} ORDER BY r.image_id, r.id", args)]
     overall = GresAccumulator()
     groups: dict[str, GresAccumulator] = defaultdict(GresAccumulator)
     rows = []
@@ -82,7 +84,7 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
                     nt_agree &= pred.no_target == rec.no_target
                     model_nt |= pred.no_target
             rows.append((rec.id, key, worst, int(nt_agree), int(model_nt), time.time()))
-    with store._tx() as db:
+    with store.transaction() as db:
         db.executemany("INSERT INTO qa (ref_id, model, iou, no_target_agree, model_no_target, at) VALUES (?,?,?,?,?,?) "
                        "ON CONFLICT(ref_id) DO UPDATE SET model=excluded.model, iou=excluded.iou, "
                        "no_target_agree=excluded.no_target_agree, model_no_target=excluded.model_no_target, at=excluded.at",
@@ -145,13 +147,17 @@ def agreement(store: Store, merge: bool = False, min_iou: float = 0.7, quorum: i
         if merge:
             medoid = max(recs, key=lambda r: sum(ious.get((r.id, o.id), 0.0) for o in recs if o.id != r.id))
             agree = {medoid.annotator} | {o.annotator for o in recs if ious.get((medoid.id, o.id), 0.0) >= min_iou}
-            exists = store._query("SELECT 1 FROM refs r JOIN sentences s ON s.ref_id = r.id AND s.position = 0 "
-                                  "WHERE r.image_id = ? AND r.annotator LIKE 'consensus%' AND lower(s.raw) = ?",
-                                  (image_id, sentence))
-            if len(agree) >= quorum and not exists:
-                store.save_ref(image_id, medoid.sentences, instance_ids=[] if medoid.no_target else medoid.instance_ids,
-                               no_target=medoid.no_target, split=medoid.split, status="done",
-                               annotator="consensus(" + ",".join(sorted(agree))[:80] + ")", user="agreement")
+            if len(agree) >= quorum:
+                with store.transaction() as db:  # the check and the save are one transaction
+                    exists = db.execute("SELECT 1 FROM refs r JOIN sentences s ON s.ref_id = r.id AND s.position = 0 "
+                                        "WHERE r.image_id = ? AND r.annotator LIKE 'consensus%' AND lower(s.raw) = ?",
+                                        (image_id, sentence)).fetchone()
+                    if exists:
+                        continue
+                    RefService(store).save(Actor.tool("agreement"), image_id, medoid.sentences,
+                                           instance_ids=[] if medoid.no_target else medoid.instance_ids,
+                                           no_target=medoid.no_target, split=medoid.split, status="done",
+                                           author="consensus(" + ",".join(sorted(agree))[:80] + ")", db=db)
                 merged += 1
     n = len(pairs)
     return {"groups": len({(p.image_id, p.sentence) for p in pairs}), "pairs": n,

@@ -10,7 +10,6 @@ same refs as a single process.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..settings import Settings
 from ..store import Store, StoreError
 from .preannotate import Pair, PairResult, group_by_image, pending, predict_image, write_results
 
@@ -41,7 +41,8 @@ class Summary:
 
 def distributed_env() -> tuple[int, int, int]:
     """``(rank, world size, local rank)`` from torchrun's environment (0, 1, 0 without it)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    s = Settings.from_env()
+    return s.rank, s.world_size, s.local_rank
 
 
 def init_distributed(device: str) -> tuple[int, int, str]:

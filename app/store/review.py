@@ -31,9 +31,8 @@ class Decision:
     comment: str
 
 
-def review(store: Store, ref_id: int, decision: str, reviewer: str, reason: str | None = None, comment: str = "",
-           expected_version: int | None = None) -> int:
-    """Accept (status ``reviewed``) or reject (``rejected``, with a reason) a ref; returns its new version."""
+def decision_change(decision: str, reason: str | None = None, comment: str = "") -> tuple[str, dict]:
+    """``(new status, event detail)`` of a review decision, checked (a rejection needs a reason)."""
     if decision not in ("accept", "reject"):
         raise StoreError(f"unknown decision {decision!r}; expected accept or reject")
     comment = " ".join((comment or "").split())
@@ -42,9 +41,16 @@ def review(store: Store, ref_id: int, decision: str, reviewer: str, reason: str 
     if decision == "reject" and reason not in REASONS:
         raise StoreError("a rejection needs a reason: " + ", ".join(REASONS))
     status = "reviewed" if decision == "accept" else "rejected"
-    return store.set_status(ref_id, status, reviewer, expected_version, action="review",
-                            detail={"decision": decision, "reason": reason if decision == "reject" else None,
-                                    "comment": comment})
+    return status, {"decision": decision, "reason": reason if decision == "reject" else None, "comment": comment}
+
+
+def review(store: Store, ref_id: int, decision: str, reviewer: str, reason: str | None = None, comment: str = "",
+           expected_version: int | None = None) -> int:
+    """Accept (status ``reviewed``) or reject (``rejected``, with a reason) a ref; returns its new version.
+
+    The data only: who may decide is :func:`app.services.permissions.can` (``RefService.review``)."""
+    status, detail = decision_change(decision, reason, comment)
+    return store.set_status(ref_id, status, reviewer, expected_version, action="review", detail=detail)
 
 
 def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: str | None = None,

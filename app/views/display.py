@@ -7,38 +7,15 @@ list (best first), so the badge on the picture and the row agree; drawn targets 
 
 from __future__ import annotations
 
-import hashlib
 import html
 import time
-from pathlib import Path
-
-import cv2
 import numpy as np
 
-from .. import overlay as picture_overlay
-from .. import render
+from .. import overlay
 from ..session import Session
 from ..store import RefRow
 
 DRAWN = "D"
-
-
-def fit(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
-    """The image scaled down to ``max_side`` (area interpolation) and whether it was."""
-    h, w = rgb.shape[:2]
-    if max(h, w) <= max_side:
-        return rgb, False
-    s = max_side / max(h, w)
-    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), True
-
-
-def file_key(path: str, version: int) -> str:
-    """Identity of an uploaded image: its bytes (Gradio may hand the same picture under new paths)."""
-    try:
-        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        digest = path
-    return f"{version}:{digest}"
 
 
 def target_numbers(sess: Session) -> list[tuple[str, int]]:
@@ -59,7 +36,7 @@ def picture(sess: Session) -> np.ndarray | None:
     if sess.image is None:
         return None
     nums = target_numbers(sess)
-    return picture_overlay.render(sess.image, [t.mask for t in sess.targets], [n for n, _ in nums],
+    return overlay.render(sess.image, [t.mask for t in sess.targets], [n for n, _ in nums],
                                   [r for _, r in nums], no_target=sess.no_target)
 
 
@@ -95,7 +72,7 @@ def candidate_gallery(sess: Session) -> list[tuple[np.ndarray, str]]:
     never resized through the full image size)."""
     if sess.prediction is None or sess.image is None:
         return []
-    return render.candidate_gallery(sess.image, sess.prediction)
+    return overlay.candidate_gallery(sess.image, sess.prediction)
 
 
 def target_choices(sess: Session) -> list[tuple[str, int]]:
