@@ -70,12 +70,11 @@ class RefService:
                                        ref_id=ref_id, expected_version=expected_version, user=actor.name,
                                        source=source, action=action, detail=detail)
         version = written.version
-        after = self.store.ref_in(db, written.ref_id)
         if status == "reviewed" and (deciding or written.content_changed):
-            require(actor, "accept", after)  # rolls the whole save back when refused
+            require(actor, "accept", self.store.ref_in(db, written.ref_id))  # refused: the whole save rolls back
         if deciding:
             if status == "rejected":
-                require(actor, "reject", after)
+                require(actor, "reject", self.store.ref_in(db, written.ref_id))
             version = self.store.write_status(db, written.ref_id, status, actor.name, version, action="review" if
                                               status == "reviewed" else "status",
                                               detail={"decision": "accept", "reason": None, "comment": "",

@@ -25,8 +25,8 @@ from ..store.queue import ImageFilter
 from ..store.review import REASONS
 from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
 from . import display
+from .display import history_html
 from .annotate_layout import AnnotateUI
-from .review import history_html
 from .shell import Shell, bind, render, request_user
 
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import overlay
 from ..session import Session
-from ..store import RefRow
+from ..store import Event, RefRow
+from ..store.review import REASONS
 
 DRAWN = "D"
 
@@ -129,3 +130,26 @@ def queue_html(index: int | None, total: int, file_name: str = "") -> str:
         return f"<div id='queue-pos' class='queue-pos'>No collection image open &middot; {total:,} in the queue</div>"
     return (f"<div id='queue-pos' class='queue-pos'>Image <b>{index + 1:,} / {total:,}</b> &middot; "
             f"{html.escape(file_name)}</div>")
+
+
+def history_html(events: list[Event]) -> str:
+    """A ref's history as a list (who, when, what)."""
+    items = []
+    for e in events:
+        d = e.detail
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
+        who = html.escape(e.user or "(anonymous)")
+        if e.action == "review":
+            what = "accepted" if d.get("decision") == "accept" else \
+                f"rejected: {html.escape(REASONS.get(d.get('reason') or '', d.get('reason') or ''))}"
+            if d.get("comment"):
+                what += f" — “{html.escape(d['comment'])}”"
+        elif e.action == "status":
+            what = f"status {html.escape(str(d.get('from')))} → {html.escape(str(d.get('to')))}"
+        elif e.action in ("create", "edit"):
+            n = "no target" if d.get("no_target") else f"{len(d.get('targets', []))} target(s)"
+            what = f"{e.action}d: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
+        else:
+            what = html.escape(e.action)
+        items.append(f"<li><span class='when'>{when}</span> <b>{who}</b> {what}</li>")
+    return f"<ul class='history' id='history-list'>{''.join(items)}</ul>" if items else "<i>No history recorded.</i>"

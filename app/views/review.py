@@ -7,7 +7,6 @@ the arrows move on (outside text boxes). Who may decide is the permission table'
 from __future__ import annotations
 
 import html
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -15,8 +14,9 @@ import gradio as gr
 
 from .. import overlay
 from ..services import Services
-from ..store import SPLITS, Event
+from ..store import SPLITS
 from ..store.review import REASONS, review_queue
+from .display import history_html
 from .shell import Shell, bind, request_user
 
 
@@ -76,29 +76,6 @@ def layout(tab: gr.Tab) -> ReviewUI:
             c.rv_pos = gr.State(0)
             c.rv_ref = gr.State(None)  # (ref id, version) shown
     return ReviewUI(**vars(c))
-
-
-def history_html(events: list[Event]) -> str:
-    """A ref's history as a list (who, when, what)."""
-    items = []
-    for e in events:
-        d = e.detail
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
-        who = html.escape(e.user or "(anonymous)")
-        if e.action == "review":
-            what = "accepted" if d.get("decision") == "accept" else \
-                f"rejected: {html.escape(REASONS.get(d.get('reason') or '', d.get('reason') or ''))}"
-            if d.get("comment"):
-                what += f" — “{html.escape(d['comment'])}”"
-        elif e.action == "status":
-            what = f"status {html.escape(str(d.get('from')))} → {html.escape(str(d.get('to')))}"
-        elif e.action in ("create", "edit"):
-            n = "no target" if d.get("no_target") else f"{len(d.get('targets', []))} target(s)"
-            what = f"{e.action}d: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
-        else:
-            what = html.escape(e.action)
-        items.append(f"<li><span class='when'>{when}</span> <b>{who}</b> {what}</li>")
-    return f"<ul class='history' id='history-list'>{''.join(items)}</ul>" if items else "<i>No history recorded.</i>"
 
 
 def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False):
