@@ -3,12 +3,11 @@ id, and the export."""
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import gradio as gr
 
-from ..export import clean_stale_exports, export_zip
+from ..export import clean_stale_exports, export_zip, new_export_path
 from ..store import SPLITS, STATUSES, StoreError
 from ..store.collection import progress
 from ..store.review import person_stats
@@ -91,7 +90,7 @@ def wire(studio: Studio, c: SimpleNamespace) -> None:
 
     def export(status_f: str | None = ""):
         clean_stale_exports(studio.export_dir)
-        out = studio.export_dir / f"deris_dataset_{time.strftime('%Y%m%d_%H%M%S')}.zip"
+        out = new_export_path(studio.export_dir)  # unique: people exporting at the same second get their own file
         try:
             summary = export_zip(store, out, status=status_f or None)
         except StoreError as exc:
