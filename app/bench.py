@@ -4,9 +4,10 @@
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
 
-``store``: a database with N refs (made once in bulk), then the median time of what an
-annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit (versioned), and
-loading the Dataset view (counts + the first page of 50 refs, and a deep page).
+``store``: a database with N refs and R review decisions (made once in bulk), then the median
+time of what an annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit
+(versioned), loading the Dataset view (counts + the first page of 50 refs, and a deep page), and
+opening the Dataset view whole: progress, per-person review statistics and the first page.
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ def _median_ms(fn, n: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def fill(store: Store, refs: int, images: int = 2000, seed: int = 0) -> None:
-    """Bulk-insert ``refs`` refs over ``images`` 640x480 images (1-3 sentences, 0-2 targets each)."""
+def fill(store: Store, refs: int, images: int = 2000, seed: int = 0, reviews: int = 0) -> None:
+    """Bulk-insert ``refs`` refs over ``images`` 640x480 images (1-3 sentences, 0-2 targets each) and
+    ``reviews`` review decisions (events as :func:`app.store.review.review` records them)."""
     rng = np.random.default_rng(seed)
     now = time.time()
     with store._tx() as db:  # one transaction: seconds, not minutes
@@ -63,6 +65,12 @@ def fill(store: Store, refs: int, images: int = 2000, seed: int = 0) -> None:
             for pos in range(n_t):
                 target_rows.append((r, (img - 1) * 3 + pos + 1, pos))
             event_rows.append((r, now, f"annotator{r % 7}", "create", "{}"))
+        for k in range(reviews):
+            r = int(rng.integers(1, refs + 1))
+            accept = bool(k % 3)
+            event_rows.append((r, now, f"reviewer{k % 3}", "review", json.dumps({
+                "decision": "accept" if accept else "reject", "reason": None if accept else "wrong_mask", "comment": "",
+                "from": "done", "to": "reviewed" if accept else "rejected", "author": f"annotator{r % 7}"})))
         db.executemany("INSERT INTO refs (id, image_id, split, no_target, annotator, status, created_at, updated_at) "
                        "VALUES (?,?,?,?,?,?,?,?)", ref_rows)
         db.executemany("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,?)", sent_rows)
@@ -70,13 +78,13 @@ def fill(store: Store, refs: int, images: int = 2000, seed: int = 0) -> None:
         db.executemany("INSERT INTO events (ref_id, at, user, action, detail) VALUES (?,?,?,?,?)", event_rows)
 
 
-def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
+def bench_store(refs: int, db: Path | None, repeats: int = 50, reviews: int = 50_000) -> dict:
     folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
     path = db or Path(folder.name) / "bench.sqlite"
     store = Store(path)
     t0 = time.perf_counter()
     if store.stats()["refs"] < refs:
-        fill(store, refs)
+        fill(store, refs, reviews=reviews)
     fill_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     masks = []
@@ -107,10 +115,34 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
     todo = ImageFilter(status="todo")
     queue_ms = _median_ms(lambda: (neighbour(store, todo, 1000, 1), position(store, todo, 1000),
                                    image_page(store, todo, 0, 24), store.refs_page(0, 200, image_id=1000)), 20)
-    out = {"refs": store.stats()["refs"], "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
+    from .store.collection import progress
+    from .store.review import person_stats
+
+    from .store.review import review
+
+    cold = Store(path)  # a fresh handle: the first open after a start counts every decision
+    t0 = time.perf_counter()
+    person_stats(cold)
+    stats_cold_ms = 1000 * (time.perf_counter() - t0)
+    cold.close()
+    view_times, stats_times = [], []
+    for k in range(20):  # between two opens a teammate reviews a ref (its decision must show)
+        review(store, 1000 + k, "accept", "bench-reviewer")
+        t0 = time.perf_counter()
+        progress(store), person_stats(store), store.refs_page(0, 50)
+        view_times.append(time.perf_counter() - t0)
+        review(store, 2000 + k, "reject", "bench-reviewer", reason="wrong_mask")
+        t0 = time.perf_counter()
+        person_stats(store)
+        stats_times.append(time.perf_counter() - t0)
+    view_ms, stats_ms = 1000 * statistics.median(view_times), 1000 * statistics.median(stats_times)
+    n_reviews = store._query("SELECT COUNT(*) FROM events WHERE action = 'review'")[0][0]
+    out = {"refs": store.stats()["refs"], "review_decisions": n_reviews, "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
            "save_edit_ms": round(edit_ms, 2), "first_page_with_counts_ms": round(first_page_ms, 2),
            "page_1500_ms": round(deep_page_ms, 2), "filtered_first_page_ms": round(filtered_ms, 2),
-           "queue_step_with_filter_ms": round(queue_ms, 2), "images": store.stats()["images"]}
+           "queue_step_with_filter_ms": round(queue_ms, 2), "person_stats_first_open_ms": round(stats_cold_ms, 2),
+           "person_stats_ms": round(stats_ms, 2),
+           "dataset_view_open_ms": round(view_ms, 2), "images": store.stats()["images"]}
     store.close()
     folder.cleanup()
     return out
@@ -226,11 +258,24 @@ def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: 
             "speed_up": round(single / batched, 2), "threads": threads}
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("store", help="save and page-load times with many refs")
     s.add_argument("--refs", type=int, default=100_000)
+    s.add_argument("--reviews", type=int, default=50_000, help="review decisions among the refs")
     s.add_argument("--db", type=Path, help="reuse (or create) this database instead of a temporary one")
     s.add_argument("--json", action="store_true")
     a = sub.add_parser("annotate", help="server-side latency of Enter, a click and the next image")
@@ -246,12 +291,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "store":
-        res = bench_store(args.refs, args.db)
+        res = bench_store(args.refs, args.db, reviews=args.reviews)
     elif args.cmd == "annotate":
         res = bench_annotate(args.weights, args.actions, args.threads)
     else:
         res = bench_preannotate(args.model, args.images, args.sentences, args.threads)
     res["load_average_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews the figures
+    res["cpu"] = _cpu_model()
     if args.json:
         print(json.dumps(res))
     else:
