@@ -70,6 +70,8 @@ def import_images(store: Store, folder: str | Path, split: str = "", max_side: i
     if not root.is_dir():
         raise StoreError(f"not a folder: {display_name(root.name or str(folder))}")
     root = root.resolve()
+    if any(root == f or root.is_relative_to(f) for f in studio_folders(store)):
+        raise StoreError("that folder is the studio's own media or export folder; its pictures are already stored")
     known_paths = {r[0] for r in store._query("SELECT path FROM images WHERE path IS NOT NULL")}
     res = FolderImport()
     files = _files(root, studio_folders(store))

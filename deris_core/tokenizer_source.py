@@ -12,7 +12,7 @@ In order, the first usable candidate wins:
 
 Downloads are bounded: each gets ``DERIS_TOKENIZER_DEADLINE`` seconds in all (default 120, so
 start-up waits at most twice that; a server that trickles is given up on, not waited for), and a file larger than
-``DERIS_TOKENIZER_MAX_BYTES`` (default 64 MiB; a BEiT-3 tokenizer is about 1 MB) is refused from
+``DERIS_TOKENIZER_MAX_BYTES`` (default 64 MiB; a BEiT-3 tokenizer is about 5 MB) is refused from
 its announced size or, while streaming, before more than that is written.
 
 Each candidate is validated: it must load as a sentencepiece model and its largest token id

@@ -21,7 +21,7 @@ import pytest
 from app.collection import import_images, thumbnail_file
 from app.export import clean_stale_exports, export_zip, new_export_path, read_zip
 from app.imports import ImportRefused, import_grefcoco
-from app.store import Store
+from app.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,6 +90,10 @@ def test_reimporting_the_folder_that_holds_the_studio_never_grows_it(tmp_path: P
         again = import_images(store, folder, max_side=32, progress=False)
         assert again.added == 0 and not again.skipped
         assert store.stats()["images"] == 3
+    for own in (folder / "studio_media", folder / "studio_media" / "thumbs", exports):
+        with pytest.raises(StoreError, match="the studio's own media or export folder"):
+            import_images(store, own, progress=False)
+    assert store.stats()["images"] == 3
 
 
 def _dataset() -> tuple[dict, list]:
@@ -204,7 +208,7 @@ def test_cleanup_leaves_live_writers_alone_and_removes_dead_or_old_ones(tmp_path
 SLOW_EXPORT = """
 import sys, time, zipfile
 from app.export import export_zip
-from app.store import Store
+from app.store import Store, StoreError
 orig = zipfile.ZipFile.writestr
 def slow(self, *a, **k):
     orig(self, *a, **k)
