@@ -134,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
                      users=users)
-    auth = users.check if users is not None else None
+    from app.auth import gradio_auth_kwargs
+
     if users is not None:
         log.info("accounts: %s", ", ".join(users.names()))
     demo.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,
+        server_name=args.host, server_port=args.port, share=args.share, **gradio_auth_kwargs(users), show_error=True, js=SHORTCUTS_JS, css=CSS,
         allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store)),
                        str(thumbnail_folder(store))],
     )

@@ -5,10 +5,11 @@
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
 
-``store``: a database with N refs (made once in bulk), then the median time of what an
-annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit (versioned), and
-loading the Dataset view (counts + the first page of 50 refs, and a deep page). ``latency``: the
-Enter and threshold-change paths of the Annotate view (:mod:`app.latency`).
+``store``: a database with N refs and R review decisions (made once in bulk), then the median
+time of what an annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit
+(versioned), loading the Dataset view (counts + the first page of 50 refs, and a deep page), and
+opening the Dataset view whole: progress, per-person review statistics and the first page.
+``latency``: the Enter and threshold-change paths of the Annotate view (:mod:`app.latency`).
 """
 
 from __future__ import annotations
@@ -36,14 +37,17 @@ def _median_ms(fn, n: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def fill(store: Store, refs: int, images: int = 2000, seed: int = 0) -> None:
-    """Add ``refs`` refs over ``images`` 640x480 images (1-3 sentences, 0-2 targets each, a quarter
-    each draft, done, accepted and rejected) through the studio's own operations (the same rows,
-    checks and events as the app), in one transaction: seconds, not minutes."""
+def fill(store: Store, refs: int, images: int = 2000, seed: int = 0, reviews: int | None = None) -> None:
+    """Add ``refs`` refs over ``images`` 640x480 images (1-3 sentences, 0-2 targets each, in turn a
+    draft, done, accepted, rejected) with ``reviews`` review decisions among them (default: every
+    accepted and rejected one, half the refs), through the studio's own operations
+    (:class:`~app.services.RefService`: the same rows, checks and events as the app), in one
+    transaction (about a minute for 100 000 refs on a 2-core machine)."""
     rng = np.random.default_rng(seed)
     service = RefService(store)
-    reviewer = Actor("bench-reviewer")
+    reviews = refs // 2 if reviews is None else reviews
     category = store.category_id("object")
+    decided = 0
     with store.transaction() as db:
         first = [store.write_image_record(db, f"img{i}.jpg", 640, 480, sha256=f"bench{i}") for i in range(images)]
         targets: dict[int, list[int]] = {}
@@ -53,26 +57,26 @@ def fill(store: Store, refs: int, images: int = 2000, seed: int = 0) -> None:
                 x, y = rng.integers(0, 500), rng.integers(0, 350)
                 m[y:y + 100, x:x + 120] = True
                 targets.setdefault(image_id, []).append(store.insert_instance(db, image_id, m, category, "import"))
-        statuses = ["draft", "done", "reviewed", "rejected"]
         for r in range(1, refs + 1):
             image_id = first[int(rng.integers(0, images))]
             n_t = int(rng.integers(0, 3))
             sentences = [f"the object number {r} seen from side {pos}" for pos in range(int(rng.integers(1, 4)))]
-            status = statuses[r % 4]
+            status = ["draft", "done", "reviewed", "rejected"][r % 4]
             saved = service.save(Actor(f"annotator{r % 7}"), image_id, sentences, instance_ids=targets[image_id][:n_t],
                                  no_target=n_t == 0, status="draft" if status == "draft" else "done", db=db)
-            if status in ("reviewed", "rejected"):
-                service.review(reviewer, saved.ref_id, "accept" if status == "reviewed" else "reject",
+            if status in ("reviewed", "rejected") and decided < reviews:
+                service.review(Actor(f"reviewer{r % 3}"), saved.ref_id, "accept" if status == "reviewed" else "reject",
                                None if status == "reviewed" else "wrong_mask", expected_version=saved.version, db=db)
+                decided += 1
 
 
-def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
+def bench_store(refs: int, db: Path | None, repeats: int = 50, reviews: int = 50_000) -> dict:
     folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
     path = db or Path(folder.name) / "bench.sqlite"
     store = Store(path)
     t0 = time.perf_counter()
     if store.stats()["refs"] < refs:
-        fill(store, refs)
+        fill(store, refs, reviews=min(reviews, refs // 2))
     fill_s = time.perf_counter() - t0
     rng = np.random.default_rng(1)
     masks = []
@@ -83,14 +87,15 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
         masks.append(m)
     it = iter(masks)
     new_ids: list[int] = []
-    save_ms = _median_ms(lambda: new_ids.append(store.save_ref(17, ["the thing on the left"], masks=[next(it)],
-                                                                annotator="bench")), repeats)
+    bench, refs_service = Actor("bench"), RefService(store)  # the app's save, permission table included
+    save_ms = _median_ms(lambda: new_ids.append(refs_service.save(bench, 17, ["the thing on the left"],
+                                                                  masks=[next(it)]).ref_id), repeats)
     rid, version = new_ids[-1], 1
     state = {"v": version}
 
     def edit() -> None:
-        store.save_ref(17, ["the thing on the left", f"edit {state['v']}"], instance_ids=store.ref(rid).instance_ids,
-                       ref_id=rid, expected_version=state["v"], annotator="bench")
+        refs_service.save(bench, 17, ["the thing on the left", f"edit {state['v']}"], instance_ids=store.ref(rid).instance_ids,
+                          ref_id=rid, expected_version=state["v"])
         state["v"] += 1
 
     edit_ms = _median_ms(edit, 20)
@@ -103,10 +108,34 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50) -> dict:
     todo = ImageFilter(status="todo")
     queue_ms = _median_ms(lambda: (neighbour(store, todo, 1000, 1), position(store, todo, 1000),
                                    image_page(store, todo, 0, 24), store.refs_page(0, 200, image_id=1000)), 20)
-    out = {"refs": store.stats()["refs"], "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
+    from .store.queue import progress
+    from .store.review import person_stats
+
+    reviewer, service = Actor("bench-reviewer"), RefService(store)
+
+    cold = Store(path)  # a fresh handle: the first open after a start counts every decision
+    t0 = time.perf_counter()
+    person_stats(cold)
+    stats_cold_ms = 1000 * (time.perf_counter() - t0)
+    cold.close()
+    view_times, stats_times = [], []
+    for k in range(20):  # between two opens a teammate reviews a ref (its decision must show)
+        service.review(reviewer, 1000 + k, "accept")
+        t0 = time.perf_counter()
+        progress(store), person_stats(store), store.refs_page(0, 50)
+        view_times.append(time.perf_counter() - t0)
+        service.review(reviewer, 2000 + k, "reject", "wrong_mask")
+        t0 = time.perf_counter()
+        person_stats(store)
+        stats_times.append(time.perf_counter() - t0)
+    view_ms, stats_ms = 1000 * statistics.median(view_times), 1000 * statistics.median(stats_times)
+    n_reviews = store.read("SELECT COUNT(*) FROM events WHERE action = 'review'")[0][0]
+    out = {"refs": store.stats()["refs"], "review_decisions": n_reviews, "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
            "save_edit_ms": round(edit_ms, 2), "first_page_with_counts_ms": round(first_page_ms, 2),
            "page_1500_ms": round(deep_page_ms, 2), "filtered_first_page_ms": round(filtered_ms, 2),
-           "queue_step_with_filter_ms": round(queue_ms, 2), "images": store.stats()["images"]}
+           "queue_step_with_filter_ms": round(queue_ms, 2), "person_stats_first_open_ms": round(stats_cold_ms, 2),
+           "person_stats_ms": round(stats_ms, 2),
+           "dataset_view_open_ms": round(view_ms, 2), "images": store.stats()["images"]}
     store.close()
     folder.cleanup()
     return out
@@ -222,11 +251,24 @@ def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: 
             "speed_up": round(single / batched, 2), "threads": threads}
 
 
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("store", help="save and page-load times with many refs")
     s.add_argument("--refs", type=int, default=100_000)
+    s.add_argument("--reviews", type=int, default=50_000, help="review decisions among the refs")
     s.add_argument("--db", type=Path, help="reuse (or create) this database instead of a temporary one")
     s.add_argument("--json", action="store_true")
     a = sub.add_parser("annotate", help="server-side latency of Enter, a click and the next image")
@@ -264,12 +306,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {k:<34} {v['median_s']:.4f}  [{v['min_s']:.4f}, {v['max_s']:.4f}]")
             return 0
     elif args.cmd == "store":
-        res = bench_store(args.refs, args.db)
+        res = bench_store(args.refs, args.db, reviews=args.reviews)
     elif args.cmd == "annotate":
         res = bench_annotate(args.weights, args.actions, args.threads)
     else:
         res = bench_preannotate(args.model, args.images, args.sentences, args.threads)
     res["load_average_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews the figures
+    res["cpu"] = _cpu_model()
     if args.json:
         print(json.dumps(res))
     else:

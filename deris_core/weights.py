@@ -206,4 +206,5 @@ def load_predictor(
     predictor.description = res.description  # type: ignore[attr-defined]
     bundled = res.weights.resolve().parent == BUNDLED_DIR
     predictor.source = "bundled" if bundled else str(weights)  # type: ignore[attr-defined]
+    predictor.weights_file = res.weights  # type: ignore[attr-defined]  # what app.curate hashes to identify the model
     return predictor

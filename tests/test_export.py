@@ -205,9 +205,14 @@ def test_stale_and_half_written_exports_are_cleaned(tmp_path: Path) -> None:
 
     from app.export import clean_stale_exports
 
+    import subprocess
+    import sys
+
     folder = tmp_path / "exports"
     folder.mkdir()
-    (folder / ".a.zip.123.tmp").write_bytes(b"killed mid-way")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / f".a.zip.{dead.pid}.x1y2.tmp").write_bytes(b"killed mid-way")  # its writer is gone
     old = folder / "old.zip"
     old.write_bytes(b"zip")
     os.utime(old, (time.time() - 7200, time.time() - 7200))

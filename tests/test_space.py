@@ -143,7 +143,8 @@ def test_bundled_model_gets_the_shapes_whatever_it_was_called():
 
 def test_the_app_starts_at_the_models_threshold_and_names_it(studio_weights, tmp_path):
     from app.store import Store
-    from app.ui import ModelHolder, build_app
+    from app.services import ModelHolder
+    from app.ui import build_app
     from deris_core.weights import load_predictor
 
     weights, tok = studio_weights

@@ -240,3 +240,42 @@ def test_refs_page_is_paginated_and_filtered(tmp_path: Path) -> None:
     rows, total = s.refs_page(0, 10, split="val", newest_first=False)
     assert total == 3 and [r.id for r in rows] == ids[:3]
     assert json.dumps([r.__dict__ for r in rows])  # plain data
+
+
+def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(tmp_path) -> None:
+    """Issue 27: editing a ref whose drawn mask another (since deleted) ref shared, in every order,
+    with model-made and re-thresholded refs in the mix: once every ref is gone, no drawn or model
+    instance is left."""
+    import numpy as np
+
+    from app.curate.preannotate import PairResult, apply_threshold, write_results
+    from app.store import Store, encode_mask
+
+    s = Store(tmp_path / "o.sqlite")
+    img = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    m1, m2 = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    m1[2:8, 2:8] = True
+    m2[10:18, 10:18] = True
+    for first_deleted in (True, False):
+        a = s.save_ref(img, ["a"], masks=[m1], annotator="x")
+        b = s.save_ref(img, ["b"], masks=[m1], annotator="y")  # the same pixels: one shared instance
+        assert s.ref(a).instance_ids == s.ref(b).instance_ids
+        gone, kept = (a, b) if first_deleted else (b, a)
+        s.delete_ref(gone)
+        rec = s.ref(kept)
+        s.save_ref(img, rec.sentences, masks=[m2], ref_id=kept, expected_version=rec.version)
+        rec = s.ref(kept)
+        s.save_ref(img, rec.sentences, masks=[m1, m2], ref_id=kept, expected_version=rec.version)
+        s.delete_ref(kept)
+        assert s.instances(img) == []
+    write_results(s, [PairResult(img, t, 0.9, 0.5, 0.5, [(0, 0.9, encode_mask(m1)), (1, 0.6, encode_mask(m2))])
+                      for t in ("p", "q")], "k")
+    person = s.save_ref(img, ["r"], masks=[m1], annotator="x")
+    apply_threshold(s, "k", 0.1)  # both predicted refs now point at shared instances
+    for r in s.refs():
+        if r.id != person:
+            s.delete_ref(r.id)
+    rec = s.ref(person)
+    s.save_ref(img, rec.sentences, masks=[m2], ref_id=person, expected_version=rec.version)
+    s.delete_ref(person)
+    assert s.instances(img) == []

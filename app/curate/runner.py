@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..settings import Settings
 from ..store import Store, StoreError
-from .preannotate import Pair, PairResult, group_by_image, pending, predict_image, write_results
+from .preannotate import Pair, PairResult, SentenceCheck, group_by_image, pending, predict_image, sentence_checker, write_results
 
 
 @dataclass
@@ -76,16 +76,23 @@ def _any(flag: bool, world: int) -> bool:
 
 def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int = 8, chunk: int = 8,
         progress: bool = True, load: Callable[[int], object] | None = None,
-        on_chunk: Callable[[int], None] | None = None) -> Summary:
+        on_chunk: Callable[[int], None] | None = None, check: SentenceCheck | None = None) -> Summary:
     """Pre-annotate ``pairs`` (all ranks call this with the same arguments; rank 0 writes).
 
     An image whose pixels cannot be read is skipped and listed (its pairs stay pending for a
-    later run); any other failure on one rank stops every rank at the end of the chunk, after
+    later run), and so is a sentence the model cannot take (``check``, default: the predictor's
+    tokenizer); any other failure on one rank stops every rank at the end of the chunk, after
     rank 0 has committed what the others sent, instead of leaving them waiting.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     t0 = time.perf_counter()
     todo = pending(store, pairs, key) if rank == 0 else None
+    refused: list[str] = []
+    if rank == 0:  # a sentence the model cannot take is listed, never allowed to stop the run
+        check = check or sentence_checker(predictor)
+        why = {s: check(s) for s in {p.sentence for p in todo}}
+        refused = [f"sentence {s[:80]!r}: {w}" for s, w in sorted(why.items()) if w]
+        todo = [p for p in todo if not why[p.sentence]]
     if world > 1:
         box = [todo]
         dist.broadcast_object_list(box, src=0)
@@ -135,5 +142,5 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
     if world > 1:
         dist.barrier()
     summary = Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
-    summary.skipped = skipped
+    summary.skipped = refused + skipped
     return summary

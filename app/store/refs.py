@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import ConflictError, StoreError
 from .masks import encode_mask
+from .names import not_utf8
 from .records import Event, RefRecord, RefRow
 
 SPLITS = ("train", "val", "testA", "testB")
@@ -35,6 +36,8 @@ def clean_sentences(sentences: Sequence[str]) -> list[str]:
         s = " ".join(s.split())
         if not s:
             continue
+        if not_utf8(s):
+            raise StoreError("a sentence contains text that is not valid Unicode (a lone surrogate)")
         if len(s) > MAX_SENTENCE_CHARS:
             raise StoreError(f"a sentence is {len(s)} characters long; the limit is {MAX_SENTENCE_CHARS}")
         if s not in out:

@@ -4,13 +4,12 @@ export (named ``dataset_tab`` so as not to be taken for the ``python -m app.data
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from types import SimpleNamespace
 
 import gradio as gr
 
-from ..export import clean_stale_exports, export_zip
+from ..export import clean_stale_exports, export_zip, new_export_path
 from ..services import Services
 from ..store import SPLITS, STATUSES, StoreError
 from ..store.queue import progress
@@ -108,7 +107,7 @@ def delete_ref(svc: Services, rid: float | None, typed: str, request: gr.Request
 def export(svc: Services, status_f: str | None = "") -> str:
     """The gRefCOCO zip of the refs (with this status), in the export folder."""
     clean_stale_exports(svc.export_dir)
-    out = svc.export_dir / f"deris_dataset_{time.strftime('%Y%m%d_%H%M%S')}.zip"
+    out = new_export_path(svc.export_dir)  # unique: people exporting at the same second get their own file
     try:
         summary = export_zip(svc.store, out, status=status_f or None)
     except StoreError as exc:
