@@ -20,7 +20,7 @@ import gradio as gr
 
 from .auth import Users
 from .model_info import model_line
-from .services import ModelHolder, Services, export_folder, thumbnail_folder
+from .services import ModelHolder, Services
 from .session import SessionRegistry
 from .store import Store
 from .views import annotate, annotate_layout, correct, dataset_tab, model_panel, review
@@ -28,7 +28,7 @@ from .views.correct import read_editor_mask
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
 
-__all__ = ["CSS", "SHORTCUTS_JS", "ModelHolder", "build_app", "export_folder", "read_editor_mask", "thumbnail_folder"]
+__all__ = ["CSS", "SHORTCUTS_JS", "build_app", "read_editor_mask"]
 
 log = logging.getLogger(__name__)
 
