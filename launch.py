@@ -47,7 +47,7 @@ def _public_name(weights: str) -> str:
     return weights if "/" not in w or hub_repo else Path(w).name
 
 
-def load_model(weights: str | None, device: str, dtype: str = "fp32"):
+def load_model(weights: str | None, device: str, dtype: str | None = None):
     """``(ModelHolder)``: the requested/official weights, else the bundled model with the reason."""
     from app.services import ModelHolder
     from deris_core.weights import load_predictor
@@ -85,9 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     env = Settings.from_env()
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
     p.add_argument("--weights", default=env.weights, help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    p.add_argument("--dtype", default=env.dtype, choices=["fp32", "bf16"],
-                   help="fp32 (default) or bf16: faster and half the memory, on CPU and CUDA (see README, bf16)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
+                   help="auto: CUDA, then Apple's MPS, then the CPU")
+    p.add_argument("--dtype", default=env.dtype, choices=["auto", "fp32", "bf16"],
+                   help="auto (default): bf16 where the hardware computes it natively, else fp32; fp32 matches the "
+                        "official outputs; bf16 where it cannot be fast runs fp32 with a note (see README, bf16)")
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
@@ -127,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     from app.zerogpu import model_device
 
     device = model_device(args.device)
-    reuse = MODEL is not None and args.weights == env.weights and args.dtype == "fp32"
+    reuse = MODEL is not None and args.weights == env.weights and args.dtype == "auto"
     model = MODEL if reuse else load_model(args.weights, device, args.dtype)
     log.info("model: %s%s", model.description, (" — " + model.note) if model.note else "")
     log.info("database: %s", db)
+    if model.predictor is not None:
+        pr = model.predictor.precision
+        log.info("precision: %s, asked %s: %s%s", pr.describe(), pr.requested, pr.reason, f" — {pr.note}" if pr.note else "")
     switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
                      users=users)

@@ -25,7 +25,7 @@ def score_threshold(predictor: Any | None) -> float:
 
 
 def runtime(predictor: Any | None) -> str:
-    """``"cuda, fp32"``: where and in which precision the network runs."""
+    """``"cpu, bf16"``: where and in which precision the network runs."""
     if predictor is None:
         return "not loaded"
     device = getattr(predictor, "device", "cpu")
@@ -33,13 +33,28 @@ def runtime(predictor: Any | None) -> str:
     return f"{getattr(device, 'type', device)}, {_DTYPE_NAMES.get(dtype, str(dtype).removeprefix('torch.'))}"
 
 
+def precision_title(predictor: Any | None) -> str:
+    """The kernels that run and why (the model line's tooltip), with the fallback note if any."""
+    precision = getattr(predictor, "precision", None)
+    if precision is None:
+        return ""
+    text = f"{precision.describe()}; asked {precision.requested}: {precision.reason}"
+    return text + (f" ({precision.note})" if precision.note else "")
+
+
 def model_line(description: str, predictor: Any | None, note: str = "") -> str:
     """The HTML line above the tabs: model, device and dtype, score threshold, and the note."""
     text = f"Model: {description} ({runtime(predictor)}"
     if predictor is not None:
         text += f", score threshold {score_threshold(predictor):g}"
-    text += ")" + (f" — {note}" if note else "")
-    return f"<span class='model-note' id='model-note'>{html.escape(text)}</span>"
+    text += ")"
+    precision = getattr(predictor, "precision", None)
+    if precision is not None:
+        text += f" · kernels: {precision.kernels}" + (f" — {precision.note}" if precision.note else "")
+    text += f" — {note}" if note else ""
+    title = precision_title(predictor)
+    return (f"<span class='model-note' id='model-note' title='{html.escape(title, quote=True)}'>"
+            f"{html.escape(text)}</span>")
 
 
 def example_images(predictor: Any | None) -> list[Path]:

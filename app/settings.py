@@ -16,7 +16,7 @@ def _flag(value: str | None) -> bool:
 @dataclass(frozen=True)
 class Settings:
     weights: str | None = None  # DERIS_WEIGHTS: --weights
-    dtype: str = "fp32"  # DERIS_DTYPE: --dtype
+    dtype: str = "auto"  # DERIS_DTYPE: --dtype
     default_model: str = "deris-l-grefcoco"  # DERIS_DEFAULT_MODEL: the official weights tried first
     host: str = "127.0.0.1"  # GRADIO_SERVER_NAME
     port: int = 7860  # GRADIO_SERVER_PORT
@@ -33,7 +33,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
         e = os.environ if env is None else env
         return cls(
-            weights=e.get("DERIS_WEIGHTS") or None, dtype=e.get("DERIS_DTYPE", "fp32"),
+            weights=e.get("DERIS_WEIGHTS") or None, dtype=e.get("DERIS_DTYPE", "auto"),
             default_model=e.get("DERIS_DEFAULT_MODEL", "deris-l-grefcoco"),
             host=e.get("GRADIO_SERVER_NAME", "127.0.0.1"), port=int(e.get("GRADIO_SERVER_PORT", "7860")),
             db=e.get("DERIS_DB") or None, auth_file=e.get("DERIS_AUTH_FILE") or None,

@@ -1,6 +1,6 @@
 """Benchmark the predictor (random weights are fine: speed does not depend on them).
 
-    python -m deris_core.bench --config deris-b-grefcoco --device cpu [--dtype fp32|bf16] [--runs 5] [--warmup 2] [--json]
+    python -m deris_core.bench --config deris-b-grefcoco --device cpu [--dtype fp32|bf16|auto] [--runs 5] [--warmup 2] [--json]
     python -m deris_core.bench load --config deris-l-grefcoco     # start-up time (deris_core/bench_load.py)
 
 Prints, for batch 1: full ``set_image`` + ``predict`` latency, ``predict`` on a cached image,
@@ -8,14 +8,22 @@ per-stage times, ``predict_batch`` of 8 expressions (time per expression) and pe
 median / min / max over the timed runs after warm-up. Mirrors the conditions of the
 official CPU timings: a 300x451 image, 7 real tokens padded to ``max_token``.
 
-``--dtype bf16`` runs the whole network in bfloat16. The studio's own latency (Enter -> overlay)
-is an app benchmark: ``python -m app.bench latency`` (the core imports nothing of the app).
+``--dtype bf16`` runs the whole network in bfloat16 where the CPU computes it natively
+(else fp32, with a note); ``--dtype auto`` is what the studio and the CLIs take by default.
+The studio's own latency (Enter -> overlay) is an app benchmark, ``python -m app.bench latency``
+(the core imports nothing of the app).
+
+Every report names the CPU (model, PyTorch's kernel level, the notable flags) and the precision
+that actually ran, and compares with the official code's timings for the same kind of CPU
+(``official_cpu_timings.json`` on AVX-512 machines, ``official_cpu_timings_avx2.json`` on
+AVX2-only ones, from ``DERIS_REFERENCE`` or ``../shared/reference``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import sys
@@ -25,11 +33,11 @@ import numpy as np
 import torch
 
 from .config import get_config
+from .hardware import DTYPE_CHOICES, CpuInfo, Precision, choose_precision, cpu_info, given_precision, normalize_request
 from .model import build_deris
 from .predictor import Predictor
 from .runtime import configure_from_env
 from .tokenizer import BOS, EOS, PAD
-from .weights import DTYPES
 
 
 class _FixedIds:
@@ -54,14 +62,48 @@ def _stats(values: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": values}
 
 
-def build(config: str, device: str, dtype: str) -> tuple[Predictor, _FixedIds]:
-    """A predictor with random weights of a published config, fed token ids directly."""
+def build(config: str, device: str, dtype: str, fallback: bool = True) -> tuple[Predictor, _FixedIds]:
+    """A predictor with random weights of a published config, fed token ids directly.
+
+    ``dtype`` is a request (``auto``/``fp32``/``bf16``) resolved like ``load_predictor`` does;
+    ``fallback=False`` runs bf16 as asked even where the hardware only emulates it."""
     torch.manual_seed(0)
     cfg = get_config(config)
-    torch_dtype = DTYPES[dtype]
-    model = build_deris(cfg, dtype=torch_dtype).to(device)
+    precision = choose_precision(dtype, device)
+    if not fallback and normalize_request(dtype) == "bf16":
+        precision = given_precision(torch.bfloat16, device)
+    if precision.note:
+        print(f"note: {precision.note}", file=sys.stderr)
+    model = build_deris(cfg, dtype=precision.dtype).to(device)
     fixed = _FixedIds(cfg.max_token, cfg.beit3.vocab_size)
-    return Predictor(model, fixed, device=device, dtype=torch_dtype), fixed  # type: ignore[arg-type]
+    return Predictor(model, fixed, device=device, dtype=precision.dtype, precision=precision), fixed  # type: ignore[arg-type]
+
+
+# Our configs -> the model names of the official timings files.
+_REFERENCE_MODELS = {"deris-b-grefcoco": "DERIS-B-grefcoco", "deris-l-grefcoco": "DERIS-L-grefcoco",
+                     "deris-b-refcoco": "DERIS-B-grefcoco", "deris-l-refcoco": "DERIS-L-grefcoco"}
+_REFERENCE_FILES = {"avx512": "official_cpu_timings.json", "avx2": "official_cpu_timings_avx2.json"}
+
+
+def reference_timings(info: CpuInfo, config: str) -> dict | None:
+    """The official code's timings of ``config`` on this kind of CPU, or None (unknown kind or file).
+
+    Returns ``{"file", "cpu_kind", "full_forward_s", "peak_rss_mb"}``."""
+    name = _REFERENCE_FILES.get(info.kind)
+    model = _REFERENCE_MODELS.get(config)
+    if name is None or model is None:
+        return None
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    folders = [os.environ.get("DERIS_REFERENCE", ""), os.path.join(here, "..", "shared", "reference")]
+    for folder in folders:
+        path = os.path.join(folder, name)
+        if folder and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                entry = json.load(f).get("models", {}).get(model)
+            if entry:
+                return {"file": name, "cpu_kind": info.kind, "full_forward_s": entry["full_forward_test"]["median_s"],
+                        "peak_rss_mb": entry["peak_rss_MiB"]}
+    return None
 
 
 def run(predictor: Predictor, fixed: _FixedIds, runs: int, warmup: int) -> dict:
@@ -101,10 +143,16 @@ def run(predictor: Predictor, fixed: _FixedIds, runs: int, warmup: int) -> dict:
             enc.append(state.timings["image_encoder"])
             dec.append(p.timings["decode"])
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    precision: Precision = predictor.precision
+    info = cpu_info()
     result = {
         "config": cfg.name,
         "device": str(dev),
         "dtype": str(predictor.dtype).removeprefix("torch."),
+        "precision": precision.as_dict(),
+        "cpu": {"name": info.name, "arch": info.arch, "kind": info.kind, "torch_kernels": info.isa,
+                "flags": list(info.flags), "onednn_max_isa": info.onednn_max_isa},
+        "loadavg": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "runs": runs,
@@ -121,6 +169,12 @@ def run(predictor: Predictor, fixed: _FixedIds, runs: int, warmup: int) -> dict:
     }
     if dev.type == "cuda":
         result["peak_cuda_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
+    ref = reference_timings(info, cfg.name) if dev.type == "cpu" else None
+    if ref:
+        ref["full_forward_ratio"] = result["full_forward_s"] / ref["full_forward_s"]
+        ref["cached_predict_ratio"] = result["cached_predict_s"] / ref["full_forward_s"]
+        ref["peak_rss_ratio"] = peak_rss / ref["peak_rss_mb"]
+    result["official"] = ref
     return result
 
 
@@ -136,14 +190,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="weights and activations")
+    ap.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
+                    help="precision request (fp32 by default, for comparable figures; auto = the CLIs' default)")
+    ap.add_argument("--no-fallback", action="store_true",
+                    help="with --dtype bf16: run bf16 even where the CPU only emulates it (measures why it falls back)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     configure_from_env()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        predictor, fixed = build(args.config, args.device, args.dtype)
+        predictor, fixed = build(args.config, args.device, args.dtype, fallback=not args.no_fallback)
         r = run(predictor, fixed, args.runs, args.warmup)
     except Exception as exc:  # noqa: BLE001
         print(f"error: {exc}", file=sys.stderr)
@@ -156,6 +213,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _print_forward(r: dict) -> None:
+    c, pr = r["cpu"], r["precision"]
+    load = " ".join(f"{x:.2f}" for x in r["loadavg"]) if r.get("loadavg") else "n/a"
+    print(f"CPU: {c['name']} ({c['arch']}, kind {c['kind']}, PyTorch kernels {c['torch_kernels']}"
+          + (f", ONEDNN_MAX_CPU_ISA={c['onednn_max_isa']}" if c["onednn_max_isa"] else "")
+          + f"; flags: {' '.join(c['flags']) or 'none of note'}); load average {load}")
+    print(f"precision: {pr['dtype']} ({pr['kernels']}), asked {pr['requested']}: {pr['reason']}")
     print(f"{r['config']} on {r['device']} ({r['dtype']}, {r['torch_threads']} threads, torch {r['torch_version']}), "
           f"{r['runs']} runs after {r['warmup']} warm-up; seconds as median [min, max]")
 
@@ -168,6 +231,13 @@ def _print_forward(r: dict) -> None:
     for k, v in r["stages"].items():
         line(f"  stage: {k}", v)
     print(f"  peak RSS {r['peak_rss_mb']:.0f} MiB" + (f", peak CUDA {r['peak_cuda_mb']:.0f} MiB" if "peak_cuda_mb" in r else ""))
+    ref = r.get("official")
+    if ref:
+        print(f"  vs the official code on this kind of CPU ({ref['file']}: {ref['full_forward_s']:.3f} s, "
+              f"{ref['peak_rss_mb']:.0f} MiB): full {ref['full_forward_ratio']:.2f}x, cached re-query "
+              f"{ref['cached_predict_ratio']:.3f}x, peak RSS {ref['peak_rss_ratio']:.2f}x")
+    elif r["device"] == "cpu":
+        print(f"  no official timings for {r['config']} on a CPU of kind {c['kind']} (see DERIS_REFERENCE)")
 
 
 if __name__ == "__main__":

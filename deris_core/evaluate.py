@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="folder in the gRefCOCO layout (grefcoco/, images/train2014/)")
     p.add_argument("--split", default="val")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="network precision (see README, bf16)")
+    p.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"],
+                   help="network precision: fp32 (default, as the official figures), auto or bf16 (see README, bf16)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -102,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     res["weights"] = getattr(predictor, "description", str(args.weights))
-    res["dtype"] = args.dtype
+    res["dtype"] = predictor.precision.name
+    res["precision"] = predictor.precision.as_dict()
     if args.json:
         print(json.dumps(res))
     else:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 import cv2
 
+from .hardware import DTYPE_CHOICES
 from .runtime import configure_from_env
 from .visualize import banner, color, overlay
 
@@ -25,9 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "owner/name, or 'bundled' (default)")
     p.add_argument("--tokenizer", default=None, help="sentencepiece model (beit3.spm for official weights; found automatically when omitted, see README)")
     p.add_argument("--config", default=None, help="config name when it cannot be inferred from the weights")
-    p.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
-                   help="fp32 (matches the official outputs) or bf16 (faster, half the memory; CPU and CUDA)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda or mps")
+    p.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES),
+                   help="auto (default, or DERIS_DTYPE): bf16 where the hardware computes it natively, else fp32; "
+                        "fp32 matches the official outputs; bf16 where it cannot be fast runs fp32 with a note")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--mask-threshold", type=float, default=None)
     p.add_argument("--out", default=None, help="write the overlay image here (first expression)")
@@ -37,13 +40,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
     configure_from_env()
     try:
-        import torch
+        from .weights import load_predictor  # the predictor runs under inference_mode itself
 
-        from .weights import load_predictor
-
-        torch.set_grad_enabled(False)
         predictor = load_predictor(args.weights, args.tokenizer, config=args.config, device=args.device, dtype=args.dtype)
         state = predictor.set_image(args.image)
         preds = predictor.predict_batch(args.expression, image=state, score_threshold=args.score_threshold, mask_threshold=args.mask_threshold)
@@ -60,11 +61,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
     if args.json:
-        result = {"image": args.image, "weights": getattr(predictor, "description", ""), "predictions": [p.to_dict() for p in preds]}
+        result = {"image": args.image, "weights": getattr(predictor, "description", ""),
+                  "precision": predictor.precision.as_dict(), "predictions": [p.to_dict() for p in preds]}
         if args.out:
             result["overlay"] = args.out
         print(json.dumps(result))
     else:
+        print(f"precision: {predictor.precision.describe()}")
         for p in preds:
             print(f"{p.expression!r}: {'NO TARGET' if p.no_target else f'{len(p.referred)} referred'} "
                   f"(existence {p.existence:.3f}, score threshold {p.score_threshold})")

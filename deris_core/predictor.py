@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .config import DeRISConfig
+from .hardware import Precision, given_precision
 from .model import DeRIS, ImageFeatures
 from .model.layers import pack_linear_weights
 from .model.decoder import upsample_masks
@@ -188,11 +189,14 @@ class Predictor:
         tokenizer: BEiT3Tokenizer,
         device: str | torch.device = "cpu",
         dtype: torch.dtype = torch.float32,
+        precision: Precision | None = None,
     ) -> None:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.device = torch.device(device)
         self.dtype = dtype  # weights and activations (bf16: the whole network, see README "bf16")
+        # What runs and why (``load_predictor`` chooses it; a direct caller gets the dtype it asked for).
+        self.precision: Precision = precision or given_precision(dtype, self.device)
         self.model = model.to(self.device, dtype).eval()
         if self.device.type == "cpu":
             pack_linear_weights(self.model)  # oneDNN layout in place, no extra copy

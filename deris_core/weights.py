@@ -19,6 +19,7 @@ for and how to provide it.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,11 +28,14 @@ import torch
 
 from .checkpoint import CheckpointError, config_from_safetensors
 from .config import OFFICIAL_NAMES, DeRISConfig, get_config
+from .hardware import choose_precision, resolve_device
 from .hub import HubError, download, looks_like_repo_id, snapshot
 from .predictor import Predictor
 from .tokenizer import BEiT3Tokenizer
 from .tokenizer_source import TokenizerSourceError, resolve_tokenizer
 from .weight_cache import load_official, model_from_safetensors
+
+log = logging.getLogger(__name__)
 
 HF_REPO = os.environ.get("DERIS_HF_REPO", "Dmmm997/DeRIS")
 # File names inside the hub repository (not verifiable from here: override with
@@ -158,14 +162,11 @@ def resolve(weights: str | os.PathLike | None = None, tokenizer: str | os.PathLi
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise WeightsError("device 'cuda' was requested but no CUDA GPU is available")
-    return torch.device(device)
-
-
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
+    """``auto``: CUDA, else Apple's MPS, else the CPU (:func:`deris_core.hardware.resolve_device`)."""
+    try:
+        return resolve_device(device)
+    except RuntimeError as exc:
+        raise WeightsError(str(exc)) from None
 
 
 def load_predictor(
@@ -174,18 +175,20 @@ def load_predictor(
     *,
     config: str | None = None,
     device: str = "auto",
-    dtype: str = "fp32",
+    dtype: str | None = None,
 ) -> Predictor:
     """Build a :class:`Predictor` from a published name, a local file, or the bundled model.
 
-    ``dtype``: ``fp32`` (default; matches the official outputs to 1e-4) or ``bf16`` (weights
-    and activations in bfloat16 on CPU and CUDA: about half the memory and 1.5-2x faster on
-    CPUs with ``avx512_bf16``; its agreement with fp32 is measured in the README).
+    ``dtype``: ``auto`` (the default, also from ``DERIS_DTYPE``): bf16 where the device computes
+    it natively (CUDA, CPUs with AVX-512 BF16 / AMX / ARM BF16), else fp32; ``fp32`` matches the
+    official outputs to 1e-4; ``bf16`` where it cannot be fast runs fp32 and logs why
+    (:func:`deris_core.hardware.choose_precision`). ``predictor.precision`` says what ran.
     """
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     dev = pick_device(device)
-    torch_dtype = DTYPES[dtype]
+    precision = choose_precision(dtype, dev)
+    if precision.note:
+        log.warning(precision.note)
+    torch_dtype = precision.dtype
     res = resolve(weights, tokenizer, config)
     if res.kind == "official":
         model, cfg, _ = load_official(res.weights, res.config, infer_official_config)
@@ -202,7 +205,7 @@ def load_predictor(
     if torch_dtype != torch.float32:
         model = model.to(torch_dtype)  # the whole network in bf16 (the cached copy stays fp32)
     tok = BEiT3Tokenizer(tok_path, max_token=cfg.max_token)
-    predictor = Predictor(model, tok, device=dev, dtype=torch_dtype)
+    predictor = Predictor(model, tok, device=dev, dtype=torch_dtype, precision=precision)
     predictor.description = res.description  # type: ignore[attr-defined]
     bundled = res.weights.resolve().parent == BUNDLED_DIR
     predictor.source = "bundled" if bundled else str(weights)  # type: ignore[attr-defined]

@@ -28,7 +28,7 @@ def _gets(hub) -> list[str]:
 
 
 def test_published_name_downloads_caches_and_loads(published, tiny_official, monkeypatch, tmp_path):
-    p = load_predictor("deris-b-grefcoco", device="cpu")
+    p = load_predictor("deris-b-grefcoco", device="cpu", dtype="fp32")  # fp32: the tensors exactly as published
     for k, v in tiny_official.state.items():
         assert torch.equal(p.model.state_dict()[k], v), k
     assert f"/{REPO}/resolve/main/DeRIS-B-grefcoco.pth" in _gets(published)
@@ -39,7 +39,7 @@ def test_published_name_downloads_caches_and_loads(published, tiny_official, mon
     # second start: no network at all (offline, and the server is not asked anything)
     published.requests.clear()
     use_hub(monkeypatch, published.url, tmp_path / "hf", offline=True)
-    again = load_predictor("deris-b-grefcoco", device="cpu")
+    again = load_predictor("deris-b-grefcoco", device="cpu", dtype="fp32")
     assert published.requests == []
     second = again.predict("the orange cat", image=again.set_image(image))
     np.testing.assert_allclose(first.scores, second.scores, atol=1e-6)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from deris_core.checkpoint import save_weights
 from deris_core.config import deris_tiny
+from deris_core.hardware import choose_precision
 from deris_core.model import build_deris
 from deris_core.predictor import Predictor
 from deris_core.preprocess import ImageError, load_image
@@ -329,8 +330,12 @@ def test_load_predictor_local(saved_model, photo):
     assert p.cfg.name == "deris-tiny"
     p.set_image(photo)
     assert p.predict("the cat").num_candidates == p.cfg.num_queries
-    q = load_predictor(saved_model, device="cpu", dtype="bf16")
-    assert q.dtype == torch.bfloat16 and next(q.model.parameters()).dtype == torch.bfloat16
+    q = load_predictor(saved_model, device="cpu", dtype="bf16")  # bf16 where the CPU has it, else fp32 with a note
+    expected = choose_precision("bf16", "cpu").dtype
+    assert q.dtype == expected and next(q.model.parameters()).dtype == expected
+    assert q.precision.requested == "bf16" and (q.precision.note is None) == (expected == torch.bfloat16)
+    q.set_image(photo)
+    assert q.predict("the cat").num_candidates == q.cfg.num_queries
     with pytest.raises(ValueError, match="dtype must be one of"):
         load_predictor(saved_model, device="cpu", dtype="fp16")
 
@@ -391,8 +396,13 @@ def test_benchmark_runs(capsys):
     data = json.loads(capsys.readouterr().out)
     for key in ("full_forward_s", "cached_predict_s", "batch8_per_expression_s", "peak_rss_mb", "device", "dtype", "torch_threads"):
         assert key in data
-    assert bench.main(["--config", "deris-tiny", "--runs", "1", "--warmup", "0", "--dtype", "bf16", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["dtype"] == "bfloat16"
+    assert data["precision"]["dtype"] == "fp32" and data["cpu"]["name"] and data["cpu"]["kind"]
+    for dtype in ("bf16", "auto"):  # never a crash: what runs is what the hardware allows, and the JSON says so
+        assert bench.main(["--config", "deris-tiny", "--runs", "1", "--warmup", "0", "--dtype", dtype, "--json"]) == 0
+        data = json.loads(capsys.readouterr().out)
+        chosen = choose_precision(dtype, "cpu")
+        assert data["dtype"] == str(chosen.dtype).removeprefix("torch.")
+        assert data["precision"]["requested"] == dtype and data["precision"]["kernels"] == chosen.kernels
 
 
 def test_limit_heap_growth_is_opt_in_idempotent_and_safe():

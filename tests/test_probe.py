@@ -52,7 +52,7 @@ def shapes(tmp_path_factory) -> Path:
 
 def test_probe_counts_and_ranges(shapes: Path, studio_weights) -> None:
     weights, tok = studio_weights
-    predictor = load_predictor(weights, tok, device="cpu")
+    predictor = load_predictor(weights, tok, device="cpu", dtype="fp32")  # exact: batching must not change figures
     swaps = [("left of", "right of"), ("largest", "smallest")]
     results = word_swap_probe(predictor, str(shapes), "train", swaps, limit=6)
     assert [(r.original, r.replacement) for r in results] == [

@@ -154,4 +154,5 @@ def test_the_app_starts_at_the_models_threshold_and_names_it(studio_weights, tmp
     comps = {c.get("props", {}).get("elem_id"): c["props"] for c in demo.config["components"]}
     assert comps["score-thr"]["value"] == 0.9
     note = next(c["props"]["value"] for c in demo.config["components"] if "model-note" in str(c["props"].get("value")))
-    assert "official DERIS-L-grefcoco (cpu, fp32, score threshold 0.9)" in note
+    assert f"official DERIS-L-grefcoco (cpu, {p.precision.name}, score threshold 0.9) · kernels: {p.precision.kernels}" in note
+    assert "asked auto" in note  # the tooltip says why this precision runs

@@ -25,10 +25,7 @@ from ..store.queue import ImageFilter
 def _predictor(args, device: str):
     from deris_core.weights import load_predictor
 
-    dtype = args.dtype
-    if dtype == "auto":
-        dtype = "bf16" if device.startswith("cuda") and torch.cuda.is_bf16_supported() else "fp32"
-    return load_predictor(args.weights, device=device, dtype=dtype)
+    return load_predictor(args.weights, device=device, dtype=args.dtype)  # auto: bf16 where the hardware is fast
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -49,7 +49,7 @@ class ModelHolder:
         in the precision the studio runs (``launch.py --dtype``)."""
         from deris_core.weights import load_predictor
 
-        dtype = "bf16" if str(getattr(self.predictor, "dtype", "")) == "torch.bfloat16" else "fp32"
+        dtype = self.predictor.precision.requested if self.predictor is not None else None
         with self._lock:
             predictor = load_predictor(weights or None, device=device, dtype=dtype)
             self.predictor = predictor

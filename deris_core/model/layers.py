@@ -8,28 +8,27 @@ run through ``scaled_dot_product_attention`` with batch-first tensors and no ext
 from __future__ import annotations
 
 import math
-import os
 from functools import lru_cache
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..hardware import onednn_prepack_enabled, packable_dtypes
 
-def _onednn_available() -> bool:
-    if os.environ.get("DERIS_ONEDNN_PREPACK", "1") == "0":  # opt out: plain F.linear everywhere (slower on CPU)
-        return False
-    return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+_ONEDNN = onednn_prepack_enabled()
 
 
-_ONEDNN = _onednn_available()
-_PACKED_DTYPES = (torch.float32, torch.bfloat16)
+def prepack_active() -> bool:
+    """Whether :class:`Linear` packs its weights in this process (decided at import)."""
+    return _ONEDNN
 
 
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters and state dict) with a faster CPU inference path.
 
-    Without autograd, on CPU in float32 or bfloat16, the weight is re-laid out once into
+    Without autograd, on CPU in float32 (and bfloat16 where oneDNN accepts bf16 on this CPU, see
+    :func:`deris_core.hardware.packable_dtypes`), the weight is re-laid out once into
     oneDNN's blocked format *in place*: the ``weight`` parameter then holds the packed
     (opaque ``torch._mkldnn``) tensor and the plain copy is freed, so the linear weights cost
     no extra memory. The plain weight is rebuilt from the packed one whenever something needs
@@ -42,12 +41,12 @@ class Linear(nn.Linear):
 
     def _uses_packed(self, x: Tensor) -> bool:
         return (_ONEDNN and not torch.is_grad_enabled() and x.device.type == "cpu"
-                and x.dtype in _PACKED_DTYPES and x.dtype == self.weight.dtype)
+                and x.dtype == self.weight.dtype and x.dtype in packable_dtypes())
 
     def pack_(self) -> None:
         """Replace the weight by its oneDNN-packed form (no-op when packed or not on CPU)."""
         w = self.weight
-        if self._plain is not None or w.device.type != "cpu" or w.dtype not in _PACKED_DTYPES or not _ONEDNN:
+        if self._plain is not None or w.device.type != "cpu" or w.dtype not in packable_dtypes() or not _ONEDNN:
             return
         with torch.inference_mode(False), torch.no_grad():
             packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 64)
