@@ -4,6 +4,7 @@ image's refs, the collection filter and thumbnails, and the save row (handlers: 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -66,7 +67,7 @@ class AnnotateUI:
 
 def layout(predictor) -> AnnotateUI:
     """Lay the tab out (inside the shell's ``gr.Tab``); ``predictor`` picks the examples and threshold."""
-    c = _Parts()
+    c = SimpleNamespace()  # the widgets as they are made; checked by the dataclass at the end
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Row(elem_classes="queue-bar"):
@@ -131,9 +132,3 @@ def layout(predictor) -> AnnotateUI:
         c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
     c.save_msg = gr.Markdown("", elem_id="save-msg")
     return AnnotateUI(**vars(c))
-
-
-class _Parts:
-    """Collects the widgets while the layout is built (then checked by the dataclass)."""
-
-
