@@ -80,7 +80,8 @@ def test_run_skips_sentences_the_model_cannot_take(tmp_path: Path, predictor) ->
                                                              for p in _raw_pairs(ids, b)]
     summary = run(s, predictor, pairs, "k", progress=False)
     assert summary.written == len(ids)
-    assert sum(x.startswith("sentence ") for x in summary.skipped) == 4
+    assert len(summary.skipped_sentences) == 4 and summary.skipped == []
+    assert all(x.startswith("sentence ") and "empty after cleaning" in x for x in summary.skipped_sentences)
     assert all(r.sentences == ["the red circle"] for r in s.refs())
 
 
