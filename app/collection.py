@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +128,24 @@ def thumbnail_key(store: Store, image_id: int) -> str | None:
     return hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
+_LEGACY_THUMB = re.compile(r"\d+_\d+\.jpg")
+_legacy_checked: set[str] = set()
+
+
+def _drop_legacy_thumbnails(folder: Path) -> None:
+    """Remove thumbnails named by image id only (``<id>_<side>.jpg``, before content keys): they may show
+    another database's pictures. Once per folder and process."""
+    if str(folder) in _legacy_checked:
+        return
+    _legacy_checked.add(str(folder))
+    try:
+        for p in folder.iterdir():
+            if _LEGACY_THUMB.fullmatch(p.name):
+                p.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def thumbnail_file(store: Store, image_id: int, side: int = THUMB_SIDE) -> Path | None:
     """A cached JPEG thumbnail of a store image (made on first use, keyed by :func:`thumbnail_key`);
     None when the pixels are unknown."""
@@ -137,6 +156,7 @@ def thumbnail_file(store: Store, image_id: int, side: int = THUMB_SIDE) -> Path 
     path = folder / f"{key}_{side}.jpg"
     if path.is_file():
         return path
+    _drop_legacy_thumbnails(folder)
     rgb = store.load_image(image_id)
     if rgb is None:
         return None

@@ -130,8 +130,12 @@ def test_a_new_database_at_the_same_path_never_shows_old_thumbnails(tmp_path: Pa
     blue[..., 2] = 255
     s1 = Store(db)
     i1 = s1.add_image(red)
+    legacy = s1.media_dir / "thumbs" / f"{i1}_160.jpg"  # named by image id only, by the previous version
+    legacy.parent.mkdir(parents=True)
+    legacy.write_bytes(b"someone else's picture")
     t1 = thumbnail_file(s1, i1)
     assert cv2.imread(str(t1))[..., 2].mean() > 200  # red (BGR)
+    assert not legacy.exists()
     s1.close()
     for p in tmp_path.glob("studio.sqlite*"):
         p.unlink()

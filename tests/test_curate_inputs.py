@@ -64,13 +64,15 @@ def test_sentences_file_bad_lines_are_listed_and_the_rest_runs(tmp_path: Path, p
     assert sorted({tuple(x.sentences) for x in Store(s.path).refs()}) == [("all blue shapes",), ("the red circle",)]
 
 
-def test_only_bad_lines_is_an_error(tmp_path: Path) -> None:
+def test_only_bad_lines_is_an_error(tmp_path: Path, capsys) -> None:
+    from app.curate.__main__ import main
+
     s, _ = _store(tmp_path, 1)
     f = tmp_path / "bad.txt"
     f.write_text("?\n...\n")
-    r = subprocess.run([sys.executable, "-m", "app.curate", "preannotate", "--db", str(s.path), "--sentences", str(f)],
-                       cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 2 and "no usable pair" in r.stderr and "bad.txt line 1" in r.stderr
+    assert main(["preannotate", "--db", str(s.path), "--sentences", str(f), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "no usable pair" in err and "bad.txt line 1" in err
     assert Store(s.path).stats()["refs"] == 0
 
 
@@ -80,7 +82,8 @@ def test_run_skips_sentences_the_model_cannot_take(tmp_path: Path, predictor) ->
                                                              for p in _raw_pairs(ids, b)]
     summary = run(s, predictor, pairs, "k", progress=False)
     assert summary.written == len(ids)
-    assert sum(x.startswith("sentence ") for x in summary.skipped) == 4
+    assert len(summary.skipped_sentences) == 4 and summary.skipped == []
+    assert all(x.startswith("sentence ") and "empty after cleaning" in x for x in summary.skipped_sentences)
     assert all(r.sentences == ["the red circle"] for r in s.refs())
 
 
@@ -200,14 +203,18 @@ def test_rethreshold_refuses_bad_scores_before_touching_anything(tmp_path: Path,
     assert {r[0] for r in s.read("SELECT score_threshold FROM predictions")} == {0.5}
 
 
-def test_rethreshold_cli_nan_changes_nothing(tmp_path: Path) -> None:
+def test_rethreshold_cli_nan_changes_nothing(tmp_path: Path, capsys) -> None:
+    from app.curate.__main__ import main
+
     s, ids = _store(tmp_path)
     write_results(s, [_result(i, "a") for i in ids], "k")
     before = [(r.id, r.version) for r in s.refs()]
-    for score in ("nan", "inf", "-1", "7"):
-        r = subprocess.run([sys.executable, "-m", "app.curate", "rethreshold", "--db", str(s.path), "--model", "k",
-                            "--score", score], cwd=ROOT, capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2 and "from 0 to 1" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "app.curate", "rethreshold", "--db", str(s.path), "--model", "k",
+                        "--score", "nan"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "from 0 to 1" in r.stderr and "Traceback" not in r.stderr
+    for score in ("inf", "-1", "7", "-inf", "1e400"):
+        assert main(["rethreshold", "--db", str(s.path), "--model", "k", f"--score={score}"]) == 2
+        assert "from 0 to 1" in capsys.readouterr().err
     assert [(r.id, r.version) for r in Store(s.path).refs()] == before
     # the edges are fine
     assert apply_threshold(s, "k", 0.0) == 2 and apply_threshold(s, "k", 1.0) == 2

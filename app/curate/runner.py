@@ -31,12 +31,14 @@ class Summary:
     no_target: int
     seconds: float
     skipped: list[str] = field(default_factory=list)  # images whose pixels could not be read
+    skipped_sentences: list[str] = field(default_factory=list)  # sentences the model cannot take
 
     def as_dict(self) -> dict:
         rate = self.written / self.seconds if self.seconds else 0.0
         return {"pairs": self.pairs, "already_done": self.already_done, "written": self.written,
                 "no_target_share": round(self.no_target / self.written, 4) if self.written else 0.0,
-                "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3), "skipped_images": self.skipped}
+                "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3), "skipped_images": self.skipped,
+                "skipped_sentences": self.skipped_sentences}
 
 
 def distributed_env() -> tuple[int, int, int]:
@@ -142,5 +144,5 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
     if world > 1:
         dist.barrier()
     summary = Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
-    summary.skipped = refused + skipped
+    summary.skipped, summary.skipped_sentences = skipped, refused
     return summary
