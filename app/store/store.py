@@ -2,7 +2,7 @@
 
 Tables: ``images`` (content hash, safe file name and the original one, where the pixels are),
 ``categories``, ``instances`` (exact masks as compressed COCO RLE), ``refs`` (split,
-no-target flag, annotator, status, version), ``sentences``, ``ref_instances`` (the ordered
+no-target flag, annotator, status, version, and the editor: who wrote the current content), ``sentences``, ``ref_instances`` (the ordered
 target set), ``events`` (the history of every ref) and ``imports`` (dataset fingerprints).
 
 Writes are safe under any number of threads and processes: every write is one ``BEGIN
