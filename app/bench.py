@@ -285,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("latency", help="the Annotate view's Enter and threshold change (median of 20 after 3 warm-up)")
     t.add_argument("--config", default="deris-b-grefcoco", help="a published config (random weights) or bundled")
     t.add_argument("--device", default="cpu")
-    t.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "auto"], help="as deris_core.bench --dtype")
+    t.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
+                   help="as deris_core.bench --dtype")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")
     args = p.parse_args(argv)

@@ -29,6 +29,9 @@ def runtime(predictor: Any | None) -> str:
     if predictor is None:
         return "not loaded"
     device = getattr(predictor, "device", "cpu")
+    precision = getattr(predictor, "precision", None)
+    if precision is not None:
+        return f"{getattr(device, 'type', device)}, {precision.name}"
     dtype = getattr(predictor, "dtype", torch.float32)
     return f"{getattr(device, 'type', device)}, {_DTYPE_NAMES.get(dtype, str(dtype).removeprefix('torch.'))}"
 

@@ -20,6 +20,7 @@ from collections import defaultdict
 import torch
 
 from .data.refer import DataError, load_grefcoco
+from .hardware import DTYPE_CHOICES
 from .metrics import GresAccumulator, MetricError, RisAccumulator
 from .model.deris import DeRIS
 from .predictor import Predictor
@@ -85,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data", required=True, help="folder in the gRefCOCO layout (grefcoco/, images/train2014/)")
     p.add_argument("--split", default="val")
     p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="fp32", choices=["auto", "fp32", "bf16"],
-                   help="network precision: fp32 (default, as the official figures), auto or bf16 (see README, bf16)")
+    p.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
+                   help="network precision: fp32 (default, as the official figures), auto, bf16 or int8 (README, Precision)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -20,4 +20,4 @@ done
 for dtype in fp32 bf16; do
   python -m app.bench latency --config bundled --device "$DEVICE" --dtype "$dtype"
 done
-DERIS_TEST_DEVICE="$DEVICE" python -m pytest -q -s -p no:cacheprovider tests/test_fixtures.py tests/test_bf16.py
+DERIS_TEST_DEVICE="$DEVICE" python -m pytest -q -s -p no:cacheprovider tests/test_fixtures.py tests/test_precision_agreement.py

@@ -24,8 +24,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-DTYPE_CHOICES = ("auto", "fp32", "bf16")
-_ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16"}
+DTYPE_CHOICES = ("auto", "fp32", "bf16", "int8")
+_ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "int8": "int8"}
 
 # oneDNN's ISA names in increasing order; bf16 arithmetic starts at AVX512_CORE_BF16
 # (AVX2_VNNI_2 adds bf16 conversions, not bf16 dot products).
@@ -126,6 +126,18 @@ def packable_dtypes() -> tuple[torch.dtype, ...]:
     return (torch.float32, torch.bfloat16) if cpu_info().onednn_bf16 else (torch.float32,)
 
 
+def int8_supported() -> bool:
+    """PyTorch's quantized CPU kernels for dynamic int8 linears (FBGEMM / oneDNN on x86 with AVX2)."""
+    info = cpu_info()
+    if info.arch not in ("x86_64", "AMD64") or "avx2" not in info.flags:
+        return False  # ARM's QNNPACK path is untested here
+    try:
+        engines = torch.backends.quantized.supported_engines
+    except (AttributeError, RuntimeError):
+        return False
+    return hasattr(torch.ops.quantized, "linear_dynamic") and bool({"x86", "fbgemm"} & set(engines))
+
+
 def mps_available() -> bool:
     """Apple-silicon GPU through PyTorch's MPS backend."""
     try:
@@ -151,10 +163,11 @@ class Precision:
     reason: str
     note: str | None = None
     device: str = "cpu"
+    int8: bool = False  # linear weights in int8 (dynamic quantization), the rest in ``dtype`` (fp32)
 
     @property
     def name(self) -> str:
-        return "bf16" if self.dtype == torch.bfloat16 else "fp32"
+        return "int8" if self.int8 else "bf16" if self.dtype == torch.bfloat16 else "fp32"
 
     def describe(self) -> str:
         """One line for model lines and logs: ``bf16 (oneDNN packed bf16, AVX-512 BF16)``."""
@@ -183,6 +196,11 @@ def onednn_prepack_enabled() -> bool:
     return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
 
 
+def _int8_precision(req: str, info: CpuInfo, why: str) -> Precision:
+    kernels = f"int8 dynamic-quantized linears ({torch.backends.quantized.engine}, {info.isa}), the rest fp32"
+    return Precision(req, torch.float32, kernels, why, device="cpu", int8=True)
+
+
 def _cpu_kernels(dtype: str, info: CpuInfo) -> str:
     packed = onednn_prepack_enabled() and (dtype == "fp32" or info.onednn_bf16)
     if dtype == "bf16":
@@ -201,11 +219,18 @@ def choose_precision(requested: str | None, device: torch.device | str = "cpu") 
     * ``bf16``: where the device computes bf16 fast (CUDA with bf16, a CPU with AVX-512 BF16 /
       AMX / ARM BF16); elsewhere fp32 with a note (a CPU without bf16 instructions emulates it,
       slower than fp32; MPS bf16 is untested).
-    * ``auto``: bf16 where it is fast and its agreement with fp32 is measured (README, "bf16"),
-      else fp32.
+    * ``int8``: linear weights in int8 with float32 activations quantized per call, on x86 CPUs
+      with PyTorch's quantized kernels; elsewhere the device's ``auto`` choice with a note.
+    * ``auto``: bf16 where it is fast (agreement with fp32 measured, README), else int8 on x86
+      CPUs with the quantized kernels (faster than fp32 there, agreement measured), else fp32.
     """
     req = normalize_request(requested)
     dev = torch.device(device)
+    if req == "int8" and (dev.type != "cpu" or not int8_supported()):
+        where = "an x86 CPU with AVX2 and PyTorch's quantized kernels" if dev.type == "cpu" else "the CPU"
+        fallback = choose_precision("auto", dev)
+        note = f"int8 needs {where}; running {fallback.name}"
+        return Precision(req, fallback.dtype, fallback.kernels, fallback.reason, note=note, device=fallback.device)
     if dev.type == "cuda":
         if req == "fp32":
             return Precision(req, torch.float32, "CUDA fp32", "asked for fp32", device=str(dev))
@@ -223,12 +248,16 @@ def choose_precision(requested: str | None, device: torch.device | str = "cpu") 
     info = cpu_info()
     if req == "fp32":
         return Precision(req, torch.float32, _cpu_kernels("fp32", info), "asked for fp32", device="cpu")
+    if req == "int8":
+        return _int8_precision(req, info, "asked for int8")
     if info.fast_bf16:
         why = "asked for bf16" if req == "bf16" else "this CPU computes bf16 natively; agreement with fp32 measured (README)"
         return Precision(req, torch.bfloat16, _cpu_kernels("bf16", info), why, device="cpu")
-    why = "this CPU has no bf16 instructions (AVX-512 BF16, AMX or ARM BF16): bf16 would be emulated, slower than fp32"
+    no_bf16 = "this CPU has no bf16 instructions (AVX-512 BF16, AMX or ARM BF16): bf16 would be emulated, slower than fp32"
+    if req == "auto" and int8_supported():
+        return _int8_precision(req, info, no_bf16 + "; int8 linears are faster and their agreement is measured (README)")
     note = "bf16 needs a CPU with AVX-512 BF16 or AMX (or ARM BF16); running fp32" if req == "bf16" else None
-    return Precision(req, torch.float32, _cpu_kernels("fp32", info), why, note=note, device="cpu")
+    return Precision(req, torch.float32, _cpu_kernels("fp32", info), no_bf16, note=note, device="cpu")
 
 
 def given_precision(dtype: torch.dtype, device: torch.device | str) -> Precision:

@@ -24,7 +24,7 @@ import torch
 from .config import DeRISConfig
 from .hardware import Precision, given_precision
 from .model import DeRIS, ImageFeatures
-from .model.layers import pack_linear_weights
+from .model.layers import pack_linear_weights, quantize_linear_weights
 from .model.decoder import upsample_masks
 from .postprocess import binary_masks, boxes_to_original, nearest_index_maps, referring_scores, resize_nearest
 from .preprocess import ImageInput, load_image, preprocess
@@ -198,7 +198,9 @@ class Predictor:
         # What runs and why (``load_predictor`` chooses it; a direct caller gets the dtype it asked for).
         self.precision: Precision = precision or given_precision(dtype, self.device)
         self.model = model.to(self.device, dtype).eval()
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" and self.precision.int8:
+            quantize_linear_weights(self.model)  # int8 weights, the few sensitive layers packed in float
+        elif self.device.type == "cpu":
             pack_linear_weights(self.model)  # oneDNN layout in place, no extra copy
         self.cfg: DeRISConfig = model.cfg
         if tokenizer.max_token != self.cfg.max_token:

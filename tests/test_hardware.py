@@ -49,7 +49,7 @@ def test_this_machine_is_described():
     if info.arch == "x86_64" and info.fast_bf16:
         assert {"avx512_bf16", "amx_bf16"} & set(info.flags)
     p = choose_precision("auto", "cpu")
-    assert p.dtype == (torch.bfloat16 if info.fast_bf16 else torch.float32)
+    assert p.name == ("bf16" if info.fast_bf16 else "int8" if hardware.int8_supported() else "fp32")
 
 
 def test_requests_are_validated_and_read_from_the_environment(monkeypatch):
@@ -69,6 +69,7 @@ def test_no_bf16_cpu_falls_back_to_fp32_with_a_note(no_bf16):
     assert "no bf16 instructions" in asked.reason
     auto = choose_precision("auto", "cpu")
     assert auto.dtype == torch.float32 and auto.note is None  # auto never complains: it takes the fast path
+    assert auto.name == ("int8" if hardware.int8_supported() else "fp32")
     assert choose_precision("fp32", "cpu").dtype == torch.float32
     assert hardware.packable_dtypes() == (torch.float32,)
 
@@ -143,13 +144,14 @@ def test_predict_cli_says_what_ran(no_bf16, tmp_path, capsys):
 
 
 def test_avx2_rehearsal_in_a_subprocess(tmp_path):
-    """With oneDNN and PyTorch capped at AVX2 the old code crashed in ``--dtype bf16``
-    (``mkldnn_reorder_linear_weight: bf16 path needs ...``); now it runs fp32 and says why."""
+    """With oneDNN, FBGEMM and PyTorch capped at AVX2 the old code crashed in ``--dtype bf16``
+    (``mkldnn_reorder_linear_weight: bf16 path needs ...``); now bf16 runs fp32 and says why, and
+    auto takes int8."""
     if not (BUNDLED / "model.safetensors").is_file():
         pytest.skip("no bundled model in this checkout")
     img = tmp_path / "img.png"
     Image.fromarray(np.full((48, 64, 3), 90, np.uint8)).save(img)
-    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
     env.pop("DERIS_DTYPE", None)
     for dtype in ("bf16", "auto"):
         r = subprocess.run([sys.executable, "-m", "deris_core.predict", str(img), "the blue square", "--dtype", dtype,
@@ -157,7 +159,7 @@ def test_avx2_rehearsal_in_a_subprocess(tmp_path):
         assert r.returncode == 0, r.stderr
         assert "mkldnn" not in r.stderr and "Traceback" not in r.stderr
         out = json.loads(r.stdout)
-        assert out["precision"]["dtype"] == "fp32" and "AVX2" in out["precision"]["kernels"]
+        assert out["precision"]["dtype"] == ("fp32" if dtype == "bf16" else "int8") and "AVX2" in out["precision"]["kernels"]
         if dtype == "bf16":
             assert r.stderr.strip() == "note: bf16 needs a CPU with AVX-512 BF16 or AMX (or ARM BF16); running fp32"
         else:
@@ -185,3 +187,58 @@ def test_cuda_precision_without_a_gpu_answer(monkeypatch):
     monkeypatch.setattr(hardware, "cuda_bf16_supported", lambda: False)
     p = choose_precision("bf16", "cuda")
     assert p.dtype == torch.float32 and "compute capability 8.0" in p.note
+
+
+def test_int8_request(monkeypatch):
+    if hardware.int8_supported():
+        p = choose_precision("int8", "cpu")
+        assert p.int8 and p.name == "int8" and p.dtype == torch.float32 and p.note is None
+        assert "int8 dynamic-quantized linears" in p.kernels
+    monkeypatch.setattr(hardware, "int8_supported", lambda: False)
+    p = choose_precision("int8", "cpu")
+    assert not p.int8 and p.note.startswith("int8 needs an x86 CPU with AVX2")
+    monkeypatch.setattr(hardware, "cuda_bf16_supported", lambda: True)
+    p = choose_precision("int8", "cuda")
+    assert not p.int8 and p.dtype == torch.bfloat16 and p.note == "int8 needs the CPU; running bf16"
+
+
+def test_int8_linear_is_close_one_way_and_trainable_again():
+    if not hardware.int8_supported():
+        pytest.skip("needs PyTorch's quantized CPU kernels (x86 with AVX2)")
+    torch.manual_seed(0)
+    lin = layers.Linear(64, 32)
+    x = torch.randn(5, 64)
+    ref = lin(x).detach()
+    lin.quantize_int8_()
+    assert lin.weight.numel() == 0 and lin._int8 is not None
+    with torch.inference_mode():
+        y = lin(x)
+    assert y.shape == ref.shape and (y - ref).abs().max() < 0.05 * ref.abs().max()
+    sd = lin.state_dict()  # the dequantized weight: what a save or a copy sees
+    assert sd["weight"].shape == (32, 64) and lin._int8 is None
+    lin2 = layers.Linear(64, 32)
+    lin2.quantize_int8_()
+    lin2.load_state_dict(sd)  # a load replaces the int8 weight
+    assert lin2._int8 is None and lin2.weight.shape == (32, 64)
+    out = lin(x)  # autograd: back to a float weight
+    assert out.requires_grad and lin._int8 is None
+
+
+def test_int8_predictor_keeps_the_sensitive_layers_in_float():
+    if not hardware.int8_supported():
+        pytest.skip("needs PyTorch's quantized CPU kernels (x86 with AVX2)")
+    torch.manual_seed(0)
+    model = build_deris(deris_tiny(vocab_size=200, max_token=20))
+
+    class _Ids:
+        max_token, vocab_size = 20, 200
+
+    p = Predictor(model, _Ids(), precision=choose_precision("int8", "cpu"))  # type: ignore[arg-type]
+    kept = [n for n, m in model.named_modules() if isinstance(m, layers.Linear) and m._int8 is None]
+    quantized = [n for n, m in model.named_modules() if isinstance(m, layers.Linear) and m._int8 is not None]
+    assert quantized and all(any(k in n for k in layers.INT8_KEEP_FLOAT) or
+                             dict(model.named_modules())[n].out_features < 16 for n in kept)
+    assert any("sampling_offsets" in n for n in kept)
+    ids = torch.full((1, 20), 1, dtype=torch.long)
+    pred = p.predict_tokens(ids, torch.zeros_like(ids), image=p.set_image(np.zeros((40, 50, 3), np.uint8)))[0]
+    assert np.isfinite(pred.scores).all() and p.precision.name == "int8"

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     for sp in (a, q):
         sp.add_argument("--weights", default="bundled", help="a published name, a checkpoint, or bundled")
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        sp.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16"],
+        sp.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
                         help="auto: bf16 on a GPU that offers it, else fp32")
         sp.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
     args = p.parse_args(argv)

@@ -8,7 +8,9 @@ run through ``scaled_dot_product_attention`` with batch-first tensors and no ext
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -35,9 +37,15 @@ class Linear(nn.Linear):
     it: ``state_dict``, ``load_state_dict``, ``.to()`` and dtype casts, autograd, other
     devices, or ``DERIS_ONEDNN_PREPACK=0``. The parameter object keeps its identity across
     packing (optimizers holding it stay valid after an unpack).
+
+    :meth:`quantize_int8_` is the third form (``--dtype int8``): the weight kept as int8, one scale
+    per output channel, packed for PyTorch's quantized CPU kernels; float32 activations are
+    quantized per call (dynamic quantization). It is one-way: the float weight is freed, and
+    whatever needs a plain weight later gets the dequantized one.
     """
 
     _plain: nn.Parameter | None = None  # the original parameter (emptied) while packed
+    _int8: Any = None  # packed int8 weight and float bias (torch.ops.quantized.linear_prepack)
 
     def _uses_packed(self, x: Tensor) -> bool:
         return (_ONEDNN and not torch.is_grad_enabled() and x.device.type == "cpu"
@@ -46,7 +54,7 @@ class Linear(nn.Linear):
     def pack_(self) -> None:
         """Replace the weight by its oneDNN-packed form (no-op when packed or not on CPU)."""
         w = self.weight
-        if self._plain is not None or w.device.type != "cpu" or w.dtype not in packable_dtypes() or not _ONEDNN:
+        if self._int8 is not None or self._plain is not None or w.device.type != "cpu" or w.dtype not in packable_dtypes() or not _ONEDNN:
             return
         with torch.inference_mode(False), torch.no_grad():
             packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), 64)
@@ -65,7 +73,36 @@ class Linear(nn.Linear):
         object.__setattr__(self, "_plain", None)
         self.weight = plain
 
+    def quantize_int8_(self) -> None:
+        """Keep the weight as per-output-channel symmetric int8 for the quantized CPU kernels."""
+        if self._int8 is not None:
+            return
+        self.unpack_()
+        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # PyTorch's notice that quantized tensors will move to torchao
+            w = self.weight.detach().float()
+            scale = (w.abs().amax(dim=1) / 127.0).clamp(min=1e-12).double()
+            q = torch.quantize_per_channel(w, scale, torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
+            bias = None if self.bias is None else self.bias.detach().float()
+            packed = torch.ops.quantized.linear_prepack(q, bias)
+            self.weight.data = torch.empty(0, dtype=w.dtype)
+        object.__setattr__(self, "_int8", packed)
+
+    def dequantize_(self) -> None:
+        """Bring back a float weight from the int8 one (lossy; no-op when not quantized)."""
+        if self._int8 is None:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            q, _ = torch.ops.quantized.linear_unpack(self._int8)
+            self.weight.data = q.dequantize().to(self.weight.dtype)
+        object.__setattr__(self, "_int8", None)
+
     def forward(self, x: Tensor) -> Tensor:
+        if self._int8 is not None:
+            if not torch.is_grad_enabled() and x.device.type == "cpu" and x.dtype == torch.float32:
+                # reduce_range: 7-bit activations, so AVX2's 16-bit pairwise sums cannot saturate
+                return torch.ops.quantized.linear_dynamic(x.contiguous(), self._int8, True)
+            self.dequantize_()
         if self._uses_packed(x):
             self.pack_()
             return torch.ops.mkldnn._linear_pointwise(x.contiguous(), self.weight, self.bias, "none", [], "")
@@ -73,15 +110,18 @@ class Linear(nn.Linear):
         return F.linear(x, self.weight, self.bias)
 
     def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        self.dequantize_()
         super()._save_to_state_dict(destination, prefix, keep_vars)
         if self._plain is not None:
             destination[prefix + "weight"] = self.weight.detach().to_dense()
 
     def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.dequantize_()  # a float weight of the right shape, which the loaded one replaces
         self.unpack_()
         return super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.dequantize_()
         self.unpack_()
         return super()._apply(fn, recurse)
 
@@ -91,6 +131,25 @@ def pack_linear_weights(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, Linear):
             m.pack_()
+
+
+# Layers left in float32 under int8: the deformable attention's sampling offsets and weights (an
+# error there moves where features are read) and the small heads that make the scores.
+INT8_KEEP_FLOAT = ("sampling_offsets", "attention_weights", "class_embed", "refer_embed", "existence_embed")
+
+
+def quantize_linear_weights(model: nn.Module, keep_float: tuple[str, ...] = INT8_KEEP_FLOAT) -> int:
+    """int8 weights for every :class:`Linear` except those named in ``keep_float`` (packed as
+    usual); returns how many were quantized."""
+    n = 0
+    for name, m in model.named_modules():
+        if isinstance(m, Linear):
+            if any(part in keep_float for part in name.split(".")) or m.out_features < 16:
+                m.pack_()
+            else:
+                m.quantize_int8_()
+                n += 1
+    return n
 
 
 class MultiheadAttention(nn.Module):

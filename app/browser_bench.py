@@ -1,0 +1,277 @@
+"""The annotator's round trip as a browser feels it: key or click -> the new picture loaded.
+
+    python -m app.browser_bench [--model bundled|deris-b] [--runs 10] [--json]
+
+Starts the studio (``launch.py``) on 127.0.0.1 with a collection imported from a folder (the
+synthetic scenes for the bundled model; 1024x768 photo-like pictures for DeRIS-B with random
+weights, written to a temporary safetensors file), drives Debian's chromium through Playwright
+and times, in the page itself (``performance.now()``), three actions:
+
+* *next image*: PgDn -> the next picture's ``load`` event in the Annotate view;
+* *Enter*: Enter in the expression box -> the picture with the model's targets loaded;
+* *click*: a click on the picture (pick or un-pick a candidate) -> the new picture loaded.
+
+Each figure is split into what the page can see: until the response arrives (the request, the
+Gradio queue, the server's handler, the streamed answer), and from then on (the picture's
+download and decode); the server's own handler times are those of ``python -m app.bench annotate``.
+Medians over ``--runs`` actions of each kind after one warm-up; the CPU and load average are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+
+# In-page instrumentation: the time of the last key/mouse press and of every picture load in #result.
+_PROBE = """
+() => {
+  if (window.__rt) return;
+  window.__rt = {t0: 0, loads: []};
+  const mark = () => { window.__rt.t0 = performance.now(); };
+  document.addEventListener('keydown', mark, true);
+  document.addEventListener('mousedown', mark, true);
+  document.addEventListener('load', (e) => {
+    const t = e.target;
+    if (t && t.tagName === 'IMG' && t.closest && t.closest('#result'))
+      window.__rt.loads.push([performance.now(), t.currentSrc || t.src]);
+  }, true);
+}
+"""
+_LOADED_AFTER = """
+(prev) => { const r = window.__rt; return r.loads.some(([t, s]) => t > r.t0 && s !== prev); }
+"""
+_MEASURE = """
+(prev) => {
+  const r = window.__rt;
+  const hit = r.loads.find(([t, s]) => t > r.t0 && s !== prev);
+  const res = performance.getEntriesByType('resource').filter(e => e.startTime >= r.t0);
+  const img = res.filter(e => hit && e.name === hit[1]).pop();
+  return {total: hit[0] - r.t0, src: hit[1],
+          response_ms: img ? img.startTime - r.t0 : null,
+          picture_ms: img ? hit[0] - img.startTime : null};
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def prepare(model: str, folder: Path) -> tuple[str, int]:
+    """Pictures for the collection and the weights to serve; returns (weights, number of pictures)."""
+    import cv2
+
+    images = folder / "pictures"
+    images.mkdir(parents=True)
+    if model == "bundled":
+        from deris_core.synthetic import generate
+
+        generate(folder / "syn", seed=5, images=24)
+        for p in sorted((folder / "syn" / "images" / "train2014").iterdir()):
+            shutil.copy(p, images / p.name)
+        return "bundled", len(list(images.iterdir()))
+    import torch
+
+    from deris_core.checkpoint import save_weights
+    from deris_core.config import get_config
+    from deris_core.model import build_deris
+    from deris_core.weights import BUNDLED_DIR
+
+    from .latency import synthetic_photo
+
+    for i in range(16):
+        cv2.imwrite(str(images / f"photo_{i:02d}.jpg"), synthetic_photo(768, 1024, seed=i)[:, :, ::-1])
+    torch.manual_seed(0)
+    cfg = get_config("deris-b-grefcoco")
+    weights = folder / "deris-b-random" / "model.safetensors"
+    weights.parent.mkdir()
+    save_weights(build_deris(cfg), weights, cfg)
+    shutil.copy(BUNDLED_DIR / "tokenizer.spm", weights.parent / "tokenizer.spm")
+    return str(weights), 16
+
+
+def serve(weights: str, db: Path, dtype: str) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    cmd = [sys.executable, "launch.py", "--weights", weights, "--db", str(db), "--port", str(port), "--device", "cpu",
+           "--dtype", dtype]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    lines: list[str] = []
+    while time.time() < deadline:
+        line = proc.stdout.readline() if proc.stdout else ""
+        lines.append(line)
+        if "Running on local URL" in line:
+            return proc, f"http://127.0.0.1:{port}/"
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("the studio did not start:\n" + "".join(lines[-20:]))
+
+
+def _current_src(page) -> str:
+    return page.evaluate("() => document.querySelector('#result img')?.currentSrc || ''")
+
+
+def _timed(page, action) -> dict:
+    prev = _current_src(page)
+    action()
+    page.wait_for_function(_LOADED_AFTER, arg=prev, timeout=120_000)
+    return page.evaluate(_MEASURE, prev)
+
+
+def _inside(mask) -> tuple[int, int]:
+    """The pixel of ``mask`` farthest from its border (a click there cannot miss)."""
+    import cv2
+    import numpy as np
+
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    y, x = np.unravel_index(int(dist.argmax()), dist.shape)
+    return int(x), int(y)
+
+
+def _click_pixel(page, x: int, y: int, scale: float) -> None:
+    """Click image pixel (x, y) of the picture shown in #result (object-fit: contain)."""
+    img = page.locator("#result img").first
+    box = img.bounding_box()
+    nat_w, nat_h = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
+    s = min(box["width"] / nat_w, box["height"] / nat_h)
+    off_x, off_y = box["x"] + (box["width"] - nat_w * s) / 2, box["y"] + (box["height"] - nat_h * s) / 2
+    page.mouse.click(off_x + (x + 0.5) * scale * s, off_y + (y + 0.5) * scale * s)
+
+
+def drive(url: str, runs: int, expression: str, where) -> dict[str, list[dict]]:
+    """Open the studio in chromium and time ``runs`` actions of each kind (after one warm-up each).
+
+    ``where(position)`` gives the image pixel to click on the queue's ``position``-th image (inside
+    the best candidate, so that the click adds or removes it) and the display scale."""
+    from playwright.sync_api import sync_playwright
+
+    out: dict[str, list[dict]] = {"next_image": [], "enter": [], "click": []}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page.goto(url)
+        page.wait_for_function("document.querySelector('#queue-pos')?.innerText.includes('in the queue')",
+                               timeout=120_000)
+        page.evaluate(_PROBE)
+        page.locator("body").click(position={"x": 5, "y": 5})
+        _timed(page, lambda: page.keyboard.press("d"))  # the first image
+        box = page.locator("#expression textarea, #expression input").first
+        for i in range(runs + 1):
+            page.locator("body").click(position={"x": 5, "y": 5})  # the queue wraps after the last image
+            r = _timed(page, lambda: page.keyboard.press("PageDown"))
+            if i:
+                out["next_image"].append(r)
+            box.fill(expression)
+            r = _timed(page, lambda: box.press("Enter"))
+            if i:
+                out["enter"].append(r)
+            pos = int(page.locator("#queue-pos").inner_text().split("/")[0].split()[-1])
+            x, y, scale = where(pos)
+            r = _timed(page, lambda: _click_pixel(page, x, y, scale))
+            if i:
+                out["click"].append(r)
+        browser.close()
+    return out
+
+
+def _click_targets(weights: str, db: Path, expression: str, dtype: str):
+    """What the server's model will answer on each picture, to know where a click picks something
+    (a fresh collection: the queue's n-th image has id n)."""
+    from deris_core.weights import load_predictor
+
+    from .overlay import view_scale
+    from .store import Store
+
+    predictor = load_predictor(weights, device="cpu", dtype=dtype)
+    store = Store(str(db))
+    cache: dict[int, tuple[int, int, float]] = {}
+
+    def where(position: int) -> tuple[int, int, float]:
+        if position not in cache:
+            rgb = store.load_image(position)
+            pred = predictor.predict(expression, image=predictor.set_image(rgb))
+            x, y = _inside(pred.mask(int(pred.order[0])) > 0)
+            cache[position] = (x, y, view_scale(rgb.shape))
+        return cache[position]
+
+    return where
+
+
+def _median(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return statistics.median(vals) if vals else None
+
+
+def run(model: str = "bundled", runs: int = 10, dtype: str = "auto") -> dict:
+    from deris_core.hardware import choose_precision, cpu_info
+
+    from .collection import import_images
+    from .store import Store
+
+    with tempfile.TemporaryDirectory(prefix="deris_browser_bench_") as tmp:
+        folder = Path(tmp)
+        weights, total = prepare(model, folder)
+        db = folder / "studio.sqlite"
+        store = Store(str(db))
+        import_images(store, folder / "pictures")
+        store.close()
+        expression = "the red circle" if model == "bundled" else "the cat on the left"
+        where = _click_targets(weights, db, expression, dtype)
+        proc, url = serve(weights, db, dtype)
+        try:
+            rows = drive(url, runs, expression, where)
+        finally:
+            proc.kill()
+            proc.wait(timeout=30)
+    info = cpu_info()
+    result: dict = {"model": model, "runs": runs, "cpu": info.summary(), "precision": choose_precision(dtype).describe(),
+                    "loadavg": list(os.getloadavg())}
+    for kind, rs in rows.items():
+        result[kind] = {"median_ms": _median(rs, "total"), "response_median_ms": _median(rs, "response_ms"),
+                        "picture_median_ms": _median(rs, "picture_ms"), "all_ms": [round(r["total"], 1) for r in rs]}
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m app.browser_bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="bundled", choices=["bundled", "deris-b"])
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    if not Path(CHROMIUM).is_file():
+        print(f"error: chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
+        return 2
+    r = run(args.model, args.runs, args.dtype)
+    if args.json:
+        print(json.dumps(r))
+        return 0
+    print(f"CPU: {r['cpu']}; load average {' '.join(f'{x:.2f}' for x in r['loadavg'])}")
+    print(f"{r['model']} model, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium:")
+    for kind, label in (("next_image", "PgDn -> next image shown"), ("enter", "Enter -> picture loaded"),
+                        ("click", "click -> picture loaded")):
+        s = r[kind]
+        print(f"  {label:<28} {s['median_ms']:7.1f} ms  (until the response {s['response_median_ms'] or 0:6.1f} ms, "
+              f"picture download+decode {s['picture_median_ms'] or 0:5.1f} ms)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
