@@ -15,10 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import logging
 import sys
 from pathlib import Path
 
-DEFAULT_OFFICIAL = os.environ.get("DERIS_DEFAULT_MODEL", "deris-l-grefcoco")
+from app.settings import Settings
+
+log = logging.getLogger("launch")
+SETTINGS = Settings.from_env()
+DEFAULT_OFFICIAL = SETTINGS.default_model
 
 
 def _cached_official() -> str | None:
@@ -44,10 +49,10 @@ def _public_name(weights: str) -> str:
 
 def load_model(weights: str | None, device: str, dtype: str | None = None):
     """``(ModelHolder)``: the requested/official weights, else the bundled model with the reason."""
-    from app.ui import ModelHolder
+    from app.services import ModelHolder
     from deris_core.weights import load_predictor
 
-    on_space = bool(os.environ.get("SPACE_ID"))
+    on_space = bool(Settings.from_env().space_id)
     wanted = weights or _cached_official() or (DEFAULT_OFFICIAL if on_space else None)
     note = ""
     if wanted and wanted != "bundled":
@@ -55,7 +60,7 @@ def load_model(weights: str | None, device: str, dtype: str | None = None):
             p = load_predictor(wanted, device=device, dtype=dtype)
             return ModelHolder(p, getattr(p, "description", wanted))
         except Exception as exc:  # noqa: BLE001 - report and fall back
-            print(f"warning: could not load {wanted!r}: {exc}", file=sys.stderr)  # details (paths) stay in the log
+            log.warning("could not load %r: %s", wanted, exc)  # details (paths) stay in the log
             shown = _public_name(wanted)
             note = f"could not load {shown} ({type(exc).__name__}, see the server log); using the bundled model instead"
     try:
@@ -65,31 +70,33 @@ def load_model(weights: str | None, device: str, dtype: str | None = None):
             note = "trained on synthetic shapes only; pass --weights deris-l-grefcoco for real photos"
         return ModelHolder(p, desc, note)
     except Exception as exc:  # noqa: BLE001
-        print(f"error: the bundled model could not be loaded: {exc}", file=sys.stderr)
+        log.error("the bundled model could not be loaded: %s", exc)
         return ModelHolder(None, "no model", f"the bundled model could not be loaded either ({type(exc).__name__})")
 
 
 # ZeroGPU: the model goes to cuda at import time (GPU work then runs inside @spaces.GPU functions).
 from app.zerogpu import on_zerogpu  # noqa: E402 - after load_model, which it decides about
 
-MODEL = load_model(os.environ.get("DERIS_WEIGHTS"), "cuda") if on_zerogpu() else None
+MODEL = load_model(SETTINGS.weights, "cuda") if on_zerogpu() else None
 
 
 def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # the server's log
+    env = Settings.from_env()
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
-    p.add_argument("--weights", default=os.environ.get("DERIS_WEIGHTS"), help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
+    p.add_argument("--weights", default=env.weights, help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto: CUDA, then Apple's MPS, then the CPU")
-    p.add_argument("--dtype", default=os.environ.get("DERIS_DTYPE", "auto"), choices=["auto", "fp32", "bf16", "int8"],
+    p.add_argument("--dtype", default=env.dtype, choices=["auto", "fp32", "bf16", "int8"],
                    help="auto (default): bf16 where the hardware computes it natively, else fp32; fp32 matches the "
                         "official outputs; bf16/int8 where they cannot run fall back with a note (README, Precision)")
-    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", "7860")))
+    p.add_argument("--host", default=env.host)
+    p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
-    p.add_argument("--db", default=os.environ.get("DERIS_DB"), help="annotation database (SQLite file)")
+    p.add_argument("--db", default=env.db, help="annotation database (SQLite file)")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD[:ROLES]",
                    help="an account (repeatable); ROLES is annotator, reviewer or both comma-separated (default both)")
-    p.add_argument("--auth-file", default=os.environ.get("DERIS_AUTH_FILE"),
+    p.add_argument("--auth-file", default=env.auth_file,
                    help="a file of USER:PASSWORD[:ROLES] lines (# comments allowed)")
     p.add_argument("--max-image-side", type=int, default=4096, help="larger images are scaled down to this side")
     p.add_argument("--allow-weights", action="append", default=[], metavar="NAME_OR_PATH",
@@ -104,14 +111,15 @@ def main(argv: list[str] | None = None) -> int:
         p.error(str(exc))
     if args.max_image_side < 32:
         p.error("--max-image-side must be at least 32")
-    db = args.db or str(Path("/data/deris_studio.sqlite") if Path("/data").is_dir() and os.environ.get("SPACE_ID")
+    db = args.db or str(Path("/data/deris_studio.sqlite") if Path("/data").is_dir() and env.space_id
                         else Path.cwd() / "deris_studio.sqlite")
 
     from deris_core.runtime import configure_from_env
 
     configure_from_env()
     from app.store import Store, StoreError
-    from app.ui import CSS, SHORTCUTS_JS, build_app, export_folder, thumbnail_folder
+    from app.services import export_folder, thumbnail_folder
+    from app.ui import CSS, SHORTCUTS_JS, build_app
 
     try:
         store = Store(db)
@@ -121,21 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     from app.zerogpu import model_device
 
     device = model_device(args.device)
-    reuse = MODEL is not None and args.weights == os.environ.get("DERIS_WEIGHTS") and args.dtype == "auto"
+    reuse = MODEL is not None and args.weights == env.weights and args.dtype == "auto"
     model = MODEL if reuse else load_model(args.weights, device, args.dtype)
-    print(f"model: {model.description}{(' — ' + model.note) if model.note else ''}\ndatabase: {db}", flush=True)
+    log.info("model: %s%s", model.description, (" — " + model.note) if model.note else "")
+    log.info("database: %s", db)
     if model.predictor is not None:
         pr = model.predictor.precision
-        print(f"precision: {pr.describe()}, asked {pr.requested}: {pr.reason}" + (f" — {pr.note}" if pr.note else ""),
-              flush=True)
+        log.info("precision: %s, asked %s: %s%s", pr.describe(), pr.requested, pr.reason, f" — {pr.note}" if pr.note else "")
     switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
                      users=users)
-    auth = users.check if users is not None else None
+    from app.auth import gradio_auth_kwargs
+
     if users is not None:
-        print(f"accounts: {', '.join(users.names())}", flush=True)
+        log.info("accounts: %s", ", ".join(users.names()))
     demo.queue(default_concurrency_limit=4).launch(
-        server_name=args.host, server_port=args.port, share=args.share, auth=auth, show_error=True, js=SHORTCUTS_JS, css=CSS,
+        server_name=args.host, server_port=args.port, share=args.share, **gradio_auth_kwargs(users), show_error=True, js=SHORTCUTS_JS, css=CSS,
         allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store)),
                        str(thumbnail_folder(store))],
     )

@@ -12,7 +12,10 @@ leave it are skipped).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from tqdm import tqdm
 from deris_core.preprocess import ImageError, load_image
 
 from .store import Store, StoreError
+from .store.names import display_name, not_utf8
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 THUMB_SIDE = 160
@@ -39,61 +43,120 @@ class FolderImport:
                 "skipped_files": [f"{n}: {why}" for n, why in self.skipped]}
 
 
-def _files(root: Path) -> list[Path]:
+def _files(root: Path, skip: set[Path] = frozenset()) -> list[Path]:
+    """Image files under ``root`` (sorted, hidden ones left out), never entering the folders in ``skip``."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+        dirnames[:] = sorted(d for d in dirnames if (Path(dirpath) / d).resolve() not in skip)
         for f in sorted(filenames):
             if Path(f).suffix.lower() in IMAGE_SUFFIXES and not f.startswith("."):
                 out.append(Path(dirpath) / f)
     return out
 
 
+def studio_folders(store: Store) -> set[Path]:
+    """The folders the studio writes itself (media copies, thumbnails, exports): never imported as pictures."""
+    return {store.media_dir.resolve(), store.path.resolve().with_name(store.path.stem + "_exports")}
+
+
 def import_images(store: Store, folder: str | Path, split: str = "", max_side: int = 4096,
                   progress: bool = True) -> FolderImport:
-    """Add every image under ``folder`` to the collection (see the module docstring)."""
+    """Add every image under ``folder`` to the collection (see the module docstring).
+
+    A file whose name is not valid UTF-8 is imported under its name with the bad bytes escaped
+    (``\\xNN``), from a copy in the media folder (its path cannot be stored as text); one file that
+    cannot be read is listed and skipped, never stopping the others. The studio's own media and
+    export folders are never imported."""
     root = Path(folder)
     if not root.is_dir():
-        raise StoreError(f"not a folder: {root.name or folder}")
+        raise StoreError(f"not a folder: {display_name(root.name or str(folder))}")
     root = root.resolve()
-    known_paths = {r[0] for r in store._query("SELECT path FROM images WHERE path IS NOT NULL")}
+    if any(root == f or root.is_relative_to(f) for f in studio_folders(store)):
+        raise StoreError("that folder is the studio's own media or export folder; its pictures are already stored")
+    known_paths = {r[0] for r in store.read("SELECT path FROM images WHERE path IS NOT NULL")}
     res = FolderImport()
-    files = _files(root)
+    files = _files(root, studio_folders(store))
     for path in tqdm(files, desc="importing images", unit="img", disable=not progress):
         rel = path.relative_to(root).as_posix()
-        real = path.resolve()
-        if not real.is_relative_to(root):
-            res.skipped.append((rel, "a link that leaves the folder"))
-            continue
-        if str(real) in known_paths:
-            res.known += 1
-            continue
+        shown = display_name(rel)
         try:
+            real = path.resolve()
+            if not real.is_relative_to(root):
+                res.skipped.append((shown, "a link that leaves the folder"))
+                continue
+            if str(real) in known_paths:
+                res.known += 1
+                continue
             rgb = load_image(real)
         except ImageError as exc:
-            res.skipped.append((rel, str(exc).replace(str(real), rel)))
+            res.skipped.append((shown, display_name(str(exc).replace(str(real), rel))))
+            continue
+        except (OSError, RuntimeError) as exc:  # a name the file system refuses, a link loop ...
+            res.skipped.append((shown, f"cannot be read ({type(exc).__name__})"))
             continue
         h, w = rgb.shape[:2]
-        where: Path | None = real
+        where: Path | None = None if not_utf8(str(real)) else real  # a path that is not text: the store keeps a copy
         if max(h, w) > max_side:
             s = max_side / max(h, w)
             rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
             where = None  # changed pixels: the store keeps its own copy
-        before = store._query("SELECT COUNT(*) FROM images")[0][0]
-        store.add_image(rgb, file_name=rel, split=split, path=where)
-        if store._query("SELECT COUNT(*) FROM images")[0][0] > before:
+        before = store.read("SELECT COUNT(*) FROM images")[0][0]
+        try:
+            store.add_image(rgb, file_name=shown, split=split, path=where)
+        except StoreError as exc:
+            res.skipped.append((shown, str(exc)))
+            continue
+        if store.read("SELECT COUNT(*) FROM images")[0][0] > before:
             res.added += 1
         else:
             res.known += 1
     return res
 
 
+def thumbnail_key(store: Store, image_id: int) -> str | None:
+    """What a thumbnail is made from: the image's content hash (or, for images imported without one, its
+    source file's path, size and modification time) and size, so a thumbnail cached for another database
+    at the same path, or for a file replaced since, is never shown. None when the pixels are unknown."""
+    rec = store.image(image_id)
+    if not rec.path:
+        return None
+    try:
+        st = Path(rec.path).stat()
+    except OSError:
+        return None
+    ident = f"{rec.sha256 or ''}|{rec.path}|{st.st_size}|{st.st_mtime_ns}|{rec.width}x{rec.height}"
+    return hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+
+
+_LEGACY_THUMB = re.compile(r"\d+_\d+\.jpg")
+_legacy_checked: set[str] = set()
+
+
+def _drop_legacy_thumbnails(folder: Path) -> None:
+    """Remove thumbnails named by image id only (``<id>_<side>.jpg``, before content keys): they may show
+    another database's pictures. Once per folder and process."""
+    if str(folder) in _legacy_checked:
+        return
+    _legacy_checked.add(str(folder))
+    try:
+        for p in folder.iterdir():
+            if _LEGACY_THUMB.fullmatch(p.name):
+                p.unlink(missing_ok=True)
+    except OSError:
+        pass
+
+
 def thumbnail_file(store: Store, image_id: int, side: int = THUMB_SIDE) -> Path | None:
-    """A cached JPEG thumbnail of a store image (made on first use); None when the pixels are unknown."""
+    """A cached JPEG thumbnail of a store image (made on first use, keyed by :func:`thumbnail_key`);
+    None when the pixels are unknown."""
+    key = thumbnail_key(store, image_id)
+    if key is None:
+        return None
     folder = store.media_dir / "thumbs"
-    path = folder / f"{image_id}_{side}.jpg"
+    path = folder / f"{key}_{side}.jpg"
     if path.is_file():
         return path
+    _drop_legacy_thumbnails(folder)
     rgb = store.load_image(image_id)
     if rgb is None:
         return None
@@ -102,7 +165,7 @@ def thumbnail_file(store: Store, image_id: int, side: int = THUMB_SIDE) -> Path 
     small = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else rgb
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{image_id}_{side}.{os.getpid()}.tmp.jpg"
+        tmp = folder / f".{key}_{side}.{os.getpid()}.{threading.get_ident()}.tmp.jpg"
         if cv2.imwrite(str(tmp), cv2.cvtColor(np.ascontiguousarray(small), cv2.COLOR_RGB2BGR)):
             os.replace(tmp, path)
             return path

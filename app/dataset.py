@@ -25,6 +25,7 @@ from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
 from .store import SPLITS, STATUSES, Store, StoreError
+from .store.names import display_name
 
 __all__ = ["ImportRefused", "export_zip", "import_coco", "import_grefcoco", "import_grefcoco_data", "main",
            "mask_to_polygons", "normalise_sentence", "polygons_to_mask", "read_zip", "to_grefcoco", "validate_grefcoco"]
@@ -74,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         n = len(exc.problems)
         print(f"error: import refused, the database was not changed ({n} problem{'s' if n > 1 else ''}):", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
+            print(f"  {display_name(problem)}", file=sys.stderr)
         return 2
     except (DataError, StoreError, OSError, zipfile.BadZipFile) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {display_name(str(exc))}", file=sys.stderr)  # a name that is not UTF-8 is printed escaped
         return 2
     print(json.dumps(res, indent=2))
     return 0

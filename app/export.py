@@ -17,9 +17,11 @@ entry can escape ``images/train2014/`` and no two images share an entry.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
+import secrets
 import tempfile
 import time
 import zipfile
@@ -205,7 +207,8 @@ def export_zip(store: Store, out: str | Path, include_images: bool = True, *, st
             "refs": len(grefs), "annotations": len(coco["annotations"]), "images": len(coco["images"])}
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+        clean_stale_temps(out)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
     except OSError as exc:
         raise StoreError(f"cannot write the export: {os_error_message(exc)}") from None
@@ -238,15 +241,74 @@ def read_zip(path: str | Path) -> tuple[dict, list[dict]]:
         return json.loads(zf.read("grefcoco/instances.json")), json.loads(zf.read("grefcoco/grefs(unc).json"))
 
 
-def clean_stale_exports(folder: Path, max_age_s: float = 3600.0) -> int:
-    """Remove half-written (``.tmp``) exports and old finished ones from an app-owned export folder."""
+STALE_TMP_S = 3600.0  # a half-written export not touched for this long is abandoned, whoever wrote it
+
+
+def _temp_owner(name: str) -> int | None:
+    """The writer's pid in a temporary export name ``.<target>.<pid>.<random>.tmp`` (None: not one of ours)."""
+    parts = name.split(".")
+    if not name.startswith(".") or not name.endswith(".tmp") or len(parts) < 5 or not parts[-3].isdigit():
+        return None
+    return int(parts[-3])
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _abandoned(p: Path, now: float, stale_s: float) -> bool:
+    """A temporary export whose writer died (SIGKILL, power cut) or that nobody touched for ``stale_s``;
+    another export being written right now (a live writer, a fresh file) is never abandoned."""
+    pid = _temp_owner(p.name)
+    try:
+        age = now - p.stat().st_mtime
+    except OSError:
+        return False
+    return (pid is not None and not _alive(pid)) or age > stale_s
+
+
+def clean_stale_temps(out: Path, stale_s: float = STALE_TMP_S) -> int:
+    """Remove the abandoned temporary files of earlier exports to ``out`` (see :func:`_abandoned`)."""
+    removed, now = 0, time.time()
+    for p in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+        try:
+            if _abandoned(p, now, stale_s):
+                p.unlink()
+                removed += 1
+        except OSError:
+            pass
+    return removed
+
+
+def new_export_path(folder: Path, prefix: str = "deris_dataset") -> Path:
+    """A fresh file name in ``folder`` (the time, then random letters: two exports in the same second differ)."""
+    return folder / f"{prefix}_{time.strftime('%Y%m%d_%H%M%S')}_{secrets.token_hex(4)}.zip"
+
+
+def clean_stale_exports(folder: Path, max_age_s: float = 3600.0, stale_s: float = STALE_TMP_S) -> int:
+    """Remove abandoned half-written exports and finished ones older than ``max_age_s`` from an app-owned
+    export folder; exports other people are writing at this moment are left alone."""
     removed = 0
     if not folder.is_dir():
         return 0
     now = time.time()
     for p in folder.iterdir():
         try:
-            if p.is_file() and (p.suffix == ".tmp" or now - p.stat().st_mtime > max_age_s):
+            if not p.is_file():
+                continue
+            if p.suffix == ".tmp":
+                stale = _abandoned(p, now, stale_s)
+            else:
+                stale = now - p.stat().st_mtime > max_age_s
+            if stale:
                 p.unlink()
                 removed += 1
         except OSError:

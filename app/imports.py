@@ -23,7 +23,7 @@ from pycocotools import mask as mask_utils
 from .store import SPLITS, STATUSES, Store, StoreError, clean_sentences
 from .store.bulk import ImportPlan, PlannedAnnotation, PlannedImage, PlannedRef, write_plan
 from .store.masks import polygons_problem, rle_problem, size_problem
-from .store.names import relative_name_problem
+from .store.names import display_name, not_utf8, relative_name_problem
 
 MAX_PROBLEMS_SHOWN = 8
 
@@ -236,9 +236,32 @@ def _check_refs(grefs: object, images: dict[int, PlannedImage], anns: dict[int, 
     return out
 
 
+def _text_problems(obj: object, file: str, where: str = "", out: list[str] | None = None) -> list[str]:
+    """Every string (keys included) that is not valid Unicode (a lone surrogate, from a JSON ``\\udXXX``
+    escape): SQLite cannot store it, so the dataset is refused naming the file, record and field."""
+    out = [] if out is None else out
+    stack = [(where or "top level", obj)]
+    while stack and len(out) < MAX_PROBLEMS_SHOWN:
+        at, o = stack.pop()
+        if isinstance(o, str):
+            if not_utf8(o):
+                out.append(f"{file}: {at}: text {display_name(o)[:80]!r} is not valid Unicode (a lone surrogate)")
+        elif isinstance(o, dict):
+            for k, v in o.items():
+                if isinstance(k, str) and not_utf8(k):
+                    out.append(f"{file}: {at}: key {display_name(k)[:80]!r} is not valid Unicode (a lone surrogate)")
+                stack.append((f"{at}.{display_name(str(k))[:40]}" if at != "top level" else display_name(str(k))[:40], v))
+        elif isinstance(o, list):
+            stack.extend((f"{at}[{n}]", v) for n, v in reversed(list(enumerate(o))))
+    return out
+
+
 def plan_import(coco: object, grefs: object | None, image_dir: Path | None, coco_name: str = "instances.json",
                 grefs_name: str = "grefs(unc).json") -> ImportPlan:
     """Validate a whole dataset and return what to write (ImportRefused with every problem otherwise)."""
+    bad_text = _text_problems(coco, coco_name) + (_text_problems(grefs, grefs_name) if grefs is not None else [])
+    if bad_text:
+        raise ImportRefused(bad_text)
     chk = _Checker(coco_name)
     images, annotations, anns = _check_instances(coco, image_dir, chk)
     refs: list[PlannedRef] = []

@@ -1,4 +1,4 @@
-"""Server-side latency of the studio's two hot paths, for ``python -m deris_core.bench --app``.
+"""Server-side latency of the studio's two hot paths: ``python -m app.bench latency``.
 
 *Enter*: predict on the cached image, build the target set from the referred candidates
 (full-size masks of those only), render the overlay, the candidate list and the gallery, and
@@ -21,9 +21,9 @@ import numpy as np
 
 from deris_core.predictor import ImageState, Prediction, Predictor
 
-from .render import IMAGE_FORMAT
+from .overlay import IMAGE_FORMAT
 from .session import Session
-from .views import display
+from .views.shell import render
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -41,12 +41,11 @@ def _encode(images: list[np.ndarray], cache_dir: str) -> None:
 
 
 def render_and_encode(sess: Session, cache_dir: str) -> None:
-    """Everything the Annotate view sends after an action (``app.views.context.render``), encoded
-    the way Gradio does (also used by ``python -m app.bench annotate``)."""
+    """Everything the Annotate view sends after an action (the views' own ``shell.render``: picture,
+    verdict, candidate list, gallery, instance picker), its images encoded the way Gradio does
+    (also used by ``python -m app.bench annotate``)."""
     assert sess.image is not None
-    picture = display.picture(sess)
-    display.verdict_html(sess), display.candidate_choices(sess), display.target_choices(sess)
-    gallery = display.candidate_gallery(sess)
+    picture, _, _, gallery, _, _ = render(sess)
     _encode([picture] + [g for g, _ in gallery], cache_dir)
 
 
@@ -66,7 +65,7 @@ def measure(predictor: Predictor, image: np.ndarray, predict: Callable[[ImageSta
     """Median latency of Enter and of a threshold change on ``image`` (its features cached first)."""
     cache_dir = tempfile.mkdtemp(prefix="deris_latency_")
     state = predictor.set_image(image)
-    sess = Session(image=image, image_state=state, file_name="bench")
+    sess = Session(image=image, image_state=state, features_key="bench")
 
     def enter() -> None:
         sess.apply_prediction(predict(state))  # what the segment handler does
@@ -92,3 +91,22 @@ def measure(predictor: Predictor, image: np.ndarray, predict: Callable[[ImageSta
         "enter": enter_stats,
         "threshold_change": _median_ms(rethreshold, runs, warmup),
     }
+
+
+def app_latency(config: str, device: str = "cpu", dtype: str = "fp32", runs: int = 20, warmup: int = 3) -> dict:
+    """Latency of Enter and of a threshold change: the bundled model on its 128x128 example
+    (``config="bundled"``), or a published config (random weights, fixed token ids) on a 1024x768 photo."""
+    if config == "bundled":
+        from deris_core.weights import BUNDLED_DIR, load_predictor
+
+        predictor = load_predictor("bundled", device=device, dtype=dtype)
+        image = np.ascontiguousarray(cv2.imread(str(BUNDLED_DIR.parents[0] / "examples" / "shapes_4.png"))[:, :, ::-1])
+        r = measure(predictor, image, lambda state: predictor.predict("the yellow circle", image=state), runs, warmup)
+    else:
+        from deris_core.bench import build
+
+        predictor, fixed = build(config, device, dtype)
+        ids, mask = fixed.batch(1)
+        r = measure(predictor, synthetic_photo(768, 1024), lambda state: predictor.predict_tokens(ids, mask, image=state)[0],
+                    runs, warmup)
+    return {"config": config, "dtype": dtype, "device": device, **r}

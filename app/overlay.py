@@ -1,10 +1,18 @@
-"""The annotate view's picture: numbered targets that stay visible on any image (pure, no Gradio).
+"""The pictures of the studio (pure, no Gradio): the target set drawn on the image, and the
+candidate gallery; :mod:`app.views.display` feeds them from a session, and the studio's benchmark
+(:mod:`app.latency`) times exactly that path.
+
 
 Each target gets a strong palette colour, a translucent fill, a two-tone outline (dark outside,
 colour inside, so it reads on light and dark content alike) and a numbered badge that matches
 its row in the candidate list. A no-target verdict puts a red frame and a *NO TARGET* bar on the
 picture. Small images are enlarged (nearest neighbour) so that badges and outlines stay crisp;
 :func:`view_scale` says by how much, to map clicks back to image pixels.
+
+The candidate gallery has one small thumbnail per candidate, its mask resized from the network's
+384x384 output straight to thumbnail size (never through the full image size). Images go to the
+browser as JPEG (:data:`IMAGE_FORMAT`, the ``format=`` of ``gr.Image`` and ``gr.Gallery``):
+Gradio encodes a 1024x768 overlay in a few milliseconds as JPEG and in about 60 ms as WebP.
 """
 
 from __future__ import annotations
@@ -14,11 +22,16 @@ from typing import Sequence
 import cv2
 import numpy as np
 
+from deris_core.predictor import Prediction
+from deris_core.visualize import palette_lut, tint
+
 # strong, mutually distinct colours (no greys, no near-whites)
 COLOURS = np.array([
     (255, 0, 102), (0, 200, 255), (255, 200, 0), (150, 60, 255), (0, 230, 120), (255, 110, 0),
     (255, 0, 255), (0, 120, 255), (180, 255, 0), (255, 80, 80), (0, 255, 220), (255, 160, 200),
 ], np.uint8)
+IMAGE_FORMAT = "jpeg"
+THUMB_SIDE = 160
 MIN_VIEW_SIDE = 512
 FILL_ALPHA = 0.4
 
@@ -101,3 +114,24 @@ def render(image: np.ndarray, masks: Sequence[np.ndarray], labels: Sequence[str]
         cv2.putText(out, "NO TARGET", ((out.shape[1] - tw) // 2, int(bar * 0.78)), cv2.FONT_HERSHEY_SIMPLEX, scale,
                     (255, 255, 255), thick, cv2.LINE_AA)
     return out
+
+
+def thumbnail(rgb: np.ndarray, side: int = THUMB_SIDE) -> np.ndarray:
+    """The image scaled down so that its longer side is at most ``side`` (area interpolation)."""
+    h, w = rgb.shape[:2]
+    s = side / max(h, w)
+    if s >= 1:
+        return rgb
+    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+
+
+def candidate_gallery(image: np.ndarray, prediction: Prediction, side: int = THUMB_SIDE) -> list[tuple[np.ndarray, str]]:
+    """``(thumbnail, caption)`` per candidate, best first, each tinted in its rank's colour."""
+    base = thumbnail(image, side)
+    h, w = base.shape[:2]
+    small = prediction.masks_384
+    items = []
+    for rank, k in enumerate(prediction.order):
+        m = cv2.resize(small[k], (w, h), interpolation=cv2.INTER_NEAREST)
+        items.append((tint(base, m, palette_lut(first=rank), outline=1), f"{rank + 1}. query {k} · {prediction.scores[k]:.3f}"))
+    return items

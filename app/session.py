@@ -77,7 +77,7 @@ class Session:
     image: np.ndarray | None = None  # RGB uint8, after the app's size limit
     image_state: ImageState | None = None
     image_id: int | None = None  # store id once saved
-    file_name: str | None = None  # identity of the shown picture (see app.views.display.file_key)
+    features_key: str | None = None  # which model and picture ``image_state`` was computed for (ModelHolder.features_key)
     digest: str | None = None  # content hash of ``image``
     expression: str = ""
     prediction: Prediction | None = None
@@ -169,14 +169,6 @@ class Session:
         taken = {t.candidate for t in kept}
         self.targets = kept + [Target(_candidate_mask(pred, k), candidate=k) for k in pred.referred if k not in taken]
         self.no_target = not self.targets and pred.no_target
-
-    def union(self) -> np.ndarray | None:
-        if self.image is None:
-            return None
-        out = np.zeros(self.image.shape[:2], bool)
-        for t in self.targets:
-            out |= t.mask
-        return out
 
     def release(self) -> None:
         """Drop everything heavy (the client has left)."""

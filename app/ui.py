@@ -1,33 +1,36 @@
-"""The Gradio annotation studio: thin wiring of the views in :mod:`app.views` over a
-:class:`~deris_core.predictor.Predictor` (through :class:`ModelHolder`) and the
-:class:`~app.store.Store`.
+"""The Gradio annotation studio: the shell that lays the views of :mod:`app.views` out in tabs and
+wires them over the application layer (:class:`~app.services.Services`: the shared model, the
+store, the live sessions, refs and their permission table).
 
 Tabs: *Annotate* (the collection as a queue, expression, click-to-pick, candidates, this image's
-refs), *Correct* (brush/eraser on one target, add/delete, no-target, undo/redo), *Dataset*
-(progress, saved refs a page at a time, reopen/delete, export). The model is shared by all
-sessions; each browser session has its own :class:`~app.session.Session` in ``gr.State``.
+refs), *Correct* (brush/eraser on one target, add/delete, no-target, undo/redo), *Review* (the
+queue of refs awaiting review, accept / reject with a reason), *Dataset* (progress, saved refs a
+page at a time, reopen/delete, export). Each view owns its widgets (a layout dataclass) and its
+handlers; the few links between views are made here. Each browser session has its own
+:class:`~app.session.Session` in ``gr.State``.
 """
 
 from __future__ import annotations
 
 import html
-import threading
+import logging
 from pathlib import Path
-from types import SimpleNamespace
 
 import gradio as gr
 
-from deris_core.predictor import Predictor
-
 from .auth import Users
 from .model_info import model_line
-from .session import Session, SessionRegistry
+from .services import ModelHolder, Services
+from .session import SessionRegistry
 from .store import Store
-from .views import annotate, annotate_layout, correct, dataset, model_panel, review
-from .views.context import Studio
+from .views import annotate, annotate_layout, correct, dataset_tab, model_panel, review
 from .views.correct import read_editor_mask
+from .views.shell import bind, shell_layout
+from .zerogpu import gpu
 
-__all__ = ["CSS", "SHORTCUTS_JS", "ModelHolder", "build_app", "export_folder", "read_editor_mask", "thumbnail_folder"]
+__all__ = ["CSS", "SHORTCUTS_JS", "build_app", "read_editor_mask"]
+
+log = logging.getLogger(__name__)
 
 SHORTCUTS_JS = """
 () => {
@@ -90,46 +93,6 @@ CSS = """
 """
 
 
-class ModelHolder:
-    """The shared predictor and a description of where its weights came from."""
-
-    def __init__(self, predictor: Predictor | None, description: str, note: str = "") -> None:
-        self.predictor = predictor
-        self.description = description
-        self.note = note
-        self.version = 0  # bumped on every load: cached image features of older models are stale
-        self._lock = threading.Lock()
-
-    def get(self) -> Predictor:
-        if self.predictor is None:
-            raise gr.Error(f"No model is loaded: {self.note or self.description}")
-        return self.predictor
-
-    def load(self, weights: str, device: str = "auto") -> str:
-        """Load other weights for everyone (only what the operator allowed at launch reaches this),
-        in the precision the studio runs (``launch.py --dtype``)."""
-        from deris_core.weights import load_predictor
-
-        dtype = self.predictor.precision.requested if self.predictor is not None else None
-        with self._lock:
-            predictor = load_predictor(weights or None, device=device, dtype=dtype)
-            self.predictor = predictor
-            self.description = getattr(predictor, "description", str(weights))
-            self.note = ""
-            self.version += 1
-        return self.description
-
-
-def thumbnail_folder(store: Store) -> Path:
-    """Where cached thumbnails live (pass it to ``launch(allowed_paths=...)``; the full images stay private)."""
-    return store.media_dir / "thumbs"
-
-
-def export_folder(store: Store) -> Path:
-    """Where the app writes exports: next to the database (pass it to ``launch(allowed_paths=...)``)."""
-    return store.path.with_name(store.path.stem + "_exports")
-
-
 def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto",
               switchable: dict[str, str] | None = None, export_dir: Path | None = None,
               sessions: SessionRegistry | None = None, users: "Users | None" = None) -> gr.Blocks:
@@ -139,30 +102,34 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     (``--auth``), the signed-in user is the author of every save and review decision."""
     from .export import clean_stale_exports
 
-    studio = Studio(model, store, sessions if sessions is not None else SessionRegistry(),
-                    export_dir or export_folder(store), max_image_side, device, switchable, users)
-    clean_stale_exports(studio.export_dir)
+    svc = Services(model, store, sessions if sessions is not None else SessionRegistry(), export_dir, max_image_side,
+                   device, switchable, users)
+    clean_stale_exports(svc.export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
-        c = SimpleNamespace(sess_state=gr.State(Session()), load_events=[])
-        with gr.Row():
-            gr.Markdown("## DeRIS Studio", elem_id="title")
-            c.model_md = gr.Markdown(model_line(model.description, model.predictor, model.note))
+        shell = shell_layout(model_line(model.description, model.predictor, model.note), signed_in=users is not None)
         with gr.Tabs():
             with gr.Tab("Annotate", elem_id="tab-annotate"):
-                vars(c).update(vars(annotate_layout.layout(studio)))
-                vars(c).update(vars(annotate_layout.save_layout(signed_in=users is not None)))
+                annotate_ui = annotate_layout.layout(model.predictor)
             with gr.Tab("Correct", elem_id="tab-correct"):
-                vars(c).update(vars(correct.layout()))
-            with gr.Tab("Review", elem_id="tab-review") as c.review_tab:
-                vars(c).update(vars(review.layout()))
-            with gr.Tab("Dataset", elem_id="tab-dataset") as c.dataset_tab:
-                vars(c).update(vars(dataset.layout()))
-        vars(c).update(vars(model_panel.layout(switchable)))
-        annotate.wire(studio, c)
-        correct.wire(studio, c)
-        review.wire(studio, c)
-        dataset.wire(studio, c)
-        model_panel.wire(studio, c)
+                correct_ui = correct.layout()
+            with gr.Tab("Review", elem_id="tab-review") as review_tab:
+                review_ui = review.layout(review_tab)
+            with gr.Tab("Dataset", elem_id="tab-dataset") as dataset_tab_widget:
+                dataset_ui = dataset_tab.layout(dataset_tab_widget)
+        panel_ui = model_panel.layout(switchable)
+        # what shows the session: the Annotate tab's picture and lists, the Correct tab's instance picker
+        shell.session_outputs = [annotate_ui.result, annotate_ui.verdict, annotate_ui.candidates, annotate_ui.gallery,
+                                 correct_ui.target_pick, shell.sess_state]
+        annotate.wire(svc, annotate_ui, shell)
+        correct.wire(svc, correct_ui, shell)
+        review.wire(svc, review_ui, shell)
+        dataset_tab.wire(svc, dataset_ui, shell)
+        # links between views, through the same handlers and services
+        dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
+                                  annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
+        if switchable:
+            panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in],
+                                    [shell.model_md, annotate_ui.score_thr], api_name="load_weights")
         if users is not None:
             def signed_in(request: gr.Request):
                 user = users.get(getattr(request, "username", None))
@@ -170,13 +137,13 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                     return "Not signed in."
                 return f"Signed in as **{html.escape(user.name)}** ({', '.join(sorted(user.roles))})"
 
-            demo.load(signed_in, None, [c.signed_in], api_name=False)
-        for fn, inputs, outputs in c.load_events:
+            demo.load(signed_in, None, [shell.signed_in], api_name=False)
+        for fn, inputs, outputs in shell.load_events:
             demo.load(fn, inputs, outputs, api_name=False)
 
         def client_left(request: gr.Request):
-            if studio.sessions.release(getattr(request, "session_hash", None)):
-                print(f"a client left: its session was freed ({len(studio.sessions)} live)", flush=True)
+            if svc.sessions.release(getattr(request, "session_hash", None)):
+                log.info("a client left: its session was freed (%d live)", len(svc.sessions))
 
         demo.unload(client_left)
     return demo

@@ -11,12 +11,9 @@ the requested device is used.
 from __future__ import annotations
 
 import importlib
-import os
 from typing import Any, Callable
 
-# Seconds of GPU one call may hold: a full-size set_image + predict takes well under a second on
-# a GPU; the margin covers the first call's CUDA start-up. Shorter durations queue sooner.
-GPU_DURATION = int(os.environ.get("DERIS_GPU_DURATION", "30"))
+from .settings import Settings
 
 
 def spaces_module() -> Any | None:
@@ -30,15 +27,17 @@ def spaces_module() -> Any | None:
 def on_zerogpu() -> bool:
     """A Hugging Face Space on ZeroGPU hardware with the ``spaces`` package (a CPU or dedicated-GPU
     Space has ``SPACE_ID`` and often ``spaces`` too, but no ``SPACES_ZERO_GPU``: no cuda placement there)."""
-    flag = os.environ.get("SPACES_ZERO_GPU", "").strip().lower() in ("1", "t", "true")
-    return bool(os.environ.get("SPACE_ID")) and flag and spaces_module() is not None
+    settings = Settings.from_env()
+    return bool(settings.space_id) and settings.zero_gpu and spaces_module() is not None
 
 
 def gpu(fn: Callable) -> Callable:
-    """``spaces.GPU(duration=GPU_DURATION)(fn)`` on ZeroGPU, else ``fn`` itself."""
+    """``spaces.GPU(duration=DERIS_GPU_DURATION)(fn)`` on ZeroGPU, else ``fn`` itself. The duration is
+    the seconds of GPU one call may hold: a full-size set_image + predict takes well under a second
+    on a GPU; the default 30 covers the first call's CUDA start-up; shorter durations queue sooner."""
     if not on_zerogpu():
         return fn
-    return spaces_module().GPU(duration=GPU_DURATION)(fn)
+    return spaces_module().GPU(duration=Settings.from_env().gpu_duration)(fn)
 
 
 def model_device(requested: str = "auto") -> str:

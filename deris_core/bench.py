@@ -9,11 +9,10 @@ per-stage times, ``predict_batch`` of 8 expressions (time per expression) and pe
 median / min / max over the timed runs after warm-up. Mirrors the conditions of the
 official CPU timings: a 300x451 image, 7 real tokens padded to ``max_token``.
 
-``--app`` adds the studio's own latency (Enter -> overlay, candidate list and gallery encoded
-for the browser; a threshold change -> the same re-rendered), see :mod:`app.latency`, on a
-1024x768 photo; ``--config bundled --app`` times that for the bundled model on its 128x128
-example. ``--dtype bf16`` runs the whole network in bfloat16 where the CPU computes it natively
+``--dtype bf16`` runs the whole network in bfloat16 where the CPU computes it natively
 (else fp32, with a note); ``--dtype auto`` is what the studio and the CLIs take by default.
+The studio's own latency (Enter -> overlay) is an app benchmark, ``python -m app.bench latency``
+(the core imports nothing of the app).
 
 Every report names the CPU (model, PyTorch's kernel level, the notable flags) and the precision
 that actually ran, and compares with the official code's timings for the same kind of CPU
@@ -180,29 +179,6 @@ def run(predictor: Predictor, fixed: _FixedIds, runs: int, warmup: int) -> dict:
     return result
 
 
-def run_app(config: str, predictor: Predictor | None, fixed: _FixedIds | None, device: str, dtype: str,
-            runs: int, warmup: int) -> dict:
-    """Latency of the studio's Enter and threshold-change paths (``app.latency``): the bundled
-    model on its 128x128 example, or a published config (random weights) on a 1024x768 photo."""
-    from app.latency import measure, synthetic_photo  # the app's own rendering; needs gradio
-
-    if config == "bundled":
-        import cv2
-
-        from .weights import BUNDLED_DIR, load_predictor
-
-        predictor = load_predictor("bundled", device=device, dtype=dtype)
-        path = BUNDLED_DIR.parents[0] / "examples" / "shapes_4.png"
-        image = np.ascontiguousarray(cv2.imread(str(path))[:, :, ::-1])
-        r = measure(predictor, image, lambda state: predictor.predict("the yellow circle", image=state), runs, warmup)
-    else:
-        assert predictor is not None and fixed is not None
-        ids, mask = fixed.batch(1)
-        photo = synthetic_photo(768, 1024)
-        r = measure(predictor, photo, lambda state: predictor.predict_tokens(ids, mask, image=state)[0], runs, warmup)
-    return {"config": config, "dtype": dtype, **r}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["load"]:  # start-up benchmark: python -m deris_core.bench load --help
@@ -223,37 +199,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="precision request (fp32 by default, for comparable figures; auto = the CLIs' default)")
     ap.add_argument("--no-fallback", action="store_true",
                     help="with --dtype bf16: run bf16 even where the CPU only emulates it (measures why it falls back)")
-    ap.add_argument("--app", action="store_true",
-                    help="also time the studio's Enter / threshold change (median of 20 after 3 warm-up); "
-                         "--config bundled times only that, on the bundled model")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     configure_from_env()
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        if args.config == "bundled":
-            r = {"app": run_app("bundled", None, None, args.device, args.dtype, 20, 3)}
-        else:
-            predictor, fixed = build(args.config, args.device, args.dtype, fallback=not args.no_fallback)
-            r = run(predictor, fixed, args.runs, args.warmup)
-            if args.app:
-                r["app"] = run_app(args.config, predictor, fixed, args.device, args.dtype, 20, 3)
+        predictor, fixed = build(args.config, args.device, args.dtype, fallback=not args.no_fallback)
+        r = run(predictor, fixed, args.runs, args.warmup)
     except Exception as exc:  # noqa: BLE001
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(r))
         return 0
-    if "full_forward" in r:
-        _print_forward(r)
-    if "app" in r:
-        a = r["app"]
-        print(f"{a['config']} app latency ({a['dtype']}, image {a['image_size'][1]}x{a['image_size'][0]}, "
-              f"{a['candidates']} candidates, {a['image_format']} images), median of 20 after 3 warm-up:")
-        for k in ("enter", "threshold_change"):
-            s = a[k]
-            print(f"  {k:<34} {s['median_s']:.4f}  [{s['min_s']:.4f}, {s['max_s']:.4f}]")
+    _print_forward(r)
     return 0
 
 

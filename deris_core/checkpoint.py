@@ -1,7 +1,8 @@
 """Official checkpoints -> our state dict, safe loading, and our safetensors format.
 
-``convert_official_state_dict`` is the single place that knows the official key names
-(like timm's ``checkpoint_filter_fn``). Official checkpoints are loaded with
+``convert_official_state_dict`` maps the official key names to ours (like timm's
+``checkpoint_filter_fn``); ``deris_core.weights`` also reads two official keys to tell a
+checkpoint's vocabulary and query count before converting it. Official checkpoints are loaded with
 ``torch.load(weights_only=True)``; the only extra globals allowed are numpy scalar/dtype
 reconstructors (training scripts store metrics as numpy floats). Nothing else pickled is
 ever executed.

@@ -13,10 +13,11 @@ print("torch", torch.__version__, "| device $DEVICE |", torch.cuda.get_device_na
 PY
 for cfg in $CONFIGS; do
   for dtype in fp32 bf16; do
-    python -m deris_core.bench --config "$cfg" --device "$DEVICE" --dtype "$dtype" --app
+    python -m deris_core.bench --config "$cfg" --device "$DEVICE" --dtype "$dtype"
+    python -m app.bench latency --config "$cfg" --device "$DEVICE" --dtype "$dtype"
   done
 done
 for dtype in fp32 bf16; do
-  python -m deris_core.bench --config bundled --device "$DEVICE" --dtype "$dtype"
+  python -m app.bench latency --config bundled --device "$DEVICE" --dtype "$dtype"
 done
 DERIS_TEST_DEVICE="$DEVICE" python -m pytest -q -s -p no:cacheprovider tests/test_fixtures.py tests/test_precision_agreement.py

@@ -188,15 +188,21 @@ def normalize_request(requested: str | None) -> str:
     return _ALIASES[key]
 
 
+def onednn_prepack_enabled() -> bool:
+    """oneDNN linear packing is available and not switched off (``DERIS_ONEDNN_PREPACK=0``: plain F.linear);
+    :mod:`deris_core.model.layers` decides with it at import whether its linears pack."""
+    if os.environ.get("DERIS_ONEDNN_PREPACK", "1") == "0":
+        return False
+    return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
+
+
 def _int8_precision(req: str, info: CpuInfo, why: str) -> Precision:
     kernels = f"int8 dynamic-quantized linears ({torch.backends.quantized.engine}, {info.isa}), the rest fp32"
     return Precision(req, torch.float32, kernels, why, device="cpu", int8=True)
 
 
 def _cpu_kernels(dtype: str, info: CpuInfo) -> str:
-    from .model.layers import prepack_active  # layers import this module; resolve late
-
-    packed = prepack_active() and (dtype == "fp32" or info.onednn_bf16)
+    packed = onednn_prepack_enabled() and (dtype == "fp32" or info.onednn_bf16)
     if dtype == "bf16":
         if info.fast_bf16:
             what = "AMX" if "amx_bf16" in info.flags else "AVX-512 BF16" if "avx512_bf16" in info.flags else info.isa

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import re
+import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -87,6 +89,8 @@ def _probe(call, fallback, what: str):
     a probe that gets no answer uses the cache (``fallback``) or fails at once."""
     try:
         call()
+    except HubError:
+        raise
     except Exception as exc:  # noqa: BLE001
         if not _unreachable(exc):
             raise HubError(f"{what}: {_reason(exc)}") from None
@@ -97,8 +101,10 @@ def _probe(call, fallback, what: str):
     return None
 
 
-def download(repo_id: str, filename: str, *, repo_type: str = "model", revision: str | None = None) -> Path:
-    """One file from the Hub (or the local cache), or :class:`HubError`."""
+def download(repo_id: str, filename: str, *, repo_type: str = "model", revision: str | None = None,
+             max_bytes: int | None = None) -> Path:
+    """One file from the Hub (or the local cache), or :class:`HubError`; ``max_bytes`` refuses a larger
+    file from the size the Hub announces, before anything is downloaded."""
     try:
         from huggingface_hub import get_hf_file_metadata, hf_hub_download, hf_hub_url
     except ImportError:  # pragma: no cover
@@ -112,7 +118,13 @@ def download(repo_id: str, filename: str, *, repo_type: str = "model", revision:
     try:
         if not offline():
             url = hf_hub_url(repo_id, filename, repo_type=repo_type, revision=revision)
-            cached = _probe(lambda: get_hf_file_metadata(url, timeout=_etag_timeout()), lambda: fetch(True), what)
+
+            def probe() -> None:
+                size = getattr(get_hf_file_metadata(url, timeout=_etag_timeout()), "size", None)
+                if max_bytes is not None and size is not None and size > max_bytes:
+                    raise HubError(f"{what}: it is {size} bytes, more than the {max_bytes} bytes allowed")
+
+            cached = _probe(probe, lambda: fetch(True), what)
             if cached is not None:
                 return cached
         return fetch(offline())
@@ -156,28 +168,63 @@ def cached_file(repo_id: str, filename: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
-def download_url(url: str, dest: Path, timeout: float | None = None) -> Path:
-    """Fetch ``url`` once into ``dest`` (atomic); an existing ``dest`` is reused."""
+def download_url(url: str, dest: Path, timeout: float | None = None, *, max_bytes: int | None = None,
+                 deadline_s: float | None = None) -> Path:
+    """Fetch ``url`` once into ``dest`` (atomic); an existing ``dest`` is reused.
+
+    ``timeout`` bounds each wait for the server; ``deadline_s`` bounds the whole download (a server
+    that trickles a byte a second is given up on when it passes); ``max_bytes`` refuses a larger file
+    from its announced length, and while streaming, before more than ``max_bytes`` are written."""
     if dest.is_file():
         return dest
     if offline():
         raise HubError(f"could not get {url}: HF_HUB_OFFLINE is set and it is not cached yet")
     timeout = timeout or float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 30)
+    end = time.monotonic() + deadline_s if deadline_s else None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + f".{os.getpid()}.part")
+    tmp = dest.with_name(dest.name + f".{os.getpid()}.{threading.get_ident()}.part")
+
+    def left() -> float:
+        if end is None:
+            return timeout
+        remaining = end - time.monotonic()
+        if remaining <= 0:
+            raise HubError(f"could not get {url}: the download took longer than the {deadline_s:.0f} s allowed")
+        return min(timeout, remaining)
+
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - a fixed https URL
+        with urllib.request.urlopen(url, timeout=left()) as resp:  # noqa: S310 - a fixed https URL
             expected = resp.headers.get("Content-Length")
+            if max_bytes is not None and expected is not None and expected.isdigit() and int(expected) > max_bytes:
+                raise HubError(f"could not get {url}: it is {int(expected)} bytes, more than the {max_bytes} bytes allowed")
+            got = 0
             with open(tmp, "wb") as fh:
-                while chunk := resp.read(1 << 20):
+                while True:
+                    _set_timeout(resp, left())
+                    chunk = resp.read1(1 << 16)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                    if max_bytes is not None and got > max_bytes:
+                        raise HubError(f"could not get {url}: it is more than the {max_bytes} bytes allowed")
                     fh.write(chunk)
+                    left()
         if expected is not None and tmp.stat().st_size != int(expected):
             raise HubError(f"could not get {url}: the download was cut short ({tmp.stat().st_size} of {expected} bytes)")
         os.replace(tmp, dest)
     except HubError:
         raise
     except Exception as exc:  # noqa: BLE001
+        if end is not None and time.monotonic() >= end - 0.05:  # the socket wait was cut to the deadline
+            raise HubError(f"could not get {url}: the download took longer than the {deadline_s:.0f} s allowed") from None
         raise HubError(f"could not get {url}: {_reason(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def _set_timeout(resp, seconds: float) -> None:
+    """Shorten the socket timeout of an open response to what is left of the deadline."""
+    sock = getattr(getattr(getattr(resp, "fp", None), "raw", None), "_sock", None)
+    if sock is not None:
+        sock.settimeout(max(0.01, seconds))

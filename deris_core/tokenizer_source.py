@@ -10,6 +10,11 @@ In order, the first usable candidate wins:
 5. the BEiT-3 release named in the official DeRIS README (``BEIT3_TOKENIZER_URL``, override
    with ``DERIS_TOKENIZER_URL``), downloaded once into the cache.
 
+Downloads are bounded: each gets ``DERIS_TOKENIZER_DEADLINE`` seconds in all (default 120, so
+start-up waits at most twice that; a server that trickles is given up on, not waited for), and a file larger than
+``DERIS_TOKENIZER_MAX_BYTES`` (default 64 MiB; a BEiT-3 tokenizer is about 5 MB) is refused from
+its announced size or, while streaming, before more than that is written.
+
 Each candidate is validated: it must load as a sentencepiece model and its largest token id
 must fit the checkpoint's text-embedding rows. An explicit path or ``DERIS_TOKENIZER`` that
 fails is an error at once; the automatic places fall through, and when none works the error
@@ -19,7 +24,9 @@ lists every place tried and how to provide the file.
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
+from typing import Callable, TypeVar
 
 from .hub import HubError, download, download_url
 from .tokenizer import FAIRSEQ_OFFSET, BEiT3Tokenizer, TokenizerError
@@ -28,6 +35,44 @@ from .weight_cache import cache_dir
 # The BEiT-3 release (microsoft/unilm beit3 README, "Text Tokenizer"; the DeRIS README links there).
 BEIT3_TOKENIZER_URL = "https://github.com/addf400/files/releases/download/beit3/beit3.spm"
 TOKENIZER_FILE = "beit3.spm"
+
+
+DEADLINE_S = 120.0
+MAX_BYTES = 64 << 20
+T = TypeVar("T")
+
+
+def download_limits() -> tuple[float, int]:
+    """``(overall deadline in seconds, size cap in bytes)`` of tokenizer downloads, from the environment."""
+    try:
+        deadline = float(os.environ.get("DERIS_TOKENIZER_DEADLINE") or DEADLINE_S)
+        cap = int(os.environ.get("DERIS_TOKENIZER_MAX_BYTES") or MAX_BYTES)
+    except ValueError:
+        raise TokenizerSourceError("DERIS_TOKENIZER_DEADLINE must be seconds and DERIS_TOKENIZER_MAX_BYTES a number "
+                                   "of bytes") from None
+    return max(0.1, deadline), max(1, cap)
+
+
+def within(seconds: float, fn: Callable[[], T], what: str) -> T:
+    """``fn()`` run on a helper thread and given up on after ``seconds`` (HubError): whatever the server
+    does (trickling headers included), start-up waits no longer. A download given up on finishes or
+    fails on its own and leaves no file behind (see :func:`deris_core.hub.download_url`)."""
+    box: dict[str, object] = {}
+
+    def work() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            box["error"] = exc
+
+    t = threading.Thread(target=work, name="tokenizer-download", daemon=True)
+    t.start()
+    t.join(max(0.0, seconds))
+    if t.is_alive():
+        raise HubError(f"{what}: the download took longer than the {seconds:.0f} s allowed (DERIS_TOKENIZER_DEADLINE)")
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
 
 
 class TokenizerSourceError(FileNotFoundError):
@@ -84,9 +129,11 @@ def resolve_tokenizer(
             tried.append(f"{name} next to the checkpoint ({why})")
     repo = os.environ.get("DERIS_HF_TOKENIZER_REPO") or hub_repo
     filename = os.environ.get("DERIS_HF_TOKENIZER_FILE", TOKENIZER_FILE)
+    deadline, cap = download_limits()
     if repo:
         try:
-            path = download(repo, filename)
+            path = within(deadline, lambda: download(repo, filename, max_bytes=cap),
+                          f"could not get '{filename}' from '{repo}'")
             why = check(path, vocab_rows)
             if why is None:
                 return path
@@ -97,7 +144,8 @@ def resolve_tokenizer(
     if url:
         dest = cache_dir() / "tokenizer" / Path(url).name
         try:
-            path = download_url(url, dest)
+            path = within(deadline + 1.0, lambda: download_url(url, dest, max_bytes=cap, deadline_s=deadline),
+                          f"could not get {url}")
             why = check(path, vocab_rows)
             if why is None:
                 return path

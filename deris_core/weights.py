@@ -46,7 +46,6 @@ HF_FILES = {
     "deris-b-refcoco": "DeRIS-B-refcoco.pth",
     "deris-l-refcoco": "DeRIS-L-refcoco.pth",
 }
-HF_TOKENIZER_FILE = os.environ.get("DERIS_HF_TOKENIZER_FILE", "beit3.spm")  # kept for callers; see tokenizer_source
 # Our own format on the Hub (save_pretrained / push_to_hub): the files a repository holds.
 MODEL_FILE = "model.safetensors"
 REPO_FILES = [MODEL_FILE, "config.json", "tokenizer.spm", "README.md"]
@@ -210,4 +209,5 @@ def load_predictor(
     predictor.description = res.description  # type: ignore[attr-defined]
     bundled = res.weights.resolve().parent == BUNDLED_DIR
     predictor.source = "bundled" if bundled else str(weights)  # type: ignore[attr-defined]
+    predictor.weights_file = res.weights  # type: ignore[attr-defined]  # what app.curate hashes to identify the model
     return predictor

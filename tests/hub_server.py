@@ -8,7 +8,9 @@ It speaks the part of the Hub protocol that ``huggingface_hub`` uses for ``hf_hu
 file is answered "regular", so contents travel base64 in the commit, no LFS or Xet).
 
 Faults for error-path tests: ``truncate`` (file names whose body is cut in half while the
-full length is announced) and ``hang`` (every request waits until the server stops).
+full length is announced), ``hang`` (every request waits until the server stops), ``trickle``
+(file names whose body comes one byte every ``trickle_s`` seconds) and ``no_length`` (file
+names sent without a Content-Length, the end marked by closing the connection).
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ class StandInHub:
         self.repos: dict[str, Repo] = {}
         self.release: dict[str, bytes] = {}  # /release/<name>: a plain download (the BEiT-3 release)
         self.truncate: set[str] = set()
+        self.trickle: set[str] = set()
+        self.trickle_s = 0.5
+        self.no_length: set[str] = set()
         self.hang = False
         self.requests: list[tuple[str, str]] = []
         self._stop = threading.Event()
@@ -93,6 +98,31 @@ class StandInHub:
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
+            def _slow_or_unsized(self, name: str, data: bytes, headers: dict[str, str]) -> bool:
+                """Send ``data`` trickling or without a length when ``name`` asks for it (True: sent)."""
+                if self.command != "GET" or (name not in hub.trickle and name not in hub.no_length):
+                    return False
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                if name not in hub.no_length:
+                    self.send_header("Content-Length", str(len(data)))
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.end_headers()
+                try:
+                    if name in hub.trickle:
+                        for i in range(len(data)):
+                            if hub._stop.wait(hub.trickle_s):
+                                break
+                            self.wfile.write(data[i:i + 1])
+                            self.wfile.flush()
+                    else:
+                        self.wfile.write(data)
+                except OSError:  # the client gave up
+                    pass
+                self.close_connection = True
+                return True
+
             def _json(self, data, code: int = 200) -> None:
                 self._send(code, json.dumps(data).encode())
 
@@ -114,6 +144,8 @@ class StandInHub:
                     data = hub.release.get(path.removeprefix("/release/"))
                     if data is None:
                         return self._error(404, "NotFound", "no such release file")
+                    if self._slow_or_unsized(path.removeprefix("/release/"), data, {}):
+                        return None
                     return self._send(200, data, ctype="application/octet-stream")
                 m = re.fullmatch(r"/api/models/([^/]+/[^/]+)", path)
                 if m and self.command == "GET":
@@ -154,6 +186,8 @@ class StandInHub:
                 if data is None:
                     return self._error(404, "EntryNotFound", "Entry not found")
                 headers = {"X-Repo-Commit": repo.commit, "ETag": f'"{_sha1(data)}"', "Accept-Ranges": "bytes"}
+                if self._slow_or_unsized(filename, data, headers):
+                    return None
                 if filename in hub.truncate and self.command == "GET":
                     self.send_response(200)
                     self.send_header("Content-Type", "application/octet-stream")

@@ -124,8 +124,13 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     out = c.predict(handle_file(str(sample_image)), "the purple elephant", 0.7, 0.5, api_name="/segment")
     if "NO TARGET" not in _verdict(out):
         out = c.predict(api_name="/toggle_no_target")
-    msg, image_refs, *_ = c.predict("tester", "testB", "reviewed", "", "the purple elephant", api_name="/save")
+    with pytest.raises(AppError, match="You wrote the current content of ref"):  # nobody accepts their own work
+        c.predict("tester", "testB", "reviewed", "", "the purple elephant", api_name="/save")
+    msg, image_refs, *_ = c.predict("tester", "testB", "done", "", "the purple elephant", api_name="/save")
     assert len(image_refs["data"]) == 2  # both refs of this image are listed beside it
+    checker = Client(url, verbose=False)  # another person accepts it in the Review view
+    assert "by <b>tester</b>" in checker.predict("", "testB", None, False, api_name="/review_previous")[0]
+    checker.predict(None, "", "checker", "", "testB", None, False, api_name="/review_accept")
     progress, table, info, _ = c.predict(1, "reviewed", "", "", api_name="/refresh")
     assert info.startswith("1 refs") and table["data"][0][5] == "testB"
     from app.store import Store

@@ -61,7 +61,7 @@ def _content(db: Path) -> list:
     s = Store(db)
     out = []
     for rec in s.refs():
-        row = s._query("SELECT model, existence, candidates FROM predictions WHERE ref_id = ?", (rec.id,))[0]
+        row = s.read("SELECT model, existence, candidates FROM predictions WHERE ref_id = ?", (rec.id,))[0]
         masks = sorted(json.dumps(i.rle) for i in s.instances(rec.image_id) if i.id in rec.instance_ids)
         cands = [(c["query"], round(c["score"], 5), json.dumps(c["rle"])) for c in json.loads(row[2])]
         out.append((rec.image_id, rec.sentences, rec.no_target, rec.status, rec.annotator, masks, row[0],
@@ -134,17 +134,17 @@ def test_a_run_killed_mid_way_leaves_a_consistent_store_and_the_rerun_completes(
     proc.wait()
     s = Store(db)
     assert s.integrity_check() == "ok"
-    done = s._query("SELECT COUNT(*) FROM predictions")[0][0]
+    done = s.read("SELECT COUNT(*) FROM predictions")[0][0]
     assert 8 <= done < 48
     # every stored pair is whole: a predicted ref with its sentence, prediction row and targets
-    assert s._query("SELECT COUNT(*) FROM refs")[0][0] == done
-    assert s._query("SELECT COUNT(*) FROM refs r WHERE NOT EXISTS (SELECT 1 FROM sentences WHERE ref_id = r.id)")[0][0] == 0
+    assert s.read("SELECT COUNT(*) FROM refs")[0][0] == done
+    assert s.read("SELECT COUNT(*) FROM refs r WHERE NOT EXISTS (SELECT 1 FROM sentences WHERE ref_id = r.id)")[0][0] == 0
     s.close()
     r = _cli("preannotate", "--db", str(db), "--sentences", str(many), "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["already_done"] == done and out["written"] == 48 - done
-    assert Store(db)._query("SELECT COUNT(*) FROM predictions")[0][0] == 48
+    assert Store(db).read("SELECT COUNT(*) FROM predictions")[0][0] == 48
 
 
 def test_predicted_refs_rethreshold_without_the_model(collection: Path, monkeypatch) -> None:
@@ -157,7 +157,7 @@ def test_predicted_refs_rethreshold_without_the_model(collection: Path, monkeypa
     monkeypatch.setattr("deris_core.predictor.Predictor.predict_batch", lambda *a, **k: pytest.fail("the model ran"))
     monkeypatch.setattr("deris_core.predictor.Predictor.set_image", lambda *a, **k: pytest.fail("the model ran"))
     rid = next(r.id for r in s.refs() if not r.no_target)
-    cands = json.loads(s._query("SELECT candidates FROM predictions WHERE ref_id = ?", (rid,))[0][0])
+    cands = json.loads(s.read("SELECT candidates FROM predictions WHERE ref_id = ?", (rid,))[0][0])
     low = min(c["score"] for c in cands) - 1e-6
     nt, masks = rethreshold(s, rid, low)
     assert not nt and len(masks) == len(cands)
@@ -222,7 +222,7 @@ def test_qa_equals_deris_core_metrics_on_hand_built_cases(tmp_path: Path) -> Non
             ann.add(pred.union_mask.astype(bool), gt, gt_nt, pred.no_target)
     assert res["refs"] == 4 and res["overall"] == {"samples": 5, **ref.result()}
     assert res["groups"]["annotator=ann"] == {"samples": 2, **ann.result()}
-    stored = {r[0]: r[1:] for r in s._query("SELECT ref_id, iou, no_target_agree, model_no_target FROM qa")}
+    stored = {r[0]: r[1:] for r in s.read("SELECT ref_id, iou, no_target_agree, model_no_target FROM qa")}
     assert stored[ra][1:] == (1, 0) and abs(stored[ra][0] - 0.5) < 0.1  # about half the box
     assert stored[rb] == (0.0, 0, 1)  # the worst sentence: the model said no target for "b again"
     assert stored[rc] == (1.0, 1, 1) and stored[rd] == (0.0, 0, 0)

@@ -1,11 +1,16 @@
-"""Export / import in the gRefCOCO and COCO formats, checked with pycocotools and the spec."""
+"""Export / import in the gRefCOCO and COCO formats (app/export.py), checked with pycocotools and the spec; many
+exports at once, a SIGKILLed export, and the clean-up of half-written ones."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
 
@@ -15,6 +20,7 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
+from app.export import clean_stale_exports, new_export_path
 from app.dataset import (export_zip, import_grefcoco, mask_to_polygons, polygons_to_mask, read_zip,
                          to_grefcoco, validate_grefcoco)
 from app.store import Store, StoreError
@@ -205,9 +211,14 @@ def test_stale_and_half_written_exports_are_cleaned(tmp_path: Path) -> None:
 
     from app.export import clean_stale_exports
 
+    import subprocess
+    import sys
+
     folder = tmp_path / "exports"
     folder.mkdir()
-    (folder / ".a.zip.123.tmp").write_bytes(b"killed mid-way")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / f".a.zip.{dead.pid}.x1y2.tmp").write_bytes(b"killed mid-way")  # its writer is gone
     old = folder / "old.zip"
     old.write_bytes(b"zip")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
@@ -215,3 +226,103 @@ def test_stale_and_half_written_exports_are_cleaned(tmp_path: Path) -> None:
     fresh.write_bytes(b"zip")
     assert clean_stale_exports(folder) == 2
     assert [p.name for p in folder.iterdir()] == ["fresh.zip"]
+
+
+def _work(tmp_path: Path, images: int = 6) -> Store:
+    store = Store(tmp_path / "w.sqlite")
+    rng = np.random.default_rng(0)
+    for k in range(images):
+        img = store.add_image(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8), file_name=f"w{k}.png")
+        m = np.zeros((48, 48), bool)
+        m[k:k + 20, 5:30] = True
+        store.save_ref(img, [f"thing {k}"], masks=[m], annotator="ann")
+    return store
+
+
+def test_many_exports_at_once_all_succeed(tmp_path: Path) -> None:
+    store = _work(tmp_path, images=3)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    errors: list[BaseException] = []
+    outs: list[Path] = []
+    barrier = threading.Barrier(6)
+
+    def press_export() -> None:  # what the Dataset view's Export button does
+        try:
+            barrier.wait()
+            for _ in range(2):
+                clean_stale_exports(folder)
+                out = new_export_path(folder)
+                export_zip(store, out)
+                outs.append(out)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    same = tmp_path / "shared.zip"  # processes exporting to one path at the same time
+    procs = [subprocess.Popen([sys.executable, "-m", "app.dataset", "export", "--db", str(store.path), "--out", str(same)],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    threads = [threading.Thread(target=press_export) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:2]
+    assert len(set(outs)) == 12  # every press its own file
+    for out in outs:
+        coco, grefs = read_zip(out)
+        assert len(grefs) == 3
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert len(read_zip(same)[1]) == 3
+    assert not [p for p in folder.iterdir() if p.suffix == ".tmp"] and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_cleanup_leaves_live_writers_alone_and_removes_dead_or_old_ones(tmp_path: Path) -> None:
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    live_other = folder / ".a.zip.1.abcd.tmp"  # pid 1 is alive (and not ours)
+    mine = folder / f".b.zip.{os.getpid()}.efgh.tmp"
+    of_dead = folder / f".c.zip.{dead.pid}.ijkl.tmp"
+    old_unknown = folder / ".d.zip.q1w2.tmp"
+    fresh_unknown = folder / ".e.zip.r3t4.tmp"
+    for p in (live_other, mine, of_dead, old_unknown, fresh_unknown):
+        p.write_bytes(b"half")
+    os.utime(old_unknown, (time.time() - 7200, time.time() - 7200))
+    assert clean_stale_exports(folder) == 2
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (live_other, mine, fresh_unknown))
+    os.utime(mine, (time.time() - 7200, time.time() - 7200))  # nobody touched it for two hours: abandoned
+    assert clean_stale_exports(folder) == 1 and not mine.exists()
+
+
+SLOW_EXPORT = """
+import sys, time, zipfile
+from app.export import export_zip
+from app.store import Store, StoreError
+orig = zipfile.ZipFile.writestr
+def slow(self, *a, **k):
+    orig(self, *a, **k)
+    self.fp.flush()
+    print("writing", flush=True)
+    time.sleep(120)
+zipfile.ZipFile.writestr = slow
+export_zip(Store(sys.argv[1]), sys.argv[2])
+"""
+
+
+def test_a_sigkilled_export_leaves_a_temp_that_the_next_export_cleans(tmp_path: Path) -> None:
+    store = _work(tmp_path, images=2)
+    out = tmp_path / "out" / "dataset.zip"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_EXPORT, str(store.path), str(out)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    temps = list(out.parent.glob(".dataset.zip.*.tmp"))
+    assert len(temps) == 1
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert temps[0].exists() and not out.exists()
+    export_zip(store, out)
+    assert not temps[0].exists() and len(read_zip(out)[1]) == 2
+    assert sorted(p.name for p in out.parent.iterdir()) == ["dataset.zip"]

@@ -25,7 +25,8 @@ def test_auth_entries_roles_and_refusals(tmp_path: Path) -> None:
     u = parse_entry("ann:s3cret", "e")
     assert u.name == "ann" and u.password == "s3cret" and u.reviewer and "s3cret" not in repr(u)
     assert parse_entry("rev:pa:ss:reviewer", "e").roles == {"reviewer"}  # a password may contain ':'
-    assert parse_entry("rev:pa:ss", "e").password == "pa:ss"
+    with pytest.raises(AuthError, match="unknown role"):  # a password with ':' needs its roles after it
+        parse_entry("rev:pa:ss", "e")
     assert parse_entry("x:y:annotator,reviewer", "e").roles == {"annotator", "reviewer"}
     for bad in ("nocolon", ":pw", "user:", "user::reviewer"):
         with pytest.raises(AuthError) as err:
@@ -198,7 +199,7 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(studio_weights, tmp
         rev.predict("", "train", "done", "", "a cat", api_name="/save")
         out = rev.predict("rev", "", None, False, api_name="/review_previous")  # rev's refs awaiting review
         assert "by <b>rev</b>" in out[0]
-        with pytest.raises(AppError, match="cannot review your own ref"):
+        with pytest.raises(AppError, match="so you cannot accept it"):
             rev.predict(None, "", "", "rev", "", None, False, api_name="/review_accept")
     finally:
         proc.terminate()
@@ -206,3 +207,61 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(studio_weights, tmp
     s = Store(db)
     assert s.ref(rid).annotator == "bob" and s.ref(rid).sentences == ["the grey square", "a grey box"]
     assert [(e.action, e.user) for e in s.events(rid)] == [("create", "bob"), ("edit", "rev")]
+
+
+def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_reviewers_only(
+        studio_weights, tmp_path: Path) -> None:
+    """Issue 27, served with --auth: an annotator cannot overwrite or delete an accepted consensus ref; a user
+    with both roles cannot accept, by saving or by reviewing, a ref whose current content he wrote."""
+    from gradio_client import Client
+    from gradio_client.exceptions import AppError
+
+    from app.services import Actor, RefService
+    from tests.test_app import start_server
+
+    db = tmp_path / "team.sqlite"
+    s = Store(db)
+    img = s.add_image(np.full((32, 32, 3), 90, np.uint8), file_name="a.png")
+    refs = RefService(s)
+    consensus = refs.save(Actor.tool("agreement"), img, ["the grey square"], no_target=True, author="consensus(a,b)")
+    refs.review(Actor("boss"), consensus.ref_id, "accept", expected_version=consensus.version)
+    bobs = refs.save(Actor("bob"), img, ["a grey thing"], no_target=True)
+    s.close()
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, db, ["--auth", "ann:pw1:annotator", "--auth", "rev:pw3",
+                                                "--auth", "boss:pw4"])
+    try:
+        ann, rev, boss = (Client(url, auth=a, verbose=False) for a in (("ann", "pw1"), ("rev", "pw3"), ("boss", "pw4")))
+        ann.predict(consensus.ref_id, api_name="/open_ref")
+        with pytest.raises(AppError, match="was accepted; only a reviewer can change it"):
+            ann.predict("", "train", "done", "", "mine now", api_name="/save")
+        with pytest.raises(AppError, match="was accepted; only a reviewer can delete it"):
+            ann.predict(consensus.ref_id, "", api_name="/delete_ref")
+        # rev's own new ref, straight to reviewed through the save: refused, nothing saved
+        rev.predict(False, "", 0.7, 0.5, "", "", "", "", api_name="/next_image")
+        if "NO TARGET" not in rev.predict(None, "a cat", 0.7, 0.5, api_name="/segment")[1]:
+            rev.predict(api_name="/toggle_no_target")
+        with pytest.raises(AppError, match="so you cannot accept it"):
+            rev.predict("", "train", "reviewed", "", "a cat", api_name="/save")
+        msg, *_ = rev.predict("", "train", "done", "", "a cat", api_name="/save")  # awaiting review ...
+        with pytest.raises(AppError, match="so you cannot accept it"):  # ... and again as reviewed
+            rev.predict("", "train", "reviewed", "", "a cat", api_name="/save")
+        # rev rewrites bob's ref, then tries to accept it in the Review view
+        rev.predict(bobs.ref_id, api_name="/open_ref")
+        rev.predict("", "train", "done", "a grey box", "a grey thing", api_name="/save")
+        assert "by <b>bob</b>" in rev.predict("bob", "", None, False, api_name="/review_previous")[0]
+        with pytest.raises(AppError, match="so you cannot accept it"):
+            rev.predict(None, "", "", "bob", "", None, False, api_name="/review_accept")
+        # boss wrote none of it: boss accepts
+        assert "by <b>bob</b>" in boss.predict("bob", "", None, False, api_name="/review_previous")[0]
+        assert "accepted by boss" in boss.predict(None, "", "", "bob", "", None, False, api_name="/review_accept")[0]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    s = Store(db)
+    assert s.ref(consensus.ref_id).sentences == ["the grey square"] and s.ref(consensus.ref_id).status == "reviewed"
+    rec = s.ref(bobs.ref_id)
+    assert (rec.annotator, rec.editor, rec.status) == ("bob", "rev", "reviewed")
+    assert [(e.action, e.user) for e in s.events(bobs.ref_id)][-1] == ("review", "boss")
+    cats = [r for r in s.refs(image_id=img) if r.sentences == ["a cat"]]
+    assert len(cats) == 1 and cats[0].status == "done"

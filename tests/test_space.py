@@ -12,6 +12,7 @@ import torch
 
 import deris_core.weights
 from app import model_info, zerogpu
+from app.settings import Settings
 from tests.conftest import ROOT
 
 
@@ -69,7 +70,7 @@ def test_zerogpu_model_on_cuda_at_import_and_gpu_work_decorated(fake_spaces, dev
     names = {name for name, _ in fake_spaces.decorated}
     assert {"segment", "open_ref"} <= names  # every function that runs the network
     assert "rethreshold" not in names and "save" not in names  # cached logits / the store need no GPU
-    assert all(d == zerogpu.GPU_DURATION for _, d in fake_spaces.decorated)
+    assert all(d == Settings.from_env().gpu_duration == 30 for _, d in fake_spaces.decorated)
 
 
 def test_without_spaces_nothing_happens(monkeypatch, devices):
@@ -142,7 +143,8 @@ def test_bundled_model_gets_the_shapes_whatever_it_was_called():
 
 def test_the_app_starts_at_the_models_threshold_and_names_it(studio_weights, tmp_path):
     from app.store import Store
-    from app.ui import ModelHolder, build_app
+    from app.services import ModelHolder
+    from app.ui import build_app
     from deris_core.weights import load_predictor
 
     weights, tok = studio_weights

@@ -31,8 +31,8 @@ def _mask(h: int = 24, w: int = 32, box=(2, 3, 10, 12)) -> np.ndarray:
 
 def test_store_schema_and_pragmas(tmp_path: Path) -> None:
     s = Store(tmp_path / "a.sqlite")
-    assert s._query("PRAGMA journal_mode")[0][0] == "wal"
-    assert s._query("PRAGMA foreign_keys")[0][0] == 1
+    assert s.read("PRAGMA journal_mode")[0][0] == "wal"
+    assert s.read("PRAGMA foreign_keys")[0][0] == 1
     assert s.integrity_check() == "ok"
 
 

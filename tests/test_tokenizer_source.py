@@ -113,3 +113,94 @@ def test_control_symbols_are_text(tiny_official):
         assert enc.ids[0] == BOS and enc.ids[enc.num_tokens - 1] == EOS
         assert not {BOS, EOS, PAD, mask_id} & set(inner), symbol
         assert len(inner) > len(tok.piece_ids("the cat")), symbol  # the symbol's characters are kept as pieces
+
+
+def _no_partial_files(folder) -> bool:
+    return not [p for p in folder.rglob("*") if p.name.endswith(".part")] if folder.exists() else True
+
+
+def test_a_trickling_release_is_given_up_on_at_the_deadline(lonely, tiny_official, stand_in_hub, monkeypatch):
+    import os
+    import time
+    from pathlib import Path
+
+    rows = tiny_official.config().beit3.vocab_size
+    stand_in_hub.release["beit3.spm"] = tiny_official.tokenizer_bytes
+    stand_in_hub.trickle.add("beit3.spm")  # one byte every half second: it would take hours
+    monkeypatch.setenv("DERIS_TOKENIZER_DEADLINE", "2")
+    t0 = time.monotonic()
+    with pytest.raises(TokenizerSourceError, match="longer than the 2 s allowed") as err:
+        resolve_tokenizer(None, checkpoint=lonely, vocab_rows=rows)
+    assert time.monotonic() - t0 < 6 and "\n" not in str(err.value)
+    folder = Path(os.environ["DERIS_CACHE"]) / "tokenizer"
+    assert not (folder / "beit3.spm").exists()
+    deadline = time.monotonic() + 5
+    while not _no_partial_files(folder) and time.monotonic() < deadline:  # the given-up download cleans after itself
+        time.sleep(0.1)
+    assert _no_partial_files(folder)
+
+
+def test_a_trickling_hub_falls_through_to_the_release(lonely, tiny_official, stand_in_hub, monkeypatch):
+    import time
+
+    rows = tiny_official.config().beit3.vocab_size
+    stand_in_hub.add(REPO, {"beit3.spm": tiny_official.tokenizer_bytes})
+    stand_in_hub.trickle.add("beit3.spm")
+    stand_in_hub.release["tok.spm"] = tiny_official.tokenizer_bytes
+    monkeypatch.setenv("DERIS_TOKENIZER_URL", stand_in_hub.url + "/release/tok.spm")
+    monkeypatch.setenv("DERIS_TOKENIZER_DEADLINE", "2")
+    t0 = time.monotonic()
+    got = resolve_tokenizer(None, checkpoint=lonely, vocab_rows=rows, hub_repo=REPO)
+    assert got.name == "tok.spm" and got.read_bytes() == tiny_official.tokenizer_bytes
+    assert time.monotonic() - t0 < 8
+
+
+@pytest.mark.parametrize("announced", [True, False])
+def test_a_download_over_the_size_cap_is_refused_while_streaming(lonely, tiny_official, stand_in_hub, monkeypatch,
+                                                                 announced):
+    import os
+    from pathlib import Path
+
+    rows = tiny_official.config().beit3.vocab_size
+    stand_in_hub.release["beit3.spm"] = b"\0" * (3 << 20)  # 3 MiB
+    if not announced:
+        stand_in_hub.no_length.add("beit3.spm")
+    monkeypatch.setenv("DERIS_TOKENIZER_MAX_BYTES", str(1 << 20))
+    written: list[int] = []
+
+    class Counting:  # how much was ever written to the partial file
+        def __init__(self, fh):
+            self.fh = fh
+
+        def write(self, data):
+            written.append(len(data))
+            return self.fh.write(data)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.fh.close()
+
+    monkeypatch.setattr("deris_core.hub.open", lambda *a, **k: Counting(open(*a, **k)), raising=False)
+    with pytest.raises(TokenizerSourceError, match=f"more than the {1 << 20} bytes allowed"):
+        resolve_tokenizer(None, checkpoint=lonely, vocab_rows=rows)
+    assert sum(written) <= 1 << 20
+    folder = Path(os.environ["DERIS_CACHE"]) / "tokenizer"
+    assert not (folder / "beit3.spm").exists() and _no_partial_files(folder)
+
+
+def test_a_hub_file_over_the_size_cap_is_refused_before_downloading(lonely, tiny_official, stand_in_hub, monkeypatch):
+    rows = tiny_official.config().beit3.vocab_size
+    stand_in_hub.add(REPO, {"beit3.spm": b"\0" * (2 << 20)})
+    monkeypatch.setenv("DERIS_TOKENIZER_MAX_BYTES", str(1 << 20))
+    with pytest.raises(TokenizerSourceError, match=f"Hub {REPO}/beit3.spm \\(it is {2 << 20} bytes, more than the"):
+        resolve_tokenizer(None, checkpoint=lonely, vocab_rows=rows, hub_repo=REPO)
+    assert ("GET", f"/{REPO}/resolve/main/beit3.spm") not in stand_in_hub.requests
+
+
+@pytest.mark.parametrize("name,value", [("DERIS_TOKENIZER_DEADLINE", "soon"), ("DERIS_TOKENIZER_MAX_BYTES", "1.5MB")])
+def test_bad_limits_are_named(lonely, monkeypatch, name, value):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(TokenizerSourceError, match="DERIS_TOKENIZER_DEADLINE must be seconds"):
+        resolve_tokenizer(None, checkpoint=lonely, hub_repo=REPO)

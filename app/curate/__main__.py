@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..store import SPLITS, Store, StoreError
-from ..store.collection import ImageFilter
+from ..store.queue import ImageFilter
 
 
 def _predictor(args, device: str):
@@ -68,27 +68,34 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         if args.cmd == "preannotate":
-            from .preannotate import model_key, pairs_from_jsonl, pairs_from_refs_file, pairs_from_sentences
+            from .preannotate import (model_key, pairs_from_jsonl, pairs_from_refs_file, pairs_from_sentences,
+                                      read_sentences, sentence_checker)
             from .runner import init_distributed, run
 
             rank, world, device = init_distributed(args.device)
             predictor = _predictor(args, device)
             key = model_key(predictor, args.weights)
+            check, bad = sentence_checker(predictor), []  # bad lines are listed and skipped, the rest runs
             if args.sentences:
-                sentences = Path(args.sentences).read_text(encoding="utf-8").splitlines()
-                pairs = pairs_from_sentences(store, sentences, ImageFilter(name=args.name, split=args.split))
+                sentences = read_sentences(args.sentences, check, bad)
+                pairs = pairs_from_sentences(store, sentences, ImageFilter(name=args.name, split=args.split), check)
             elif args.pairs:
-                pairs = pairs_from_jsonl(store, args.pairs)
+                pairs = pairs_from_jsonl(store, args.pairs, check, bad)
             else:
-                pairs = pairs_from_refs_file(store, args.refs)
-            summary = run(store, predictor, pairs, key, batch=args.batch, chunk=args.chunk, progress=not args.json)
+                pairs = pairs_from_refs_file(store, args.refs, check, bad)
+            if bad and not pairs:
+                raise StoreError(f"no usable pair ({len(bad)} bad line{'s' if len(bad) > 1 else ''}): " + "; ".join(bad[:5]))
+            for line in bad if rank == 0 else ():
+                print(f"skipped: {line}", file=sys.stderr)
+            summary = run(store, predictor, pairs, key, batch=args.batch, chunk=args.chunk, progress=not args.json,
+                          check=check)
             if rank != 0:
                 return 0
-            res = {"model": key, "ranks": world, **summary.as_dict()}
+            res = {"model": key, "ranks": world, **summary.as_dict(), "bad_lines": bad}
         elif args.cmd == "rethreshold":
             from .preannotate import apply_threshold
 
-            keys = [r[0] for r in store._query("SELECT DISTINCT model FROM predictions")]
+            keys = [r[0] for r in store.read("SELECT DISTINCT model FROM predictions")]
             found = [k for k in keys if args.model in (k, k.split("|")[0])]
             if len(found) != 1:
                 raise StoreError(f"--model {args.model!r} matches {len(found)} of the stored models: " + "; ".join(keys))

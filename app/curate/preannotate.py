@@ -11,18 +11,23 @@ point loses nothing committed and a rerun finishes the rest.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from deris_core import __version__
 
+from ..services.permissions import Actor
+from ..services.refs import RefService
 from ..store import ConflictError, Store, StoreError, clean_sentences, decode_mask, encode_mask
-from ..store.collection import ImageFilter
+from ..store.queue import ImageFilter
 
 MAX_CANDIDATES = 10  # kept per pair (best scores), enough to re-threshold
 MIN_KEPT_SCORE = 0.05  # candidates below are never worth re-thresholding to
@@ -49,17 +54,54 @@ class PairResult:
         return [i for i, (_, s, _) in enumerate(self.candidates) if s > self.score_threshold]
 
 
+def weights_digest(path: str | Path) -> str:
+    """SHA-256 of a weights file, cached by resolved path, size and modification time (a retrained file
+    at the same path, or the same file under another name, is told apart by its bytes; the hash is
+    computed once per file version). For an official ``.pth`` it is the ``.pth`` itself, not the
+    safetensors copy the weight cache derives from it."""
+    from deris_core.weight_cache import cache_dir
+
+    real = Path(path).resolve()
+    st = real.stat()
+    tag = hashlib.sha1(f"{real}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:24]
+    memo = cache_dir() / "weight_digests" / f"{tag}.sha256"
+    try:
+        text = memo.read_text().strip()
+        if len(text) == 64:
+            return text
+    except OSError:
+        pass
+    h = hashlib.sha256()
+    with open(real, "rb") as fh:
+        while block := fh.read(1 << 22):
+            h.update(block)
+    digest = h.hexdigest()
+    try:  # a read-only cache only costs the hashing next time
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    except OSError:
+        pass
+    return digest
+
+
 def model_key(predictor, weights: str) -> str:
-    """What identifies the model that made a prediction: its weights and config (the code version
-    goes into each ref's history, so upgrading the package does not predict every pair again)."""
+    """What identifies the model that made a prediction: the weights' name, config and content hash
+    (``name|config|sha256:<16 hex>``; the code version goes into each ref's history, so upgrading the
+    package does not predict every pair again). Without a known weights file: name and config only."""
     cfg = getattr(predictor, "cfg", None)
-    return f"{Path(str(weights)).name}|{getattr(cfg, 'name', type(cfg).__name__)}"
+    key = f"{Path(str(weights)).name}|{getattr(cfg, 'name', type(cfg).__name__)}"
+    path = getattr(predictor, "weights_file", None)
+    if path is None and Path(str(weights)).is_file():
+        path = weights
+    return f"{key}|sha256:{weights_digest(path)[:16]}" if path is not None else key
 
 
 def _name_index(store: Store) -> dict[str, set[int]]:
     """Image ids by stored name, original name and its last path component (built once)."""
     index: dict[str, set[int]] = {}
-    for iid, name, original in store._query("SELECT id, file_name, original_name FROM images"):
+    for iid, name, original in store.read("SELECT id, file_name, original_name FROM images"):
         for key in {name, original, original.rsplit("/", 1)[-1]}:
             if key:
                 index.setdefault(key, set()).add(int(iid))
@@ -68,51 +110,143 @@ def _name_index(store: Store) -> dict[str, set[int]]:
 
 def _image_for(index: dict[str, set[int]], store: Store, image: object, where: str) -> int:
     if isinstance(image, int) and not isinstance(image, bool):
-        if not store._query("SELECT 1 FROM images WHERE id = ?", (image,)):
+        if not store.read("SELECT 1 FROM images WHERE id = ?", (image,)):
             raise StoreError(f"{where}: no image {image} in the collection")
         return image
-    ids = index.get(str(image), set())
+    if not isinstance(image, str) or not image:
+        raise StoreError(f"{where}: 'image' must be an image id or a file name, got {type(image).__name__}")
+    ids = index.get(image, set())
     if not ids:
-        raise StoreError(f"{where}: no image {image!r} in the collection")
+        raise StoreError(f"{where}: no image {image[:200]!r} in the collection")
     if len(ids) > 1:
         raise StoreError(f"{where}: {image!r} names {len(ids)} images ({', '.join(map(str, sorted(ids)[:5]))}); "
                          "give the path relative to the imported folder or the image id")
     return next(iter(ids))
 
 
-def _norm(sentence: str) -> str:
-    return clean_sentences([sentence])[0]
+SentenceCheck = Callable[[str], "str | None"]
 
 
-def pairs_from_sentences(store: Store, sentences: Iterable[str], flt: ImageFilter = ImageFilter()) -> list[Pair]:
-    """Every sentence on every image of the (filtered) collection, by image id."""
-    sents = list(dict.fromkeys(_norm(s) for s in sentences if s and s.strip()))
-    where, args = flt.where()
-    ids = [r[0] for r in store._query(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
-    return [Pair(i, s) for i in ids for s in sents]
+def sentence_checker(predictor) -> SentenceCheck:
+    """Why the model cannot take a sentence (None when it can), from its tokenizer's own rules."""
+    tok = getattr(predictor, "tokenizer", None)
 
-
-def pairs_from_jsonl(store: Store, path: str | Path) -> list[Pair]:
-    """Pairs from a JSONL file: one ``{"image": <id or file name>, "sentence": "..."}`` per line."""
-    index = _name_index(store)
-    out = []
-    name = Path(path).name
-    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    def check(sentence: str) -> str | None:
+        if tok is None:
+            return None
         try:
-            rec = json.loads(line)
-            image, sentence = rec["image"], rec["sentence"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise StoreError(f"{name} line {n}: expected {{\"image\": ..., \"sentence\": ...}}") from None
-        out.append(Pair(_image_for(index, store, image, f"{name} line {n}"), _norm(str(sentence))))
+            tok.encode(sentence)
+        except ValueError as exc:
+            return str(exc)
+        return None
+
+    return check
+
+
+def _sentence(raw: object, where: str, check: SentenceCheck | None) -> str:
+    """A stored-form sentence, or StoreError saying why the input is not one (never coerced to text)."""
+    if not isinstance(raw, str):
+        raise StoreError(f"{where}: the sentence must be text, got {type(raw).__name__}")
+    if not raw.strip():
+        raise StoreError(f"{where}: the sentence is empty")
+    try:
+        text = clean_sentences([raw])[0]
+    except StoreError as exc:
+        raise StoreError(f"{where}: {exc}") from None
+    why = check(text) if check else None
+    if why:
+        raise StoreError(f"{where}: {why}")
+    return text
+
+
+def _fail(message: str):
+    raise StoreError(message)
+
+
+def _collect(out: list, problems: list[str] | None, make) -> None:
+    """Append ``make()``; a StoreError is listed in ``problems`` (or raised when no list is given)."""
+    try:
+        out.append(make())
+    except StoreError as exc:
+        if problems is None:
+            raise
+        problems.append(str(exc))
+
+
+def _lines(path: str | Path) -> Iterable[tuple[int, str | None]]:
+    """``(line number, text)`` of a UTF-8 file; a line that is not UTF-8 comes as None (one bad line
+    does not make the rest unreadable)."""
+    for n, raw in enumerate(Path(path).read_bytes().splitlines(), 1):
+        try:
+            yield n, raw.decode("utf-8").lstrip("\ufeff")
+        except UnicodeDecodeError:
+            yield n, None
+
+
+def read_sentences(path: str | Path, check: SentenceCheck | None = None,
+                   problems: list[str] | None = None) -> list[str]:
+    """The sentences of a ``--sentences`` file (one a line; blank lines ignored, bad ones listed)."""
+    name = Path(path).name
+    out: list[str] = []
+    for n, text in _lines(path):
+        if text is not None and not text.strip():
+            continue
+        where = f"{name} line {n}"
+        _collect(out, problems, lambda: _sentence(text, where, check) if text is not None
+                 else _fail(f"{where}: not UTF-8 text"))
     return list(dict.fromkeys(out))
 
 
-def pairs_from_refs_file(store: Store, path: str | Path) -> list[Pair]:
+def pairs_from_sentences(store: Store, sentences: Iterable[str], flt: ImageFilter = ImageFilter(),
+                         check: SentenceCheck | None = None, problems: list[str] | None = None) -> list[Pair]:
+    """Every sentence on every image of the (filtered) collection, by image id (blank ones ignored,
+    unusable ones listed in ``problems`` or refused)."""
+    sents: list[str] = []
+    for n, s in enumerate(sentences, 1):
+        if isinstance(s, str) and not s.strip():
+            continue
+        _collect(sents, problems, lambda: _sentence(s, f"sentence {n}", check))
+    sents = list(dict.fromkeys(sents))
+    where, args = flt.where()
+    ids = [r[0] for r in store.read(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
+    return [Pair(i, s) for i in ids for s in sents]
+
+
+def pairs_from_jsonl(store: Store, path: str | Path, check: SentenceCheck | None = None,
+                     problems: list[str] | None = None) -> list[Pair]:
+    """Pairs from a JSONL file: one ``{"image": <id or file name>, "sentence": "..."}`` per line.
+
+    With ``problems``, a bad line (not JSON, wrong fields or types, unknown image, unusable
+    sentence) is listed there with its number and the others are read; without, it is refused."""
+    index = _name_index(store)
+    out: list[Pair] = []
+    name = Path(path).name
+    for n, line in _lines(path):
+        if line is not None and not line.strip():
+            continue
+        where = f"{name} line {n}"
+
+        def pair() -> Pair:
+            if line is None:
+                raise StoreError(f"{where}: not UTF-8 text")
+            try:
+                rec = json.loads(line)
+                image, sentence = rec["image"], rec["sentence"]
+            except (json.JSONDecodeError, KeyError, TypeError, IndexError):
+                raise StoreError(f"{where}: expected {{\"image\": ..., \"sentence\": ...}}") from None
+            text = _sentence(sentence, where, check)
+            return Pair(_image_for(index, store, image, where), text)
+
+        _collect(out, problems, pair)
+    return list(dict.fromkeys(out))
+
+
+def pairs_from_refs_file(store: Store, path: str | Path, check: SentenceCheck | None = None,
+                         problems: list[str] | None = None) -> list[Pair]:
     """Pairs from the sentences of a refs file without masks (gRefCOCO-style ``grefs(unc).json``:
     a list of refs with ``file_name`` or ``image_id`` and ``sentences`` of ``raw``/``sent``),
-    matched to the collection by file name (or id); ``ann_id`` is ignored."""
+    matched to the collection by file name (or id); ``ann_id`` is ignored. Bad refs or sentences
+    are listed in ``problems`` (or refused without it)."""
     name = Path(path).name
     try:
         refs = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -121,21 +255,27 @@ def pairs_from_refs_file(store: Store, path: str | Path) -> list[Pair]:
     if not isinstance(refs, list):
         raise StoreError(f"{name}: expected a list of refs")
     index = _name_index(store)
-    out = []
+    out: list[Pair] = []
     for n, r in enumerate(refs):
+        where = f"{name}: refs[{n}]"
         if not isinstance(r, dict) or not isinstance(r.get("sentences"), list):
-            raise StoreError(f"{name}: refs[{n}] needs a 'sentences' list")
-        image_id = _image_for(index, store, r.get("file_name", r.get("image_id")), f"{name}: refs[{n}]")
-        for sent in r["sentences"]:
+            _collect(out, problems, lambda: _fail(f"{where} needs a 'sentences' list"))
+            continue
+        image_ids: list[int] = []
+        _collect(image_ids, problems, lambda: _image_for(index, store, r.get("file_name", r.get("image_id")), where))
+        if not image_ids:
+            continue
+        for k, sent in enumerate(r["sentences"]):
             text = (sent.get("raw") or sent.get("sent")) if isinstance(sent, dict) else sent
-            if isinstance(text, str) and text.strip():
-                out.append(Pair(image_id, _norm(text)))
+            if isinstance(text, str) and not text.strip():
+                continue
+            _collect(out, problems, lambda: Pair(image_ids[0], _sentence(text, f"{where}.sentences[{k}]", check)))
     return list(dict.fromkeys(out))
 
 
 def pending(store: Store, pairs: Sequence[Pair], key: str) -> list[Pair]:
     """The pairs this model has not predicted yet."""
-    done = {(r[0], r[1]) for r in store._query("SELECT image_id, sentence FROM predictions WHERE model = ?", (key,))}
+    done = {(r[0], r[1]) for r in store.read("SELECT image_id, sentence FROM predictions WHERE model = ?", (key,))}
     return [p for p in pairs if (p.image_id, p.sentence) not in done]
 
 
@@ -160,33 +300,32 @@ def predict_image(predictor, rgb: np.ndarray, image_id: int, sentences: Sequence
 
 
 def write_results(store: Store, results: Sequence[PairResult], key: str, category: str = "object") -> int:
-    """Store results in one transaction (pairs already there are skipped); returns how many were new."""
+    """Store results in one transaction (pairs already there are skipped); returns how many were new.
+
+    Each result is saved as the model's ``predicted`` ref through the studio's own save
+    (:class:`~app.services.RefService`: the same checks and history as a save in the app)."""
     if not results:
         return 0
-    author = "model:" + key.split("|")[0]
-    cat = store.category_id(category)
+    model = Actor.tool("model:" + key.split("|")[0])
+    service = RefService(store)
+    store.category_id(category)
     written = 0
     now = time.time()
-    with store._tx() as db:
+    with store.transaction() as db:
         for r in results:
             if db.execute("SELECT 1 FROM predictions WHERE image_id = ? AND sentence = ? AND model = ?",
                           (r.image_id, r.sentence, key)).fetchone():
                 continue
             referred = r.referred
-            cur = db.execute("INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at) "
-                             "VALUES (?, COALESCE(NULLIF((SELECT split FROM images WHERE id = ?), ''), 'train'), ?, ?, "
-                             "'predicted', ?, ?)", (r.image_id, r.image_id, int(not referred), author, now, now))
-            rid = int(cur.lastrowid)
-            db.execute("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,0)", (rid, r.sentence))
-            for pos, i in enumerate(referred):
-                iid = Store._insert_instance(db, r.image_id, None, cat, "model", rle=r.candidates[i][2])
-                db.execute("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)", (rid, iid, pos))
+            split = (db.execute("SELECT split FROM images WHERE id = ?", (r.image_id,)).fetchone() or [""])[0] or "train"
+            saved = service.save(model, r.image_id, [r.sentence], rles=[r.candidates[i][2] for i in referred],
+                                 no_target=not referred, split=split, status="predicted", db=db, source="model",
+                                 action="predict", detail={"model": key, "code": f"deris_core {__version__}",
+                                                           "existence": r.existence})
             db.execute("INSERT INTO predictions (ref_id, image_id, sentence, model, score_threshold, mask_threshold, "
                        "existence, candidates, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                       (rid, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
+                       (saved.ref_id, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
                         json.dumps([{"query": q, "score": round(s, 6), "rle": m} for q, s, m in r.candidates]), now))
-            Store._event(db, rid, author, "predict", {"model": key, "code": f"deris_core {__version__}",
-                                                      "targets": len(referred), "existence": r.existence})
             written += 1
     return written
 
@@ -198,9 +337,26 @@ def group_by_image(pairs: Sequence[Pair]) -> list[tuple[int, list[str]]]:
     return sorted(groups.items())
 
 
+def score_threshold_problem(value: object) -> str | None:
+    """Why ``value`` is not a usable score threshold (a finite number from 0 to 1), None when it is."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        return f"the score threshold must be a number from 0 to 1, got {type(value).__name__}"
+    if not math.isfinite(float(value)) or not 0.0 <= float(value) <= 1.0:
+        return f"the score threshold must be a number from 0 to 1, got {value}"
+    return None
+
+
+def _threshold(value: object) -> float:
+    why = score_threshold_problem(value)
+    if why:
+        raise StoreError(why)
+    return float(value)  # type: ignore[arg-type]
+
+
 def rethreshold(store: Store, ref_id: int, score_threshold: float) -> tuple[bool, list[np.ndarray]]:
     """A predicted ref's verdict under another score threshold, from the stored candidates (no model)."""
-    rows = store._query("SELECT candidates FROM predictions WHERE ref_id = ?", (ref_id,))
+    score_threshold = _threshold(score_threshold)
+    rows = store.read("SELECT candidates FROM predictions WHERE ref_id = ?", (ref_id,))
     if not rows:
         raise StoreError(f"ref {ref_id} was not made by the model")
     cands = json.loads(rows[0][0])
@@ -211,20 +367,22 @@ def rethreshold(store: Store, ref_id: int, score_threshold: float) -> tuple[bool
 def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
     """Re-threshold every still-``predicted`` ref of a model (no model needed); returns how many changed.
 
-    A ref verified or edited meanwhile (its version moved since it was listed) is left alone."""
-    rows = store._query("SELECT p.ref_id, r.version FROM predictions p JOIN refs r ON r.id = p.ref_id "
+    A ref verified or edited meanwhile (its version moved since it was listed) is left alone. The
+    threshold is checked (a finite number from 0 to 1) before any ref is touched."""
+    score_threshold = _threshold(score_threshold)
+    rows = store.read("SELECT p.ref_id, r.version FROM predictions p JOIN refs r ON r.id = p.ref_id "
                         "WHERE p.model = ? AND r.status = 'predicted'", (key,))
     changed = 0
     for rid, version in rows:
         no_target, masks = rethreshold(store, rid, score_threshold)
         rec = store.ref(rid)
         try:
-            store.save_ref(rec.image_id, rec.sentences, masks=masks, no_target=no_target, split=rec.split,
-                           annotator=rec.annotator, status="predicted", ref_id=rid, expected_version=version,
-                           user=rec.annotator, category="object")
+            with store.transaction() as db:
+                RefService(store).save(Actor.tool(rec.annotator), rec.image_id, rec.sentences, masks=masks,
+                                       no_target=no_target, split=rec.split, status="predicted", ref_id=rid,
+                                       expected_version=version, db=db, source="model")
+                db.execute("UPDATE predictions SET score_threshold = ? WHERE ref_id = ?", (score_threshold, rid))
         except ConflictError:
             continue
-        with store._tx() as db:
-            db.execute("UPDATE predictions SET score_threshold = ? WHERE ref_id = ?", (score_threshold, rid))
         changed += 1
     return changed

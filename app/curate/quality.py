@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -24,7 +25,9 @@ import numpy as np
 
 from deris_core.metrics import GresAccumulator
 
-from ..store import Store, decode_mask
+from ..services.permissions import Actor
+from ..services.refs import RefService
+from ..store import Store, clean_sentences, decode_mask
 
 PEOPLE = ["r.annotator NOT LIKE 'model:%'", "r.annotator NOT LIKE 'consensus%'"]  # refs made by people
 
@@ -34,7 +37,7 @@ def merged_mask(store: Store, ref_id: int, shape: tuple[int, int], cache: dict[i
     out = np.zeros(shape, bool)
     for iid in store.ref(ref_id).instance_ids:
         if iid not in cache:
-            cache[iid] = decode_mask(json.loads(store._query("SELECT rle FROM instances WHERE id = ?", (iid,))[0][0]))
+            cache[iid] = decode_mask(json.loads(store.read("SELECT rle FROM instances WHERE id = ?", (iid,))[0][0]))
         out |= cache[iid]
     return out
 
@@ -49,7 +52,14 @@ def mask_iou(a: np.ndarray, b: np.ndarray, a_nt: bool, b_nt: bool) -> float:
 
 def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done", "reviewed"), split: str | None = None,
        annotator: str | None = None, batch: int = 8) -> dict:
-    """Run the model on people's refs; store per-ref agreement in ``qa``; GRES metrics overall and per group."""
+    """Run the model on people's refs; store per-ref agreement in ``qa``; GRES metrics overall and per group.
+
+    A sentence the model cannot take (one that cleans to nothing, say) is left out and listed in
+    ``skipped_sentences``; a ref left without any sentence is not checked (listed too)."""
+    from .preannotate import sentence_checker
+
+    check = sentence_checker(predictor)
+    skipped: list[str] = []
     where, args = [*PEOPLE, f"r.status IN ({','.join('?' * len(statuses))})"], list(statuses)
     if split:
         where.append("r.split = ?")
@@ -57,7 +67,7 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
     if annotator:
         where.append("r.annotator = ?")
         args.append(annotator)
-    ids = [r[0] for r in store._query(f"SELECT r.id FROM refs r WHERE {' AND '.join(where)} ORDER BY r.image_id, r.id", args)]
+    ids = [r[0] for r in store.read(f"SELECT r.id FROM refs r WHERE {' AND '.join(where)} ORDER BY r.image_id, r.id", args)]
     overall = GresAccumulator()
     groups: dict[str, GresAccumulator] = defaultdict(GresAccumulator)
     rows = []
@@ -71,10 +81,20 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
         state = predictor.set_image(rgb)
         cache: dict[int, np.ndarray] = {}
         for rec in recs:
+            usable = []
+            for text in rec.sentences:
+                why = check(text)
+                if why:
+                    skipped.append(f"ref {rec.id} sentence {text[:80]!r}: {why}")
+                else:
+                    usable.append(text)
+            if not usable:
+                skipped.append(f"ref {rec.id}: not checked, no sentence the model can take")
+                continue
             gt = merged_mask(store, rec.id, rgb.shape[:2], cache)
             worst, nt_agree, model_nt = 1.0, True, False
-            for start in range(0, len(rec.sentences), batch):
-                for pred in predictor.predict_batch(rec.sentences[start:start + batch], image=state):
+            for start in range(0, len(usable), batch):
+                for pred in predictor.predict_batch(usable[start:start + batch], image=state):
                     pm = pred.union_mask.astype(bool)
                     for acc in (overall, groups[f"annotator={rec.annotator}"], groups[f"split={rec.split}"]):
                         acc.add(pm, gt, rec.no_target, pred.no_target)
@@ -82,7 +102,7 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
                     nt_agree &= pred.no_target == rec.no_target
                     model_nt |= pred.no_target
             rows.append((rec.id, key, worst, int(nt_agree), int(model_nt), time.time()))
-    with store._tx() as db:
+    with store.transaction() as db:
         db.executemany("INSERT INTO qa (ref_id, model, iou, no_target_agree, model_no_target, at) VALUES (?,?,?,?,?,?) "
                        "ON CONFLICT(ref_id) DO UPDATE SET model=excluded.model, iou=excluded.iou, "
                        "no_target_agree=excluded.no_target_agree, model_no_target=excluded.model_no_target, at=excluded.at",
@@ -90,7 +110,8 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
     return {"model": key, "refs": len(rows), "overall": _metrics(overall) if rows else {},
             "groups": {g: _metrics(acc) for g, acc in sorted(groups.items())},
             "disagreements": [{"ref_id": r[0], "iou": round(r[2], 4), "no_target_agree": bool(r[3])}
-                              for r in sorted(rows, key=lambda r: (r[2], r[3]))[:20]]}
+                              for r in sorted(rows, key=lambda r: (r[2], r[3]))[:20]],
+            "skipped_sentences": skipped}
 
 
 def _metrics(acc: GresAccumulator) -> dict:
@@ -117,12 +138,18 @@ class PairAgreement:
     no_target_agree: bool
 
 
+def sentence_key(text: str) -> str:
+    """What makes two answers "the same sentence": Unicode-normalised (NFKC), case-folded, single spaces.
+    Done in Python for every comparison (SQLite's ``lower()`` folds ASCII only)."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
 def _groups(store: Store) -> dict[tuple[int, str], list]:
     groups: dict[tuple[int, str], list] = defaultdict(list)
     for rec in store.refs():
         if rec.annotator.startswith("model:") or rec.annotator.startswith("consensus") or not rec.sentences:
             continue
-        groups[(rec.image_id, " ".join(rec.sentences[0].lower().split()))].append(rec)
+        groups[(rec.image_id, sentence_key(rec.sentences[0]))].append(rec)
     return {k: v for k, v in groups.items() if len({r.annotator for r in v}) >= 2}
 
 
@@ -145,13 +172,7 @@ def agreement(store: Store, merge: bool = False, min_iou: float = 0.7, quorum: i
         if merge:
             medoid = max(recs, key=lambda r: sum(ious.get((r.id, o.id), 0.0) for o in recs if o.id != r.id))
             agree = {medoid.annotator} | {o.annotator for o in recs if ious.get((medoid.id, o.id), 0.0) >= min_iou}
-            exists = store._query("SELECT 1 FROM refs r JOIN sentences s ON s.ref_id = r.id AND s.position = 0 "
-                                  "WHERE r.image_id = ? AND r.annotator LIKE 'consensus%' AND lower(s.raw) = ?",
-                                  (image_id, sentence))
-            if len(agree) >= quorum and not exists:
-                store.save_ref(image_id, medoid.sentences, instance_ids=[] if medoid.no_target else medoid.instance_ids,
-                               no_target=medoid.no_target, split=medoid.split, status="done",
-                               annotator="consensus(" + ",".join(sorted(agree))[:80] + ")", user="agreement")
+            if len(agree) >= quorum and _add_consensus(store, medoid, sentence, "consensus(" + ",".join(sorted(agree))[:80] + ")"):
                 merged += 1
     n = len(pairs)
     return {"groups": len({(p.image_id, p.sentence) for p in pairs}), "pairs": n,
@@ -161,3 +182,22 @@ def agreement(store: Store, merge: bool = False, min_iou: float = 0.7, quorum: i
             "per_pair": [{"image_id": p.image_id, "sentence": p.sentence, "refs": [p.ref_a, p.ref_b],
                           "annotators": [p.annotator_a, p.annotator_b], "iou": round(p.iou, 4),
                           "no_target_agree": p.no_target_agree} for p in pairs]}
+
+
+def _add_consensus(store: Store, medoid, key: str, annotator: str) -> bool:
+    """Copy ``medoid`` as a consensus ref unless the image already has one for this sentence; the check and
+    the insert are one ``BEGIN IMMEDIATE`` transaction, so merges running at once never add it twice."""
+    sents = clean_sentences(medoid.sentences)
+    targets = [] if medoid.no_target else list(medoid.instance_ids)
+    with store.transaction() as db:
+        for (raw,) in db.execute("SELECT s.raw FROM refs r JOIN sentences s ON s.ref_id = r.id AND s.position = 0 "
+                                 "WHERE r.image_id = ? AND r.annotator LIKE 'consensus%'", (medoid.image_id,)):
+            if sentence_key(raw) == key:
+                return False
+        if any(db.execute("SELECT 1 FROM instances WHERE id = ? AND image_id = ?", (i, medoid.image_id)).fetchone() is None
+               for i in targets):
+            return False  # the answer changed meanwhile; the next merge looks again
+        RefService(store).save(Actor.tool("agreement"), medoid.image_id, sents, instance_ids=targets,
+                               no_target=medoid.no_target, split=medoid.split, status="done", author=annotator, db=db,
+                               detail={"copied_from": medoid.id})
+    return True

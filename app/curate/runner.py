@@ -10,7 +10,6 @@ same refs as a single process.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -19,8 +18,9 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from ..settings import Settings
 from ..store import Store, StoreError
-from .preannotate import Pair, PairResult, group_by_image, pending, predict_image, write_results
+from .preannotate import Pair, PairResult, SentenceCheck, group_by_image, pending, predict_image, sentence_checker, write_results
 
 
 @dataclass
@@ -31,17 +31,20 @@ class Summary:
     no_target: int
     seconds: float
     skipped: list[str] = field(default_factory=list)  # images whose pixels could not be read
+    skipped_sentences: list[str] = field(default_factory=list)  # sentences the model cannot take
 
     def as_dict(self) -> dict:
         rate = self.written / self.seconds if self.seconds else 0.0
         return {"pairs": self.pairs, "already_done": self.already_done, "written": self.written,
                 "no_target_share": round(self.no_target / self.written, 4) if self.written else 0.0,
-                "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3), "skipped_images": self.skipped}
+                "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3), "skipped_images": self.skipped,
+                "skipped_sentences": self.skipped_sentences}
 
 
 def distributed_env() -> tuple[int, int, int]:
     """``(rank, world size, local rank)`` from torchrun's environment (0, 1, 0 without it)."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    s = Settings.from_env()
+    return s.rank, s.world_size, s.local_rank
 
 
 def init_distributed(device: str) -> tuple[int, int, str]:
@@ -75,16 +78,23 @@ def _any(flag: bool, world: int) -> bool:
 
 def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int = 8, chunk: int = 8,
         progress: bool = True, load: Callable[[int], object] | None = None,
-        on_chunk: Callable[[int], None] | None = None) -> Summary:
+        on_chunk: Callable[[int], None] | None = None, check: SentenceCheck | None = None) -> Summary:
     """Pre-annotate ``pairs`` (all ranks call this with the same arguments; rank 0 writes).
 
     An image whose pixels cannot be read is skipped and listed (its pairs stay pending for a
-    later run); any other failure on one rank stops every rank at the end of the chunk, after
+    later run), and so is a sentence the model cannot take (``check``, default: the predictor's
+    tokenizer); any other failure on one rank stops every rank at the end of the chunk, after
     rank 0 has committed what the others sent, instead of leaving them waiting.
     """
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     t0 = time.perf_counter()
     todo = pending(store, pairs, key) if rank == 0 else None
+    refused: list[str] = []
+    if rank == 0:  # a sentence the model cannot take is listed, never allowed to stop the run
+        check = check or sentence_checker(predictor)
+        why = {s: check(s) for s in {p.sentence for p in todo}}
+        refused = [f"sentence {s[:80]!r}: {w}" for s, w in sorted(why.items()) if w]
+        todo = [p for p in todo if not why[p.sentence]]
     if world > 1:
         box = [todo]
         dist.broadcast_object_list(box, src=0)
@@ -134,5 +144,5 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
     if world > 1:
         dist.barrier()
     summary = Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
-    summary.skipped = skipped
+    summary.skipped, summary.skipped_sentences = skipped, refused
     return summary

@@ -86,9 +86,10 @@ def write_plan(store: Store, plan: ImportPlan, fingerprint: str, kind: str, sour
             ann_map[a.src_id] = Store._insert_instance(db, img_map[a.image_src], mask, cat_ids[a.category], "import",
                                                        a.iscrowd, _free(db, "instances", a.src_id))
         for r in plan.refs:
-            cur = db.execute("INSERT INTO refs (id, image_id, split, no_target, annotator, status, created_at, updated_at) "
-                             "VALUES (?,?,?,?,?,?,?,?)", (_free(db, "refs", r.src_id), img_map[r.image_src], r.split,
-                                                          int(r.no_target), r.annotator, r.status, now, now))
+            cur = db.execute("INSERT INTO refs (id, image_id, split, no_target, annotator, status, created_at, updated_at, "
+                             "editor) VALUES (?,?,?,?,?,?,?,?,?)", (_free(db, "refs", r.src_id), img_map[r.image_src], r.split,
+                                                                    int(r.no_target), r.annotator, r.status, now, now,
+                                                                    r.annotator))
             rid = int(cur.lastrowid)
             seen: set[str] = set()
             for pos, (sid, raw) in enumerate(s for s in r.sentences if s[1].strip()):

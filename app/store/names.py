@@ -28,10 +28,40 @@ def safe_file_name(name: str | None, fallback: str = "image.png") -> str:
     return safe
 
 
+def display_name(name: str) -> str:
+    """A name from the file system or a dataset as storable, printable text: bytes that were not UTF-8
+    (Python's lone surrogates) and control characters become ``\\xNN`` escapes."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        name = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace") if _escapable(name) \
+            else name.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(f"\\x{ord(c):02x}" if ord(c) < 32 or 127 <= ord(c) < 160 else c for c in name)
+
+
+def _escapable(name: str) -> bool:
+    try:
+        name.encode("utf-8", "surrogateescape")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def not_utf8(name: str) -> bool:
+    """True for a name that cannot be stored as UTF-8 text as it is (a lone surrogate)."""
+    try:
+        name.encode("utf-8")
+        return False
+    except UnicodeEncodeError:
+        return True
+
+
 def relative_name_problem(name: object) -> str | None:
     """Why ``name`` cannot be read as a path inside a dataset's image folder (None if it can)."""
     if not isinstance(name, str) or not name.strip():
         return "file_name must be a non-empty string"
+    if not_utf8(name):
+        return f"file_name {display_name(name)[:200]!r} is not valid Unicode (a lone surrogate)"
     if "\x00" in name or any(ord(c) < 32 for c in name):
         return "file_name contains control characters"
     if "\\" in name:

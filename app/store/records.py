@@ -51,6 +51,7 @@ class RefRecord:
     updated_at: float
     sentence_ids: list[int] = field(default_factory=list)
     version: int = 1
+    editor: str = ""  # who wrote the current content (sentences, targets, no-target flag)
 
 
 @dataclass

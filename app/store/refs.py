@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 from .errors import ConflictError, StoreError
 from .masks import encode_mask
+from .names import not_utf8
 from .records import Event, RefRecord, RefRow
 
 SPLITS = ("train", "val", "testA", "testB")
@@ -34,6 +36,8 @@ def clean_sentences(sentences: Sequence[str]) -> list[str]:
         s = " ".join(s.split())
         if not s:
             continue
+        if not_utf8(s):
+            raise StoreError("a sentence contains text that is not valid Unicode (a lone surrogate)")
         if len(s) > MAX_SENTENCE_CHARS:
             raise StoreError(f"a sentence is {len(s)} characters long; the limit is {MAX_SENTENCE_CHARS}")
         if s not in out:
@@ -43,6 +47,16 @@ def clean_sentences(sentences: Sequence[str]) -> list[str]:
     if len(out) > MAX_SENTENCES:
         raise StoreError(f"a ref has {len(out)} sentences; the limit is {MAX_SENTENCES}")
     return out
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a ref write did: the ref, its new version, who wrote its current content, and whether it changed."""
+
+    ref_id: int
+    version: int
+    editor: str
+    content_changed: bool
 
 
 class RefsMixin:
@@ -58,8 +72,25 @@ class RefsMixin:
         the same pixels already stored for this image are reused). A no-target ref has no
         targets, a targeted ref at least one. An update whose ``expected_version`` is not the
         stored one raises :class:`ConflictError`. ``user`` (default: ``annotator``) is recorded
-        in the ref's history.
+        in the ref's history, and becomes the ref's ``editor`` when the content changes.
         """
+        cat = self.category_id(category)
+        with self._tx() as db:
+            return self.write_ref(db, image_id, sentences, masks=masks, instance_ids=instance_ids, no_target=no_target,
+                                  split=split, annotator=annotator, status=status, category_id=cat, ref_id=ref_id,
+                                  expected_version=expected_version, user=user).ref_id
+
+    def write_ref(self, db, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
+                  rles: Sequence[dict] = (), instance_ids: Sequence[int] = (), no_target: bool = False,
+                  split: str = "train", annotator: str = "", status: str = "done", category_id: int | None = None,
+                  ref_id: int | None = None, expected_version: int | None = None, user: str | None = None,
+                  source: str = "annotator", action: str | None = None, detail: dict | None = None) -> "Written":
+        """:meth:`save_ref` inside a caller's :meth:`transaction` (batch jobs write many refs in one).
+
+        ``rles`` are exact compressed RLEs of new targets (no decoding); ``source`` is the new
+        instances' origin; ``action``/``detail`` name the history event (default create/edit).
+        Returns the ref's id, new version, editor (who wrote its current content) and whether the
+        content (sentences, targets, no-target flag) changed."""
         sents = clean_sentences(sentences)
         if split not in SPLITS:
             raise StoreError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -73,61 +104,74 @@ class RefsMixin:
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise StoreError(f"instance {min(dup)} is listed twice in the target set")
-        if no_target and (len(masks) or ids):
+        new_targets = len(masks) + len(rles)
+        if no_target and (new_targets or ids):
             raise StoreError("a no-target ref cannot have target instances")
-        if not no_target and not len(masks) and not ids:
+        if not no_target and not new_targets and not ids:
             raise StoreError("select or draw at least one target instance, or mark the expression as no-target")
         if ref_id is not None and expected_version is None:
             raise StoreError("an edit must say which version of the ref it started from (expected_version)")
-        cat = self.category_id(category)
+        if category_id is None:
+            row = db.execute("SELECT id FROM categories WHERE name = ?", (DEFAULT_CATEGORY,)).fetchone()
+            category_id = int(row[0]) if row else int(db.execute(
+                "INSERT INTO categories (name) VALUES (?)", (DEFAULT_CATEGORY,)).lastrowid)
         now = time.time()
-        with self._tx() as db:
-            if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
-                raise StoreError(f"no image with id {image_id}")
-            old_targets: list[int] = []
-            if ref_id is not None:
-                row = db.execute("SELECT image_id, version FROM refs WHERE id = ?", (ref_id,)).fetchone()
-                if row is None:
-                    raise ConflictError(f"ref {ref_id} was deleted meanwhile; save it as a new ref instead")
-                if row[0] != image_id:
-                    raise StoreError(f"ref {ref_id} belongs to image {row[0]}, not to image {image_id}")
-                if row[1] != expected_version:
-                    raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[1]}, "
-                                        f"you edited version {expected_version}); reopen it to see their changes")
-                old_targets = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
-            for iid in ids:
-                row = db.execute("SELECT image_id FROM instances WHERE id = ?", (iid,)).fetchone()
-                if row is None or row[0] != image_id:
-                    raise StoreError(f"instance {iid} does not belong to image {image_id}")
-            if len(masks):
-                existing = {r[1]: r[0] for r in db.execute("SELECT id, rle FROM instances WHERE image_id = ?", (image_id,))}
-                for n, m in enumerate(masks):
-                    rle = json.dumps(encode_mask(m))
-                    label = f"target {n + 1} of {len(masks)}"
-                    new = existing.get(rle) or self._insert_instance(db, image_id, m, cat, "annotator", label=label)
-                    existing[rle] = new
-                    ids.append(new)
-            ids = list(dict.fromkeys(ids))
-            if ref_id is None:
-                cur = db.execute(
-                    "INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at, version) "
-                    "VALUES (?,?,?,?,?,?,?,1)", (image_id, split, int(no_target), annotator, status, now, now))
-                ref_id = int(cur.lastrowid)
-                action = "create"
-            else:
-                db.execute("UPDATE refs SET split=?, no_target=?, annotator=?, status=?, updated_at=?, version=version+1 "
-                           "WHERE id=?", (split, int(no_target), annotator, status, now, ref_id))
-                db.execute("DELETE FROM sentences WHERE ref_id = ?", (ref_id,))
-                db.execute("DELETE FROM ref_instances WHERE ref_id = ?", (ref_id,))
-                action = "edit"
-            db.executemany("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,?)",
-                           [(ref_id, s, pos) for pos, s in enumerate(sents)])
-            db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)",
-                           [(ref_id, iid, pos) for pos, iid in enumerate(ids)])
-            self._drop_orphans(db, [i for i in old_targets if i not in ids])
-            self._event(db, ref_id, user, action, {"sentences": sents, "targets": ids, "no_target": bool(no_target),
-                                                   "split": split, "status": status, "annotator": annotator})
-        return ref_id
+        if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
+            raise StoreError(f"no image with id {image_id}")
+        old_targets: list[int] = []
+        old_content, editor, version = None, user, 1
+        if ref_id is not None:
+            row = db.execute("SELECT image_id, version, no_target, editor FROM refs WHERE id = ?", (ref_id,)).fetchone()
+            if row is None:
+                raise ConflictError(f"ref {ref_id} was deleted meanwhile; save it as a new ref instead")
+            if row[0] != image_id:
+                raise StoreError(f"ref {ref_id} belongs to image {row[0]}, not to image {image_id}")
+            if row[1] != expected_version:
+                raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[1]}, "
+                                    f"you edited version {expected_version}); reopen it to see their changes")
+            old_targets = [r[0] for r in db.execute(
+                "SELECT instance_id FROM ref_instances WHERE ref_id = ? ORDER BY position", (ref_id,))]
+            old_sents = [r[0] for r in db.execute("SELECT raw FROM sentences WHERE ref_id = ? ORDER BY position", (ref_id,))]
+            old_content, editor, version = (old_sents, old_targets, bool(row[2])), row[3], row[1] + 1
+        for iid in ids:
+            row = db.execute("SELECT image_id FROM instances WHERE id = ?", (iid,)).fetchone()
+            if row is None or row[0] != image_id:
+                raise StoreError(f"instance {iid} does not belong to image {image_id}")
+        if new_targets:
+            existing = {r[1]: r[0] for r in db.execute("SELECT id, rle FROM instances WHERE image_id = ?", (image_id,))}
+            news = [(encode_mask(m), m) for m in masks] + [(r, None) for r in rles]
+            for n, (rle, m) in enumerate(news):
+                key = json.dumps(rle)
+                label = f"target {n + 1} of {len(news)}"
+                new = existing.get(key) or self._insert_instance(db, image_id, m, category_id, source, label=label,
+                                                                 rle=rle if m is None else None)
+                existing[key] = new
+                ids.append(new)
+        ids = list(dict.fromkeys(ids))
+        changed = old_content != (sents, ids, bool(no_target))
+        if changed:
+            editor = user
+        if ref_id is None:
+            cur = db.execute(
+                "INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at, version, editor) "
+                "VALUES (?,?,?,?,?,?,?,1,?)", (image_id, split, int(no_target), annotator, status, now, now, editor))
+            ref_id = int(cur.lastrowid)
+            action = action or "create"
+        else:
+            db.execute("UPDATE refs SET split=?, no_target=?, annotator=?, status=?, updated_at=?, version=version+1, "
+                       "editor=? WHERE id=?", (split, int(no_target), annotator, status, now, editor, ref_id))
+            db.execute("DELETE FROM sentences WHERE ref_id = ?", (ref_id,))
+            db.execute("DELETE FROM ref_instances WHERE ref_id = ?", (ref_id,))
+            action = action or "edit"
+        db.executemany("INSERT INTO sentences (ref_id, raw, position) VALUES (?,?,?)",
+                       [(ref_id, s, pos) for pos, s in enumerate(sents)])
+        db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)",
+                       [(ref_id, iid, pos) for pos, iid in enumerate(ids)])
+        self._drop_orphans(db, [i for i in old_targets if i not in ids])
+        self._event(db, ref_id, user, action, {"sentences": sents, "targets": ids, "no_target": bool(no_target),
+                                               "split": split, "status": status, "annotator": annotator,
+                                               **({"content_changed": False} if not changed else {}), **(detail or {})})
+        return Written(ref_id, version, editor, changed)
 
     def ref(self, ref_id: int) -> RefRecord:
         refs = self.refs(ref_ids=[ref_id])
@@ -137,7 +181,7 @@ class RefsMixin:
 
     def refs(self, image_id: int | None = None, ref_ids: Sequence[int] | None = None) -> list[RefRecord]:
         """Full ref records (sentences and targets), by image, by ids, or all."""
-        sql = "SELECT id, image_id, split, no_target, annotator, status, created_at, updated_at, version FROM refs"
+        sql = "SELECT id, image_id, split, no_target, annotator, status, created_at, updated_at, version, editor FROM refs"
         args: list = []
         if image_id is not None:
             sql += " WHERE image_id = ?"
@@ -162,7 +206,7 @@ class RefsMixin:
                 if rid in targets:
                     targets[rid].append(iid)
         return [RefRecord(r[0], r[1], [s[1] for s in sents[r[0]]], targets[r[0]], bool(r[3]), r[2], r[4], r[5], r[6], r[7],
-                          [s[0] for s in sents[r[0]]], r[8]) for r in rows]
+                          [s[0] for s in sents[r[0]]], r[8], r[9]) for r in rows]
 
     def refs_page(self, offset: int = 0, limit: int = 50, *, image_id: int | None = None, status: str | None = None,
                   split: str | None = None, annotator: str | None = None, newest_first: bool = True) -> tuple[list[RefRow], int]:
@@ -189,32 +233,53 @@ class RefsMixin:
     def delete_ref(self, ref_id: int, expected_version: int | None = None, user: str = "") -> None:
         """Delete a ref (refused if it changed since ``expected_version``); its drawn instances go with it."""
         with self._tx() as db:
-            row = db.execute("SELECT version FROM refs WHERE id = ?", (ref_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no ref with id {ref_id}")
-            if expected_version is not None and row[0] != expected_version:
-                raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]}); "
-                                    "reopen it before deleting")
-            inst = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
-            db.execute("DELETE FROM refs WHERE id = ?", (ref_id,))
-            self._drop_orphans(db, inst)
-            self._event(db, ref_id, user, "delete", {})
+            self.write_delete(db, ref_id, expected_version, user)
+
+    def write_delete(self, db, ref_id: int, expected_version: int | None = None, user: str = "") -> None:
+        """:meth:`delete_ref` inside a caller's :meth:`transaction`."""
+        row = db.execute("SELECT version FROM refs WHERE id = ?", (ref_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no ref with id {ref_id}")
+        if expected_version is not None and row[0] != expected_version:
+            raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]}); "
+                                "reopen it before deleting")
+        inst = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
+        db.execute("DELETE FROM refs WHERE id = ?", (ref_id,))
+        self._drop_orphans(db, inst)
+        self._event(db, ref_id, user, "delete", {})
 
     def set_status(self, ref_id: int, status: str, user: str = "", expected_version: int | None = None,
                    detail: dict | None = None, action: str = "status") -> int:
         """Change a ref's status, recorded in its history as ``action`` with ``detail``, the old and new
         status and the ref's author; returns the new version."""
+        with self._tx() as db:
+            return self.write_status(db, ref_id, status, user, expected_version, detail, action)
+
+    def write_status(self, db, ref_id: int, status: str, user: str = "", expected_version: int | None = None,
+                     detail: dict | None = None, action: str = "status") -> int:
+        """:meth:`set_status` inside a caller's :meth:`transaction`."""
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        with self._tx() as db:
-            row = db.execute("SELECT version, status, annotator FROM refs WHERE id = ?", (ref_id,)).fetchone()
-            if row is None:
-                raise StoreError(f"no ref with id {ref_id}")
-            if expected_version is not None and row[0] != expected_version:
-                raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
-            db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
-            self._event(db, ref_id, user, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
-            return row[0] + 1
+        row = db.execute("SELECT version, status, annotator FROM refs WHERE id = ?", (ref_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no ref with id {ref_id}")
+        if expected_version is not None and row[0] != expected_version:
+            raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
+        db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
+        self._event(db, ref_id, user, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
+        return row[0] + 1
+
+    def ref_in(self, db, ref_id: int) -> RefRecord | None:
+        """The ref as a caller's transaction sees it (None when it does not exist)."""
+        r = db.execute("SELECT id, image_id, split, no_target, annotator, status, created_at, updated_at, version, editor "
+                       "FROM refs WHERE id = ?", (ref_id,)).fetchone()
+        if r is None:
+            return None
+        sents = db.execute("SELECT id, raw FROM sentences WHERE ref_id = ? ORDER BY position", (ref_id,)).fetchall()
+        targets = [t[0] for t in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ? ORDER BY position",
+                                            (ref_id,))]
+        return RefRecord(r[0], r[1], [s[1] for s in sents], targets, bool(r[3]), r[2], r[4], r[5], r[6], r[7],
+                         [s[0] for s in sents], r[8], r[9])
 
     def events(self, ref_id: int) -> list[Event]:
         """The history of a ref, oldest first (kept after the ref is deleted)."""

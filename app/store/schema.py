@@ -12,17 +12,22 @@ Version 1 is the first release's schema (``user_version`` 0). Version 2 adds:
   agreement between the model and the people who made the ref;
 - indexes for paginated lists at 100 000 refs.
 
+Version 3 adds ``refs.editor``: who wrote the ref's current content (sentences, targets, no-target
+flag), so that nobody accepts what they wrote themselves (see :mod:`app.services.permissions`);
+the migration finds it in each ref's history.
+
 Before a migration the database is copied next to itself (``<name>.v<old>.bak``).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
 from .names import safe_file_name
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS images (
@@ -62,7 +67,8 @@ CREATE TABLE IF NOT EXISTS refs (
     status TEXT NOT NULL DEFAULT 'draft',
     created_at REAL NOT NULL,
     updated_at REAL NOT NULL,
-    version INTEGER NOT NULL DEFAULT 1
+    version INTEGER NOT NULL DEFAULT 1,
+    editor TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS sentences (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -173,7 +179,30 @@ def _migrate_1_to_2(db: sqlite3.Connection) -> None:
     db.execute("DELETE FROM instances WHERE source = 'annotator' AND id NOT IN (SELECT instance_id FROM ref_instances)")
 
 
-MIGRATIONS = {1: _migrate_1_to_2}  # from version -> function that brings it to version + 1
+def _migrate_2_to_3(db: sqlite3.Connection) -> None:
+    """``refs.editor`` from the history: the user of the last event that changed the content
+    (a create, an import, a prediction, or an edit whose sentences, targets or flag differ from
+    the version before); the author when the history says nothing."""
+    if "editor" not in _columns(db, "refs"):
+        db.execute("ALTER TABLE refs ADD COLUMN editor TEXT NOT NULL DEFAULT ''")
+    editors: dict[int, str] = {}
+    content: dict[int, tuple] = {}
+    for ref_id, user, action, detail in db.execute(
+            "SELECT ref_id, user, action, detail FROM events WHERE action IN ('create', 'edit', 'import', 'predict') "
+            "ORDER BY id"):
+        try:
+            d = json.loads(detail or "{}")
+        except ValueError:
+            d = {}
+        now = (d.get("sentences"), d.get("targets"), d.get("no_target"))
+        if action != "edit" or content.get(ref_id) != now:
+            editors[ref_id] = user or ""
+        content[ref_id] = now
+    db.execute("UPDATE refs SET editor = annotator")
+    db.executemany("UPDATE refs SET editor = ? WHERE id = ?", [(u, r) for r, u in editors.items()])
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}  # from version -> function that brings it to version + 1
 
 
 def current_version(db: sqlite3.Connection) -> int:

@@ -2,7 +2,7 @@
 
 Tables: ``images`` (content hash, safe file name and the original one, where the pixels are),
 ``categories``, ``instances`` (exact masks as compressed COCO RLE), ``refs`` (split,
-no-target flag, annotator, status, version), ``sentences``, ``ref_instances`` (the ordered
+no-target flag, annotator, status, version, and the editor: who wrote the current content), ``sentences``, ``ref_instances`` (the ordered
 target set), ``events`` (the history of every ref) and ``imports`` (dataset fingerprints).
 
 Writes are safe under any number of threads and processes: every write is one ``BEGIN
@@ -22,6 +22,7 @@ import sqlite3
 import tempfile
 import threading
 import time
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -108,10 +109,20 @@ class Store(RefsMixin):
                     raise StoreError(os_error_message(exc)) from None
                 raise
 
+    def transaction(self) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
+        """One write transaction for callers that write several things at once (batch jobs): pass the
+        connection to the ``write_*`` operations (:meth:`write_ref`, :meth:`write_status`, ...), the same
+        ones the single saves use, so a batch makes the same rows, checks and events."""
+        return self._tx()
+
     def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
         """A read on the read connection (sees every committed write, never waits for a writer)."""
         with self._rlock:
             return self._rdb.execute(sql, args).fetchall()
+
+    def read(self, sql: str, args: Sequence = ()) -> list[tuple]:
+        """A read-only SQL query on the read connection (for the reports of batch tools and benches)."""
+        return self._query(sql, args)
 
     @staticmethod
     def _event(db: sqlite3.Connection, ref_id: int, user: str, action: str, detail: dict | None = None) -> None:
@@ -227,6 +238,16 @@ class Store(RefsMixin):
             "INSERT INTO instances (id, image_id, category_id, rle, bbox, area, iscrowd, source, created_at, updated_at) "
             "VALUES (?,?,?,?,?,?,?,?,?,?)",
             (instance_id, image_id, category_id, json.dumps(rle), json.dumps(bbox), area, int(iscrowd), source, now, now))
+        return int(cur.lastrowid)
+
+    insert_instance = _insert_instance  # public: inside a caller's :meth:`transaction`
+
+    def write_image_record(self, db: sqlite3.Connection, file_name: str, width: int, height: int, path: str | None = None,
+                           sha256: str | None = None, split: str = "", image_id: int | None = None) -> int:
+        """An image known by its record (imports by reference, benches), inside a caller's transaction."""
+        cur = db.execute("INSERT INTO images (id, sha256, file_name, original_name, path, split, width, height, created_at) "
+                         "VALUES (?,?,?,?,?,?,?,?,?)", (image_id, sha256, safe_file_name(file_name), str(file_name or ""),
+                                                         path, split, width, height, time.time()))
         return int(cur.lastrowid)
 
     def add_instance(self, image_id: int, mask: np.ndarray | None = None, category: str = DEFAULT_CATEGORY,

@@ -1,8 +1,9 @@
-"""The annotate view's layout: queue bar, picture, expression, candidates, the image's refs,
-collection filter and thumbnails, and the save row (the handlers are in :mod:`.annotate`)."""
+"""The annotate view's layout (:class:`AnnotateUI`): queue bar, picture, expression, candidates, the
+image's refs, the collection filter and thumbnails, and the save row (handlers: :mod:`.annotate`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import gradio as gr
@@ -11,9 +12,7 @@ from ..model_info import example_images, score_threshold
 from ..session import Session
 from ..store import SPLITS, STATUSES
 from . import display
-from .context import Studio
 
-THUMBS_PER_PAGE = 24
 REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "when"]
 
 
@@ -23,8 +22,52 @@ def _pass_file_through(payload):
     return None if payload is None else str(payload.path)
 
 
-def layout(studio: Studio) -> SimpleNamespace:
-    c = SimpleNamespace()
+@dataclass
+class AnnotateUI:
+    """The Annotate tab's widgets (its own: no other view reads them)."""
+
+    queue_pos: gr.HTML
+    prev_img: gr.Button
+    next_img: gr.Button
+    next_empty: gr.Button
+    result: gr.Image
+    expression: gr.Textbox
+    run_btn: gr.Button
+    next_expr_btn: gr.Button
+    keep_expr: gr.Checkbox
+    score_thr: gr.Slider
+    mask_thr: gr.Slider
+    upload_box: gr.Accordion
+    image_in: gr.Image
+    to_fix: gr.Dataframe
+    verdict: gr.HTML
+    candidates: gr.CheckboxGroup
+    image_refs: gr.Dataframe
+    ref_history: gr.HTML
+    gallery: gr.Gallery
+    f_name: gr.Textbox
+    f_split: gr.Dropdown
+    f_status: gr.Dropdown
+    f_annotator: gr.Textbox
+    thumbs: gr.Gallery
+    thumb_prev: gr.Button
+    thumb_page: gr.Number
+    thumb_next: gr.Button
+    split: gr.Dropdown
+    status: gr.Dropdown
+    extra: gr.Textbox
+    save_btn: gr.Button
+    save_msg: gr.Markdown
+
+    @property
+    def filters(self) -> list:
+        """The queue filter boxes, in the order the handlers take them (name, split, status, annotator)."""
+        return [self.f_name, self.f_split, self.f_status, self.f_annotator]
+
+
+def layout(predictor) -> AnnotateUI:
+    """Lay the tab out (inside the shell's ``gr.Tab``); ``predictor`` picks the examples and threshold."""
+    c = SimpleNamespace()  # the widgets as they are made; checked by the dataclass at the end
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Row(elem_classes="queue-bar"):
@@ -43,14 +86,14 @@ def layout(studio: Studio) -> SimpleNamespace:
                 c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
                                           elem_id="keep-expr", scale=2)
             with gr.Accordion("Thresholds", open=False):
-                c.score_thr = gr.Slider(0.0, 1.0, value=score_threshold(studio.model.predictor), step=0.01,
+                c.score_thr = gr.Slider(0.0, 1.0, value=score_threshold(predictor), step=0.01,
                                         label="Score threshold (starts at the model's own)", elem_id="score-thr")
                 c.mask_thr = gr.Slider(0.05, 0.95, value=0.5, step=0.01, label="Mask threshold", elem_id="mask-thr")
             with gr.Accordion("Add an image (upload, paste, webcam, examples)", open=False, elem_id="upload-box") as c.upload_box:
                 c.image_in = gr.Image(type="filepath", label="Image", sources=["upload", "clipboard", "webcam"],
                                       elem_id="image-input", height=260)
                 c.image_in.preprocess = _pass_file_through
-                examples = example_images(studio.model.predictor)  # photos for official weights, shapes for bundled
+                examples = example_images(predictor)  # photos for official weights, shapes for bundled
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[c.image_in], label="Examples")
         with gr.Column(scale=2):
@@ -81,20 +124,11 @@ def layout(studio: Studio) -> SimpleNamespace:
                     c.thumb_prev = gr.Button("◀ Earlier images", size="sm", elem_id="thumbs-prev")
                     c.thumb_page = gr.Number(value=0, visible=False, precision=0)
                     c.thumb_next = gr.Button("Later images ▶", size="sm", elem_id="thumbs-next")
-    return c
-
-
-def save_layout(signed_in: bool = False) -> SimpleNamespace:
-    c = SimpleNamespace()
     with gr.Row():
-        c.annotator = gr.Textbox(label="Annotator", value="", scale=1, elem_id="annotator", visible=not signed_in)
-        c.signed_in = gr.Markdown("", elem_id="signed-in", visible=signed_in)
         c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
         c.status = gr.Dropdown([s for s in STATUSES if s != "predicted"], value="done", label="Review status", scale=1,
                                elem_id="status")
         c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
         c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
     c.save_msg = gr.Markdown("", elem_id="save-msg")
-    return c
-
-
+    return AnnotateUI(**vars(c))

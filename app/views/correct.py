@@ -1,19 +1,35 @@
 """The correct view: paint or erase one target instance at full resolution, add or delete
-instances, mark the expression as no-target, undo/redo."""
+instances, mark the expression as no-target, undo/redo (handlers: module-level functions of
+``(services, inputs...)``; :func:`wire` attaches them to :class:`CorrectUI`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import cv2
 import gradio as gr
 import numpy as np
 
+from ..services import Services
 from ..session import Session, Target
-from .context import Studio, render
+from .shell import Shell, bind, render
 
 
-def layout() -> SimpleNamespace:
+@dataclass
+class CorrectUI:
+    editor: gr.ImageEditor
+    target_pick: gr.Dropdown
+    edit_btn: gr.Button
+    apply_btn: gr.Button
+    new_btn: gr.Button
+    del_btn: gr.Button
+    nt_btn: gr.Button
+    undo_btn: gr.Button
+    redo_btn: gr.Button
+
+
+def layout() -> CorrectUI:
     c = SimpleNamespace()
     with gr.Row():
         with gr.Column(scale=2):
@@ -34,7 +50,7 @@ def layout() -> SimpleNamespace:
                 c.undo_btn = gr.Button("Undo (Ctrl+Z)", elem_id="undo-btn")
                 c.redo_btn = gr.Button("Redo (Ctrl+Y)", elem_id="redo-btn")
             gr.Markdown("The corrected target set shows in the *Annotate* tab; save it there (Ctrl+Enter).")
-    return c
+    return CorrectUI(**vars(c))
 
 
 def read_editor_mask(value: dict, size: tuple[int, int]) -> np.ndarray:
@@ -52,76 +68,83 @@ def read_editor_mask(value: dict, size: tuple[int, int]) -> np.ndarray:
     return mask.astype(bool)
 
 
-def wire(studio: Studio, c: SimpleNamespace) -> None:
-    common = [c.result, c.verdict, c.candidates, c.gallery, c.target_pick, c.sess_state]
+def editor_value(sess: Session, index: int | None):
+    if sess.image is None:
+        raise gr.Error("Segment an image first.")
+    h, w = sess.image.shape[:2]
+    layer = np.zeros((h, w, 4), np.uint8)
+    if index is not None and 0 <= index < len(sess.targets):
+        layer[sess.targets[index].mask] = (255, 32, 32, 255)
+    bg = np.dstack([sess.image, np.full((h, w), 255, np.uint8)])
+    return {"background": bg, "layers": [layer], "composite": None}
 
-    def _editor_value(sess: Session, index: int | None):
-        if sess.image is None:
-            raise gr.Error("Segment an image first.")
-        h, w = sess.image.shape[:2]
-        layer = np.zeros((h, w, 4), np.uint8)
-        if index is not None and 0 <= index < len(sess.targets):
-            layer[sess.targets[index].mask] = (255, 32, 32, 255)
-        bg = np.dstack([sess.image, np.full((h, w), 255, np.uint8)])
-        return {"background": bg, "layers": [layer], "composite": None}
 
-    def edit_open(index: int | None, sess: Session):
-        sess.selected = int(index) if index is not None else -1
-        return _editor_value(sess, sess.selected), sess
+def edit_open(svc: Services, index: int | None, sess: Session):
+    sess.selected = int(index) if index is not None else -1
+    return editor_value(sess, sess.selected), sess
 
-    def new_instance(sess: Session):
-        sess.selected = -1
-        return _editor_value(sess, None), sess
 
-    def edit_apply(value: dict | None, index: int | None, sess: Session):
-        if sess.image is None:
-            raise gr.Error("Segment an image first.")
-        if not value or not value.get("layers"):
-            raise gr.Error("Nothing to apply: paint on the editor first.")
-        mask = read_editor_mask(value, sess.image.shape[:2])
-        if not mask.any():
-            raise gr.Error("The painted mask is empty; use Delete instance to remove an instance.")
-        sess.change()
-        if sess.selected is not None and 0 <= sess.selected < len(sess.targets):
-            t = sess.targets[sess.selected]
-            sess.targets[sess.selected] = Target(mask, t.candidate, edited=True)
-        else:
-            sess.targets.append(Target(mask, None, edited=True))
-            sess.selected = len(sess.targets) - 1
-        sess.no_target = False
-        return render(sess)
+def new_instance(svc: Services, sess: Session):
+    sess.selected = -1
+    return editor_value(sess, None), sess
 
-    def delete_instance(index: int | None, sess: Session):
-        if index is None or not (0 <= int(index) < len(sess.targets)):
-            raise gr.Error("Pick an instance to delete.")
-        sess.change()
-        del sess.targets[int(index)]
-        sess.selected = -1  # the editor may still show the deleted mask: applying it adds a new instance
-        return render(sess)
 
-    def toggle_no_target(sess: Session):
-        if sess.image is None:
-            raise gr.Error("Segment an image first.")
-        sess.change()
-        sess.no_target = not sess.no_target
-        if sess.no_target:
-            sess.targets = []
-        return render(sess)
+def edit_apply(svc: Services, value: dict | None, index: int | None, sess: Session):
+    if sess.image is None:
+        raise gr.Error("Segment an image first.")
+    if not value or not value.get("layers"):
+        raise gr.Error("Nothing to apply: paint on the editor first.")
+    mask = read_editor_mask(value, sess.image.shape[:2])
+    if not mask.any():
+        raise gr.Error("The painted mask is empty; use Delete instance to remove an instance.")
+    sess.change()
+    if sess.selected is not None and 0 <= sess.selected < len(sess.targets):
+        t = sess.targets[sess.selected]
+        sess.targets[sess.selected] = Target(mask, t.candidate, edited=True)
+    else:
+        sess.targets.append(Target(mask, None, edited=True))
+        sess.selected = len(sess.targets) - 1
+    sess.no_target = False
+    return render(sess)
 
-    def undo(sess: Session):
-        if not sess.undo():
-            gr.Info("Nothing to undo.")
-        return render(sess)
 
-    def redo(sess: Session):
-        if not sess.redo():
-            gr.Info("Nothing to redo.")
-        return render(sess)
+def delete_instance(svc: Services, index: int | None, sess: Session):
+    if index is None or not (0 <= int(index) < len(sess.targets)):
+        raise gr.Error("Pick an instance to delete.")
+    sess.change()
+    del sess.targets[int(index)]
+    sess.selected = -1  # the editor may still show the deleted mask: applying it adds a new instance
+    return render(sess)
 
-    c.edit_btn.click(edit_open, [c.target_pick, c.sess_state], [c.editor, c.sess_state], api_name="edit_open")
-    c.new_btn.click(new_instance, [c.sess_state], [c.editor, c.sess_state], api_name="new_instance")
-    c.apply_btn.click(edit_apply, [c.editor, c.target_pick, c.sess_state], common, api_name="edit_apply")
-    c.del_btn.click(delete_instance, [c.target_pick, c.sess_state], common, api_name="delete_instance")
-    c.nt_btn.click(toggle_no_target, [c.sess_state], common, api_name="toggle_no_target")
-    c.undo_btn.click(undo, [c.sess_state], common, api_name="undo")
-    c.redo_btn.click(redo, [c.sess_state], common, api_name="redo")
+
+def toggle_no_target(svc: Services, sess: Session):
+    if sess.image is None:
+        raise gr.Error("Segment an image first.")
+    sess.change()
+    sess.no_target = not sess.no_target
+    if sess.no_target:
+        sess.targets = []
+    return render(sess)
+
+
+def undo(svc: Services, sess: Session):
+    if not sess.undo():
+        gr.Info("Nothing to undo.")
+    return render(sess)
+
+
+def redo(svc: Services, sess: Session):
+    if not sess.redo():
+        gr.Info("Nothing to redo.")
+    return render(sess)
+
+
+def wire(svc: Services, ui: CorrectUI, shell: Shell) -> None:
+    common, state = shell.session_outputs, shell.sess_state
+    ui.edit_btn.click(bind(edit_open, svc), [ui.target_pick, state], [ui.editor, state], api_name="edit_open")
+    ui.new_btn.click(bind(new_instance, svc), [state], [ui.editor, state], api_name="new_instance")
+    ui.apply_btn.click(bind(edit_apply, svc), [ui.editor, ui.target_pick, state], common, api_name="edit_apply")
+    ui.del_btn.click(bind(delete_instance, svc), [ui.target_pick, state], common, api_name="delete_instance")
+    ui.nt_btn.click(bind(toggle_no_target, svc), [state], common, api_name="toggle_no_target")
+    ui.undo_btn.click(bind(undo, svc), [state], common, api_name="undo")
+    ui.redo_btn.click(bind(redo, svc), [state], common, api_name="redo")

@@ -7,38 +7,16 @@ list (best first), so the badge on the picture and the row agree; drawn targets 
 
 from __future__ import annotations
 
-import hashlib
 import html
 import time
-from pathlib import Path
-
-import cv2
 import numpy as np
 
-from .. import overlay as picture_overlay
-from .. import render
+from .. import overlay
 from ..session import Session
-from ..store import RefRow
+from ..store import Event, RefRow
+from ..store.review import REASONS
 
 DRAWN = "D"
-
-
-def fit(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
-    """The image scaled down to ``max_side`` (area interpolation) and whether it was."""
-    h, w = rgb.shape[:2]
-    if max(h, w) <= max_side:
-        return rgb, False
-    s = max_side / max(h, w)
-    return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA), True
-
-
-def file_key(path: str, version: int) -> str:
-    """Identity of an uploaded image: its bytes (Gradio may hand the same picture under new paths)."""
-    try:
-        digest = hashlib.sha1(Path(path).read_bytes()).hexdigest()
-    except OSError:
-        digest = path
-    return f"{version}:{digest}"
 
 
 def target_numbers(sess: Session) -> list[tuple[str, int]]:
@@ -59,7 +37,7 @@ def picture(sess: Session) -> np.ndarray | None:
     if sess.image is None:
         return None
     nums = target_numbers(sess)
-    return picture_overlay.render(sess.image, [t.mask for t in sess.targets], [n for n, _ in nums],
+    return overlay.render(sess.image, [t.mask for t in sess.targets], [n for n, _ in nums],
                                   [r for _, r in nums], no_target=sess.no_target)
 
 
@@ -95,7 +73,7 @@ def candidate_gallery(sess: Session) -> list[tuple[np.ndarray, str]]:
     never resized through the full image size)."""
     if sess.prediction is None or sess.image is None:
         return []
-    return render.candidate_gallery(sess.image, sess.prediction)
+    return overlay.candidate_gallery(sess.image, sess.prediction)
 
 
 def target_choices(sess: Session) -> list[tuple[str, int]]:
@@ -152,3 +130,26 @@ def queue_html(index: int | None, total: int, file_name: str = "") -> str:
         return f"<div id='queue-pos' class='queue-pos'>No collection image open &middot; {total:,} in the queue</div>"
     return (f"<div id='queue-pos' class='queue-pos'>Image <b>{index + 1:,} / {total:,}</b> &middot; "
             f"{html.escape(file_name)}</div>")
+
+
+def history_html(events: list[Event]) -> str:
+    """A ref's history as a list (who, when, what)."""
+    items = []
+    for e in events:
+        d = e.detail
+        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
+        who = html.escape(e.user or "(anonymous)")
+        if e.action == "review":
+            what = "accepted" if d.get("decision") == "accept" else \
+                f"rejected: {html.escape(REASONS.get(d.get('reason') or '', d.get('reason') or ''))}"
+            if d.get("comment"):
+                what += f" — “{html.escape(d['comment'])}”"
+        elif e.action == "status":
+            what = f"status {html.escape(str(d.get('from')))} → {html.escape(str(d.get('to')))}"
+        elif e.action in ("create", "edit"):
+            n = "no target" if d.get("no_target") else f"{len(d.get('targets', []))} target(s)"
+            what = f"{e.action}d: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
+        else:
+            what = html.escape(e.action)
+        items.append(f"<li><span class='when'>{when}</span> <b>{who}</b> {what}</li>")
+    return f"<ul class='history' id='history-list'>{''.join(items)}</ul>" if items else "<i>No history recorded.</i>"

@@ -1,24 +1,54 @@
 """The review view: refs awaiting review (status ``done``), oldest first, one at a time, with the
 image, every sentence, the targets (numbered, outlined) or the no-target flag, and the ref's
 history. Y accepts (→ ``reviewed``), R rejects with a reason and a comment (→ ``rejected``),
-the arrows move on (outside text boxes)."""
+the arrows move on (outside text boxes). Who may decide is the permission table's
+(:mod:`app.services.permissions`); handlers are module-level functions of ``(services, inputs...)``."""
 
 from __future__ import annotations
 
 import html
-import time
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import gradio as gr
 
 from .. import overlay
-from ..store import SPLITS, StoreError
-from ..store.review import REASONS, review, review_queue
-from .context import Studio
+from ..services import Services
+from ..store import SPLITS
+from ..store.review import REASONS, review_queue
+from .display import history_html
+from .shell import Shell, bind, request_user
 
 
-def layout() -> SimpleNamespace:
-    c = SimpleNamespace()
+@dataclass
+class ReviewUI:
+    tab: gr.Tab
+    rv_info: gr.HTML
+    rv_picture: gr.Image
+    rv_prev: gr.Button
+    rv_next: gr.Button
+    rv_sentences: gr.HTML
+    rv_accept: gr.Button
+    rv_reason: gr.Dropdown
+    rv_comment: gr.Textbox
+    rv_reject: gr.Button
+    rv_msg: gr.Markdown
+    rv_annotator: gr.Textbox
+    rv_split: gr.Dropdown
+    rv_image: gr.Number
+    rv_disagree: gr.Checkbox
+    rv_history: gr.HTML
+    rv_pos: gr.State
+    rv_ref: gr.State
+
+    @property
+    def filters(self) -> list:
+        return [self.rv_annotator, self.rv_split, self.rv_image, self.rv_disagree]
+
+
+def layout(tab: gr.Tab) -> ReviewUI:
+    """Lay the tab out inside ``tab`` (the shell's ``gr.Tab``, whose selection loads the queue)."""
+    c = SimpleNamespace(tab=tab)
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c.rv_info = gr.HTML("<div id='review-info' class='queue-pos'>Open this tab to load the review queue.</div>")
@@ -45,98 +75,69 @@ def layout() -> SimpleNamespace:
                 c.rv_history = gr.HTML("", elem_id="review-history")
             c.rv_pos = gr.State(0)
             c.rv_ref = gr.State(None)  # (ref id, version) shown
-    return c
+    return ReviewUI(**vars(c))
 
 
-def history_html(studio: Studio, ref_id: int | None) -> str:
-    if ref_id is None:
-        return ""
-    items = []
-    for e in studio.store.events(ref_id):
-        d = e.detail
-        when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
-        who = html.escape(e.user or "(anonymous)")
-        if e.action == "review":
-            what = "accepted" if d.get("decision") == "accept" else \
-                f"rejected: {html.escape(REASONS.get(d.get('reason') or '', d.get('reason') or ''))}"
-            if d.get("comment"):
-                what += f" — “{html.escape(d['comment'])}”"
-        elif e.action == "status":
-            what = f"status {html.escape(str(d.get('from')))} → {html.escape(str(d.get('to')))}"
-        elif e.action in ("create", "edit"):
-            n = "no target" if d.get("no_target") else f"{len(d.get('targets', []))} target(s)"
-            what = f"{e.action}d: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
-        else:
-            what = html.escape(e.action)
-        items.append(f"<li><span class='when'>{when}</span> <b>{who}</b> {what}</li>")
-    return f"<ul class='history' id='history-list'>{''.join(items)}</ul>" if items else "<i>No history recorded.</i>"
-
-
-def wire(studio: Studio, c: SimpleNamespace) -> None:
-    store = studio.store
-
-    def show(pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False):
-        """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
-        flt = dict(annotator=(annotator or "").strip() or None, split=split or None,
-                   image_id=int(image_id) if image_id not in (None, "") else None, by_disagreement=bool(by_disagreement))
-        pos = max(0, int(pos or 0))
+def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False):
+    """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
+    store = svc.store
+    flt = dict(annotator=(annotator or "").strip() or None, split=split or None,
+               image_id=int(image_id) if image_id not in (None, "") else None, by_disagreement=bool(by_disagreement))
+    pos = max(0, int(pos or 0))
+    rows, total = review_queue(store, pos, 1, **flt)
+    if not rows and total:
+        pos = total - 1
         rows, total = review_queue(store, pos, 1, **flt)
-        if not rows and total:
-            pos = total - 1
-            rows, total = review_queue(store, pos, 1, **flt)
-        if not rows:
-            return ("<div id='review-info' class='queue-pos'>Nothing awaits review.</div>", None, "", "", 0, None)
-        row = rows[0]
-        rec = store.ref(row.id)
-        rgb = store.load_image(rec.image_id)
-        masks = {i.id: i.mask for i in store.instances(rec.image_id)}
-        pic = None
-        if rgb is not None:
-            ms = [masks[i] for i in rec.instance_ids]
-            pic = overlay.render(rgb, ms, [str(n + 1) for n in range(len(ms))], list(range(len(ms))), rec.no_target)
-        info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
-                f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
-                f"{html.escape(row.file_name)} &middot; split {html.escape(rec.split)}</div>")
-        verdict = ("<div class='verdict-nt'>NO TARGET</div>" if rec.no_target else
-                   f"<div class='verdict-t'>{len(rec.instance_ids)} target instance{'s' if len(rec.instance_ids) != 1 else ''}</div>")
-        sents = "".join(f"<li>{html.escape(s)}</li>" for s in rec.sentences)
-        return (info, pic, f"{verdict}<ol class='review-sentences'>{sents}</ol>", history_html(studio, rec.id), pos,
-                (rec.id, rec.version))
+    if not rows:
+        return ("<div id='review-info' class='queue-pos'>Nothing awaits review.</div>", None, "", "", 0, None)
+    row = rows[0]
+    rec = store.ref(row.id)
+    rgb = store.load_image(rec.image_id)
+    masks = {i.id: i.mask for i in store.instances(rec.image_id)}
+    pic = None
+    if rgb is not None:
+        ms = [masks[i] for i in rec.instance_ids]
+        pic = overlay.render(rgb, ms, [str(n + 1) for n in range(len(ms))], list(range(len(ms))), rec.no_target)
+    info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
+            f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
+            f"{html.escape(row.file_name)} &middot; split {html.escape(rec.split)}</div>")
+    verdict = ("<div class='verdict-nt'>NO TARGET</div>" if rec.no_target else
+               f"<div class='verdict-t'>{len(rec.instance_ids)} target instance{'s' if len(rec.instance_ids) != 1 else ''}</div>")
+    sents = "".join(f"<li>{html.escape(s)}</li>" for s in rec.sentences)
+    return (info, pic, f"{verdict}<ol class='review-sentences'>{sents}</ol>", history_html(svc.refs.history(rec.id)), pos,
+            (rec.id, rec.version))
 
-    def move(delta: int):
-        def go(pos, annotator, split, image_id, by_disagreement):
-            return show(int(pos or 0) + delta, annotator, split, image_id, by_disagreement)
-        return go
 
-    def decide(decision: str):
-        def go(shown, reason, comment, who_typed, pos, annotator, split, image_id, by_disagreement, request: gr.Request):
-            if not shown:
-                raise gr.Error("Nothing to review.")
-            reviewer = studio.require_reviewer(request, who_typed)
-            author = store.ref(shown[0]).annotator if shown else ""
-            if author and author == reviewer:
-                raise gr.Error("You cannot review your own ref: another reviewer decides on it.")
-            try:
-                review(store, shown[0], decision, reviewer, reason if decision == "reject" else None,
-                       comment if decision == "reject" else "", expected_version=shown[1])
-            except StoreError as exc:
-                raise gr.Error(str(exc)) from None
-            msg = f"Ref {shown[0]} {'accepted' if decision == 'accept' else 'rejected'} by {reviewer}."
-            # the decided ref leaves the queue: the same position now shows the next one
-            return (msg, None, "", *show(pos, annotator, split, image_id, by_disagreement))
-        return go
+def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, by_disagreement: bool):
+    return show(svc, int(pos or 0) + delta, annotator, split, image_id, by_disagreement)
 
-    flt = [c.rv_annotator, c.rv_split, c.rv_image, c.rv_disagree]
-    shown_outputs = [c.rv_info, c.rv_picture, c.rv_sentences, c.rv_history, c.rv_pos, c.rv_ref]
-    c.review_tab.select(show, [c.rv_pos, *flt], shown_outputs, api_name=False)
-    c.rv_prev.click(move(-1), [c.rv_pos, *flt], shown_outputs, api_name="review_previous")
-    c.rv_next.click(move(1), [c.rv_pos, *flt], shown_outputs, api_name="review_next")
-    for f in (c.rv_annotator, c.rv_image):
-        f.submit(move(-10**9), [c.rv_pos, *flt], shown_outputs, api_name=False)
-    for f in (c.rv_split, c.rv_disagree):
-        f.input(move(-10**9), [c.rv_pos, *flt], shown_outputs, api_name=False)
-    decision_inputs = [c.rv_ref, c.rv_reason, c.rv_comment, c.annotator, c.rv_pos, *flt]
-    decision_outputs = [c.rv_msg, c.rv_reason, c.rv_comment, *shown_outputs]
-    c.rv_accept.click(decide("accept"), decision_inputs, decision_outputs, api_name="review_accept")
-    c.rv_reject.click(decide("reject"), decision_inputs, decision_outputs, api_name="review_reject")
-    c.review_show = show
+
+def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos, annotator, split, image_id,
+           by_disagreement, request: gr.Request = None):
+    """Accept or reject the ref on screen (at the version shown); then show the next one."""
+    if not shown:
+        raise gr.Error("Nothing to review.")
+    actor = svc.actor(request_user(request), who_typed)
+    if not actor.accounts and not actor.name:
+        actor = type(actor)("reviewer", actor.roles)  # an unnamed reviewer of an open studio
+    svc.refs.review(actor, shown[0], decision, reason if decision == "reject" else None,
+                    comment if decision == "reject" else "", expected_version=shown[1])
+    msg = f"Ref {shown[0]} {'accepted' if decision == 'accept' else 'rejected'} by {actor.name}."
+    # the decided ref leaves the queue: the same position now shows the next one
+    return (msg, None, "", *show(svc, pos, annotator, split, image_id, by_disagreement))
+
+
+def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
+    shown_outputs = [ui.rv_info, ui.rv_picture, ui.rv_sentences, ui.rv_history, ui.rv_pos, ui.rv_ref]
+    queue_inputs = [ui.rv_pos, *ui.filters]
+    ui.tab.select(bind(show, svc), queue_inputs, shown_outputs, api_name=False)
+    ui.rv_prev.click(bind(move, svc, -1), queue_inputs, shown_outputs, api_name="review_previous")
+    ui.rv_next.click(bind(move, svc, 1), queue_inputs, shown_outputs, api_name="review_next")
+    for f in (ui.rv_annotator, ui.rv_image):
+        f.submit(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
+    for f in (ui.rv_split, ui.rv_disagree):
+        f.input(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
+    decision_inputs = [ui.rv_ref, ui.rv_reason, ui.rv_comment, shell.who, ui.rv_pos, *ui.filters]
+    decision_outputs = [ui.rv_msg, ui.rv_reason, ui.rv_comment, *shown_outputs]
+    ui.rv_accept.click(bind(decide, svc, "accept"), decision_inputs, decision_outputs, api_name="review_accept")
+    ui.rv_reject.click(bind(decide, svc, "reject"), decision_inputs, decision_outputs, api_name="review_reject")

@@ -8,7 +8,6 @@ run through ``scaled_dot_product_attention`` with batch-first tensors and no ext
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from functools import lru_cache
 from typing import Any
@@ -17,15 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..hardware import packable_dtypes
-
-
-def onednn_prepack_enabled() -> bool:
-    """oneDNN linear packing is available and not switched off (``DERIS_ONEDNN_PREPACK=0``: plain F.linear)."""
-    if os.environ.get("DERIS_ONEDNN_PREPACK", "1") == "0":
-        return False
-    return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
-
+from ..hardware import onednn_prepack_enabled, packable_dtypes
 
 _ONEDNN = onednn_prepack_enabled()
 

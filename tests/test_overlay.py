@@ -1,12 +1,11 @@
-"""The candidate gallery (app/render.py), the overlay tint, and the latency measure of the app's path."""
+"""The candidate gallery (app/overlay.py) and the overlay tint."""
 
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
-from app.render import candidate_gallery, thumbnail
+from app.overlay import candidate_gallery, thumbnail
 from deris_core.visualize import tint
 from deris_core.predictor import Prediction
 
@@ -35,19 +34,3 @@ def test_gallery_and_labels_follow_the_ranking():
     assert [c.split(".")[0] for _, c in items] == [str(i + 1) for i in range(5)]
     assert all(t.shape == (67, 100, 3) for t, _ in items)
     assert thumbnail(np.zeros((50, 40, 3), np.uint8)).shape == (50, 40, 3)  # never upscaled
-
-
-def test_latency_measure_runs(tmp_path):
-    pytest.importorskip("gradio")
-    from app.latency import measure, synthetic_photo
-
-    class _Stub:
-        def __init__(self) -> None:
-            self.calls = 0
-
-        def set_image(self, image):
-            return object()
-
-    p = _prediction(96, 128, q=6)
-    r = measure(_Stub(), synthetic_photo(96, 128), lambda state: p, runs=2, warmup=1)  # type: ignore[arg-type]
-    assert r["candidates"] == 6 and r["enter"]["median_s"] > 0 and r["threshold_change"]["median_s"] > 0

@@ -20,6 +20,7 @@ from app.imports import ImportRefused
 from app.store import Store
 from app.store.masks import compressed_counts
 
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -79,7 +80,11 @@ def _bad(path: list, value, target: str = "coco"):
 
 
 _DELETE = object()
+
+
 m_sum_wrong = {"size": [10, 12], "counts": "05"}  # runs add up to 5, not 120
+
+
 HOSTILE = {
     "dotdot file name": (_bad(["images", 0, "file_name"], "../../../etc/passwd"), "leaves the image folder"),
     "absolute file name": (_bad(["images", 0, "file_name"], "/etc/passwd"), "absolute path"),
@@ -239,3 +244,34 @@ def test_an_import_never_brings_back_a_deleted_ref_id(tmp_path: Path) -> None:
     import_grefcoco(s, _write(tmp_path / "ds", coco, grefs))
     assert gone not in {r.id for r in s.refs()}
     assert [e.action for e in s.events(gone)] == ["create", "delete"]
+
+
+@pytest.mark.parametrize("where", ["file_name", "category", "sentence", "annotator", "key", "sent"])
+def test_lone_surrogates_in_a_dataset_are_a_one_line_refusal(tmp_path: Path, where: str) -> None:
+    coco, grefs = _dataset()
+    bad = "x\ud800y"
+    if where == "file_name":
+        coco["images"][0]["file_name"] = f"a{bad}.png"
+    elif where == "category":
+        coco["categories"][0]["name"] = bad
+    elif where == "sentence":
+        grefs[0]["sentences"][0]["raw"] = bad
+    elif where == "annotator":
+        grefs[0]["annotator"] = bad
+    elif where == "key":
+        grefs[0][bad] = 1
+    else:
+        grefs[0]["sentences"][0]["sent"] = "\udfff"
+    root = tmp_path / "ds"
+    (root / "grefcoco").mkdir(parents=True)
+    (root / "grefcoco" / "instances.json").write_text(json.dumps(coco))  # json escapes the surrogate as \ud800
+    (root / "grefcoco" / "grefs(unc).json").write_text(json.dumps(grefs))
+    store = Store(tmp_path / "d.sqlite")
+    with pytest.raises(ImportRefused, match="not valid Unicode") as err:
+        import_grefcoco(store, root)
+    assert "\n" not in str(err.value) and store.stats()["refs"] == 0 and store.stats()["images"] == 0
+    str(err.value).encode("utf-8")  # printable
+    if where == "file_name":  # the CLI: one error line, exit 2
+        r = subprocess.run([sys.executable, "-m", "app.dataset", "import-grefcoco", str(root), "--db",
+                            str(tmp_path / "e.sqlite")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2 and "not valid Unicode" in r.stderr and "Traceback" not in r.stderr

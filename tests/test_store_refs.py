@@ -1,10 +1,9 @@
-"""The store under a shared server: migration from v1, ref identity and versions, no orphans,
+"""Refs in the store under a shared server (app/store/refs.py, store.py): ref identity and versions, no orphans,
 threads and processes saving at once, limits, and OS errors (full or read-only disk)."""
 
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,10 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.store import SCHEMA_VERSION, ConflictError, Store, StoreError
+from app.store import ConflictError, Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
-V1_DB = ROOT / "tests" / "data" / "studio_v1.sqlite"
 
 
 def _image(seed: int = 0, h: int = 24, w: int = 32) -> np.ndarray:
@@ -28,48 +26,6 @@ def _mask(box=(2, 3, 10, 12), h: int = 24, w: int = 32) -> np.ndarray:
     y0, x0, y1, x1 = box
     m[y0:y1, x0:x1] = True
     return m
-
-
-def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path) -> None:
-    db = tmp_path / "studio.sqlite"
-    shutil.copy(V1_DB, db)
-    s = Store(db)
-    assert s.migrated_from == 1 and s.schema_version() == SCHEMA_VERSION
-    assert (tmp_path / "studio.sqlite.v1.bak").is_file()  # a copy of the old file, taken before migrating
-    assert s.integrity_check() == "ok"
-    refs = {r.id: r for r in s.refs()}
-    assert sorted(refs) == [1, 2, 3, 4]
-    assert refs[1].sentences == ["the two boxes", "both squares"] and refs[1].split == "val" and refs[1].status == "draft"
-    assert refs[1].annotator == "ann" and len(refs[1].instance_ids) == 2 and refs[1].version == 1
-    assert refs[3].no_target and refs[3].status == "reviewed" and refs[3].instance_ids == []
-    assert refs[4].sentences == ["the corner box"] and refs[4].instance_ids == refs[1].instance_ids[1:]
-    np.testing.assert_array_equal(s.instances(1)[0].mask, _mask((2, 3, 10, 12)))
-    # v1 left the first drawn mask of the edited ref 4 behind; the migration removed that orphan
-    assert len(s.instances()) == 2
-    # hostile names of v1 are made safe, the original is kept
-    im = s.image(1)
-    assert im.file_name == "cat_one.png" and im.original_name == "../photos/cat one.png"
-    # the migrated database works as a new one: edits are versioned, new ids are never reused
-    s.save_ref(1, ["the two boxes"], instance_ids=refs[1].instance_ids, ref_id=1, expected_version=1, annotator="ann")
-    assert s.ref(1).version == 2
-    a = s.save_ref(2, ["x"], no_target=True)
-    s.delete_ref(a)
-    b = s.save_ref(2, ["y"], no_target=True)
-    assert b > a
-    s.close()
-    assert Store(db).schema_version() == SCHEMA_VERSION  # reopening does not migrate again
-
-
-def test_a_newer_database_is_refused(tmp_path: Path) -> None:
-    import sqlite3
-
-    db = tmp_path / "new.sqlite"
-    Store(db).close()
-    con = sqlite3.connect(db)
-    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
-    con.close()
-    with pytest.raises(StoreError, match="newer DeRIS Studio"):
-        Store(db)
 
 
 def test_a_stale_edit_cannot_overwrite_another_annotators_ref(tmp_path: Path) -> None:
@@ -240,3 +196,42 @@ def test_refs_page_is_paginated_and_filtered(tmp_path: Path) -> None:
     rows, total = s.refs_page(0, 10, split="val", newest_first=False)
     assert total == 3 and [r.id for r in rows] == ids[:3]
     assert json.dumps([r.__dict__ for r in rows])  # plain data
+
+
+def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(tmp_path) -> None:
+    """Issue 27: editing a ref whose drawn mask another (since deleted) ref shared, in every order,
+    with model-made and re-thresholded refs in the mix: once every ref is gone, no drawn or model
+    instance is left."""
+    import numpy as np
+
+    from app.curate.preannotate import PairResult, apply_threshold, write_results
+    from app.store import Store, encode_mask
+
+    s = Store(tmp_path / "o.sqlite")
+    img = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    m1, m2 = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
+    m1[2:8, 2:8] = True
+    m2[10:18, 10:18] = True
+    for first_deleted in (True, False):
+        a = s.save_ref(img, ["a"], masks=[m1], annotator="x")
+        b = s.save_ref(img, ["b"], masks=[m1], annotator="y")  # the same pixels: one shared instance
+        assert s.ref(a).instance_ids == s.ref(b).instance_ids
+        gone, kept = (a, b) if first_deleted else (b, a)
+        s.delete_ref(gone)
+        rec = s.ref(kept)
+        s.save_ref(img, rec.sentences, masks=[m2], ref_id=kept, expected_version=rec.version)
+        rec = s.ref(kept)
+        s.save_ref(img, rec.sentences, masks=[m1, m2], ref_id=kept, expected_version=rec.version)
+        s.delete_ref(kept)
+        assert s.instances(img) == []
+    write_results(s, [PairResult(img, t, 0.9, 0.5, 0.5, [(0, 0.9, encode_mask(m1)), (1, 0.6, encode_mask(m2))])
+                      for t in ("p", "q")], "k")
+    person = s.save_ref(img, ["r"], masks=[m1], annotator="x")
+    apply_threshold(s, "k", 0.1)  # both predicted refs now point at shared instances
+    for r in s.refs():
+        if r.id != person:
+            s.delete_ref(r.id)
+    rec = s.ref(person)
+    s.save_ref(img, rec.sentences, masks=[m2], ref_id=person, expected_version=rec.version)
+    s.delete_ref(person)
+    assert s.instances(img) == []

@@ -1,0 +1,62 @@
+"""The application layer between the views / command lines and the store: the shared model and
+its image features (:mod:`.model`), the open image of a session (:mod:`.workspace`), refs and
+their one permission table (:mod:`.refs`, :mod:`.permissions`) and the collection queue
+(:mod:`.queue`). Nothing here knows Gradio; the views turn its errors into messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..auth import Users
+from ..session import SessionRegistry
+from ..store import Store
+from .errors import BadInput, NoModel, Refused
+from .model import ModelHolder
+from .permissions import Actor, can, require
+from .queue import Queue
+from .refs import RefService
+from .workspace import Workspace
+
+__all__ = ["Actor", "BadInput", "ModelHolder", "NoModel", "Queue", "RefService", "Refused", "Services", "Workspace",
+           "can", "export_folder", "require", "thumbnail_folder"]
+
+
+def thumbnail_folder(store: Store) -> Path:
+    """Where cached thumbnails live (pass it to ``launch(allowed_paths=...)``; the full images stay private)."""
+    return store.media_dir / "thumbs"
+
+
+def export_folder(store: Store) -> Path:
+    """Where the app writes exports: next to the database (pass it to ``launch(allowed_paths=...)``)."""
+    return store.path.with_name(store.path.stem + "_exports")
+
+
+@dataclass
+class Services:
+    """Everything the views use, built once per studio."""
+
+    model: ModelHolder
+    store: Store
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)
+    export_dir: Path | None = None
+    max_image_side: int = 4096
+    device: str = "auto"
+    switchable: dict[str, str] | None = None  # labels of weights visitors may load -> their specs
+    users: Users | None = None
+
+    def __post_init__(self) -> None:
+        self.export_dir = Path(self.export_dir) if self.export_dir else export_folder(self.store)
+        self.refs = RefService(self.store)
+        self.queue = Queue(self.store)
+        self.workspace = Workspace(self.model, self.store, self.max_image_side)
+
+    def actor(self, username: str | None, typed: str | None = "") -> Actor:
+        """Who acts: the signed-in user with accounts (``--auth``), else the name typed in the box."""
+        if self.users is not None:
+            user = self.users.get(username)
+            if not username or user is None:
+                raise Refused("Sign in first.")
+            return Actor(user.name, frozenset(user.roles), accounts=True)
+        return Actor(" ".join((typed or "").split()))

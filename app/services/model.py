@@ -1,0 +1,60 @@
+"""The model every session shares, and the identity of the image features computed with it.
+
+A session keeps the features of its open image (``Session.image_state``) under a *features key*
+``"<model version>:<source>"`` (``source``: ``store:<image id>`` or the upload's content hash);
+loading other weights bumps the version, so features of the old model are never reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from deris_core.predictor import ImageState, Predictor
+
+from .errors import NoModel
+
+log = logging.getLogger(__name__)
+
+
+class ModelHolder:
+    """The shared predictor and a description of where its weights came from."""
+
+    def __init__(self, predictor: Predictor | None, description: str, note: str = "") -> None:
+        self.predictor = predictor
+        self.description = description
+        self.note = note
+        self.version = 0  # bumped on every load: cached image features of older models are stale
+        self._lock = threading.Lock()
+
+    def get(self) -> Predictor:
+        if self.predictor is None:
+            raise NoModel(f"No model is loaded: {self.note or self.description}")
+        return self.predictor
+
+    def features_key(self, source: str) -> str:
+        """The key of features of ``source`` computed by the current model."""
+        return f"{self.version}:{source}"
+
+    def is_current(self, key: str | None) -> bool:
+        """Whether features stored under ``key`` came from the model loaded now."""
+        return bool(key) and str(key).split(":", 1)[0] == str(self.version)
+
+    def encode(self, rgb) -> ImageState:
+        """The image's features (the expensive half of a prediction, done once per open image)."""
+        return self.get().set_image(rgb)
+
+    def load(self, weights: str, device: str = "auto") -> str:
+        """Load other weights for everyone (only what the operator allowed at launch reaches this),
+        in the precision the studio runs (``launch.py --dtype``)."""
+        from deris_core.weights import load_predictor
+
+        dtype = self.predictor.precision.requested if self.predictor is not None else None
+        with self._lock:
+            predictor = load_predictor(weights or None, device=device, dtype=dtype)
+            self.predictor = predictor
+            self.description = getattr(predictor, "description", str(weights))
+            self.note = ""
+            self.version += 1
+        log.info("model loaded for everyone: %s", self.description)
+        return self.description

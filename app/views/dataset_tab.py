@@ -1,0 +1,134 @@
+"""The dataset view: progress at a glance, the saved refs a page at a time, delete by id, and the
+export (named ``dataset_tab`` so as not to be taken for the ``python -m app.dataset`` command line).
+*Open* shows a ref in the Annotate tab: :mod:`app.ui` wires it to ``annotate.open_ref``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import gradio as gr
+
+from ..export import clean_stale_exports, export_zip, new_export_path
+from ..services import Services
+from ..store import SPLITS, STATUSES, StoreError
+from ..store.queue import progress
+from ..store.review import person_stats
+from . import display
+from .shell import Shell, bind, request_user
+
+PAGE_SIZE = 50
+HEADERS = ["ref", "image", "sentences", "targets", "status", "split", "who", "updated"]
+
+
+@dataclass
+class DatasetUI:
+    tab: gr.Tab
+    progress: gr.HTML
+    f_status: gr.Dropdown
+    f_split: gr.Dropdown
+    f_annotator: gr.Textbox
+    page: gr.Number
+    prev_btn: gr.Button
+    next_page_btn: gr.Button
+    page_info: gr.Markdown
+    refs_table: gr.Dataframe
+    ref_id: gr.Number
+    open_btn: gr.Button
+    delete_btn: gr.Button
+    refresh_btn: gr.Button
+    msg: gr.Markdown
+    export_status: gr.Dropdown
+    export_btn: gr.Button
+    export_file: gr.File
+
+    @property
+    def page_inputs(self) -> list:
+        return [self.page, self.f_status, self.f_split, self.f_annotator]
+
+
+def layout(tab: gr.Tab) -> DatasetUI:
+    """Lay the tab out inside ``tab`` (the shell's ``gr.Tab``, whose selection refreshes it)."""
+    c = SimpleNamespace(tab=tab)
+    c.progress = gr.HTML("", elem_id="progress")
+    with gr.Row():
+        c.f_status = gr.Dropdown(["", *STATUSES], value="", label="Status", elem_id="filter-status", scale=1)
+        c.f_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="filter-split", scale=1)
+        c.f_annotator = gr.Textbox(label="Annotator", elem_id="filter-annotator", scale=1)
+        c.page = gr.Number(label="Page", value=1, precision=0, minimum=1, elem_id="page", scale=1)
+        c.prev_btn = gr.Button("◀ Newer", elem_id="prev-page", scale=1)
+        c.next_page_btn = gr.Button("Older ▶", elem_id="next-page", scale=1)
+    c.page_info = gr.Markdown("", elem_id="page-info")
+    c.refs_table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="refs-table", wrap=True)
+    with gr.Row():
+        c.ref_id = gr.Number(label="Ref id", value=None, precision=0, elem_id="ref-id")
+        c.open_btn = gr.Button("Open", elem_id="open-btn")
+        c.delete_btn = gr.Button("Delete", variant="stop", elem_id="delete-ref-btn")
+        c.refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")
+    c.msg = gr.Markdown("", elem_id="dataset-msg")
+    with gr.Row():
+        c.export_status = gr.Dropdown([("every ref", ""), *[(s, s) for s in STATUSES]], value="",
+                                      label="Export refs with status", elem_id="export-status", scale=1)
+        c.export_btn = gr.Button("Export gRefCOCO zip", variant="primary", elem_id="export-btn", scale=1)
+        c.export_file = gr.File(label="Export", elem_id="export-file", scale=2, interactive=False, visible=False)
+    return DatasetUI(**vars(c))
+
+
+def refs_page(svc: Services, page_no: float | None, status_f: str, split_f: str, annotator_f: str):
+    """One page of the saved refs (newest first) with the filters; never the whole table."""
+    flt = dict(status=status_f or None, split=split_f or None, annotator=(annotator_f or "").strip() or None)
+    page_no = max(1, int(page_no or 1))
+    rows, total = svc.store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, **flt)
+    pages = max(1, -(-total // PAGE_SIZE))
+    if page_no > pages:  # past the end: show the last page
+        page_no = pages
+        rows, total = svc.store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, **flt)
+    return display.ref_rows(rows), f"{total} refs · page {page_no} of {pages}", page_no
+
+
+def refresh(svc: Services, page_no, status_f: str, split_f: str, annotator_f: str):
+    """Progress and one page of refs."""
+    return (display.progress_html(progress(svc.store), person_stats(svc.store)),
+            *refs_page(svc, page_no, status_f, split_f, annotator_f))
+
+
+def turn(svc: Services, delta: int, page_no, status_f: str, split_f: str, annotator_f: str):
+    return refs_page(svc, max(1, int(page_no or 1) + delta), status_f, split_f, annotator_f)
+
+
+def delete_ref(svc: Services, rid: float | None, typed: str, request: gr.Request = None) -> str:
+    """Delete a ref by id, when the permission table allows it to the user who works now."""
+    if rid is None:
+        raise gr.Error("Type a ref id.")
+    svc.refs.delete(svc.actor(request_user(request), typed), int(rid))
+    return f"Deleted ref {int(rid)}."
+
+
+def export(svc: Services, status_f: str | None = "") -> str:
+    """The gRefCOCO zip of the refs (with this status), in the export folder."""
+    clean_stale_exports(svc.export_dir)
+    out = new_export_path(svc.export_dir)  # unique: people exporting at the same second get their own file
+    try:
+        summary = export_zip(svc.store, out, status=status_f or None)
+    except StoreError as exc:
+        raise gr.Error(str(exc).replace(str(svc.export_dir), "the export folder")) from None
+    gr.Info(f"Exported {summary['refs']} refs, {summary['annotations']} instances, {summary['images']} images.")
+    return str(out)
+
+
+def wire(svc: Services, ui: DatasetUI, shell: Shell) -> None:
+    """Attach the handlers (the *Open* button is wired by :mod:`app.ui`: it shows the Annotate tab)."""
+    page_outputs = [ui.refs_table, ui.page_info, ui.page]
+    refreshed = [ui.progress, *page_outputs]
+    ui.refresh_btn.click(bind(refresh, svc), ui.page_inputs, refreshed, api_name="refresh")
+    ui.tab.select(bind(refresh, svc), ui.page_inputs, refreshed, api_name=False)
+    for f in (ui.f_status, ui.f_split):
+        f.input(bind(turn, svc, -10**9), ui.page_inputs, page_outputs, api_name=False)
+    ui.f_annotator.submit(bind(turn, svc, -10**9), ui.page_inputs, page_outputs, api_name=False)
+    ui.prev_btn.click(bind(turn, svc, -1), ui.page_inputs, page_outputs, api_name=False)
+    ui.next_page_btn.click(bind(turn, svc, 1), ui.page_inputs, page_outputs, api_name=False)
+    ui.page.submit(bind(refs_page, svc), ui.page_inputs, page_outputs, api_name="refs_page")
+    ui.delete_btn.click(bind(delete_ref, svc), [ui.ref_id, shell.who], [ui.msg], api_name="delete_ref").then(
+        bind(refresh, svc), ui.page_inputs, refreshed, api_name=False)
+    ui.export_btn.click(bind(export, svc), [ui.export_status], [ui.export_file], api_name="export").success(
+        lambda: gr.update(visible=True), None, [ui.export_file], api_name=False)  # the file box appears with a file

@@ -1,0 +1,50 @@
+"""What the views show (app/views/display.py): targets numbered like the candidate list, drawn by
+app/overlay.py, and the NO TARGET flag."""
+
+from __future__ import annotations
+
+
+import numpy as np
+import torch
+
+from app.overlay import COLOURS, render, view_scale
+from app.session import Session, Target
+from app.views import display
+from deris_core.predictor import Prediction
+
+
+def _prediction(masks: list[np.ndarray], scores: list[float], thr: float = 0.5) -> Prediction:
+    h, w = masks[0].shape
+    logits = torch.tensor(np.stack([np.where(m, 10.0, -10.0) for m in masks]), dtype=torch.float32)
+    return Prediction("x", np.array(scores, np.float32), 0.9, np.zeros((len(masks), 4), np.float32), (h, w), thr, 0.5, logits)
+
+
+def _box(y0: int, x0: int, y1: int, x1: int, h: int = 40, w: int = 40) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_overlays_number_targets_like_the_candidate_list_and_flag_no_target() -> None:
+    img = np.full((100, 100, 3), 128, np.uint8)
+    a, b = _box(5, 5, 50, 50, 100, 100), _box(60, 60, 95, 95, 100, 100)
+    pred = _prediction([a, b], [0.3, 0.9])
+    sess = Session(image=img)
+    sess.apply_prediction(pred)
+    sess.toggle_candidates([1, 0])
+    sess.targets.append(Target(_box(0, 90, 10, 100, 100, 100)))
+    assert display.target_numbers(sess) == [("1", 0), ("2", 1), ("D1", 10)]
+    assert [c[0][:2] for c in display.candidate_choices(sess)] == ["1.", "2."]
+    out = display.picture(sess)
+    k = view_scale(img.shape)
+    assert out.shape == (100 * k, 100 * k, 3) and k == 6
+    # candidate 1 (row 1, colour 0) is tinted with colour 0 and outlined in black
+    inside = out[70 * k, 65 * k].astype(int)
+    assert np.abs(inside - (0.6 * 128 + 0.4 * COLOURS[0])).max() < 3
+    assert (out == 0).all(axis=2).any()  # the dark outer outline
+    sess.toggle_candidates([])
+    sess.targets, sess.no_target = [], True
+    flagged = display.picture(sess)
+    assert (flagged[2, :, 0] > 200).all() and (flagged[2, :, 1] < 40).all()  # red NO TARGET bar
+    assert "NO TARGET" in display.verdict_html(sess)
+    assert render(img, [], [], []).shape == out.shape

@@ -1,0 +1,139 @@
+"""The import graph, read from the source (ast, no imports run): dependencies point one way
+(deris_core <- app.store <- app.services <- app.views / command lines), there is no import circle,
+and no view reads another view's widgets (each view imports only the shell, the display helpers
+and its own layout; only app/ui.py, the shell, links views)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+VIEWS_SHARED = {"app.views.shell", "app.views.display"}
+OWN_LAYOUT = {"app.views.annotate": {"app.views.annotate_layout"}}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+def _modules() -> dict[str, Path]:
+    files = [ROOT / "launch.py", *(ROOT / "app").rglob("*.py"), *(ROOT / "deris_core").rglob("*.py")]
+    return {_module_name(p): p for p in files}
+
+
+def imports_of(name: str, source: str, known: set[str], is_package: bool = False) -> set[str]:
+    """Every module of ``known`` that ``source`` (module ``name``) imports, at any depth of its code."""
+    out: set[str] = set()
+    package = name if is_package else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")
+                anchor = anchor[: len(anchor) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
+        else:
+            continue
+        for t in targets:
+            while t and t not in known:  # a name inside a module: the module
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                out.add(t)
+    return out
+
+
+def _graph() -> dict[str, set[str]]:
+    mods = _modules()
+    known = set(mods)
+    return {m: imports_of(m, p.read_text(encoding="utf-8"), known, p.name == "__init__.py") for m, p in mods.items()}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def view_violations(name: str, source: str, known: set[str]) -> list[str]:
+    """Why view module ``name`` reaches into another view (empty: it does not)."""
+    allowed = VIEWS_SHARED | OWN_LAYOUT.get(name, set())
+    return [f"{name} imports {t}" for t in sorted(imports_of(name, source, known))
+            if t.startswith("app.views.") and t not in allowed]
+
+
+def test_the_core_imports_nothing_of_the_app_and_layers_point_one_way() -> None:
+    graph = _graph()
+    wrong = []
+    for m, deps in graph.items():
+        for d in deps:
+            if m.startswith("deris_core") and not d.startswith("deris_core"):
+                wrong.append(f"{m} -> {d}")
+            if m.startswith("app.store") and d.startswith(("app.services", "app.views", "app.ui", "app.curate")):
+                wrong.append(f"{m} -> {d}")
+            if m.startswith("app.services") and d.startswith(("app.views", "app.ui")):
+                wrong.append(f"{m} -> {d}")
+    assert wrong == []
+    for m, p in _modules().items():  # the store and the services know nothing of Gradio
+        if m.startswith(("app.store", "app.services", "deris_core")):
+            tree = ast.parse(p.read_text(encoding="utf-8"))
+            names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+            names |= {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and not n.level}
+            assert "gradio" not in names, m
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    assert _cycles(_graph()) == []
+
+
+def test_no_view_reads_another_views_widgets() -> None:
+    mods = _modules()
+    known = set(mods)
+    found = []
+    for m, p in mods.items():
+        if m.startswith("app.views.") and m not in VIEWS_SHARED:
+            found += view_violations(m, p.read_text(encoding="utf-8"), known)
+    assert found == []
+
+
+def test_the_checks_catch_what_they_guard_against() -> None:
+    known = set(_modules())
+    bad_view = "from .dataset_tab import DatasetUI\n\ndef wire(svc, ui, shell, other: DatasetUI):\n    other.f_status\n"
+    assert view_violations("app.views.annotate", bad_view, known) == ["app.views.annotate imports app.views.dataset_tab"]
+    assert "app.latency" in imports_of("deris_core.bench", "def f():\n    from app.latency import measure\n", known)
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -1,0 +1,70 @@
+"""The collection as a queue (app/store/queue.py): order, positions, filters, progress; the image's ref
+list and the queue line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from app.collection import import_images
+from app.store import Store
+from app.store.queue import ImageFilter, image_page, neighbour, nth, position, progress
+from app.views import display
+
+
+def _collection(tmp_path: Path, n: int = 6) -> tuple[Store, Path]:
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for k in range(n):
+        img = np.full((24 + k, 30, 3), 10 * k, np.uint8)
+        cv2.imwrite(str(folder / ("sub" if k % 2 else "") / f"img_{k}.png"), img)
+    return Store(tmp_path / "c.sqlite"), folder
+
+
+def test_the_queue_order_positions_and_filters(tmp_path: Path) -> None:
+    store, folder = _collection(tmp_path)
+    import_images(store, folder, progress=False)
+    ids = [r.id for r in image_page(store, ImageFilter(), 0, 100)[0]]
+    assert ids == sorted(ids) and len(ids) == 6
+    store.save_ref(ids[1], ["a"], no_target=True, annotator="ann", status="done")
+    store.save_ref(ids[3], ["b"], no_target=True, annotator="bob", status="draft")
+    everyone = ImageFilter()
+    assert position(store, everyone, ids[2]) == (2, 6)
+    assert neighbour(store, everyone, ids[2], 1) == ids[3] and neighbour(store, everyone, ids[2], -1) == ids[1]
+    assert neighbour(store, everyone, None, 1) == ids[0] and neighbour(store, everyone, ids[-1], 1) is None
+    # next without refs skips 3, and wraps around from the end
+    assert neighbour(store, everyone, ids[2], 1, without_refs=True) == ids[4]
+    assert neighbour(store, everyone, ids[5], 1, without_refs=True, wrap=True) == ids[0]
+    assert [r.id for r in image_page(store, ImageFilter(status="none"), 0, 10)[0]] == [ids[0], ids[2], ids[4], ids[5]]
+    assert image_page(store, ImageFilter(status="todo"), 0, 10)[1] == 5  # no refs, or a draft
+    assert [r.id for r in image_page(store, ImageFilter(annotator="bob"), 0, 10)[0]] == [ids[3]]
+    assert image_page(store, ImageFilter(name="sub/"), 0, 10)[1] == 3
+    assert image_page(store, ImageFilter(name="%"), 0, 10)[1] == 0  # LIKE wildcards are literal
+    assert nth(store, ImageFilter(status="none"), 2) == ids[4] and nth(store, everyone, 99) is None
+    p = progress(store)
+    assert p["images"] == 6 and p["images_with_refs"] == 2 and p["images_done"] == 1 and p["no_target_share"] == 1.0
+    assert {a["annotator"] for a in p["annotators"]} == {"ann", "bob"}
+    html = display.progress_html(p)
+    assert "1 / 6" in html and "2 / 6" in html and "ann" in html
+
+
+def test_the_image_ref_list_shows_every_ref_of_that_image(tmp_path: Path) -> None:
+    store, folder = _collection(tmp_path, 3)
+    import_images(store, folder, progress=False)
+    m = np.zeros((24, 30), bool)
+    m[2:8, 2:8] = True
+    r1 = store.save_ref(1, ["the box", "the square"], masks=[m], annotator="ann")
+    r2 = store.save_ref(1, ["a cat"], no_target=True, annotator="bob", status="draft")
+    store.save_ref(2, ["elsewhere"], no_target=True)
+    rows, total = store.refs_page(0, 200, image_id=1, newest_first=False)
+    table = display.ref_rows(rows, with_image=False)
+    assert total == 2 and [r[0] for r in table] == [r1, r2]
+    assert table[0][1:5] == ["the box | the square", "1", "done", "ann"]
+    assert table[1][2] == "no target" and table[1][3] == "draft"
+
+
+def test_queue_html_counts() -> None:
+    assert "37 / 1,204" in display.queue_html(36, 1204, "cat.jpg")
+    assert "1,204 in the queue" in display.queue_html(None, 1204)

@@ -1,0 +1,94 @@
+"""Schema versions (app/store/schema.py): databases of every earlier version migrate with every ref
+(and learn who wrote each ref's content from its history); a newer one is refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.services import Actor, RefService, Refused
+from app.store import SCHEMA_VERSION, Store, StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+V1_DB = ROOT / "tests" / "data" / "studio_v1.sqlite"  # made by the first release
+V2_DB = ROOT / "tests" / "data" / "studio_v2.sqlite"  # made by the schema-2 code (commit 5681739)
+
+
+def _mask(box=(2, 3, 10, 12), h: int = 24, w: int = 32) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    y0, x0, y1, x1 = box
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path) -> None:
+    db = tmp_path / "studio.sqlite"
+    shutil.copy(V1_DB, db)
+    s = Store(db)
+    assert s.migrated_from == 1 and s.schema_version() == SCHEMA_VERSION
+    assert (tmp_path / "studio.sqlite.v1.bak").is_file()  # a copy of the old file, taken before migrating
+    assert s.integrity_check() == "ok"
+    refs = {r.id: r for r in s.refs()}
+    assert sorted(refs) == [1, 2, 3, 4]
+    assert refs[1].sentences == ["the two boxes", "both squares"] and refs[1].split == "val" and refs[1].status == "draft"
+    assert refs[1].annotator == "ann" and len(refs[1].instance_ids) == 2 and refs[1].version == 1
+    assert refs[3].no_target and refs[3].status == "reviewed" and refs[3].instance_ids == []
+    assert refs[4].sentences == ["the corner box"] and refs[4].instance_ids == refs[1].instance_ids[1:]
+    np.testing.assert_array_equal(s.instances(1)[0].mask, _mask((2, 3, 10, 12)))
+    # v1 left the first drawn mask of the edited ref 4 behind; the migration removed that orphan
+    assert len(s.instances()) == 2
+    # hostile names of v1 are made safe, the original is kept
+    im = s.image(1)
+    assert im.file_name == "cat_one.png" and im.original_name == "../photos/cat one.png"
+    # the migrated database works as a new one: edits are versioned, new ids are never reused
+    s.save_ref(1, ["the two boxes"], instance_ids=refs[1].instance_ids, ref_id=1, expected_version=1, annotator="ann")
+    assert s.ref(1).version == 2
+    a = s.save_ref(2, ["x"], no_target=True)
+    s.delete_ref(a)
+    b = s.save_ref(2, ["y"], no_target=True)
+    assert b > a
+    s.close()
+    assert Store(db).schema_version() == SCHEMA_VERSION  # reopening does not migrate again
+
+
+def test_a_newer_database_is_refused(tmp_path: Path) -> None:
+    import sqlite3
+
+    db = tmp_path / "new.sqlite"
+    Store(db).close()
+    con = sqlite3.connect(db)
+    con.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    con.close()
+    with pytest.raises(StoreError, match="newer DeRIS Studio"):
+        Store(db)
+
+
+def test_a_version_2_database_migrates_and_knows_who_wrote_each_refs_content(tmp_path: Path) -> None:
+    db = tmp_path / "studio.sqlite"
+    shutil.copy(V2_DB, db)
+    s = Store(db)
+    assert s.migrated_from == 2 and s.schema_version() == SCHEMA_VERSION == 3
+    assert (tmp_path / "studio.sqlite.v2.bak").is_file() and s.integrity_check() == "ok"
+    refs = {r.id: r for r in s.refs()}
+    assert sorted(refs) == [1, 2, 3, 4, 5]
+    # 1: ann's ref, rewritten by rev, then accepted by bob: the content is rev's
+    assert (refs[1].annotator, refs[1].editor, refs[1].status, refs[1].version) == ("ann", "rev", "reviewed", 3)
+    assert refs[1].sentences == ["the left box", "a square"] and len(refs[1].instance_ids) == 1
+    assert (refs[2].annotator, refs[2].editor, refs[2].status) == ("bob", "bob", "done")
+    assert (refs[3].annotator, refs[3].editor) == ("consensus(ann,bob)", "agreement")
+    assert (refs[4].editor, refs[4].status) == ("ann", "rejected")
+    assert (refs[5].annotator, refs[5].editor, refs[5].status) == ("model:bundled", "model:bundled", "predicted")
+    assert [e.action for e in s.events(1)] == ["create", "edit", "review"]
+    # the migrated database works as a new one, with the new rule
+    service = RefService(s)
+    rev = Actor("rev", accounts=True)
+    with pytest.raises(Refused, match="cannot accept it"):
+        service.save(rev, 1, ["the right box", "rewritten"], instance_ids=refs[2].instance_ids, ref_id=2,
+                     expected_version=1, status="reviewed")
+    service.review(rev, 2, "accept", expected_version=1)
+    assert s.ref(2).status == "reviewed"
+    s.close()
+    assert Store(db).migrated_from == SCHEMA_VERSION  # reopening does not migrate again

@@ -1,0 +1,136 @@
+"""The views' handlers called directly, without a server (app/views/annotate.py, review.py,
+dataset_tab.py): each is a function of (services, inputs) with the widgets' values as arguments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from app.auth import User, Users
+from app.services import Actor, ModelHolder, Refused, Services
+from app.store import StoreError
+from app.session import Session
+from app.views import annotate, dataset_tab, review
+
+ANY = ("", "", "", "")  # the four queue filters, empty
+
+
+@pytest.fixture(scope="module")
+def model(studio_weights) -> ModelHolder:
+    from deris_core.weights import load_predictor
+
+    return ModelHolder(load_predictor(str(studio_weights[0])), "test model")
+
+
+def _image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (40, 48, 3), dtype=np.uint8)
+
+
+def _collection(tmp_path: Path, model: ModelHolder, users: Users | None = None) -> Services:
+    """Six images: 1 ann's ref (done, train), 2 bob's (accepted, val), 3 ann's draft, 4 the model's
+    prediction, 5 and 6 without refs."""
+    from app.store import Store
+
+    svc = Services(model, Store(tmp_path / "v.sqlite"), users=users)
+    ids = [svc.store.add_image(_image(k), file_name=f"photo_{k}.png") for k in range(1, 7)]
+    refs = svc.refs
+    refs.save(Actor("ann"), ids[0], ["a thing"], no_target=True)
+    bobs = refs.save(Actor("bob"), ids[1], ["b thing"], no_target=True, split="val")
+    refs.review(Actor("rev"), bobs.ref_id, "accept", expected_version=bobs.version)
+    refs.save(Actor("ann"), ids[2], ["c thing"], no_target=True, status="draft")
+    refs.save(Actor.tool("model:bundled"), ids[3], ["d thing"], no_target=True, status="predicted")
+    return svc
+
+
+def _total(queue_html: str) -> int:
+    return int(queue_html.split(" in the queue")[0].split()[-1].replace(",", ""))
+
+
+def test_each_annotate_filter_changes_the_queue_and_the_thumbnails(tmp_path: Path, model) -> None:
+    svc = _collection(tmp_path, model)
+    sess = Session()
+    expected = {ANY: 6, ("", "", "none", ""): 2, ("", "", "todo", ""): 4, ("", "", "predicted", ""): 1,
+                ("", "", "reviewed", ""): 1, ("", "val", "", ""): 1, ("", "", "", "ann"): 2, ("photo_5", "", "", ""): 1,
+                ("", "train", "done", "ann"): 1}
+    for flt, n in expected.items():
+        items, page, queue = annotate.refilter(svc, sess, *flt)
+        assert (_total(queue), len(items), page) == (n, n, 0), flt
+    # moving through the queue follows the filter: images without refs are 5 and 6
+    out = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "")
+    sess = out[6]
+    assert sess.image_id == 5 and "1 / 2" in out[7]
+    sess = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "")[6]
+    assert sess.image_id == 6
+    assert annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "")[6] is sess  # the end
+
+
+def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None:
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]  # first image without refs
+    assert sess.image_id == 5
+    picture, verdict, cands, gallery, targets, sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
+    assert "existence probability" in verdict and len(cands["choices"]) == len(gallery) > 0
+    best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
+    verdict = annotate.select_candidates(svc, [best], sess)[1]
+    assert "1 target instance" in verdict
+    msg, rows, sess, history, to_fix = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
+    assert msg.startswith("Saved ref") and len(rows) == 1 and "tester" in history
+    with pytest.raises(gr.Error, match="cannot accept it"):  # the same person cannot accept it by saving
+        annotate.save(svc, "tester", "val", "reviewed", "same again", "the red circle", sess)
+    rid = sess.ref_id
+    out = annotate.open_ref(svc, rid, Session())
+    assert out[1] == "the red circle" and out[2] == "same again" and out[3] == "val" and out[11].ref_id == rid
+
+
+def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
+    svc = _collection(tmp_path, model)
+    info, picture, sentences, history, pos, shown = review.show(svc, 0, "", "", None)
+    assert "1 / 1" in info and "by <b>ann</b>" in info and shown is not None
+    # handlers raise the application layer's errors; app.views.shell.bind shows them as gr.Error
+    with pytest.raises(Refused, match="cannot accept it"):
+        review.decide(svc, "accept", shown, None, "", "ann", pos, "", "", None, False)
+    with pytest.raises(StoreError, match="needs a reason"):
+        review.decide(svc, "reject", shown, None, "", "rev", pos, "", "", None, False)
+    msg, *rest = review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False)
+    assert msg == f"Ref {shown[0]} accepted by rev." and "Nothing awaits review" in rest[2]
+
+
+def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> None:
+    users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw")])
+    svc = _collection(tmp_path, model, users)
+    for flt, n in ((("", "", ""), 4), (("reviewed", "", ""), 1), (("", "val", ""), 1), (("", "", "ann"), 2),
+                   (("draft", "", "ann"), 1)):
+        table, info, page = dataset_tab.refs_page(svc, 1, *flt)
+        assert info.startswith(f"{n} refs") and len(table) == n and page == 1, flt
+    ann, rev = SimpleNamespace(username="ann"), SimpleNamespace(username="rev")
+    bobs = svc.store.refs(image_id=2)[0]
+    with pytest.raises(Refused, match="only a reviewer can delete it"):  # accepted: reviewers only
+        dataset_tab.delete_ref(svc, bobs.id, "", ann)
+    assert dataset_tab.delete_ref(svc, bobs.id, "", rev) == f"Deleted ref {bobs.id}."
+    predicted = svc.store.refs(image_id=4)[0]
+    assert dataset_tab.delete_ref(svc, predicted.id, "", ann).startswith("Deleted")  # the model's: free to take
+    with pytest.raises(Refused, match="Sign in first"):
+        dataset_tab.delete_ref(svc, 1, "ann", SimpleNamespace(username=None))
+    progress, table, info, page = dataset_tab.refresh(svc, 1, "", "", "")
+    assert "<b>2 refs</b>" in progress and info.startswith("2 refs")
+
+
+def test_correct_handlers_draw_delete_and_undo(tmp_path: Path, model) -> None:
+    from app.views import correct
+
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    editor, sess = correct.new_instance(svc, sess)
+    layer = np.zeros((*sess.image.shape[:2], 4), np.uint8)
+    layer[5:15, 5:20] = (255, 32, 32, 255)
+    verdict = correct.edit_apply(svc, {"layers": [layer]}, None, sess)[1]
+    assert "1 target instance" in verdict and sess.targets[0].mask.sum() == 150
+    assert "NO TARGET" in correct.toggle_no_target(svc, sess)[1]
+    assert "1 target instance" in correct.undo(svc, sess)[1]
+    assert "No instance selected" in correct.delete_instance(svc, 0, sess)[1]
+    with pytest.raises(gr.Error, match="Pick an instance"):
+        correct.delete_instance(svc, 3, sess)
