@@ -88,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto: CUDA, then Apple's MPS, then the CPU")
     p.add_argument("--dtype", default=env.dtype, choices=["auto", "fp32", "bf16", "int8"],
-                   help="auto (default): bf16 where the hardware computes it natively, else fp32; fp32 matches the "
+                   help="auto (default): bf16 where the hardware computes it natively, int8 linears on other x86 CPUs, "
+                        "else fp32; fp32 matches the "
                         "official outputs; bf16/int8 where they cannot run fall back with a note (README, Precision)")
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)

@@ -67,6 +67,9 @@ def parse_entry(entry: str, where: str) -> User:
     name = name.strip()
     if not sep or not name or not rest:
         raise AuthError(f"{where} must be user:password or user:password:role")
+    if name.lower().startswith(("consensus", "model")):
+        raise AuthError(f"{where}: user names starting with 'consensus' or 'model' are kept for the studio's own "
+                        "refs (agreement --merge, pre-annotation); choose another name")
     roles: frozenset[str] = frozenset(ROLES)
     if ":" in rest:
         rest, _, tail = rest.rpartition(":")

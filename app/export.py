@@ -18,10 +18,12 @@ entry can escape ``images/train2014/`` and no two images share an entry.
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
 import secrets
+import socket
 import tempfile
 import time
 import zipfile
@@ -208,7 +210,7 @@ def export_zip(store: Store, out: str | Path, include_images: bool = True, *, st
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(out)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}.", suffix=".tmp", dir=out.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.{os.getpid()}h{_HOST_ID}.", suffix=".tmp", dir=out.parent)
         os.close(fd)
     except OSError as exc:
         raise StoreError(f"cannot write the export: {os_error_message(exc)}") from None
@@ -244,12 +246,33 @@ def read_zip(path: str | Path) -> tuple[dict, list[dict]]:
 STALE_TMP_S = 3600.0  # a half-written export not touched for this long is abandoned, whoever wrote it
 
 
+def _host_id() -> str:
+    """This machine and PID namespace, briefly: a pid means something only where it was taken (a
+    container, another host on a shared folder see other processes)."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        boot = ""
+    try:
+        ns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        ns = ""
+    return hashlib.sha1(f"{socket.gethostname()}|{boot}|{ns}".encode()).hexdigest()[:8]
+
+
+_HOST_ID = _host_id()
+
+
 def _temp_owner(name: str) -> int | None:
-    """The writer's pid in a temporary export name ``.<target>.<pid>.<random>.tmp`` (None: not one of ours)."""
+    """The writer's pid in a temporary export name ``.<target>.<pid>h<host>.<random>.tmp``, when the
+    writer ran here (None: another machine or PID namespace, or not one of ours)."""
     parts = name.split(".")
-    if not name.startswith(".") or not name.endswith(".tmp") or len(parts) < 5 or not parts[-3].isdigit():
+    if not name.startswith(".") or not name.endswith(".tmp") or len(parts) < 5:
         return None
-    return int(parts[-3])
+    pid, _, host = parts[-3].partition("h")
+    if not pid.isdigit() or host != _HOST_ID:
+        return None
+    return int(pid)
 
 
 def _alive(pid: int) -> bool:
@@ -265,8 +288,9 @@ def _alive(pid: int) -> bool:
 
 
 def _abandoned(p: Path, now: float, stale_s: float) -> bool:
-    """A temporary export whose writer died (SIGKILL, power cut) or that nobody touched for ``stale_s``;
-    another export being written right now (a live writer, a fresh file) is never abandoned."""
+    """A temporary export whose writer died here (SIGKILL, power cut) or that nobody touched for
+    ``stale_s``; another export being written right now (a live writer here, or any fresh file of a
+    writer elsewhere) is never abandoned."""
     pid = _temp_owner(p.name)
     try:
         age = now - p.stat().st_mtime

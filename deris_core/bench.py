@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from .config import get_config
-from .hardware import DTYPE_CHOICES, CpuInfo, Precision, choose_precision, cpu_info, given_precision, normalize_request
+from .hardware import (DTYPE_CHOICES, CpuInfo, Precision, choose_precision, cpu_info, given_precision,
+                       normalize_request, resolve_device)
 from .model import build_deris
 from .predictor import Predictor
 from .runtime import configure_from_env
@@ -66,10 +67,12 @@ def _stats(values: list[float]) -> dict[str, float]:
 def build(config: str, device: str, dtype: str, fallback: bool = True) -> tuple[Predictor, _FixedIds]:
     """A predictor with random weights of a published config, fed token ids directly.
 
-    ``dtype`` is a request (``auto``/``fp32``/``bf16``) resolved like ``load_predictor`` does;
-    ``fallback=False`` runs bf16 as asked even where the hardware only emulates it."""
+    ``dtype`` is a request (``auto``/``fp32``/``bf16``/``int8``) resolved like ``load_predictor`` does,
+    and so is ``device`` (``auto``: CUDA, then MPS, then the CPU); ``fallback=False`` runs bf16 as
+    asked even where the hardware only emulates it."""
     torch.manual_seed(0)
     cfg = get_config(config)
+    device = str(resolve_device(device))
     precision = choose_precision(dtype, device)
     if not fallback and normalize_request(dtype) == "bf16":
         precision = given_precision(torch.bfloat16, device)

@@ -4,12 +4,12 @@ CPUs differ in what they compute fast: bfloat16 arithmetic needs AVX-512 BF16 or
 (oneDNN packs bf16 linear weights only with AVX-512 BW/VL/DQ or AVX-NE-CONVERT and refuses
 elsewhere), or the BF16 extension on ARM; an AVX2-only CPU has no bf16 instructions at all,
 so bf16 there is emulated and slower than fp32. :func:`choose_precision` turns a request
-(``"auto"``, ``"fp32"``, ``"bf16"``) and a device into the :class:`Precision` that will run,
+(``"auto"``, ``"fp32"``, ``"bf16"``, ``"int8"``) and a device into the :class:`Precision` that will run,
 with the reason, and a one-line note when the request cannot be honoured as asked. Nothing
 here raises on an unusual machine: unknown answers count as "not supported".
 
-``ONEDNN_MAX_CPU_ISA`` (oneDNN) and ``ATEN_CPU_CAPABILITY`` (PyTorch) are honoured, so an
-AVX-512 machine can rehearse an AVX2-only one: ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2``.
+``ONEDNN_MAX_CPU_ISA`` (oneDNN), ``ATEN_CPU_CAPABILITY`` (PyTorch) and ``FBGEMM_ENABLE_INSTRUCTIONS``
+(int8) are honoured, so an AVX-512 machine can rehearse an AVX2-only one (README, *Precision and hardware*).
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ class Precision:
 
 
 def normalize_request(requested: str | None) -> str:
-    """``auto``/``fp32``/``bf16`` (and their long names); ``None`` reads ``DERIS_DTYPE`` (default auto)."""
+    """``auto``/``fp32``/``bf16``/``int8`` (and the long names); ``None`` reads ``DERIS_DTYPE`` (default auto)."""
     if requested is None:
         requested = os.environ.get("DERIS_DTYPE", "auto")
     key = str(requested).strip().lower()

@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config name when it cannot be inferred from the weights")
     p.add_argument("--device", default="auto", help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda or mps")
     p.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES),
-                   help="auto (default, or DERIS_DTYPE): bf16 where the hardware computes it natively, else fp32; "
+                   help="auto (default, or DERIS_DTYPE): bf16 where the hardware computes it natively, int8 linears on other "
+                        "x86 CPUs, else fp32; "
                         "fp32 matches the official outputs; bf16 where it cannot be fast runs fp32 with a note")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--mask-threshold", type=float, default=None)

@@ -180,9 +180,10 @@ def load_predictor(
     """Build a :class:`Predictor` from a published name, a local file, or the bundled model.
 
     ``dtype``: ``auto`` (the default, also from ``DERIS_DTYPE``): bf16 where the device computes
-    it natively (CUDA, CPUs with AVX-512 BF16 / AMX / ARM BF16), else fp32; ``fp32`` matches the
-    official outputs to 1e-4; ``bf16`` where it cannot be fast runs fp32 and logs why
-    (:func:`deris_core.hardware.choose_precision`). ``predictor.precision`` says what ran.
+    it natively (CUDA, CPUs with AVX-512 BF16 / AMX / ARM BF16), int8 linear layers on other x86
+    CPUs, else fp32; ``fp32`` matches the official outputs to 1e-4; ``bf16``/``int8`` where they
+    cannot run fall back and log why (:func:`deris_core.hardware.choose_precision`).
+    ``predictor.precision`` says what ran.
     """
     dev = pick_device(device)
     precision = choose_precision(dtype, dev)

@@ -37,6 +37,13 @@ def test_malformed_entries_are_refused(entry: str) -> None:
         parse_entry(entry, "--auth entry 7")
 
 
+@pytest.mark.parametrize("name", ["consensus", "Consensusbob", "model", "modeller"])
+def test_names_of_the_studios_own_authors_are_refused(name: str) -> None:
+    """Refs by ``consensus(...)`` and ``model:...`` are free to take; a person must never look like one."""
+    with pytest.raises(AuthError, match="entry 3: user names starting with 'consensus' or 'model' are kept"):
+        parse_entry(f"{name}:pw", "--auth entry 3")
+
+
 def test_valid_entries() -> None:
     assert parse_entry("rev:pa:ss:reviewer", "e").password == "pa:ss"
     assert parse_entry("a:b:annotator, reviewer", "e").roles == {"annotator", "reviewer"}

@@ -179,6 +179,11 @@ def test_load_predictor_names_its_weights_file() -> None:
     p = load_predictor("bundled", device="cpu")
     assert Path(p.weights_file).resolve() == (BUNDLED / "model.safetensors").resolve()
     assert model_key(p, "bundled").startswith("bundled|")
+    # the precision that ran is part of the key: bf16, int8 and fp32 answers are never mixed
+    assert model_key(p, "bundled").endswith(f"|{p.precision.name}")
+    q = load_predictor("bundled", device="cpu", dtype="fp32")
+    assert model_key(q, "bundled").endswith("|fp32")
+    assert model_key(p, "bundled") != model_key(q, "bundled") or p.precision.name == "fp32"
 
 
 def _result(image_id: int, sentence: str, h: int = 24, w: int = 24) -> PairResult:

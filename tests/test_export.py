@@ -218,7 +218,9 @@ def test_stale_and_half_written_exports_are_cleaned(tmp_path: Path) -> None:
     folder.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    (folder / f".a.zip.{dead.pid}.x1y2.tmp").write_bytes(b"killed mid-way")  # its writer is gone
+    from app.export import _HOST_ID
+
+    (folder / f".a.zip.{dead.pid}h{_HOST_ID}.x1y2.tmp").write_bytes(b"killed mid-way")  # its writer is gone
     old = folder / "old.zip"
     old.write_bytes(b"zip")
     os.utime(old, (time.time() - 7200, time.time() - 7200))
@@ -283,16 +285,23 @@ def test_cleanup_leaves_live_writers_alone_and_removes_dead_or_old_ones(tmp_path
     folder.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    live_other = folder / ".a.zip.1.abcd.tmp"  # pid 1 is alive (and not ours)
-    mine = folder / f".b.zip.{os.getpid()}.efgh.tmp"
-    of_dead = folder / f".c.zip.{dead.pid}.ijkl.tmp"
+    from app.export import _HOST_ID
+
+    live_other = folder / f".a.zip.1h{_HOST_ID}.abcd.tmp"  # pid 1 is alive (and not ours)
+    mine = folder / f".b.zip.{os.getpid()}h{_HOST_ID}.efgh.tmp"
+    of_dead = folder / f".c.zip.{dead.pid}h{_HOST_ID}.ijkl.tmp"
     old_unknown = folder / ".d.zip.q1w2.tmp"
     fresh_unknown = folder / ".e.zip.r3t4.tmp"
-    for p in (live_other, mine, of_dead, old_unknown, fresh_unknown):
+    # a writer on another machine or in another container sharing the folder: its pid means nothing here
+    elsewhere = folder / f".f.zip.{dead.pid}h0000beef.mnop.tmp"
+    for p in (live_other, mine, of_dead, old_unknown, fresh_unknown, elsewhere):
         p.write_bytes(b"half")
     os.utime(old_unknown, (time.time() - 7200, time.time() - 7200))
     assert clean_stale_exports(folder) == 2
-    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (live_other, mine, fresh_unknown))
+    kept = (live_other, mine, fresh_unknown, elsewhere)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in kept)
+    os.utime(elsewhere, (time.time() - 7200, time.time() - 7200))  # untouched for two hours: abandoned anywhere
+    assert clean_stale_exports(folder) == 1 and not elsewhere.exists()
     os.utime(mine, (time.time() - 7200, time.time() - 7200))  # nobody touched it for two hours: abandoned
     assert clean_stale_exports(folder) == 1 and not mine.exists()
 

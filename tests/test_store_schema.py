@@ -92,3 +92,21 @@ def test_a_version_2_database_migrates_and_knows_who_wrote_each_refs_content(tmp
     assert s.ref(2).status == "reviewed"
     s.close()
     assert Store(db).migrated_from == SCHEMA_VERSION  # reopening does not migrate again
+
+
+def test_a_version_2_history_with_odd_event_details_still_migrates(tmp_path: Path) -> None:
+    """Hand-edited or foreign histories (a list, a number, broken JSON as the detail) must not stop the
+    database from opening: those events tell nothing about who wrote the content."""
+    import sqlite3
+
+    db = tmp_path / "studio.sqlite"
+    shutil.copy(V2_DB, db)
+    con = sqlite3.connect(db)
+    for detail in ("[1, 2]", "7", "{broken", "null"):
+        con.execute("INSERT INTO events (ref_id, user, action, detail, at) VALUES (2, 'eve', 'edit', ?, 0)", (detail,))
+    con.commit()
+    con.close()
+    s = Store(db)
+    assert s.schema_version() == SCHEMA_VERSION and s.integrity_check() == "ok"
+    assert s.ref(2).annotator == "bob"
+    s.close()

@@ -115,6 +115,9 @@ def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> Non
     assert dataset_tab.delete_ref(svc, predicted.id, "", ann).startswith("Deleted")  # the model's: free to take
     with pytest.raises(Refused, match="Sign in first"):
         dataset_tab.delete_ref(svc, 1, "ann", SimpleNamespace(username=None))
+    for bad in (float("nan"), float("inf"), -3, 0, 2.5, 2**70, "x", None):  # as an API caller may send them
+        with pytest.raises(gr.Error):
+            dataset_tab.delete_ref(svc, bad, "", rev)
     progress, table, info, page = dataset_tab.refresh(svc, 1, "", "", "")
     assert "<b>2 refs</b>" in progress and info.startswith("2 refs")
 

@@ -25,7 +25,7 @@ from ..store.queue import ImageFilter
 def _predictor(args, device: str):
     from deris_core.weights import load_predictor
 
-    return load_predictor(args.weights, device=device, dtype=args.dtype)  # auto: bf16 where the hardware is fast
+    return load_predictor(args.weights, device=device, dtype=args.dtype)  # auto: bf16, int8 or fp32 by hardware
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,15 +87,20 @@ def weights_digest(path: str | Path) -> str:
 
 
 def model_key(predictor, weights: str) -> str:
-    """What identifies the model that made a prediction: the weights' name, config and content hash
-    (``name|config|sha256:<16 hex>``; the code version goes into each ref's history, so upgrading the
-    package does not predict every pair again). Without a known weights file: name and config only."""
+    """What identifies the model that made a prediction: the weights' name, config, content hash and
+    the precision that ran (``name|config|sha256:<16 hex>|int8``: ``--dtype auto`` runs bf16, int8 or
+    fp32 by machine, and their answers differ slightly, so a run resumed elsewhere never mixes them
+    under one key). The code version goes into each ref's history, so upgrading the package does not
+    predict every pair again. Without a known weights file: name, config and precision."""
     cfg = getattr(predictor, "cfg", None)
     key = f"{Path(str(weights)).name}|{getattr(cfg, 'name', type(cfg).__name__)}"
     path = getattr(predictor, "weights_file", None)
     if path is None and Path(str(weights)).is_file():
         path = weights
-    return f"{key}|sha256:{weights_digest(path)[:16]}" if path is not None else key
+    if path is not None:
+        key += f"|sha256:{weights_digest(path)[:16]}"
+    precision = getattr(predictor, "precision", None)
+    return f"{key}|{precision.name}" if precision is not None else key
 
 
 def _name_index(store: Store) -> dict[str, set[int]]:

@@ -57,7 +57,7 @@ def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
     if action == "create" or ref is None:
         return None
     if action in ("accept", "reject"):
-        if action == "accept" and ref.editor == actor.name:
+        if action == "accept" and actor.name and ref.editor == actor.name:  # nameless: nobody to tell apart
             return (f"You wrote the current content of ref {ref.id}, so you cannot accept it: save it as done "
                     "and another reviewer accepts it.")
         if personal(ref.annotator) and ref.annotator == actor.name:

@@ -194,6 +194,8 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
             d = json.loads(detail or "{}")
         except ValueError:
             d = {}
+        if not isinstance(d, dict):  # hand-edited or foreign history: nothing to learn from it
+            d = {}
         now = (d.get("sentences"), d.get("targets"), d.get("no_target"))
         if action != "edit" or content.get(ref_id) != now:
             editors[ref_id] = user or ""

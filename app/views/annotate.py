@@ -27,7 +27,7 @@ from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewh
 from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
-from .shell import Shell, bind, render, request_user
+from .shell import Shell, bind, ref_id, render, request_user
 
 
 def image_refs(svc: Services, sess: Session) -> list[list]:
@@ -143,9 +143,7 @@ def refilter(svc: Services, sess: Session, name: str, split: str, status: str, a
 
 def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
     """Reopen a saved ref in this view (from any tab). Outputs: :func:`open_ref_outputs`."""
-    if rid is None:
-        raise gr.Error("Type a ref id.")
-    opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
+    opened = svc.workspace.reopen(ref_id(rid), sess, svc.refs.last_decision)
     new = opened.session
     svc.sessions.track(getattr(request, "session_hash", None), new)
     typed = gr.update()  # the box names who is working now, not the ref's author

@@ -15,7 +15,7 @@ from ..store import SPLITS, STATUSES, StoreError
 from ..store.queue import progress
 from ..store.review import person_stats
 from . import display
-from .shell import Shell, bind, request_user
+from .shell import Shell, bind, ref_id, request_user
 
 PAGE_SIZE = 50
 HEADERS = ["ref", "image", "sentences", "targets", "status", "split", "who", "updated"]
@@ -98,10 +98,9 @@ def turn(svc: Services, delta: int, page_no, status_f: str, split_f: str, annota
 
 def delete_ref(svc: Services, rid: float | None, typed: str, request: gr.Request = None) -> str:
     """Delete a ref by id, when the permission table allows it to the user who works now."""
-    if rid is None:
-        raise gr.Error("Type a ref id.")
-    svc.refs.delete(svc.actor(request_user(request), typed), int(rid))
-    return f"Deleted ref {int(rid)}."
+    rid = ref_id(rid)
+    svc.refs.delete(svc.actor(request_user(request), typed), rid)
+    return f"Deleted ref {rid}."
 
 
 def export(svc: Services, status_f: str | None = "") -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import typing
 from dataclasses import dataclass, field
 from typing import Callable
@@ -62,6 +63,17 @@ def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = Non
     handler.__annotations__ = {k: v for k, v in hints.items() if k in {p.name for p in params} or k == "return"}
     del handler.__wrapped__  # Gradio must see the bound signature, not fn's
     return wrap(handler) if wrap else handler
+
+
+def ref_id(value) -> int:
+    """A ref id typed or sent through the API: a whole number in SQLite's range, else a clear error."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise gr.Error("Type a ref id.") from None
+    if not math.isfinite(number) or number != int(number) or not 0 < number < 2**63:
+        raise gr.Error(f"{value!r} is not a ref id (a whole number from 1).")
+    return int(number)
 
 
 def request_user(request: gr.Request | None) -> str | None:
