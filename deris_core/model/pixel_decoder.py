@@ -75,21 +75,19 @@ def deformable_sample(value: Tensor, shapes: list[tuple[int, int]], locations: T
     dh = c // heads
     sizes = torch.tensor(shapes, device=value.device)  # [L, (h, w)]
     starts = torch.cumsum(torch.cat((sizes.new_zeros(1), sizes[:, 0] * sizes[:, 1])), 0)[:-1]
-    hi, wi = sizes[:, 0].view(1, 1, 1, nl, 1), sizes[:, 1].view(1, 1, 1, nl, 1)
-    x = locations[..., 0] * wi.to(value.dtype) - 0.5  # pixel coordinates, align_corners=False
-    y = locations[..., 1] * hi.to(value.dtype) - 0.5
+    hi, wi = sizes[:, 0].view(1, 1, 1, nl, 1, 1), sizes[:, 1].view(1, 1, 1, nl, 1, 1)
+    x = locations[..., 0] * wi[..., 0].to(value.dtype) - 0.5  # pixel coordinates, align_corners=False
+    y = locations[..., 1] * hi[..., 0].to(value.dtype) - 0.5
     x0, y0 = x.floor(), y.floor()
     fx, fy = x - x0, y - y0
-    idx_list, w_list = [], []
-    base = starts.view(1, 1, 1, nl, 1)
-    for dx, dy, wgt in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy), (1, 1, fx * fy)):
-        xi = x0.long() + dx
-        yi = y0.long() + dy
-        valid = (xi >= 0) & (xi < wi) & (yi >= 0) & (yi < hi)
-        idx_list.append(torch.where(valid, base + yi.clamp(min=0) * wi + xi.clamp(min=0), torch.zeros_like(xi)))
-        w_list.append(torch.where(valid, wgt * weights, torch.zeros_like(wgt)))
-    idx = torch.stack(idx_list, -1)  # [B, Lq, M, L, P, 4]
-    wts = torch.stack(w_list, -1)
+    # The 4 corners as a last axis (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1): one pass each.
+    xi = x0.long().unsqueeze(-1) + torch.tensor([0, 1, 0, 1], device=value.device)  # [B, Lq, M, L, P, 4]
+    yi = y0.long().unsqueeze(-1) + torch.tensor([0, 0, 1, 1], device=value.device)
+    valid = (xi >= 0) & (xi < wi) & (yi >= 0) & (yi < hi)
+    gx, gy = 1 - fx, 1 - fy
+    wts = torch.stack((gx * gy, fx * gy, gx * fy, fx * fy), -1) * weights.unsqueeze(-1) * valid
+    # out-of-image corners weigh 0, so any in-range row will do for them: clamp instead of select
+    idx = starts.view(1, 1, 1, nl, 1, 1) + yi.clamp_(min=0).minimum(hi - 1) * wi + xi.clamp_(min=0).minimum(wi - 1)
     # One table per (batch, head): rows (b, head, position) of the head's dh channels.
     table = value.view(b, lv_total, m, dh).permute(0, 2, 1, 3).reshape(b * m * lv_total, dh)
     table_offset = (torch.arange(b * m, device=value.device) * lv_total).view(b, 1, m, 1, 1, 1)
