@@ -103,7 +103,7 @@ def app_latency(config: str, device: str = "cpu", dtype: str = "fp32", runs: int
         image = np.ascontiguousarray(cv2.imread(str(BUNDLED_DIR.parents[0] / "examples" / "shapes_4.png"))[:, :, ::-1])
         r = measure(predictor, image, lambda state: predictor.predict("the yellow circle", image=state), runs, warmup)
     else:
-        from deris_core.bench import build
+        from deris_core.bench_setup import build
 
         predictor, fixed = build(config, device, dtype)
         ids, mask = fixed.batch(1)

@@ -33,54 +33,14 @@ import time
 import numpy as np
 import torch
 
-from .config import get_config
-from .hardware import (DTYPE_CHOICES, CpuInfo, Precision, choose_precision, cpu_info, given_precision,
-                       normalize_request, resolve_device)
-from .model import build_deris
+from .bench_setup import FixedIds, build
+from .hardware import DTYPE_CHOICES, CpuInfo, Precision, cpu_info
 from .predictor import Predictor
 from .runtime import configure_from_env
-from .tokenizer import BOS, EOS, PAD
-
-
-class _FixedIds:
-    """Token ids of a 7-token expression (bos + 5 pieces + eos), as in the official timings."""
-
-    def __init__(self, max_token: int, vocab: int) -> None:
-        self.max_token = max_token
-        self.vocab_size = min(vocab, 1000)
-
-    def batch(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = torch.full((n, self.max_token), PAD, dtype=torch.long)
-        mask = torch.ones((n, self.max_token), dtype=torch.long)
-        pieces = [70, 841, 512, 93, 417]
-        for i in range(n):
-            row = [BOS] + [(p + 13 * i) % (self.vocab_size - 5) + 4 for p in pieces] + [EOS]
-            ids[i, : len(row)] = torch.tensor(row)
-            mask[i, : len(row)] = 0
-        return ids, mask
 
 
 def _stats(values: list[float]) -> dict[str, float]:
     return {"median_s": statistics.median(values), "min_s": min(values), "max_s": max(values), "runs": values}
-
-
-def build(config: str, device: str, dtype: str, fallback: bool = True) -> tuple[Predictor, _FixedIds]:
-    """A predictor with random weights of a published config, fed token ids directly.
-
-    ``dtype`` is a request (``auto``/``fp32``/``bf16``/``int8``) resolved like ``load_predictor`` does,
-    and so is ``device`` (``auto``: CUDA, then MPS, then the CPU); ``fallback=False`` runs bf16 as
-    asked even where the hardware only emulates it."""
-    torch.manual_seed(0)
-    cfg = get_config(config)
-    device = str(resolve_device(device))
-    precision = choose_precision(dtype, device)
-    if not fallback and normalize_request(dtype) == "bf16":
-        precision = given_precision(torch.bfloat16, device)
-    if precision.note:
-        print(f"note: {precision.note}", file=sys.stderr)
-    model = build_deris(cfg, dtype=precision.dtype).to(device)
-    fixed = _FixedIds(cfg.max_token, cfg.beit3.vocab_size)
-    return Predictor(model, fixed, device=device, dtype=precision.dtype, precision=precision), fixed  # type: ignore[arg-type]
 
 
 # Our configs -> the model names of the official timings files.
@@ -110,7 +70,7 @@ def reference_timings(info: CpuInfo, config: str) -> dict | None:
     return None
 
 
-def run(predictor: Predictor, fixed: _FixedIds, runs: int, warmup: int) -> dict:
+def run(predictor: Predictor, fixed: FixedIds, runs: int, warmup: int) -> dict:
     """Forward-pass figures (see the module docstring)."""
     dev, cfg, model = predictor.device, predictor.cfg, predictor.model
     image = np.random.default_rng(0).integers(0, 256, size=(300, 451, 3), dtype=np.uint8)

@@ -53,7 +53,7 @@ class _FlopCount(TorchDispatchMode):
 
 def count_flops(config: str) -> dict[str, dict[str, float]]:
     """GFLOP of the image part and the text part of ``config`` (plain F.linear, so every op is seen)."""
-    from .bench import build
+    from .bench_setup import build
     from .model import layers
 
     predictor, fixed = build(config, "cpu", "fp32")
