@@ -16,7 +16,7 @@ _DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "f
 
 
 def is_bundled(predictor: Any | None) -> bool:
-    return predictor is None or getattr(predictor, "source", "bundled") == "bundled"
+    return predictor is None or (getattr(predictor, "source", "") or "bundled") == "bundled"  # unknown: as bundled
 
 
 def score_threshold(predictor: Any | None) -> float:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -197,6 +198,11 @@ class Predictor:
         self.dtype = dtype  # weights and activations (bf16: the whole network, see README "bf16")
         # What runs and why (``load_predictor`` chooses it; a direct caller gets the dtype it asked for).
         self.precision: Precision = precision or given_precision(dtype, self.device)
+        # Where the weights came from (``load_predictor`` fills these in): a one-line description for
+        # people, "bundled" or what was asked for, and the file itself (what pre-annotation hashes).
+        self.description = ""
+        self.source = ""
+        self.weights_file: Path | None = None
         self.model = model.to(self.device, dtype).eval()
         if self.device.type == "cpu" and self.precision.int8:
             quantize_linear_weights(self.model)  # int8 weights, the few sensitive layers packed in float

@@ -207,8 +207,8 @@ def load_predictor(
         model = model.to(torch_dtype)  # the whole network in bf16 (the cached copy stays fp32)
     tok = BEiT3Tokenizer(tok_path, max_token=cfg.max_token)
     predictor = Predictor(model, tok, device=dev, dtype=torch_dtype, precision=precision)
-    predictor.description = res.description  # type: ignore[attr-defined]
+    predictor.description = res.description
     bundled = res.weights.resolve().parent == BUNDLED_DIR
-    predictor.source = "bundled" if bundled else str(weights)  # type: ignore[attr-defined]
-    predictor.weights_file = res.weights  # type: ignore[attr-defined]  # what app.curate hashes to identify the model
+    predictor.source = "bundled" if bundled else str(weights)
+    predictor.weights_file = res.weights
     return predictor
