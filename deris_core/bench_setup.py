@@ -17,6 +17,25 @@ from .predictor import Predictor
 from .tokenizer import BOS, EOS, PAD
 
 
+def _random_int8_model(cfg) -> torch.nn.Module:
+    """Random weights with int8's linear layers quantized as each is made, as ``load_predictor``
+    does with a checkpoint: the float model never exists whole (peak memory)."""
+    from .model.layers import int8_layers
+    from .weight_cache import materialize_buffers
+
+    model = build_deris(cfg, device="meta")
+    chosen = {id(m) for _, m in int8_layers(model)}
+    gen = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        for name, p in list(module.named_parameters(recurse=False)):
+            w = torch.empty(p.shape, dtype=torch.float32).normal_(0.0, 0.02, generator=gen)
+            setattr(module, name, torch.nn.Parameter(w, requires_grad=False))
+        if id(module) in chosen:
+            module.quantize_int8_()
+    materialize_buffers(model)
+    return model.eval()
+
+
 class FixedIds:
     """Token ids of a 7-token expression (bos + 5 pieces + eos), as in the official timings."""
 
@@ -49,6 +68,9 @@ def build(config: str, device: str, dtype: str, fallback: bool = True) -> tuple[
         precision = given_precision(torch.bfloat16, device)
     if precision.note:
         print(f"note: {precision.note}", file=sys.stderr)
-    model = build_deris(cfg, dtype=precision.dtype).to(device)
+    if precision.int8:
+        model = _random_int8_model(cfg)
+    else:
+        model = build_deris(cfg, dtype=precision.dtype).to(device)
     fixed = FixedIds(cfg.max_token, cfg.beit3.vocab_size)
     return Predictor(model, fixed, device=device, dtype=precision.dtype, precision=precision), fixed  # type: ignore[arg-type]

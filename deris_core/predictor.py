@@ -13,6 +13,7 @@ single caller. Thresholds never re-run the network: a :class:`Prediction` keeps 
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -203,7 +204,10 @@ class Predictor:
         self.description = ""
         self.source = ""
         self.weights_file: Path | None = None
-        self.model = model.to(self.device, dtype).eval()
+        moved = any(t.device != self.device or (t.is_floating_point() and t.dtype != dtype)
+                    for t in itertools.chain(model.parameters(), model.buffers()))
+        # (an int8 model built by the loader stays as it is: .to() would bring float weights back)
+        self.model = (model.to(self.device, dtype) if moved else model).eval()
         if self.device.type == "cpu" and self.precision.int8:
             quantize_linear_weights(self.model)  # int8 weights, the few sensitive layers packed in float
         elif self.device.type == "cpu":

@@ -44,7 +44,7 @@ def converted_path(checkpoint: str | os.PathLike) -> Path:
     return cache_dir() / "converted" / f"{real.stem}-{key}.safetensors"
 
 
-def _materialize_buffers(model: torch.nn.Module) -> None:
+def materialize_buffers(model: torch.nn.Module) -> None:
     """Recompute the non-persistent buffers a meta-device build leaves empty."""
     for module in model.modules():
         if isinstance(module, WindowAttention) and module.relative_position_index.is_meta:
@@ -54,11 +54,16 @@ def _materialize_buffers(model: torch.nn.Module) -> None:
         raise RuntimeError(f"buffers left on the meta device: {left[:3]}")
 
 
-def model_from_safetensors(path: str | os.PathLike, cfg: DeRISConfig) -> DeRIS:
-    """Build ``cfg`` and assign the memory-mapped tensors of our safetensors file (strict)."""
+def model_from_safetensors(path: str | os.PathLike, cfg: DeRISConfig, int8: bool = False) -> DeRIS:
+    """Build ``cfg`` and assign the memory-mapped tensors of our safetensors file (strict).
+
+    ``int8``: the linear layers that int8 quantizes are read one at a time and quantized as they
+    come (:func:`_int8_from_safetensors`), so their float weights are never all in memory."""
     from safetensors.torch import load_file
 
     path = Path(path)
+    if int8:
+        return _int8_from_safetensors(path, cfg)
     try:
         tensors = load_file(str(path))  # memory-mapped
     except Exception as exc:  # noqa: BLE001
@@ -69,7 +74,49 @@ def model_from_safetensors(path: str | os.PathLike, cfg: DeRISConfig) -> DeRIS:
     if wrong:
         tensors = {k: v.to(expected[k].dtype) if k in wrong else v for k, v in tensors.items()}
     load_into(model, tensors, cfg.name, path.name, assign=True)
-    _materialize_buffers(model)
+    materialize_buffers(model)
+    return model.eval()
+
+
+def _int8_from_safetensors(path: Path, cfg: DeRISConfig) -> DeRIS:
+    """The model with int8 linear weights, each read from the file by its byte range (plain reads,
+    no mapping that would keep every page resident) and quantized at once; the rest assigned."""
+    from safetensors import safe_open
+
+    from .model.layers import int8_layers
+
+    model = build_deris(cfg, device="meta")
+    targets = int8_layers(model)
+    quantized = {f"{name}.weight" for name, _ in targets}
+    try:
+        with open(path, "rb") as fh:
+            size = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(size))
+        with safe_open(str(path), framework="pt") as f:
+            rest = {k: f.get_tensor(k) for k in f.keys() if k not in quantized}
+    except Exception as exc:  # noqa: BLE001
+        raise CheckpointError(f"{path.name} is not a readable safetensors file: {exc}") from None
+    expected = set(model.state_dict())
+    missing, unexpected = sorted(expected - set(rest) - quantized), sorted(set(rest) - expected)
+    absent = sorted(k for k in quantized if k not in header)
+    if missing or unexpected or absent:
+        raise CheckpointError(f"{path.name} does not fit {cfg.name}: missing {(missing + absent)[:3]}, "
+                              f"unexpected {unexpected[:3]}")
+    model.load_state_dict(rest, strict=False, assign=True)
+    base = 8 + size
+    with open(path, "rb") as fh:
+        for name, m in targets:
+            info = header[f"{name}.weight"]
+            start, end = info["data_offsets"]
+            if info["dtype"] != "F32" or tuple(info["shape"]) != (m.out_features, m.in_features):
+                raise CheckpointError(f"{path.name}: {name}.weight is {info['dtype']} {info['shape']}, "
+                                      f"expected F32 {[m.out_features, m.in_features]}")
+            fh.seek(base + start)
+            data = bytearray(fh.read(end - start))
+            m.weight = torch.nn.Parameter(torch.frombuffer(data, dtype=torch.float32).view(m.out_features, m.in_features),
+                                          requires_grad=False)
+            m.quantize_int8_()  # frees the float weight
+    materialize_buffers(model)
     return model.eval()
 
 
@@ -88,11 +135,13 @@ def write_converted(state: dict[str, torch.Tensor], cfg: DeRISConfig, out: Path,
         tmp.unlink(missing_ok=True)
 
 
-def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer) -> tuple[DeRIS, DeRISConfig, bool]:
+def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer,
+                  int8: bool = False) -> tuple[DeRIS, DeRISConfig, bool]:
     """``(model, config, from_cache)`` for an official ``.pth``, using and filling the cache.
 
     ``infer(state)`` picks the config when ``cfg`` is None. A cache that cannot be written
-    (read-only disk) only costs speed.
+    (read-only disk) only costs speed. ``int8``: a cached copy is read with its linear layers
+    quantized as they come (the first start unpickles the whole ``.pth`` in float anyway).
     """
     path = Path(path)
     cached = converted_path(path)
@@ -103,7 +152,7 @@ def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer) -> tu
             with safe_open(str(cached), framework="pt") as f:
                 meta = f.metadata() or {}
             use = cfg or DeRISConfig.from_dict(json.loads(meta["config"]))  # a given config wins (thresholds)
-            return model_from_safetensors(cached, use), use, True
+            return model_from_safetensors(cached, use, int8=int8), use, True
         except Exception:  # noqa: BLE001 - a broken or mismatching cache file is rebuilt below
             with contextlib.suppress(OSError):
                 cached.unlink(missing_ok=True)
@@ -113,7 +162,7 @@ def load_official(path: str | os.PathLike, cfg: DeRISConfig | None, infer) -> tu
     del state
     model = build_deris(cfg, device="meta")
     load_into(model, ours, cfg.name, path.name, assign=True)
-    _materialize_buffers(model)
+    materialize_buffers(model)
     with contextlib.suppress(Exception):  # a read-only or full disk only costs speed next time
         write_converted(ours, cfg, cached, path.name)
     return model.eval(), cfg, False

@@ -192,7 +192,7 @@ def load_predictor(
     torch_dtype = precision.dtype
     res = resolve(weights, tokenizer, config)
     if res.kind == "official":
-        model, cfg, _ = load_official(res.weights, res.config, infer_official_config)
+        model, cfg, _ = load_official(res.weights, res.config, infer_official_config, int8=precision.int8)
         rows = model.cognition.beit3.text_embed.weight.shape[0]
         try:
             tok_path = resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
@@ -201,7 +201,7 @@ def load_predictor(
             raise WeightsError(str(exc)) from None
     else:
         cfg = res.config
-        model = model_from_safetensors(res.weights, cfg)
+        model = model_from_safetensors(res.weights, cfg, int8=precision.int8)
         tok_path = res.tokenizer
     if torch_dtype != torch.float32:
         model = model.to(torch_dtype)  # the whole network in bf16 (the cached copy stays fp32)

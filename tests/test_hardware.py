@@ -242,3 +242,31 @@ def test_int8_predictor_keeps_the_sensitive_layers_in_float():
     ids = torch.full((1, 20), 1, dtype=torch.long)
     pred = p.predict_tokens(ids, torch.zeros_like(ids), image=p.set_image(np.zeros((40, 50, 3), np.uint8)))[0]
     assert np.isfinite(pred.scores).all() and p.precision.name == "int8"
+
+
+def test_int8_load_quantizes_as_it_reads_and_equals_quantizing_afterwards(tmp_path):
+    """``load_predictor(dtype="int8")`` reads each quantized linear weight by itself (the float model never
+    exists whole) and gives exactly the predictor that quantizing a float model gives."""
+    if not hardware.int8_supported():
+        pytest.skip("needs PyTorch's quantized CPU kernels (x86 with AVX2)")
+    from deris_core.checkpoint import CheckpointError, save_weights
+    from deris_core.weight_cache import model_from_safetensors
+    from deris_core.weights import load_predictor
+
+    if not (BUNDLED / "model.safetensors").is_file():
+        pytest.skip("no bundled model in this checkout")
+    p8 = load_predictor("bundled", device="cpu", dtype="int8")
+    quantized = [m for m in p8.model.modules() if isinstance(m, layers.Linear) and m._int8 is not None]
+    assert quantized and all(m.weight.numel() == 0 for m in quantized)
+    ref = Predictor(model_from_safetensors(BUNDLED / "model.safetensors", p8.cfg), p8.tokenizer,
+                    precision=choose_precision("int8", "cpu"))
+    img = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    a = p8.predict("the red circle", image=p8.set_image(img))
+    b = ref.predict("the red circle", image=ref.set_image(img))
+    assert np.array_equal(a.scores, b.scores) and a.existence == b.existence
+    # weights of another config are refused with one line naming the file
+    cfg = deris_tiny(vocab_size=200, max_token=20)
+    other = tmp_path / "model.safetensors"
+    save_weights(build_deris(cfg), other, cfg)
+    with pytest.raises(CheckpointError, match="model.safetensors does not fit"):
+        model_from_safetensors(other, p8.cfg, int8=True)

@@ -138,18 +138,21 @@ def pack_linear_weights(model: nn.Module) -> None:
 INT8_KEEP_FLOAT = ("sampling_offsets", "attention_weights", "class_embed", "refer_embed", "existence_embed")
 
 
-def quantize_linear_weights(model: nn.Module, keep_float: tuple[str, ...] = INT8_KEEP_FLOAT) -> int:
-    """int8 weights for every :class:`Linear` except those named in ``keep_float`` (packed as
-    usual); returns how many were quantized."""
-    n = 0
-    for name, m in model.named_modules():
+def int8_layers(model: nn.Module, keep_float: tuple[str, ...] = INT8_KEEP_FLOAT) -> list[tuple[str, Linear]]:
+    """The :class:`Linear` layers that int8 quantizes: all but those named in ``keep_float`` and
+    those with fewer than 16 outputs."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, Linear)
+            and not any(part in keep_float for part in name.split(".")) and m.out_features >= 16]
+
+
+def quantize_linear_weights(model: nn.Module) -> int:
+    """int8 weights for the :func:`int8_layers`, the other linear layers packed as usual; returns
+    how many were quantized."""
+    chosen = {id(m) for _, m in int8_layers(model)}
+    for m in model.modules():
         if isinstance(m, Linear):
-            if any(part in keep_float for part in name.split(".")) or m.out_features < 16:
-                m.pack_()
-            else:
-                m.quantize_int8_()
-                n += 1
-    return n
+            m.quantize_int8_() if id(m) in chosen else m.pack_()
+    return len(chosen)
 
 
 class MultiheadAttention(nn.Module):
