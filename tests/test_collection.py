@@ -16,19 +16,11 @@ import pytest
 
 from app.collection import import_images, thumbnail_file
 from app.store import Store, StoreError
-
-
-def _collection(tmp_path: Path, n: int = 6) -> tuple[Store, Path]:
-    folder = tmp_path / "photos"
-    (folder / "sub").mkdir(parents=True)
-    for k in range(n):
-        img = np.full((24 + k, 30, 3), 10 * k, np.uint8)
-        cv2.imwrite(str(folder / ("sub" if k % 2 else "") / f"img_{k}.png"), img)
-    return Store(tmp_path / "c.sqlite"), folder
+from tests.builders import picture_folder
 
 
 def test_folder_import_is_idempotent_and_lists_unreadable_files(tmp_path: Path) -> None:
-    store, folder = _collection(tmp_path)
+    store, folder = picture_folder(tmp_path)
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     cv2.imwrite(str(folder / "copy_of_0.png"), np.full((24, 30, 3), 0, np.uint8))  # same pixels as img_0
     first = import_images(store, folder, split="val", progress=False)

@@ -3,36 +3,22 @@ app/overlay.py, and the NO TARGET flag."""
 
 from __future__ import annotations
 
-
 import numpy as np
-import torch
 
 from app.overlay import COLOURS, render, view_scale
 from app.session import Session, Target
 from app.views import display
-from deris_core.predictor import Prediction
-
-
-def _prediction(masks: list[np.ndarray], scores: list[float], thr: float = 0.5) -> Prediction:
-    h, w = masks[0].shape
-    logits = torch.tensor(np.stack([np.where(m, 10.0, -10.0) for m in masks]), dtype=torch.float32)
-    return Prediction("x", np.array(scores, np.float32), 0.9, np.zeros((len(masks), 4), np.float32), (h, w), thr, 0.5, logits)
-
-
-def _box(y0: int, x0: int, y1: int, x1: int, h: int = 40, w: int = 40) -> np.ndarray:
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
+from tests.builders import box, prediction
 
 
 def test_overlays_number_targets_like_the_candidate_list_and_flag_no_target() -> None:
     img = np.full((100, 100, 3), 128, np.uint8)
-    a, b = _box(5, 5, 50, 50, 100, 100), _box(60, 60, 95, 95, 100, 100)
-    pred = _prediction([a, b], [0.3, 0.9])
+    a, b = box(5, 5, 50, 50, 100, 100), box(60, 60, 95, 95, 100, 100)
+    pred = prediction([a, b], [0.3, 0.9])
     sess = Session(image=img)
     sess.apply_prediction(pred)
     sess.toggle_candidates([1, 0])
-    sess.targets.append(Target(_box(0, 90, 10, 100, 100, 100)))
+    sess.targets.append(Target(box(0, 90, 10, 100, 100, 100)))
     assert display.target_numbers(sess) == [("1", 0), ("2", 1), ("D1", 10)]
     assert [c[0][:2] for c in display.candidate_choices(sess)] == ["1.", "2."]
     out = display.picture(sess)

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-
 import numpy as np
-import torch
 
 from app.picking import hit
 from app.session import Session
-from deris_core.predictor import Prediction
-
-
-def _prediction(masks: list[np.ndarray], scores: list[float], thr: float = 0.5) -> Prediction:
-    h, w = masks[0].shape
-    logits = torch.tensor(np.stack([np.where(m, 10.0, -10.0) for m in masks]), dtype=torch.float32)
-    return Prediction("x", np.array(scores, np.float32), 0.9, np.zeros((len(masks), 4), np.float32), (h, w), thr, 0.5, logits)
-
-
-def _box(y0: int, x0: int, y1: int, x1: int, h: int = 40, w: int = 40) -> np.ndarray:
-    m = np.zeros((h, w), bool)
-    m[y0:y1, x0:x1] = True
-    return m
+from tests.builders import box, prediction
 
 
 def test_a_click_adds_the_best_scoring_candidate_under_it_and_removes_a_target() -> None:
-    big, small, other = _box(0, 0, 30, 30), _box(10, 10, 20, 20), _box(32, 32, 40, 40)
-    pred = _prediction([big, small, other], [0.4, 0.8, 0.3])
+    big, small, other = box(0, 0, 30, 30), box(10, 10, 20, 20), box(32, 32, 40, 40)
+    pred = prediction([big, small, other], [0.4, 0.8, 0.3])
     # where the two candidates overlap, the better score (the small box) wins
     assert hit(pred, [], 15, 15).action == "add" and hit(pred, [], 15, 15).candidate == 1
     assert hit(pred, [], 2, 2).candidate == 0  # only the big one there
@@ -40,8 +26,8 @@ def test_a_click_adds_the_best_scoring_candidate_under_it_and_removes_a_target()
 
 
 def test_clicks_drive_the_session_and_undo() -> None:
-    big, small = _box(0, 0, 30, 30), _box(10, 10, 20, 20)
-    pred = _prediction([big, small], [0.9, 0.2], thr=0.5)
+    big, small = box(0, 0, 30, 30), box(10, 10, 20, 20)
+    pred = prediction([big, small], [0.9, 0.2], thr=0.5)
     sess = Session(image=np.zeros((40, 40, 3), np.uint8))
     sess.apply_prediction(pred)
     assert sess.selected_candidates() == [0]

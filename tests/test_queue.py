@@ -5,26 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from app.collection import import_images
-from app.store import Store
 from app.store.queue import ImageFilter, image_page, neighbour, nth, position, progress
 from app.views import display
-
-
-def _collection(tmp_path: Path, n: int = 6) -> tuple[Store, Path]:
-    folder = tmp_path / "photos"
-    (folder / "sub").mkdir(parents=True)
-    for k in range(n):
-        img = np.full((24 + k, 30, 3), 10 * k, np.uint8)
-        cv2.imwrite(str(folder / ("sub" if k % 2 else "") / f"img_{k}.png"), img)
-    return Store(tmp_path / "c.sqlite"), folder
+from tests.builders import picture_folder
 
 
 def test_the_queue_order_positions_and_filters(tmp_path: Path) -> None:
-    store, folder = _collection(tmp_path)
+    store, folder = picture_folder(tmp_path)
     import_images(store, folder, progress=False)
     ids = [r.id for r in image_page(store, ImageFilter(), 0, 100)[0]]
     assert ids == sorted(ids) and len(ids) == 6
@@ -51,7 +41,7 @@ def test_the_queue_order_positions_and_filters(tmp_path: Path) -> None:
 
 
 def test_the_image_ref_list_shows_every_ref_of_that_image(tmp_path: Path) -> None:
-    store, folder = _collection(tmp_path, 3)
+    store, folder = picture_folder(tmp_path, 3)
     import_images(store, folder, progress=False)
     m = np.zeros((24, 30), bool)
     m[2:8, 2:8] = True

@@ -1,0 +1,36 @@
+"""Small hand-made inputs shared by several test modules: a folder of pictures for a collection,
+boxes as masks and a :class:`~deris_core.predictor.Prediction` made from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from app.store import Store
+from deris_core.predictor import Prediction
+
+
+def picture_folder(tmp_path: Path, n: int = 6) -> tuple[Store, Path]:
+    """A new store and a folder of ``n`` small PNGs of different sizes, every other one in ``sub/``."""
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    for k in range(n):
+        img = np.full((24 + k, 30, 3), 10 * k, np.uint8)
+        cv2.imwrite(str(folder / ("sub" if k % 2 else "") / f"img_{k}.png"), img)
+    return Store(tmp_path / "c.sqlite"), folder
+
+
+def prediction(masks: list[np.ndarray], scores: list[float], thr: float = 0.5) -> Prediction:
+    """A prediction whose candidates are exactly ``masks`` (logits of +-10) with these scores."""
+    h, w = masks[0].shape
+    logits = torch.tensor(np.stack([np.where(m, 10.0, -10.0) for m in masks]), dtype=torch.float32)
+    return Prediction("x", np.array(scores, np.float32), 0.9, np.zeros((len(masks), 4), np.float32), (h, w), thr, 0.5, logits)
+
+
+def box(y0: int, x0: int, y1: int, x1: int, h: int = 40, w: int = 40) -> np.ndarray:
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
