@@ -89,11 +89,11 @@ def _int8_from_safetensors(path: Path, cfg: DeRISConfig) -> DeRIS:
     targets = int8_layers(model)
     quantized = {f"{name}.weight" for name, _ in targets}
     try:
+        with safe_open(str(path), framework="pt") as f:  # validates the header and the offsets first
+            rest = {k: f.get_tensor(k) for k in f.keys() if k not in quantized}
         with open(path, "rb") as fh:
             size = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(size))
-        with safe_open(str(path), framework="pt") as f:
-            rest = {k: f.get_tensor(k) for k in f.keys() if k not in quantized}
     except Exception as exc:  # noqa: BLE001
         raise CheckpointError(f"{path.name} is not a readable safetensors file: {exc}") from None
     expected = set(model.state_dict())

@@ -270,3 +270,11 @@ def test_int8_load_quantizes_as_it_reads_and_equals_quantizing_afterwards(tmp_pa
     save_weights(build_deris(cfg), other, cfg)
     with pytest.raises(CheckpointError, match="model.safetensors does not fit"):
         model_from_safetensors(other, p8.cfg, int8=True)
+    # a truncated file, and one whose header claims more bytes than there are: one line, nothing loaded
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes((BUNDLED / "model.safetensors").read_bytes()[:5000])
+    lying = tmp_path / "lying.safetensors"
+    lying.write_bytes((1 << 60).to_bytes(8, "little") + b"{}")
+    for bad in (broken, lying):
+        with pytest.raises(CheckpointError, match="is not a readable safetensors file"):
+            model_from_safetensors(bad, p8.cfg, int8=True)
