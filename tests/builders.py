@@ -31,6 +31,20 @@ def prediction(masks: list[np.ndarray], scores: list[float], thr: float = 0.5) -
 
 
 def box(y0: int, x0: int, y1: int, x1: int, h: int = 40, w: int = 40) -> np.ndarray:
+    """A boolean mask of the rectangle rows y0..y1, columns x0..x1."""
+    m = np.zeros((h, w), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def noise_image(seed: int = 0, h: int = 24, w: int = 32) -> np.ndarray:
+    """A random RGB picture (different seeds: different content, so different images in a store)."""
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def rect_mask(box: tuple[int, int, int, int] = (2, 3, 10, 12), h: int = 24, w: int = 32) -> np.ndarray:
+    """A boolean mask of the rectangle ``(y0, x0, y1, x1)``."""
+    y0, x0, y1, x1 = box
     m = np.zeros((h, w), bool)
     m[y0:y1, x0:x1] = True
     return m

@@ -14,19 +14,9 @@ import numpy as np
 import pytest
 
 from app.store import Store, StoreError, decode_mask, encode_mask
+from tests.builders import noise_image, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _image(h: int = 24, w: int = 32, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
-
-
-def _mask(h: int = 24, w: int = 32, box=(2, 3, 10, 12)) -> np.ndarray:
-    m = np.zeros((h, w), bool)
-    y0, x0, y1, x1 = box
-    m[y0:y1, x0:x1] = True
-    return m
 
 
 def test_store_schema_and_pragmas(tmp_path: Path) -> None:
@@ -38,11 +28,11 @@ def test_store_schema_and_pragmas(tmp_path: Path) -> None:
 
 def test_save_edit_reopen_delete(tmp_path: Path) -> None:
     s = Store(tmp_path / "a.sqlite")
-    img = _image()
+    img = noise_image()
     iid = s.add_image(img)
     assert s.add_image(img.copy()) == iid  # content-addressed
     np.testing.assert_array_equal(s.load_image(iid), img)
-    m1, m2 = _mask(), _mask(box=(12, 14, 20, 30))
+    m1, m2 = rect_mask(), rect_mask(box=(12, 14, 20, 30))
     rid = s.save_ref(iid, ["the two boxes", "both squares"], masks=[m1, m2], split="val", annotator="ann", status="draft")
     rec = s.ref(rid)
     assert rec.sentences == ["the two boxes", "both squares"] and rec.split == "val" and not rec.no_target
@@ -67,11 +57,11 @@ def test_save_edit_reopen_delete(tmp_path: Path) -> None:
 
 def test_store_refuses_bad_saves(tmp_path: Path) -> None:
     s = Store(tmp_path / "a.sqlite")
-    iid = s.add_image(_image())
+    iid = s.add_image(noise_image())
     with pytest.raises(StoreError, match="sentence"):
-        s.save_ref(iid, ["   "], masks=[_mask()])
+        s.save_ref(iid, ["   "], masks=[rect_mask()])
     with pytest.raises(StoreError, match="no-target"):
-        s.save_ref(iid, ["x"], masks=[_mask()], no_target=True)
+        s.save_ref(iid, ["x"], masks=[rect_mask()], no_target=True)
     with pytest.raises(StoreError, match="at least one target"):
         s.save_ref(iid, ["x"])
     with pytest.raises(StoreError, match="empty"):
@@ -79,9 +69,9 @@ def test_store_refuses_bad_saves(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="mask is"):
         s.save_ref(iid, ["x"], masks=[np.ones((5, 5), bool)])
     with pytest.raises(StoreError, match="split"):
-        s.save_ref(iid, ["x"], masks=[_mask()], split="dev")
+        s.save_ref(iid, ["x"], masks=[rect_mask()], split="dev")
     with pytest.raises(StoreError, match="no image"):
-        s.save_ref(999, ["x"], masks=[_mask()])
+        s.save_ref(999, ["x"], masks=[rect_mask()])
     assert s.stats()["refs"] == 0 and s.stats()["instances"] == 0  # failed saves leave nothing behind
 
 

@@ -13,29 +13,19 @@ import numpy as np
 import pytest
 
 from app.store import ConflictError, Store, StoreError
+from tests.builders import noise_image, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _image(seed: int = 0, h: int = 24, w: int = 32) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
-
-
-def _mask(box=(2, 3, 10, 12), h: int = 24, w: int = 32) -> np.ndarray:
-    m = np.zeros((h, w), bool)
-    y0, x0, y1, x1 = box
-    m[y0:y1, x0:x1] = True
-    return m
-
-
 def test_a_stale_edit_cannot_overwrite_another_annotators_ref(tmp_path: Path) -> None:
     s = Store(tmp_path / "a.sqlite")
-    img_a, img_b = s.add_image(_image(0)), s.add_image(_image(1))
-    rid = s.save_ref(img_a, ["the box"], masks=[_mask()], annotator="ann")
+    img_a, img_b = s.add_image(noise_image(0)), s.add_image(noise_image(1))
+    rid = s.save_ref(img_a, ["the box"], masks=[rect_mask()], annotator="ann")
     # two annotators opened version 1; the first saves, the second is refused
-    s.save_ref(img_a, ["the left box"], masks=[_mask()], ref_id=rid, expected_version=1, annotator="ann")
+    s.save_ref(img_a, ["the left box"], masks=[rect_mask()], ref_id=rid, expected_version=1, annotator="ann")
     with pytest.raises(ConflictError, match="changed by someone else"):
-        s.save_ref(img_a, ["the right box"], masks=[_mask()], ref_id=rid, expected_version=1, annotator="bob")
+        s.save_ref(img_a, ["the right box"], masks=[rect_mask()], ref_id=rid, expected_version=1, annotator="bob")
     assert s.ref(rid).sentences == ["the left box"] and s.ref(rid).annotator == "ann"
     # an id held by a stale session cannot touch a ref of another image
     with pytest.raises(StoreError, match="belongs to image"):
@@ -52,9 +42,9 @@ def test_a_stale_edit_cannot_overwrite_another_annotators_ref(tmp_path: Path) ->
 
 def test_editing_a_ref_leaves_no_orphaned_instance(tmp_path: Path) -> None:
     s = Store(tmp_path / "a.sqlite")
-    img = s.add_image(_image())
-    rid = s.save_ref(img, ["the box"], masks=[_mask()])
-    s.save_ref(img, ["the box"], masks=[_mask((12, 14, 20, 30))], ref_id=rid, expected_version=1)
+    img = s.add_image(noise_image())
+    rid = s.save_ref(img, ["the box"], masks=[rect_mask()])
+    s.save_ref(img, ["the box"], masks=[rect_mask((12, 14, 20, 30))], ref_id=rid, expected_version=1)
     assert [i.area for i in s.instances(img)] == [8 * 16]
     s.save_ref(img, ["nothing"], no_target=True, ref_id=rid, expected_version=2)
     assert s.instances(img) == []
@@ -62,10 +52,10 @@ def test_editing_a_ref_leaves_no_orphaned_instance(tmp_path: Path) -> None:
 
 def test_save_limits_name_the_problem(tmp_path: Path) -> None:
     s = Store(tmp_path / "a.sqlite")
-    img = s.add_image(_image())
+    img = s.add_image(noise_image())
     with pytest.raises(StoreError, match="target 2 of 2 is empty"):
-        s.save_ref(img, ["two"], masks=[_mask(), np.zeros((24, 32), bool)])
-    iid = s.add_instance(img, _mask())
+        s.save_ref(img, ["two"], masks=[rect_mask(), np.zeros((24, 32), bool)])
+    iid = s.add_instance(img, rect_mask())
     with pytest.raises(StoreError, match=f"instance {iid} is listed twice"):
         s.save_ref(img, ["dup"], instance_ids=[iid, iid])
     with pytest.raises(StoreError, match="limit is 500"):
@@ -73,7 +63,7 @@ def test_save_limits_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="limit is 20"):
         s.save_ref(img, [f"sentence {i}" for i in range(21)], no_target=True)
     # the same mask twice (two candidates with the same pixels) becomes one instance
-    rid = s.save_ref(img, ["same twice"], masks=[_mask(), _mask()])
+    rid = s.save_ref(img, ["same twice"], masks=[rect_mask(), rect_mask()])
     assert s.ref(rid).instance_ids == [iid]
 
 
@@ -86,8 +76,8 @@ def test_threads_saving_at_once_lose_nothing(tmp_path: Path) -> None:
         try:
             for k in range(15):
                 # several threads save the first ref on the same new picture and the same new category
-                img = s.add_image(_image(k % 3))
-                acked.append(s.save_ref(img, [f"t{t} k{k}"], masks=[_mask()], category=f"cat{k % 2}"))
+                img = s.add_image(noise_image(k % 3))
+                acked.append(s.save_ref(img, [f"t{t} k{k}"], masks=[rect_mask()], category=f"cat{k % 2}"))
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
@@ -142,8 +132,8 @@ def test_a_full_disk_is_a_clear_message_and_keeps_every_committed_ref(tmp_path: 
     _mount_tmpfs(mnt, "2m")
     try:
         s = Store(mnt / "a.sqlite")
-        img = s.add_image(_image())
-        saved = [s.save_ref(img, [f"ref {k}"], masks=[_mask()]) for k in range(5)]
+        img = s.add_image(noise_image())
+        saved = [s.save_ref(img, [f"ref {k}"], masks=[rect_mask()]) for k in range(5)]
         filler = mnt / "filler"
         with open(filler, "wb") as f:  # take every free block
             try:
@@ -153,10 +143,10 @@ def test_a_full_disk_is_a_clear_message_and_keeps_every_committed_ref(tmp_path: 
                 pass
         with pytest.raises(StoreError, match="disk that holds the database is full: nothing was saved") as err:
             for k in range(200):  # the WAL grows until a page cannot be written
-                saved.append(s.save_ref(img, ["long " * 90 + str(k)], masks=[_mask()]))
+                saved.append(s.save_ref(img, ["long " * 90 + str(k)], masks=[rect_mask()]))
         assert str(mnt) not in str(err.value)
         with pytest.raises(StoreError, match="full"):  # new pixels cannot be written either
-            s.add_image(_image(7, 200, 200))
+            s.add_image(noise_image(7, 200, 200))
         filler.unlink()
         s.close()
         s = Store(mnt / "a.sqlite")
@@ -186,7 +176,7 @@ def test_os_error_messages_name_no_path() -> None:
 
 def test_refs_page_is_paginated_and_filtered(tmp_path: Path) -> None:
     s = Store(tmp_path / "a.sqlite")
-    img = s.add_image(_image())
+    img = s.add_image(noise_image())
     ids = [s.save_ref(img, [f"ref {k}", "alt"], no_target=True, annotator="ann" if k % 2 else "bob",
                       split="val" if k < 3 else "train") for k in range(7)]
     rows, total = s.refs_page(0, 3)

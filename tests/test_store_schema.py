@@ -11,17 +11,11 @@ import pytest
 
 from app.services import Actor, RefService, Refused
 from app.store import SCHEMA_VERSION, Store, StoreError
+from tests.builders import rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]
 V1_DB = ROOT / "tests" / "data" / "studio_v1.sqlite"  # made by the first release
 V2_DB = ROOT / "tests" / "data" / "studio_v2.sqlite"  # made by the schema-2 code (commit 5681739)
-
-
-def _mask(box=(2, 3, 10, 12), h: int = 24, w: int = 32) -> np.ndarray:
-    m = np.zeros((h, w), bool)
-    y0, x0, y1, x1 = box
-    m[y0:y1, x0:x1] = True
-    return m
 
 
 def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path) -> None:
@@ -37,7 +31,7 @@ def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path)
     assert refs[1].annotator == "ann" and len(refs[1].instance_ids) == 2 and refs[1].version == 1
     assert refs[3].no_target and refs[3].status == "reviewed" and refs[3].instance_ids == []
     assert refs[4].sentences == ["the corner box"] and refs[4].instance_ids == refs[1].instance_ids[1:]
-    np.testing.assert_array_equal(s.instances(1)[0].mask, _mask((2, 3, 10, 12)))
+    np.testing.assert_array_equal(s.instances(1)[0].mask, rect_mask((2, 3, 10, 12)))
     # v1 left the first drawn mask of the edited ref 4 behind; the migration removed that orphan
     assert len(s.instances()) == 2
     # hostile names of v1 are made safe, the original is kept
