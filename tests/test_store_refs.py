@@ -135,7 +135,7 @@ def test_a_full_disk_is_a_clear_message_and_keeps_every_committed_ref(tmp_path: 
         img = s.add_image(noise_image())
         saved = [s.save_ref(img, [f"ref {k}"], masks=[rect_mask()]) for k in range(5)]
         filler = mnt / "filler"
-        with open(filler, "wb") as f:  # take every free block
+        with open(filler, "wb", buffering=0) as f:  # take every free block (unbuffered: close never flushes)
             try:
                 while True:
                     f.write(b"\0" * 65536)

@@ -16,6 +16,7 @@ from tests.builders import rect_mask
 ROOT = Path(__file__).resolve().parents[1]
 V1_DB = ROOT / "tests" / "data" / "studio_v1.sqlite"  # made by the first release
 V2_DB = ROOT / "tests" / "data" / "studio_v2.sqlite"  # made by the schema-2 code (commit 5681739)
+V3_DB = ROOT / "tests" / "data" / "studio_v3.sqlite"  # made by the schema-3 code (commit d9ccb7a)
 
 
 def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path) -> None:
@@ -64,7 +65,7 @@ def test_a_version_2_database_migrates_and_knows_who_wrote_each_refs_content(tmp
     db = tmp_path / "studio.sqlite"
     shutil.copy(V2_DB, db)
     s = Store(db)
-    assert s.migrated_from == 2 and s.schema_version() == SCHEMA_VERSION == 3
+    assert s.migrated_from == 2 and s.schema_version() == SCHEMA_VERSION
     assert (tmp_path / "studio.sqlite.v2.bak").is_file() and s.integrity_check() == "ok"
     refs = {r.id: r for r in s.refs()}
     assert sorted(refs) == [1, 2, 3, 4, 5]
@@ -104,3 +105,25 @@ def test_a_version_2_history_with_odd_event_details_still_migrates(tmp_path: Pat
     assert s.schema_version() == SCHEMA_VERSION and s.integrity_check() == "ok"
     assert s.ref(2).annotator == "bob"
     s.close()
+
+
+def test_a_version_3_database_migrates_and_keeps_its_predictions(tmp_path: Path) -> None:
+    """Schema 4 (the learning loop) adds prediction uncertainty and origin and three tables; a
+    schema-3 store keeps every ref, event and prediction, and its predictions come from ``preannotate``."""
+    db = tmp_path / "studio.sqlite"
+    shutil.copy(V3_DB, db)
+    s = Store(db)
+    assert s.migrated_from == 3 and s.schema_version() == SCHEMA_VERSION
+    assert (tmp_path / "studio.sqlite.v3.bak").is_file() and s.integrity_check() == "ok"
+    refs = {r.id: r for r in s.refs()}
+    assert sorted(refs) == [1, 2, 4]  # 3 was deleted; ids stay as they were
+    assert (refs[1].status, refs[1].editor, refs[1].sentences) == ("reviewed", "ann", ["the left box", "a square"])
+    assert refs[2].no_target and refs[4].status == "predicted" and refs[4].annotator == "model:bundled"
+    assert [e.action for e in s.events(1)] == ["create", "review"]
+    assert s.read("SELECT ref_id, origin, uncertainty FROM predictions") == [(4, "preannotate", None)]
+    for table in ("models", "negatives", "locks"):
+        assert s.read(f"SELECT COUNT(*) FROM {table}") == [(0,)]
+    new = s.save_ref(refs[1].image_id, ["a new ref after the upgrade"], no_target=True)
+    assert new > 4
+    s.close()
+    assert Store(db).migrated_from == SCHEMA_VERSION

@@ -16,6 +16,15 @@ Version 3 adds ``refs.editor``: who wrote the ref's current content (sentences, 
 flag), so that nobody accepts what they wrote themselves (see :mod:`app.services.permissions`);
 the migration finds it in each ref's history.
 
+Version 4 (the learning loop) adds:
+- ``predictions.uncertainty`` (how unsure the model was of its verdict, 0..1; NULL where not
+  computed) and ``predictions.origin`` (``preannotate`` or ``negatives``: which job proposed it);
+- ``models``: the models a team fine-tuned from its refs (name, weights, parent, data snapshot,
+  metrics before and after, who ran it, when);
+- ``negatives``: proposed non-referent sentences (a sentence written for another image) with the
+  model's verdict and the person's decision;
+- ``locks``: named locks that outlive a transaction (one fine-tune per store at a time).
+
 Before a migration the database is copied next to itself (``<name>.v<old>.bak``).
 """
 
@@ -27,7 +36,7 @@ from pathlib import Path
 
 from .names import safe_file_name
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS images (
@@ -100,7 +109,9 @@ CREATE TABLE IF NOT EXISTS predictions (
     mask_threshold REAL NOT NULL,
     existence REAL NOT NULL,
     candidates TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    uncertainty REAL,
+    origin TEXT NOT NULL DEFAULT 'preannotate'
 );
 CREATE TABLE IF NOT EXISTS qa (
     ref_id INTEGER PRIMARY KEY REFERENCES refs(id) ON DELETE CASCADE,
@@ -108,6 +119,38 @@ CREATE TABLE IF NOT EXISTS qa (
     iou REAL NOT NULL,
     no_target_agree INTEGER NOT NULL,
     model_no_target INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS models (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL UNIQUE,
+    weights TEXT NOT NULL,
+    config TEXT NOT NULL DEFAULT '',
+    parent TEXT NOT NULL DEFAULT '',
+    snapshot TEXT NOT NULL DEFAULT '{}',
+    metrics_before TEXT NOT NULL DEFAULT '{}',
+    metrics_after TEXT NOT NULL DEFAULT '{}',
+    created_by TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS negatives (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+    sentence TEXT NOT NULL,
+    source_ref_id INTEGER REFERENCES refs(id) ON DELETE SET NULL,
+    model TEXT NOT NULL,
+    existence REAL NOT NULL,
+    found_target INTEGER NOT NULL,
+    top_score REAL NOT NULL,
+    ref_id INTEGER REFERENCES refs(id) ON DELETE SET NULL,
+    decision TEXT NOT NULL DEFAULT '',
+    decided_by TEXT NOT NULL DEFAULT '',
+    decided_at REAL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS locks (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
     at REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS imports (
@@ -130,6 +173,9 @@ CREATE INDEX IF NOT EXISTS idx_ref_instances_instance ON ref_instances(instance_
 CREATE INDEX IF NOT EXISTS idx_events_ref ON events(ref_id);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_predictions_pair ON predictions(image_id, sentence, model);
 CREATE INDEX IF NOT EXISTS idx_qa_iou ON qa(iou);
+CREATE INDEX IF NOT EXISTS idx_predictions_uncertainty ON predictions(uncertainty);
+CREATE UNIQUE INDEX IF NOT EXISTS idx_negatives_pair ON negatives(image_id, sentence);
+CREATE INDEX IF NOT EXISTS idx_negatives_queue ON negatives(decision, found_target);
 """
 
 
@@ -204,7 +250,16 @@ def _migrate_2_to_3(db: sqlite3.Connection) -> None:
     db.executemany("UPDATE refs SET editor = ? WHERE id = ?", [(u, r) for r, u in editors.items()])
 
 
-MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3}  # from version -> function that brings it to version + 1
+def _migrate_3_to_4(db: sqlite3.Connection) -> None:
+    """Uncertainty and origin of predictions; the new tables come from ``TABLES``."""
+    cols = _columns(db, "predictions")
+    if "uncertainty" not in cols:
+        db.execute("ALTER TABLE predictions ADD COLUMN uncertainty REAL")
+    if "origin" not in cols:
+        db.execute("ALTER TABLE predictions ADD COLUMN origin TEXT NOT NULL DEFAULT 'preannotate'")
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}  # from version -> function that brings it to version + 1
 
 
 def current_version(db: sqlite3.Connection) -> int:
@@ -247,7 +302,8 @@ def ensure_schema(db: sqlite3.Connection, path: Path) -> int:
         try:
             if current_version(db) == version:  # not migrated by another process meanwhile
                 MIGRATIONS[version](db)
-                _run(db, TABLES + INDEXES)
+                # new tables at once; indexes at the last step (they may name columns a later step adds)
+                _run(db, TABLES + (INDEXES if version + 1 == SCHEMA_VERSION else ""))
                 problems = db.execute("PRAGMA foreign_key_check").fetchall()
                 if problems:
                     raise sqlite3.DatabaseError(f"migration {version}->{version + 1} broke {len(problems)} references")
