@@ -67,32 +67,43 @@ def deformable_sample(value: Tensor, shapes: list[tuple[int, int]], locations: T
     every sampling point and sums them with weight ``attention x bilinear`` (out-of-image
     corners get weight 0). Nothing of size ``[heads, dim, queries, points]`` is materialised.
 
+    The corner rows and weights are worked out level by level with the level's size as plain
+    numbers, in int32: element-wise passes over contiguous ``[B, Lq, M, P]`` tensors vectorise on
+    every CPU (AVX2 has no int64 minimum, and broadcasting over a last axis of 4 does not
+    vectorise), about 3x faster than one pass over ``[B, Lq, M, L, P, 4]`` and bit for bit the same.
+
     Shapes: ``value [B, Lv, C]``, ``locations [B, Lq, M, L, P, 2]`` in [0, 1] (x, y),
     ``weights [B, Lq, M, L, P]``. Returns ``[B, Lq, C]``.
     """
     b, lv_total, c = value.shape
     _, lq, m, nl, p, _ = locations.shape
     dh = c // heads
-    sizes = torch.tensor(shapes, device=value.device)  # [L, (h, w)]
-    starts = torch.cumsum(torch.cat((sizes.new_zeros(1), sizes[:, 0] * sizes[:, 1])), 0)[:-1]
-    hi, wi = sizes[:, 0].view(1, 1, 1, nl, 1, 1), sizes[:, 1].view(1, 1, 1, nl, 1, 1)
-    x = locations[..., 0] * wi[..., 0].to(value.dtype) - 0.5  # pixel coordinates, align_corners=False
-    y = locations[..., 1] * hi[..., 0].to(value.dtype) - 0.5
-    x0, y0 = x.floor(), y.floor()
-    fx, fy = x - x0, y - y0
-    # The 4 corners as a last axis (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1): one pass each.
-    xi = x0.long().unsqueeze(-1) + torch.tensor([0, 1, 0, 1], device=value.device)  # [B, Lq, M, L, P, 4]
-    yi = y0.long().unsqueeze(-1) + torch.tensor([0, 0, 1, 1], device=value.device)
-    valid = (xi >= 0) & (xi < wi) & (yi >= 0) & (yi < hi)
-    gx, gy = 1 - fx, 1 - fy
-    wts = torch.stack((gx * gy, fx * gy, gx * fy, fx * fy), -1) * weights.unsqueeze(-1) * valid
-    # out-of-image corners weigh 0, so any in-range row will do for them: clamp instead of select
-    idx = starts.view(1, 1, 1, nl, 1, 1) + yi.clamp_(min=0).minimum(hi - 1) * wi + xi.clamp_(min=0).minimum(wi - 1)
+    rows, wts = [], []
+    # first table row of (batch, head) at this level's first position; the table is built below
+    start = (torch.arange(b * m, device=value.device, dtype=torch.int32) * lv_total).view(b, 1, m, 1)
+    for level, (h, w) in enumerate(shapes):
+        x = locations[:, :, :, level, :, 0] * float(w) - 0.5  # pixel coordinates, align_corners=False
+        y = locations[:, :, :, level, :, 1] * float(h) - 0.5
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+        gx, gy = 1 - fx, 1 - fy
+        xi, yi = x0.to(torch.int32), y0.to(torch.int32)
+        in_x0, in_x1 = (xi >= 0) & (xi < w), (xi >= -1) & (xi < w - 1)
+        in_y0, in_y1 = (yi >= 0) & (yi < h), (yi >= -1) & (yi < h - 1)
+        a = weights[:, :, :, level]
+        # the 4 corners as a last axis (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1)
+        wts.append(torch.stack((gx * gy * a * (in_x0 & in_y0), fx * gy * a * (in_x1 & in_y0),
+                                gx * fy * a * (in_x0 & in_y1), fx * fy * a * (in_x1 & in_y1)), -1))
+        # out-of-image corners weigh 0, so any in-range row will do for them: clamp instead of select
+        c0, c1 = xi.clamp(0, w - 1), (xi + 1).clamp_(0, w - 1)
+        r0, r1 = yi.clamp(0, h - 1).mul_(w) + start, (yi + 1).clamp_(0, h - 1).mul_(w) + start
+        rows.append(torch.stack((r0 + c0, r0 + c1, r1 + c0, r1 + c1), -1))
+        start = start + h * w
     # One table per (batch, head): rows (b, head, position) of the head's dh channels.
     table = value.view(b, lv_total, m, dh).permute(0, 2, 1, 3).reshape(b * m * lv_total, dh)
-    table_offset = (torch.arange(b * m, device=value.device) * lv_total).view(b, 1, m, 1, 1, 1)
-    idx = (idx + table_offset).reshape(b * lq * m, -1)
-    out = F.embedding_bag(idx, table, per_sample_weights=wts.reshape(b * lq * m, -1).to(table.dtype), mode="sum")
+    idx = torch.stack(rows, 3).reshape(b * lq * m, -1)  # [B, Lq, M, L, P, 4] -> one bag per (b, query, head)
+    per_sample = torch.stack(wts, 3).reshape(b * lq * m, -1).to(table.dtype)
+    out = F.embedding_bag(idx, table, per_sample_weights=per_sample, mode="sum")
     return out.view(b, lq, m * dh)
 
 
