@@ -18,9 +18,9 @@ from .tokenizer import BOS, EOS, PAD
 
 
 def _random_int8_model(cfg) -> torch.nn.Module:
-    """Random weights with int8's linear layers quantized as each is made, as ``load_predictor``
+    """Random weights with int8's linear layers (and the vocabulary) quantized as each is made, as ``load_predictor``
     does with a checkpoint: the float model never exists whole (peak memory)."""
-    from .model.layers import int8_layers
+    from .model.layers import Embedding, int8_layers
     from .weight_cache import materialize_buffers
 
     model = build_deris(cfg, device="meta")
@@ -30,7 +30,7 @@ def _random_int8_model(cfg) -> torch.nn.Module:
         for name, p in list(module.named_parameters(recurse=False)):
             w = torch.empty(p.shape, dtype=torch.float32).normal_(0.0, 0.02, generator=gen)
             setattr(module, name, torch.nn.Parameter(w, requires_grad=False))
-        if id(module) in chosen:
+        if id(module) in chosen or isinstance(module, Embedding):
             module.quantize_int8_()
     materialize_buffers(model)
     return model.eval()

@@ -26,7 +26,7 @@ import torch
 from .config import DeRISConfig
 from .hardware import Precision, given_precision
 from .model import DeRIS, ImageFeatures
-from .model.layers import pack_linear_weights, quantize_linear_weights
+from .model.layers import pack_linear_weights, quantize_int8_weights
 from .model.decoder import upsample_masks
 from .postprocess import binary_masks, boxes_to_original, nearest_index_maps, referring_scores, resize_nearest
 from .preprocess import ImageInput, load_image, preprocess
@@ -209,7 +209,7 @@ class Predictor:
         # (an int8 model built by the loader stays as it is: .to() would bring float weights back)
         self.model = (model.to(self.device, dtype) if moved else model).eval()
         if self.device.type == "cpu" and self.precision.int8:
-            quantize_linear_weights(self.model)  # int8 weights, the few sensitive layers packed in float
+            quantize_int8_weights(self.model)  # int8 weights, the few sensitive layers packed in float
         elif self.device.type == "cpu":
             pack_linear_weights(self.model)  # oneDNN layout in place, no extra copy
         self.cfg: DeRISConfig = model.cfg

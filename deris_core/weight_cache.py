@@ -80,10 +80,11 @@ def model_from_safetensors(path: str | os.PathLike, cfg: DeRISConfig, int8: bool
 
 def _int8_from_safetensors(path: Path, cfg: DeRISConfig) -> DeRIS:
     """The model with int8 linear weights, each read from the file by its byte range (plain reads,
-    no mapping that would keep every page resident) and quantized at once; the rest assigned."""
+    no mapping that would keep every page resident) and quantized at once; the rest assigned, and
+    the vocabulary table quantized as soon as it is in."""
     from safetensors import safe_open
 
-    from .model.layers import int8_layers
+    from .model.layers import Embedding, int8_layers
 
     model = build_deris(cfg, device="meta")
     targets = int8_layers(model)
@@ -103,6 +104,10 @@ def _int8_from_safetensors(path: Path, cfg: DeRISConfig) -> DeRIS:
         raise CheckpointError(f"{path.name} does not fit {cfg.name}: missing {(missing + absent)[:3]}, "
                               f"unexpected {unexpected[:3]}")
     model.load_state_dict(rest, strict=False, assign=True)
+    del rest
+    for m in model.modules():
+        if isinstance(m, Embedding):
+            m.quantize_int8_()  # the vocabulary: int8 rows, the float table freed
     base = 8 + size
     with open(path, "rb") as fh:
         for name, m in targets:

@@ -193,7 +193,7 @@ def load_predictor(
     res = resolve(weights, tokenizer, config)
     if res.kind == "official":
         model, cfg, _ = load_official(res.weights, res.config, infer_official_config, int8=precision.int8)
-        rows = model.cognition.beit3.text_embed.weight.shape[0]
+        rows = model.cognition.beit3.text_embed.num_embeddings
         try:
             tok_path = resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
                                          hub_repo=res.hub_repo, what=res.description)

@@ -224,6 +224,24 @@ def test_int8_linear_is_close_one_way_and_trainable_again():
     assert out.requires_grad and lin._int8 is None
 
 
+def test_int8_vocabulary_reads_rows_within_half_a_step_and_comes_back_for_training():
+    torch.manual_seed(0)
+    emb = layers.Embedding(300, 48)
+    ids = torch.tensor([[0, 7, 299, 7]])
+    ref = emb(ids).detach()
+    emb.quantize_int8_()
+    assert emb.weight.numel() == 0 and emb._int8[0].dtype == torch.int8
+    with torch.inference_mode():
+        y = emb(ids)
+    step = emb._int8[1][ids]  # each row's scale: one int8 step
+    assert y.dtype == torch.float32 and ((y - ref).abs() <= step / 2 + 1e-7).all()
+    sd = emb.state_dict()  # the dequantized table: what a save or a copy sees
+    assert sd["weight"].shape == (300, 48) and emb._int8 is None
+    emb.quantize_int8_()
+    out = emb(ids)  # autograd: back to a float table
+    assert out.requires_grad and emb._int8 is None and emb.weight.shape == (300, 48)
+
+
 def test_int8_predictor_keeps_the_sensitive_layers_in_float():
     if not hardware.int8_supported():
         pytest.skip("needs PyTorch's quantized CPU kernels (x86 with AVX2)")
@@ -239,6 +257,7 @@ def test_int8_predictor_keeps_the_sensitive_layers_in_float():
     assert quantized and all(any(k in n for k in layers.INT8_KEEP_FLOAT) or
                              dict(model.named_modules())[n].out_features < 16 for n in kept)
     assert any("sampling_offsets" in n for n in kept)
+    assert model.cognition.beit3.text_embed._int8 is not None  # the vocabulary too
     ids = torch.full((1, 20), 1, dtype=torch.long)
     pred = p.predict_tokens(ids, torch.zeros_like(ids), image=p.set_image(np.zeros((40, 50, 3), np.uint8)))[0]
     assert np.isfinite(pred.scores).all() and p.precision.name == "int8"

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import BEiT3Config
-from .layers import Linear
+from .layers import Embedding, Linear
 
 
 class Multiway(nn.Module):
@@ -101,7 +101,7 @@ class BEiT3Encoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         d = cfg.embed_dim
-        self.text_embed = nn.Embedding(cfg.vocab_size, d)
+        self.text_embed = Embedding(cfg.vocab_size, d)
         self.patch_embed = nn.Conv2d(3, d, kernel_size=cfg.patch_size, stride=cfg.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, d))
         # Rows 0 and 1 of both position tables are never used (fairseq convention).

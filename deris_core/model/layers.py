@@ -126,6 +126,59 @@ class Linear(nn.Linear):
         return super()._apply(fn, recurse)
 
 
+class Embedding(nn.Embedding):
+    """``nn.Embedding`` (same parameter and state dict) that int8 can keep as int8 rows.
+
+    The text vocabulary (64010 x 768: 188 MiB in float32) is by far the largest float tensor left
+    in an int8 model, and a look-up reads only a few of its rows. :meth:`quantize_int8_` keeps each
+    row as symmetric int8 with one float scale (a row's error is at most half a step, 1/254 of its
+    largest value); without autograd a look-up dequantizes just the rows it reads. Like
+    :class:`Linear`, it is one-way, and whatever needs the plain weight gets the dequantized one.
+    """
+
+    _int8: tuple[Tensor, Tensor] | None = None  # int8 rows [V, D] and float scales [V, 1]
+
+    def quantize_int8_(self) -> None:
+        """Keep the table as int8 rows with one scale each (no-op when already quantized)."""
+        if self._int8 is not None:
+            return
+        with torch.inference_mode(False), torch.no_grad():
+            w = self.weight.detach().float()
+            scale = (w.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
+            q = torch.round(w / scale).clamp_(-127, 127).to(torch.int8)
+            self.weight.data = torch.empty(0, dtype=w.dtype)
+        object.__setattr__(self, "_int8", (q, scale))
+
+    def dequantize_(self) -> None:
+        """Bring back a float table from the int8 one (lossy; no-op when not quantized)."""
+        if self._int8 is None:
+            return
+        q, scale = self._int8
+        with torch.inference_mode(False), torch.no_grad():
+            self.weight.data = q.float() * scale
+        object.__setattr__(self, "_int8", None)
+
+    def forward(self, ids: Tensor) -> Tensor:
+        if self._int8 is not None:
+            if not torch.is_grad_enabled():
+                q, scale = self._int8
+                return F.embedding(ids, q).float() * F.embedding(ids, scale)
+            self.dequantize_()
+        return super().forward(ids)
+
+    def _save_to_state_dict(self, destination, prefix, keep_vars):  # type: ignore[no-untyped-def]
+        self.dequantize_()
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+
+    def _load_from_state_dict(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.dequantize_()
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self.dequantize_()
+        return super()._apply(fn, recurse)
+
+
 def pack_linear_weights(model: nn.Module) -> None:
     """Pack every :class:`Linear` of ``model`` now (inference on CPU); frees the plain copies."""
     for m in model.modules():
@@ -145,13 +198,15 @@ def int8_layers(model: nn.Module, keep_float: tuple[str, ...] = INT8_KEEP_FLOAT)
             and not any(part in keep_float for part in name.split(".")) and m.out_features >= 16]
 
 
-def quantize_linear_weights(model: nn.Module) -> int:
-    """int8 weights for the :func:`int8_layers`, the other linear layers packed as usual; returns
-    how many were quantized."""
+def quantize_int8_weights(model: nn.Module) -> int:
+    """int8 weights for the :func:`int8_layers` and every :class:`Embedding`, the other linear
+    layers packed as usual; returns how many linear layers were quantized."""
     chosen = {id(m) for _, m in int8_layers(model)}
     for m in model.modules():
         if isinstance(m, Linear):
             m.quantize_int8_() if id(m) in chosen else m.pack_()
+        elif isinstance(m, Embedding):
+            m.quantize_int8_()
     return len(chosen)
 
 
