@@ -143,9 +143,12 @@ class Embedding(nn.Embedding):
         if self._int8 is not None:
             return
         with torch.inference_mode(False), torch.no_grad():
-            w = self.weight.detach().float()
-            scale = (w.abs().amax(dim=1, keepdim=True) / 127.0).clamp(min=1e-12)
-            q = torch.round(w / scale).clamp_(-127, 127).to(torch.int8)
+            w = self.weight.detach()
+            scale = (w.abs().amax(dim=1, keepdim=True).float() / 127.0).clamp(min=1e-12)
+            q = torch.empty(w.shape, dtype=torch.int8)
+            for start in range(0, w.shape[0], 4096):  # by blocks of rows: no float temporaries of the table's size
+                rows = slice(start, start + 4096)
+                q[rows] = torch.round(w[rows].float() / scale[rows]).clamp_(-127, 127)
             self.weight.data = torch.empty(0, dtype=w.dtype)
         object.__setattr__(self, "_int8", (q, scale))
 
