@@ -69,9 +69,9 @@ def _folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_names_that_are_not_utf8_or_hold_control_characters_are_imported(tmp_path: Path) -> None:
+def test_names_that_are_not_utf8_or_hold_control_characters_are_imported(db_at, tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    store = Store(tmp_path / "s.sqlite")
+    store = Store(db_at("s.sqlite"))
     res = import_images(store, folder, progress=False)
     assert res.added == len(NAMES) + 1 and res.known == 0
     assert len(res.skipped) == 1 and res.skipped[0][0] == "broken\\xff.png"

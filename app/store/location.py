@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -18,6 +18,7 @@ from .errors import StoreError
 PG_SCHEMES = ("postgresql", "postgres")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 ENV_URL = "DERIS_DB_URL"
+DB_HELP = f"a SQLite file, or a PostgreSQL URL postgresql://user@host:5432/name (default: ${ENV_URL})"
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,10 @@ class DbLocation:
 
     kind: str
     path: Path | None = None
-    url: str | None = None
+    url: str | None = field(default=None, repr=False)  # may hold a password: never in a repr
+
+    def __repr__(self) -> str:
+        return f"DbLocation({self.kind!r}, {self.shown!r})"
 
     @property
     def is_postgres(self) -> bool:

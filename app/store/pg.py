@@ -186,8 +186,8 @@ class PgConnection:
             row = cur.fetchone()
             lastrowid = int(row[0]) if row else None
         if seq_table is not None:
-            cur.execute(f"SELECT setval('{seq_table}_id_seq', GREATEST(%s, (SELECT CASE WHEN is_called THEN last_value "
-                        f"ELSE 0 END FROM {seq_table}_id_seq)))", (int(args[0]),))
+            cur.execute(f"SELECT setval('{seq_table}_id_seq', %s) FROM {seq_table}_id_seq "
+                        "WHERE %s > CASE WHEN is_called THEN last_value ELSE 0 END", (int(args[0]), int(args[0])))
             lastrowid = int(args[0])
         return PgCursor(cur, lastrowid)
 
