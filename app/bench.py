@@ -1,6 +1,7 @@
 """Benchmarks of the studio's server side (prints figures; never a timed test).
 
-    python -m app.bench store [--refs 100000] [--db PATH]
+    python -m app.bench store [--refs 100000] [--db PATH | --db postgresql://user@host:5432/bench]
+    python -m app.bench team [--db PATH_OR_URL] [--servers 2] [--clients 8] [--seconds 60]   (app.team_bench)
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
@@ -70,10 +71,11 @@ def fill(store: Store, refs: int, images: int = 2000, seed: int = 0, reviews: in
                 decided += 1
 
 
-def bench_store(refs: int, db: Path | None, repeats: int = 50, reviews: int = 50_000) -> dict:
+def bench_store(refs: int, db: str | Path | None, repeats: int = 50, reviews: int = 50_000) -> dict:
     folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
     path = db or Path(folder.name) / "bench.sqlite"
     store = Store(path)
+    path = store.location  # reopened below as the same database (a URL or a file)
     t0 = time.perf_counter()
     if store.stats()["refs"] < refs:
         fill(store, refs, reviews=min(reviews, refs // 2))
@@ -269,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("store", help="save and page-load times with many refs")
     s.add_argument("--refs", type=int, default=100_000)
     s.add_argument("--reviews", type=int, default=50_000, help="review decisions among the refs")
-    s.add_argument("--db", type=Path, help="reuse (or create) this database instead of a temporary one")
+    s.add_argument("--db", help="reuse (or create) this database (a SQLite file or a postgresql:// URL) instead of "
+                                "a temporary SQLite file")
     s.add_argument("--json", action="store_true")
     a = sub.add_parser("annotate", help="server-side latency of Enter, a click and the next image")
     a.add_argument("--weights", default="bundled")
@@ -289,8 +292,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="as deris_core.bench --dtype")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")
+    m = sub.add_parser("team", help="N studio servers x M gradio_client annotators on one database (app.team_bench)")
+    m.add_argument("--db", help="a postgresql:// URL or a SQLite file (default: a temporary SQLite file)")
+    m.add_argument("--servers", type=int, default=2)
+    m.add_argument("--clients", type=int, default=8, help="annotators per server")
+    m.add_argument("--seconds", type=float, default=60)
+    m.add_argument("--images", type=int, default=40)
+    m.add_argument("--weights", default="bundled")
+    m.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if args.cmd == "latency":
+    if args.cmd == "team":
+        from .team_bench import bench_team
+
+        res = bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights)
+    elif args.cmd == "latency":
         import torch
 
         from .latency import app_latency
