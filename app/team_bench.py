@@ -7,10 +7,11 @@ Starts ``--servers`` studio servers (``launch.py``, one port each) on one databa
 collection of synthetic scenes imported first, and ``--clients`` gradio_client sessions per server
 on 127.0.0.1. Each annotator loops: *next image* (the queue's next picture, the model run on the
 expression kept from the last one), *save* (a new ref), and every fifth round a *review* (accept
-the oldest ref waiting, as another person). Reported: saves/s, p50/p95 of save, next image and
+the oldest waiting ref of the next annotator, as another person, on whichever server). Reported: saves/s, p50/p95 of save, next image and
 review, errors (anything but a review refused because another reviewer decided the same ref a
 moment earlier, counted as ``review_conflicts``), and the check afterwards that every acknowledged
-save is in the database exactly once.
+save is in the database exactly once. The clients do not download the pictures (``download_files=False``):
+the figures are the servers' answers, as a browser sees them before the picture's download.
 """
 
 from __future__ import annotations
@@ -65,11 +66,12 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _annotator(url: str, who: str, until: float, tally: Tally, k0: int) -> None:
+def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: int) -> None:
+    """One annotator's loop (see the module docstring); ``peer``: whose refs this person reviews."""
     from gradio_client import Client
 
     try:
-        c = Client(url, verbose=False)
+        c = Client(url, verbose=False, download_files=False)  # the server's work only: pictures stay there
     except Exception as exc:  # noqa: BLE001
         with tally.lock:
             tally.errors.append(f"{who}: connect: {type(exc).__name__}: {exc}")
@@ -98,7 +100,7 @@ def _annotator(url: str, who: str, until: float, tally: Tally, k0: int) -> None:
         if k % 5 == 0:
             try:
                 t0 = time.perf_counter()
-                c.predict("", "", None, False, api_name="/review_previous")
+                c.predict(peer, "", None, False, api_name="/review_previous")
                 c.predict(None, "", f"rev-{who}", "", "", None, False, api_name="/review_accept")
                 with tally.lock:
                     tally.review_s.append(time.perf_counter() - t0)
@@ -144,8 +146,9 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
             urls.append(url)
         tally = Tally()
         until = time.time() + seconds
-        threads = [threading.Thread(target=_annotator, args=(urls[n % servers], f"ann{n}", until, tally, 100 * n))
-                   for n in range(servers * clients)]
+        people = servers * clients
+        threads = [threading.Thread(target=_annotator, args=(urls[n % servers], f"ann{n}", f"ann{(n + 1) % people}", until,
+                                                             tally, 100 * n)) for n in range(people)]
         t0 = time.perf_counter()
         for t in threads:
             t.start()

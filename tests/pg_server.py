@@ -5,7 +5,8 @@
     url = server.new_database()                # postgresql://deris:<password>@127.0.0.1:<port>/t_<n>
     server.restart(); server.stop()
 
-``python -m tests.pg_server DIR`` starts one and prints its URL (for the benches and by hand).
+``python -m tests.pg_server DIR [--durable]`` starts one and prints its URL (for the benches and by
+hand; ``--durable``: fsync on, as a real server, for figures).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ class PgServer:
     root: Path
     port: int
     run_as: str | None  # the unprivileged user the server runs as (None: this process's user)
+    durable: bool = False  # fsync on (benches); the tests run without it
     _names: "itertools.count[int]" = field(default_factory=lambda: itertools.count(1))
 
     @property
@@ -59,7 +61,7 @@ class PgServer:
         return subprocess.run(full, capture_output=True, text=True, check=check, timeout=120)
 
     @classmethod
-    def start(cls, root: Path) -> "PgServer":
+    def start(cls, root: Path, durable: bool = False) -> "PgServer":
         """initdb + pg_ctl start; RuntimeError with the reason when it cannot."""
         initdb, pg_ctl = pg_bin("initdb"), pg_bin("pg_ctl")
         if not initdb or not pg_ctl:
@@ -76,7 +78,7 @@ class PgServer:
             if run_as is None:
                 raise RuntimeError("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL as")
         root.mkdir(parents=True, exist_ok=True)
-        server = cls(root, _free_port(), run_as)
+        server = cls(root, _free_port(), run_as, durable)
         pw = root / "pw"
         pw.write_text(PASSWORD + "\n")
         (root / "sock").mkdir(exist_ok=True)
@@ -94,8 +96,8 @@ class PgServer:
         return server
 
     def _start(self) -> None:
-        opts = (f"-p {self.port} -k {self.root / 'sock'} -c listen_addresses=127.0.0.1 -c fsync=off "
-                "-c full_page_writes=off -c max_connections=200")
+        opts = (f"-p {self.port} -k {self.root / 'sock'} -c listen_addresses=127.0.0.1 -c max_connections=200"
+                + ("" if self.durable else " -c fsync=off -c full_page_writes=off"))
         self._run(pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"), "-w", "-t", "60", "-o", opts,
                   "start")
 
@@ -118,7 +120,7 @@ class PgServer:
 
 
 def main(argv: list[str]) -> int:
-    server = PgServer.start(Path(argv[0]))
+    server = PgServer.start(Path(argv[0]), durable="--durable" in argv)
     print(server.new_database("bench"), flush=True)
     print(f"stop with: runuser -u {server.run_as} -- {pg_bin('pg_ctl')} -D {server.data} stop" if server.run_as
           else f"stop with: {pg_bin('pg_ctl')} -D {server.data} stop", file=sys.stderr)
