@@ -254,8 +254,8 @@ def _agree_store(path: Path) -> Store:
     return s
 
 
-def test_agreement_merge_is_idempotent_for_non_ascii(tmp_path: Path) -> None:
-    s = _agree_store(tmp_path / "a.sqlite")
+def test_agreement_merge_is_idempotent_for_non_ascii(db_at, tmp_path: Path) -> None:
+    s = _agree_store(db_at("a.sqlite"))
     assert agreement(s)["groups"] == len(NON_ASCII)
     assert agreement(s, merge=True)["merged"] == len(NON_ASCII)
     assert agreement(s, merge=True)["merged"] == 0
@@ -263,8 +263,8 @@ def test_agreement_merge_is_idempotent_for_non_ascii(tmp_path: Path) -> None:
     assert sum(r.annotator.startswith("consensus") for r in s.refs()) == len(NON_ASCII)
 
 
-def test_two_merges_at_once_add_each_consensus_once(tmp_path: Path) -> None:
-    path = tmp_path / "race.sqlite"
+def test_two_merges_at_once_add_each_consensus_once(db_at, tmp_path: Path) -> None:
+    path = db_at("race.sqlite")
     s = _agree_store(path)
     img = s.refs()[0].image_id
     m = np.zeros((20, 20), bool)
