@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import functools
 import re
-import threading
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
@@ -138,7 +137,6 @@ class PgConnection:
         self.loc, self.read_only = loc, read_only
         self.in_transaction = False
         self._conn = None
-        self._local = threading.local()
         self._connect()
 
     def _connect(self) -> None:
