@@ -94,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
-    p.add_argument("--db", default=env.db, help="annotation database (SQLite file)")
+    p.add_argument("--db", default=env.db or env.db_url,
+                   help="annotation database: a SQLite file (default ./deris_studio.sqlite), or a PostgreSQL URL "
+                        "postgresql://user@host:5432/name shared by several studio servers (also $DERIS_DB_URL)")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD[:ROLES]",
                    help="an account (repeatable); ROLES is annotator, reviewer or both comma-separated (default both)")
     p.add_argument("--auth-file", default=env.auth_file,
@@ -119,11 +121,13 @@ def main(argv: list[str] | None = None) -> int:
 
     configure_from_env()
     from app.store import Store, StoreError
+    from app.store.location import parse_db
     from app.services import export_folder, thumbnail_folder
     from app.ui import CSS, SHORTCUTS_JS, build_app
 
     try:
-        store = Store(db)
+        loc = parse_db(db)
+        store = Store(loc)
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -133,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     reuse = MODEL is not None and args.weights == env.weights and args.dtype == "auto"
     model = MODEL if reuse else load_model(args.weights, device, args.dtype)
     log.info("model: %s%s", model.description, (" — " + model.note) if model.note else "")
-    log.info("database: %s", db)
+    log.info("database: %s", loc.path if loc.path is not None else loc.shown)
     if model.predictor is not None:
         pr = model.predictor.precision
         log.info("precision: %s, asked %s: %s%s", pr.describe(), pr.requested, pr.reason, f" — {pr.note}" if pr.note else "")

@@ -1,6 +1,7 @@
 """Benchmarks of the studio's server side (prints figures; never a timed test).
 
-    python -m app.bench store [--refs 100000] [--db PATH]
+    python -m app.bench store [--refs 100000] [--db PATH | --db postgresql://user@host:5432/bench]
+    python -m app.bench team [--db PATH_OR_URL] [--servers 2] [--clients 8] [--seconds 60]   (app.team_bench)
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
@@ -28,12 +29,15 @@ from .services import Actor, RefService
 from .store import Store
 
 
-def _median_ms(fn, n: int) -> float:
+def _median_ms(fn, n: int, p95: list | None = None) -> float:
+    """Median of ``n`` calls in ms (the 95th percentile appended to ``p95`` when given)."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
+    if p95 is not None:
+        p95.append(round(1000 * sorted(times)[min(n - 1, int(0.95 * n))], 2))
     return 1000 * statistics.median(times)
 
 
@@ -70,10 +74,11 @@ def fill(store: Store, refs: int, images: int = 2000, seed: int = 0, reviews: in
                 decided += 1
 
 
-def bench_store(refs: int, db: Path | None, repeats: int = 50, reviews: int = 50_000) -> dict:
+def bench_store(refs: int, db: str | Path | None, repeats: int = 50, reviews: int = 50_000) -> dict:
     folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
     path = db or Path(folder.name) / "bench.sqlite"
     store = Store(path)
+    path = store.location  # reopened below as the same database (a URL or a file)
     t0 = time.perf_counter()
     if store.stats()["refs"] < refs:
         fill(store, refs, reviews=min(reviews, refs // 2))
@@ -88,8 +93,9 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50, reviews: int = 50
     it = iter(masks)
     new_ids: list[int] = []
     bench, refs_service = Actor("bench"), RefService(store)  # the app's save, permission table included
+    p95: list[float] = []
     save_ms = _median_ms(lambda: new_ids.append(refs_service.save(bench, 17, ["the thing on the left"],
-                                                                  masks=[next(it)]).ref_id), repeats)
+                                                                  masks=[next(it)]).ref_id), repeats, p95)
     rid, version = new_ids[-1], 1
     state = {"v": version}
 
@@ -98,7 +104,7 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50, reviews: int = 50
                           ref_id=rid, expected_version=state["v"])
         state["v"] += 1
 
-    edit_ms = _median_ms(edit, 20)
+    edit_ms = _median_ms(edit, 20, p95)
     assert store.ref(rid).version == 21, "the edits were not saved"
     first_page_ms = _median_ms(lambda: (store.stats(), store.refs_page(0, 50)), 20)
     deep_page_ms = _median_ms(lambda: store.refs_page(50 * 1500, 50), 20)
@@ -131,7 +137,8 @@ def bench_store(refs: int, db: Path | None, repeats: int = 50, reviews: int = 50
     view_ms, stats_ms = 1000 * statistics.median(view_times), 1000 * statistics.median(stats_times)
     n_reviews = store.read("SELECT COUNT(*) FROM events WHERE action = 'review'")[0][0]
     out = {"refs": store.stats()["refs"], "review_decisions": n_reviews, "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
-           "save_edit_ms": round(edit_ms, 2), "first_page_with_counts_ms": round(first_page_ms, 2),
+           "save_new_ref_p95_ms": p95[0], "save_edit_ms": round(edit_ms, 2), "save_edit_p95_ms": p95[1],
+           "backend": store.location.kind, "first_page_with_counts_ms": round(first_page_ms, 2),
            "page_1500_ms": round(deep_page_ms, 2), "filtered_first_page_ms": round(filtered_ms, 2),
            "queue_step_with_filter_ms": round(queue_ms, 2), "person_stats_first_open_ms": round(stats_cold_ms, 2),
            "person_stats_ms": round(stats_ms, 2),
@@ -269,7 +276,8 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("store", help="save and page-load times with many refs")
     s.add_argument("--refs", type=int, default=100_000)
     s.add_argument("--reviews", type=int, default=50_000, help="review decisions among the refs")
-    s.add_argument("--db", type=Path, help="reuse (or create) this database instead of a temporary one")
+    s.add_argument("--db", help="reuse (or create) this database (a SQLite file or a postgresql:// URL) instead of "
+                                "a temporary SQLite file")
     s.add_argument("--json", action="store_true")
     a = sub.add_parser("annotate", help="server-side latency of Enter, a click and the next image")
     a.add_argument("--weights", default="bundled")
@@ -289,8 +297,20 @@ def main(argv: list[str] | None = None) -> int:
                    help="as deris_core.bench --dtype")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")
+    m = sub.add_parser("team", help="N studio servers x M gradio_client annotators on one database (app.team_bench)")
+    m.add_argument("--db", help="a postgresql:// URL or a SQLite file (default: a temporary SQLite file)")
+    m.add_argument("--servers", type=int, default=2)
+    m.add_argument("--clients", type=int, default=8, help="annotators per server")
+    m.add_argument("--seconds", type=float, default=60)
+    m.add_argument("--images", type=int, default=40)
+    m.add_argument("--weights", default="bundled")
+    m.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
-    if args.cmd == "latency":
+    if args.cmd == "team":
+        from .team_bench import bench_team
+
+        res = bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights)
+    elif args.cmd == "latency":
         import torch
 
         from .latency import app_latency

@@ -56,7 +56,7 @@ def _files(root: Path, skip: set[Path] = frozenset()) -> list[Path]:
 
 def studio_folders(store: Store) -> set[Path]:
     """The folders the studio writes itself (media copies, thumbnails, exports): never imported as pictures."""
-    return {store.media_dir.resolve(), store.path.resolve().with_name(store.path.stem + "_exports")}
+    return {store.media_dir.resolve(), store.exports_dir.resolve()}
 
 
 def import_images(store: Store, folder: str | Path, split: str = "", max_side: int = 4096,
@@ -118,6 +118,10 @@ def thumbnail_key(store: Store, image_id: int) -> str | None:
     source file's path, size and modification time) and size, so a thumbnail cached for another database
     at the same path, or for a file replaced since, is never shown. None when the pixels are unknown."""
     rec = store.image(image_id)
+    if store.location.is_postgres:  # the bytes in the database, named by their hash
+        digest = store.media_digest(image_id)
+        return None if digest is None else hashlib.sha256(
+            f"pg|{digest}|{rec.width}x{rec.height}".encode()).hexdigest()[:32]
     if not rec.path:
         return None
     try:

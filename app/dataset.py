@@ -5,6 +5,10 @@
     python -m app.dataset import-coco INSTANCES_JSON IMAGE_DIR --db DB
     python -m app.dataset export --db DB --out dataset.zip [--status reviewed] [--split val] [--annotator NAME]
     python -m app.dataset stats --db DB
+    python -m app.dataset migrate --from studio.sqlite --to postgresql://user@host:5432/studio   (and back)
+
+``--db`` is a SQLite file or a ``postgresql://`` URL (default: ``$DERIS_DB_URL``); see
+:mod:`app.store.location`.
 
 A refused import or export prints one ``error:`` line and exits with status 2; the database is
 then unchanged. The functions live in :mod:`app.export` and :mod:`app.imports`.
@@ -25,6 +29,7 @@ from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
 from .store import SPLITS, STATUSES, Store, StoreError
+from .store.location import DB_HELP, parse_db
 from .store.names import display_name
 
 __all__ = ["ImportRefused", "export_zip", "import_coco", "import_grefcoco", "import_grefcoco_data", "main",
@@ -36,30 +41,39 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     i = sub.add_parser("import-images", help="add a folder of images (recursive) to the collection")
     i.add_argument("dir")
-    i.add_argument("--db", required=True)
+    i.add_argument("--db", default=None, help=DB_HELP)
     i.add_argument("--split", default="", choices=["", *SPLITS], help="the split these images belong to")
     i.add_argument("--max-side", type=int, default=4096, help="larger images are scaled down and copied")
     a = sub.add_parser("import-grefcoco", help="import a dataset in the official gRefCOCO layout")
     a.add_argument("dir")
-    a.add_argument("--db", required=True)
+    a.add_argument("--db", default=None, help=DB_HELP)
     b = sub.add_parser("import-coco", help="import a COCO instances.json and its image folder")
     b.add_argument("instances_json")
     b.add_argument("image_dir")
-    b.add_argument("--db", required=True)
+    b.add_argument("--db", default=None, help=DB_HELP)
     c = sub.add_parser("export", help="export the database as a gRefCOCO zip")
-    c.add_argument("--db", required=True)
+    c.add_argument("--db", default=None, help=DB_HELP)
     c.add_argument("--out", required=True)
     c.add_argument("--no-images", action="store_true", help="annotations only")
     c.add_argument("--status", choices=STATUSES, help="only refs with this review status (default: every ref)")
     c.add_argument("--split", choices=SPLITS, help="only refs of this split")
     c.add_argument("--annotator", help="only refs by this annotator")
     d = sub.add_parser("stats", help="print counts")
-    d.add_argument("--db", required=True)
+    d.add_argument("--db", default=None, help=DB_HELP)
+    m = sub.add_parser("migrate", help="copy a whole store to an empty one (SQLite <-> PostgreSQL), then compare")
+    m.add_argument("--from", dest="source", required=True, help="the store to copy (a SQLite file or a postgresql:// URL)")
+    m.add_argument("--to", dest="target", required=True, help="an empty store (a new SQLite file or an empty database)")
     args = p.parse_args(argv)
     try:
-        if args.cmd in ("stats", "export") and not Path(args.db).is_file():
+        if args.cmd == "migrate":
+            from .migrate import migrate
+
+            print(json.dumps(migrate(args.source, args.target), indent=2))
+            return 0
+        loc = parse_db(args.db)
+        if args.cmd in ("stats", "export") and not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
-        store = Store(args.db)
+        store = Store(loc)
         if args.cmd == "import-images":
             res = import_images(store, args.dir, args.split, args.max_side).summary()
         elif args.cmd == "import-grefcoco":

@@ -222,7 +222,14 @@ def export_zip(store: Store, out: str | Path, include_images: bool = True, *, st
             if include_images:
                 wanted = {im["id"] for im in coco["images"]}
                 for im in snap.images:
-                    if im.id in wanted and im.path and Path(im.path).is_file():
+                    if im.id not in wanted:
+                        continue
+                    if store.location.is_postgres:  # the bytes are in the database
+                        data = store.image_bytes(im.id)
+                        if data is not None:
+                            zf.writestr(f"images/train2014/{names[im.id]}", data)
+                            images_written += 1
+                    elif im.path and Path(im.path).is_file():
                         zf.write(im.path, f"images/train2014/{names[im.id]}")
                         images_written += 1
             meta["image_files"] = images_written

@@ -21,6 +21,7 @@ class Settings:
     host: str = "127.0.0.1"  # GRADIO_SERVER_NAME
     port: int = 7860  # GRADIO_SERVER_PORT
     db: str | None = None  # DERIS_DB: --db
+    db_url: str | None = None  # DERIS_DB_URL: --db as a PostgreSQL URL (used when DERIS_DB is not set)
     auth_file: str | None = None  # DERIS_AUTH_FILE: --auth-file
     space_id: str | None = None  # SPACE_ID: running on a Hugging Face Space
     zero_gpu: bool = False  # SPACES_ZERO_GPU: ... on ZeroGPU hardware
@@ -36,7 +37,7 @@ class Settings:
             weights=e.get("DERIS_WEIGHTS") or None, dtype=e.get("DERIS_DTYPE", "auto"),
             default_model=e.get("DERIS_DEFAULT_MODEL", "deris-l-grefcoco"),
             host=e.get("GRADIO_SERVER_NAME", "127.0.0.1"), port=int(e.get("GRADIO_SERVER_PORT", "7860")),
-            db=e.get("DERIS_DB") or None, auth_file=e.get("DERIS_AUTH_FILE") or None,
+            db=e.get("DERIS_DB") or None, db_url=e.get("DERIS_DB_URL") or None, auth_file=e.get("DERIS_AUTH_FILE") or None,
             space_id=e.get("SPACE_ID") or None, zero_gpu=_flag(e.get("SPACES_ZERO_GPU")),
             gpu_duration=int(e.get("DERIS_GPU_DURATION", "30")),
             rank=int(e.get("RANK", 0)), world_size=int(e.get("WORLD_SIZE", 1)), local_rank=int(e.get("LOCAL_RANK", 0)),

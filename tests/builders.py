@@ -13,14 +13,15 @@ from app.store import Store
 from deris_core.predictor import Prediction
 
 
-def picture_folder(tmp_path: Path, n: int = 6) -> tuple[Store, Path]:
-    """A new store and a folder of ``n`` small PNGs of different sizes, every other one in ``sub/``."""
+def picture_folder(tmp_path: Path, n: int = 6, db: str | None = None) -> tuple[Store, Path]:
+    """A new store (``db``: a path or URL, default ``c.sqlite`` in ``tmp_path``) and a folder of ``n`` small
+    PNGs of different sizes, every other one in ``sub/``."""
     folder = tmp_path / "photos"
     (folder / "sub").mkdir(parents=True)
     for k in range(n):
         img = np.full((24 + k, 30, 3), 10 * k, np.uint8)
         cv2.imwrite(str(folder / ("sub" if k % 2 else "") / f"img_{k}.png"), img)
-    return Store(tmp_path / "c.sqlite"), folder
+    return Store(db or tmp_path / "c.sqlite"), folder
 
 
 def prediction(masks: list[np.ndarray], scores: list[float], thr: float = 0.5) -> Prediction:

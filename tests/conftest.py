@@ -152,3 +152,50 @@ def chromium():
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
         yield browser
         browser.close()
+
+
+@pytest.fixture(scope="session")
+def pg_server(tmp_path_factory):
+    """One real PostgreSQL server for the session (:mod:`tests.pg_server`: initdb in a temporary folder,
+    a free port, an unprivileged user when root); skipped with the reason where it cannot start,
+    a failure under CI."""
+    pytest.importorskip("psycopg")
+    from tests.pg_server import PgServer
+
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="deris_pg_"))  # under /tmp: the server's user must reach it
+    try:
+        server = PgServer.start(root)
+    except (RuntimeError, OSError) as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        _missing(f"no PostgreSQL server for the tests: {exc}")
+    yield server
+    server.stop("immediate")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    """Each test that takes it runs on both store backends."""
+    return request.param
+
+
+@pytest.fixture
+def db_at(backend, tmp_path, request):
+    """``db_at(name)``: where a test's store named ``name`` lives on this backend: ``tmp_path / name``
+    for SQLite, a fresh database's URL on the session's PostgreSQL server (the same name, the same
+    database, within a test)."""
+    made: dict[str, str] = {}
+
+    def at(name: str = "a.sqlite") -> str:
+        if backend == "sqlite":
+            return str(tmp_path / name)
+        if name not in made:
+            made[name] = request.getfixturevalue("pg_server").new_database()
+        return made[name]
+
+    return at

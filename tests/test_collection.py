@@ -19,8 +19,8 @@ from app.store import Store, StoreError
 from tests.builders import picture_folder
 
 
-def test_folder_import_is_idempotent_and_lists_unreadable_files(tmp_path: Path) -> None:
-    store, folder = picture_folder(tmp_path)
+def test_folder_import_is_idempotent_and_lists_unreadable_files(db_at, tmp_path: Path) -> None:
+    store, folder = picture_folder(tmp_path, db=db_at("c.sqlite"))
     (folder / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     cv2.imwrite(str(folder / "copy_of_0.png"), np.full((24, 30, 3), 0, np.uint8))  # same pixels as img_0
     first = import_images(store, folder, split="val", progress=False)
@@ -38,7 +38,8 @@ def test_folder_import_is_idempotent_and_lists_unreadable_files(tmp_path: Path) 
     cv2.imwrite(str(big / "huge.png"), np.zeros((300, 100, 3), np.uint8))
     import_images(store, big, max_side=150, progress=False)
     (rec,) = [store.image(i) for i in range(1, 9) if store.image(i).original_name == "huge.png"]
-    assert (rec.height, rec.width) == (150, 50) and "_media" in rec.path  # scaled down and copied
+    assert (rec.height, rec.width) == (150, 50)  # scaled down and copied: a file of the store, or its bytes
+    assert store.image_bytes(rec.id) is not None if store.location.is_postgres else "_media" in rec.path
 
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,9 +70,9 @@ def _folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_names_that_are_not_utf8_or_hold_control_characters_are_imported(tmp_path: Path) -> None:
+def test_names_that_are_not_utf8_or_hold_control_characters_are_imported(db_at, tmp_path: Path) -> None:
     folder = _folder(tmp_path)
-    store = Store(tmp_path / "s.sqlite")
+    store = Store(db_at("s.sqlite"))
     res = import_images(store, folder, progress=False)
     assert res.added == len(NAMES) + 1 and res.known == 0
     assert len(res.skipped) == 1 and res.skipped[0][0] == "broken\\xff.png"

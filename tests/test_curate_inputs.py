@@ -61,7 +61,7 @@ def test_sentences_file_bad_lines_are_listed_and_the_rest_runs(tmp_path: Path, p
     res = json.loads(r.stdout)
     assert res["written"] == 2 * len(ids) and len(res["bad_lines"]) == 5 and "Traceback" not in r.stderr
     assert "line 2" in r.stderr
-    assert sorted({tuple(x.sentences) for x in Store(s.path).refs()}) == [("all blue shapes",), ("the red circle",)]
+    assert sorted({tuple(x.sentences) for x in Store(s.location).refs()}) == [("all blue shapes",), ("the red circle",)]
 
 
 def test_only_bad_lines_is_an_error(tmp_path: Path, capsys) -> None:
@@ -73,7 +73,7 @@ def test_only_bad_lines_is_an_error(tmp_path: Path, capsys) -> None:
     assert main(["preannotate", "--db", str(s.path), "--sentences", str(f), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "no usable pair" in err and "bad.txt line 1" in err
-    assert Store(s.path).stats()["refs"] == 0
+    assert Store(s.location).stats()["refs"] == 0
 
 
 def test_run_skips_sentences_the_model_cannot_take(tmp_path: Path, predictor) -> None:
@@ -220,7 +220,7 @@ def test_rethreshold_cli_nan_changes_nothing(tmp_path: Path, capsys) -> None:
     for score in ("inf", "-1", "7", "-inf", "1e400"):
         assert main(["rethreshold", "--db", str(s.path), "--model", "k", f"--score={score}"]) == 2
         assert "from 0 to 1" in capsys.readouterr().err
-    assert [(r.id, r.version) for r in Store(s.path).refs()] == before
+    assert [(r.id, r.version) for r in Store(s.location).refs()] == before
     # the edges are fine
     assert apply_threshold(s, "k", 0.0) == 2 and apply_threshold(s, "k", 1.0) == 2
 
@@ -254,8 +254,8 @@ def _agree_store(path: Path) -> Store:
     return s
 
 
-def test_agreement_merge_is_idempotent_for_non_ascii(tmp_path: Path) -> None:
-    s = _agree_store(tmp_path / "a.sqlite")
+def test_agreement_merge_is_idempotent_for_non_ascii(db_at, tmp_path: Path) -> None:
+    s = _agree_store(db_at("a.sqlite"))
     assert agreement(s)["groups"] == len(NON_ASCII)
     assert agreement(s, merge=True)["merged"] == len(NON_ASCII)
     assert agreement(s, merge=True)["merged"] == 0
@@ -263,8 +263,8 @@ def test_agreement_merge_is_idempotent_for_non_ascii(tmp_path: Path) -> None:
     assert sum(r.annotator.startswith("consensus") for r in s.refs()) == len(NON_ASCII)
 
 
-def test_two_merges_at_once_add_each_consensus_once(tmp_path: Path) -> None:
-    path = tmp_path / "race.sqlite"
+def test_two_merges_at_once_add_each_consensus_once(db_at, tmp_path: Path) -> None:
+    path = db_at("race.sqlite")
     s = _agree_store(path)
     img = s.refs()[0].image_id
     m = np.zeros((20, 20), bool)

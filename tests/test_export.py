@@ -131,9 +131,9 @@ def _semantics(root: Path) -> dict:
     return {(s.ref_id, s.sent_id): (s.sentence, s.split, s.no_target, data.target_mask(s).tobytes()) for s in data.samples}
 
 
-def test_reference_example_round_trip(tmp_path: Path) -> None:
+def test_reference_example_round_trip(db_at, tmp_path: Path) -> None:
     root = _reference_root(tmp_path)
-    store = Store(tmp_path / "r.sqlite")
+    store = Store(db_at("r.sqlite"))
     res = import_grefcoco(store, root)
     assert res["refs"] == 5 and res["instances"] == 6 and not res["skipped"]
     export_zip(store, tmp_path / "again.zip")
@@ -148,7 +148,7 @@ def test_reference_example_round_trip(tmp_path: Path) -> None:
     coco, grefs = read_zip(tmp_path / "again.zip")
     assert validate_grefcoco(coco, grefs) == []
     # import the export again: nothing changes
-    store2 = Store(tmp_path / "r2.sqlite")
+    store2 = Store(db_at("r2.sqlite"))
     import_grefcoco(store2, again)
     assert to_grefcoco(store2.snapshot())[1] == grefs
 
@@ -167,7 +167,7 @@ def test_validator_catches_spec_violations() -> None:
     assert validate_grefcoco(single_rle, [good])
 
 
-def test_import_plain_coco_and_cli(tmp_path: Path) -> None:
+def test_import_plain_coco_and_cli(db_at, tmp_path: Path) -> None:
     img_dir = tmp_path / "imgs"
     img_dir.mkdir()
     cv2.imwrite(str(img_dir / "a.png"), np.zeros((10, 12, 3), np.uint8))
@@ -181,7 +181,7 @@ def test_import_plain_coco_and_cli(tmp_path: Path) -> None:
                  "segmentation": {"size": [10, 12], "counts": rle["counts"].decode()}, "bbox": [3, 2, 6, 4]}],
             "categories": [{"id": 3, "name": "cup"}]}
     (tmp_path / "instances.json").write_text(json.dumps(coco))
-    db = tmp_path / "c.sqlite"
+    db = db_at("c.sqlite")
     run = lambda *a: subprocess.run([sys.executable, "-m", "app.dataset", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
     r = run("import-coco", str(tmp_path / "instances.json"), str(img_dir), "--db", str(db))
     assert r.returncode == 0, r.stderr

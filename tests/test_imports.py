@@ -57,7 +57,16 @@ def _write(root: Path, coco, grefs, raw: dict[str, bytes] | None = None) -> Path
     return root
 
 
-def _dump(db: Path) -> str:
+def _dump(db: str) -> str:
+    """Every row of every table (SQLite: the whole dump, sequences included)."""
+    from app.store.location import parse_db
+
+    if parse_db(db).is_postgres:
+        s = Store(db)
+        tables = ("images", "categories", "instances", "refs", "sentences", "ref_instances", "events", "imports", "media")
+        out = "\n".join(f"{t}: {sorted(map(repr, s.read(f'SELECT * FROM {t}')))}" for t in tables)
+        s.close()
+        return out
     import sqlite3
 
     con = sqlite3.connect(db)
@@ -118,8 +127,8 @@ HOSTILE = {
 
 
 @pytest.mark.parametrize("case", sorted(HOSTILE))
-def test_a_malformed_dataset_is_refused_and_changes_nothing(case: str, tmp_path: Path) -> None:
-    db = tmp_path / "db.sqlite"
+def test_a_malformed_dataset_is_refused_and_changes_nothing(db_at, case: str, tmp_path: Path) -> None:
+    db = db_at("db.sqlite")
     s = Store(db)
     s.save_ref(s.add_image(np.zeros((4, 4, 3), np.uint8)), ["earlier work"], no_target=True)
     before = _dump(db)
@@ -135,8 +144,8 @@ def test_a_malformed_dataset_is_refused_and_changes_nothing(case: str, tmp_path:
     assert _dump(db) == before
 
 
-def test_a_large_file_whose_last_ref_is_bad_leaves_nothing_behind(tmp_path: Path) -> None:
-    db = tmp_path / "db.sqlite"
+def test_a_large_file_whose_last_ref_is_bad_leaves_nothing_behind(db_at, tmp_path: Path) -> None:
+    db = db_at("db.sqlite")
     s = Store(db)
     before = _dump(db)
     coco, grefs = _dataset()
@@ -148,8 +157,8 @@ def test_a_large_file_whose_last_ref_is_bad_leaves_nothing_behind(tmp_path: Path
     assert _dump(db) == before
 
 
-def test_non_utf8_and_invalid_json_are_named(tmp_path: Path) -> None:
-    s = Store(tmp_path / "db.sqlite")
+def test_non_utf8_and_invalid_json_are_named(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("db.sqlite"))
     coco, grefs = _dataset()
     with pytest.raises(ImportRefused, match=r"instances.json: not UTF-8"):
         import_grefcoco(s, _write(tmp_path / "a", coco, grefs, {"instances": b"\xff\xfe{}"}))
@@ -157,8 +166,8 @@ def test_non_utf8_and_invalid_json_are_named(tmp_path: Path) -> None:
         import_grefcoco(s, _write(tmp_path / "b", coco, grefs, {"grefs": b"[{"}))
 
 
-def test_a_link_out_of_the_image_folder_is_refused(tmp_path: Path) -> None:
-    s = Store(tmp_path / "db.sqlite")
+def test_a_link_out_of_the_image_folder_is_refused(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("db.sqlite"))
     coco, grefs = _dataset()
     root = _write(tmp_path / "ds", coco, grefs)
     secret = tmp_path / "secret.png"
@@ -169,8 +178,8 @@ def test_a_link_out_of_the_image_folder_is_refused(tmp_path: Path) -> None:
         import_grefcoco(s, root)
 
 
-def test_accepted_data_exports_again_and_reimport_is_refused(tmp_path: Path) -> None:
-    db = tmp_path / "db.sqlite"
+def test_accepted_data_exports_again_and_reimport_is_refused(db_at, tmp_path: Path) -> None:
+    db = db_at("db.sqlite")
     s = Store(db)
     coco, grefs = _dataset()
     root = _write(tmp_path / "ds", coco, grefs)
@@ -188,8 +197,8 @@ def test_accepted_data_exports_again_and_reimport_is_refused(tmp_path: Path) -> 
     assert {r["ref_id"] for r in grefs2} == {1, 2}
 
 
-def test_export_names_are_unique_and_confined(tmp_path: Path) -> None:
-    s = Store(tmp_path / "db.sqlite")
+def test_export_names_are_unique_and_confined(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("db.sqlite"))
     for k, name in enumerate(["x/cat.png", "y/cat.png", "../../etc/passwd", "/abs/CAT.png", "ünïcode name?.png", ""]):
         img = s.add_image(np.full((4, 4, 3), k, np.uint8), file_name=name)
         s.save_ref(img, [f"ref {k}"], no_target=True)
@@ -215,13 +224,13 @@ def test_compressed_counts_match_pycocotools() -> None:
         assert sum(runs) == 17 * 23 and sum(runs[1::2]) == int(m.sum())
 
 
-def test_cli_names_every_problem_and_exits_2(tmp_path: Path) -> None:
+def test_cli_names_every_problem_and_exits_2(db_at, tmp_path: Path) -> None:
     coco, grefs = _dataset()
     bad = copy.deepcopy(coco)
     bad["images"][1]["file_name"] = "../x.png"
     bad["annotations"][1]["segmentation"] = m_sum_wrong
     (tmp_path / "instances.json").write_text(json.dumps(bad))
-    db = tmp_path / "c.sqlite"
+    db = db_at("c.sqlite")
     r = subprocess.run([sys.executable, "-m", "app.dataset", "import-coco", str(tmp_path / "instances.json"),
                         str(tmp_path), "--db", str(db)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
@@ -234,8 +243,8 @@ def test_cli_names_every_problem_and_exits_2(tmp_path: Path) -> None:
     assert import_coco(Store(db), good, tmp_path)["instances"] == 3
 
 
-def test_an_import_never_brings_back_a_deleted_ref_id(tmp_path: Path) -> None:
-    s = Store(tmp_path / "db.sqlite")
+def test_an_import_never_brings_back_a_deleted_ref_id(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("db.sqlite"))
     img = s.add_image(np.zeros((4, 4, 3), np.uint8))
     gone = s.save_ref(img, ["x"], no_target=True, annotator="alice")
     s.delete_ref(gone, user="bob")
@@ -247,7 +256,7 @@ def test_an_import_never_brings_back_a_deleted_ref_id(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("where", ["file_name", "category", "sentence", "annotator", "key", "sent"])
-def test_lone_surrogates_in_a_dataset_are_a_one_line_refusal(tmp_path: Path, where: str) -> None:
+def test_lone_surrogates_in_a_dataset_are_a_one_line_refusal(db_at, tmp_path: Path, where: str) -> None:
     coco, grefs = _dataset()
     bad = "x\ud800y"
     if where == "file_name":
@@ -266,7 +275,7 @@ def test_lone_surrogates_in_a_dataset_are_a_one_line_refusal(tmp_path: Path, whe
     (root / "grefcoco").mkdir(parents=True)
     (root / "grefcoco" / "instances.json").write_text(json.dumps(coco))  # json escapes the surrogate as \ud800
     (root / "grefcoco" / "grefs(unc).json").write_text(json.dumps(grefs))
-    store = Store(tmp_path / "d.sqlite")
+    store = Store(db_at("d.sqlite"))
     with pytest.raises(ImportRefused, match="not valid Unicode") as err:
         import_grefcoco(store, root)
     assert "\n" not in str(err.value) and store.stats()["refs"] == 0 and store.stats()["images"] == 0

@@ -54,8 +54,8 @@ def test_nobody_accepts_what_they_wrote() -> None:
     assert can(Actor("", frozenset({"annotator", "reviewer"})), "accept", _ref("", editor=""))
 
 
-def _store(tmp_path: Path) -> tuple[Store, int]:
-    s = Store(tmp_path / "p.sqlite")
+def _store(db_at) -> tuple[Store, int]:
+    s = Store(db_at("p.sqlite"))
     return s, s.add_image(np.zeros((20, 20, 3), np.uint8))
 
 
@@ -65,8 +65,8 @@ def _mask(x: int = 2) -> np.ndarray:
     return m
 
 
-def test_saving_ones_own_work_as_reviewed_is_refused_and_writes_nothing(tmp_path: Path) -> None:
-    s, img = _store(tmp_path)
+def test_saving_ones_own_work_as_reviewed_is_refused_and_writes_nothing(db_at, tmp_path: Path) -> None:
+    s, img = _store(db_at)
     refs = RefService(s)
     with pytest.raises(Refused, match="cannot accept it"):  # a new ref, straight to reviewed
         refs.save(REV, img, ["the box"], masks=[_mask()], status="reviewed")
@@ -78,8 +78,8 @@ def test_saving_ones_own_work_as_reviewed_is_refused_and_writes_nothing(tmp_path
     assert s.ref(own.ref_id).status == "done" and s.ref(own.ref_id).version == own.version
 
 
-def test_rewriting_someone_elses_ref_then_accepting_it_is_refused(tmp_path: Path) -> None:
-    s, img = _store(tmp_path)
+def test_rewriting_someone_elses_ref_then_accepting_it_is_refused(db_at, tmp_path: Path) -> None:
+    s, img = _store(db_at)
     refs = RefService(s)
     bobs = refs.save(BOB, img, ["the box"], masks=[_mask()])
     edited = refs.save(REV, img, ["the box", "a square"], masks=[_mask(4)], ref_id=bobs.ref_id,
@@ -100,8 +100,8 @@ def test_rewriting_someone_elses_ref_then_accepting_it_is_refused(tmp_path: Path
     assert last.action == "review" and last.user == "boss" and last.detail["decision"] == "accept"
 
 
-def test_accepted_consensus_and_imported_refs_resist_annotators(tmp_path: Path) -> None:
-    s, img = _store(tmp_path)
+def test_accepted_consensus_and_imported_refs_resist_annotators(db_at, tmp_path: Path) -> None:
+    s, img = _store(db_at)
     refs = RefService(s)
     tool = Actor.tool("agreement")
     for author in ("consensus(ann,bob)", ""):

@@ -13,8 +13,8 @@ from app.views import display
 from tests.builders import picture_folder
 
 
-def test_the_queue_order_positions_and_filters(tmp_path: Path) -> None:
-    store, folder = picture_folder(tmp_path)
+def test_the_queue_order_positions_and_filters(db_at, tmp_path: Path) -> None:
+    store, folder = picture_folder(tmp_path, db=db_at("c.sqlite"))
     import_images(store, folder, progress=False)
     ids = [r.id for r in image_page(store, ImageFilter(), 0, 100)[0]]
     assert ids == sorted(ids) and len(ids) == 6
@@ -40,8 +40,8 @@ def test_the_queue_order_positions_and_filters(tmp_path: Path) -> None:
     assert "1 / 6" in html and "2 / 6" in html and "ann" in html
 
 
-def test_the_image_ref_list_shows_every_ref_of_that_image(tmp_path: Path) -> None:
-    store, folder = picture_folder(tmp_path, 3)
+def test_the_image_ref_list_shows_every_ref_of_that_image(db_at, tmp_path: Path) -> None:
+    store, folder = picture_folder(tmp_path, 3, db=db_at("c.sqlite"))
     import_images(store, folder, progress=False)
     m = np.zeros((24, 30), bool)
     m[2:8, 2:8] = True

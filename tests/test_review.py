@@ -52,8 +52,8 @@ def test_launch_refuses_bad_auth_without_printing_passwords() -> None:
     assert r.returncode == 2 and "--auth entry 2" in r.stderr and "broken-secret-entry" not in r.stderr
 
 
-def _store(tmp_path: Path) -> tuple[Store, int]:
-    s = Store(tmp_path / "r.sqlite")
+def _store(db_at) -> tuple[Store, int]:
+    s = Store(db_at("r.sqlite"))
     img = s.add_image(np.zeros((20, 20, 3), np.uint8))
     return s, img
 
@@ -64,8 +64,8 @@ def _mask() -> np.ndarray:
     return m
 
 
-def test_every_change_is_an_event_with_its_author(tmp_path: Path) -> None:
-    s, img = _store(tmp_path)
+def test_every_change_is_an_event_with_its_author(db_at, tmp_path: Path) -> None:
+    s, img = _store(db_at)
     rid = s.save_ref(img, ["the box"], masks=[_mask()], annotator="ann")
     s.save_ref(img, ["the box", "a square"], masks=[_mask()], annotator="ann", ref_id=rid, expected_version=1)
     v = review(s, rid, "reject", "rev", "wrong_mask", "the corner is cut", expected_version=2)
@@ -83,8 +83,8 @@ def test_every_change_is_an_event_with_its_author(tmp_path: Path) -> None:
     assert events[4].detail["to"] == "reviewed" and events[0].at <= events[-1].at
 
 
-def test_review_decisions_need_a_reason_and_a_current_version(tmp_path: Path) -> None:
-    s, img = _store(tmp_path)
+def test_review_decisions_need_a_reason_and_a_current_version(db_at, tmp_path: Path) -> None:
+    s, img = _store(db_at)
     rid = s.save_ref(img, ["x"], no_target=True, annotator="ann")
     with pytest.raises(StoreError, match="needs a reason"):
         review(s, rid, "reject", "rev", None, "why")
@@ -97,8 +97,8 @@ def test_review_decisions_need_a_reason_and_a_current_version(tmp_path: Path) ->
     assert s.ref(rid).status == "done"
 
 
-def test_the_review_queue_is_oldest_first_and_filtered(tmp_path: Path) -> None:
-    s, img = _store(tmp_path)
+def test_the_review_queue_is_oldest_first_and_filtered(db_at, tmp_path: Path) -> None:
+    s, img = _store(db_at)
     img2 = s.add_image(np.ones((20, 20, 3), np.uint8))
     a = s.save_ref(img, ["a"], no_target=True, annotator="ann", split="val")
     time.sleep(0.01)
@@ -128,8 +128,8 @@ def test_the_review_queue_is_oldest_first_and_filtered(tmp_path: Path) -> None:
     assert stats["ann"]["acceptance_rate"] == 0.0
 
 
-def test_export_by_status_split_and_annotator(tmp_path: Path) -> None:
-    s, img = _store(tmp_path)
+def test_export_by_status_split_and_annotator(db_at, tmp_path: Path) -> None:
+    s, img = _store(db_at)
     a = s.save_ref(img, ["a"], masks=[_mask()], annotator="ann", split="val")
     b = s.save_ref(img, ["b"], no_target=True, annotator="bob")
     s.save_ref(img, ["c"], no_target=True, annotator="ann", status="draft")
@@ -145,14 +145,14 @@ def test_export_by_status_split_and_annotator(tmp_path: Path) -> None:
         assert {g["ref_id"] for g in grefs} == expected
         assert meta["filter"] == {"status": kwargs.get("status"), "split": kwargs.get("split"),
                                   "annotator": kwargs.get("annotator")} == summary["filter"]
-    r = subprocess.run([sys.executable, "-m", "app.dataset", "export", "--db", str(tmp_path / "r.sqlite"), "--out",
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "export", "--db", str(db_at("r.sqlite")), "--out",
                         str(tmp_path / "cli.zip"), "--status", "reviewed", "--annotator", "bob"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert {g["ref_id"] for g in json.loads(zipfile.ZipFile(tmp_path / "cli.zip").read("grefcoco/grefs(unc).json"))} == {b}
 
 
-def test_signed_in_roles_guard_edits_deletes_and_self_review(studio_weights, tmp_path: Path) -> None:
+def test_signed_in_roles_guard_edits_deletes_and_self_review(db_at, studio_weights, tmp_path: Path) -> None:
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
@@ -164,7 +164,7 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(studio_weights, tmp
     import cv2
 
     cv2.imwrite(str(folder / "a.png"), np.full((32, 32, 3), 90, np.uint8))
-    db = tmp_path / "team.sqlite"
+    db = db_at("team.sqlite")
     import_images(Store(db), folder, progress=False)
     weights, tok = studio_weights
     proc, url = start_server(weights, tok, db, ["--auth", "ann:pw1:annotator", "--auth", "bob:pw2:annotator",
@@ -209,7 +209,7 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(studio_weights, tmp
     assert [(e.action, e.user) for e in s.events(rid)] == [("create", "bob"), ("edit", "rev")]
 
 
-def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_reviewers_only(
+def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_reviewers_only(db_at, 
         studio_weights, tmp_path: Path) -> None:
     """Issue 27, served with --auth: an annotator cannot overwrite or delete an accepted consensus ref; a user
     with both roles cannot accept, by saving or by reviewing, a ref whose current content he wrote."""
@@ -219,7 +219,7 @@ def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_re
     from app.services import Actor, RefService
     from tests.test_app import start_server
 
-    db = tmp_path / "team.sqlite"
+    db = db_at("team.sqlite")
     s = Store(db)
     img = s.add_image(np.full((32, 32, 3), 90, np.uint8), file_name="a.png")
     refs = RefService(s)

@@ -19,7 +19,7 @@ def _naive(store: Store) -> list[dict]:
     made = dict(store.read("SELECT annotator, COUNT(*) FROM refs GROUP BY annotator"))
     dec: dict[str, dict[str, int]] = {}
     rev: dict[str, int] = {}
-    for user, detail in store.read("SELECT user, detail FROM events WHERE action = 'review'"):
+    for user, detail in store.read('SELECT "user", detail FROM events WHERE action = \'review\''):
         d = json.loads(detail)
         dec.setdefault(d.get("author", ""), {"accept": 0, "reject": 0})[d.get("decision", "accept")] += 1
         rev[user] = rev.get(user, 0) + 1
@@ -35,8 +35,8 @@ AUTHORS = ["ann", 'bo"b', "back\\slash", "Zoë 東", "", 'x"}, "author": "mallor
 COMMENTS = ["", '"decision": "reject"', '"author": "eve"}', "ünïcode ✓", "\\\"", "a} {b"]
 
 
-def test_person_stats_equal_the_definition_for_hostile_names_and_comments(tmp_path: Path) -> None:
-    s = Store(tmp_path / "s.sqlite")
+def test_person_stats_equal_the_definition_for_hostile_names_and_comments(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("s.sqlite"))
     img = s.add_image(np.zeros((8, 8, 3), np.uint8))
     k = 0
     for author in AUTHORS:
@@ -49,16 +49,16 @@ def test_person_stats_equal_the_definition_for_hostile_names_and_comments(tmp_pa
                 assert person_stats(s) == _naive(s)  # incremental, between writes
     # an event written by an older version, keys in another order: parsed whole
     with s.transaction() as db:
-        db.execute("INSERT INTO events (ref_id, at, user, action, detail) VALUES (1, 0, 'old', 'review', ?)",
+        db.execute("INSERT INTO events (ref_id, at, \"user\", action, detail) VALUES (1, 0, 'old', 'review', ?)",
                    (json.dumps({"author": "ann", "decision": "reject", "from": "done"}),))
-        db.execute("INSERT INTO events (ref_id, at, user, action, detail) VALUES (1, 0, 'old', 'review', ?)",
+        db.execute("INSERT INTO events (ref_id, at, \"user\", action, detail) VALUES (1, 0, 'old', 'review', ?)",
                    (json.dumps({"decision": "accept"}),))
     assert person_stats(s) == _naive(s)
-    assert person_stats(Store(s.path)) == _naive(s)  # a fresh handle counts from scratch
+    assert person_stats(Store(s.location)) == _naive(s)  # a fresh handle counts from scratch
 
 
-def test_person_stats_see_decisions_made_by_other_processes_and_threads(tmp_path: Path) -> None:
-    path = tmp_path / "t.sqlite"
+def test_person_stats_see_decisions_made_by_other_processes_and_threads(db_at, tmp_path: Path) -> None:
+    path = db_at("t.sqlite")
     s = Store(path)
     img = s.add_image(np.zeros((8, 8, 3), np.uint8))
     ids = [s.save_ref(img, [f"r{k}"], no_target=True, annotator=f"a{k % 3}") for k in range(60)]

@@ -1,4 +1,4 @@
-"""The SQLite store: saves, edits, deletes, stats, and durability under SIGKILL."""
+"""The store on both backends (SQLite and PostgreSQL): saves, edits, deletes, stats, and durability under SIGKILL."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ def test_store_schema_and_pragmas(tmp_path: Path) -> None:
     assert s.integrity_check() == "ok"
 
 
-def test_save_edit_reopen_delete(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.sqlite")
+def test_save_edit_reopen_delete(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("a.sqlite"))
     img = noise_image()
     iid = s.add_image(img)
     assert s.add_image(img.copy()) == iid  # content-addressed
@@ -55,8 +55,8 @@ def test_save_edit_reopen_delete(tmp_path: Path) -> None:
     assert s.stats()["refs"] == 1
 
 
-def test_store_refuses_bad_saves(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.sqlite")
+def test_store_refuses_bad_saves(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("a.sqlite"))
     iid = s.add_image(noise_image())
     with pytest.raises(StoreError, match="sentence"):
         s.save_ref(iid, ["   "], masks=[rect_mask()])
@@ -103,8 +103,8 @@ while True:
 """
 
 
-def test_sigkill_during_saves_keeps_committed_refs(tmp_path: Path) -> None:
-    db = tmp_path / "crash.sqlite"
+def test_sigkill_during_saves_keeps_committed_refs(db_at, backend: str) -> None:
+    db = db_at("crash.sqlite")
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(db)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     committed: list[int] = []
     deadline = time.time() + 60
@@ -115,9 +115,10 @@ def test_sigkill_during_saves_keeps_committed_refs(tmp_path: Path) -> None:
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(committed) >= 40
-    con = sqlite3.connect(db)
-    assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    con.close()
+    if backend == "sqlite":
+        con = sqlite3.connect(db)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        con.close()
     s = Store(db)
     assert s.integrity_check() == "ok"
     refs = {r.id: r for r in s.refs()}

@@ -18,8 +18,8 @@ from tests.builders import noise_image, rect_mask
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_a_stale_edit_cannot_overwrite_another_annotators_ref(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.sqlite")
+def test_a_stale_edit_cannot_overwrite_another_annotators_ref(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("a.sqlite"))
     img_a, img_b = s.add_image(noise_image(0)), s.add_image(noise_image(1))
     rid = s.save_ref(img_a, ["the box"], masks=[rect_mask()], annotator="ann")
     # two annotators opened version 1; the first saves, the second is refused
@@ -40,8 +40,8 @@ def test_a_stale_edit_cannot_overwrite_another_annotators_ref(tmp_path: Path) ->
     assert [e.action for e in s.events(rid)] == ["create", "edit", "delete"]
 
 
-def test_editing_a_ref_leaves_no_orphaned_instance(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.sqlite")
+def test_editing_a_ref_leaves_no_orphaned_instance(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("a.sqlite"))
     img = s.add_image(noise_image())
     rid = s.save_ref(img, ["the box"], masks=[rect_mask()])
     s.save_ref(img, ["the box"], masks=[rect_mask((12, 14, 20, 30))], ref_id=rid, expected_version=1)
@@ -50,8 +50,8 @@ def test_editing_a_ref_leaves_no_orphaned_instance(tmp_path: Path) -> None:
     assert s.instances(img) == []
 
 
-def test_save_limits_name_the_problem(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.sqlite")
+def test_save_limits_name_the_problem(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("a.sqlite"))
     img = s.add_image(noise_image())
     with pytest.raises(StoreError, match="target 2 of 2 is empty"):
         s.save_ref(img, ["two"], masks=[rect_mask(), np.zeros((24, 32), bool)])
@@ -67,8 +67,8 @@ def test_save_limits_name_the_problem(tmp_path: Path) -> None:
     assert s.ref(rid).instance_ids == [iid]
 
 
-def test_threads_saving_at_once_lose_nothing(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.sqlite")
+def test_threads_saving_at_once_lose_nothing(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("a.sqlite"))
     acked: list[int] = []
     errors: list[BaseException] = []
 
@@ -104,8 +104,8 @@ for k in range(n):
 """
 
 
-def test_processes_saving_at_once_lose_nothing(tmp_path: Path) -> None:
-    db = tmp_path / "shared.sqlite"
+def test_processes_saving_at_once_lose_nothing(db_at, tmp_path: Path) -> None:
+    db = db_at("shared.sqlite")
     Store(db).close()
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(db), f"p{i}", "25"], cwd=ROOT, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for i in range(4)]
@@ -174,8 +174,8 @@ def test_os_error_messages_name_no_path() -> None:
     assert "/srv" not in os_error_message(OSError(errno.EIO, "I/O error", "/srv/secret/db"))
 
 
-def test_refs_page_is_paginated_and_filtered(tmp_path: Path) -> None:
-    s = Store(tmp_path / "a.sqlite")
+def test_refs_page_is_paginated_and_filtered(db_at, tmp_path: Path) -> None:
+    s = Store(db_at("a.sqlite"))
     img = s.add_image(noise_image())
     ids = [s.save_ref(img, [f"ref {k}", "alt"], no_target=True, annotator="ann" if k % 2 else "bob",
                       split="val" if k < 3 else "train") for k in range(7)]
@@ -188,7 +188,7 @@ def test_refs_page_is_paginated_and_filtered(tmp_path: Path) -> None:
     assert json.dumps([r.__dict__ for r in rows])  # plain data
 
 
-def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(tmp_path) -> None:
+def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(db_at, tmp_path) -> None:
     """Issue 27: editing a ref whose drawn mask another (since deleted) ref shared, in every order,
     with model-made and re-thresholded refs in the mix: once every ref is gone, no drawn or model
     instance is left."""
@@ -197,7 +197,7 @@ def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(tmp_path) ->
     from app.curate.preannotate import PairResult, apply_threshold, write_results
     from app.store import Store, encode_mask
 
-    s = Store(tmp_path / "o.sqlite")
+    s = Store(db_at("o.sqlite"))
     img = s.add_image(np.zeros((20, 20, 3), np.uint8))
     m1, m2 = np.zeros((20, 20), bool), np.zeros((20, 20), bool)
     m1[2:8, 2:8] = True

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 import torch
 
 from ..store import SPLITS, Store, StoreError
+from ..store.location import DB_HELP, parse_db
 from ..store.queue import ImageFilter
 
 
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--min-iou", type=float, default=0.7)
     g.add_argument("--quorum", type=int, default=2)
     for sp in (a, b, q, g):
-        sp.add_argument("--db", required=True)
+        sp.add_argument("--db", default=None, help=DB_HELP)
         sp.add_argument("--json", action="store_true", help="one JSON object on stdout")
     for sp in (a, q):
         sp.add_argument("--weights", default="bundled", help="a published name, a checkpoint, or bundled")
@@ -60,11 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto: bf16 on a GPU that offers it, else fp32")
         sp.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
     args = p.parse_args(argv)
-    if not Path(args.db).is_file():
-        print(f"error: database not found: {args.db}", file=sys.stderr)
-        return 2
     try:
-        store = Store(args.db)
+        loc = parse_db(args.db)
+        if not loc.is_postgres and not loc.path.is_file():
+            raise StoreError(f"database not found: {args.db}")
+        store = Store(loc)
         if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         if args.cmd == "preannotate":

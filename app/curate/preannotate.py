@@ -212,7 +212,7 @@ def pairs_from_sentences(store: Store, sentences: Iterable[str], flt: ImageFilte
             continue
         _collect(sents, problems, lambda: _sentence(s, f"sentence {n}", check))
     sents = list(dict.fromkeys(sents))
-    where, args = flt.where()
+    where, args = flt.where(store.dialect.like)
     ids = [r[0] for r in store.read(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
     return [Pair(i, s) for i in ids for s in sents]
 

@@ -1,8 +1,11 @@
 """Running pre-annotation on one process or sharded over ``torchrun`` processes.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) rank 0 decides the pending pairs and broadcasts them;
-images are dealt to ranks round-robin; after each chunk every rank sends its results to rank 0
-(``gather_object``), the only process that writes (SQLite has one writer). On CUDA each rank
+images are dealt to ranks round-robin. On SQLite, after each chunk every rank sends its results
+to rank 0 (``gather_object``), the only process that writes (one file, one writer, perhaps not
+reachable from other nodes). On PostgreSQL every rank writes its own results (no gather): the
+database is reachable from every node, and a pair already stored — by another rank or by another
+run at the same time — is skipped inside the writers' lock, so no pair is ever stored twice. On CUDA each rank
 uses its own GPU (``LOCAL_RANK``) and bf16 where the GPU offers it; on CPU the group uses gloo.
 Every image is processed the same way whatever the number of ranks, so a sharded run stores the
 same refs as a single process.
@@ -78,8 +81,10 @@ def _any(flag: bool, world: int) -> bool:
 
 def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int = 8, chunk: int = 8,
         progress: bool = True, load: Callable[[int], object] | None = None,
-        on_chunk: Callable[[int], None] | None = None, check: SentenceCheck | None = None) -> Summary:
-    """Pre-annotate ``pairs`` (all ranks call this with the same arguments; rank 0 writes).
+        on_chunk: Callable[[int], None] | None = None, check: SentenceCheck | None = None,
+        direct: bool | None = None) -> Summary:
+    """Pre-annotate ``pairs`` (all ranks call this with the same arguments; rank 0 writes, or with
+    ``direct`` — the default on PostgreSQL — every rank writes its own results).
 
     An image whose pixels cannot be read is skipped and listed (its pairs stay pending for a
     later run), and so is a sentence the model cannot take (``check``, default: the predictor's
@@ -107,6 +112,7 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
         n_chunks = int(t.item())
     load = load or store.load_image
+    direct = store.location.is_postgres if direct is None else direct
     written = no_target = 0
     skipped: list[str] = []
     bar = tqdm(total=len(todo), unit="pair", desc="pre-annotating", disable=not progress or rank != 0)
@@ -122,13 +128,30 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
                 results += predict_image(predictor, rgb, image_id, sentences, batch)
         except Exception as exc:  # noqa: BLE001 - reported after the others were told
             failure = exc
-        if world > 1:
+        if direct:  # every rank writes its own results; the counts are summed for rank 0's report
+            try:  # what was computed before a failure is kept, as rank 0 keeps what the others sent
+                new = write_results(store, results, key)
+            except Exception as exc:  # noqa: BLE001 - reported after the others were told
+                failure, new = failure or exc, 0
+            counts = [len(results), new, sum(1 for r in results if not r.referred)]
+            if world > 1:
+                t = torch.tensor(counts, device=_collective_device())
+                dist.all_reduce(t)
+                counts = [int(v) for v in t.tolist()]
+            written += counts[1]
+            no_target += counts[2]
+            if rank == 0:
+                bar.update(counts[0])
+                bar.set_postfix(pairs_per_s=f"{bar.n / max(1e-9, time.perf_counter() - t0):.2f}")
+                if on_chunk is not None:
+                    on_chunk(c)
+        elif world > 1:
             gathered: list | None = [None] * world if rank == 0 else None
             dist.gather_object((results, skipped), gathered, dst=0)
             if rank == 0:
                 results = [r for part, _ in gathered for r in part]
                 skipped = sorted({s for _, part in gathered for s in part})
-        if rank == 0:
+        if rank == 0 and not direct:
             written += write_results(store, results, key)
             no_target += sum(1 for r in results if not r.referred)
             bar.update(len(results))
@@ -142,6 +165,10 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
             raise StoreError("another rank failed; what was computed so far is committed, rerun to finish")
     bar.close()
     if world > 1:
+        if direct:  # the images each rank could not read, for rank 0's report
+            parts: list = [None] * world
+            dist.all_gather_object(parts, skipped)
+            skipped = sorted({s for part in parts for s in part})
         dist.barrier()
     summary = Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
     summary.skipped, summary.skipped_sentences = skipped, refused

@@ -30,7 +30,7 @@ def thumbnail_folder(store: Store) -> Path:
 
 def export_folder(store: Store) -> Path:
     """Where the app writes exports: next to the database (pass it to ``launch(allowed_paths=...)``)."""
-    return store.path.with_name(store.path.stem + "_exports")
+    return store.exports_dir
 
 
 @dataclass

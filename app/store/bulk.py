@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from pycocotools import mask as mask_utils
 
+from .dialect import SqliteDialect
 from .names import safe_file_name
 from .store import Store
 
@@ -50,7 +51,7 @@ class ImportPlan:
     refs: list[PlannedRef]
 
 
-def _free(db, table: str, wanted: int) -> int | None:
+def _free(db, table: str, wanted: int, dialect=None) -> int | None:
     """Keep a source id when it is free in ``table`` (round trips keep their ids), else let SQLite pick.
 
     For refs and sentences, whose ids are never reused, a source id is kept only above every id
@@ -58,8 +59,8 @@ def _free(db, table: str, wanted: int) -> int | None:
     if db.execute(f"SELECT 1 FROM {table} WHERE id = ?", (wanted,)).fetchone():
         return None
     if table in ("refs", "sentences"):
-        seq = db.execute("SELECT seq FROM sqlite_sequence WHERE name = ?", (table,)).fetchone()
-        if seq is not None and wanted <= seq[0]:
+        seq = (dialect or SqliteDialect()).last_id(db, table)
+        if seq is not None and wanted <= seq:
             return None
     return wanted
 
@@ -74,6 +75,10 @@ def write_plan(store: Store, plan: ImportPlan, fingerprint: str, kind: str, sour
                              "VALUES (?,?,?,?,?,?,?,?)", (_free(db, "images", im.src_id), None, safe_file_name(im.original_name),
                                                           im.original_name, im.path, im.width, im.height, now))
             img_map[im.src_id] = int(cur.lastrowid)
+            if store.location.is_postgres and im.path:  # every server must reach the pixels
+                data = store._file_bytes(im.path)
+                if data is not None:
+                    store.write_media(db, img_map[im.src_id], data)
         cat_ids: dict[str, int] = {}
         for a in plan.annotations:
             if a.category not in cat_ids:
@@ -87,7 +92,7 @@ def write_plan(store: Store, plan: ImportPlan, fingerprint: str, kind: str, sour
                                                        a.iscrowd, _free(db, "instances", a.src_id))
         for r in plan.refs:
             cur = db.execute("INSERT INTO refs (id, image_id, split, no_target, annotator, status, created_at, updated_at, "
-                             "editor) VALUES (?,?,?,?,?,?,?,?,?)", (_free(db, "refs", r.src_id), img_map[r.image_src], r.split,
+                             "editor) VALUES (?,?,?,?,?,?,?,?,?)", (_free(db, "refs", r.src_id, store.dialect), img_map[r.image_src], r.split,
                                                                     int(r.no_target), r.annotator, r.status, now, now,
                                                                     r.annotator))
             rid = int(cur.lastrowid)
@@ -98,7 +103,7 @@ def write_plan(store: Store, plan: ImportPlan, fingerprint: str, kind: str, sour
                     continue
                 seen.add(raw)
                 db.execute("INSERT INTO sentences (id, ref_id, raw, position) VALUES (?,?,?,?)",
-                           (_free(db, "sentences", sid) if sid is not None else None, rid, raw, pos))
+                           (_free(db, "sentences", sid, store.dialect) if sid is not None else None, rid, raw, pos))
             db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)",
                            [(rid, ann_map[a], pos) for pos, a in enumerate(r.targets)])
             Store._event(db, rid, r.annotator, "import", {"source": source, "source_ref_id": r.src_id})

@@ -24,10 +24,11 @@ class ImageFilter:
     status: str = ""
     annotator: str = ""
 
-    def where(self) -> tuple[str, list]:
+    def where(self, like: str = "LIKE") -> tuple[str, list]:
+        """The SQL condition on images ``i`` and its arguments; ``like``: the store's case-insensitive LIKE."""
         cond, args = [], []
         if self.name.strip():
-            cond.append("(i.file_name LIKE ? ESCAPE '\\' OR i.original_name LIKE ? ESCAPE '\\')")
+            cond.append(f"(i.file_name {like} ? ESCAPE '\\' OR i.original_name {like} ? ESCAPE '\\')")
             pat = "%" + self.name.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             args += [pat, pat]
         if self.split:
@@ -59,7 +60,7 @@ class ImageRow:
 
 def image_page(store: Store, flt: ImageFilter, offset: int = 0, limit: int = 30) -> tuple[list[ImageRow], int]:
     """One page of the queue (by id) and the number of images that pass the filter."""
-    where, args = flt.where()
+    where, args = flt.where(store.dialect.like)
     total = store._query(f"SELECT COUNT(*) FROM images i{where}", args)[0][0]
     rows = store._query(
         f"SELECT i.id, i.file_name, i.split, (SELECT COUNT(*) FROM refs r WHERE r.image_id = i.id), i.width, i.height "
@@ -69,7 +70,7 @@ def image_page(store: Store, flt: ImageFilter, offset: int = 0, limit: int = 30)
 
 def position(store: Store, flt: ImageFilter, image_id: int) -> tuple[int, int]:
     """``(index, total)``: how many filtered images come before ``image_id``, and how many there are."""
-    where, args = flt.where()
+    where, args = flt.where(store.dialect.like)
     total = store._query(f"SELECT COUNT(*) FROM images i{where}", args)[0][0]
     cond = where + (" AND" if where else " WHERE") + " i.id < ?"
     before = store._query(f"SELECT COUNT(*) FROM images i{cond}", [*args, image_id])[0][0]
@@ -82,7 +83,7 @@ def neighbour(store: Store, flt: ImageFilter, image_id: int | None, step: int = 
 
     ``without_refs`` skips images that already have refs; ``wrap`` continues from the other end.
     """
-    where, args = flt.where()
+    where, args = flt.where(store.dialect.like)
     if without_refs:
         where += (" AND" if where else " WHERE") + " NOT EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id)"
     op, order = (">", "ASC") if step > 0 else ("<", "DESC")
@@ -116,9 +117,10 @@ def progress(store: Store) -> dict:
     refs = q("SELECT COUNT(*) FROM refs")[0][0]
     by_status = dict(q("SELECT status, COUNT(*) FROM refs GROUP BY status"))
     no_target = q("SELECT COUNT(*) FROM refs WHERE no_target = 1")[0][0]
-    multi = q("SELECT COUNT(*) FROM (SELECT ref_id FROM ref_instances GROUP BY ref_id HAVING COUNT(*) > 1)")[0][0]
-    people = q("SELECT annotator, COUNT(*), SUM(no_target), SUM(status = 'done'), SUM(status = 'reviewed'), "
-               "SUM(status = 'rejected'), COUNT(DISTINCT image_id) FROM refs GROUP BY annotator ORDER BY COUNT(*) DESC")
+    multi = q("SELECT COUNT(*) FROM (SELECT ref_id FROM ref_instances GROUP BY ref_id HAVING COUNT(*) > 1) AS multi")[0][0]
+    people = q("SELECT annotator, COUNT(*), SUM(no_target), " + ", ".join(
+        f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in ("done", "reviewed", "rejected")) +
+        ", COUNT(DISTINCT image_id) FROM refs GROUP BY annotator ORDER BY COUNT(*) DESC")
     return {
         "images": images, "images_with_refs": with_refs, "images_done": with_refs - open_images,
         "refs": refs, "by_status": by_status,

@@ -196,7 +196,7 @@ class RefsMixin:
             rows = self._rdb.execute(sql, args).fetchall()
             sents: dict[int, list[tuple[int, str]]] = {r[0]: [] for r in rows}
             targets: dict[int, list[int]] = {r[0]: [] for r in rows}
-            scope = "" if image_id is None and ref_ids is None else f" WHERE ref_id IN (SELECT id FROM ({sql}))"
+            scope = "" if image_id is None and ref_ids is None else f" WHERE ref_id IN (SELECT id FROM ({sql}) AS chosen)"
             for rid, sid, raw in self._rdb.execute(f"SELECT ref_id, id, raw FROM sentences{scope} ORDER BY ref_id, position",
                                                   args):
                 if rid in sents:
@@ -222,8 +222,7 @@ class RefsMixin:
         with self._rlock:
             total = int(self._rdb.execute(f"SELECT COUNT(*) FROM refs r{cond}", args).fetchone()[0])
             rows = self._rdb.execute(
-                f"""SELECT r.id, r.image_id, i.file_name,
-                       (SELECT group_concat(raw, ' | ') FROM (SELECT raw FROM sentences WHERE ref_id = r.id ORDER BY position)),
+                f"""SELECT r.id, r.image_id, i.file_name, {self.dialect.joined_sentences("r.id")},
                        (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
                        r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
                     FROM refs r JOIN images i ON i.id = r.image_id{cond}
@@ -283,6 +282,6 @@ class RefsMixin:
 
     def events(self, ref_id: int) -> list[Event]:
         """The history of a ref, oldest first (kept after the ref is deleted)."""
-        rows = self._query("SELECT id, ref_id, at, user, action, detail FROM events WHERE ref_id = ? ORDER BY id", (ref_id,))
+        rows = self._query('SELECT id, ref_id, at, "user", action, detail FROM events WHERE ref_id = ? ORDER BY id', (ref_id,))
         return [Event(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
 

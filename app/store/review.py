@@ -70,8 +70,7 @@ def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: s
     cond = " WHERE " + " AND ".join(where)
     total = store._query(f"SELECT COUNT(*) FROM refs r{cond}", args)[0][0]
     rows = store._query(
-        f"""SELECT r.id, r.image_id, i.file_name,
-               (SELECT group_concat(raw, ' | ') FROM (SELECT raw FROM sentences WHERE ref_id = r.id ORDER BY position)),
+        f"""SELECT r.id, r.image_id, i.file_name, {store.dialect.joined_sentences("r.id")},
                (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
                r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
             FROM refs r JOIN images i ON i.id = r.image_id LEFT JOIN qa q ON q.ref_id = r.id{cond}
@@ -81,7 +80,7 @@ def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: s
 
 
 def last_decision(store: Store, ref_id: int) -> Decision | None:
-    rows = store._query("SELECT user, at, detail FROM events WHERE ref_id = ? AND action = 'review' ORDER BY id DESC LIMIT 1",
+    rows = store._query("SELECT \"user\", at, detail FROM events WHERE ref_id = ? AND action = 'review' ORDER BY id DESC LIMIT 1",
                         (ref_id,))
     if not rows:
         return None
@@ -95,9 +94,14 @@ def to_fix(store: Store, annotator: str) -> list[tuple[RefRow, Decision | None]]
     return [(r, last_decision(store, r.id)) for r in rows]
 
 
-_REVIEW_COUNTS = """
-    SELECT user, instr(detail, '"decision": "reject"') > 0, substr(detail, instr(detail, '"author": ')), COUNT(*), MAX(id)
-    FROM events WHERE action = 'review' AND id > ? GROUP BY 1, 2, 3"""
+_AUTHOR_KEY, _REJECT_KEY = """'"author": '""", """'"decision": "reject"'"""  # SQL literals
+
+
+def _review_counts(d) -> str:
+    """Review decisions since an event id, grouped by reviewer, rejected or not and the detail's tail (the author)."""
+    return (f"""SELECT "user", {d.instr("detail", _REJECT_KEY)} > 0, substr(detail, {d.instr("detail", _AUTHOR_KEY)}),
+                   COUNT(*), MAX(id)
+                FROM events WHERE action = 'review' AND id > ? GROUP BY 1, 2, 3""")
 
 
 @dataclass
@@ -130,7 +134,7 @@ def _review_tally(store: Store) -> _Tally:
     (grouped in SQL, no JSON parsing per event): the Dataset view stays fast at 50 000 decisions."""
     with _tally_lock:
         tally = _tallies.setdefault(store, _Tally())
-        rows = store._query(_REVIEW_COUNTS, (tally.last_id,))
+        rows = store._query(_review_counts(store.dialect), (tally.last_id,))
         odd = []
         for user, rejected, tail, n, top in rows:
             author = _author(tail)
@@ -142,7 +146,8 @@ def _review_tally(store: Store) -> _Tally:
             tally.reviews[user] = tally.reviews.get(user, 0) + n
         for user, tail in odd:  # details of another shape (older versions): those few events parsed whole
             for (detail,) in store._query("SELECT detail FROM events WHERE action = 'review' AND id > ? AND id <= ? "
-                                          "AND user = ? AND substr(detail, instr(detail, '\"author\": ')) = ?",
+                                          "AND \"user\" = ? AND substr(detail, "
+                                          f"{store.dialect.instr('detail', _AUTHOR_KEY)}) = ?",
                                           (tally.last_id, max(r[4] for r in rows), user, tail)):
                 dd = json.loads(detail)
                 d = tally.decisions.setdefault(str(dd.get("author", "")), {"accept": 0, "reject": 0})

@@ -1,4 +1,4 @@
-"""The annotation store: one SQLite file, nothing of Gradio.
+"""The annotation store: one SQLite file (the default) or one PostgreSQL database; nothing of Gradio.
 
 Tables: ``images`` (content hash, safe file name and the original one, where the pixels are),
 ``categories``, ``instances`` (exact masks as compressed COCO RLE), ``refs`` (split,
@@ -11,6 +11,13 @@ IMMEDIATE`` transaction (SQLite's busy timeout, then a few retries), look-up-or-
 Ref ids are never reused, and an edit names the version it started from: a ref changed or
 deleted by someone else meanwhile is refused with :class:`ConflictError` instead of being
 overwritten. A crash (even SIGKILL) leaves either the whole save or none of it.
+
+On PostgreSQL (``Store("postgresql://user@host:5432/name")``, :mod:`app.store.pg`) the same
+statements run through the dialect of :mod:`app.store.dialect`; every write transaction first
+takes one advisory lock (``pg_advisory_xact_lock``), the counterpart of ``BEGIN IMMEDIATE``, so the
+version checks and look-up-or-insert steps of every caller stay correct with several studio
+servers and batch jobs on one database; ids come from sequences (never reused), and the image
+bytes are kept in the database (``media``) so that every server can open every image.
 """
 
 from __future__ import annotations
@@ -31,12 +38,21 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from .dialect import PostgresDialect, SqliteDialect
 from .errors import StoreError, os_error_message
+from .location import DbLocation, parse_db
 from .masks import decode_mask, encode_mask, mask_bbox
 from .names import safe_file_name
 from .records import ImageRecord, InstanceRecord, Snapshot
 from .refs import DEFAULT_CATEGORY, MAX_NAME_CHARS, RefsMixin
 from .schema import ensure_schema
+
+def _png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise StoreError("the image could not be encoded as PNG")
+    return buf.tobytes()
+
 
 def image_digest(rgb: np.ndarray) -> str:
     """Content hash of decoded pixels (shape included): the same picture gives the same image."""
@@ -44,14 +60,21 @@ def image_digest(rgb: np.ndarray) -> str:
 
 
 class Store(RefsMixin):
-    """A thread-safe handle on one annotation database (several processes may open the same file)."""
+    """A thread-safe handle on one annotation database (several processes, and on PostgreSQL several
+    machines, may open the same one). ``path``: a SQLite file path, a ``postgresql://`` URL or a
+    :class:`~app.store.location.DbLocation` (see :func:`~app.store.location.parse_db`)."""
 
-    def __init__(self, path: str | Path, media_dir: str | Path | None = None, busy_timeout: float = 30.0) -> None:
-        self.path = Path(path)
-        self.media_dir = Path(media_dir) if media_dir else self.path.with_name(self.path.stem + "_media")
+    def __init__(self, path: str | Path | DbLocation, media_dir: str | Path | None = None, busy_timeout: float = 30.0) -> None:
+        self.location = parse_db(path)
         self._lock = threading.RLock()  # the write connection
         self._rlock = threading.RLock()  # the read connection
         self.read_only = False
+        if self.location.is_postgres:
+            self._open_postgres(media_dir)
+            return
+        self.dialect = SqliteDialect()
+        self.path = self.location.path
+        self.media_dir = Path(media_dir) if media_dir else self.path.with_name(self.path.stem + "_media")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             try:
@@ -77,6 +100,30 @@ class Store(RefsMixin):
         except OSError as exc:
             raise StoreError(f"cannot open the database {self.path.name}: {os_error_message(exc)}") from None
 
+    def _open_postgres(self, media_dir: str | Path | None) -> None:
+        """Connect (a write and a read connection), create or upgrade the schema; the local folder holds
+        only caches (thumbnails) and exports, made from the database."""
+        from deris_core.weight_cache import cache_dir
+
+        from .pg import PgConnection, ensure_pg_schema
+
+        self.dialect = PostgresDialect()
+        local = Path(media_dir) if media_dir else cache_dir() / "studio" / self.location.key
+        self.media_dir = local
+        self.path = local.with_name(local.name + ".pg")  # not a file: exports go next to it (<key>_exports)
+        self._db = PgConnection(self.location)
+        try:
+            self.migrated_from = ensure_pg_schema(self._db)
+            self._rdb = PgConnection(self.location)
+        except BaseException:
+            self._db.close()
+            raise
+
+    @property
+    def exports_dir(self) -> Path:
+        """Where the app writes exports (local to this server)."""
+        return self.path.with_name(self.path.stem + "_exports")
+
     def close(self) -> None:
         with self._lock, self._rlock:
             if self._rdb is not self._db:
@@ -88,6 +135,10 @@ class Store(RefsMixin):
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; SQLite/OS failures become a StoreError (nothing is half-written)."""
+        if self.location.is_postgres:
+            with self._pg_tx() as db:
+                yield db
+            return
         if self.read_only:
             raise StoreError(os_error_message(sqlite3.OperationalError("attempt to write a readonly database")))
         with self._lock:
@@ -109,6 +160,31 @@ class Store(RefsMixin):
                     raise StoreError(os_error_message(exc)) from None
                 raise
 
+    @contextmanager
+    def _pg_tx(self):
+        """The PostgreSQL write transaction: BEGIN, the writers' advisory lock, the caller's statements,
+        COMMIT. A connection that broke before it began is opened again; a failure inside rolls back."""
+        import psycopg
+
+        from .pg import WRITE_LOCK
+
+        with self._lock:
+            db = self._db
+            try:
+                db.execute("BEGIN")
+                db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+            except psycopg.Error as exc:
+                db.rollback_quietly()
+                raise StoreError(self.dialect.message(exc)) from None
+            try:
+                yield db
+                db.execute("COMMIT")
+            except BaseException as exc:
+                db.rollback_quietly()
+                if isinstance(exc, (psycopg.Error, OSError)):
+                    raise StoreError(self.dialect.message(exc)) from None
+                raise
+
     def transaction(self) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
         """One write transaction for callers that write several things at once (batch jobs): pass the
         connection to the ``write_*`` operations (:meth:`write_ref`, :meth:`write_status`, ...), the same
@@ -118,7 +194,12 @@ class Store(RefsMixin):
     def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
         """A read on the read connection (sees every committed write, never waits for a writer)."""
         with self._rlock:
-            return self._rdb.execute(sql, args).fetchall()
+            if not self.location.is_postgres:
+                return self._rdb.execute(sql, args).fetchall()
+            try:
+                return self._rdb.execute(sql, args).fetchall()
+            except self.dialect.db_errors as exc:
+                raise StoreError(self.dialect.message(exc).replace("nothing was saved", "nothing was read")) from None
 
     def read(self, sql: str, args: Sequence = ()) -> list[tuple]:
         """A read-only SQL query on the read connection (for the reports of batch tools and benches)."""
@@ -126,7 +207,7 @@ class Store(RefsMixin):
 
     @staticmethod
     def _event(db: sqlite3.Connection, ref_id: int, user: str, action: str, detail: dict | None = None) -> None:
-        db.execute("INSERT INTO events (ref_id, at, user, action, detail) VALUES (?,?,?,?,?)",
+        db.execute('INSERT INTO events (ref_id, at, "user", action, detail) VALUES (?,?,?,?,?)',
                    (ref_id, time.time(), user or "", action, json.dumps(detail or {})))
 
     # --- images and categories ----------------------------------------------------------------
@@ -167,14 +248,49 @@ class Store(RefsMixin):
         found = self._query("SELECT id FROM images WHERE sha256 = ?", (digest,))
         if found:
             return int(found[0][0])
-        where = str(path) if path else str(self._write_media(rgb, digest))
+        data = None
+        if self.location.is_postgres:  # the bytes go into the database: the file as it is, else a PNG
+            data = self._file_bytes(path) if path else None
+            data = data if data is not None else _png(rgb)
+            where = str(path) if path else None
+        else:
+            where = str(path) if path else str(self._write_media(rgb, digest))
         name = safe_file_name(file_name, f"{digest[:16]}.png")
         h, w = rgb.shape[:2]
         with self._tx() as db:
-            db.execute("INSERT INTO images (sha256, file_name, original_name, path, split, width, height, created_at) "
-                       "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO NOTHING",
-                       (digest, name, str(file_name or ""), where, split, w, h, time.time()))
+            cur = db.execute("INSERT INTO images (sha256, file_name, original_name, path, split, width, height, created_at) "
+                             "VALUES (?,?,?,?,?,?,?,?) ON CONFLICT(sha256) DO NOTHING",
+                             (digest, name, str(file_name or ""), where, split, w, h, time.time()))
+            if data is not None and cur.lastrowid is not None:
+                self.write_media(db, int(cur.lastrowid), data)
             return int(db.execute("SELECT id FROM images WHERE sha256 = ?", (digest,)).fetchone()[0])
+
+    @staticmethod
+    def _file_bytes(path: str | Path) -> bytes | None:
+        try:
+            return Path(path).read_bytes()
+        except OSError:
+            return None
+
+    def write_media(self, db, image_id: int, data: bytes) -> None:
+        """The encoded bytes of an image into the database (PostgreSQL), inside a caller's transaction."""
+        db.execute("INSERT INTO media (image_id, digest, data) VALUES (?,?,?) ON CONFLICT(image_id) DO NOTHING",
+                   (image_id, hashlib.sha256(data).hexdigest(), data))
+
+    def image_bytes(self, image_id: int) -> bytes | None:
+        """The stored image's encoded file bytes (PNG, JPEG ...), or None when only its record is known."""
+        if self.location.is_postgres:
+            rows = self._query("SELECT data FROM media WHERE image_id = ?", (image_id,))
+            return bytes(rows[0][0]) if rows else None
+        rec = self.image(image_id)
+        return self._file_bytes(rec.path) if rec.path else None
+
+    def media_digest(self, image_id: int) -> str | None:
+        """SHA-256 of the image's stored bytes (PostgreSQL; None elsewhere or without bytes)."""
+        if not self.location.is_postgres:
+            return None
+        rows = self._query("SELECT digest FROM media WHERE image_id = ?", (image_id,))
+        return rows[0][0] if rows else None
 
     def image(self, image_id: int) -> ImageRecord:
         rows = self._query("SELECT id, sha256, file_name, path, width, height, original_name, split FROM images "
@@ -188,10 +304,16 @@ class Store(RefsMixin):
         from deris_core.preprocess import ImageError, load_image
 
         rec = self.image(image_id)
-        if not rec.path or not Path(rec.path).is_file():
-            return None
+        if self.location.is_postgres:
+            source = self.image_bytes(image_id)
+            if source is None:
+                return None
+        else:
+            if not rec.path or not Path(rec.path).is_file():
+                return None
+            source = rec.path
         try:  # the same decoding as at import (colour modes, EXIF rotation, size guards)
-            rgb = load_image(rec.path)
+            rgb = load_image(source)
         except ImageError:
             return None
         return rgb if rgb.shape[:2] == (rec.height, rec.width) else None
@@ -285,22 +407,31 @@ class Store(RefsMixin):
             "refs": q("SELECT COUNT(*) FROM refs"),
             "sentences": q("SELECT COUNT(*) FROM sentences"),
             "no_target_refs": q("SELECT COUNT(*) FROM refs WHERE no_target = 1"),
-            "multi_target_refs": q("SELECT COUNT(*) FROM (SELECT ref_id FROM ref_instances GROUP BY ref_id HAVING COUNT(*) > 1)"),
+            "multi_target_refs": q("SELECT COUNT(*) FROM (SELECT ref_id FROM ref_instances GROUP BY ref_id "
+                                   "HAVING COUNT(*) > 1) AS multi"),
             "images_with_refs": q("SELECT COUNT(DISTINCT image_id) FROM refs"),
             "by_split": by_split,
             "by_status": by_status,
         }
 
     def integrity_check(self) -> str:
+        if self.location.is_postgres:  # the server checks its pages itself; the references must hold
+            return "ok" if self._query("SELECT COUNT(*) FROM ref_instances ri LEFT JOIN instances i "
+                                       "ON i.id = ri.instance_id WHERE i.id IS NULL")[0][0] == 0 else "broken references"
         return str(self._query("PRAGMA integrity_check")[0][0])
 
     def schema_version(self) -> int:
+        if self.location.is_postgres:
+            from .pg import pg_version
+
+            with self._rlock:
+                return pg_version(self._rdb)
         return int(self._query("PRAGMA user_version")[0][0])
 
     def snapshot(self) -> Snapshot:
         """A consistent copy of everything (read in one transaction)."""
         with self._rlock:
-            self._rdb.execute("BEGIN")
+            self._rdb.execute(self.dialect.read_begin)
             try:
                 images = [ImageRecord(*r) for r in self._rdb.execute(
                     "SELECT id, sha256, file_name, path, width, height, original_name, split FROM images ORDER BY id")]

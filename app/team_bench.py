@@ -1,0 +1,181 @@
+"""A team on several studio servers: N servers x M simulated annotators saving and reviewing.
+
+    python -m app.bench team [--db postgresql://user@host:5432/bench | --db team.sqlite] [--servers 2]
+                             [--clients 8] [--seconds 60] [--images 40] [--weights bundled]
+
+Starts ``--servers`` studio servers (``launch.py``, one port each) on one database, with a
+collection of synthetic scenes imported first, and ``--clients`` gradio_client sessions per server
+on 127.0.0.1. Each annotator loops: *next image* (the queue's next picture, the model run on the
+expression kept from the last one), *save* (a new ref), and every fifth round a *review* (accept
+the oldest waiting ref of the next annotator, as another person, on whichever server). Reported: saves/s, p50/p95 of save, next image and
+review, errors (anything but a review refused because another reviewer decided the same ref a
+moment earlier, counted as ``review_conflicts``), and the check afterwards that every acknowledged
+save is in the database exactly once. The clients do not download the pictures (``download_files=False``):
+the figures are the servers' answers, as a browser sees them before the picture's download.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(db: str, weights: str, env: dict) -> tuple[subprocess.Popen, str]:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "launch.py", "--weights", weights, "--db", db, "--port", str(port),
+                             "--device", "cpu"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    deadline = time.time() + 180
+    tail: list[str] = []
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        tail = (tail + [line])[-20:]
+        if "Running on local URL" in line:
+            threading.Thread(target=proc.stdout.read, daemon=True).start()  # keep the pipe drained
+            return proc, f"http://127.0.0.1:{port}/"
+        if proc.poll() is not None:
+            break
+    proc.kill()
+    raise RuntimeError("a studio server did not start:\n" + "".join(tail))
+
+
+@dataclass
+class Tally:
+    save_s: list[float] = field(default_factory=list)
+    next_s: list[float] = field(default_factory=list)
+    review_s: list[float] = field(default_factory=list)
+    acked: list[int] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    conflicts: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: int) -> None:
+    """One annotator's loop (see the module docstring); ``peer``: whose refs this person reviews."""
+    from gradio_client import Client
+
+    try:
+        c = Client(url, verbose=False, download_files=False)  # the server's work only: pictures stay there
+    except Exception as exc:  # noqa: BLE001
+        with tally.lock:
+            tally.errors.append(f"{who}: connect: {type(exc).__name__}: {exc}")
+        return
+    k = k0
+    while time.time() < until:
+        k += 1
+        try:
+            t0 = time.perf_counter()
+            out = c.predict(True, "the red circle", 0.5, 0.5, "", "", "", "", api_name="/next_image")
+            t1 = time.perf_counter()
+            if "NO TARGET" not in str(out[2]) and "target instance" not in str(out[2]):
+                c.predict(api_name="/toggle_no_target")
+            t2 = time.perf_counter()
+            msg = c.predict(who, "train", "done", f"round {k} of {who}", "the red circle", api_name="/save")[0]
+            t3 = time.perf_counter()
+            rid = int(str(msg).split()[2])
+            with tally.lock:
+                tally.next_s.append(t1 - t0)
+                tally.save_s.append(t3 - t2)
+                tally.acked.append(rid)
+        except Exception as exc:  # noqa: BLE001 - counted, the annotator goes on
+            with tally.lock:
+                tally.errors.append(f"{who}: {type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        if k % 5 == 0:
+            try:
+                t0 = time.perf_counter()
+                c.predict(peer, "", None, False, api_name="/review_previous")
+                c.predict(None, "", f"rev-{who}", "", "", None, False, api_name="/review_accept")
+                with tally.lock:
+                    tally.review_s.append(time.perf_counter() - t0)
+            except Exception as exc:  # noqa: BLE001
+                with tally.lock:
+                    if "meanwhile" in str(exc):
+                        tally.conflicts += 1
+                    else:
+                        tally.errors.append(f"{who} review: {type(exc).__name__}: {str(exc)[:200]}")
+
+
+def _pct(v: list[float], q: float) -> float | None:
+    if not v:
+        return None
+    s = sorted(v)
+    return round(1000 * s[min(len(s) - 1, int(q * len(s)))], 1)
+
+
+def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: float = 60, images: int = 40,
+               weights: str = "bundled") -> dict:
+    from deris_core.synthetic import generate
+
+    from .collection import import_images
+    from .store import Store
+    from .store.location import parse_db
+
+    tmp = tempfile.TemporaryDirectory(prefix="deris_team_")
+    root = Path(tmp.name)
+    db = db or str(root / "team.sqlite")
+    loc = parse_db(db)
+    store = Store(loc)
+    if store.stats()["images"] < images:
+        generate(root / "syn", seed=11, images=images)
+        import_images(store, root / "syn" / "images" / "train2014", progress=False)
+    refs_before = store.stats()["refs"]
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    procs = []
+    try:
+        urls = []
+        for n in range(servers):
+            proc, url = _start(db, weights, {**env, "DERIS_CACHE": str(root / f"cache{n}")})
+            procs.append(proc)
+            urls.append(url)
+        tally = Tally()
+        until = time.time() + seconds
+        people = servers * clients
+        threads = [threading.Thread(target=_annotator, args=(urls[n % servers], f"ann{n}", f"ann{(n + 1) % people}", until,
+                                                             tally, 100 * n)) for n in range(people)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+    stored = {r[0] for r in store.read("SELECT id FROM refs")}
+    missing = [r for r in tally.acked if r not in stored]
+    n_refs = store.stats()["refs"] - refs_before
+    store.close()
+    tmp.cleanup()
+    return {
+        "backend": loc.kind, "servers": servers, "clients": servers * clients, "seconds": round(wall, 1),
+        "saves": len(tally.acked), "saves_per_s": round(len(tally.acked) / wall, 2),
+        "save_p50_ms": _pct(tally.save_s, 0.5), "save_p95_ms": _pct(tally.save_s, 0.95),
+        "next_image_p50_ms": _pct(tally.next_s, 0.5), "next_image_p95_ms": _pct(tally.next_s, 0.95),
+        "reviews": len(tally.review_s), "review_p50_ms": _pct(tally.review_s, 0.5),
+        "review_p95_ms": _pct(tally.review_s, 0.95), "review_conflicts": tally.conflicts,
+        "errors": len(tally.errors), "first_errors": tally.errors[:3],
+        "acknowledged_saves_missing": len(missing), "acknowledged_saves_duplicated": len(tally.acked) - len(set(tally.acked)),
+        "new_refs_in_database": n_refs, "weights": weights,
+    }
