@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
                           check=check)
             if rank != 0:
                 return 0
-            res = {"model": key, "ranks": world, **summary.as_dict(), "bad_lines": bad}
+            from .preannotate import fill_uncertainty
+
+            res = {"model": key, "ranks": world, **summary.as_dict(), "bad_lines": bad,
+                   "uncertainty_filled": fill_uncertainty(store)}  # predictions made before schema 4
         elif args.cmd == "rethreshold":
             from .preannotate import apply_threshold
 
