@@ -153,6 +153,31 @@ def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
             history_html(svc.refs.history(new.ref_id)))
 
 
+def open_sentence(svc: Services, handoff: dict | None, sess: Session, st: float, mt: float,
+                  request: gr.Request = None):
+    """A sentence to annotate on a collection image, run at once (the verification view's *It does
+    refer*): the model's predicted ref of it is opened for editing when there is one, so saving
+    updates that ref. ``handoff``: ``{"image_id", "sentence", "ref_id"}``. Outputs: :func:`open_ref_outputs`."""
+    if not handoff:
+        raise gr.Error("Nothing to open.")
+    text = handoff["sentence"]
+    rid = handoff.get("ref_id")
+    if rid is not None and svc.store.refs(ref_ids=[int(rid)]):
+        opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
+        new, split, status, note = opened.session, opened.split, opened.status, opened.note
+        history = history_html(svc.refs.history(new.ref_id))
+    else:
+        new = svc.workspace.open_image(int(handoff["image_id"]))
+        split, status, note, history = (svc.store.image(new.image_id).split or "train"), "done", "", ""
+    svc.sessions.track(getattr(request, "session_hash", None), new)
+    warning = svc.workspace.predict(new, text, st, mt)
+    if warning:
+        gr.Warning(warning)
+    note = (note + " " if note else "") + "Mark what the sentence refers to (click the objects), then save."
+    return (None, text, "", split, status, gr.update(), *render(new), queue_html(svc, new, ImageFilter()),
+            image_refs(svc, new), note, history)
+
+
 def open_ref_outputs(ui: AnnotateUI, shell: Shell) -> list:
     """Where :func:`open_ref` shows the ref (the app shell wires the Dataset tab's *Open* to it)."""
     return [ui.image_in, ui.expression, ui.extra, ui.split, ui.status, shell.who, *shell.session_outputs,
