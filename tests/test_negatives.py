@@ -13,7 +13,7 @@ import pytest
 
 from app.curate.negatives import passes, propose, run_negatives
 from app.services import Actor, NegativeService, Refused
-from app.store import Store, StoreError
+from app.store import ConflictError, Store, StoreError
 from app.store.negatives import negative_queue
 from deris_core.train.nsc import NonReferentConversion, NSCConfig, similarity
 from tests.builders import noise_image, prediction, rect_mask
@@ -162,6 +162,10 @@ def test_decisions_are_the_persons_and_go_through_the_permission_table(tmp_path:
     rec = s.ref(done.ref_id)
     assert rec.status == "done" and rec.annotator == "bob" and [e.action for e in s.events(rec.id)] == ["predict", "edit"]
     assert s.events(rec.id)[-1].detail["negative"] == predicted.id
+    # someone decided meanwhile: the screen's decision is refused, nothing changes
+    with pytest.raises(ConflictError, match="decided meanwhile by bob"):
+        svc.decide(Actor("ann"), predicted.id, "refers", seen="")
+    assert svc.get(predicted.id).decision == "no_target"
     # N: recorded, the ref is left to the Annotate view
     said = svc.decide(Actor("ann"), other.id, "refers")
     assert (said.decision, said.decided_by, said.ref_id) == ("refers", "ann", other.ref_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..store import Store, StoreError
+from ..store import ConflictError, Store, StoreError
 from ..store.negatives import DECISIONS, Negative, negative, negative_in, negative_queue, write_decision
 from .permissions import Actor, require
 from .refs import RefService
@@ -46,14 +46,20 @@ class NegativeService:
     def get(self, negative_id: int) -> Negative:
         return negative(self.store, negative_id)
 
-    def decide(self, actor: Actor, negative_id: int, decision: str) -> Negative:
-        """Record ``actor``'s decision (``no_target`` or ``refers``) on a negative; returns it as stored."""
+    def decide(self, actor: Actor, negative_id: int, decision: str, seen: str | None = None) -> Negative:
+        """Record ``actor``'s decision (``no_target`` or ``refers``) on a negative; returns it as stored.
+
+        ``seen``: the decision the person saw on screen (``""``: none); when someone else decided
+        meanwhile, the decision is refused with :class:`ConflictError` (nothing is written)."""
         if decision not in DECISIONS:
             raise StoreError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}")
         with self.store.transaction() as db:
             neg = negative_in(db, negative_id)
             if neg is None:
                 raise StoreError(f"no proposed negative with id {negative_id}")
+            if seen is not None and neg.decision != seen:
+                raise ConflictError(f"negative {neg.id} was decided meanwhile by {neg.decided_by or 'someone'} "
+                                    f"({DECISIONS.get(neg.decision, 'undecided')}); look at it again")
             ref = self.store.ref_in(db, neg.ref_id) if neg.ref_id is not None else None
             require(actor, "verify", ref)
             ref_id = ref.id if ref is not None else None

@@ -40,7 +40,7 @@ class VerifyUI:
     msg: gr.Markdown
     show: gr.Dropdown
     pos: gr.State
-    shown: gr.State  # the id of the negative on screen
+    shown: gr.State  # [id, decision] of the negative on screen
     handoff: gr.State  # what N hands to the Annotate view: {"image_id", "sentence", "ref_id"}
 
 
@@ -111,7 +111,7 @@ def show(svc: Services, pos, which: str = "open"):
     info = (f"<div id='verify-info' class='queue-pos'>Negative <b>{neg.id}</b> &middot; <b>{at.pos + 1} / {at.total}</b> "
             f"{label} &middot; image {neg.image_id} {html.escape(name)}{written}{decided}</div>")
     sentence = (f"<div class='verify-sentence'>“{html.escape(neg.sentence)}”</div>{_verdict(neg)}")
-    return info, _picture(svc, neg), sentence, at.pos, neg.id
+    return info, _picture(svc, neg), sentence, at.pos, [neg.id, neg.decision]
 
 
 def move(svc: Services, delta: int, pos, which: str):
@@ -119,10 +119,10 @@ def move(svc: Services, delta: int, pos, which: str):
 
 
 def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request):
-    if shown is None:
+    if not shown:
         raise gr.Error("Nothing to decide.")
     actor = svc.actor(request_user(request), who_typed)
-    neg = svc.negatives.decide(actor, int(shown), decision)
+    neg = svc.negatives.decide(actor, int(shown[0]), decision, seen=str(shown[1]))
     # with "to decide", the decided one leaves the queue: the same position shows the next one
     nxt = int(pos or 0) if (which or "open") == "open" else int(pos or 0) + 1
     what = "no target" if decision == "no_target" else "refers"
