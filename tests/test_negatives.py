@@ -4,6 +4,7 @@ first in the queue); people's decisions go through the permission table and name
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -190,3 +191,33 @@ def test_the_command_line(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert '"proposed": 0' in r.stdout  # an empty store: nothing to propose, said plainly
+
+
+def _text(html: str) -> str:
+    return re.sub("<[^>]+>", "", html)
+
+
+def test_the_verification_view_handlers_without_a_server(tmp_path: Path) -> None:
+    from app.services import Services
+    from app.views import verify
+
+    s, ids = _store(tmp_path)
+    svc = Services(None, s)
+    assert "No proposed negatives" in verify.show(svc, 0, "all")[0]
+    cfg = NSCConfig(min_text_length=1)
+    first = propose(s, per_image=2, cfg=cfg)
+    run_negatives(s, _Scripted({first[0].sentence: 0.95}), "scripted|cfg", per_image=2, cfg=cfg, progress=False)
+    total = len(first)
+    info, picture, sentence, pos, shown = verify.show(svc, 0, "open")
+    info = _text(info)
+    assert f"1 / {total} to decide" in info and picture is not None and "finds a target" in sentence
+    with pytest.raises(Refused, match="type your name"):
+        verify.refers_to_nothing(svc, shown, "", pos, "open")
+    msg, info, picture, sentence, pos, shown = verify.refers_to_nothing(svc, shown, "ann", pos, "open")
+    info = _text(info)
+    assert "no target" in msg and "by ann" in msg and f"1 / {total - 1} to decide" in info
+    msg, handoff, info, *_ = verify.refers(svc, shown, "ann", pos, "open")
+    info = _text(info)
+    assert handoff["sentence"] and handoff["image_id"] in ids and f"1 / {total - 2} to decide" in info
+    assert "Negative" in verify.show(svc, 0, "decided")[0] and "decided: " in verify.show(svc, 0, "decided")[0]
+    assert f"{total} / {total}" in _text(verify.move(svc, 10**6, 0, "all")[0])  # clamped to the end

@@ -119,9 +119,8 @@ def layout(predictor) -> AnnotateUI:
                                               ("to verify (predicted)", "predicted"), *[(s, s) for s in STATUSES if s != "predicted"]],
                                              value="", label="Status", elem_id="q-status", scale=1)
                     c.f_annotator = gr.Textbox(label="Annotator", elem_id="q-annotator", scale=1)
-                    c.f_order = gr.Dropdown([("by id", ""), ("most uncertain first", "uncertain")], value="",
-                                            label="Order", elem_id="q-order", scale=1,
-                                            info="the model's least certain predictions first")
+                    c.f_order = gr.Dropdown([("by id", ""), ("most uncertain first (model)", "uncertain")], value="",
+                                            label="Order", elem_id="q-order", scale=1)
                 c.thumbs = gr.Gallery(label="Images (click to open)", columns=6, height=260, elem_id="thumbs",
                                       allow_preview=False, format="jpeg")
                 with gr.Row():
