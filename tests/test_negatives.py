@@ -190,7 +190,7 @@ def test_the_command_line(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "app.curate", "negatives", "--db", str(db), "--json"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert '"proposed": 0' in r.stdout  # an empty store: nothing to propose, said plainly
+    assert '"proposed": 0' in r.stdout and "nothing to draw from" in r.stdout  # an empty store, said plainly
 
 
 def _text(html: str) -> str:
@@ -221,3 +221,15 @@ def test_the_verification_view_handlers_without_a_server(tmp_path: Path) -> None
     assert handoff["sentence"] and handoff["image_id"] in ids and f"1 / {total - 2} to decide" in info
     assert "Negative" in verify.show(svc, 0, "decided")[0] and "decided: " in verify.show(svc, 0, "decided")[0]
     assert f"{total} / {total}" in _text(verify.move(svc, 10**6, 0, "all")[0])  # clamped to the end
+
+
+def test_an_image_without_pixels_is_skipped_and_proposed_on_the_rerun(tmp_path: Path) -> None:
+    s, ids = _store(tmp_path)
+    cfg = NSCConfig(min_text_length=1)
+    gone = ids[0]
+    res = run_negatives(s, _Scripted({}), "scripted|cfg", per_image=2, cfg=cfg, progress=False,
+                        load=lambda i: None if i == gone else s.load_image(i))
+    assert res["skipped_images"] == [f"image {gone}: pixels not available"]
+    assert s.read("SELECT COUNT(*) FROM negatives WHERE image_id = ?", (gone,)) == [(0,)]
+    again = run_negatives(s, _Scripted({}), "scripted|cfg", per_image=2, cfg=cfg, progress=False)
+    assert again["images"] == 1 and again["proposed"] > 0 and again["skipped_images"] == []

@@ -77,6 +77,16 @@ def propose(store: Store, per_image: int = 3, cfg: NSCConfig = NSCConfig(), seed
     return out
 
 
+def why_none(store: Store, per_image: int) -> str:
+    """Why nothing was proposed, in words the operator can act on."""
+    if not sources(store):
+        return "no sentence written by people in this store (refs not made by the model nor rejected): nothing to draw from"
+    if not targeted_images(store):
+        return "no image has a ref with a target (NSC converts only samples that have one)"
+    return (f"every image has {per_image} proposals already, or no sentence of another image passes the rule "
+            "(too short or too similar to the image's own sentences)")
+
+
 def write_verdicts(store: Store, results: Sequence[PairResult], proposals: dict[tuple[int, str], Proposal],
                    key: str) -> dict[str, int]:
     """Store the model's verdicts on proposals in one transaction (a pair proposed meanwhile is skipped)."""
@@ -136,6 +146,7 @@ def run_negatives(store: Store, predictor, key: str, *, per_image: int = 3, cfg:
             totals[k] += v
         bar.update(len(results))
     bar.close()
-    return {"model": key, "images": len(images), **totals, "per_image": per_image, "nsc_threshold": cfg.threshold,
+    note = why_none(store, per_image) if not proposals else ""
+    return {"model": key, "images": len(images), **totals, **({"note": note} if note else {}), "per_image": per_image, "nsc_threshold": cfg.threshold,
             "min_words": cfg.min_text_length, "seed": seed, "skipped_images": skipped,
             "seconds": round(time.perf_counter() - t0, 2)}
