@@ -4,7 +4,8 @@ store, the live sessions, refs and their permission table).
 
 Tabs: *Annotate* (the collection as a queue, expression, click-to-pick, candidates, this image's
 refs), *Correct* (brush/eraser on one target, add/delete, no-target, undo/redo), *Review* (the
-queue of refs awaiting review, accept / reject with a reason), *Dataset* (progress, saved refs a
+queue of refs awaiting review, accept / reject with a reason), *Negatives* (proposed hard
+negatives, one sentence at a time: Y no target, N it refers), *Dataset* (progress, saved refs a
 page at a time, reopen/delete, export). Each view owns its widgets (a layout dataclass) and its
 handlers; the few links between views are made here. Each browser session has its own
 :class:`~app.session.Session` in ``gr.State``.
@@ -23,7 +24,7 @@ from .model_info import model_line
 from .services import ModelHolder, Services
 from .session import SessionRegistry
 from .store import Store
-from .views import annotate, annotate_layout, correct, dataset_tab, model_panel, review
+from .views import annotate, annotate_layout, correct, dataset_tab, model_panel, review, verify
 from .views.correct import read_editor_mask
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
@@ -42,6 +43,13 @@ SHORTCUTS_JS = """
     const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
     const mod = e.ctrlKey || e.metaKey;
     const reviewing = document.querySelector('#review-accept')?.offsetParent != null;
+    const verifying = document.querySelector('#verify-yes')?.offsetParent != null;
+    if (verifying && !typing && !mod && !e.altKey) {
+      if (e.key === 'y' || e.key === 'Y') { e.preventDefault(); click('verify-yes'); return; }
+      if (e.key === 'n' || e.key === 'N') { e.preventDefault(); click('verify-no'); return; }
+      if (e.key === 'ArrowRight') { e.preventDefault(); click('verify-next'); return; }
+      if (e.key === 'ArrowLeft') { e.preventDefault(); click('verify-prev'); return; }
+    }
     if (reviewing && !typing && !mod && !e.altKey) {
       if (e.key === 'y' || e.key === 'Y') { e.preventDefault(); click('review-accept'); return; }
       if (e.key === 'r' || e.key === 'R') { e.preventDefault(); click('review-reject'); return; }
@@ -74,6 +82,7 @@ CSS = """
 .verdict-nt {background:#b91c1c;color:#fff;padding:10px 14px;border-radius:8px;font-size:1.3em;font-weight:700}
 .verdict-t {background:#15803d;color:#fff;padding:10px 14px;border-radius:8px;font-size:1.3em;font-weight:700}
 .verdict-none {background:#e5e7eb;color:#111;padding:10px 14px;border-radius:8px}
+.verdict-warn {background:#fde68a;color:#111;padding:10px 14px;border-radius:8px;font-size:1.1em;font-weight:600}
 .model-note {font-size:0.9em;opacity:0.85}
 .queue-bar {align-items:center}
 .queue-pos {font-size:1.05em;padding:6px 2px}
@@ -90,6 +99,7 @@ CSS = """
 .history {padding-left:1.1em;font-size:0.9em}
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}
 .review-sentences {font-size:1.15em}
+.verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
 """
 
 
@@ -107,13 +117,15 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     clean_stale_exports(svc.export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
         shell = shell_layout(model_line(model.description, model.predictor, model.note), signed_in=users is not None)
-        with gr.Tabs():
-            with gr.Tab("Annotate", elem_id="tab-annotate"):
+        with gr.Tabs() as tabs:
+            with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
                 annotate_ui = annotate_layout.layout(model.predictor)
             with gr.Tab("Correct", elem_id="tab-correct"):
                 correct_ui = correct.layout()
             with gr.Tab("Review", elem_id="tab-review") as review_tab:
                 review_ui = review.layout(review_tab)
+            with gr.Tab("Negatives", elem_id="tab-verify") as verify_tab:
+                verify_ui = verify.layout(verify_tab)
             with gr.Tab("Dataset", elem_id="tab-dataset") as dataset_tab_widget:
                 dataset_ui = dataset_tab.layout(dataset_tab_widget)
         panel_ui = model_panel.layout(switchable)
@@ -123,10 +135,19 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         annotate.wire(svc, annotate_ui, shell)
         correct.wire(svc, correct_ui, shell)
         review.wire(svc, review_ui, shell)
+        verify.wire(svc, verify_ui, shell)
         dataset_tab.wire(svc, dataset_ui, shell)
         # links between views, through the same handlers and services
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
+        # the verification view's N: recorded there, then the sentence opens, run, in the Annotate tab
+        verify_ui.no_btn.click(bind(verify.refers, svc), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show],
+                               [verify_ui.msg, verify_ui.handoff, verify_ui.info, verify_ui.picture, verify_ui.sentence,
+                                verify_ui.pos, verify_ui.shown], api_name="negative_refers").success(
+            lambda: gr.Tabs(selected="annotate"), None, tabs, api_name=False).then(
+            bind(annotate.open_sentence, svc, wrap=gpu),
+            [verify_ui.handoff, shell.sess_state, annotate_ui.score_thr, annotate_ui.mask_thr],
+            annotate.open_ref_outputs(annotate_ui, shell), api_name=False)
         if switchable:
             panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in],
                                     [shell.model_md, annotate_ui.score_thr], api_name="load_weights")

@@ -68,6 +68,24 @@ def test_each_annotate_filter_changes_the_queue_and_the_thumbnails(tmp_path: Pat
     assert annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "")[6] is sess  # the end
 
 
+def test_the_annotate_queue_in_the_most_uncertain_first_order(tmp_path: Path, model) -> None:
+    from app.curate.preannotate import PairResult, write_results
+    from app.store import encode_mask
+
+    svc = _collection(tmp_path, model)
+    rle = encode_mask(np.ones((40, 48), bool))
+    write_results(svc.store, [PairResult(5, "sure", 0.99, 0.5, 0.5, [(0, 0.99, rle)]),
+                              PairResult(6, "unsure", 0.5, 0.5, 0.5, [(0, 0.6, rle)])], "m|cfg")
+    order = ("", "", "predicted", "", "uncertain")
+    items, page, queue = annotate.refilter(svc, Session(), *order)
+    assert [int(c.split(" ·")[0]) for _, c in items] == [6, 5, 4] and _total(queue) == 3
+    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *order)[6]
+    assert sess.image_id == 6
+    out = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, *order)
+    assert out[6].image_id == 5 and "2 / 3" in out[7]
+    assert annotate.thumbs_turn(svc, 0, 0, *order)[0] == items
+
+
 def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None:
     svc = _collection(tmp_path, model)
     sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]  # first image without refs

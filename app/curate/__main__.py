@@ -5,6 +5,7 @@
     python -m app.curate rethreshold --db DB --model WEIGHTS --score 0.8
     python -m app.curate qa --db DB [--weights W] [--split S] [--annotator A] [--json]
     python -m app.curate agreement --db DB [--merge --min-iou 0.7 --quorum 2] [--json]
+    python -m app.curate negatives --db DB [--per-image K] [--weights W]     (hard negatives by the NSC rule)
 
 Errors print one ``error:`` line and exit with status 2.
 """
@@ -16,6 +17,8 @@ import json
 import sys
 
 import torch
+
+from deris_core.train.nsc import NSCConfig
 
 from ..store import SPLITS, Store, StoreError
 from ..store.location import DB_HELP, parse_db
@@ -50,10 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--merge", action="store_true", help="add consensus refs where enough annotators agree")
     g.add_argument("--min-iou", type=float, default=0.7)
     g.add_argument("--quorum", type=int, default=2)
-    for sp in (a, b, q, g):
+    n = sub.add_parser("negatives", help="propose sentences of other images as hard negatives; the model answers each")
+    n.add_argument("--per-image", type=int, default=3, help="proposals per image (in all, over reruns)")
+    n.add_argument("--seed", type=int, default=0)
+    n.add_argument("--nsc-threshold", type=float, default=NSCConfig.threshold,
+                   help="the most similar a proposal may be to the image's sentences (as in training)")
+    n.add_argument("--min-words", type=int, default=NSCConfig.min_text_length,
+                   help="a proposal has more words than this (as in training)")
+    n.add_argument("--batch", type=int, default=8, help="sentences per forward pass")
+    n.add_argument("--chunk", type=int, default=8, help="images per commit")
+    for sp in (a, b, q, g, n):
         sp.add_argument("--db", default=None, help=DB_HELP)
         sp.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    for sp in (a, q):
+    for sp in (a, q, n):
         sp.add_argument("--weights", default="bundled", help="a published name, a checkpoint, or bundled")
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
         sp.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
@@ -91,7 +103,22 @@ def main(argv: list[str] | None = None) -> int:
                           check=check)
             if rank != 0:
                 return 0
-            res = {"model": key, "ranks": world, **summary.as_dict(), "bad_lines": bad}
+            from .preannotate import fill_uncertainty
+
+            res = {"model": key, "ranks": world, **summary.as_dict(), "bad_lines": bad,
+                   "uncertainty_filled": fill_uncertainty(store)}  # predictions made before schema 4
+        elif args.cmd == "negatives":
+            from .negatives import run_negatives
+            from .preannotate import model_key
+
+            if args.per_image < 1:
+                raise StoreError(f"--per-image must be at least 1, got {args.per_image}")
+            if not 0.0 < args.nsc_threshold <= 1.0:
+                raise StoreError(f"--nsc-threshold must be in (0, 1], got {args.nsc_threshold}")
+            predictor = _predictor(args, "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+            cfg = NSCConfig(threshold=args.nsc_threshold, min_text_length=max(0, args.min_words))
+            res = run_negatives(store, predictor, model_key(predictor, args.weights), per_image=args.per_image, cfg=cfg,
+                                seed=args.seed, batch=args.batch, chunk=args.chunk, progress=not args.json)
         elif args.cmd == "rethreshold":
             from .preannotate import apply_threshold
 

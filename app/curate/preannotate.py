@@ -28,6 +28,7 @@ from ..services.permissions import Actor
 from ..services.refs import RefService
 from ..store import ConflictError, Store, StoreError, clean_sentences, decode_mask, encode_mask
 from ..store.queue import ImageFilter
+from .uncertainty import of_stored, uncertainty
 
 MAX_CANDIDATES = 10  # kept per pair (best scores), enough to re-threshold
 MIN_KEPT_SCORE = 0.05  # candidates below are never worth re-thresholding to
@@ -308,7 +309,8 @@ def write_results(store: Store, results: Sequence[PairResult], key: str, categor
     """Store results in one transaction (pairs already there are skipped); returns how many were new.
 
     Each result is saved as the model's ``predicted`` ref through the studio's own save
-    (:class:`~app.services.RefService`: the same checks and history as a save in the app)."""
+    (:class:`~app.services.RefService`: the same checks and history as a save in the app), with
+    its uncertainty (:mod:`.uncertainty`) for the "most uncertain first" queues."""
     if not results:
         return 0
     model = Actor.tool("model:" + key.split("|")[0])
@@ -327,12 +329,29 @@ def write_results(store: Store, results: Sequence[PairResult], key: str, categor
                                  no_target=not referred, split=split, status="predicted", db=db, source="model",
                                  action="predict", detail={"model": key, "code": f"deris_core {__version__}",
                                                            "existence": r.existence})
-            db.execute("INSERT INTO predictions (ref_id, image_id, sentence, model, score_threshold, mask_threshold, "
-                       "existence, candidates, created_at) VALUES (?,?,?,?,?,?,?,?,?)",
-                       (saved.ref_id, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
-                        json.dumps([{"query": q, "score": round(s, 6), "rle": m} for q, s, m in r.candidates]), now))
+            insert_prediction(db, saved.ref_id, r, key, now)
             written += 1
     return written
+
+
+def insert_prediction(db, ref_id: int | None, r: PairResult, key: str, now: float, origin: str = "preannotate") -> None:
+    """The ``predictions`` row of one result (candidates, verdict numbers and uncertainty), inside ``db``."""
+    cands = [{"query": q, "score": round(s, 6), "rle": m} for q, s, m in r.candidates]
+    doubt = uncertainty(r.existence, [c["score"] for c in cands], r.score_threshold)
+    db.execute("INSERT INTO predictions (ref_id, image_id, sentence, model, score_threshold, mask_threshold, "
+               "existence, candidates, created_at, uncertainty, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+               (ref_id, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
+                json.dumps(cands), now, doubt, origin))
+
+
+def fill_uncertainty(store: Store) -> int:
+    """Compute the uncertainty of predictions stored without one (made before schema 4) from their
+    stored candidates; returns how many were filled."""
+    rows = store.read("SELECT id, existence, candidates, score_threshold FROM predictions WHERE uncertainty IS NULL")
+    with store.transaction() as db:
+        for pid, existence, cands, thr in rows:
+            db.execute("UPDATE predictions SET uncertainty = ? WHERE id = ?", (of_stored(existence, cands, thr), pid))
+    return len(rows)
 
 
 def group_by_image(pairs: Sequence[Pair]) -> list[tuple[int, list[str]]]:
@@ -386,7 +405,9 @@ def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
                 RefService(store).save(Actor.tool(rec.annotator), rec.image_id, rec.sentences, masks=masks,
                                        no_target=no_target, split=rec.split, status="predicted", ref_id=rid,
                                        expected_version=version, db=db, source="model")
-                db.execute("UPDATE predictions SET score_threshold = ? WHERE ref_id = ?", (score_threshold, rid))
+                row = db.execute("SELECT existence, candidates FROM predictions WHERE ref_id = ?", (rid,)).fetchone()
+                db.execute("UPDATE predictions SET score_threshold = ?, uncertainty = ? WHERE ref_id = ?",
+                           (score_threshold, of_stored(row[0], row[1], score_threshold), rid))
         except ConflictError:
             continue
         changed += 1

@@ -1,7 +1,7 @@
 """The application layer between the views / command lines and the store: the shared model and
 its image features (:mod:`.model`), the open image of a session (:mod:`.workspace`), refs and
 their one permission table (:mod:`.refs`, :mod:`.permissions`) and the collection queue
-(:mod:`.queue`). Nothing here knows Gradio; the views turn its errors into messages.
+(:mod:`.queue`) and the verification of proposed negatives (:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors into messages.
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from ..session import SessionRegistry
 from ..store import Store
 from .errors import BadInput, NoModel, Refused
 from .model import ModelHolder
+from .negatives import NegativeService
 from .permissions import Actor, can, require
 from .queue import Queue
 from .refs import RefService
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "ModelHolder", "NoModel", "Queue", "RefService", "Refused", "Services", "Workspace",
+__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Queue", "RefService", "Refused", "Services", "Workspace",
            "can", "export_folder", "require", "thumbnail_folder"]
 
 
@@ -50,6 +51,7 @@ class Services:
         self.export_dir = Path(self.export_dir) if self.export_dir else export_folder(self.store)
         self.refs = RefService(self.store)
         self.queue = Queue(self.store)
+        self.negatives = NegativeService(self.store)
         self.workspace = Workspace(self.model, self.store, self.max_image_side)
 
     def actor(self, username: str | None, typed: str | None = "") -> Actor:

@@ -11,6 +11,10 @@ Rules, in the order they apply (the first that speaks decides):
 4. Without accounts (no ``--auth``) everyone may change every other ref; with accounts, only
    its author or a reviewer.
 
+Deciding a proposed negative (``verify``: "refers to nothing here" or "it does") is a person's act,
+recorded under their name: a batch tool or a nameless user is refused; when the negative already
+has a ref (the model's predicted one, or an earlier decision's), it is an edit of that ref (rules 2-4).
+
 Batch tools act as :meth:`Actor.tool` (no reviewer role): they create and re-threshold, never accept.
 """
 
@@ -22,7 +26,7 @@ from ..store import RefRecord
 from .errors import Refused
 
 ANNOTATOR, REVIEWER = "annotator", "reviewer"
-ACTIONS = ("create", "edit", "delete", "accept", "reject")
+ACTIONS = ("create", "edit", "delete", "accept", "reject", "verify")
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,13 @@ def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
     """The reason ``actor`` may not do ``action`` to ``ref`` (None: allowed); see the module docstring."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
+    if action == "verify":
+        if not personal(actor.name):
+            return ("A proposed negative is decided by a person, under their name: type your name in the Annotator "
+                    "box (or sign in).") if not actor.name else f"{actor.name} is a tool: only a person decides a negative."
+        if ref is None:
+            return None
+        action = "edit"
     if action in ("accept", "reject") and not actor.reviewer:
         return f"{actor.name or 'this user'} is not a reviewer: only reviewers accept or reject refs."
     if action == "create" or ref is None:
@@ -74,7 +85,7 @@ def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
 
 
 def can(actor: Actor, action: str, ref: RefRecord | None) -> bool:
-    """Whether ``actor`` may ``action`` (create, edit, delete, accept, reject) ``ref``."""
+    """Whether ``actor`` may ``action`` (create, edit, delete, accept, reject, verify) ``ref``."""
     return why_not(actor, action, ref) is None
 
 

@@ -8,14 +8,17 @@ from pathlib import Path
 from ..collection import thumbnail_file
 from ..store import Store
 from ..store.queue import ImageFilter, image_page, neighbour, nth, position
+from .errors import BadInput
 
 THUMBS_PER_PAGE = 24
 
 
 def image_filter(name: str | None = "", split: str | None = "", status: str | None = "",
-                 annotator: str | None = "") -> ImageFilter:
-    """The filter of the four queue boxes (empty boxes do not filter)."""
-    return ImageFilter(name or "", split or "", status or "", annotator or "")
+                 annotator: str | None = "", order: str | None = "") -> ImageFilter:
+    """The filter of the queue boxes (empty boxes do not filter) and the order ("" by id, "uncertain")."""
+    if order not in ("", None, "uncertain"):
+        raise BadInput(f"unknown queue order {order!r}; expected '' (by id) or 'uncertain'")
+    return ImageFilter(name or "", split or "", status or "", annotator or "", order or "")
 
 
 @dataclass

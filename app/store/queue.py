@@ -1,7 +1,10 @@
 """The collection as a queue: filtered, ordered image lists, positions, neighbours and progress.
 
-Images are ordered by id (the order they entered the collection). Every query is one indexed
-SQL statement, so moving through 100 000 images stays fast. Nothing here knows Gradio.
+Images are ordered by id (the order they entered the collection), or, with ``order="uncertain"``,
+most uncertain first: by the largest uncertainty of the image's refs still to verify (status
+``predicted``, see :mod:`app.curate.uncertainty`), ties and images without one (last) by id.
+Every query is one SQL statement (by id: indexed, so moving through 100 000 images stays fast; by
+uncertainty each image's key is a small indexed look-up). Nothing here knows Gradio.
 """
 
 from __future__ import annotations
@@ -23,6 +26,14 @@ class ImageFilter:
     split: str = ""
     status: str = ""
     annotator: str = ""
+    order: str = ""  # "" by id, "uncertain": most uncertain first
+
+    def key(self, alias: str = "i") -> str | None:
+        """The SQL sort key of an image (descending), None for the id order."""
+        if self.order != "uncertain":
+            return None
+        return ("COALESCE((SELECT MAX(p.uncertainty) FROM refs r JOIN predictions p ON p.ref_id = r.id "
+                f"WHERE r.image_id = {alias}.id AND r.status = 'predicted'), -1.0)")
 
     def where(self, like: str = "LIKE") -> tuple[str, list]:
         """The SQL condition on images ``i`` and its arguments; ``like``: the store's case-insensitive LIKE."""
@@ -58,13 +69,32 @@ class ImageRow:
     height: int
 
 
+def _order_by(flt: ImageFilter, forward: bool = True) -> str:
+    key = flt.key()
+    if key is None:
+        return "i.id ASC" if forward else "i.id DESC"
+    return f"{key} DESC, i.id ASC" if forward else f"{key} ASC, i.id DESC"
+
+
+def _after(flt: ImageFilter, image_id: int, forward: bool = True) -> tuple[str, list]:
+    """The condition "comes after (``forward``) / before ``image_id`` in the queue's order" and its arguments."""
+    key = flt.key()
+    op = ">" if forward else "<"
+    if key is None:
+        return f"i.id {op} ?", [image_id]
+    mine = flt.key("j")
+    first = "<" if forward else ">"  # the key sorts descending
+    return (f"({key} {first} (SELECT {mine} FROM images j WHERE j.id = ?) OR ({key} = "
+            f"(SELECT {mine} FROM images j WHERE j.id = ?) AND i.id {op} ?))"), [image_id, image_id, image_id]
+
+
 def image_page(store: Store, flt: ImageFilter, offset: int = 0, limit: int = 30) -> tuple[list[ImageRow], int]:
-    """One page of the queue (by id) and the number of images that pass the filter."""
+    """One page of the queue (in its order) and the number of images that pass the filter."""
     where, args = flt.where(store.dialect.like)
     total = store._query(f"SELECT COUNT(*) FROM images i{where}", args)[0][0]
     rows = store._query(
         f"SELECT i.id, i.file_name, i.split, (SELECT COUNT(*) FROM refs r WHERE r.image_id = i.id), i.width, i.height "
-        f"FROM images i{where} ORDER BY i.id LIMIT ? OFFSET ?", [*args, max(1, limit), max(0, offset)])
+        f"FROM images i{where} ORDER BY {_order_by(flt)} LIMIT ? OFFSET ?", [*args, max(1, limit), max(0, offset)])
     return [ImageRow(*r) for r in rows], int(total)
 
 
@@ -72,8 +102,9 @@ def position(store: Store, flt: ImageFilter, image_id: int) -> tuple[int, int]:
     """``(index, total)``: how many filtered images come before ``image_id``, and how many there are."""
     where, args = flt.where(store.dialect.like)
     total = store._query(f"SELECT COUNT(*) FROM images i{where}", args)[0][0]
-    cond = where + (" AND" if where else " WHERE") + " i.id < ?"
-    before = store._query(f"SELECT COUNT(*) FROM images i{cond}", [*args, image_id])[0][0]
+    before_sql, before_args = _after(flt, image_id, forward=False)
+    cond = where + (" AND " if where else " WHERE ") + before_sql
+    before = store._query(f"SELECT COUNT(*) FROM images i{cond}", [*args, *before_args])[0][0]
     return int(before), int(total)
 
 
@@ -86,15 +117,16 @@ def neighbour(store: Store, flt: ImageFilter, image_id: int | None, step: int = 
     where, args = flt.where(store.dialect.like)
     if without_refs:
         where += (" AND" if where else " WHERE") + " NOT EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id)"
-    op, order = (">", "ASC") if step > 0 else ("<", "DESC")
+    order = _order_by(flt, forward=step > 0)
     if image_id is not None:
-        cond = where + (" AND" if where else " WHERE") + f" i.id {op} ?"
-        row = store._query(f"SELECT i.id FROM images i{cond} ORDER BY i.id {order} LIMIT 1", [*args, image_id])
+        after_sql, after_args = _after(flt, image_id, forward=step > 0)
+        cond = where + (" AND " if where else " WHERE ") + after_sql
+        row = store._query(f"SELECT i.id FROM images i{cond} ORDER BY {order} LIMIT 1", [*args, *after_args])
         if row:
             return int(row[0][0])
         if not wrap:
             return None
-    row = store._query(f"SELECT i.id FROM images i{where} ORDER BY i.id {order} LIMIT 1", args)
+    row = store._query(f"SELECT i.id FROM images i{where} ORDER BY {order} LIMIT 1", args)
     found = int(row[0][0]) if row else None
     return None if found == image_id else found
 

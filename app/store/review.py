@@ -57,11 +57,14 @@ def review(store: Store, ref_id: int, decision: str, reviewer: str, reason: str 
 
 def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: str | None = None,
                  split: str | None = None, image_id: int | None = None, status: str = "done",
-                 by_disagreement: bool = False) -> tuple[list[RefRow], int]:
+                 by_disagreement: bool = False, by_uncertainty: bool = False) -> tuple[list[RefRow], int]:
     """Refs awaiting review (status ``done``), oldest change first, with optional filters.
 
     ``by_disagreement``: refs where the model disagrees most with the annotator first (lowest
-    ``qa`` IoU, see ``python -m app.curate qa``); refs without a qa result come last."""
+    ``qa`` IoU, see ``python -m app.curate qa``); refs without a qa result come last.
+    ``by_uncertainty``: refs whose model prediction was least certain first (``predictions.uncertainty``
+    of the prediction a person verified, see :mod:`app.curate.uncertainty`); refs without one come
+    last (after the disagreement order when both are asked for)."""
     where, args = ["r.status = ?"], [status]
     for col, val in (("r.annotator", annotator), ("r.split", split), ("r.image_id", image_id)):
         if val not in (None, ""):
@@ -73,8 +76,10 @@ def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: s
         f"""SELECT r.id, r.image_id, i.file_name, {store.dialect.joined_sentences("r.id")},
                (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
                r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
-            FROM refs r JOIN images i ON i.id = r.image_id LEFT JOIN qa q ON q.ref_id = r.id{cond}
-            ORDER BY {"q.iou IS NULL, q.iou ASC, q.no_target_agree ASC, " if by_disagreement else ""}r.updated_at ASC, r.id ASC
+            FROM refs r JOIN images i ON i.id = r.image_id LEFT JOIN qa q ON q.ref_id = r.id
+            LEFT JOIN predictions p ON p.ref_id = r.id{cond}
+            ORDER BY {"q.iou IS NULL, q.iou ASC, q.no_target_agree ASC, " if by_disagreement else ""}{
+                "p.uncertainty IS NULL, p.uncertainty DESC, " if by_uncertainty else ""}r.updated_at ASC, r.id ASC
             LIMIT ? OFFSET ?""", [*args, max(1, limit), max(0, offset)])
     return [RefRow(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows], int(total)
 

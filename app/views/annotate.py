@@ -107,16 +107,16 @@ def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, t
 
 
 def step_image(svc: Services, delta: int, without_refs: bool, sess: Session, keep: bool, text: str, st: float,
-               mt: float, name: str, split: str, status: str, annotator: str, request: gr.Request = None):
+               mt: float, name: str, split: str, status: str, annotator: str, order: str = "", request: gr.Request = None):
     """The previous / next (``delta``) image of the filtered queue, or the next one without refs."""
-    flt = image_filter(name, split, status, annotator)
+    flt = image_filter(name, split, status, annotator, order)
     target = svc.queue.neighbour(flt, sess.image_id, delta, without_refs=without_refs)
     return open_image(svc, target, sess, keep, text, st, mt, flt, request)
 
 
 def jump_thumb(svc: Services, page_no, sess: Session, keep: bool, text: str, st: float, mt: float, name: str,
-               split: str, status: str, annotator: str, evt: gr.SelectData, request: gr.Request = None):
-    flt = image_filter(name, split, status, annotator)
+               split: str, status: str, annotator: str, order: str, evt: gr.SelectData, request: gr.Request = None):
+    flt = image_filter(name, split, status, annotator, order)
     caption = (evt.value or {}).get("caption") if isinstance(evt.value, dict) else None
     try:  # the caption starts with the image id (robust to thumbnails that could not be made)
         target = int(str(caption).split(" ·")[0])
@@ -125,20 +125,21 @@ def jump_thumb(svc: Services, page_no, sess: Session, keep: bool, text: str, st:
     return open_image(svc, target, sess, keep, text, st, mt, flt, request)
 
 
-def thumbs(svc: Services, page_no, name: str, split: str, status: str, annotator: str):
+def thumbs(svc: Services, page_no, name: str, split: str, status: str, annotator: str, order: str = ""):
     """One page of thumbnails of the filtered queue and the page number shown."""
-    page = svc.queue.thumbnails(image_filter(name, split, status, annotator), page_no)
+    page = svc.queue.thumbnails(image_filter(name, split, status, annotator, order), page_no)
     return page.items, page.page
 
 
-def thumbs_turn(svc: Services, delta: int, page_no, name: str, split: str, status: str, annotator: str):
-    return thumbs(svc, max(0, int(page_no or 0) + delta), name, split, status, annotator)
+def thumbs_turn(svc: Services, delta: int, page_no, name: str, split: str, status: str, annotator: str,
+                order: str = ""):
+    return thumbs(svc, max(0, int(page_no or 0) + delta), name, split, status, annotator, order)
 
 
-def refilter(svc: Services, sess: Session, name: str, split: str, status: str, annotator: str):
+def refilter(svc: Services, sess: Session, name: str, split: str, status: str, annotator: str, order: str = ""):
     """A filter changed: the first page of thumbnails and the open image's place in the new queue."""
-    items, page_no = thumbs(svc, 0, name, split, status, annotator)
-    return items, page_no, queue_html(svc, sess, image_filter(name, split, status, annotator))
+    items, page_no = thumbs(svc, 0, name, split, status, annotator, order)
+    return items, page_no, queue_html(svc, sess, image_filter(name, split, status, annotator, order))
 
 
 def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
@@ -150,6 +151,31 @@ def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
     return (None, opened.sentences[0], "\n".join(opened.sentences[1:]), opened.split, opened.status, typed,
             *render(new), queue_html(svc, new, ImageFilter()), image_refs(svc, new), opened.note,
             history_html(svc.refs.history(new.ref_id)))
+
+
+def open_sentence(svc: Services, handoff: dict | None, sess: Session, st: float, mt: float,
+                  request: gr.Request = None):
+    """A sentence to annotate on a collection image, run at once (the verification view's *It does
+    refer*): the model's predicted ref of it is opened for editing when there is one, so saving
+    updates that ref. ``handoff``: ``{"image_id", "sentence", "ref_id"}``. Outputs: :func:`open_ref_outputs`."""
+    if not handoff:
+        raise gr.Error("Nothing to open.")
+    text = handoff["sentence"]
+    rid = handoff.get("ref_id")
+    if rid is not None and svc.store.refs(ref_ids=[int(rid)]):
+        opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
+        new, split, status, note = opened.session, opened.split, opened.status, opened.note
+        history = history_html(svc.refs.history(new.ref_id))
+    else:
+        new = svc.workspace.open_image(int(handoff["image_id"]))
+        split, status, note, history = (svc.store.image(new.image_id).split or "train"), "done", "", ""
+    svc.sessions.track(getattr(request, "session_hash", None), new)
+    warning = svc.workspace.predict(new, text, st, mt)
+    if warning:
+        gr.Warning(warning)
+    note = (note + " " if note else "") + "Mark what the sentence refers to (click the objects), then save."
+    return (None, text, "", split, status, gr.update(), *render(new), queue_html(svc, new, ImageFilter()),
+            image_refs(svc, new), note, history)
 
 
 def open_ref_outputs(ui: AnnotateUI, shell: Shell) -> list:
@@ -264,7 +290,7 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     ui.thumb_prev.click(bind(thumbs_turn, svc, -1), pages, [ui.thumbs, ui.thumb_page], api_name=False)
     ui.thumb_next.click(bind(thumbs_turn, svc, 1), pages, [ui.thumbs, ui.thumb_page], api_name=False)
     refiltered = [ui.thumbs, ui.thumb_page, ui.queue_pos]
-    for f in (ui.f_split, ui.f_status):
+    for f in (ui.f_split, ui.f_status, ui.f_order):
         f.input(bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered, api_name=False)
     for f in (ui.f_name, ui.f_annotator):
         f.submit(bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered, api_name=False)

@@ -49,6 +49,7 @@ class AnnotateUI:
     f_split: gr.Dropdown
     f_status: gr.Dropdown
     f_annotator: gr.Textbox
+    f_order: gr.Dropdown
     thumbs: gr.Gallery
     thumb_prev: gr.Button
     thumb_page: gr.Number
@@ -61,8 +62,8 @@ class AnnotateUI:
 
     @property
     def filters(self) -> list:
-        """The queue filter boxes, in the order the handlers take them (name, split, status, annotator)."""
-        return [self.f_name, self.f_split, self.f_status, self.f_annotator]
+        """The queue filter boxes, in the order the handlers take them (name, split, status, annotator, order)."""
+        return [self.f_name, self.f_split, self.f_status, self.f_annotator, self.f_order]
 
 
 def layout(predictor) -> AnnotateUI:
@@ -118,6 +119,8 @@ def layout(predictor) -> AnnotateUI:
                                               ("to verify (predicted)", "predicted"), *[(s, s) for s in STATUSES if s != "predicted"]],
                                              value="", label="Status", elem_id="q-status", scale=1)
                     c.f_annotator = gr.Textbox(label="Annotator", elem_id="q-annotator", scale=1)
+                    c.f_order = gr.Dropdown([("by id", ""), ("most uncertain first (model)", "uncertain")], value="",
+                                            label="Order", elem_id="q-order", scale=1)
                 c.thumbs = gr.Gallery(label="Images (click to open)", columns=6, height=260, elem_id="thumbs",
                                       allow_preview=False, format="jpeg")
                 with gr.Row():

@@ -37,13 +37,14 @@ class ReviewUI:
     rv_split: gr.Dropdown
     rv_image: gr.Number
     rv_disagree: gr.Checkbox
+    rv_uncertain: gr.Checkbox
     rv_history: gr.HTML
     rv_pos: gr.State
     rv_ref: gr.State
 
     @property
     def filters(self) -> list:
-        return [self.rv_annotator, self.rv_split, self.rv_image, self.rv_disagree]
+        return [self.rv_annotator, self.rv_split, self.rv_image, self.rv_disagree, self.rv_uncertain]
 
 
 def layout(tab: gr.Tab) -> ReviewUI:
@@ -71,6 +72,8 @@ def layout(tab: gr.Tab) -> ReviewUI:
                 c.rv_image = gr.Number(label="Image id", value=None, precision=0, elem_id="review-image")
                 c.rv_disagree = gr.Checkbox(label="Where the model disagrees most first (after python -m app.curate qa)",
                                             value=False, elem_id="review-disagree")
+                c.rv_uncertain = gr.Checkbox(label="Most uncertain first (where the model's prediction was least sure)",
+                                             value=False, elem_id="review-uncertain")
             with gr.Accordion("History of this ref", open=True):
                 c.rv_history = gr.HTML("", elem_id="review-history")
             c.rv_pos = gr.State(0)
@@ -78,11 +81,13 @@ def layout(tab: gr.Tab) -> ReviewUI:
     return ReviewUI(**vars(c))
 
 
-def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False):
+def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False,
+         by_uncertainty: bool = False):
     """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
     store = svc.store
     flt = dict(annotator=(annotator or "").strip() or None, split=split or None,
-               image_id=int(image_id) if image_id not in (None, "") else None, by_disagreement=bool(by_disagreement))
+               image_id=int(image_id) if image_id not in (None, "") else None, by_disagreement=bool(by_disagreement),
+               by_uncertainty=bool(by_uncertainty))
     pos = max(0, int(pos or 0))
     rows, total = review_queue(store, pos, 1, **flt)
     if not rows and total:
@@ -108,12 +113,13 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
             (rec.id, rec.version))
 
 
-def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, by_disagreement: bool):
-    return show(svc, int(pos or 0) + delta, annotator, split, image_id, by_disagreement)
+def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, by_disagreement: bool,
+         by_uncertainty: bool = False):
+    return show(svc, int(pos or 0) + delta, annotator, split, image_id, by_disagreement, by_uncertainty)
 
 
 def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos, annotator, split, image_id,
-           by_disagreement, request: gr.Request = None):
+           by_disagreement, by_uncertainty=False, request: gr.Request = None):
     """Accept or reject the ref on screen (at the version shown); then show the next one."""
     if not shown:
         raise gr.Error("Nothing to review.")
@@ -124,7 +130,7 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
                     comment if decision == "reject" else "", expected_version=shown[1])
     msg = f"Ref {shown[0]} {'accepted' if decision == 'accept' else 'rejected'} by {actor.name}."
     # the decided ref leaves the queue: the same position now shows the next one
-    return (msg, None, "", *show(svc, pos, annotator, split, image_id, by_disagreement))
+    return (msg, None, "", *show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
 
 
 def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
@@ -135,7 +141,7 @@ def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
     ui.rv_next.click(bind(move, svc, 1), queue_inputs, shown_outputs, api_name="review_next")
     for f in (ui.rv_annotator, ui.rv_image):
         f.submit(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
-    for f in (ui.rv_split, ui.rv_disagree):
+    for f in (ui.rv_split, ui.rv_disagree, ui.rv_uncertain):
         f.input(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
     decision_inputs = [ui.rv_ref, ui.rv_reason, ui.rv_comment, shell.who, ui.rv_pos, *ui.filters]
     decision_outputs = [ui.rv_msg, ui.rv_reason, ui.rv_comment, *shown_outputs]

@@ -1,0 +1,73 @@
+"""Verifying proposed negatives (``python -m app.curate negatives``): the queue, one at a time, and a
+person's decision, checked against the one permission table (:mod:`app.services.permissions`,
+action ``verify``) inside the store transaction that writes it.
+
+*No target* ("refers to nothing here") saves the sentence as the person's no-target ref on the
+image (status ``done``, awaiting review): the model's predicted no-target ref when there is one
+(updated, versioned), else a new ref. *Refers* records the decision and leaves the ref to the
+Annotate view, where the person runs the sentence and saves its targets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..store import ConflictError, Store, StoreError
+from ..store.negatives import DECISIONS, Negative, negative, negative_in, negative_queue, write_decision
+from .permissions import Actor, require
+from .refs import RefService
+
+
+@dataclass
+class Shown:
+    """The negative at a queue position (None: the queue is empty), the position and the queue's size."""
+
+    negative: Negative | None
+    pos: int
+    total: int
+
+
+class NegativeService:
+    """The verification queue of proposed negatives over one store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.refs = RefService(store)
+
+    def at(self, pos: int, show: str = "open") -> Shown:
+        """The negative at ``pos`` of the queue (clamped to its end)."""
+        pos = max(0, int(pos or 0))
+        rows, total = negative_queue(self.store, pos, 1, show)
+        if not rows and total:
+            pos = total - 1
+            rows, total = negative_queue(self.store, pos, 1, show)
+        return Shown(rows[0] if rows else None, pos, total)
+
+    def get(self, negative_id: int) -> Negative:
+        return negative(self.store, negative_id)
+
+    def decide(self, actor: Actor, negative_id: int, decision: str, seen: str | None = None) -> Negative:
+        """Record ``actor``'s decision (``no_target`` or ``refers``) on a negative; returns it as stored.
+
+        ``seen``: the decision the person saw on screen (``""``: none); when someone else decided
+        meanwhile, the decision is refused with :class:`ConflictError` (nothing is written)."""
+        if decision not in DECISIONS:
+            raise StoreError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}")
+        with self.store.transaction() as db:
+            neg = negative_in(db, negative_id)
+            if neg is None:
+                raise StoreError(f"no proposed negative with id {negative_id}")
+            if seen is not None and neg.decision != seen:
+                raise ConflictError(f"negative {neg.id} was decided meanwhile by {neg.decided_by or 'someone'} "
+                                    f"({DECISIONS.get(neg.decision, 'undecided')}); look at it again")
+            ref = self.store.ref_in(db, neg.ref_id) if neg.ref_id is not None else None
+            require(actor, "verify", ref)
+            ref_id = ref.id if ref is not None else None
+            if decision == "no_target":
+                split = ref.split if ref is not None else (self.store.image(neg.image_id).split or "train")
+                sentences = ref.sentences if ref is not None else [neg.sentence]
+                ref_id = self.refs.save(actor, neg.image_id, sentences, no_target=True, split=split, status="done",
+                                        ref_id=ref_id, expected_version=ref.version if ref is not None else None, db=db,
+                                        detail={"negative": neg.id, "decision": "no_target"}).ref_id
+            write_decision(db, neg.id, decision, actor.name, ref_id)
+        return negative(self.store, negative_id)

@@ -1,0 +1,154 @@
+"""The verification view of proposed hard negatives (``python -m app.curate negatives``): one image,
+one sentence written for another image, and the model's verdict; the person decides by key.
+
+Y: "refers to nothing here" (saved at once as the person's no-target ref), N: "it does" (recorded;
+the app shell then opens the sentence, run, in the Annotate view to mark what it refers to),
+← / →: previous / next (outside text boxes; see ``app.ui.SHORTCUTS_JS``). The queue shows the ones
+where the model found a target first. Who decides is the permission table's (action ``verify``);
+handlers are module-level functions of ``(services, inputs...)``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+
+from .. import overlay
+from ..services import Services
+from ..store import decode_mask
+from ..store.negatives import DECISIONS, Negative
+from .shell import Shell, bind, request_user
+
+SHOW_CHOICES = [("to decide", "open"), ("decided", "decided"), ("all", "all")]
+
+
+@dataclass
+class VerifyUI:
+    tab: gr.Tab
+    info: gr.HTML
+    picture: gr.Image
+    sentence: gr.HTML
+    yes_btn: gr.Button
+    no_btn: gr.Button
+    prev_btn: gr.Button
+    next_btn: gr.Button
+    msg: gr.Markdown
+    show: gr.Dropdown
+    pos: gr.State
+    shown: gr.State  # [id, decision] of the negative on screen
+    handoff: gr.State  # what N hands to the Annotate view: {"image_id", "sentence", "ref_id"}
+
+
+def layout(tab: gr.Tab) -> VerifyUI:
+    """Lay the tab out inside ``tab`` (the shell's ``gr.Tab``, whose selection loads the queue)."""
+    c = SimpleNamespace(tab=tab)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            c.info = gr.HTML("<div id='verify-info' class='queue-pos'>Open this tab to load the proposed negatives.</div>")
+            c.picture = gr.Image(interactive=False, elem_id="verify-picture", height=520, format="jpeg", show_label=False)
+        with gr.Column(scale=2):
+            c.sentence = gr.HTML("", elem_id="verify-sentence")
+            with gr.Row():
+                c.yes_btn = gr.Button("Refers to nothing here (Y)", variant="primary", elem_id="verify-yes")
+                c.no_btn = gr.Button("It does refer (N)", variant="secondary", elem_id="verify-no")
+            with gr.Row():
+                c.prev_btn = gr.Button("◀ Previous (←)", size="sm", elem_id="verify-prev")
+                c.next_btn = gr.Button("Next (→) ▶", size="sm", elem_id="verify-next")
+            c.msg = gr.Markdown("", elem_id="verify-msg")
+            c.show = gr.Dropdown(SHOW_CHOICES, value="open", label="Show", elem_id="verify-show")
+            gr.Markdown("Each sentence was written for another image and passed the training rule for a non-referent "
+                        "sentence. **Y** saves it as a no-target ref under your name; **N** opens it in *Annotate*, "
+                        "run, to mark what it refers to.", elem_classes="model-note")
+            c.pos = gr.State(0)
+            c.shown = gr.State(None)
+            c.handoff = gr.State(None)
+    return VerifyUI(**vars(c))
+
+
+def _picture(svc: Services, neg: Negative) -> np.ndarray | None:
+    """The image; where the model found a target, its referred candidates outlined and numbered."""
+    rgb = svc.store.load_image(neg.image_id)
+    if rgb is None:
+        return None
+    masks: list[np.ndarray] = []
+    if neg.found_target:
+        rows = svc.store.read("SELECT candidates, score_threshold FROM predictions WHERE image_id = ? AND sentence = ? "
+                              "AND model = ?", (neg.image_id, neg.sentence, neg.model))
+        if rows:
+            masks = [decode_mask(c["rle"]) for c in json.loads(rows[0][0]) if c["score"] > rows[0][1]]
+    return overlay.render(rgb, masks, [str(k + 1) for k in range(len(masks))], list(range(len(masks))))
+
+
+def _verdict(neg: Negative) -> str:
+    if neg.found_target:
+        return (f"<div class='verdict-warn' id='verify-model'>The model finds a target here (score {neg.top_score:.2f}, "
+                f"outlined): is it wrong, or does the sentence fit this image too?</div>")
+    return (f"<div class='verdict-none' id='verify-model'>The model says no target (best score {neg.top_score:.2f}, "
+            f"existence {neg.existence:.2f})</div>")
+
+
+def show(svc: Services, pos, which: str = "open"):
+    """The negative at ``pos`` of the queue. Outputs: info, picture, sentence, pos, shown."""
+    at = svc.negatives.at(pos, which or "open")
+    neg = at.negative
+    if neg is None:
+        empty = {"open": "Nothing to decide: every proposed negative has a decision "
+                         "(propose more with <code>python -m app.curate negatives</code>).",
+                 "decided": "No decision yet.", "all": "No proposed negatives: run <code>python -m app.curate "
+                                                       "negatives --db DB</code>."}[which or "open"]
+        return f"<div id='verify-info' class='queue-pos'>{empty}</div>", None, "", 0, None
+    name = svc.store.image(neg.image_id).file_name
+    source = svc.store.read("SELECT image_id FROM refs WHERE id = ?", (neg.source_ref_id,)) if neg.source_ref_id else []
+    written = f" &middot; written for image {source[0][0]}" if source else ""
+    decided = (f" &middot; decided: <b>{html.escape(DECISIONS[neg.decision])}</b> by {html.escape(neg.decided_by)}"
+               if neg.decision else "")
+    label = {"open": "to decide", "decided": "decided", "all": "proposed"}[which or "open"]
+    info = (f"<div id='verify-info' class='queue-pos'>Negative <b>{neg.id}</b> &middot; <b>{at.pos + 1} / {at.total}</b> "
+            f"{label} &middot; image {neg.image_id} {html.escape(name)}{written}{decided}</div>")
+    sentence = (f"<div class='verify-sentence'>“{html.escape(neg.sentence)}”</div>{_verdict(neg)}")
+    return info, _picture(svc, neg), sentence, at.pos, [neg.id, neg.decision]
+
+
+def move(svc: Services, delta: int, pos, which: str):
+    return show(svc, int(pos or 0) + delta, which)
+
+
+def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request):
+    if not shown:
+        raise gr.Error("Nothing to decide.")
+    actor = svc.actor(request_user(request), who_typed)
+    neg = svc.negatives.decide(actor, int(shown[0]), decision, seen=str(shown[1]))
+    # with "to decide", the decided one leaves the queue: the same position shows the next one
+    nxt = int(pos or 0) if (which or "open") == "open" else int(pos or 0) + 1
+    what = "no target" if decision == "no_target" else "refers"
+    msg = f"Negative {neg.id}: **{what}**, by {actor.name}" + (f" (ref {neg.ref_id})." if decision == "no_target" else ".")
+    return neg, msg, show(svc, nxt, which)
+
+
+def refers_to_nothing(svc: Services, shown, who_typed, pos, which, request: gr.Request = None):
+    """Y: the sentence refers to nothing on this image. Outputs: msg, then :func:`show`'s."""
+    _, msg, shown_out = _decide(svc, "no_target", shown, who_typed, pos, which, request)
+    return (msg, *shown_out)
+
+
+def refers(svc: Services, shown, who_typed, pos, which, request: gr.Request = None):
+    """N: it does refer to something here. Outputs: msg, the hand-off for the Annotate view, :func:`show`'s."""
+    neg, msg, shown_out = _decide(svc, "refers", shown, who_typed, pos, which, request)
+    handoff = {"image_id": neg.image_id, "sentence": neg.sentence, "ref_id": neg.ref_id}
+    return (msg + " Mark what it refers to in *Annotate* and save.", handoff, *shown_out)
+
+
+def wire(svc: Services, ui: VerifyUI, shell: Shell) -> None:
+    """Attach the handlers; the app shell chains N's hand-off to the Annotate view (:func:`refers`)."""
+    shown_outputs = [ui.info, ui.picture, ui.sentence, ui.pos, ui.shown]
+    ui.tab.select(bind(show, svc), [ui.pos, ui.show], shown_outputs, api_name=False)
+    ui.show.input(bind(move, svc, -10**9), [ui.pos, ui.show], shown_outputs, api_name=False)
+    ui.prev_btn.click(bind(move, svc, -1), [ui.pos, ui.show], shown_outputs, api_name="negative_previous")
+    ui.next_btn.click(bind(move, svc, 1), [ui.pos, ui.show], shown_outputs, api_name="negative_next")
+    ui.yes_btn.click(bind(refers_to_nothing, svc), [ui.shown, shell.who, ui.pos, ui.show], [ui.msg, *shown_outputs],
+                     api_name="negative_no_target")
