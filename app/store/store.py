@@ -35,6 +35,7 @@ from .errors import StoreError, os_error_message
 from .masks import decode_mask, encode_mask, mask_bbox
 from .names import safe_file_name
 from .records import ImageRecord, InstanceRecord, Snapshot
+from .models import ModelsMixin
 from .refs import DEFAULT_CATEGORY, MAX_NAME_CHARS, RefsMixin
 from .schema import ensure_schema
 
@@ -43,7 +44,7 @@ def image_digest(rgb: np.ndarray) -> str:
     return hashlib.sha256(np.array(rgb.shape, np.int64).tobytes() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
 
-class Store(RefsMixin):
+class Store(RefsMixin, ModelsMixin):
     """A thread-safe handle on one annotation database (several processes may open the same file)."""
 
     def __init__(self, path: str | Path, media_dir: str | Path | None = None, busy_timeout: float = 30.0) -> None:
