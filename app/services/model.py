@@ -8,10 +8,13 @@ loading other weights bumps the version, so features of the old model are never 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 
 from deris_core.predictor import ImageState, Predictor
 
+from ..store import Store, StoreError, model_name_problem
 from .errors import NoModel
 
 log = logging.getLogger(__name__)
@@ -58,3 +61,20 @@ class ModelHolder:
             self.version += 1
         log.info("model loaded for everyone: %s", self.description)
         return self.description
+
+
+def allowed_weights(store: Store, specs: list[str]) -> dict[str, str]:
+    """The Model panel's entries for ``--allow-weights``: label -> weights spec. A model registered in
+    the store (``python -m app.curate promote``) is allowed by its name and shown as
+    ``NAME (fine-tuned here)``; a path is shown by its file name only, a published name as it is."""
+    out: dict[str, str] = {}
+    for w in specs:
+        rec = store.model(w) if model_name_problem(w) is None and not Path(w).exists() else None
+        if rec is not None:
+            if not Path(rec.weights).is_file():
+                raise StoreError(f"--allow-weights {w}: the registered model's weights file is gone "
+                                 f"({Path(rec.weights).name} in {Path(rec.weights).parent.name}/)")
+            out[f"{rec.name} (fine-tuned here)"] = rec.weights
+        else:
+            out[Path(w).name if os.sep in w or Path(w).suffix else w] = w
+    return out

@@ -262,7 +262,8 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
     instead of ``cfg.data``'s folder; ``start``: the model to fine-tune instead of a fresh one.
     ``cfg.max_seconds`` bounds the training time (over resumes): after :data:`PROBE_STEPS` timed
     steps the cosine schedule's length is fixed from their speed (kept in the resume state), and
-    the run stops when the time is up even if the machine slowed down."""
+    the run stops when the time is up; the schedule's position is the larger of the step's and the
+    clock's, so a machine that slows down still ends the cosine at the deadline."""
     rank, world, device = _dist_setup(cfg.device)
     if cfg.expressions_per_image < 1 or cfg.batch_size < cfg.expressions_per_image * world:
         raise ValueError(f"--expressions-per-image must be between 1 and batch size / processes "
@@ -368,8 +369,11 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
         t0, seen, steps, sums = time.perf_counter(), 0, 0, {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0, leave=False)
         for batch in bar:
+            # under a time budget the schedule also follows the clock: a machine that slows down
+            # still ends the cosine at the deadline instead of stopping at a high learning rate
+            at = max(step, int(total * seconds_used() / cfg.max_seconds)) if cfg.max_seconds and planned else step
             for g in optimizer.param_groups:
-                g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total, cfg.warmup_steps)
+                g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(at, total, cfg.warmup_steps)
             logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast, head,
                               mlm_head, step=step + cfg.seed * 1_000_000)
             step += 1
