@@ -276,3 +276,20 @@ def test_registered_model_by_name_in_preannotate_and_the_model_panel(finished, t
     assert "in use" in capsys.readouterr().err
     assert allowed_weights(store, ["shapes-v2", "bundled"]) == {
         "shapes-v2 (fine-tuned here)": str((run / "model.safetensors").resolve()), "bundled": "bundled"}
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_two_gloo_processes(tmp_path):
+    db = _make_store(tmp_path, 4, seed=12)
+    run = tmp_path / "run_ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "app.curate",
+           "finetune", "--db", str(db), "--out", str(run), "--batch-size", "4", "--steps", "2", "--threads", "1", "--json"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = [line for line in done.stdout.splitlines() if line.startswith('{"run"')]
+    assert len(printed) == 1  # rank 0 reports, once
+    res = json.loads(printed[0])
+    assert res["after"]["samples"] == res["before"]["samples"] > 0
+    assert "2 process(es)" in json.loads((run / "finetune.json").read_text())["training"]
+    assert Store(db).read("SELECT COUNT(*) FROM locks")[0][0] == 0

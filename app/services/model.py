@@ -47,20 +47,24 @@ class ModelHolder:
         """The image's features (the expensive half of a prediction, done once per open image)."""
         return self.get().set_image(rgb)
 
-    def load(self, weights: str, device: str = "auto") -> str:
+    def load(self, weights: str, device: str = "auto", name: str = "") -> str:
         """Load other weights for everyone (only what the operator allowed at launch reaches this),
-        in the precision the studio runs (``launch.py --dtype``)."""
+        in the precision the studio runs (``launch.py --dtype``); ``name`` (a registered model's)
+        replaces the weights' own description on the model line."""
         from deris_core.weights import load_predictor
 
         dtype = self.predictor.precision.requested if self.predictor is not None else None
         with self._lock:
             predictor = load_predictor(weights or None, device=device, dtype=dtype)
             self.predictor = predictor
-            self.description = getattr(predictor, "description", str(weights))
+            self.description = name or getattr(predictor, "description", str(weights))
             self.note = ""
             self.version += 1
         log.info("model loaded for everyone: %s", self.description)
         return self.description
+
+
+FINE_TUNED = " (fine-tuned here)"  # the Model panel's mark of a model registered in the store
 
 
 def allowed_weights(store: Store, specs: list[str]) -> dict[str, str]:
@@ -74,7 +78,7 @@ def allowed_weights(store: Store, specs: list[str]) -> dict[str, str]:
             if not Path(rec.weights).is_file():
                 raise StoreError(f"--allow-weights {w}: the registered model's weights file is gone "
                                  f"({Path(rec.weights).name} in {Path(rec.weights).parent.name}/)")
-            out[f"{rec.name} (fine-tuned here)"] = rec.weights
+            out[f"{rec.name}{FINE_TUNED}"] = rec.weights
         else:
             out[Path(w).name if os.sep in w or Path(w).suffix else w] = w
     return out
