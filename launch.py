@@ -14,7 +14,6 @@ in ``spaces.GPU(duration=...)`` (:mod:`app.zerogpu`). Elsewhere nothing happens 
 from __future__ import annotations
 
 import argparse
-import os
 import logging
 import sys
 from pathlib import Path
@@ -103,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="a file of USER:PASSWORD[:ROLES] lines (# comments allowed)")
     p.add_argument("--max-image-side", type=int, default=4096, help="larger images are scaled down to this side")
     p.add_argument("--allow-weights", action="append", default=[], metavar="NAME_OR_PATH",
-                   help="weights visitors may load for everyone from the Model panel (repeatable; without it the "
+                   help="weights visitors may load for everyone from the Model panel, or the name of a model registered in "
+                        "the database by python -m app.curate promote (repeatable; without it the "
                         "panel is hidden and the model cannot be switched from the UI)")
     args = p.parse_args(argv)
     from app.auth import AuthError, Users
@@ -141,7 +141,13 @@ def main(argv: list[str] | None = None) -> int:
     if model.predictor is not None:
         pr = model.predictor.precision
         log.info("precision: %s, asked %s: %s%s", pr.describe(), pr.requested, pr.reason, f" — {pr.note}" if pr.note else "")
-    switchable = {(Path(w).name if os.sep in w or Path(w).suffix else w): w for w in args.allow_weights}
+    from app.services.model import allowed_weights
+
+    try:  # a model registered in the store is allowed by its name
+        switchable = allowed_weights(store, args.allow_weights)
+    except StoreError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
                      users=users)
     from app.auth import gradio_auth_kwargs

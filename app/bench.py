@@ -5,6 +5,7 @@
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
+    python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR]   (fine-tune from reviewed refs, measured)
 
 ``store``: a database with N refs and R review decisions (made once in bulk), then the median
 time of what an annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit
@@ -305,11 +306,30 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--images", type=int, default=40)
     m.add_argument("--weights", default="bundled")
     m.add_argument("--json", action="store_true")
+    lp = sub.add_parser("loop", help="the learning loop: reviewed refs of unseen colour-shape pairs -> fine-tune -> "
+                                     "testB/testA before and after (app/bench_loop.py)")
+    lp.add_argument("--refs", type=int, default=400)
+    lp.add_argument("--minutes", type=float, default=15.0)
+    lp.add_argument("--seed", type=int, default=21, help="the synthetic set the reviewed refs come from")
+    lp.add_argument("--images", type=int, default=1000, help="images of that set (its testB split is 6%% of them)")
+    lp.add_argument("--eval-seed", type=int, default=7, help="the independent evaluation set (README's: 7)")
+    lp.add_argument("--eval-images", type=int, default=1000)
+    lp.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the fine-tuning recipe's)")
+    lp.add_argument("--threads", type=int, default=2)
+    lp.add_argument("--work", type=Path, default=None, help="keep the sets, the store and the run here (default: a "
+                    "temporary folder); the same folder again resumes the run")
+    lp.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "team":
         from .team_bench import bench_team
 
         res = bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights)
+    elif args.cmd == "loop":
+        from .bench_loop import bench_loop
+
+        with tempfile.TemporaryDirectory() as tmp:
+            res = bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images, args.eval_seed,
+                             args.eval_images, args.threads, args.lr)
     elif args.cmd == "latency":
         import torch
 

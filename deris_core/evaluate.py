@@ -19,7 +19,7 @@ from collections import defaultdict
 
 import torch
 
-from .data.refer import DataError, load_grefcoco
+from .data.refer import DataError, ReferDataset, ReferSample, load_grefcoco
 from .hardware import DTYPE_CHOICES
 from .metrics import GresAccumulator, MetricError, RisAccumulator
 from .model.deris import DeRIS
@@ -34,6 +34,16 @@ def evaluate_predictor(predictor: Predictor, data_dir: str, split: str, *, limit
     samples = data.samples[:limit] if limit else data.samples
     if not samples:
         raise DataError(f"no samples in split {split!r} of {data_dir}")
+    return {"split": split, **evaluate_dataset(predictor, data, samples, score_threshold=score_threshold, batch=batch,
+                                               progress=progress, desc=f"evaluating {split}")}
+
+
+def evaluate_dataset(predictor: Predictor, data: ReferDataset, samples: list[ReferSample] | None = None, *,
+                     score_threshold: float | None = None, batch: int = 16, progress: bool = False,
+                     desc: str = "evaluating") -> dict:
+    """The GRES and RIS metrics of ``samples`` (default: all) of a loaded dataset (a folder's, or
+    one built in memory from a store); each image is encoded once."""
+    samples = data.samples if samples is None else samples
     by_image: dict[int, list] = defaultdict(list)
     for s in samples:
         by_image[s.image_id].append(s)
@@ -43,9 +53,9 @@ def evaluate_predictor(predictor: Predictor, data_dir: str, split: str, *, limit
     if progress:
         from tqdm import tqdm
 
-        items = tqdm(items, desc=f"evaluating {split}", file=sys.stderr)
+        items = tqdm(items, desc=desc, file=sys.stderr)
     for image_id, group in items:
-        state = predictor.set_image(data.image_path(image_id))
+        state = predictor.set_image(data.image_rgb(image_id))
         for i in range(0, len(group), batch):
             chunk = group[i : i + batch]
             preds = predictor.predict_batch([s.sentence for s in chunk], image=state, score_threshold=score_threshold)
@@ -55,7 +65,7 @@ def evaluate_predictor(predictor: Predictor, data_dir: str, split: str, *, limit
                 gres.add(pred, gt, s.no_target, p.no_target)
                 if not s.no_target:
                     ris.add(pred, gt)
-    out = {"split": split, "samples": len(samples), "images": len(by_image), "seconds": time.perf_counter() - t0}
+    out = {"samples": len(samples), "images": len(by_image), "seconds": time.perf_counter() - t0}
     try:
         out["gres"] = gres.result()
     except (ZeroDivisionError, MetricError) as exc:

@@ -30,6 +30,7 @@ from .checkpoint import CheckpointError, config_from_safetensors
 from .config import OFFICIAL_NAMES, DeRISConfig, get_config
 from .hardware import choose_precision, resolve_device
 from .hub import HubError, download, looks_like_repo_id, snapshot
+from .model.deris import DeRIS
 from .predictor import Predictor
 from .tokenizer import BEiT3Tokenizer
 from .tokenizer_source import TokenizerSourceError, resolve_tokenizer
@@ -212,3 +213,28 @@ def load_predictor(
     predictor.source = "bundled" if bundled else str(weights)
     predictor.weights_file = res.weights
     return predictor
+
+
+def load_trainable(weights: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None, *,
+                   config: str | None = None) -> tuple[DeRIS, Path, ResolvedWeights]:
+    """``(model, tokenizer file, where they came from)`` for fine-tuning: any weights
+    :func:`load_predictor` takes, as a float32 CPU model in training mode whose tensors are its own
+    (not the memory-mapped file's), never packed or quantized."""
+    from .model import build_deris
+
+    res = resolve(weights, tokenizer, config)
+    if res.kind == "official":
+        mapped, cfg, _ = load_official(res.weights, res.config, infer_official_config)
+        rows = mapped.cognition.beit3.text_embed.weight.shape[0]
+        try:
+            tok_path = resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
+                                         hub_repo=res.hub_repo, what=res.description)
+        except TokenizerSourceError as exc:
+            raise WeightsError(str(exc)) from None
+    else:
+        cfg, tok_path = res.config, res.tokenizer
+        mapped = model_from_safetensors(res.weights, cfg)
+    model = build_deris(cfg)
+    model.load_state_dict({k: v.float() for k, v in mapped.state_dict().items()}, strict=True)  # copies
+    del mapped
+    return model.train(), Path(tok_path), res

@@ -6,6 +6,12 @@
     python -m app.curate qa --db DB [--weights W] [--split S] [--annotator A] [--json]
     python -m app.curate agreement --db DB [--merge --min-iou 0.7 --quorum 2] [--json]
     python -m app.curate negatives --db DB [--per-image K] [--weights W]     (hard negatives by the NSC rule)
+    python -m app.curate finetune --db DB --from WEIGHTS --out RUN [--status reviewed] [--holdout-split val |
+        --holdout-fraction 0.1 --seed S] [--minutes M | --steps N] [--promote [--name NAME]]   (also under torchrun)
+    python -m app.curate promote --db DB --run RUN [--name NAME]
+    python -m app.curate models --db DB [--delete NAME]
+
+``--weights`` (and ``--from``) also take the name of a model registered in the store by ``promote``.
 
 Errors print one ``error:`` line and exit with status 2.
 """
@@ -20,15 +26,18 @@ import torch
 
 from deris_core.train.nsc import NSCConfig
 
-from ..store import SPLITS, Store, StoreError
+from ..store import SPLITS, STATUSES, Store, StoreError
 from ..store.location import DB_HELP, parse_db
 from ..store.queue import ImageFilter
 
 
-def _predictor(args, device: str):
+def _predictor(args, device: str, store: Store):
     from deris_core.weights import load_predictor
 
-    return load_predictor(args.weights, device=device, dtype=args.dtype)  # auto: bf16, int8 or fp32 by hardware
+    from .finetune import registered_weights
+
+    predictor = load_predictor(registered_weights(store, args.weights), device=device, dtype=args.dtype)  # auto: by hardware
+    return predictor
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,7 +71,33 @@ def main(argv: list[str] | None = None) -> int:
                    help="a proposal has more words than this (as in training)")
     n.add_argument("--batch", type=int, default=8, help="sentences per forward pass")
     n.add_argument("--chunk", type=int, default=8, help="images per commit")
-    for sp in (a, b, q, g, n):
+    f = sub.add_parser("finetune", help="fine-tune from the store's refs, measured on held-out images")
+    f.add_argument("--from", dest="weights", default="bundled",
+                   help="the weights to start from: a published name, a checkpoint, a folder, owner/name, bundled, or a "
+                        "registered model's name")
+    f.add_argument("--out", required=True, help="the run folder (the same again resumes a killed run)")
+    f.add_argument("--status", action="append", default=None, choices=STATUSES,
+                   help="the refs to learn from (repeatable; default reviewed)")
+    ho = f.add_mutually_exclusive_group()
+    ho.add_argument("--holdout-split", default=None, choices=SPLITS, help="hold out every image that has a ref of this split")
+    ho.add_argument("--holdout-fraction", type=float, default=0.1, help="hold out this share of the images (default 0.1)")
+    f.add_argument("--seed", type=int, default=0, help="which images are held out (with --holdout-fraction) and training's seed")
+    budget = f.add_mutually_exclusive_group()
+    budget.add_argument("--minutes", type=float, default=None, help="training time (default 15)")
+    budget.add_argument("--steps", type=int, default=None, help="optimisation steps instead of a time")
+    f.add_argument("--batch-size", type=int, default=16)
+    f.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's, 1e-4)")
+    f.add_argument("--promote", action="store_true", help="register the model in the store if its held-out metrics allow")
+    f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    f.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
+    pr = sub.add_parser("promote", help="register a finished fine-tune run as a model of the store")
+    pr.add_argument("--run", required=True)
+    for sp in (f, pr):
+        sp.add_argument("--name", default=None, help="the model's name (default: the run folder's name)")
+        sp.add_argument("--by", default="", help="who made it (default: this system's user name)")
+    m = sub.add_parser("models", help="the models registered in the store")
+    m.add_argument("--delete", default=None, metavar="NAME", help="remove a registered model that made no predictions")
+    for sp in (a, b, q, g, n, f, pr, m):
         sp.add_argument("--db", default=None, help=DB_HELP)
         sp.add_argument("--json", action="store_true", help="one JSON object on stdout")
     for sp in (a, q, n):
@@ -85,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
             from .runner import init_distributed, run
 
             rank, world, device = init_distributed(args.device)
-            predictor = _predictor(args, device)
+            predictor = _predictor(args, device, store)
             key = model_key(predictor, args.weights)
             check, bad = sentence_checker(predictor), []  # bad lines are listed and skipped, the rest runs
             if args.sentences:
@@ -131,8 +166,48 @@ def main(argv: list[str] | None = None) -> int:
             from .preannotate import model_key
             from .quality import qa
 
-            predictor = _predictor(args, "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+            predictor = _predictor(args, "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu", store)
             res = qa(store, predictor, model_key(predictor, args.weights), split=args.split, annotator=args.annotator)
+        elif args.cmd == "finetune":
+            import dataclasses
+
+            from .finetune import RECIPE, Options, finetune, promote
+
+            recipe = dataclasses.replace(RECIPE, batch_size=args.batch_size, **({"lr": args.lr} if args.lr else {}))
+            opts = Options(args.db, args.weights, args.out, tuple(args.status or ("reviewed",)), args.holdout_split,
+                           args.holdout_fraction, args.seed, args.minutes if args.minutes or args.steps else 15.0,
+                           args.steps, recipe, args.device, args.threads or None, progress=not args.json)
+            res = finetune(store, opts)
+            if not res:  # another torchrun rank: rank 0 reports
+                return 0
+            if args.promote:
+                if res["promotion_problem"]:
+                    res["promoted"] = None
+                    print(f"not promoted: {res['promotion_problem']}", file=sys.stderr)
+                else:
+                    try:
+                        res["promoted"] = promote(store, args.out, args.name, args.by).name
+                    except StoreError as exc:
+                        res["promoted"] = None
+                        print(f"not promoted: {exc}", file=sys.stderr)
+        elif args.cmd == "promote":
+            from .finetune import promote
+
+            rec = promote(store, args.run, args.name, args.by)
+            res = {"promoted": rec.name, "weights": rec.weights, "before": rec.metrics_before, "after": rec.metrics_after}
+        elif args.cmd == "models":
+            from .finetune import model_in_use
+
+            if args.delete:
+                rec = store.model(args.delete)
+                if rec is None:
+                    raise StoreError(f"no registered model named {args.delete!r}")
+                store.delete_model(rec.name, model_in_use(store, rec))
+            res = {"models": [{"name": r.name, "weights": r.weights, "config": r.config, "parent": r.parent,
+                               "created_by": r.created_by, "created_at": r.created_at, "refs": r.snapshot.get("refs"),
+                               "gIoU": [r.metrics_before.get("gIoU"), r.metrics_after.get("gIoU")],
+                               "N_acc": [r.metrics_before.get("N_acc"), r.metrics_after.get("N_acc")],
+                               "uses": model_in_use(store, r)} for r in store.models()]}
         else:
             from .quality import agreement
 

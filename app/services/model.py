@@ -8,10 +8,13 @@ loading other weights bumps the version, so features of the old model are never 
 from __future__ import annotations
 
 import logging
+import os
 import threading
+from pathlib import Path
 
 from deris_core.predictor import ImageState, Predictor
 
+from ..store import Store, StoreError, model_name_problem
 from .errors import NoModel
 
 log = logging.getLogger(__name__)
@@ -44,17 +47,38 @@ class ModelHolder:
         """The image's features (the expensive half of a prediction, done once per open image)."""
         return self.get().set_image(rgb)
 
-    def load(self, weights: str, device: str = "auto") -> str:
+    def load(self, weights: str, device: str = "auto", name: str = "") -> str:
         """Load other weights for everyone (only what the operator allowed at launch reaches this),
-        in the precision the studio runs (``launch.py --dtype``)."""
+        in the precision the studio runs (``launch.py --dtype``); ``name`` (a registered model's)
+        replaces the weights' own description on the model line."""
         from deris_core.weights import load_predictor
 
         dtype = self.predictor.precision.requested if self.predictor is not None else None
         with self._lock:
             predictor = load_predictor(weights or None, device=device, dtype=dtype)
             self.predictor = predictor
-            self.description = getattr(predictor, "description", str(weights))
+            self.description = name or getattr(predictor, "description", str(weights))
             self.note = ""
             self.version += 1
         log.info("model loaded for everyone: %s", self.description)
         return self.description
+
+
+FINE_TUNED = " (fine-tuned here)"  # the Model panel's mark of a model registered in the store
+
+
+def allowed_weights(store: Store, specs: list[str]) -> dict[str, str]:
+    """The Model panel's entries for ``--allow-weights``: label -> weights spec. A model registered in
+    the store (``python -m app.curate promote``) is allowed by its name and shown as
+    ``NAME (fine-tuned here)``; a path is shown by its file name only, a published name as it is."""
+    out: dict[str, str] = {}
+    for w in specs:
+        rec = store.model(w) if model_name_problem(w) is None and not Path(w).exists() else None
+        if rec is not None:
+            if not Path(rec.weights).is_file():
+                raise StoreError(f"--allow-weights {w}: the registered model's weights file is gone "
+                                 f"({Path(rec.weights).name} in {Path(rec.weights).parent.name}/)")
+            out[f"{rec.name}{FINE_TUNED}"] = rec.weights
+        else:
+            out[Path(w).name if os.sep in w or Path(w).suffix else w] = w
+    return out

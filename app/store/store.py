@@ -44,6 +44,7 @@ from .location import DbLocation, parse_db
 from .masks import decode_mask, encode_mask, mask_bbox
 from .names import safe_file_name
 from .records import ImageRecord, InstanceRecord, Snapshot
+from .models import ModelsMixin
 from .refs import DEFAULT_CATEGORY, MAX_NAME_CHARS, RefsMixin
 from .schema import ensure_schema
 
@@ -59,7 +60,7 @@ def image_digest(rgb: np.ndarray) -> str:
     return hashlib.sha256(np.array(rgb.shape, np.int64).tobytes() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
 
-class Store(RefsMixin):
+class Store(RefsMixin, ModelsMixin):
     """A thread-safe handle on one annotation database (several processes, and on PostgreSQL several
     machines, may open the same one). ``path``: a SQLite file path, a ``postgresql://`` URL or a
     :class:`~app.store.location.DbLocation` (see :func:`~app.store.location.parse_db`)."""

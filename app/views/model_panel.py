@@ -10,6 +10,7 @@ import gradio as gr
 
 from ..model_info import model_line, score_threshold
 from ..services import Services
+from ..services.model import FINE_TUNED
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ def load_weights(svc: Services, label: str | None):
     if label not in allowed:
         raise gr.Error("Pick one of the weights the operator allowed.")
     try:
-        desc = svc.model.load(allowed[label], svc.device)
+        desc = svc.model.load(allowed[label], svc.device, name=label if label.endswith(FINE_TUNED) else "")
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported, the old model stays
         log.warning("loading %r failed: %s", allowed[label], exc)
         raise gr.Error(f"Could not load {label} ({type(exc).__name__}). The previous model stays active; "

@@ -47,12 +47,23 @@ class ReferDataset:
     annotations: dict[int, dict]  # annotation id -> COCO annotation
     image_dir: Path
     categories: dict[int, str] = field(default_factory=dict)
+    # decoded RGB pixels by image id, for a dataset built in memory (a store's refs): read once by
+    # whoever built it, never from ``image_dir``
+    pixels: dict[int, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def image_path(self, image_id: int) -> Path:
         return self.image_dir / self.images[image_id]["file_name"]
+
+    def image_rgb(self, image_id: int) -> np.ndarray:
+        """The image's RGB uint8 pixels: the in-memory copy when there is one, else its file."""
+        if image_id in self.pixels:
+            return self.pixels[image_id]
+        from ..preprocess import load_image
+
+        return load_image(self.image_path(image_id))
 
     def instance_mask(self, ann_id: int) -> np.ndarray:
         ann = self.annotations[ann_id]

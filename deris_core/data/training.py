@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..config import DeRISConfig
-from ..preprocess import load_image, normalize
+from ..preprocess import normalize
 from ..tokenizer import BEiT3Tokenizer
 from ..train.attributes import AttributeVocabulary
 from ..train.nsc import NonReferentConversion
@@ -100,7 +100,7 @@ class TrainingSet(Dataset):
 
     def _view(self, image_id: int) -> tuple[np.ndarray, np.ndarray]:
         if image_id not in self._views:
-            rgb = load_image(self.data.image_path(image_id))
+            rgb = self.data.image_rgb(image_id)
             s, m = self.cfg.swin.img_size, self.cfg.beit3.img_size
             self._views[image_id] = (cv2.resize(rgb, (s, s), interpolation=cv2.INTER_LINEAR),
                                      cv2.resize(rgb, (m, m), interpolation=cv2.INTER_LINEAR))

@@ -189,6 +189,14 @@ def pack_linear_weights(model: nn.Module) -> None:
             m.pack_()
 
 
+def unpack_linear_weights(model: nn.Module) -> None:
+    """Bring back every packed :class:`Linear`'s plain weight (a model evaluated by a
+    :class:`~deris_core.predictor.Predictor` that is trained next: its optimizer must see them)."""
+    for m in model.modules():
+        if isinstance(m, Linear):
+            m.unpack_()
+
+
 # Layers left in float32 under int8: the deformable attention's sampling offsets and weights (an
 # error there moves where features are read) and the small heads that make the scores.
 INT8_KEEP_FLOAT = ("sampling_offsets", "attention_weights", "class_embed", "refer_embed", "existence_embed")

@@ -45,6 +45,7 @@ class TrainConfig:
     eval_split: str | None = "val"
     epochs: int = 10
     max_steps: int | None = None  # stop early (tests, smoke runs)
+    max_seconds: float | None = None  # a time budget instead: the schedule's length is set from the first steps' speed
     batch_size: int = 16  # expressions per optimisation step (all processes together)
     expressions_per_image: int = 1  # >1: batches hold groups of expressions sharing an image
     lr: float = 1e-4
@@ -242,8 +243,27 @@ def model_config(cfg: TrainConfig, tokenizer: BEiT3Tokenizer) -> DeRISConfig:
     return mc
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train (or resume) and return the path of the final weights."""
+@dataclass
+class StartFrom:
+    """Fine-tuning: the model to start from (plain fp32 tensors, e.g. from
+    :func:`deris_core.weights.load_trainable`) instead of a fresh one; its config is kept, and the
+    tokenizer is ``TrainConfig.tokenizer``."""
+
+    model: DeRIS
+
+
+PROBE_STEPS = 5  # with ``max_seconds``: steps timed (after the first) to size the schedule
+
+
+def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom | None = None) -> Path:
+    """Train (or resume) and return the path of the final weights.
+
+    ``data``: the training samples already in memory (a store's refs, see ``app.curate.finetune``)
+    instead of ``cfg.data``'s folder; ``start``: the model to fine-tune instead of a fresh one.
+    ``cfg.max_seconds`` bounds the training time (over resumes): after :data:`PROBE_STEPS` timed
+    steps the cosine schedule's length is fixed from their speed (kept in the resume state), and
+    the run stops when the time is up; the schedule's position is the larger of the step's and the
+    clock's, so a machine that slows down still ends the cosine at the deadline."""
     rank, world, device = _dist_setup(cfg.device)
     if cfg.expressions_per_image < 1 or cfg.batch_size < cfg.expressions_per_image * world:
         raise ValueError(f"--expressions-per-image must be between 1 and batch size / processes "
@@ -256,15 +276,23 @@ def train(cfg: TrainConfig) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
-    data = load_grefcoco(cfg.data, cfg.split)
+    if data is None:
+        data = load_grefcoco(cfg.data, cfg.split)
     if not data.samples:
         raise ValueError(f"no {cfg.split!r} samples under {cfg.data}")
-    base_cfg = get_config(cfg.model)
-    tokenizer = build_tokenizer(cfg, data, base_cfg, out, rank)
-    mcfg = model_config(cfg, tokenizer)
-    model = build_deris(mcfg).train()
-    init_weights(model)
-    if cfg.init_beit3 or cfg.init_swin:
+    if start is not None:
+        if not cfg.tokenizer:
+            raise ValueError("fine-tuning needs the tokenizer of the weights it starts from (TrainConfig.tokenizer)")
+        model = start.model.train()
+        mcfg = model.cfg
+        tokenizer = BEiT3Tokenizer(cfg.tokenizer, max_token=mcfg.max_token)
+    else:
+        base_cfg = get_config(cfg.model)
+        tokenizer = build_tokenizer(cfg, data, base_cfg, out, rank)
+        mcfg = model_config(cfg, tokenizer)
+        model = build_deris(mcfg).train()
+        init_weights(model)
+    if start is None and (cfg.init_beit3 or cfg.init_swin):
         from .pretrained import load_pretrained
 
         for path, kind in ((cfg.init_beit3, "beit3"), (cfg.init_swin, "swin")):
@@ -294,6 +322,7 @@ def train(cfg: TrainConfig) -> Path:
         groups.append({"params": list(mlm_head.parameters()), "lr": cfg.lr, "weight_decay": 0.0, "lr_mult": 1.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
     step, start_epoch, sincos_done = 0, 0, False
+    used_s, planned = 0.0, None  # training seconds of earlier sessions; schedule length fixed by max_seconds
     state_path = out / "trainer_state.pt"
     if state_path.exists():  # resume
         state = safe_torch_load(state_path)
@@ -304,6 +333,8 @@ def train(cfg: TrainConfig) -> Path:
             mlm_head.load_state_dict(state["mlm_head"])
         optimizer.load_state_dict(state["optimizer"])
         step, start_epoch = int(state["step"]), int(state["epoch"])
+        used_s = float(state.get("seconds", 0.0))
+        planned = int(state["planned_total"]) if cfg.max_seconds and state.get("planned_total") else None
         sincos_done = bool(state.get("vision_pos_sincos", False))
         if rank == 0:
             print(f"resumed from {out} at epoch {start_epoch}, step {step}")
@@ -319,8 +350,16 @@ def train(cfg: TrainConfig) -> Path:
         (out / "train_config.json").write_text(cfg.to_json())
     from tqdm import tqdm
 
+    if planned is not None:
+        total = planned
+    session_t0, probe_t0 = time.perf_counter(), None
+    out_of_time = bool(cfg.max_seconds and used_s >= cfg.max_seconds)  # a resumed run whose time is spent
+
+    def seconds_used() -> float:
+        return used_s + time.perf_counter() - session_t0
+
     for epoch in range(start_epoch, cfg.epochs):
-        if step >= total:
+        if step >= total or out_of_time:
             break
         dataset.set_epoch(epoch)
         if sampler is not None:
@@ -330,19 +369,41 @@ def train(cfg: TrainConfig) -> Path:
         t0, seen, steps, sums = time.perf_counter(), 0, 0, {}
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0, leave=False)
         for batch in bar:
+            # under a time budget the schedule also follows the clock: a machine that slows down
+            # still ends the cosine at the deadline instead of stopping at a high learning rate
+            at = max(step, int(total * seconds_used() / cfg.max_seconds)) if cfg.max_seconds and planned else step
             for g in optimizer.param_groups:
-                g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, total, cfg.warmup_steps)
+                g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(at, total, cfg.warmup_steps)
             logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast, head,
                               mlm_head, step=step + cfg.seed * 1_000_000)
             step += 1
             steps += 1
             seen += batch.size
+            if cfg.max_seconds:
+                if probe_t0 is None:
+                    probe_t0 = (time.perf_counter(), step)  # the first step (warm-up of the kernels) is not timed
+                elif planned is None and step - probe_t0[1] >= PROBE_STEPS:
+                    per_step = (time.perf_counter() - probe_t0[0]) / (step - probe_t0[1])
+                    left = max(0.0, cfg.max_seconds - seconds_used())
+                    planned = total = min(total, step + int(left / per_step))
+                    if world > 1:  # every process must stop at the same step
+                        t = torch.tensor([total], device=device)
+                        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+                        planned = total = int(t.item())
+                    if rank == 0:
+                        print(f"{per_step:.2f} s per step: {total} steps fit in {cfg.max_seconds / 60:g} minutes")
+                over = seconds_used() >= cfg.max_seconds
+                if world > 1:
+                    t = torch.tensor([int(over)], device=device)
+                    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+                    over = bool(t.item())
+                out_of_time = over
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{logs['total']:.3f}")
             if rank == 0 and step % cfg.log_every == 0:
                 _log(log_path, {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs})
-            if step >= total:
+            if step >= total or out_of_time:
                 break
         elapsed = time.perf_counter() - t0
         if world > 1:  # processes may hold unequal shares of expressions when batches are grouped
@@ -357,8 +418,9 @@ def train(cfg: TrainConfig) -> Path:
             save_weights(model, out / "last.safetensors", mcfg)
             tmp = out / "trainer_state.pt.tmp"
             extra = {name: m.state_dict() for name, m in (("attribute_head", head), ("mlm_head", mlm_head)) if m is not None}
+            timing = {"seconds": seconds_used(), **({"planned_total": planned} if planned else {})}
             torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1,
-                        "vision_pos_sincos": sincos_done, **extra}, tmp)
+                        "vision_pos_sincos": sincos_done, **timing, **extra}, tmp)
             os.replace(tmp, state_path)
             if cfg.eval_split:
                 from ..evaluate import evaluate_model

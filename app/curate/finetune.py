@@ -1,0 +1,490 @@
+"""Fine-tuning from the store: the team's refs of a status become the next model, measured.
+
+``finetune`` turns the chosen refs into a training set in memory (each image decoded once, no
+export round trip), holds out whole images (``--holdout-split val``: every image that has a
+``val`` ref; or a seeded fraction of the images), evaluates the starting weights on the held-out
+refs with the GRES metrics, trains with :func:`deris_core.train.train` from those weights with
+:data:`RECIPE`, and evaluates the result on the same refs. The run folder holds what
+``load_predictor``/``--weights`` load (``model.safetensors``, ``config.json``, ``tokenizer.spm``),
+the model card (``README.md``: the data snapshot and the metrics), ``finetune.json`` (the plan: ref
+ids, the snapshot, the metrics) and the trainer's ``log.jsonl`` and resume state: the same command
+again resumes a killed run, and refuses when the store's selection or the starting weights changed.
+
+``promote`` records a run in the store's ``models`` table, only when the held-out gIoU improved and
+N-acc fell by at most one point. One fine-tune runs per store at a time (the ``locks`` table).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import hashlib
+import json
+import math
+import os
+import shutil
+import socket
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from deris_core.data.refer import ReferDataset, ReferSample
+
+from ..store import ModelRecord, RefRecord, Store, StoreError, model_name_problem
+from .preannotate import weights_digest
+
+LOCK = "finetune"
+PLAN_FILE = "finetune.json"
+MIN_HOLDOUT_SAMPLES = 1
+
+
+@dataclass
+class Recipe:
+    """The fine-tuning settings (the training recipe's, for a model that is already trained): a tenth
+    of the bundled model's peak learning rate, a short warm-up, the official lower rates for the
+    encoders, NSC as in training, no training-only heads (they would start from random weights)."""
+
+    lr: float = 1e-4
+    warmup_steps: int = 20
+    batch_size: int = 16
+    expressions_per_image: int = 4
+    beit3_lr_mult: float = 0.5
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 0.05
+    nsc_min_words: int = 4
+
+
+RECIPE = Recipe()
+
+
+@dataclass
+class Options:
+    db: str
+    weights: str  # what to start from: anything load_predictor takes, or a registered model's name
+    out: str
+    statuses: tuple[str, ...] = ("reviewed",)
+    holdout_split: str | None = None  # hold out every image that has a ref of this split ...
+    holdout_fraction: float = 0.1  # ... else this share of the images (seeded)
+    seed: int = 0
+    minutes: float | None = None
+    steps: int | None = None
+    recipe: Recipe = dataclasses.field(default_factory=Recipe)
+    device: str = "auto"
+    threads: int | None = None
+    progress: bool = True
+
+
+class FinetuneError(StoreError):
+    """A fine-tune that cannot run as asked (one clear line; nothing was written to the store)."""
+
+
+# --- which refs: selection, held-out images, snapshot ---------------------------------------------
+
+
+def select_refs(store: Store, statuses: Sequence[str]) -> list[RefRecord]:
+    """The refs of the given statuses, by id."""
+    marks = ",".join("?" * len(statuses))
+    ids = [r[0] for r in store.read(f"SELECT id FROM refs WHERE status IN ({marks}) ORDER BY id", list(statuses))]
+    return store.refs(ref_ids=ids)
+
+
+def hold_out(refs: Sequence[RefRecord], split: str | None, fraction: float, seed: int) -> tuple[list[RefRecord], list[RefRecord]]:
+    """``(train, held out)``, whole images on one side: with ``split``, every image that has a ref of
+    that split is held out (with all its refs); else ``fraction`` of the images, drawn with ``seed``."""
+    images = sorted({r.image_id for r in refs})
+    if split:
+        held = {r.image_id for r in refs if r.split == split}
+    else:
+        n = min(len(images), max(1, round(fraction * len(images)))) if images else 0
+        held = set(np.random.default_rng(seed).permutation(images)[:n].tolist())
+    return [r for r in refs if r.image_id not in held], [r for r in refs if r.image_id in held]
+
+
+def ids_hash(refs: Sequence[RefRecord]) -> str:
+    """SHA-256 of the refs' ids and versions (the data a model saw, as the store knew it)."""
+    text = "".join(f"{r.id}:{r.version}\n" for r in sorted(refs, key=lambda r: r.id))
+    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+def snapshot(store: Store, statuses: Sequence[str], train: Sequence[RefRecord], held: Sequence[RefRecord],
+             rule: str) -> dict:
+    """What a model was trained on: counts (refs, sentences, images; by status and split), the
+    held-out rule and the hash of the refs' ids and versions."""
+    every = [*train, *held]
+    return {
+        "database": store.path.name, "statuses": list(statuses), "refs": len(every),
+        "by_status": dict(sorted(Counter(r.status for r in every).items())),
+        "train": {"refs": len(train), "sentences": sum(len(r.sentences) for r in train),
+                  "images": len({r.image_id for r in train}), "no_target_refs": sum(r.no_target for r in train),
+                  "by_split": dict(sorted(Counter(r.split for r in train).items()))},
+        "held_out": {"refs": len(held), "sentences": sum(len(r.sentences) for r in held),
+                     "images": len({r.image_id for r in held}), "no_target_refs": sum(r.no_target for r in held),
+                     "by_split": dict(sorted(Counter(r.split for r in held).items())), "rule": rule},
+        "hash": ids_hash(every), "train_hash": ids_hash(train), "held_out_hash": ids_hash(held),
+    }
+
+
+def minimum_train_sentences(recipe: Recipe, world: int = 1) -> int:
+    """The fewest training sentences that make one optimisation step (one batch)."""
+    return max(recipe.batch_size, world)
+
+
+# --- the data in memory ---------------------------------------------------------------------------
+
+
+def load_pixels(store: Store, image_ids: Sequence[int]) -> dict[int, np.ndarray]:
+    """Every image's pixels, read once; images that are gone are all listed in one error."""
+    pixels, gone = {}, []
+    for iid in sorted(set(image_ids)):
+        rgb = store.load_image(iid)
+        if rgb is None:
+            gone.append(iid)
+        else:
+            pixels[iid] = rgb
+    if gone:
+        names = ", ".join(f"{store.image(i).file_name} (image {i})" for i in gone[:5]) + (" ..." if len(gone) > 5 else "")
+        raise FinetuneError(f"{len(gone)} image{'s' if len(gone) > 1 else ''} of the chosen refs cannot be read (file "
+                            f"gone, unreadable or changed): {names}; restore the files, or delete or re-status those "
+                            "refs, then run again")
+    return pixels
+
+
+def to_dataset(store: Store, refs: Sequence[RefRecord], pixels: dict[int, np.ndarray]) -> ReferDataset:
+    """The refs as a :class:`ReferDataset` in memory: one sample per sentence; per image every
+    instance (its exact RLE) except unverified model-made ones that no chosen ref targets."""
+    targeted = {i for r in refs for i in r.instance_ids}
+    images, anns, samples = {}, {}, []
+    for r in refs:
+        if r.image_id not in images:
+            rec = store.image(r.image_id)
+            images[r.image_id] = {"id": rec.id, "file_name": rec.file_name, "height": rec.height, "width": rec.width}
+            for inst in store.instances(r.image_id):
+                if inst.source != "model" or inst.id in targeted:
+                    anns[inst.id] = {"id": inst.id, "image_id": inst.image_id, "category_id": inst.category_id,
+                                     "iscrowd": int(inst.iscrowd), "segmentation": inst.rle}
+        targets = () if r.no_target else tuple(r.instance_ids)
+        for sid, text in zip(r.sentence_ids, r.sentences):
+            samples.append(ReferSample(r.id, sid, r.image_id, text, targets, r.split))
+    cats = {int(i): n for i, n in store.read("SELECT id, name FROM categories")}
+    return ReferDataset(samples, images, anns, store.media_dir, cats,
+                        pixels={i: pixels[i] for i in images})
+
+
+# --- metrics and promotion ------------------------------------------------------------------------
+
+
+def evaluate(model, tokenizer, data: ReferDataset, device: str = "cpu", progress: bool = False, desc: str = "") -> dict:
+    """Held-out GRES (and RIS) metrics of an in-memory model; the model is left trainable again."""
+    from deris_core.evaluate import evaluate_dataset
+    from deris_core.model.layers import unpack_linear_weights
+    from deris_core.predictor import Predictor
+
+    was = model.training
+    try:
+        res = evaluate_dataset(Predictor(model, tokenizer, device=device), data, progress=progress, desc=desc)
+    finally:
+        unpack_linear_weights(model)
+        model.train(was)
+    return {"samples": res["samples"], "images": res["images"], **res["gres"]}
+
+
+def promotion_problem(before: dict, after: dict, max_nacc_drop: float = 1.0) -> str | None:
+    """Why a fine-tuned model is not promoted (None: it is): held-out gIoU must rise and N-acc
+    fall by at most ``max_nacc_drop`` points."""
+    for key in ("gIoU", "N_acc"):
+        if not isinstance(before.get(key), (int, float)) or not isinstance(after.get(key), (int, float)):
+            return f"the held-out {key} is not known before and after (see {PLAN_FILE})"
+    if after["gIoU"] <= before["gIoU"]:
+        return f"held-out gIoU did not improve ({before['gIoU']:.2f} -> {after['gIoU']:.2f})"
+    if after["N_acc"] < before["N_acc"] - max_nacc_drop:
+        return (f"held-out N-acc fell by {before['N_acc'] - after['N_acc']:.2f} points ({before['N_acc']:.2f} -> "
+                f"{after['N_acc']:.2f}; at most {max_nacc_drop:g} allowed)")
+    return None
+
+
+RESERVED_NAMES = ("bundled",)
+
+
+def promote(store: Store, run: str | Path, name: str | None = None, user: str = "") -> ModelRecord:
+    """Register the finished run ``run`` as model ``name`` (default: the run folder's name), only when
+    its held-out metrics allow it (:func:`promotion_problem`); a FinetuneError says why not."""
+    from deris_core.config import OFFICIAL_NAMES
+
+    run = Path(run)
+    plan = read_plan(run)
+    if plan is None or not plan.get("metrics_after") or not (run / "model.safetensors").is_file():
+        raise FinetuneError(f"{run.name} is not a finished fine-tune run (no {PLAN_FILE} with metrics after "
+                            "training, or no model.safetensors); run python -m app.curate finetune first")
+    if plan["snapshot"].get("database") != store.path.name:
+        raise FinetuneError(f"{run.name} was fine-tuned from the refs of {plan['snapshot'].get('database')}, not of "
+                            f"{store.path.name}")
+    name = name or run.resolve().name
+    why = model_name_problem(name)
+    if why is None and (name.lower() in RESERVED_NAMES or name.lower() in OFFICIAL_NAMES):
+        why = f"{name!r} is the name of a published or bundled model"
+    if why:
+        raise FinetuneError(f"cannot promote as {name!r}: {why}")
+    problem = promotion_problem(plan["metrics_before"], plan["metrics_after"])
+    if problem:
+        raise FinetuneError(f"not promoted: {problem}")
+    weights = (run / "model.safetensors").resolve()
+    rec = ModelRecord(0, name, str(weights), plan["config"], plan["parent"], plan["snapshot"], plan["metrics_before"],
+                      plan["metrics_after"], user or _user())
+    digest_of = {}
+
+    def in_use(existing: str) -> int:
+        old = store.model(existing)
+        digest = ""
+        if old is not None and Path(old.weights).is_file():
+            digest = digest_of.setdefault(old.weights, weights_digest(old.weights))
+        return store.model_uses(existing, digest)
+
+    return store.register_model(rec, in_use=in_use)
+
+
+def model_in_use(store: Store, rec: ModelRecord) -> int:
+    """How many predictions and qa rows the registered model ``rec`` made."""
+    digest = weights_digest(rec.weights) if Path(rec.weights).is_file() else ""
+    return store.model_uses(rec.name, digest)
+
+
+def registered_weights(store: Store, weights: str) -> str:
+    """A registered model's weights file for its name; any other ``weights`` unchanged."""
+    rec = store.model(weights) if model_name_problem(weights) is None else None
+    if rec is None:
+        return weights
+    if not Path(rec.weights).is_file():
+        raise FinetuneError(f"registered model {rec.name!r}: its weights file is gone ({Path(rec.weights).name} in "
+                            f"{Path(rec.weights).parent.name}/)")
+    return rec.weights
+
+
+# --- the run folder -------------------------------------------------------------------------------
+
+
+def read_plan(run: Path) -> dict | None:
+    path = Path(run) / PLAN_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FinetuneError(f"{path.name} in {Path(run).name} is unreadable ({exc}); use a new --out") from None
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in this environment
+        return ""
+
+
+def _holder(out: Path) -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{_user()}:{out.resolve().name}"
+
+
+def _stale(holder: str, at: float) -> bool:
+    """A lock taken by a process of this machine that no longer runs (killed)."""
+    host, _, rest = holder.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def model_card(plan: dict) -> str:
+    """The run's README.md: where it came from, the data snapshot and the held-out metrics."""
+    snap, before, after = plan["snapshot"], plan["metrics_before"], plan.get("metrics_after") or {}
+    keys = [k for k in ("gIoU", "cIoU", "N_acc", "T_acc", "Pr@0.7", "Pr@0.9") if k in before]
+    lines = ["---", "library_name: deris-studio", "pipeline_tag: image-segmentation", "tags:",
+             "- referring-image-segmentation", "- deris", "---", "", f"# {plan['name']}", "",
+             f"Fine-tuned by DeRIS Studio from `{plan['parent']}` (config `{plan['config']}`) on the "
+             f"{'/'.join(snap['statuses'])} refs of `{snap['database']}`.", "",
+             "```python", "from deris_core.weights import load_predictor", "",
+             f'predictor = load_predictor("{plan["name"]}")   # this folder', "```", "",
+             "## Data snapshot", "",
+             f"- refs: {snap['refs']} ({', '.join(f'{k} {v}' for k, v in snap['by_status'].items())}), "
+             f"hash of ids and versions `{snap['hash']}`",
+             f"- trained on: {snap['train']['refs']} refs, {snap['train']['sentences']} sentences, "
+             f"{snap['train']['images']} images ({snap['train']['no_target_refs']} no-target refs)",
+             f"- held out ({snap['held_out']['rule']}): {snap['held_out']['refs']} refs, "
+             f"{snap['held_out']['sentences']} sentences, {snap['held_out']['images']} images; never trained on", "",
+             "## Training", "", f"- {plan['training']}", "", "## Held-out metrics (GRES)", "",
+             "| metric | before | after |", "|---|---|---|"]
+    lines += [f"| {k} | {before[k]:.2f} | {after[k]:.2f} |" if k in after else f"| {k} | {before[k]:.2f} | |" for k in keys]
+    return "\n".join(lines) + "\n"
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+
+def _check_options(o: Options) -> None:
+    if o.minutes is not None and o.steps is not None:
+        raise FinetuneError("give --minutes or --steps, not both")
+    if o.minutes is not None and not (math.isfinite(o.minutes) and o.minutes > 0):
+        raise FinetuneError(f"--minutes must be a positive number, got {o.minutes}")
+    if o.steps is not None and o.steps < 1:
+        raise FinetuneError(f"--steps must be at least 1, got {o.steps}")
+    if not o.holdout_split and not (math.isfinite(o.holdout_fraction) and 0 < o.holdout_fraction < 1):
+        raise FinetuneError(f"--holdout-fraction must be between 0 and 1 (exclusive), got {o.holdout_fraction}")
+
+
+def plan_data(store: Store, o: Options, world: int = 1) -> tuple[list[RefRecord], list[RefRecord], dict]:
+    """``(train refs, held-out refs, snapshot)`` or a FinetuneError that says what is missing."""
+    refs = select_refs(store, o.statuses)
+    status = "/".join(o.statuses)
+    need = minimum_train_sentences(o.recipe, world)
+    if not refs:
+        raise FinetuneError(f"the store has no {status} refs; fine-tuning needs at least {need} training sentences "
+                            f"plus held-out ones (--status picks other statuses)")
+    train, held = hold_out(refs, o.holdout_split, o.holdout_fraction, o.seed)
+    rule = f"split {o.holdout_split}" if o.holdout_split else f"fraction {o.holdout_fraction:g} of the images, seed {o.seed}"
+    if sum(len(r.sentences) for r in held) < MIN_HOLDOUT_SAMPLES:
+        hint = (f"none of the {len(refs)} {status} refs has split {o.holdout_split!r}; give some refs that split or "
+                "use --holdout-fraction 0.1") if o.holdout_split else "review refs on more images"
+        raise FinetuneError(f"the held-out set would be empty: {hint}")
+    n_train = sum(len(r.sentences) for r in train)
+    if n_train < need:
+        raise FinetuneError(
+            f"too few refs to fine-tune: {len(refs)} {status} refs, {n_train} training sentences after holding out "
+            f"{len({r.image_id for r in held})} images ({rule}); at least {need} are needed (one batch of "
+            f"--batch-size {o.recipe.batch_size})")
+    return train, held, snapshot(store, o.statuses, train, held, rule)
+
+
+def finetune(store: Store, o: Options) -> dict:
+    """Run (or resume) a fine-tune; returns the summary (also in the run's ``finetune.json``)."""
+    import torch.distributed as dist
+
+    from .runner import init_distributed
+
+    _check_options(o)
+    out = Path(o.out)
+    rank, world, device = init_distributed(o.device)
+    holder = _holder(out)
+    failure, locked = None, False
+    if rank == 0:
+        busy = store.take_lock(LOCK, holder, _stale)
+        locked = busy is None
+        if busy:
+            failure = f"another fine-tune is running on {store.path.name} ({busy}); wait for it to finish"
+    try:
+        result = None
+        if rank == 0 and failure is None:
+            try:
+                result = _prepare(store, o, out, world)
+            except (StoreError, OSError, ValueError) as exc:
+                failure = str(exc)
+        if world > 1:
+            box = [(failure, result)]
+            dist.broadcast_object_list(box, src=0)
+            failure, result = box[0]
+        if failure:
+            raise FinetuneError(failure)
+        return _train_and_measure(store, o, out, result, rank, world, device)
+    finally:
+        if locked:
+            store.release_lock(LOCK, holder)
+
+
+def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
+    """Rank 0: the plan, the data in memory, the starting weights checked against a run to resume,
+    and the held-out metrics before training."""
+    from deris_core.checkpoint import config_from_safetensors
+    from deris_core.weights import load_trainable
+
+    weights = registered_weights(store, o.weights)
+    train, held, snap = plan_data(store, o, world)
+    plan = read_plan(out)
+    if plan is not None and plan["snapshot"]["hash"] != snap["hash"]:
+        raise FinetuneError(f"{out.name} was started on other refs (the store's {'/'.join(o.statuses)} refs changed since: "
+                            f"{plan['snapshot']['refs']} then, {snap['refs']} now, or edited); use a new --out")
+    model, tok_path, res = load_trainable(weights)
+    parent_digest = weights_digest(res.weights)
+    parent = f"{o.weights} (sha256:{parent_digest[:16]})"
+    last = out / "last.safetensors"
+    if last.is_file():
+        run_cfg = config_from_safetensors(last)
+        if run_cfg is not None and run_cfg.to_json() != model.cfg.to_json():
+            raise FinetuneError(f"--from {o.weights} has config {model.cfg.name!r}, but {out.name} was being fine-tuned "
+                                f"from weights of config {run_cfg.name!r}; give the weights it started from, or a new --out")
+    if plan is not None and plan["parent"] != parent:
+        raise FinetuneError(f"{out.name} was started from {plan['parent']}, not from {parent}; give the same --from, "
+                            "or a new --out")
+    pixels = load_pixels(store, [r.image_id for r in [*train, *held]])
+    train_ds, held_ds = to_dataset(store, train, pixels), to_dataset(store, held, pixels)
+    out.mkdir(parents=True, exist_ok=True)
+    tok = out / "tokenizer.spm"
+    if not tok.is_file():
+        shutil.copyfile(tok_path, out / ".tokenizer.spm.tmp")
+        os.replace(out / ".tokenizer.spm.tmp", tok)
+    if plan is None:
+        from deris_core.tokenizer import BEiT3Tokenizer
+
+        tokenizer = BEiT3Tokenizer(tok, max_token=model.cfg.max_token)
+        before = evaluate(model, tokenizer, held_ds, "cpu", o.progress, "held-out refs, before")
+        plan = {"name": out.resolve().name, "parent": parent, "config": model.cfg.name, "snapshot": snap,
+                "train_refs": [r.id for r in train], "held_out_refs": [r.id for r in held],
+                "metrics_before": before, "metrics_after": None, "created_by": _user(), "started_at": time.time(),
+                "training": ""}
+        _write_atomic(out / PLAN_FILE, json.dumps(plan, indent=1))
+    return {"plan": plan, "train": train_ds, "held": held_ds, "model": model}
+
+
+def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | None, rank: int, world: int, device: str) -> dict:
+    import torch.distributed as dist
+
+    from deris_core.tokenizer import BEiT3Tokenizer
+    from deris_core.train.losses import LossConfig
+    from deris_core.train.nsc import NSCConfig
+    from deris_core.train.trainer import StartFrom, TrainConfig, train
+
+    plan, train_ds, held_ds, model = prepared["plan"], prepared["train"], prepared["held"], prepared["model"]
+    r = o.recipe
+    per_image = r.expressions_per_image if r.batch_size >= r.expressions_per_image * world else 1
+    cfg = TrainConfig(
+        data=f"store:{store.path.name}", out=str(out), model=model.cfg.name, tokenizer=str(out / "tokenizer.spm"),
+        eval_split=None, epochs=100_000, max_steps=o.steps, max_seconds=o.minutes * 60 if o.minutes else None,
+        batch_size=r.batch_size, expressions_per_image=per_image, lr=r.lr, weight_decay=r.weight_decay,
+        beit3_lr_mult=r.beit3_lr_mult, backbone_lr_mult=r.backbone_lr_mult, warmup_steps=r.warmup_steps,
+        seed=o.seed, device=o.device if o.device != "auto" else device.split(":")[0], threads=o.threads,
+        nsc=NSCConfig(min_text_length=r.nsc_min_words), loss=LossConfig(attributes=0.0, mlm=0.0), log_every=10)
+    t0 = time.perf_counter()
+    weights = train(cfg, data=train_ds, start=StartFrom(model))
+    seconds = time.perf_counter() - t0
+    if rank != 0:
+        return {}
+    (out / "config.json").write_text(model.cfg.to_json())
+    from deris_core.weights import load_trainable
+
+    trained, _, _ = load_trainable(str(weights), str(out / "tokenizer.spm"))  # what load_predictor will read
+    tokenizer = BEiT3Tokenizer(out / "tokenizer.spm", max_token=trained.cfg.max_token)
+    after = evaluate(trained, tokenizer, held_ds, "cpu", o.progress, "held-out refs, after")
+    budget = f"{o.minutes:g} minutes" if o.minutes else f"{o.steps} steps"
+    plan.update(metrics_after=after, finished_at=time.time(),
+                training=(f"{budget} (this session {seconds:.0f} s), batch {r.batch_size} ({per_image} sentences per "
+                          f"image), lr {r.lr:g} (BEiT-3 x{r.beit3_lr_mult:g}, Swin x{r.backbone_lr_mult:g}), warm-up "
+                          f"{r.warmup_steps}, NSC from {r.nsc_min_words + 1} words, seed {o.seed}, {world} process(es)"))
+    _write_atomic(out / PLAN_FILE, json.dumps(plan, indent=1))
+    _write_atomic(out / "README.md", model_card(plan))
+    with (out / "log.jsonl").open("a") as f:
+        f.write(json.dumps({"held_out_before": plan["metrics_before"], "held_out_after": after}) + "\n")
+    return {"run": str(out), "weights": str(weights), "parent": plan["parent"], "snapshot": plan["snapshot"],
+            "before": plan["metrics_before"], "after": after, "seconds": round(seconds, 1),
+            "promotion_problem": promotion_problem(plan["metrics_before"], after)}

@@ -1,0 +1,295 @@
+"""Fine-tuning from the store (app/curate/finetune.py): a few steps on a tiny store change the
+weights and write a loadable model whose card carries the data snapshot; held-out refs never reach
+training (by ids); promotion refused when the held-out metrics fall (hand-made run folders); the bad
+inputs (too few refs, an empty held-out set, images gone, weights of another config, two fine-tunes
+at once, a run killed mid-way and resumed, replacing a model in use) and registered models by name
+in preannotate and the Model panel."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from app.curate import finetune as ft
+from app.curate.__main__ import main as curate_main
+from app.store import ModelRecord, Store, StoreError
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ft.Recipe(batch_size=4, expressions_per_image=2, warmup_steps=1)
+
+
+def _make_store(root: Path, images: int, seed: int = 11, status: str = "reviewed", name: str = "s.sqlite") -> Path:
+    from app.imports import import_grefcoco_data, read_json
+    from deris_core.synthetic import generate
+
+    syn = root / f"syn{seed}_{images}"
+    if not syn.is_dir():
+        generate(syn, seed=seed, images=images)
+    coco, _ = read_json(syn / "grefcoco" / "instances.json")
+    grefs, _ = read_json(syn / "grefcoco" / "grefs(unc).json")
+    for r in grefs:
+        r.update(status=status, annotator="synthetic")
+    db = root / name
+    import_grefcoco_data(Store(db), coco, grefs, syn / "images" / "train2014")
+    return db
+
+
+def _copy(db: Path, name: str) -> Path:
+    out = db.with_name(name)
+    src, dst = sqlite3.connect(db), sqlite3.connect(out)
+    src.backup(dst)
+    src.close()
+    dst.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    """A store of 8 synthetic scenes, every ref reviewed."""
+    return _make_store(tmp_path_factory.mktemp("finetune"), 8)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny: Path):
+    """One fine-tune of 2 steps that records which refs the training set served and NSC could draw."""
+    from deris_core.data import training
+    from deris_core.train import trainer
+
+    served: set[int] = set()
+    pools: list[set[int]] = []
+
+    class Recording(training.TrainingSet):
+        def sample(self, index: int) -> dict:
+            served.add(self.data.samples[index].ref_id)
+            return super().sample(index)
+
+    class RecordingNSC(trainer.NonReferentConversion):
+        def __init__(self, pool, cfg):
+            super().__init__(pool, cfg)
+            pools.append({image for image, _ in pool})
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(trainer, "TrainingSet", Recording)
+    mp.setattr(trainer, "NonReferentConversion", RecordingNSC)
+    db = _copy(tiny, "finished.sqlite")
+    store = Store(db)
+    run = db.parent / "run_ok"
+    try:
+        res = ft.finetune(store, ft.Options(str(db), "bundled", str(run), steps=2, recipe=FAST, threads=2, progress=False))
+    finally:
+        mp.undo()
+    return store, run, res, served, pools
+
+
+def test_finetune_changes_weights_and_writes_a_loadable_model_with_its_snapshot(finished):
+    from deris_core.checkpoint import read_safetensors
+    from deris_core.weights import BUNDLED_DIR, load_predictor
+
+    store, run, res, _, _ = finished
+    new, _ = read_safetensors(run / "model.safetensors")
+    old, _ = read_safetensors(BUNDLED_DIR / "model.safetensors")
+    assert set(new) == set(old)
+    assert any(not (new[k] == old[k]).all() for k in old)  # the weights moved
+    for f in ("model.safetensors", "config.json", "tokenizer.spm", "README.md", "log.jsonl", "finetune.json"):
+        assert (run / f).is_file(), f
+    pred = load_predictor(str(run), device="cpu", dtype="fp32")  # the folder, as --weights takes it
+    assert pred.predict("the red circle", image=pred.set_image(np.zeros((64, 64, 3), np.uint8))) is not None
+    snap = res["snapshot"]
+    n = len(store.refs())
+    assert snap["refs"] == n and snap["by_status"] == {"reviewed": n}
+    assert snap["train"]["refs"] + snap["held_out"]["refs"] == n
+    card = (run / "README.md").read_text()
+    assert snap["hash"] in card and f"reviewed {n}" in card and "Held-out metrics" in card
+    plan = json.loads((run / "finetune.json").read_text())
+    assert plan["metrics_before"]["gIoU"] == res["before"]["gIoU"] and plan["metrics_after"]["gIoU"] == res["after"]["gIoU"]
+    assert plan["parent"].startswith("bundled (sha256:")
+    assert store.read("SELECT COUNT(*) FROM locks")[0][0] == 0  # the lock was given back
+    assert store.models() == []  # nothing registered without --promote
+
+
+def test_held_out_refs_never_reach_training(finished):
+    store, run, _, served, pools = finished
+    plan = json.loads((run / "finetune.json").read_text())
+    train, held = set(plan["train_refs"]), set(plan["held_out_refs"])
+    assert held and served and not served & held
+    assert served <= train
+    images = lambda ids: {r.image_id for r in store.refs(ref_ids=sorted(ids))}  # noqa: E731
+    assert not images(train) & images(held)  # no image on both sides
+    assert pools and all(not p & images(held) for p in pools)  # NSC draws only training sentences
+
+
+def _finished_run(root: Path, name: str, before: dict, after: dict, db_name: str) -> Path:
+    """A hand-made finished run folder (the promotion decision reads only its plan and weights)."""
+    from deris_core.weights import BUNDLED_DIR
+
+    run = root / name
+    run.mkdir()
+    shutil.copyfile(BUNDLED_DIR / "model.safetensors", run / "model.safetensors")
+    plan = {"name": name, "parent": "bundled (sha256:0)", "config": "deris-small-trained",
+            "snapshot": {"database": db_name, "refs": 3}, "metrics_before": before, "metrics_after": after}
+    (run / "finetune.json").write_text(json.dumps(plan))
+    return run
+
+
+def test_promotion_refused_when_metrics_fall_and_names_are_kept(tmp_path):
+    store = Store(tmp_path / "p.sqlite")
+    worse = _finished_run(tmp_path, "worse", {"gIoU": 50.0, "N_acc": 90.0}, {"gIoU": 49.0, "N_acc": 95.0}, "p.sqlite")
+    with pytest.raises(StoreError, match=r"not promoted: held-out gIoU did not improve \(50.00 -> 49.00\)"):
+        ft.promote(store, worse)
+    nacc = _finished_run(tmp_path, "nacc", {"gIoU": 50.0, "N_acc": 90.0}, {"gIoU": 60.0, "N_acc": 88.5}, "p.sqlite")
+    with pytest.raises(StoreError, match=r"N-acc fell by 1.50 points"):
+        ft.promote(store, nacc)
+    assert store.models() == []
+    good = _finished_run(tmp_path, "good", {"gIoU": 50.0, "N_acc": 90.0}, {"gIoU": 60.0, "N_acc": 89.5}, "p.sqlite")
+    rec = ft.promote(store, good, user="ann")
+    assert rec.name == "good" and rec.created_by == "ann" and store.model("good").metrics_after["gIoU"] == 60.0
+    with pytest.raises(StoreError, match="already registered; promote under another name"):
+        ft.promote(store, good)
+    with pytest.raises(StoreError, match="published or bundled"):
+        ft.promote(store, good, name="bundled")
+    with pytest.raises(StoreError, match="a model name is"):
+        ft.promote(store, good, name="../x")
+    other = _finished_run(tmp_path, "other", {"gIoU": 50.0, "N_acc": 90.0}, {"gIoU": 60.0, "N_acc": 90.0}, "q.sqlite")
+    with pytest.raises(StoreError, match="refs of q.sqlite, not of p.sqlite"):
+        ft.promote(store, other)
+    # a model in use: its predictions are in the store, so the name is never replaced nor deleted
+    with store.transaction() as db:
+        db.execute("INSERT INTO images (sha256, file_name, width, height, created_at) VALUES ('x', 'x.png', 4, 4, 0)")
+        db.execute("INSERT INTO predictions (image_id, sentence, model, score_threshold, mask_threshold, existence, "
+                   "candidates, created_at) VALUES (1, 'the cat', 'good|deris-small-trained|sha256:00|fp32', 0.7, 0.5, "
+                   "0.9, '[]', 0)")
+    with pytest.raises(StoreError, match=r"already registered and in use \(1 predictions"):
+        ft.promote(store, good)
+    with pytest.raises(StoreError, match="in use"):
+        store.delete_model("good", ft.model_in_use(store, store.model("good")))
+    assert [m.name for m in store.models()] == ["good"]
+
+
+def test_bad_inputs_say_what_is_wrong_and_write_nothing(tiny, tmp_path):
+    store = Store(_copy(tiny, "bad.sqlite"))
+    def opts(**kw) -> ft.Options:
+        return ft.Options(**{"db": str(store.path), "weights": "bundled", "out": str(tmp_path / "r"), "steps": 1,
+                             "recipe": FAST, "progress": False, **kw})
+
+    with store.transaction() as db:  # a store without val refs
+        db.execute("UPDATE refs SET split = 'train' WHERE split = 'val'")
+    with pytest.raises(StoreError, match="has no done refs"):
+        ft.finetune(store, opts(statuses=("done",)))
+    with pytest.raises(StoreError, match=r"held-out set would be empty: none of the \d+ reviewed refs has split 'val'"):
+        ft.finetune(store, opts(holdout_split="val"))
+    with pytest.raises(StoreError, match="at least 16 are needed"):
+        ft.finetune(store, opts(recipe=ft.Recipe(batch_size=16), holdout_fraction=0.9))
+    with pytest.raises(StoreError, match="--minutes must be a positive number"):
+        ft.finetune(store, opts(steps=None, minutes=0))
+    with pytest.raises(StoreError, match="--holdout-fraction must be between 0 and 1"):
+        ft.finetune(store, opts(holdout_fraction=1.5))
+    # two fine-tunes at once: a live holder (this test's parent process) keeps the lock
+    live = f"{socket.gethostname()}:{os.getppid()}:someone:other_run"
+    assert store.take_lock(ft.LOCK, live) is None
+    with pytest.raises(StoreError, match="another fine-tune is running on bad.sqlite"):
+        ft.finetune(store, opts())
+    assert store.read("SELECT holder FROM locks")[0][0] == live  # not taken over, not removed
+    store.release_lock(ft.LOCK, live)
+    # weights of another config than the run being resumed
+    from deris_core.checkpoint import save_weights
+    from deris_core.config import deris_tiny
+    from deris_core.model import build_deris
+
+    other = tmp_path / "other_cfg"
+    other.mkdir()
+    save_weights(build_deris(deris_tiny()), other / "last.safetensors", deris_tiny())
+    with pytest.raises(StoreError, match="was being fine-tuned from weights of config 'deris-tiny'"):
+        ft.finetune(store, opts(out=str(other)))
+    # images gone
+    gone = store.image(1)
+    Path(gone.path).rename(Path(gone.path).with_suffix(".moved"))
+    try:
+        with pytest.raises(StoreError, match=r"1 image of the chosen refs cannot be read .*\(image 1\)"):
+            ft.finetune(store, opts(out=str(tmp_path / "r2")))
+    finally:
+        Path(gone.path).with_suffix(".moved").rename(gone.path)
+    assert store.models() == [] and store.read("SELECT COUNT(*) FROM locks")[0][0] == 0
+    assert not (tmp_path / "r2").exists()  # nothing half-written in a run folder either
+
+
+def test_a_killed_run_resumes_and_a_dead_holder_does_not_block(tmp_path):
+    db = _make_store(tmp_path, 4, seed=12)
+    run = tmp_path / "run_kill"
+    args = [sys.executable, "-m", "app.curate", "finetune", "--db", str(db), "--out", str(run), "--batch-size", "4",
+            "--threads", "1", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([*args, "--steps", "400"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 240
+    while not (run / "trainer_state.pt").is_file() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert (run / "trainer_state.pt").is_file(), proc.stderr.read().decode()[-2000:] if proc.poll() is not None else ""
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    store = Store(db)
+    assert store.read("SELECT COUNT(*) FROM locks")[0][0] == 1  # the killed run's lock stays behind ...
+    started = json.loads((run / "finetune.json").read_text())["started_at"]
+    done = subprocess.run([*args, "--steps", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "resumed from" in done.stdout  # ... and does not block the rerun (its process is gone)
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert res["after"]["samples"] == res["before"]["samples"] > 0
+    assert json.loads((run / "finetune.json").read_text())["started_at"] == started  # the plan was kept
+    assert store.read("SELECT COUNT(*) FROM locks")[0][0] == 0
+    # the store's refs changed since the run started: a resume is refused
+    rid = store.refs()[0]
+    store.set_status(rid.id, "rejected", user="x")
+    refused = subprocess.run([*args, "--steps", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert refused.returncode == 2 and "was started on other refs" in refused.stderr
+
+
+def test_registered_model_by_name_in_preannotate_and_the_model_panel(finished, tmp_path, capsys):
+    from app.services.model import allowed_weights
+
+    store, run, res, _, _ = finished
+    db = str(store.path)
+    plan = json.loads((run / "finetune.json").read_text())
+    plan["metrics_after"] = {**plan["metrics_after"], "gIoU": plan["metrics_before"]["gIoU"] + 1,
+                             "N_acc": plan["metrics_before"]["N_acc"]}  # so that this run may be promoted
+    (run / "finetune.json").write_text(json.dumps(plan))
+    assert curate_main(["promote", "--db", db, "--run", str(run), "--name", "shapes-v2", "--by", "lead", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["promoted"] == "shapes-v2"
+    (tmp_path / "s.txt").write_text("the red circle\n")
+    assert curate_main(["preannotate", "--db", db, "--sentences", str(tmp_path / "s.txt"), "--weights", "shapes-v2",
+                        "--dtype", "fp32", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["model"].startswith("shapes-v2|") and out["written"] > 0
+    assert curate_main(["models", "--db", db, "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)["models"]
+    assert listed[0]["name"] == "shapes-v2" and listed[0]["uses"] == out["written"]
+    assert curate_main(["models", "--db", db, "--delete", "shapes-v2"]) == 2
+    assert "in use" in capsys.readouterr().err
+    assert allowed_weights(store, ["shapes-v2", "bundled"]) == {
+        "shapes-v2 (fine-tuned here)": str((run / "model.safetensors").resolve()), "bundled": "bundled"}
+
+
+@pytest.mark.slow
+def test_finetune_under_torchrun_two_gloo_processes(tmp_path):
+    db = _make_store(tmp_path, 4, seed=12)
+    run = tmp_path / "run_ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "app.curate",
+           "finetune", "--db", str(db), "--out", str(run), "--batch-size", "4", "--steps", "2", "--threads", "1", "--json"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    printed = [line for line in done.stdout.splitlines() if line.startswith('{"run"')]
+    assert len(printed) == 1  # rank 0 reports, once
+    res = json.loads(printed[0])
+    assert res["after"]["samples"] == res["before"]["samples"] > 0
+    assert "2 process(es)" in json.loads((run / "finetune.json").read_text())["training"]
+    assert Store(db).read("SELECT COUNT(*) FROM locks")[0][0] == 0
