@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise StoreError(f"--per-image must be at least 1, got {args.per_image}")
             if not 0.0 < args.nsc_threshold <= 1.0:
                 raise StoreError(f"--nsc-threshold must be in (0, 1], got {args.nsc_threshold}")
-            predictor = _predictor(args, "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu")
+            predictor = _predictor(args, "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu", store)
             cfg = NSCConfig(threshold=args.nsc_threshold, min_text_length=max(0, args.min_words))
             res = run_negatives(store, predictor, model_key(predictor, args.weights), per_image=args.per_image, cfg=cfg,
                                 seed=args.seed, batch=args.batch, chunk=args.chunk, progress=not args.json)
