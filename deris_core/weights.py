@@ -194,12 +194,7 @@ def load_predictor(
     res = resolve(weights, tokenizer, config)
     if res.kind == "official":
         model, cfg, _ = load_official(res.weights, res.config, infer_official_config, int8=precision.int8)
-        rows = model.cognition.beit3.text_embed.num_embeddings
-        try:
-            tok_path = resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
-                                         hub_repo=res.hub_repo, what=res.description)
-        except TokenizerSourceError as exc:
-            raise WeightsError(str(exc)) from None
+        tok_path = _official_tokenizer(res, model.cognition.beit3.text_embed.num_embeddings)
     else:
         cfg = res.config
         model = model_from_safetensors(res.weights, cfg, int8=precision.int8)
@@ -215,6 +210,15 @@ def load_predictor(
     return predictor
 
 
+def _official_tokenizer(res: ResolvedWeights, rows: int) -> Path:
+    """The tokenizer of an official checkpoint with ``rows`` vocabulary rows (found as the README says)."""
+    try:
+        return Path(resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
+                                      hub_repo=res.hub_repo, what=res.description))
+    except TokenizerSourceError as exc:
+        raise WeightsError(str(exc)) from None
+
+
 def load_trainable(weights: str | os.PathLike | None = None, tokenizer: str | os.PathLike | None = None, *,
                    config: str | None = None) -> tuple[DeRIS, Path, ResolvedWeights]:
     """``(model, tokenizer file, where they came from)`` for fine-tuning: any weights
@@ -225,12 +229,7 @@ def load_trainable(weights: str | os.PathLike | None = None, tokenizer: str | os
     res = resolve(weights, tokenizer, config)
     if res.kind == "official":
         mapped, cfg, _ = load_official(res.weights, res.config, infer_official_config)
-        rows = mapped.cognition.beit3.text_embed.weight.shape[0]
-        try:
-            tok_path = resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
-                                         hub_repo=res.hub_repo, what=res.description)
-        except TokenizerSourceError as exc:
-            raise WeightsError(str(exc)) from None
+        tok_path = _official_tokenizer(res, mapped.cognition.beit3.text_embed.num_embeddings)
     else:
         cfg, tok_path = res.config, res.tokenizer
         mapped = model_from_safetensors(res.weights, cfg)
