@@ -76,6 +76,31 @@ def test_a_newer_schema_is_refused_and_the_schema_is_made_once(pg_server) -> Non
         Store(url)
 
 
+def test_a_server_waiting_on_the_lock_sees_the_schema_another_one_made(pg_server) -> None:
+    """The interleaving CI once hit: server A finds no schema and waits on the writers' lock while
+    server B is creating it; A must then see B's schema instead of recording a second version row."""
+    import threading
+    import time
+
+    from app.store.location import parse_db
+    from app.store.pg import WRITE_LOCK, PgConnection, build_pg_schema, ensure_pg_schema
+
+    loc = parse_db(pg_server.new_database())
+    b, a = PgConnection(loc), PgConnection(loc)
+    b.execute("BEGIN")
+    b.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
+    build_pg_schema(b, 0)  # not committed yet: A sees no schema
+    found: list = []
+    waiter = threading.Thread(target=lambda: found.append(ensure_pg_schema(a)))
+    waiter.start()
+    time.sleep(1.0)  # A has seen version 0 and now waits on the lock
+    b.execute("COMMIT")
+    waiter.join(timeout=60)
+    assert found == [0]
+    assert a.execute("SELECT COUNT(*), MAX(version) FROM deris_schema").fetchone() == (1, 4)
+    a.close(), b.close()
+
+
 def test_every_table_of_the_schema_exists_on_postgres_with_never_reused_ids(pg_server) -> None:
     from app.migrate import table_columns
 

@@ -224,10 +224,32 @@ class PgConnection:
 
 def pg_version(conn: PgConnection) -> int:
     """The schema version recorded in a PostgreSQL database (0: empty)."""
-    if conn.execute("SELECT to_regclass('deris_schema')").fetchone()[0] is None:
+    # pg_class read with the statement's own snapshot, not to_regclass: that goes through the backend's
+    # catalog cache, which waiting on an advisory lock does not refresh, so a server that looked while
+    # another one's creation was uncommitted kept seeing "no schema" after it committed (a second row).
+    exists = conn.execute("SELECT COUNT(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                          "ON n.oid = c.relnamespace WHERE c.relname = 'deris_schema' "
+                          "AND n.nspname = current_schema()").fetchone()[0]
+    if not exists:
         return 0
     row = conn.execute("SELECT MAX(version) FROM deris_schema").fetchone()
     return int(row[0] or 0)
+
+
+def build_pg_schema(conn: PgConnection, version: int) -> None:
+    """Bring a database at ``version`` (0: empty) to :data:`SCHEMA_VERSION`; the caller holds the
+    writers' lock inside a transaction."""
+    if version == 0:
+        for stmt in (pg_ddl(TABLES) + PG_ONLY + INDEXES).split(";"):
+            if stmt.strip():
+                conn.execute(stmt)
+        conn.execute("INSERT INTO deris_schema (version) SELECT ? WHERE NOT EXISTS "
+                     "(SELECT 1 FROM deris_schema)", (SCHEMA_VERSION,))
+        version = SCHEMA_VERSION
+    while version < SCHEMA_VERSION:
+        PG_MIGRATIONS[version](conn)
+        version += 1
+        conn.execute("UPDATE deris_schema SET version = ?", (version,))
 
 
 def ensure_pg_schema(conn: PgConnection) -> int:
@@ -246,16 +268,7 @@ def ensure_pg_schema(conn: PgConnection) -> int:
         if version > SCHEMA_VERSION:
             raise StoreError(f"the database was made by a newer DeRIS Studio (schema {version}, this one knows "
                              f"{SCHEMA_VERSION}); upgrade this studio")
-        if version == 0:
-            for stmt in (pg_ddl(TABLES) + PG_ONLY + INDEXES).split(";"):
-                if stmt.strip():
-                    conn.execute(stmt)
-            conn.execute("INSERT INTO deris_schema (version) VALUES (?)", (SCHEMA_VERSION,))
-            version = SCHEMA_VERSION
-        while version < SCHEMA_VERSION:
-            PG_MIGRATIONS[version](conn)
-            version += 1
-            conn.execute("UPDATE deris_schema SET version = ?", (version,))
+        build_pg_schema(conn, version)
         conn.execute("COMMIT")
     except BaseException:
         conn.rollback_quietly()
