@@ -7,7 +7,8 @@
     python -m app.curate agreement --db DB [--merge --min-iou 0.7 --quorum 2] [--json]
     python -m app.curate negatives --db DB [--per-image K] [--weights W]     (hard negatives by the NSC rule)
     python -m app.curate finetune --db DB --from WEIGHTS --out RUN [--status reviewed] [--holdout-split val |
-        --holdout-fraction 0.1 --seed S] [--minutes M | --steps N] [--promote [--name NAME]]   (also under torchrun)
+        --holdout-fraction 0.1 --seed S] [--minutes M | --steps N] [--replay DIR [--replay-share 0.5]]
+        [--promote [--name NAME]]   (also under torchrun)
     python -m app.curate promote --db DB --run RUN [--name NAME]
     python -m app.curate models --db DB [--delete NAME]
 
@@ -41,6 +42,15 @@ def _predictor(args, device: str, store: Store):
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .runner import close_distributed
+
+    try:
+        return _main(argv)
+    finally:
+        close_distributed()
+
+
+def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.curate", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("preannotate", help="the model proposes a ref for every (image, sentence) pair")
@@ -85,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = f.add_mutually_exclusive_group()
     budget.add_argument("--minutes", type=float, default=None, help="training time (default 15)")
     budget.add_argument("--steps", type=int, default=None, help="optimisation steps instead of a time")
+    f.add_argument("--replay", default=None, metavar="DIR",
+                   help="a gRefCOCO-format folder of the distribution the model learnt (e.g. its training set): refs of "
+                        "it are mixed in so the model does not forget what it could do")
+    f.add_argument("--replay-share", type=float, default=0.5,
+                   help="the share of training sentences that come from --replay (default 0.5)")
+    f.add_argument("--replay-split", default="train", choices=SPLITS, help="the split of --replay used (default train)")
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's, 1e-4)")
     f.add_argument("--promote", action="store_true", help="register the model in the store if its held-out metrics allow")
@@ -176,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             recipe = dataclasses.replace(RECIPE, batch_size=args.batch_size, **({"lr": args.lr} if args.lr else {}))
             opts = Options(args.db, args.weights, args.out, tuple(args.status or ("reviewed",)), args.holdout_split,
                            args.holdout_fraction, args.seed, args.minutes if args.minutes or args.steps else 15.0,
-                           args.steps, recipe, args.device, args.threads or None, progress=not args.json)
+                           args.steps, recipe, args.device, args.threads or None, progress=not args.json,
+                           replay=args.replay, replay_split=args.replay_split, replay_share=args.replay_share)
             res = finetune(store, opts)
             if not res:  # another torchrun rank: rank 0 reports
                 return 0

@@ -63,6 +63,13 @@ def init_distributed(device: str) -> tuple[int, int, str]:
     return rank, world, "cpu"
 
 
+def close_distributed() -> None:
+    """Leave the torchrun group before the interpreter exits: a gloo group torn down by the exit
+    itself can abort the process ("terminate called without an active exception")."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def _collective_device() -> torch.device:
     """Where collective tensors must live: the rank's GPU under NCCL, the CPU under gloo."""
     if dist.is_initialized() and dist.get_backend() == "nccl":

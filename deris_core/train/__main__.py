@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+import torch.distributed as dist
+
 from .losses import LossConfig
 from .nsc import NSCConfig
 from .trainer import TrainConfig, train
@@ -74,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()  # before exit: gloo torn down by the exit itself can abort
     print(f"weights: {path}")
     return 0
 
