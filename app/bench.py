@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("--eval-seed", type=int, default=7, help="the independent evaluation set (README's: 7)")
     lp.add_argument("--eval-images", type=int, default=1000)
     lp.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the fine-tuning recipe's)")
+    lp.add_argument("--replay-share", type=float, default=0.5,
+                    help="share of training sentences replayed from the set's train split (0: none)")
     lp.add_argument("--threads", type=int, default=2)
     lp.add_argument("--work", type=Path, default=None, help="keep the sets, the store and the run here (default: a "
                     "temporary folder); the same folder again resumes the run")
@@ -329,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with tempfile.TemporaryDirectory() as tmp:
             res = bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images, args.eval_seed,
-                             args.eval_images, args.threads, args.lr)
+                             args.eval_images, args.threads, args.lr, args.replay_share)
     elif args.cmd == "latency":
         import torch
 

@@ -5,7 +5,9 @@ The bundled model never saw four colour-shape pairs (``deris_core.synthetic.HELD
 split asks about them). This bench draws a synthetic set (``--seed``), imports ``--refs`` of its
 testB refs into a new store as if people had reviewed them (status ``reviewed``), fine-tunes the
 bundled model from the store for ``--minutes`` with ``python -m app.curate finetune``'s code
-(:func:`app.curate.finetune.finetune`, 10% of the images held out), and evaluates the bundled model
+(:func:`app.curate.finetune.finetune`, 10% of the images held out) with ``--replay-share`` of the
+training sentences replayed from the same set's train split (the distribution the bundled model
+learnt, without the four pairs; 0: no replay), and evaluates the bundled model
 and the fine-tuned one on the testB and testA splits of a second, independent synthetic set
 (``--eval-seed``, default 7: the README's evaluation set), whose scenes were never trained on.
 Goal (issue 31): testB gIoU +15 points or more, testA -2 at most.
@@ -38,7 +40,8 @@ def import_reviewed(store, root: Path, refs: int, split: str = "testB") -> dict:
 
 
 def bench_loop(work: Path, refs: int = 400, minutes: float = 15.0, seed: int = 21, images: int = 1000,
-               eval_seed: int = 7, eval_images: int = 1000, threads: int = 2, lr: float | None = None) -> dict:
+               eval_seed: int = 7, eval_images: int = 1000, threads: int = 2, lr: float | None = None,
+               replay_share: float = 0.5) -> dict:
     import dataclasses
 
     import torch
@@ -64,9 +67,10 @@ def bench_loop(work: Path, refs: int = 400, minutes: float = 15.0, seed: int = 2
     run = work / "run"
     recipe = dataclasses.replace(RECIPE, **({"lr": lr} if lr else {}))
     t0 = time.perf_counter()
-    res = finetune(store, Options(str(db), "bundled", str(run), minutes=minutes, recipe=recipe, threads=threads))
+    replay = {"replay": str(source), "replay_share": replay_share} if replay_share else {}
+    res = finetune(store, Options(str(db), "bundled", str(run), minutes=minutes, recipe=recipe, threads=threads, **replay))
     train_s = time.perf_counter() - t0
-    out = {"refs": refs, "minutes": minutes, "source_seed": seed, "eval_seed": eval_seed, "fine_tune_s": round(train_s, 1),
+    out = {"refs": refs, "minutes": minutes, "replay_share": replay_share or 0, "source_seed": seed, "eval_seed": eval_seed, "fine_tune_s": round(train_s, 1),
            "store_held_out": {"before": res["before"], "after": res["after"]}, "snapshot": res["snapshot"]}
     keys = ("gIoU", "cIoU", "N_acc", "T_acc")
     for split in ("testB", "testA"):

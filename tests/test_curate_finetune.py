@@ -223,6 +223,53 @@ def test_bad_inputs_say_what_is_wrong_and_write_nothing(tiny, tmp_path):
     assert not (tmp_path / "r2").exists()  # nothing half-written in a run folder either
 
 
+def test_replay_mixes_in_the_parents_distribution_and_is_part_of_the_plan(tiny, tmp_path):
+    """``--replay``: whole images of another dataset's train split join the training set at the asked
+    share, never the held-out metrics; the plan and the card record them; another replay cannot resume
+    the run, and a folder that is not a dataset is one clear line."""
+    from deris_core.data import training
+    from deris_core.synthetic import generate
+    from deris_core.train import trainer
+
+    generate(tmp_path / "parent_data", seed=12, images=24)
+    store = Store(_copy(tiny, "replay.sqlite"))
+    seen: list = []
+
+    class Recording(training.TrainingSet):
+        def __init__(self, data, *a, **kw):
+            seen.append(data)
+            super().__init__(data, *a, **kw)
+
+    run = tmp_path / "run_replay"
+    def opts(**kw) -> ft.Options:
+        return ft.Options(**{"db": str(store.path), "weights": "bundled", "out": str(run), "steps": 1, "recipe": FAST,
+                             "threads": 2, "progress": False, "replay": str(tmp_path / "parent_data"), **kw})
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(trainer, "TrainingSet", Recording)
+    try:
+        res = ft.finetune(store, opts())
+    finally:
+        mp.undo()
+    plan = json.loads((run / "finetune.json").read_text())
+    n_store = sum(len(r.sentences) for r in store.refs(ref_ids=plan["train_refs"]))
+    replay = plan["replay"]
+    assert replay["split"] == "train" and replay["sentences"] >= n_store and replay["images"] >= 1
+    assert len(seen[0]) == n_store + replay["sentences"]  # the training set: the store's and the replayed
+    replayed = seen[0].samples[n_store:]
+    assert {s.split for s in replayed} == {"train"}
+    assert not {s.image_id for s in replayed} & {s.image_id for s in seen[0].samples[:n_store]}
+    assert res["before"]["samples"] == sum(len(r.sentences) for r in store.refs(ref_ids=plan["held_out_refs"]))
+    assert f"{replay['sentences']} sentences on {replay['images']} images of parent_data/" in (run / "README.md").read_text()
+    with pytest.raises(StoreError, match="was started with other replayed refs"):
+        ft.finetune(store, opts(replay_share=0.25))
+    with pytest.raises(StoreError, match="not a gRefCOCO-format folder"):
+        ft.finetune(store, opts(out=str(tmp_path / "r3"), replay=str(tmp_path)))
+    with pytest.raises(StoreError, match="--replay-share must be between 0 and 1"):
+        ft.finetune(store, opts(out=str(tmp_path / "r3"), replay_share=1.0))
+    assert not (tmp_path / "r3").exists()
+
+
 def test_a_killed_run_resumes_and_a_dead_holder_does_not_block(tmp_path):
     db = _make_store(tmp_path, 4, seed=12)
     run = tmp_path / "run_kill"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deris_core.data.refer import DataError, decode_segmentation, load_grefcoco, load_refcoco
+from deris_core.data.refer import DataError, decode_segmentation, load_grefcoco, load_refcoco, merge
 from deris_core.synthetic import HELD_OUT, generate
 from tests.conftest import require_reference
 
@@ -143,3 +143,21 @@ def test_synthetic_masks_agree_with_expressions(synthetic: Path) -> None:
             m = decode_segmentation(a["segmentation"], 128, 128)
             assert m.sum() == a["area"] > 0
     assert checked > 20
+
+
+def test_merge_keeps_two_datasets_apart(synthetic: Path, tmp_path: Path) -> None:
+    """Replayed refs join a store's: ids never collide, each sample keeps its own masks and pixels,
+    and the second dataset's images are read from their own folder."""
+    generate(tmp_path / "b", seed=12, images=12)
+    a, b = load_grefcoco(synthetic, "train"), load_grefcoco(tmp_path / "b")
+    m = merge(a, b)
+    assert len(m) == len(a) + len(b)
+    assert len(m.images) == len(a.images) + len(b.images) and len(m.annotations) == len(a.annotations) + len(b.annotations)
+    assert len({s.ref_id for s in m.samples}) == len({s.ref_id for s in a.samples}) + len({s.ref_id for s in b.samples})
+    for mine, orig, src in ((m.samples[0], a.samples[0], a), (m.samples[len(a)], b.samples[0], b),
+                            (m.samples[-1], b.samples[-1], b)):
+        assert mine.sentence == orig.sentence and mine.no_target == orig.no_target
+        assert (m.target_mask(mine) == src.target_mask(orig)).all()
+        assert (m.image_rgb(mine.image_id) == src.image_rgb(orig.image_id)).all()
+    assert m.image_path(m.samples[-1].image_id).parent == (tmp_path / "b" / "images" / "train2014").resolve()
+    assert set(m.categories.values()) == set(a.categories.values()) | set(b.categories.values())

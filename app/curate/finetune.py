@@ -32,7 +32,7 @@ from typing import Sequence
 
 import numpy as np
 
-from deris_core.data.refer import ReferDataset, ReferSample
+from deris_core.data.refer import DataError, ReferDataset, ReferSample, load_grefcoco, merge
 
 from ..store import ModelRecord, RefRecord, Store, StoreError, model_name_problem
 from .preannotate import weights_digest
@@ -73,6 +73,12 @@ class Options:
     minutes: float | None = None
     steps: int | None = None
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
+    # replay: refs of the distribution the parent learnt (a gRefCOCO-format folder, e.g. its training
+    # set), mixed in so that learning the team's refs does not forget the rest; ``replay_share`` of the
+    # training sentences come from it, whole images drawn with ``seed``
+    replay: str | None = None
+    replay_split: str = "train"
+    replay_share: float = 0.5
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
@@ -308,6 +314,13 @@ def _stale(holder: str, at: float) -> bool:
     return False
 
 
+def _replay_text(replay: dict | None) -> str:
+    if not replay:
+        return "no replay"
+    return (f"{replay['sentences']} sentences on {replay['images']} images of {Path(replay['data']).name}/ "
+            f"(split {replay['split']}, {replay['share']:.0%} of the training sentences)")
+
+
 def model_card(plan: dict) -> str:
     """The run's README.md: where it came from, the data snapshot and the held-out metrics."""
     snap, before, after = plan["snapshot"], plan["metrics_before"], plan.get("metrics_after") or {}
@@ -324,7 +337,8 @@ def model_card(plan: dict) -> str:
              f"- trained on: {snap['train']['refs']} refs, {snap['train']['sentences']} sentences, "
              f"{snap['train']['images']} images ({snap['train']['no_target_refs']} no-target refs)",
              f"- held out ({snap['held_out']['rule']}): {snap['held_out']['refs']} refs, "
-             f"{snap['held_out']['sentences']} sentences, {snap['held_out']['images']} images; never trained on", "",
+             f"{snap['held_out']['sentences']} sentences, {snap['held_out']['images']} images; never trained on",
+             f"- replayed: {_replay_text(plan.get('replay'))}", "",
              "## Training", "", f"- {plan['training']}", "", "## Held-out metrics (GRES)", "",
              "| metric | before | after |", "|---|---|---|"]
     lines += [f"| {k} | {before[k]:.2f} | {after[k]:.2f} |" if k in after else f"| {k} | {before[k]:.2f} | |" for k in keys]
@@ -343,6 +357,47 @@ def _check_options(o: Options) -> None:
         raise FinetuneError(f"--steps must be at least 1, got {o.steps}")
     if not o.holdout_split and not (math.isfinite(o.holdout_fraction) and 0 < o.holdout_fraction < 1):
         raise FinetuneError(f"--holdout-fraction must be between 0 and 1 (exclusive), got {o.holdout_fraction}")
+    if o.replay and not (math.isfinite(o.replay_share) and 0 < o.replay_share < 1):
+        raise FinetuneError(f"--replay-share must be between 0 and 1 (exclusive), got {o.replay_share}")
+
+
+def replay_refs(o: Options, n_train: int) -> tuple[ReferDataset | None, dict | None]:
+    """The replayed refs: whole images of ``o.replay``'s ``o.replay_split``, drawn with ``o.seed``
+    until they hold ``replay_share`` of the training sentences (fewer when the set is smaller), and
+    what the plan records of them."""
+    if not o.replay:
+        return None, None
+    root = Path(o.replay)
+    if not (root / "grefcoco" / "grefs(unc).json").is_file():
+        raise FinetuneError(f"--replay {o.replay}: not a gRefCOCO-format folder (it needs grefcoco/grefs(unc).json, "
+                            "grefcoco/instances.json and images/train2014/), e.g. the parent's training set")
+    try:
+        data = load_grefcoco(root, o.replay_split)
+    except DataError as exc:
+        raise FinetuneError(f"--replay {o.replay}: {exc}") from None
+    if not data.samples:
+        raise FinetuneError(f"--replay {o.replay} has no refs of split {o.replay_split!r}")
+    want = math.ceil(n_train * o.replay_share / (1 - o.replay_share))
+    by_image: dict[int, list[ReferSample]] = {}
+    for smp in data.samples:
+        by_image.setdefault(smp.image_id, []).append(smp)
+    chosen: list[ReferSample] = []
+    for iid in np.random.default_rng(o.seed).permutation(sorted(by_image)).tolist():
+        if len(chosen) >= want:
+            break
+        chosen += by_image[iid]
+    images = {smp.image_id for smp in chosen}
+    missing = [data.images[i]["file_name"] for i in sorted(images) if not data.image_path(i).is_file()]
+    if missing:
+        raise FinetuneError(f"--replay {o.replay}: {len(missing)} image file(s) are missing, e.g. "
+                            f"images/train2014/{missing[0]}")
+    keep = {a for smp in chosen for a in smp.ann_ids} | {a for a, ann in data.annotations.items()
+                                                           if int(ann["image_id"]) in images}
+    subset = ReferDataset(chosen, {i: data.images[i] for i in images}, {a: data.annotations[a] for a in keep},
+                          data.image_dir, data.categories)
+    digest = hashlib.sha256("".join(f"{x.ref_id}:{x.sent_id}\n" for x in chosen).encode()).hexdigest()
+    return subset, {"data": str(root.resolve()), "split": o.replay_split, "share": o.replay_share,
+                    "sentences": len(chosen), "images": len(images), "hash": "sha256:" + digest}
 
 
 def plan_data(store: Store, o: Options, world: int = 1) -> tuple[list[RefRecord], list[RefRecord], dict]:
@@ -429,6 +484,12 @@ def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
                             "or a new --out")
     pixels = load_pixels(store, [r.image_id for r in [*train, *held]])
     train_ds, held_ds = to_dataset(store, train, pixels), to_dataset(store, held, pixels)
+    replayed, replay = replay_refs(o, len(train_ds))
+    if plan is not None and plan.get("replay") != replay:
+        raise FinetuneError(f"{out.name} was started with other replayed refs ({_replay_text(plan.get('replay'))} then, "
+                            f"{_replay_text(replay)} now); give the same --replay and --replay-share, or a new --out")
+    if replayed is not None:
+        train_ds = merge(train_ds, replayed)
     out.mkdir(parents=True, exist_ok=True)
     tok = out / "tokenizer.spm"
     if not tok.is_file():
@@ -442,7 +503,7 @@ def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
         plan = {"name": out.resolve().name, "parent": parent, "config": model.cfg.name, "snapshot": snap,
                 "train_refs": [r.id for r in train], "held_out_refs": [r.id for r in held],
                 "metrics_before": before, "metrics_after": None, "created_by": _user(), "started_at": time.time(),
-                "training": ""}
+                "training": "", "replay": replay}
         _write_atomic(out / PLAN_FILE, json.dumps(plan, indent=1))
     return {"plan": plan, "train": train_ds, "held": held_ds, "model": model}
 
@@ -480,7 +541,8 @@ def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | Non
     plan.update(metrics_after=after, finished_at=time.time(),
                 training=(f"{budget} (this session {seconds:.0f} s), batch {r.batch_size} ({per_image} sentences per "
                           f"image), lr {r.lr:g} (BEiT-3 x{r.beit3_lr_mult:g}, Swin x{r.backbone_lr_mult:g}), warm-up "
-                          f"{r.warmup_steps}, NSC from {r.nsc_min_words + 1} words, seed {o.seed}, {world} process(es)"))
+                          f"{r.warmup_steps}, NSC from {r.nsc_min_words + 1} words, seed {o.seed}, {world} process(es); "
+                          f"replayed: {_replay_text(plan.get('replay'))}"))
     _write_atomic(out / PLAN_FILE, json.dumps(plan, indent=1))
     _write_atomic(out / "README.md", model_card(plan))
     with (out / "log.jsonl").open("a") as f:

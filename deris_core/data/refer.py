@@ -55,7 +55,10 @@ class ReferDataset:
         return len(self.samples)
 
     def image_path(self, image_id: int) -> Path:
-        return self.image_dir / self.images[image_id]["file_name"]
+        """Where the image's file is: ``image_dir / file_name``, or the record's own ``path`` (the
+        images a :func:`merge` brought from another dataset)."""
+        rec = self.images[image_id]
+        return Path(rec["path"]) if "path" in rec else self.image_dir / rec["file_name"]
 
     def image_rgb(self, image_id: int) -> np.ndarray:
         """The image's RGB uint8 pixels: the in-memory copy when there is one, else its file."""
@@ -77,6 +80,29 @@ class ReferDataset:
         for a in sample.ann_ids:
             out |= self.instance_mask(a)
         return out
+
+
+def merge(a: ReferDataset, b: ReferDataset) -> ReferDataset:
+    """One dataset of ``a`` and ``b`` (fine-tuning on a store's refs with replayed training refs):
+    ``b``'s image, annotation, category and ref ids are moved past ``a``'s so nothing collides, and
+    its images keep their own files (a ``path`` per record) or in-memory pixels."""
+    def past(ids) -> int:
+        return max((int(i) for i in ids), default=0) + 1
+
+    di, da = past(a.images), past(a.annotations)
+    dc, dr = past(a.categories), past(s.ref_id for s in a.samples)
+    images = dict(a.images)
+    for iid, rec in b.images.items():
+        images[iid + di] = {**rec, "id": iid + di, "path": str(b.image_path(iid).resolve())}
+    anns = dict(a.annotations)
+    for aid, ann in b.annotations.items():
+        anns[aid + da] = {**ann, "id": aid + da, "image_id": int(ann["image_id"]) + di,
+                          "category_id": int(ann.get("category_id", 0)) + dc}
+    samples = list(a.samples) + [ReferSample(s.ref_id + dr, s.sent_id, s.image_id + di, s.sentence,
+                                             tuple(x + da for x in s.ann_ids), s.split) for s in b.samples]
+    cats = {**a.categories, **{c + dc: n for c, n in b.categories.items()}}
+    pixels = {**a.pixels, **{i + di: p for i, p in b.pixels.items()}}
+    return ReferDataset(samples, images, anns, a.image_dir, cats, pixels)
 
 
 def decode_segmentation(seg, height: int, width: int) -> np.ndarray:
