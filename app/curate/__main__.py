@@ -190,10 +190,12 @@ def _main(argv: list[str] | None = None) -> int:
             from .finetune import RECIPE, Options, finetune, promote
 
             recipe = dataclasses.replace(RECIPE, batch_size=args.batch_size, **({"lr": args.lr} if args.lr else {}))
-            opts = Options(args.db, args.weights, args.out, tuple(args.status or ("reviewed",)), args.holdout_split,
-                           args.holdout_fraction, args.seed, args.minutes if args.minutes or args.steps else 15.0,
-                           args.steps, recipe, args.device, args.threads or None, progress=not args.json,
-                           replay=args.replay, replay_split=args.replay_split, replay_share=args.replay_share)
+            opts = Options(db=args.db, weights=args.weights, out=args.out, statuses=tuple(args.status or ("reviewed",)),
+                           holdout_split=args.holdout_split, holdout_fraction=args.holdout_fraction, seed=args.seed,
+                           minutes=args.minutes if args.minutes or args.steps else 15.0, steps=args.steps,
+                           recipe=recipe, replay=args.replay, replay_split=args.replay_split,
+                           replay_share=args.replay_share, device=args.device, threads=args.threads or None,
+                           progress=not args.json)
             res = finetune(store, opts)
             if not res:  # another torchrun rank: rank 0 reports
                 return 0
