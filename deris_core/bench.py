@@ -5,7 +5,8 @@
     python -m deris_core.bench flops --config deris-b-grefcoco    # GFLOP per part vs the measured GEMM peak
 
 Prints, for batch 1: full ``set_image`` + ``predict`` latency, ``predict`` on a cached image,
-per-stage times, ``predict_batch`` of 8 expressions (time per expression) and peak memory;
+per-stage times, ``predict_batch`` of 8 expressions (time per expression) and peak memory (after
+the single-expression runs, the official protocol's work, and again after the batches of 8);
 median / min / max over the timed runs after warm-up. Mirrors the conditions of the
 official CPU timings: a 300x451 image, 7 real tokens padded to ``max_token``.
 
@@ -37,6 +38,11 @@ from .bench_setup import FixedIds, build
 from .hardware import DTYPE_CHOICES, CpuInfo, Precision, cpu_info
 from .predictor import Predictor
 from .runtime import configure_from_env
+
+
+def _peak_rss_mb() -> float:
+    """The process's peak resident memory so far (``ru_maxrss``, as the official timings report it)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -81,6 +87,9 @@ def run(predictor: Predictor, fixed: FixedIds, runs: int, warmup: int) -> dict:
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
+    # Phase 1 is the official protocol's work (the model built, then single-expression forwards):
+    # its peak RSS is the one compared with the official figure. Phase 2, batches of 8 expressions,
+    # goes beyond that protocol, so its (higher) peak is reported apart.
     full, cached, batch8, pre, enc, dec = [], [], [], [], [], []
     for i in range(warmup + runs):
         sync()
@@ -94,19 +103,23 @@ def run(predictor: Predictor, fixed: FixedIds, runs: int, warmup: int) -> dict:
         _ = p.union_mask
         sync()
         t2 = time.perf_counter()
+        if i >= warmup:
+            full.append(t1 - t0)
+            cached.append(t2 - t1)
+            pre.append(state.timings["preprocess"])
+            enc.append(state.timings["image_encoder"])
+            dec.append(p.timings["decode"])
+    peak_rss = _peak_rss_mb()
+    for i in range(warmup + runs):
+        sync()
+        t0 = time.perf_counter()
         ps = predictor.predict_tokens(ids8, mask8, image=state)
         for q in ps:
             _ = q.union_mask
         sync()
-        t3 = time.perf_counter()
         if i >= warmup:
-            full.append(t1 - t0)
-            cached.append(t2 - t1)
-            batch8.append((t3 - t2) / 8)
-            pre.append(state.timings["preprocess"])
-            enc.append(state.timings["image_encoder"])
-            dec.append(p.timings["decode"])
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            batch8.append((time.perf_counter() - t0) / 8)
+    peak_rss_batch8 = _peak_rss_mb()
     precision: Precision = predictor.precision
     info = cpu_info()
     result = {
@@ -125,6 +138,7 @@ def run(predictor: Predictor, fixed: FixedIds, runs: int, warmup: int) -> dict:
         "cached_predict_s": statistics.median(cached),
         "batch8_per_expression_s": statistics.median(batch8),
         "peak_rss_mb": peak_rss,
+        "peak_rss_with_batch8_mb": peak_rss_batch8,
         "full_forward": _stats(full),
         "cached_predict": _stats(cached),
         "batch8_per_expression": _stats(batch8),
@@ -198,7 +212,8 @@ def _print_forward(r: dict) -> None:
     line("predict_batch(8), per expression", r["batch8_per_expression"])
     for k, v in r["stages"].items():
         line(f"  stage: {k}", v)
-    print(f"  peak RSS {r['peak_rss_mb']:.0f} MiB" + (f", peak CUDA {r['peak_cuda_mb']:.0f} MiB" if "peak_cuda_mb" in r else ""))
+    print(f"  peak RSS {r['peak_rss_mb']:.0f} MiB (build + single-expression forwards, the official protocol; "
+          f"{r['peak_rss_with_batch8_mb']:.0f} MiB after the batches of 8)" + (f", peak CUDA {r['peak_cuda_mb']:.0f} MiB" if "peak_cuda_mb" in r else ""))
     ref = r.get("official")
     if ref:
         print(f"  vs the official code on this kind of CPU ({ref['file']}: {ref['full_forward_s']:.3f} s, "

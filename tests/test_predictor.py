@@ -396,6 +396,7 @@ def test_benchmark_runs(capsys):
     data = json.loads(capsys.readouterr().out)
     for key in ("full_forward_s", "cached_predict_s", "batch8_per_expression_s", "peak_rss_mb", "device", "dtype", "torch_threads"):
         assert key in data
+    assert data["peak_rss_with_batch8_mb"] >= data["peak_rss_mb"] > 0  # the official protocol's peak, then with batches
     assert data["precision"]["dtype"] == "fp32" and data["cpu"]["name"] and data["cpu"]["kind"]
     for dtype in ("bf16", "auto"):  # never a crash: what runs is what the hardware allows, and the JSON says so
         assert bench.main(["--config", "deris-tiny", "--runs", "1", "--warmup", "0", "--dtype", dtype, "--json"]) == 0
