@@ -1,7 +1,7 @@
 """Benchmarks of the studio's server side (prints figures; never a timed test).
 
     python -m app.bench store [--refs 100000] [--db PATH | --db postgresql://user@host:5432/bench]
-    python -m app.bench team [--db PATH_OR_URL] [--servers 2] [--clients 8] [--seconds 60]   (app.team_bench)
+    python -m app.bench team [--db PATH_OR_URL] [--servers 2] [--clients 8] [--seconds 60] [--think 0]   (app.team_bench)
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
@@ -17,9 +17,11 @@ opening the Dataset view whole: progress, per-person review statistics and the f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -305,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--seconds", type=float, default=60)
     m.add_argument("--images", type=int, default=40)
     m.add_argument("--weights", default="bundled")
+    m.add_argument("--think", type=float, default=0.0,
+                   help="mean pause before each action, seconds (0: a saturation test, clients fire back to back)")
     m.add_argument("--json", action="store_true")
     lp = sub.add_parser("loop", help="the learning loop: reviewed refs of unseen colour-shape pairs -> fine-tune -> "
                                      "testB/testA before and after (app/bench_loop.py)")
@@ -325,11 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "team":
         from .team_bench import bench_team
 
-        res = bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights)
+        res = bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights, args.think)
     elif args.cmd == "loop":
         from .bench_loop import bench_loop
 
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # training's log lines
             res = bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images, args.eval_seed,
                              args.eval_images, args.threads, args.lr, args.replay_share)
     elif args.cmd == "latency":

@@ -1,7 +1,7 @@
 """A team on several studio servers: N servers x M simulated annotators saving and reviewing.
 
     python -m app.bench team [--db postgresql://user@host:5432/bench | --db team.sqlite] [--servers 2]
-                             [--clients 8] [--seconds 60] [--images 40] [--weights bundled]
+                             [--clients 8] [--seconds 60] [--images 40] [--weights bundled] [--think 0]
 
 Starts ``--servers`` studio servers (``launch.py``, one port each) on one database, with a
 collection of synthetic scenes imported first, and ``--clients`` gradio_client sessions per server
@@ -12,11 +12,18 @@ review, errors (anything but a review refused because another reviewer decided t
 moment earlier, counted as ``review_conflicts``), and the check afterwards that every acknowledged
 save is in the database exactly once. The clients do not download the pictures (``download_files=False``):
 the figures are the servers' answers, as a browser sees them before the picture's download.
+
+``--think S`` makes each annotator pause before every action (uniformly 0.5-1.5 x S seconds: looking at
+the proposal, typing): 0, the default, is a saturation test where every client fires its next call as
+soon as the last one answers, so latency is the number of clients over the machine's throughput. Where
+the CPU went is measured over the same window (``/proc``): the servers' CPU seconds, this process's (the
+gradio_client sessions), and the whole machine's busy share, each per saved round.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import socket
 import statistics
 import subprocess
@@ -66,9 +73,16 @@ class Tally:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: int) -> None:
-    """One annotator's loop (see the module docstring); ``peer``: whose refs this person reviews."""
+def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: int, think: float = 0.0) -> None:
+    """One annotator's loop (see the module docstring); ``peer``: whose refs this person reviews;
+    ``think``: the mean pause before each action, in seconds."""
     from gradio_client import Client
+
+    rng = random.Random(k0)
+
+    def pause() -> None:
+        if think > 0:
+            time.sleep(think * rng.uniform(0.5, 1.5))
 
     try:
         c = Client(url, verbose=False, download_files=False)  # the server's work only: pictures stay there
@@ -80,11 +94,13 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
     while time.time() < until:
         k += 1
         try:
+            pause()
             t0 = time.perf_counter()
             out = c.predict(True, "the red circle", 0.5, 0.5, "", "", "", "", api_name="/next_image")
             t1 = time.perf_counter()
             if "NO TARGET" not in str(out[2]) and "target instance" not in str(out[2]):
                 c.predict(api_name="/toggle_no_target")
+            pause()
             t2 = time.perf_counter()
             msg = c.predict(who, "train", "done", f"round {k} of {who}", "the red circle", api_name="/save")[0]
             t3 = time.perf_counter()
@@ -97,8 +113,9 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
             with tally.lock:
                 tally.errors.append(f"{who}: {type(exc).__name__}: {str(exc)[:200]}")
             continue
-        if k % 5 == 0:
+        if k % 5 == 0 and time.time() < until:
             try:
+                pause()
                 t0 = time.perf_counter()
                 c.predict(peer, "", None, False, api_name="/review_previous")
                 c.predict(None, "", f"rev-{who}", "", "", None, False, api_name="/review_accept")
@@ -119,8 +136,49 @@ def _pct(v: list[float], q: float) -> float | None:
     return round(1000 * s[min(len(s) - 1, int(q * len(s)))], 1)
 
 
+def _process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` (Linux ``/proc``), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _machine_busy() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot (``/proc/stat``), or None."""
+    try:
+        with open("/proc/stat", encoding="ascii") as f:
+            v = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    tick = os.sysconf("SC_CLK_TCK")
+    return (sum(v) - idle) / tick, sum(v) / tick
+
+
+def _cpu_split(before: dict, after: dict, rounds: int) -> dict:
+    """Where the CPU went over the measured window, per saved round (milliseconds)."""
+    out: dict = {}
+    per = max(rounds, 1)
+    if None not in before["servers"] and None not in after["servers"]:
+        out["servers_cpu_ms_per_round"] = round(1000 * (sum(after["servers"]) - sum(before["servers"])) / per, 1)
+    out["clients_cpu_ms_per_round"] = round(1000 * (after["self"] - before["self"]) / per, 1)
+    if before["machine"] and after["machine"]:
+        busy = after["machine"][0] - before["machine"][0]
+        total = after["machine"][1] - before["machine"][1]
+        out["machine_cpu_ms_per_round"] = round(1000 * busy / per, 1)
+        out["machine_busy_share"] = round(busy / total, 3) if total else None
+    return out
+
+
+def _cpu_now(procs: list[subprocess.Popen]) -> dict:
+    return {"servers": [_process_cpu_s(p.pid) for p in procs], "self": time.process_time(), "machine": _machine_busy()}
+
+
 def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: float = 60, images: int = 40,
-               weights: str = "bundled") -> dict:
+               weights: str = "bundled", think: float = 0.0) -> dict:
     from deris_core.synthetic import generate
 
     from .collection import import_images
@@ -148,13 +206,15 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
         until = time.time() + seconds
         people = servers * clients
         threads = [threading.Thread(target=_annotator, args=(urls[n % servers], f"ann{n}", f"ann{(n + 1) % people}", until,
-                                                             tally, 100 * n)) for n in range(people)]
+                                                             tally, 100 * n, think)) for n in range(people)]
+        cpu0 = _cpu_now(procs)
         t0 = time.perf_counter()
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        cpu = _cpu_split(cpu0, _cpu_now(procs), len(tally.acked))
     finally:
         for p in procs:
             p.terminate()
@@ -169,7 +229,8 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
     store.close()
     tmp.cleanup()
     return {
-        "backend": loc.kind, "servers": servers, "clients": servers * clients, "seconds": round(wall, 1),
+        "backend": loc.kind, "servers": servers, "clients": servers * clients, "think_s": think,
+        "seconds": round(wall, 1),
         "saves": len(tally.acked), "saves_per_s": round(len(tally.acked) / wall, 2),
         "save_p50_ms": _pct(tally.save_s, 0.5), "save_p95_ms": _pct(tally.save_s, 0.95),
         "next_image_p50_ms": _pct(tally.next_s, 0.5), "next_image_p95_ms": _pct(tally.next_s, 0.95),
@@ -177,5 +238,5 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
         "review_p95_ms": _pct(tally.review_s, 0.95), "review_conflicts": tally.conflicts,
         "errors": len(tally.errors), "first_errors": tally.errors[:3],
         "acknowledged_saves_missing": len(missing), "acknowledged_saves_duplicated": len(tally.acked) - len(set(tally.acked)),
-        "new_refs_in_database": n_refs, "weights": weights,
+        "new_refs_in_database": n_refs, "weights": weights, **cpu,
     }
