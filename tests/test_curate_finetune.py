@@ -201,6 +201,13 @@ def test_bad_inputs_say_what_is_wrong_and_write_nothing(tiny, tmp_path):
         ft.finetune(store, opts())
     assert store.read("SELECT holder FROM locks")[0][0] == live  # not taken over, not removed
     store.release_lock(ft.LOCK, live)
+    # a holder on another machine cannot be checked from here: --break-lock takes its lock
+    far = "otherhost:4242:someone:other_run"
+    assert store.take_lock(ft.LOCK, far) is None
+    with pytest.raises(StoreError, match="if that process is gone .*give --break-lock"):
+        ft.finetune(store, opts(out=str(tmp_path / "r_lock")))
+    ft.finetune(store, opts(out=str(tmp_path / "r_lock"), break_lock=True))
+    assert store.read("SELECT COUNT(*) FROM locks")[0][0] == 0
     # weights of another config than the run being resumed
     from deris_core.checkpoint import save_weights
     from deris_core.config import deris_tiny
@@ -211,6 +218,10 @@ def test_bad_inputs_say_what_is_wrong_and_write_nothing(tiny, tmp_path):
     save_weights(build_deris(deris_tiny()), other / "last.safetensors", deris_tiny())
     with pytest.raises(StoreError, match="was being fine-tuned from weights of config 'deris-tiny'"):
         ft.finetune(store, opts(out=str(other)))
+    # a run resumed with other held-out images: its weights have seen images that would now be held out
+    ft.finetune(store, opts(out=str(tmp_path / "r_seed")))
+    with pytest.raises(StoreError, match="was started with other held-out images"):
+        ft.finetune(store, opts(out=str(tmp_path / "r_seed"), seed=5))
     # images gone
     gone = store.image(1)
     Path(gone.path).rename(Path(gone.path).with_suffix(".moved"))
@@ -224,10 +235,11 @@ def test_bad_inputs_say_what_is_wrong_and_write_nothing(tiny, tmp_path):
 
 
 def test_replay_mixes_in_the_parents_distribution_and_is_part_of_the_plan(tiny, tmp_path):
-    """``--replay``: whole images of another dataset's train split join the training set at the asked
-    share, never the held-out metrics; the plan and the card record them; another replay cannot resume
-    the run, and a folder that is not a dataset is one clear line."""
+    """``--replay``: another dataset's train split joins the training set as a pool whose images take
+    turns, the asked share of each epoch's sentences; never the held-out metrics; the plan and the card
+    record it; another replay cannot resume the run, and a folder that is not a dataset is one clear line."""
     from deris_core.data import training
+    from deris_core.data.refer import load_grefcoco
     from deris_core.synthetic import generate
     from deris_core.train import trainer
 
@@ -237,8 +249,8 @@ def test_replay_mixes_in_the_parents_distribution_and_is_part_of_the_plan(tiny, 
 
     class Recording(training.TrainingSet):
         def __init__(self, data, *a, **kw):
-            seen.append(data)
             super().__init__(data, *a, **kw)
+            seen.append(self)
 
     run = tmp_path / "run_replay"
     def opts(**kw) -> ft.Options:
@@ -253,14 +265,24 @@ def test_replay_mixes_in_the_parents_distribution_and_is_part_of_the_plan(tiny, 
         mp.undo()
     plan = json.loads((run / "finetune.json").read_text())
     n_store = sum(len(r.sentences) for r in store.refs(ref_ids=plan["train_refs"]))
-    replay = plan["replay"]
-    assert replay["split"] == "train" and replay["sentences"] >= n_store and replay["images"] >= 1
-    assert len(seen[0]) == n_store + replay["sentences"]  # the training set: the store's and the replayed
-    replayed = seen[0].samples[n_store:]
+    replay, parent = plan["replay"], load_grefcoco(tmp_path / "parent_data", "train")
+    assert replay["split"] == "train" and replay["sentences"] == len(parent.samples) > n_store
+    assert replay["images"] == len({s.image_id for s in parent.samples})
+    ds = seen[0]
+    assert len(ds.data) == n_store + replay["sentences"]  # the store's refs and the whole pool
+    replayed = ds.data.samples[n_store:]
     assert {s.split for s in replayed} == {"train"}
-    assert not {s.image_id for s in replayed} & {s.image_id for s in seen[0].samples[:n_store]}
+    assert not {s.image_id for s in replayed} & {s.image_id for s in ds.data.samples[:n_store]}
+    assert ds.rotation is not None and ds.rotation.images == {s.image_id for s in replayed}
+    for epoch in range(3):  # each epoch: every store sentence, and about as many replayed ones (share 0.5)
+        ds.set_epoch(epoch)
+        flat = [i for g in ds.groups for i in g]
+        own = [i for i in flat if i < n_store]
+        assert sorted(own) == list(range(n_store))
+        assert abs((len(flat) - len(own)) - n_store) <= ds.per_image * 2
     assert res["before"]["samples"] == sum(len(r.sentences) for r in store.refs(ref_ids=plan["held_out_refs"]))
-    assert f"{replay['sentences']} sentences on {replay['images']} images of parent_data/" in (run / "README.md").read_text()
+    assert (f"50% of each epoch's sentences, in turns from {replay['sentences']} sentences on {replay['images']} "
+            "images of parent_data/") in (run / "README.md").read_text()
     with pytest.raises(StoreError, match="was started with other replayed refs"):
         ft.finetune(store, opts(replay_share=0.25))
     with pytest.raises(StoreError, match="not a gRefCOCO-format folder"):
@@ -288,8 +310,8 @@ def test_a_killed_run_resumes_and_a_dead_holder_does_not_block(tmp_path):
     started = json.loads((run / "finetune.json").read_text())["started_at"]
     done = subprocess.run([*args, "--steps", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "resumed from" in done.stdout  # ... and does not block the rerun (its process is gone)
-    res = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "resumed from" in done.stderr  # ... and does not block the rerun (its process is gone)
+    res = json.loads(done.stdout)  # --json: the result alone on standard output, training's log on standard error
     assert res["after"]["samples"] == res["before"]["samples"] > 0
     assert json.loads((run / "finetune.json").read_text())["started_at"] == started  # the plan was kept
     assert store.read("SELECT COUNT(*) FROM locks")[0][0] == 0

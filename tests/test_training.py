@@ -276,6 +276,42 @@ def test_groups_partition_each_epoch(tiny_data: Path, tokenizer: BEiT3Tokenizer)
         TrainingSet(data, tokenizer, cfg, expressions_per_image=0)
 
 
+def test_a_rotation_takes_turns_through_its_images(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> None:
+    """Rotating images (fine-tuning's replay) give a fixed number of groups an epoch, the next ones of
+    one cycle through all of them; the other images are in every epoch, whole; nothing of the rotating
+    images stays in memory."""
+    from deris_core.data.training import Rotation
+
+    data = load_grefcoco(tiny_data, "train")
+    cfg, _ = _model(tokenizer)
+    images = sorted({s.image_id for s in data.samples})
+    rotating = frozenset(images[len(images) // 2:])
+    fixed = [i for i, s in enumerate(data.samples) if s.image_id not in rotating]
+    ds = TrainingSet(data, tokenizer, cfg, seed=3, expressions_per_image=2, rotation=Rotation(rotating, 3))
+    n_rot_groups = sum(math.ceil(sum(s.image_id == i for s in data.samples) / 2) for i in rotating)
+    assert n_rot_groups > 3
+    epochs = math.ceil(n_rot_groups / 3)
+    turned: list[int] = []
+    lengths = set()
+    for epoch in range(epochs):
+        ds.set_epoch(epoch)
+        lengths.add(len(ds))
+        flat = [i for g in ds.groups for i in g]
+        assert sorted(i for i in flat if i in set(fixed)) == fixed  # the store's refs: every epoch, once
+        rot = [g for g in ds.groups if data.samples[g[0]].image_id in rotating]
+        assert len(rot) == 3
+        turned += [i for g in rot for i in g]
+    assert len(lengths) == 1  # the same length every epoch (DataLoader, DistributedSampler)
+    rot_samples = [i for i, s in enumerate(data.samples) if s.image_id in rotating]
+    assert set(turned) == set(rot_samples)  # one cycle covers every rotating sample ...
+    assert len(turned) - len(set(turned)) < 3 * 2  # ... and repeats at most the wrap-around of its last turn
+    for g in ds.groups:
+        ds[ds.groups.index(g)]
+    assert not set(ds._views) & rotating and set(ds._views) <= set(images)
+    with pytest.raises(ValueError, match="at least one group"):
+        TrainingSet(data, tokenizer, cfg, rotation=Rotation(rotating, 0))
+
+
 def test_grouped_batch_equals_one_image_copy_per_expression(tiny_data: Path, tokenizer: BEiT3Tokenizer) -> None:
     """Encoding a shared image once gives the loss and gradients of encoding it per expression."""
     cfg, model = _model(tokenizer)

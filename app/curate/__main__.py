@@ -20,6 +20,7 @@ Errors print one ``error:`` line and exit with status 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 
@@ -99,13 +100,15 @@ def _main(argv: list[str] | None = None) -> int:
                    help="a gRefCOCO-format folder of the distribution the model learnt (e.g. its training set): refs of "
                         "it are mixed in so the model does not forget what it could do")
     f.add_argument("--replay-share", type=float, default=0.5,
-                   help="the share of training sentences that come from --replay (default 0.5)")
+                   help="the share of each epoch's sentences that come from --replay, its images taking turns (default 0.5)")
     f.add_argument("--replay-split", default="train", choices=SPLITS, help="the split of --replay used (default train)")
     f.add_argument("--batch-size", type=int, default=16)
     f.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's, 1e-4)")
     f.add_argument("--promote", action="store_true", help="register the model in the store if its held-out metrics allow")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     f.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
+    f.add_argument("--break-lock", action="store_true",
+                   help="take the store's fine-tune lock from a holder that is gone (a run killed on another machine)")
     pr = sub.add_parser("promote", help="register a finished fine-tune run as a model of the store")
     pr.add_argument("--run", required=True)
     for sp in (f, pr):
@@ -195,8 +198,9 @@ def _main(argv: list[str] | None = None) -> int:
                            minutes=args.minutes if args.minutes or args.steps else 15.0, steps=args.steps,
                            recipe=recipe, replay=args.replay, replay_split=args.replay_split,
                            replay_share=args.replay_share, device=args.device, threads=args.threads or None,
-                           progress=not args.json)
-            res = finetune(store, opts)
+                           progress=not args.json, break_lock=args.break_lock)
+            with contextlib.redirect_stdout(sys.stderr):  # training's log lines: standard output is the result's
+                res = finetune(store, opts)
             if not res:  # another torchrun rank: rank 0 reports
                 return 0
             if args.promote:

@@ -74,14 +74,15 @@ class Options:
     steps: int | None = None
     recipe: Recipe = dataclasses.field(default_factory=Recipe)
     # replay: refs of the distribution the parent learnt (a gRefCOCO-format folder, e.g. its training
-    # set), mixed in so that learning the team's refs does not forget the rest; ``replay_share`` of the
-    # training sentences come from it, whole images drawn with ``seed``
+    # set), mixed in so that learning the team's refs does not forget the rest; ``replay_share`` of each
+    # epoch's sentences come from it, its images taking turns (a seeded cycle through all of them)
     replay: str | None = None
     replay_split: str = "train"
     replay_share: float = 0.5
     device: str = "auto"
     threads: int | None = None
     progress: bool = True
+    break_lock: bool = False  # take the store's fine-tune lock from a holder that is gone (another machine)
 
 
 class FinetuneError(StoreError):
@@ -300,7 +301,8 @@ def _holder(out: Path) -> str:
 
 
 def _stale(holder: str, at: float) -> bool:
-    """A lock taken by a process of this machine that no longer runs (killed)."""
+    """A lock taken by a process of this machine that no longer runs (killed). One of another machine
+    cannot be checked from here: ``--break-lock`` takes it."""
     host, _, rest = holder.partition(":")
     pid = rest.split(":", 1)[0]
     if host != socket.gethostname() or not pid.isdigit():
@@ -314,11 +316,26 @@ def _stale(holder: str, at: float) -> bool:
     return False
 
 
+def replay_rotation(data: ReferDataset, replay_images: frozenset[int], per_image: int, share: float):
+    """The replayed images take turns: each epoch ``share`` of its groups of sentences come from them
+    (``share / (1 - share)`` as many as the store's), the next ones of a cycle through all of them."""
+    from deris_core.data.training import Rotation
+
+    if not replay_images:
+        return None
+    per: dict[int, int] = {}
+    for smp in data.samples:
+        if smp.image_id not in replay_images:
+            per[smp.image_id] = per.get(smp.image_id, 0) + 1
+    own_groups = sum(math.ceil(n / per_image) for n in per.values())
+    return Rotation(replay_images, max(1, math.ceil(own_groups * share / (1 - share))))
+
+
 def _replay_text(replay: dict | None) -> str:
     if not replay:
         return "no replay"
-    return (f"{replay['sentences']} sentences on {replay['images']} images of {Path(replay['data']).name}/ "
-            f"(split {replay['split']}, {replay['share']:.0%} of the training sentences)")
+    return (f"{replay['share']:.0%} of each epoch's sentences, in turns from {replay['sentences']} sentences on "
+            f"{replay['images']} images of {Path(replay['data']).name}/ (split {replay['split']})")
 
 
 def model_card(plan: dict) -> str:
@@ -361,10 +378,11 @@ def _check_options(o: Options) -> None:
         raise FinetuneError(f"--replay-share must be between 0 and 1 (exclusive), got {o.replay_share}")
 
 
-def replay_refs(o: Options, n_train: int) -> tuple[ReferDataset | None, dict | None]:
-    """The replayed refs: whole images of ``o.replay``'s ``o.replay_split``, drawn with ``o.seed``
-    until they hold ``replay_share`` of the training sentences (fewer when the set is smaller), and
-    what the plan records of them."""
+def replay_refs(o: Options) -> tuple[ReferDataset | None, dict | None]:
+    """The replay pool: every ref of ``o.replay``'s ``o.replay_split`` (their files read where they
+    are, when a turn comes), and what the plan records of it. Training takes ``replay_share`` of each
+    epoch's sentences from it in turns (:func:`replay_rotation`), so the whole distribution comes
+    back, not the same few images over and over."""
     if not o.replay:
         return None, None
     root = Path(o.replay)
@@ -377,15 +395,7 @@ def replay_refs(o: Options, n_train: int) -> tuple[ReferDataset | None, dict | N
         raise FinetuneError(f"--replay {o.replay}: {exc}") from None
     if not data.samples:
         raise FinetuneError(f"--replay {o.replay} has no refs of split {o.replay_split!r}")
-    want = math.ceil(n_train * o.replay_share / (1 - o.replay_share))
-    by_image: dict[int, list[ReferSample]] = {}
-    for smp in data.samples:
-        by_image.setdefault(smp.image_id, []).append(smp)
-    chosen: list[ReferSample] = []
-    for iid in np.random.default_rng(o.seed).permutation(sorted(by_image)).tolist():
-        if len(chosen) >= want:
-            break
-        chosen += by_image[iid]
+    chosen = list(data.samples)
     images = {smp.image_id for smp in chosen}
     missing = [data.images[i]["file_name"] for i in sorted(images) if not data.image_path(i).is_file()]
     if missing:
@@ -434,18 +444,21 @@ def finetune(store: Store, o: Options) -> dict:
     rank, world, device = init_distributed(o.device)
     holder = _holder(out)
     failure, locked = None, False
-    if rank == 0:
-        busy = store.take_lock(LOCK, holder, _stale)
-        locked = busy is None
-        if busy:
-            failure = f"another fine-tune is running on {store.path.name} ({busy}); wait for it to finish"
     try:
         result = None
-        if rank == 0 and failure is None:
+        if rank == 0:  # whatever goes wrong here reaches the other ranks, who would wait forever otherwise
             try:
-                result = _prepare(store, o, out, world)
+                busy = store.take_lock(LOCK, holder, (lambda _h, _at: True) if o.break_lock else _stale)
+                locked = busy is None
+                if busy:
+                    failure = (f"another fine-tune is running on {store.location.shown} ({busy}); wait for it to "
+                               "finish, or, if that process is gone (killed on another machine), give --break-lock")
+                else:
+                    result = _prepare(store, o, out, world)
             except (StoreError, OSError, ValueError) as exc:
                 failure = str(exc)
+            except Exception as exc:  # noqa: BLE001 - said once, on every rank
+                failure = f"{type(exc).__name__}: {exc}"
         if world > 1:
             box = [(failure, result)]
             dist.broadcast_object_list(box, src=0)
@@ -470,6 +483,11 @@ def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
     if plan is not None and plan["snapshot"]["hash"] != snap["hash"]:
         raise FinetuneError(f"{out.name} was started on other refs (the store's {'/'.join(o.statuses)} refs changed since: "
                             f"{plan['snapshot']['refs']} then, {snap['refs']} now, or edited); use a new --out")
+    if plan is not None and (plan["held_out_refs"] != [r.id for r in held] or plan["train_refs"] != [r.id for r in train]):
+        # the weights so far have seen images that would now be held out: their "after" would flatter
+        raise FinetuneError(f"{out.name} was started with other held-out images ({len(plan['held_out_refs'])} held-out "
+                            f"refs then, {len(held)} now: another --seed, --holdout-fraction or --holdout-split); give "
+                            "the same, or a new --out")
     model, tok_path, res = load_trainable(weights)
     parent_digest = weights_digest(res.weights)
     parent = f"{o.weights} (sha256:{parent_digest[:16]})"
@@ -484,10 +502,11 @@ def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
                             "or a new --out")
     pixels = load_pixels(store, [r.image_id for r in [*train, *held]])
     train_ds, held_ds = to_dataset(store, train, pixels), to_dataset(store, held, pixels)
-    replayed, replay = replay_refs(o, len(train_ds))
+    replayed, replay = replay_refs(o)
     if plan is not None and plan.get("replay") != replay:
         raise FinetuneError(f"{out.name} was started with other replayed refs ({_replay_text(plan.get('replay'))} then, "
                             f"{_replay_text(replay)} now); give the same --replay and --replay-share, or a new --out")
+    store_images = frozenset(train_ds.images)
     if replayed is not None:
         train_ds = merge(train_ds, replayed)
     out.mkdir(parents=True, exist_ok=True)
@@ -505,7 +524,8 @@ def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
                 "metrics_before": before, "metrics_after": None, "created_by": _user(), "started_at": time.time(),
                 "training": "", "replay": replay}
         _write_atomic(out / PLAN_FILE, json.dumps(plan, indent=1))
-    return {"plan": plan, "train": train_ds, "held": held_ds, "model": model}
+    return {"plan": plan, "train": train_ds, "held": held_ds, "model": model,
+            "replay_images": frozenset(train_ds.images) - store_images}
 
 
 def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | None, rank: int, world: int, device: str) -> dict:
@@ -527,7 +547,8 @@ def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | Non
         seed=o.seed, device=o.device if o.device != "auto" else device.split(":")[0], threads=o.threads,
         nsc=NSCConfig(min_text_length=r.nsc_min_words), loss=LossConfig(attributes=0.0, mlm=0.0), log_every=10)
     t0 = time.perf_counter()
-    weights = train(cfg, data=train_ds, start=StartFrom(model))
+    weights = train(cfg, data=train_ds, start=StartFrom(model),
+                    rotation=replay_rotation(train_ds, prepared["replay_images"], per_image, o.replay_share))
     seconds = time.perf_counter() - t0
     if rank != 0:
         return {}

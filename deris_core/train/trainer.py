@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 from ..checkpoint import load_weights, safe_torch_load, save_weights
 from ..config import DeRISConfig, get_config
 from ..data.refer import ReferDataset, load_grefcoco
-from ..data.training import Batch, TrainingSet, collate
+from ..data.training import Batch, Rotation, TrainingSet, collate
 from ..model import build_deris
 from ..model.deris import DeRIS
 from ..tokenizer import BEiT3Tokenizer, train_sentencepiece
@@ -255,7 +255,8 @@ class StartFrom:
 PROBE_STEPS = 5  # with ``max_seconds``: steps timed (after the first) to size the schedule
 
 
-def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom | None = None) -> Path:
+def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom | None = None,
+          rotation: Rotation | None = None) -> Path:
     """Train (or resume) and return the path of the final weights.
 
     ``data``: the training samples already in memory (a store's refs, see ``app.curate.finetune``)
@@ -263,7 +264,8 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
     ``cfg.max_seconds`` bounds the training time (over resumes): after :data:`PROBE_STEPS` timed
     steps the cosine schedule's length is fixed from their speed (kept in the resume state), and
     the run stops when the time is up; the schedule's position is the larger of the step's and the
-    clock's, so a machine that slows down still ends the cosine at the deadline."""
+    clock's, so a machine that slows down still ends the cosine at the deadline. ``rotation``: images
+    of ``data`` that take turns, a fixed number of their groups an epoch (fine-tuning's replay)."""
     rank, world, device = _dist_setup(cfg.device)
     if cfg.expressions_per_image < 1 or cfg.batch_size < cfg.expressions_per_image * world:
         raise ValueError(f"--expressions-per-image must be between 1 and batch size / processes "
@@ -303,7 +305,8 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
     model.to(device)
     pool = [(s.image_id, s.sentence) for s in data.samples]
     nsc = NonReferentConversion(pool, cfg.nsc) if cfg.nsc_enabled else None
-    dataset = TrainingSet(data, tokenizer, mcfg, nsc, seed=cfg.seed, expressions_per_image=cfg.expressions_per_image)
+    dataset = TrainingSet(data, tokenizer, mcfg, nsc, seed=cfg.seed, expressions_per_image=cfg.expressions_per_image,
+                          rotation=rotation)
     sampler = DistributedSampler(dataset, world, rank, shuffle=True, seed=cfg.seed) if world > 1 else None
     gen = torch.Generator().manual_seed(cfg.seed)
     per_rank = max(1, cfg.batch_size // world // cfg.expressions_per_image)  # groups per process and step
