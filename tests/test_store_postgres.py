@@ -33,6 +33,13 @@ def test_db_values_paths_and_urls() -> None:
         assert "pw" not in str(err.value).replace("postgresql", "")
     loc = parse_db("postgresql://u:hunter2@h:5432/x")
     assert "hunter2" not in repr(loc) and "hunter2" not in loc.shown and redact(loc.url) == "postgresql://u:***@h:5432/x"
+    # the password hides in a typo, a query parameter or an unencoded '@' / '/': never shown either
+    for bad in ("postgresql:/deris:hunter2@db/studio", "postgresql:deris:hunter2@db/studio"):
+        with pytest.raises(StoreError, match="lacks '//'") as err:
+            parse_db(bad, {})
+        assert "hunter2" not in str(err.value)
+    assert parse_db("postgresql://u@h/x?password=hunter2&sslmode=require").shown == "postgresql://u@h/x?password=***&sslmode=require"
+    assert redact("postgresql://u:hun@ter/2@h/x") == "postgresql://u:***@h/x"
 
 
 def test_a_url_is_never_taken_for_a_path(tmp_path: Path) -> None:
@@ -58,6 +65,31 @@ def test_wrong_password_missing_database_and_unreachable_server_are_one_line(pg_
     r = subprocess.run([sys.executable, "launch.py", "--db", url.replace(PASSWORD, "wrong-secret"), "--weights", "bundled"],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "password authentication failed" in r.stderr and "wrong-secret" not in r.stderr + r.stdout
+
+
+def test_an_account_that_may_not_create_tables_and_a_missing_driver_are_one_line(pg_server, monkeypatch) -> None:
+    import builtins
+
+    import psycopg
+
+    url = pg_server.new_database()
+    with psycopg.connect(pg_server.url(), autocommit=True) as conn:  # PostgreSQL 15: only the owner creates in public
+        conn.execute("DROP ROLE IF EXISTS reader")
+        conn.execute("CREATE ROLE reader LOGIN PASSWORD 'r3ader-secret'")
+    reader = url.replace(f"deris:{PASSWORD}@", "reader:r3ader-secret@")
+    with pytest.raises(StoreError, match=r"cannot set up the studio's tables in postgresql://reader:\*\*\*@.*read-only for this account") as err:
+        Store(reader)
+    assert "r3ader-secret" not in str(err.value) and "\n" not in str(err.value)
+    real_import = builtins.__import__
+
+    def no_psycopg(name, *a, **kw):
+        if name == "psycopg" or name.startswith("psycopg."):
+            raise ImportError("No module named 'psycopg'")
+        return real_import(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_psycopg)
+    with pytest.raises(StoreError, match=r"needs psycopg 3: pip install 'psycopg\[binary\]'"):
+        Store(url)
 
 
 def test_a_newer_schema_is_refused_and_the_schema_is_made_once(pg_server) -> None:

@@ -50,14 +50,23 @@ class DbLocation:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", f"{u.hostname or 'local'}_{u.port or 5432}_{u.path.lstrip('/') or 'db'}")
 
 
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """``url`` with its password (if any) replaced by ``***``."""
-    u = urlsplit(url)
-    if u.password is None:
-        return url
-    netloc = u.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return url.replace(u.netloc, f"{user}:***@{netloc[1]}", 1)
+    """``url`` with its password replaced by ``***``: the one of the user part (up to the last ``@``,
+    so an unencoded ``@`` or ``/`` in it is covered too) and a ``password=`` parameter. A value that is
+    no ``scheme://`` URL (a typo such as ``postgresql:/u:pw@h/db``) shows its scheme only."""
+    m = _SCHEME.match(url)
+    if m is None:
+        scheme = url.split(":", 1)[0] if ":" in url else ""
+        return f"{scheme}:..." if scheme else url
+    head, rest = url[: m.end()], url[m.end():]
+    if "@" in rest:
+        userinfo, host = rest.rsplit("@", 1)
+        if ":" in userinfo:
+            rest = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    return head + _QUERY_PASSWORD.sub(r"\1***", rest)
 
 
 def parse_db(spec: str | os.PathLike | DbLocation | None, env: dict | None = None) -> DbLocation:
@@ -87,7 +96,7 @@ def parse_db(spec: str | os.PathLike | DbLocation | None, env: dict | None = Non
         u = urlsplit(text)
         u.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        raise StoreError(f"{redact(text) if '@' in text else text!r} is not a valid PostgreSQL URL "
+        raise StoreError(f"{redact(text)!r} is not a valid PostgreSQL URL "
                          "(postgresql://user@host:5432/name)") from None
     if not u.path.strip("/"):
         raise StoreError(f"{redact(text)} names no database: write postgresql://user@host:5432/name")

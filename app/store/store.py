@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .dialect import PostgresDialect, SqliteDialect
+from .dialect import PostgresDialect, SqliteDialect, pg_error_message
 from .errors import StoreError, os_error_message
 from .location import DbLocation, parse_db
 from .masks import decode_mask, encode_mask, mask_bbox
@@ -108,6 +108,10 @@ class Store(RefsMixin, ModelsMixin):
 
         from .pg import PgConnection, ensure_pg_schema
 
+        try:
+            import psycopg
+        except ImportError:
+            raise StoreError("a postgresql:// database needs psycopg 3: pip install 'psycopg[binary]'") from None
         self.dialect = PostgresDialect()
         local = Path(media_dir) if media_dir else cache_dir() / "studio" / self.location.key
         self.media_dir = local
@@ -116,6 +120,9 @@ class Store(RefsMixin, ModelsMixin):
         try:
             self.migrated_from = ensure_pg_schema(self._db)
             self._rdb = PgConnection(self.location)
+        except psycopg.Error as exc:  # no privilege to create tables, a standby server, a full disk ...
+            self._db.close()
+            raise StoreError(f"cannot set up the studio's tables in {self.location.shown}: {pg_error_message(exc)}") from None
         except BaseException:
             self._db.close()
             raise
