@@ -225,3 +225,14 @@ def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(db_at, tmp_p
     s.save_ref(img, rec.sentences, masks=[m2], ref_id=person, expected_version=rec.version)
     s.delete_ref(person)
     assert s.instances(img) == []
+
+
+def test_refs_by_ids_takes_any_number_of_ids(db_at) -> None:
+    """Fine-tuning reads every reviewed ref by id: more ids than a query takes parameters (PostgreSQL's
+    65 535) are read in parts, in id order, duplicates once."""
+    s = Store(db_at("many.sqlite"))
+    image = s.add_image(noise_image(1), "a.png")
+    made = [s.save_ref(image, [f"ref {k}"], no_target=True, annotator="ann") for k in range(3)]
+    wanted = list(range(70_000, 0, -1)) + made
+    assert [r.id for r in s.refs(ref_ids=wanted)] == made
+    assert [r.sentences for r in s.refs(ref_ids=[made[2], made[0]])] == [["ref 0"], ["ref 2"]]

@@ -67,11 +67,12 @@ class ModelsMixin:
     def model_uses(self, name: str, digest: str = "") -> int:
         """How many predictions and qa rows a model made: model keys are ``name|config|sha256:<16 hex>|...``
         (:func:`app.curate.preannotate.model_key`), matched by name or by the weights' hash."""
-        like = [f"{name}|%"] + ([f"%|sha256:{digest[:16]}|%", f"%|sha256:{digest[:16]}"] if digest else [])
-        cond = " OR ".join("model LIKE ?" for _ in like)
+        prefix = f"{name}|"  # compared exactly: '_' in a name is no wildcard, and case counts on both backends
+        like = [f"%|sha256:{digest[:16]}|%", f"%|sha256:{digest[:16]}"] if digest else []  # hex: no wildcard in it
+        cond = " OR ".join(["SUBSTR(model, 1, ?) = ?"] + ["model LIKE ?" for _ in like])
         n = 0
         for table in ("predictions", "qa"):
-            n += int(self._query(f"SELECT COUNT(*) FROM {table} WHERE {cond}", like)[0][0])
+            n += int(self._query(f"SELECT COUNT(*) FROM {table} WHERE {cond}", [len(prefix), prefix, *like])[0][0])
         return n
 
     def register_model(self, rec: ModelRecord, in_use: Callable[[str], int] | None = None) -> ModelRecord:

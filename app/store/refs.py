@@ -49,6 +49,9 @@ def clean_sentences(sentences: Sequence[str]) -> list[str]:
     return out
 
 
+IDS_PER_QUERY = 900  # ids per IN (...) list
+
+
 @dataclass(frozen=True)
 class Written:
     """What a ref write did: the ref, its new version, who wrote its current content, and whether it changed."""
@@ -187,10 +190,13 @@ class RefsMixin:
             sql += " WHERE image_id = ?"
             args.append(image_id)
         elif ref_ids is not None:
-            if not ref_ids:
+            ids = sorted({int(r) for r in ref_ids})
+            if not ids:
                 return []
-            sql += f" WHERE id IN ({','.join('?' * len(ref_ids))})"
-            args.extend(int(r) for r in ref_ids)
+            if len(ids) > IDS_PER_QUERY:  # bound the query's parameters (PostgreSQL: 65 535, old SQLite: 999)
+                return [rec for k in range(0, len(ids), IDS_PER_QUERY) for rec in self.refs(ref_ids=ids[k : k + IDS_PER_QUERY])]
+            sql += f" WHERE id IN ({','.join('?' * len(ids))})"
+            args.extend(ids)
         sql += " ORDER BY id"
         with self._rlock:
             rows = self._rdb.execute(sql, args).fetchall()
