@@ -4,11 +4,13 @@
     python -m app.dataset migrate --from postgresql://user@host:5432/studio --to copy.sqlite
 
 Every table of :data:`app.store.schema.TABLES` (refs, sentences, instances, events, predictions,
-qa, models, negatives, locks, imports ...) is copied row for row with its ids, in one transaction of
+qa, models, negatives, imports ...) is copied row for row with its ids, in one transaction of
 the target, and the "ids ever given" of each table move with it (a deleted ref's id stays unused).
-Image bytes follow the target: into the database (``media``) for PostgreSQL, into ``<db>_media/``
-for SQLite. Afterwards the counts of every table and an export of both stores (annotations and
-image files) must be identical, else the copy is reported as failed.
+``locks`` is not: a lock belongs to a process working on the source. Image bytes follow the target:
+into the database (``media``) for PostgreSQL, into ``<db>_media/`` for SQLite. Afterwards the counts
+of every table, the number of images with pixels and an export of both stores (annotations and image
+files) must be identical, else the copy is reported as failed. Images whose pixels the source cannot
+read (a moved folder) are copied as records and listed in the result (``images_without_pixels``).
 """
 
 from __future__ import annotations
@@ -59,6 +61,9 @@ def _export_digest(store: Store, folder: Path, name: str) -> dict:
                 for n in sorted(zf.namelist()) if n != "export.json"}
 
 
+NOT_COPIED = ("locks",)  # held by processes working on the source
+
+
 def migrate(source: str, target: str, check: bool = True) -> dict:
     """Copy ``source`` into the empty ``target`` (see the module docstring); returns the counts."""
     src_loc, dst_loc = parse_db(source), parse_db(target)
@@ -67,8 +72,27 @@ def migrate(source: str, target: str, check: bool = True) -> dict:
     if not src_loc.is_postgres and not src_loc.path.is_file():
         raise StoreError(f"database not found: {src_loc.shown}")
     src = Store(src_loc)
-    dst = Store(dst_loc)
-    tables = table_columns()
+    try:
+        dst = Store(dst_loc)
+    except BaseException:
+        src.close()
+        raise
+    try:
+        return _copy(src, dst, check)
+    finally:
+        src.close()
+        dst.close()
+
+
+def _pixels_in(store: Store) -> int:
+    """How many images of ``store`` have readable pixels."""
+    return sum(1 for (image_id,) in store.read("SELECT id FROM images") if store.image_bytes(image_id) is not None)
+
+
+def _copy(src: Store, dst: Store, check: bool) -> dict:
+    src_loc, dst_loc = src.location, dst.location
+    tables = {t: c for t, c in table_columns().items() if t not in NOT_COPIED}
+    without: list[str] = []
     counts = {t: int(dst.read(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}
     if any(counts.values()):
         raise StoreError(f"the target {dst_loc.shown} is not empty ({', '.join(f'{n} {t}' for t, n in counts.items() if n)}); "
@@ -86,6 +110,8 @@ def migrate(source: str, target: str, check: bool = True) -> dict:
                 for r in rows:
                     data = src.image_bytes(r[0])
                     r = list(r)
+                    if data is None:
+                        without.append(f"{r[0]}: {r[cols.index('file_name')]}")
                     if data is not None:
                         dst.media_dir.mkdir(parents=True, exist_ok=True)
                         f = dst.media_dir / f"{hashlib.sha256(data).hexdigest()[:32]}{_ext(data, r[cols.index('file_name')])}"
@@ -103,6 +129,8 @@ def migrate(source: str, target: str, check: bool = True) -> dict:
                     data = src.image_bytes(image_id)
                     if data is not None:
                         dst.write_media(db, image_id, data)
+                    else:
+                        without.append(str(image_id))
         for table, cols in tables.items():  # the ids each table ever gave move with the data
             if cols[0] != "id":
                 continue
@@ -120,19 +148,23 @@ def migrate(source: str, target: str, check: bool = True) -> dict:
                     db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES (?, ?)", (table, top))
     result = {"from": src_loc.shown, "to": dst_loc.shown, "copied": copied,
               "media": int(dst.read("SELECT COUNT(*) FROM media")[0][0]) if dst_loc.is_postgres
-              else sum(1 for r in dst.read("SELECT path FROM images") if r[0])}
+              else sum(1 for r in dst.read("SELECT path FROM images") if r[0]),
+              "images_without_pixels": len(without), "without_pixels_e_g": without[:5]}
     if check:
+        left = (f"; the target {dst_loc.shown} holds the copy as it is: drop that database (or delete the file) "
+                "before migrating again")
         after = {t: int(dst.read(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}
         before = {t: int(src.read(f"SELECT COUNT(*) FROM {t}")[0][0]) for t in tables}
         if after != before:
-            raise StoreError(f"the copy differs in counts: {before} vs {after}")
+            raise StoreError(f"the copy differs in counts: {before} vs {after}{left}")
+        pixels_src, pixels_dst = _pixels_in(src), _pixels_in(dst)
+        if pixels_src != pixels_dst:
+            raise StoreError(f"the copy has pixels for {pixels_dst} images, the source for {pixels_src}{left}")
         with tempfile.TemporaryDirectory(prefix="deris_migrate_") as tmp:
             same = _export_digest(src, Path(tmp), "a.zip") == _export_digest(dst, Path(tmp), "b.zip")
         if not same:
-            raise StoreError("the copy's export differs from the source's")
+            raise StoreError(f"the copy's export differs from the source's{left}")
         result["identical_export"] = True
-    src.close()
-    dst.close()
     return result
 
 
