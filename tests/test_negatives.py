@@ -157,11 +157,18 @@ def test_decisions_are_the_persons_and_go_through_the_permission_table(tmp_path:
     rec = s.ref(done.ref_id)
     assert (done.decision, done.decided_by) == ("no_target", "ann") and done.decided_at
     assert rec.no_target and rec.status == "done" and rec.annotator == "ann" and rec.sentences == [hit.sentence]
+    # Y on a ref someone changed meanwhile (in Annotate): refused, nothing written
+    seen = s.ref(predicted.ref_id).version
+    s.save_ref(predicted.image_id, [predicted.sentence, "said another way"], no_target=True, status="predicted",
+               annotator=s.ref(predicted.ref_id).annotator, ref_id=predicted.ref_id, expected_version=seen, user="carl")
+    with pytest.raises(ConflictError, match=f"ref {predicted.ref_id} of negative {predicted.id} was changed meanwhile by carl"):
+        svc.decide(Actor("bob"), predicted.id, "no_target", seen="", seen_version=seen)
+    assert svc.get(predicted.id).decision == ""
     # Y on the model's predicted no-target ref: that ref becomes the person's
-    done = svc.decide(Actor("bob"), predicted.id, "no_target")
+    done = svc.decide(Actor("bob"), predicted.id, "no_target", seen="", seen_version=s.ref(predicted.ref_id).version)
     assert done.ref_id == predicted.ref_id
     rec = s.ref(done.ref_id)
-    assert rec.status == "done" and rec.annotator == "bob" and [e.action for e in s.events(rec.id)] == ["predict", "edit"]
+    assert rec.status == "done" and rec.annotator == "bob" and [e.action for e in s.events(rec.id)] == ["predict", "edit", "edit"]
     assert s.events(rec.id)[-1].detail["negative"] == predicted.id
     # someone decided meanwhile: the screen's decision is refused, nothing changes
     with pytest.raises(ConflictError, match="decided meanwhile by bob"):

@@ -46,10 +46,12 @@ class NegativeService:
     def get(self, negative_id: int) -> Negative:
         return negative(self.store, negative_id)
 
-    def decide(self, actor: Actor, negative_id: int, decision: str, seen: str | None = None) -> Negative:
+    def decide(self, actor: Actor, negative_id: int, decision: str, seen: str | None = None,
+               seen_version: int | None = None) -> Negative:
         """Record ``actor``'s decision (``no_target`` or ``refers``) on a negative; returns it as stored.
 
-        ``seen``: the decision the person saw on screen (``""``: none); when someone else decided
+        ``seen``: the decision the person saw on screen (``""``: none); ``seen_version``: the version of
+        the negative's ref then. When someone else decided, or changed that ref (in Annotate, say),
         meanwhile, the decision is refused with :class:`ConflictError` (nothing is written)."""
         if decision not in DECISIONS:
             raise StoreError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}")
@@ -61,6 +63,9 @@ class NegativeService:
                 raise ConflictError(f"negative {neg.id} was decided meanwhile by {neg.decided_by or 'someone'} "
                                     f"({DECISIONS.get(neg.decision, 'undecided')}); look at it again")
             ref = self.store.ref_in(db, neg.ref_id) if neg.ref_id is not None else None
+            if ref is not None and seen_version is not None and ref.version != seen_version:
+                raise ConflictError(f"ref {ref.id} of negative {neg.id} was changed meanwhile"
+                                    f"{' by ' + ref.editor if ref.editor else ''}; look at it again")
             require(actor, "verify", ref)
             ref_id = ref.id if ref is not None else None
             if decision == "no_target":

@@ -40,7 +40,7 @@ class VerifyUI:
     msg: gr.Markdown
     show: gr.Dropdown
     pos: gr.State
-    shown: gr.State  # [id, decision] of the negative on screen
+    shown: gr.State  # [id, decision, version of its ref or None] of the negative on screen
     handoff: gr.State  # what N hands to the Annotate view: {"image_id", "sentence", "ref_id"}
 
 
@@ -111,7 +111,8 @@ def show(svc: Services, pos, which: str = "open"):
     info = (f"<div id='verify-info' class='queue-pos'>Negative <b>{neg.id}</b> &middot; <b>{at.pos + 1} / {at.total}</b> "
             f"{label} &middot; image {neg.image_id} {html.escape(name)}{written}{decided}</div>")
     sentence = (f"<div class='verify-sentence'>“{html.escape(neg.sentence)}”</div>{_verdict(neg)}")
-    return info, _picture(svc, neg), sentence, at.pos, [neg.id, neg.decision]
+    version = svc.store.read("SELECT version FROM refs WHERE id = ?", (neg.ref_id,)) if neg.ref_id is not None else []
+    return info, _picture(svc, neg), sentence, at.pos, [neg.id, neg.decision, version[0][0] if version else None]
 
 
 def move(svc: Services, delta: int, pos, which: str):
@@ -122,7 +123,9 @@ def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request)
     if not shown:
         raise gr.Error("Nothing to decide.")
     actor = svc.actor(request_user(request), who_typed)
-    neg = svc.negatives.decide(actor, int(shown[0]), decision, seen=str(shown[1]))
+    seen_version = shown[2] if len(shown) > 2 and shown[2] is not None else None
+    neg = svc.negatives.decide(actor, int(shown[0]), decision, seen=str(shown[1]),
+                               seen_version=int(seen_version) if seen_version is not None else None)
     # with "to decide", the decided one leaves the queue: the same position shows the next one
     nxt = int(pos or 0) if (which or "open") == "open" else int(pos or 0) + 1
     what = "no target" if decision == "no_target" else "refers"
