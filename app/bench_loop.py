@@ -5,9 +5,9 @@ The bundled model never saw four colour-shape pairs (``deris_core.synthetic.HELD
 split asks about them). This bench draws a synthetic set (``--seed``), imports ``--refs`` of its
 testB refs into a new store as if people had reviewed them (status ``reviewed``), fine-tunes the
 bundled model from the store for ``--minutes`` with ``python -m app.curate finetune``'s code
-(:func:`app.curate.finetune.finetune`, 10% of the images held out) with ``--replay-share`` of the
-training sentences replayed from the same set's train split (the distribution the bundled model
-learnt, without the four pairs; 0: no replay), and evaluates the bundled model
+(:func:`app.curate.finetune.finetune`, 10% of the images held out) with ``--replay-share`` of each
+epoch's sentences replayed from the same set's train split, its images taking turns (the distribution
+the bundled model learnt, without the four pairs; 0: no replay), and evaluates the bundled model
 and the fine-tuned one on the testB and testA splits of a second, independent synthetic set
 (``--eval-seed``, default 7: the README's evaluation set), whose scenes were never trained on.
 Goal (issue 31): testB gIoU +15 points or more, testA -2 at most.
@@ -39,9 +39,9 @@ def import_reviewed(store, root: Path, refs: int, split: str = "testB") -> dict:
     return import_grefcoco_data(store, coco, chosen, root / "images" / "train2014", source=f"synthetic {split}")
 
 
-def bench_loop(work: Path, refs: int = 400, minutes: float = 15.0, seed: int = 21, images: int = 1000,
-               eval_seed: int = 7, eval_images: int = 1000, threads: int = 2, lr: float | None = None,
-               replay_share: float = 0.5) -> dict:
+def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 21, images: int = 1000,
+               eval_seed: int = 7, eval_images: int = 1000, threads: int = 1, lr: float | None = None,
+               replay_share: float = 0.85) -> dict:
     import dataclasses
 
     import torch

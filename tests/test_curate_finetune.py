@@ -255,7 +255,8 @@ def test_replay_mixes_in_the_parents_distribution_and_is_part_of_the_plan(tiny, 
     run = tmp_path / "run_replay"
     def opts(**kw) -> ft.Options:
         return ft.Options(**{"db": str(store.path), "weights": "bundled", "out": str(run), "steps": 1, "recipe": FAST,
-                             "threads": 2, "progress": False, "replay": str(tmp_path / "parent_data"), **kw})
+                             "threads": 2, "progress": False, "replay": str(tmp_path / "parent_data"), "replay_share": 0.5,
+                             **kw})
 
     mp = pytest.MonkeyPatch()
     mp.setattr(trainer, "TrainingSet", Recording)

@@ -7,7 +7,7 @@
     python -m app.curate agreement --db DB [--merge --min-iou 0.7 --quorum 2] [--json]
     python -m app.curate negatives --db DB [--per-image K] [--weights W]     (hard negatives by the NSC rule)
     python -m app.curate finetune --db DB --from WEIGHTS --out RUN [--status reviewed] [--holdout-split val |
-        --holdout-fraction 0.1 --seed S] [--minutes M | --steps N] [--replay DIR [--replay-share 0.5]]
+        --holdout-fraction 0.1 --seed S] [--minutes M | --steps N] [--replay DIR [--replay-share 0.85]]
         [--promote [--name NAME]]   (also under torchrun)
     python -m app.curate promote --db DB --run RUN [--name NAME]
     python -m app.curate models --db DB [--delete NAME]
@@ -99,11 +99,11 @@ def _main(argv: list[str] | None = None) -> int:
     f.add_argument("--replay", default=None, metavar="DIR",
                    help="a gRefCOCO-format folder of the distribution the model learnt (e.g. its training set): refs of "
                         "it are mixed in so the model does not forget what it could do")
-    f.add_argument("--replay-share", type=float, default=0.5,
-                   help="the share of each epoch's sentences that come from --replay, its images taking turns (default 0.5)")
+    f.add_argument("--replay-share", type=float, default=0.85,
+                   help="the share of each epoch's sentences that come from --replay, its images taking turns (default 0.85)")
     f.add_argument("--replay-split", default="train", choices=SPLITS, help="the split of --replay used (default train)")
     f.add_argument("--batch-size", type=int, default=16)
-    f.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's, 1e-4)")
+    f.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's, 5e-5)")
     f.add_argument("--promote", action="store_true", help="register the model in the store if its held-out metrics allow")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     f.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
