@@ -12,6 +12,8 @@ review, errors (anything but a review refused because another reviewer decided t
 moment earlier, counted as ``review_conflicts``), and the check afterwards that every acknowledged
 save is in the database exactly once. The clients do not download the pictures (``download_files=False``):
 the figures are the servers' answers, as a browser sees them before the picture's download.
+``--images`` must exceed the rounds one annotator makes: at the end of the queue the next image stays
+the same, and a save there edits that annotator's last ref, which counts as a duplicated save.
 
 ``--think S`` makes each annotator pause before every action (uniformly 0.5-1.5 x S seconds: looking at
 the proposal, typing): 0, the default, is a saturation test where every client fires its next call as
@@ -25,7 +27,6 @@ from __future__ import annotations
 import os
 import random
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -147,15 +148,16 @@ def _process_cpu_s(pid: int) -> float | None:
 
 
 def _machine_busy() -> tuple[float, float] | None:
-    """(busy, total) CPU seconds of the whole machine since boot (``/proc/stat``), or None."""
+    """(busy, total) CPU seconds of the whole machine since boot (``/proc/stat``), or None. Busy is user,
+    nice, system, irq and softirq; the total adds idle, iowait and steal (guest time is inside user)."""
     try:
         with open("/proc/stat", encoding="ascii") as f:
-            v = [int(x) for x in f.readline().split()[1:]]
+            v = ([int(x) for x in f.readline().split()[1:9]] + [0] * 8)[:8]
     except (OSError, ValueError):
         return None
-    idle = v[3] + (v[4] if len(v) > 4 else 0)
+    busy = v[0] + v[1] + v[2] + v[5] + v[6]
     tick = os.sysconf("SC_CLK_TCK")
-    return (sum(v) - idle) / tick, sum(v) / tick
+    return busy / tick, (busy + v[3] + v[4] + v[7]) / tick
 
 
 def _cpu_split(before: dict, after: dict, rounds: int) -> dict:

@@ -30,7 +30,7 @@ def test_proc_readers_answer_on_linux():
 
 @pytest.mark.slow
 def test_a_short_team_run_loses_nothing():
-    res = bench_team(None, servers=1, clients=2, seconds=6, images=4, think=0.2)
+    res = bench_team(None, servers=1, clients=2, seconds=6, images=24, think=0.2)  # more images than rounds
     assert res["errors"] == 0, res["first_errors"]
     assert res["saves"] > 0 and res["think_s"] == 0.2
     assert res["acknowledged_saves_missing"] == 0 and res["acknowledged_saves_duplicated"] == 0

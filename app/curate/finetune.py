@@ -33,6 +33,7 @@ from typing import Sequence
 import numpy as np
 
 from deris_core.data.refer import DataError, ReferDataset, ReferSample, load_grefcoco, merge
+from deris_core.data.training import Rotation
 
 from ..store import ModelRecord, RefRecord, Store, StoreError, model_name_problem
 from .preannotate import weights_digest
@@ -316,11 +317,9 @@ def _stale(holder: str, at: float) -> bool:
     return False
 
 
-def replay_rotation(data: ReferDataset, replay_images: frozenset[int], per_image: int, share: float):
+def replay_rotation(data: ReferDataset, replay_images: frozenset[int], per_image: int, share: float) -> Rotation | None:
     """The replayed images take turns: each epoch ``share`` of its groups of sentences come from them
     (``share / (1 - share)`` as many as the store's), the next ones of a cycle through all of them."""
-    from deris_core.data.training import Rotation
-
     if not replay_images:
         return None
     per: dict[int, int] = {}
@@ -529,8 +528,6 @@ def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
 
 
 def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | None, rank: int, world: int, device: str) -> dict:
-    import torch.distributed as dist
-
     from deris_core.tokenizer import BEiT3Tokenizer
     from deris_core.train.losses import LossConfig
     from deris_core.train.nsc import NSCConfig
