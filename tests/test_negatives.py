@@ -184,6 +184,9 @@ def test_decisions_are_the_persons_and_go_through_the_permission_table(tmp_path:
         svc.decide(cat, predicted.id, "refers")
     rev = Actor("rev", frozenset({"annotator", "reviewer"}), accounts=True)
     assert svc.decide(rev, predicted.id, "refers").decided_by == "rev"
+    # taking back "no target": the no-target ref that decision saved no longer awaits review as an answer
+    back = s.ref(predicted.ref_id)
+    assert back.status == "draft" and back.no_target and s.events(back.id)[-1].detail["decision"] == "refers"
     assert negative_queue(s, 0, 100, "open")[1] == len(rows) - 3
     assert negative_queue(s, 0, 100, "decided")[1] == 3
 

@@ -5,7 +5,9 @@ action ``verify``) inside the store transaction that writes it.
 *No target* ("refers to nothing here") saves the sentence as the person's no-target ref on the
 image (status ``done``, awaiting review): the model's predicted no-target ref when there is one
 (updated, versioned), else a new ref. *Refers* records the decision and leaves the ref to the
-Annotate view, where the person runs the sentence and saves its targets.
+Annotate view, where the person runs the sentence and saves its targets; when it takes back a *no
+target* decision, the no-target ref that decision saved goes back to ``draft`` (it no longer awaits
+review as the person's answer).
 """
 
 from __future__ import annotations
@@ -74,5 +76,8 @@ class NegativeService:
                 ref_id = self.refs.save(actor, neg.image_id, sentences, no_target=True, split=split, status="done",
                                         ref_id=ref_id, expected_version=ref.version if ref is not None else None, db=db,
                                         detail={"negative": neg.id, "decision": "no_target"}).ref_id
+            elif neg.decision == "no_target" and ref is not None and ref.no_target and ref.status == "done":
+                self.store.write_status(db, ref.id, "draft", actor.name, ref.version, action="edit",
+                                        detail={"negative": neg.id, "decision": "refers"})
             write_decision(db, neg.id, decision, actor.name, ref_id)
         return negative(self.store, negative_id)
