@@ -10,7 +10,8 @@ the target, and the "ids ever given" of each table move with it (a deleted ref's
 into the database (``media``) for PostgreSQL, into ``<db>_media/`` for SQLite. Afterwards the counts
 of every table, the number of images with pixels and an export of both stores (annotations and image
 files) must be identical, else the copy is reported as failed. Images whose pixels the source cannot
-read (a moved folder) are copied as records and listed in the result (``images_without_pixels``).
+read (a moved folder) are copied as records and counted in the result (``images_without_pixels``, the
+first ids in ``without_pixels_e_g``).
 """
 
 from __future__ import annotations
@@ -110,16 +111,16 @@ def _copy(src: Store, dst: Store, check: bool) -> dict:
                 for r in rows:
                     data = src.image_bytes(r[0])
                     r = list(r)
-                    if data is None:
-                        without.append(f"{r[0]}: {r[cols.index('file_name')]}")
                     if data is not None:
                         dst.media_dir.mkdir(parents=True, exist_ok=True)
                         f = dst.media_dir / f"{hashlib.sha256(data).hexdigest()[:32]}{_ext(data, r[cols.index('file_name')])}"
                         if not f.exists():
                             f.write_bytes(data)
                         r[pos] = str(f)
-                    elif r[pos] is not None and src_loc.is_postgres:
-                        r[pos] = None  # a path on another machine: only the record is known
+                    else:
+                        without.append(str(r[0]))
+                        if r[pos] is not None and src_loc.is_postgres:
+                            r[pos] = None  # a path on another machine: only the record is known
                     fixed.append(tuple(r))
                 rows = fixed
             db.executemany(f"INSERT INTO {table} ({names}) VALUES ({','.join('?' * len(cols))})", rows)

@@ -78,8 +78,9 @@ def test_an_image_whose_file_is_gone_is_listed(tmp_path: Path, pg_server) -> Non
     store = _team_store(tmp_path / "team.sqlite")
     store.close()
     (tmp_path / "photo.png").unlink()  # the imported folder moved away
-    res = migrate(str(tmp_path / "team.sqlite"), pg_server.new_database())
-    assert res["images_without_pixels"] == 1 and res["without_pixels_e_g"] == ["4"]
+    for target in (pg_server.new_database(), str(tmp_path / "copy.sqlite")):  # into the database, into files
+        res = migrate(str(tmp_path / "team.sqlite"), target)
+        assert res["images_without_pixels"] == 1 and res["without_pixels_e_g"] == ["4"] and res["identical_export"]
 
 
 def test_a_copy_that_lost_pixels_fails_and_says_the_target_holds_it(tmp_path: Path, pg_server,
