@@ -394,19 +394,18 @@ def replay_refs(o: Options) -> tuple[ReferDataset | None, dict | None]:
         raise FinetuneError(f"--replay {o.replay}: {exc}") from None
     if not data.samples:
         raise FinetuneError(f"--replay {o.replay} has no refs of split {o.replay_split!r}")
-    chosen = list(data.samples)
-    images = {smp.image_id for smp in chosen}
+    images = {smp.image_id for smp in data.samples}
     missing = [data.images[i]["file_name"] for i in sorted(images) if not data.image_path(i).is_file()]
     if missing:
         raise FinetuneError(f"--replay {o.replay}: {len(missing)} image file(s) are missing, e.g. "
                             f"images/train2014/{missing[0]}")
-    keep = {a for smp in chosen for a in smp.ann_ids} | {a for a, ann in data.annotations.items()
-                                                           if int(ann["image_id"]) in images}
-    subset = ReferDataset(chosen, {i: data.images[i] for i in images}, {a: data.annotations[a] for a in keep},
-                          data.image_dir, data.categories)
-    digest = hashlib.sha256("".join(f"{x.ref_id}:{x.sent_id}\n" for x in chosen).encode()).hexdigest()
-    return subset, {"data": str(root.resolve()), "split": o.replay_split, "share": o.replay_share,
-                    "sentences": len(chosen), "images": len(images), "hash": "sha256:" + digest}
+    # the split's images and their instances only (instances.json holds every split's)
+    pool = ReferDataset(data.samples, {i: data.images[i] for i in images},
+                        {a: ann for a, ann in data.annotations.items() if int(ann["image_id"]) in images},
+                        data.image_dir, data.categories)
+    digest = hashlib.sha256("".join(f"{x.ref_id}:{x.sent_id}\n" for x in data.samples).encode()).hexdigest()
+    return pool, {"data": str(root.resolve()), "split": o.replay_split, "share": o.replay_share,
+                  "sentences": len(data.samples), "images": len(images), "hash": "sha256:" + digest}
 
 
 def plan_data(store: Store, o: Options, world: int = 1) -> tuple[list[RefRecord], list[RefRecord], dict]:
