@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default=env.dtype, choices=["auto", "fp32", "bf16", "int8"],
                    help="auto (default): bf16 where the hardware computes it natively, int8 linears on other x86 CPUs, "
                         "else fp32; fp32 matches the "
-                        "official outputs; bf16/int8 where they cannot run fall back with a note (README, Precision)")
+                        "official outputs; bf16/int8 where they cannot run fall back with a note (docs/precision-and-hardware.md)")
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")

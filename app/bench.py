@@ -313,16 +313,16 @@ def main(argv: list[str] | None = None) -> int:
     lp = sub.add_parser("loop", help="the learning loop: reviewed refs of unseen colour-shape pairs -> fine-tune -> "
                                      "testB/testA before and after (app/bench_loop.py)")
     lp.add_argument("--refs", type=int, default=400)
-    lp.add_argument("--minutes", type=float, default=12.0, help="fine-tuning time (the README's runs: 12)")
+    lp.add_argument("--minutes", type=float, default=12.0, help="fine-tuning time (the runs of docs/learning-loop.md: 12)")
     lp.add_argument("--seed", type=int, default=21, help="the synthetic set the reviewed refs come from")
     lp.add_argument("--images", type=int, default=1000, help="images of that set (its testB split is 6%% of them)")
-    lp.add_argument("--eval-seed", type=int, default=7, help="the independent evaluation set (README's: 7)")
+    lp.add_argument("--eval-seed", type=int, default=7, help="the independent evaluation set (docs/learning-loop.md: 7)")
     lp.add_argument("--eval-images", type=int, default=1000)
     lp.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the fine-tuning recipe's)")
     lp.add_argument("--replay-share", type=float, default=0.85,
                     help="share of each epoch's sentences replayed from the set's train split, its images taking "
                          "turns (0: none)")
-    lp.add_argument("--threads", type=int, default=1, help="the README's runs: 1, two runs at a time on 2 cores")
+    lp.add_argument("--threads", type=int, default=1, help="the runs of docs/learning-loop.md: 1, two at a time on 2 cores")
     lp.add_argument("--work", type=Path, default=None, help="keep the sets, the store and the run here (default: a "
                     "temporary folder); the same folder again resumes the run")
     lp.add_argument("--json", action="store_true")

@@ -9,7 +9,7 @@ bundled model from the store for ``--minutes`` with ``python -m app.curate finet
 epoch's sentences replayed from the same set's train split, its images taking turns (the distribution
 the bundled model learnt, without the four pairs; 0: no replay), and evaluates the bundled model
 and the fine-tuned one on the testB and testA splits of a second, independent synthetic set
-(``--eval-seed``, default 7: the README's evaluation set), whose scenes were never trained on.
+(``--eval-seed``, default 7: the evaluation set of docs/training.md), whose scenes were never trained on.
 Goal (issue 31): testB gIoU +15 points or more, testA -2 at most.
 """
 

@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="val")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
-                   help="network precision: fp32 (default, as the official figures), auto, bf16 or int8 (README, Precision)")
+                   help="network precision: fp32 (default, as the official figures), auto, bf16 or int8 (docs/precision-and-hardware.md)")
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of the README's performance section: bf16 vs fp32 speed, the studio's latency and
+# The GPU check of docs/performance.md: bf16 vs fp32 speed, the studio's latency and
 # the agreement tests (golden fixtures in fp32 at 1e-4, bf16 agreement) on CUDA. Run from the
 # repository root on a machine with a GPU:
 #     bash deris_core/gpu_check.sh            # about 3-5 minutes on one GPU

@@ -9,7 +9,7 @@ with the reason, and a one-line note when the request cannot be honoured as aske
 here raises on an unusual machine: unknown answers count as "not supported".
 
 ``ONEDNN_MAX_CPU_ISA`` (oneDNN), ``ATEN_CPU_CAPABILITY`` (PyTorch) and ``FBGEMM_ENABLE_INSTRUCTIONS``
-(int8) are honoured, so an AVX-512 machine can rehearse an AVX2-only one (README, *Precision and hardware*).
+(int8) are honoured, so an AVX-512 machine can rehearse an AVX2-only one (docs/precision-and-hardware.md).
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ def choose_precision(requested: str | None, device: torch.device | str = "cpu") 
       slower than fp32; MPS bf16 is untested).
     * ``int8``: linear weights in int8 with float32 activations quantized per call, on x86 CPUs
       with PyTorch's quantized kernels; elsewhere the device's ``auto`` choice with a note.
-    * ``auto``: bf16 where it is fast (agreement with fp32 measured, README), else int8 on x86
+    * ``auto``: bf16 where it is fast (agreement with fp32 measured, docs/precision-and-hardware.md), else int8 on x86
       CPUs with the quantized kernels (faster than fp32 there, agreement measured), else fp32.
     """
     req = normalize_request(requested)
@@ -251,11 +251,11 @@ def choose_precision(requested: str | None, device: torch.device | str = "cpu") 
     if req == "int8":
         return _int8_precision(req, info, "asked for int8")
     if info.fast_bf16:
-        why = "asked for bf16" if req == "bf16" else "this CPU computes bf16 natively; agreement with fp32 measured (README)"
+        why = "asked for bf16" if req == "bf16" else "this CPU computes bf16 natively; agreement with fp32 measured (docs/precision-and-hardware.md)"
         return Precision(req, torch.bfloat16, _cpu_kernels("bf16", info), why, device="cpu")
     no_bf16 = "this CPU has no bf16 instructions (AVX-512 BF16, AMX or ARM BF16): bf16 would be emulated, slower than fp32"
     if req == "auto" and int8_supported():
-        return _int8_precision(req, info, no_bf16 + "; int8 linears are faster and their agreement is measured (README)")
+        return _int8_precision(req, info, no_bf16 + "; int8 linears are faster and their agreement is measured (docs/precision-and-hardware.md)")
     note = "bf16 needs a CPU with AVX-512 BF16 or AMX (or ARM BF16); running fp32" if req == "bf16" else None
     return Precision(req, torch.float32, _cpu_kernels("fp32", info), no_bf16, note=note, device="cpu")
 

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("expression", nargs="+", help="referring expression(s); several are run as one batch")
     p.add_argument("--weights", default=None, help="published name (deris-l-grefcoco ...), a .pth/.safetensors file or saved folder, a Hub repository "
                    "owner/name, or 'bundled' (default)")
-    p.add_argument("--tokenizer", default=None, help="sentencepiece model (beit3.spm for official weights; found automatically when omitted, see README)")
+    p.add_argument("--tokenizer", default=None, help="sentencepiece model (beit3.spm for official weights; found automatically when omitted, see docs/weights.md)")
     p.add_argument("--config", default=None, help="config name when it cannot be inferred from the weights")
     p.add_argument("--device", default="auto", help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda or mps")
     p.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES),

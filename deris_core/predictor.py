@@ -196,7 +196,7 @@ class Predictor:
         if dtype not in (torch.float32, torch.bfloat16):
             raise ValueError(f"dtype must be torch.float32 or torch.bfloat16, got {dtype}")
         self.device = torch.device(device)
-        self.dtype = dtype  # weights and activations (bf16: the whole network, see README "bf16")
+        self.dtype = dtype  # weights and activations (bf16: the whole network, see docs/performance.md, "bf16")
         # What runs and why (``load_predictor`` chooses it; a direct caller gets the dtype it asked for).
         self.precision: Precision = precision or given_precision(dtype, self.device)
         # Where the weights came from (``load_predictor`` fills these in): a one-line description for

@@ -12,7 +12,7 @@ expression is run twice on the same cached image: as written, and with A replace
 - ``same_best``: the fraction of samples whose highest-scoring candidate stays the same.
   Swapping to the opposite word should change it whenever there are several candidates.
 
-This is the measurement behind the README's "the model ignores spatial words"; it needs no
+This is the measurement behind docs/training.md's "the model ignores spatial words"; it needs no
 labels beyond which samples have a target.
 """
 

@@ -6,7 +6,7 @@ fresh mappings; freed heap memory is rarely returned and the resident set creeps
 each request (about +180 MiB over four DeRIS-B requests here). Pinning the thresholds keeps
 every large buffer in its own mapping, returned to the system when it is freed, but every
 such buffer then costs fresh page faults: the DeRIS-B image encoder went from 0.84 s to
-1.52 s. Hence opt-in: ``DERIS_PIN_MALLOC=1`` (see the README's performance section).
+1.52 s. Hence opt-in: ``DERIS_PIN_MALLOC=1`` (see docs/performance.md).
 """
 
 from __future__ import annotations

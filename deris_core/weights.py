@@ -211,7 +211,7 @@ def load_predictor(
 
 
 def _official_tokenizer(res: ResolvedWeights, rows: int) -> Path:
-    """The tokenizer of an official checkpoint with ``rows`` vocabulary rows (found as the README says)."""
+    """The tokenizer of an official checkpoint with ``rows`` vocabulary rows (found as docs/weights.md says)."""
     try:
         return Path(resolve_tokenizer(res.tokenizer, checkpoint=res.weights, vocab_rows=rows,
                                       hub_repo=res.hub_repo, what=res.description))

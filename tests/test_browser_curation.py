@@ -1,6 +1,6 @@
 """A real browser on a collection imported from a folder: the annotator's loop with keyboard and
 mouse (next image by key, Enter, click to add and remove, Ctrl+Enter, the image's ref list,
-reopen with one click, next image without refs). Saves the README's screenshots."""
+reopen with one click, next image without refs). Saves the screenshots of the README and docs/."""
 
 from __future__ import annotations
 

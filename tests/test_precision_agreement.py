@@ -2,7 +2,7 @@
 
 Every machine checks the reduced precisions it can run: the path it takes for ``--dtype auto``
 (:func:`deris_core.hardware.choose_precision`), plus int8 and bf16 where the hardware has them.
-The bounds are the measured agreement plus a margin (README, *Precision and hardware*); the
+The bounds are the measured agreement plus a margin (docs/precision-and-hardware.md); the
 issues' acceptance bounds: fixtures IoU >= 0.97, the same accepted candidates, scores within
 0.03; bundled model gIoU / cIoU / N-acc within 0.5 points. Each test prints what it measured and
 which path ran (``pytest -s``). ``DERIS_TEST_DEVICE=cuda`` runs them on the GPU.
@@ -35,7 +35,7 @@ FIXTURE_BOUNDS = {
 }
 # points of gIoU / cIoU / N-acc / T-acc on the CI-sized split (64 samples: one sample moves T-acc by 1.85).
 # Measured there: bf16 +0.19 / +0.18 / 0 / 0; int8 +1.56 / +1.83 / 0 / +1.85 (one sample). On the full fresh
-# testA (551 samples, README) both are within 0.5: bf16 -0.00 / +0.07 / 0 / 0, int8 +0.38 / +0.25 / 0 / 0.
+# testA (551 samples, docs/precision-and-hardware.md) both are within 0.5: bf16 -0.00 / +0.07 / 0 / 0, int8 +0.38 / +0.25 / 0 / 0.
 BUNDLED_MAX_METRIC_DIFF = {"bf16": 0.5, "int8": 2.5}
 
 

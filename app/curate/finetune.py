@@ -79,7 +79,7 @@ class Options:
     # epoch's sentences come from it, its images taking turns (a seeded cycle through all of them)
     replay: str | None = None
     replay_split: str = "train"
-    replay_share: float = 0.85  # the measured loop's choice (README): testA kept within 2 points
+    replay_share: float = 0.85  # the measured loop's choice (docs/learning-loop.md): testA kept within 2 points
     device: str = "auto"
     threads: int | None = None
     progress: bool = True

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="weight of the box GIoU loss (official 0.1)")
     p.add_argument("--vision-pos-sincos", action="store_true",
                    help="add a 2-D sine-cosine table to BEiT-3's vision position embeddings, once per run folder "
-                        "(training from scratch: the learnt table stays too small to carry positions, see README)")
+                        "(training from scratch: the learnt table stays too small to carry positions, see docs/training.md)")
     p.add_argument("--log-every", type=int, default=d.log_every)
     a = p.parse_args(argv)
     cfg = TrainConfig(
