@@ -96,3 +96,109 @@ def test_a_copy_that_lost_pixels_fails_and_says_the_target_holds_it(tmp_path: Pa
     monkeypatch.setattr(Store, "write_media", lossy)
     with pytest.raises(StoreError, match=r"pixels for 3 images, the source for 4.*drop that database"):
         migrate(str(tmp_path / "team.sqlite"), url)
+
+
+# --- a killed migration runs again (#38) ---------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+
+_KILL_AFTER_COPY = """
+import os, signal, sys
+from app.store.pg import PgConnection
+from app.migrate import migrate
+real_many, real_exec, seen = PgConnection.executemany, PgConnection.execute, []
+def many(self, sql, rows):
+    if sql.startswith("INSERT INTO refs"):
+        seen.append(1)
+    return real_many(self, sql, rows)
+def execute(self, sql, args=()):
+    cur = real_exec(self, sql, args)
+    if seen and sql.lstrip().upper().startswith("COMMIT"):  # the rows are in: killed while checking them
+        os.kill(os.getpid(), signal.SIGKILL)
+    return cur
+PgConnection.executemany, PgConnection.execute = many, execute
+migrate(sys.argv[1], sys.argv[2])
+"""
+
+_KILL_WHILE_WRITING_FILES = """
+import os, signal, sys
+from app.migrate import migrate
+real, calls = os.replace, []
+def replace(a, b):
+    calls.append(1)
+    if len(calls) == 2:  # the first file is in place, the second one only under its temporary name
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(a, b)
+os.replace = replace
+migrate(sys.argv[1], sys.argv[2])
+"""
+
+
+def _killed(script: str, *args: str) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+
+
+def test_a_migration_killed_after_its_copy_into_postgres_runs_again(tmp_path: Path, pg_server) -> None:
+    _team_store(tmp_path / "team.sqlite").close()
+    url = pg_server.new_database()
+    _killed(_KILL_AFTER_COPY, str(tmp_path / "team.sqlite"), url)
+    pg = Store(url)
+    assert pg.read("SELECT COUNT(*) FROM refs")[0][0] > 0  # killed after the rows were committed
+    pg.close()
+    res = migrate(str(tmp_path / "team.sqlite"), url)
+    assert res["resumed"] and res["identical"] and res["copied"]["refs"] == 4
+    pg = Store(url)
+    assert not pg.read("SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE tablename = 'deris_migration'")[0][0]
+    pg.close()
+    other = tmp_path / "other.sqlite"
+    Store(other).close()
+    with pytest.raises(StoreError, match="not empty"):  # a finished copy is no unfinished one
+        migrate(str(other), url)
+
+
+def test_a_target_marked_for_another_source_is_refused(tmp_path: Path, pg_server) -> None:
+    _team_store(tmp_path / "team.sqlite").close()
+    url = pg_server.new_database()
+    _killed(_KILL_AFTER_COPY, str(tmp_path / "team.sqlite"), url)
+    other = _team_store(tmp_path / "other" / "team.sqlite")
+    other.close()
+    with pytest.raises(StoreError, match=r"unfinished migration of another store \(.*team\.sqlite\)"):
+        migrate(str(tmp_path / "other" / "team.sqlite"), url)
+
+
+def test_a_migration_into_sqlite_killed_while_writing_files_runs_again(tmp_path: Path) -> None:
+    _team_store(tmp_path / "team.sqlite").close()
+    copy = tmp_path / "copy.sqlite"
+    _killed(_KILL_WHILE_WRITING_FILES, str(tmp_path / "team.sqlite"), str(copy))
+    assert len([p for p in (tmp_path / "copy_media").iterdir() if not p.name.startswith(".")]) == 1
+    res = migrate(str(tmp_path / "team.sqlite"), str(copy))
+    assert res["identical"] and res["images_without_pixels"] == 0 and res["media"] == 4
+
+
+def test_a_cut_image_file_left_in_the_media_folder_is_written_again(tmp_path: Path) -> None:
+    import hashlib
+
+    src = _team_store(tmp_path / "team.sqlite")
+    data = src.image_bytes(1)
+    src.close()
+    cut = tmp_path / "copy_media" / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    cut.parent.mkdir()
+    cut.write_bytes(data[: len(data) // 2])  # what a run killed in the middle of writing it left
+    res = migrate(str(tmp_path / "team.sqlite"), str(tmp_path / "copy.sqlite"))
+    assert res["identical"] and cut.read_bytes() == data
+
+
+def test_a_copy_that_failed_its_check_runs_again(tmp_path: Path, pg_server, monkeypatch: pytest.MonkeyPatch) -> None:
+    _team_store(tmp_path / "team.sqlite").close()
+    url = pg_server.new_database()
+    real = Store.write_media
+    with monkeypatch.context() as m:
+        m.setattr(Store, "write_media", lambda self, db, i, data: real(self, db, i, data) if i != 2 else None)
+        with pytest.raises(StoreError, match="run the same migrate again"):
+            migrate(str(tmp_path / "team.sqlite"), url)
+    res = migrate(str(tmp_path / "team.sqlite"), url)
+    assert res["resumed"] and res["identical"] and res["media"] == 4
