@@ -202,3 +202,55 @@ def test_a_copy_that_failed_its_check_runs_again(tmp_path: Path, pg_server, monk
             migrate(str(tmp_path / "team.sqlite"), url)
     res = migrate(str(tmp_path / "team.sqlite"), url)
     assert res["resumed"] and res["identical"] and res["media"] == 4
+
+
+# --- one moment in time (#38) --------------------------------------------------------------------
+
+
+def _consistent(path: Path) -> None:
+    """Every sentence and target of the copy belongs to a copied ref, and every ref has a sentence."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        assert db.execute("SELECT COUNT(*) FROM refs WHERE id NOT IN (SELECT ref_id FROM sentences)").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM events WHERE ref_id NOT IN (SELECT id FROM refs)").fetchone()[0] == 0
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("backend", ["postgresql", "sqlite"])
+def test_a_store_being_saved_to_is_copied_as_of_one_moment(tmp_path: Path, pg_server, backend: str) -> None:
+    import threading
+
+    source = pg_server.new_database() if backend == "postgresql" else str(tmp_path / "live.sqlite")
+    writer = Store(source)
+    image = writer.add_image(noise_image(1), "a.png")
+    for k in range(20):
+        writer.save_ref(image, [f"ref {k}"], masks=[rect_mask()], annotator="ann")
+    stop, saved, errors = threading.Event(), [0], []
+
+    def keep_saving() -> None:
+        try:
+            while not stop.is_set():
+                writer.save_ref(image, [f"live {saved[0]}", "and a second sentence"], masks=[rect_mask()],
+                                annotator="ann")
+                saved[0] += 1
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=keep_saving)
+    thread.start()
+    try:
+        for run in range(3):
+            before = saved[0]
+            res = migrate(source, str(tmp_path / f"copy{run}.sqlite"))
+            assert res["identical"] and saved[0] > before  # the studio saved while the copy was read
+            assert res["copied"]["sentences"] == res["copied"]["refs"] * 2 - 20  # whole refs only
+            _consistent(tmp_path / f"copy{run}.sqlite")
+    finally:
+        stop.set()
+        thread.join()
+        writer.close()
+    assert not errors
