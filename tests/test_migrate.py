@@ -254,3 +254,50 @@ def test_a_store_being_saved_to_is_copied_as_of_one_moment(tmp_path: Path, pg_se
         thread.join()
         writer.close()
     assert not errors
+
+
+# --- never writes into its source; looks at a target before creating anything (#38) --------------
+
+
+def _pg_tables(url: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(url) as conn:
+        return sorted(r[0] for r in conn.execute("SELECT tablename FROM pg_catalog.pg_tables "
+                                                 "WHERE schemaname = current_schema()"))
+
+
+def test_a_source_that_is_no_studio_store_is_refused_and_left_alone(tmp_path: Path, pg_server) -> None:
+    import sqlite3
+
+    wrong = pg_server.new_database()  # a wrong name: an empty database
+    with pytest.raises(StoreError, match="is not a studio store"):
+        migrate(wrong, str(tmp_path / "copy.sqlite"))
+    assert _pg_tables(wrong) == [] and not (tmp_path / "copy.sqlite").exists()
+    other = tmp_path / "other_app.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match="is not a studio store"):
+        migrate(str(other), pg_server.new_database())
+    assert other.read_bytes() == before
+
+
+def test_a_target_of_another_application_is_refused_before_anything_is_created(tmp_path: Path, pg_server) -> None:
+    import psycopg
+    import sqlite3
+
+    _team_store(tmp_path / "team.sqlite").close()
+    url = pg_server.new_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id SERIAL PRIMARY KEY, total NUMERIC)")
+    with pytest.raises(StoreError, match=r"holds tables of another application \(invoices\).*nothing was created"):
+        migrate(str(tmp_path / "team.sqlite"), url)
+    assert _pg_tables(url) == ["invoices"]
+    other = tmp_path / "ledger.sqlite"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE ledger (id INTEGER PRIMARY KEY, amount REAL)")
+    before = other.read_bytes()
+    with pytest.raises(StoreError, match=r"holds tables of another application \(ledger\)"):
+        migrate(str(tmp_path / "team.sqlite"), str(other))
+    assert other.read_bytes() == before and not (tmp_path / "ledger_media").exists()
