@@ -301,3 +301,29 @@ def test_a_target_of_another_application_is_refused_before_anything_is_created(t
     with pytest.raises(StoreError, match=r"holds tables of another application \(ledger\)"):
         migrate(str(tmp_path / "team.sqlite"), str(other))
     assert other.read_bytes() == before and not (tmp_path / "ledger_media").exists()
+
+
+# --- rows a target cannot store (#38) -------------------------------------------------------------
+
+
+def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg_server) -> None:
+    import sqlite3
+
+    store = _team_store(tmp_path / "team.sqlite")
+    store.close()
+    with sqlite3.connect(tmp_path / "team.sqlite") as db:  # saved by a studio that let it through
+        db.execute("UPDATE sentences SET raw = ? WHERE ref_id = 1", ("the left\x00box",))
+    url = pg_server.new_database()
+    with pytest.raises(StoreError) as err:
+        migrate(str(tmp_path / "team.sqlite"), url)
+    text = str(err.value)
+    assert "1 value of team.sqlite cannot be copied into PostgreSQL; nothing was copied" in text
+    assert "ref 1, sentence 1: 'the left\\\\x00box' holds a NUL character" in text and "retype" in text
+    assert _pg_tables(url) == []  # stopped before creating anything
+    res = migrate(str(tmp_path / "team.sqlite"), str(tmp_path / "copy.sqlite"))  # SQLite stores it as it is
+    assert res["identical"]
+    store = Store(tmp_path / "team.sqlite")
+    store.save_ref(1, ["the left box"], masks=[rect_mask()], annotator="ann", ref_id=1,
+                   expected_version=store.ref(1).version)
+    store.close()
+    assert migrate(str(tmp_path / "team.sqlite"), url)["identical"]
