@@ -28,6 +28,7 @@ from .collection import import_images
 from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_to_mask, read_zip, to_grefcoco,
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
+from .migrate import MigrationRefused
 from .store import SPLITS, STATUSES, Store, StoreError
 from .store.location import DB_HELP, parse_db
 from .store.names import display_name
@@ -85,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
                              annotator=args.annotator)
         else:
             res = store.stats()
+    except MigrationRefused as exc:  # every row it cannot copy, one a line
+        print(f"error: {display_name(exc.summary)}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {display_name(problem)}", file=sys.stderr)
+        print(exc.advice, file=sys.stderr)
+        return 2
     except ImportRefused as exc:
         n = len(exc.problems)
         print(f"error: import refused, the database was not changed ({n} problem{'s' if n > 1 else ''}):", file=sys.stderr)

@@ -38,10 +38,25 @@ from .store.transfer import (Snapshot, copied_tables, finish, media_count, pg_un
                              source_identity, table_columns, target_problem, unfinished_source, write_copy,
                              write_media_file, row_counts)
 
-__all__ = ["migrate", "table_columns"]
+__all__ = ["MigrationRefused", "migrate", "table_columns"]
 
 log = logging.getLogger(__name__)
 MAX_LISTED = 20  # rows named in a refusal; the rest are counted
+
+
+UNSTORABLE_ADVICE = ("what to do: in the source store, retype each sentence named here without the character (open "
+                     "the ref in the studio), or delete the ref, then migrate again")
+
+
+class MigrationRefused(StoreError):
+    """A source with rows the target cannot store: ``problems`` names each (ref, sentence, what is wrong),
+    ``advice`` what to do; raised before anything is created in the target."""
+
+    def __init__(self, summary: str, problems: list[str], advice: str) -> None:
+        self.summary, self.problems, self.advice = summary, problems, advice
+        shown = "; ".join(problems[:MAX_LISTED])
+        more = f" (and {len(problems) - MAX_LISTED} more)" if len(problems) > MAX_LISTED else ""
+        super().__init__(f"{summary}: {shown}{more}. {advice[0].upper()}{advice[1:]}")
 
 
 def _ext(data: bytes, name: str) -> str:
@@ -67,13 +82,8 @@ def migrate(source: str, target: str, check: bool = True) -> dict:
         if dst_loc.is_postgres:
             bad = pg_unstorable(rows)
             if bad:
-                listed = "\n".join(f"  {b}" for b in bad[:MAX_LISTED])
-                more = f"\n  ... and {len(bad) - MAX_LISTED} more" if len(bad) > MAX_LISTED else ""
-                raise StoreError(
-                    f"{len(bad)} value{'s' if len(bad) > 1 else ''} of {src_loc.shown} cannot be copied into "
-                    f"PostgreSQL; nothing was copied:\n{listed}{more}\n"
-                    "what to do: in the source store, retype each sentence named here without the character "
-                    "(open the ref in the studio), or delete the ref, then migrate again")
+                raise MigrationRefused(f"{len(bad)} value{'s' if len(bad) > 1 else ''} of {src_loc.shown} cannot be "
+                                       "copied into PostgreSQL; nothing was copied", bad, UNSTORABLE_ADVICE)
         tops = {t: max([int(r[0]) for r in rows[t]] + [snap.last_id(t)]) for t, cols in tables.items()
                 if cols[0] == "id"}
         dst = Store(dst_loc)

@@ -306,7 +306,8 @@ def test_a_target_of_another_application_is_refused_before_anything_is_created(t
 # --- rows a target cannot store (#38) -------------------------------------------------------------
 
 
-def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg_server) -> None:
+def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg_server,
+                                                             capsys: pytest.CaptureFixture) -> None:
     import sqlite3
 
     store = _team_store(tmp_path / "team.sqlite")
@@ -320,6 +321,12 @@ def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg
     assert "1 value of team.sqlite cannot be copied into PostgreSQL; nothing was copied" in text
     assert "ref 1, sentence 1: 'the left\\\\x00box' holds a NUL character" in text and "retype" in text
     assert _pg_tables(url) == []  # stopped before creating anything
+    from app.dataset import main
+
+    assert main(["migrate", "--from", str(tmp_path / "team.sqlite"), "--to", url]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "error: 1 value of team.sqlite cannot be copied into PostgreSQL; nothing was copied:"
+    assert lines[1].startswith("  ref 1, sentence 1: 'the left\\\\x00box' holds a NUL") and lines[2].startswith("what to do")
     res = migrate(str(tmp_path / "team.sqlite"), str(tmp_path / "copy.sqlite"))  # SQLite stores it as it is
     assert res["identical"]
     store = Store(tmp_path / "team.sqlite")
