@@ -334,3 +334,21 @@ def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg
                    expected_version=store.ref(1).version)
     store.close()
     assert migrate(str(tmp_path / "team.sqlite"), url)["identical"]
+
+
+def test_migrate_only_orchestrates() -> None:
+    """Its SQL lives in app/store/transfer.py (#41): app/migrate.py names no statement."""
+    import re
+
+    text = (ROOT / "app" / "migrate.py").read_text(encoding="utf-8")
+    assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP)\b", text)
+
+
+def test_an_unchecked_copy_is_finished_too(tmp_path: Path, pg_server) -> None:
+    _team_store(tmp_path / "team.sqlite").close()
+    url = pg_server.new_database()
+    res = migrate(str(tmp_path / "team.sqlite"), url, check=False)
+    assert "identical" not in res and res["copied"]["refs"] == 4
+    pg = Store(url)
+    assert not pg.read("SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE tablename = 'deris_migration'")[0][0]
+    pg.close()
