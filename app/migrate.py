@@ -34,9 +34,21 @@ from pathlib import Path
 
 from .store import Store, StoreError
 from .store.location import parse_db
-from .store.transfer import (Snapshot, copied_tables, finish, media_count, pg_unstorable, rows_digest,
-                             source_identity, table_columns, target_problem, unfinished_source, write_copy,
-                             write_media_file, row_counts)
+from .store.transfer import (
+    ReadOnlySnapshot,
+    copied_tables,
+    finish,
+    media_count,
+    pg_unstorable,
+    row_counts,
+    rows_digest,
+    source_identity,
+    table_columns,
+    target_problem,
+    unfinished_source,
+    write_copy,
+    write_media_file,
+)
 
 __all__ = ["MigrationRefused", "migrate", "table_columns"]
 
@@ -73,7 +85,7 @@ def migrate(source: str, target: str, check: bool = True) -> dict:
     src_loc, dst_loc = parse_db(source), parse_db(target)
     if src_loc == dst_loc or source_identity(src_loc) == source_identity(dst_loc):
         raise StoreError("--from and --to name the same database")
-    with Snapshot(src_loc) as snap:  # refuses a missing source or one that is no studio store, first
+    with ReadOnlySnapshot(src_loc) as snap:  # refuses a missing source or one that is no studio store, first
         problem = target_problem(dst_loc)
         if problem:
             raise StoreError(f"{problem}; nothing was created in it")
@@ -93,7 +105,7 @@ def migrate(source: str, target: str, check: bool = True) -> dict:
             dst.close()
 
 
-def _copy(snap: Snapshot, dst: Store, rows: dict[str, list[tuple]], tops: dict[str, int], check: bool) -> dict:
+def _copy(snap: ReadOnlySnapshot, dst: Store, rows: dict[str, list[tuple]], tops: dict[str, int], check: bool) -> dict:
     src_loc, dst_loc = snap.loc, dst.location
     src_id = source_identity(src_loc)
     tables = copied_tables()
@@ -153,7 +165,7 @@ def _check(dst_loc, tables: dict[str, list[str]], rows: dict[str, list[tuple]], 
     where the files are) and every image's bytes. StoreError naming what differs, the copy left marked."""
     left = (f"; the target {dst_loc.shown} holds the copy as it is, marked unfinished: run the same migrate again "
             "to copy afresh, or drop that database (or delete the file)")
-    with Snapshot(dst_loc) as copy:
+    with ReadOnlySnapshot(dst_loc) as copy:
         differ = [t for t, cols in tables.items() if rows_digest(cols, rows[t]) != rows_digest(cols, copy.rows(t, cols))]
         got = {}
         for image_id, path in copy.rows("images", ["id", "path"]):

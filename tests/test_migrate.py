@@ -138,7 +138,8 @@ def _killed(script: str, *args: str) -> None:
     import subprocess
     import sys
 
-    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, "-c", script, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
     assert proc.returncode == -9, proc.stderr[-2000:]
 
 
@@ -284,8 +285,9 @@ def test_a_source_that_is_no_studio_store_is_refused_and_left_alone(tmp_path: Pa
 
 
 def test_a_target_of_another_application_is_refused_before_anything_is_created(tmp_path: Path, pg_server) -> None:
-    import psycopg
     import sqlite3
+
+    import psycopg
 
     _team_store(tmp_path / "team.sqlite").close()
     url = pg_server.new_database()

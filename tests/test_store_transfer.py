@@ -9,7 +9,12 @@ import pytest
 
 from app.store import Store, StoreError
 from app.store.location import parse_db
-from app.store.transfer import Snapshot, copied_tables, pg_unstorable, write_media_file
+from app.store.transfer import (
+    ReadOnlySnapshot,
+    copied_tables,
+    pg_unstorable,
+    write_media_file,
+)
 from tests.builders import noise_image
 
 
@@ -17,7 +22,7 @@ from tests.builders import noise_image
 def test_a_snapshot_cannot_write(tmp_path: Path, pg_server, backend: str) -> None:
     where = pg_server.new_database() if backend == "postgresql" else str(tmp_path / "s.sqlite")
     Store(where).close()
-    with Snapshot(parse_db(where)) as snap:
+    with ReadOnlySnapshot(parse_db(where)) as snap:
         assert snap.rows("refs", copied_tables()["refs"]) == []
         with pytest.raises(Exception, match="read-only|readonly"):
             snap._db.execute("INSERT INTO categories (name, supercategory) VALUES ('x', '')")
@@ -26,7 +31,7 @@ def test_a_snapshot_cannot_write(tmp_path: Path, pg_server, backend: str) -> Non
 def test_a_snapshot_sees_one_moment(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
     store.add_image(noise_image(1), "a.png")
-    with Snapshot(parse_db(tmp_path / "s.sqlite")) as snap:
+    with ReadOnlySnapshot(parse_db(tmp_path / "s.sqlite")) as snap:
         assert len(snap.rows("images", ["id"])) == 1
         store.add_image(noise_image(2), "b.png")
         assert len(snap.rows("images", ["id"])) == 1
@@ -59,5 +64,5 @@ def test_values_postgres_cannot_store_are_named_by_ref_and_sentence() -> None:
 
 def test_a_missing_source_is_said(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="database not found: nope.sqlite"):
-        Snapshot(parse_db(tmp_path / "nope.sqlite"))
+        ReadOnlySnapshot(parse_db(tmp_path / "nope.sqlite"))
     assert not (tmp_path / "nope.sqlite").exists()

@@ -1,6 +1,6 @@
 """The SQL of a whole-store copy (``app.dataset migrate``, orchestrated by :mod:`app.migrate`).
 
-- :class:`Snapshot` reads a store read-only (SQLite ``mode=ro``; PostgreSQL a ``READ ONLY`` session)
+- :class:`ReadOnlySnapshot` reads a store read-only (SQLite ``mode=ro``; PostgreSQL a ``READ ONLY`` session)
   and in one transaction (PostgreSQL ``REPEATABLE READ``), so every table is read at one moment even
   while a studio saves to it; a database that is no studio store is refused before anything is read.
 - :func:`target_problem` looks at a target without creating anything in it: a file or database that
@@ -22,8 +22,8 @@ import re
 import sqlite3
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from .errors import StoreError, os_error_message
 from .location import DbLocation, redact
@@ -39,7 +39,7 @@ PG_ONLY_TABLES = ("deris_schema", "media")
 def table_columns(ddl: str = TABLES) -> dict[str, list[str]]:
     """``{table: [column, ...]}`` of the schema's ``CREATE TABLE`` statements, in their order (parents first)."""
     out: dict[str, list[str]] = {}
-    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", ddl, re.S):
+    for name, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", ddl, re.DOTALL):
         cols = []
         for line in body.strip().splitlines():
             word = line.strip().split(" ", 1)[0]
@@ -68,7 +68,7 @@ def _quoted(cols: Sequence[str]) -> str:
     return ", ".join(f'"{c}"' for c in cols)
 
 
-class Snapshot:
+class ReadOnlySnapshot:
     """One read-only, consistent view of a studio store: every read until :meth:`close` sees the moment
     of the first one. Refuses (StoreError) a missing file, a database that is no studio store, and a
     store of another schema version, before reading anything."""
@@ -161,11 +161,11 @@ class Snapshot:
     def close(self) -> None:
         try:
             self._db.execute("ROLLBACK")  # a read-only transaction: nothing to keep
-        except Exception:  # noqa: BLE001 - closing anyway
-            pass
+        except Exception as exc:  # noqa: BLE001 - closing anyway
+            log.debug("ending the read transaction of %s: %s", self.loc.shown, exc)
         self._db.close()
 
-    def __enter__(self) -> "Snapshot":
+    def __enter__(self) -> ReadOnlySnapshot:
         return self
 
     def __exit__(self, *exc) -> None:
