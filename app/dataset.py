@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--db", default=None, help=DB_HELP)
     m = sub.add_parser("migrate", help="copy a whole store to an empty one (SQLite <-> PostgreSQL), then compare")
     m.add_argument("--from", dest="source", required=True, help="the store to copy (a SQLite file or a postgresql:// URL)")
-    m.add_argument("--to", dest="target", required=True, help="an empty store (a new SQLite file or an empty database), or the target of an unfinished "
-                   "migration of the same source (run the same command again: see docs/migrate.md)")
+    m.add_argument("--to", dest="target", required=True,
+                   help="an empty store (a new SQLite file or an empty database), or the target of an unfinished "
+                        "migration of the same source (run the same command again: see docs/migrate.md)")
     args = p.parse_args(argv)
     try:
         if args.cmd == "migrate":
