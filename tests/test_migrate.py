@@ -354,3 +354,18 @@ def test_an_unchecked_copy_is_finished_too(tmp_path: Path, pg_server) -> None:
     pg = Store(url)
     assert not pg.read("SELECT COUNT(*) FROM pg_catalog.pg_tables WHERE tablename = 'deris_migration'")[0][0]
     pg.close()
+
+
+def test_a_migration_into_sqlite_killed_before_its_marker_was_dropped_runs_again(tmp_path: Path) -> None:
+    _team_store(tmp_path / "team.sqlite").close()
+    copy = tmp_path / "copy.sqlite"
+    script = ("import os, signal, sys\nimport app.migrate as m\n"
+              "m.finish = lambda store: os.kill(os.getpid(), signal.SIGKILL)\nm.migrate(sys.argv[1], sys.argv[2])\n")
+    _killed(script, str(tmp_path / "team.sqlite"), str(copy))
+    res = migrate(str(tmp_path / "team.sqlite"), str(copy))
+    assert res["resumed"] and res["identical"] and res["copied"]["refs"] == 4
+    again = Store(copy)
+    assert again.read("SELECT COUNT(*) FROM sqlite_master WHERE name = 'deris_migration'")[0][0] == 0
+    new = again.save_ref(1, ["after the move"], no_target=True, annotator="ann")
+    assert new == 6  # ref 5 was deleted in the source: its id stays given
+    again.close()
