@@ -28,6 +28,7 @@ from .collection import import_images
 from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_to_mask, read_zip, to_grefcoco,
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
+from .migrate import MigrationRefused
 from .store import SPLITS, STATUSES, Store, StoreError
 from .store.location import DB_HELP, parse_db
 from .store.names import display_name
@@ -62,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--db", default=None, help=DB_HELP)
     m = sub.add_parser("migrate", help="copy a whole store to an empty one (SQLite <-> PostgreSQL), then compare")
     m.add_argument("--from", dest="source", required=True, help="the store to copy (a SQLite file or a postgresql:// URL)")
-    m.add_argument("--to", dest="target", required=True, help="an empty store (a new SQLite file or an empty database)")
+    m.add_argument("--to", dest="target", required=True,
+                   help="an empty store (a new SQLite file or an empty database), or the target of an unfinished "
+                        "migration of the same source (run the same command again: see docs/migrate.md)")
     args = p.parse_args(argv)
     try:
         if args.cmd == "migrate":
@@ -85,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
                              annotator=args.annotator)
         else:
             res = store.stats()
+    except MigrationRefused as exc:  # every row it cannot copy, one a line
+        print(f"error: {display_name(exc.summary)}:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {display_name(problem)}", file=sys.stderr)
+        print(exc.advice, file=sys.stderr)
+        return 2
     except ImportRefused as exc:
         n = len(exc.problems)
         print(f"error: import refused, the database was not changed ({n} problem{'s' if n > 1 else ''}):", file=sys.stderr)
