@@ -5,7 +5,7 @@
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
-    python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR]   (fine-tune from reviewed refs, measured)
+    python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR] [--store DB]   (fine-tune from reviewed refs, measured)
 
 ``store``: a database with N refs and R review decisions (made once in bulk), then the median
 time of what an annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit
@@ -323,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="share of each epoch's sentences replayed from the set's train split, its images taking "
                          "turns (0: none)")
     lp.add_argument("--threads", type=int, default=1, help="the runs of docs/learning-loop.md: 1, two at a time on 2 cores")
+    lp.add_argument("--store", default=None, help="fine-tune from this store's reviewed refs (a SQLite file or a "
+                    "postgresql:// URL) instead of a store the bench makes from testB refs; nothing is imported into it")
     lp.add_argument("--work", type=Path, default=None, help="keep the sets, the store and the run here (default: a "
                     "temporary folder); the same folder again resumes the run")
     lp.add_argument("--json", action="store_true")
@@ -334,9 +336,15 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "loop":
         from .bench_loop import bench_loop
 
-        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # training's log lines
-            res = bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images, args.eval_seed,
-                             args.eval_images, args.threads, args.lr, args.replay_share)
+        from .store import StoreError
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # training's log lines
+                res = bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images,
+                                 args.eval_seed, args.eval_images, args.threads, args.lr, args.replay_share, args.store)
+        except StoreError as exc:  # a store that is not there or cannot be fine-tuned from: one line
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     elif args.cmd == "latency":
         import torch
 

@@ -11,6 +11,12 @@ the bundled model learnt, without the four pairs; 0: no replay), and evaluates t
 and the fine-tuned one on the testB and testA splits of a second, independent synthetic set
 (``--eval-seed``, default 7: the evaluation set of docs/training.md), whose scenes were never trained on.
 Goal (issue 31): testB gIoU +15 points or more, testA -2 at most.
+
+``--store DB`` measures the loop on a store the bench did not make (a team's, or one drawn by
+another seed and reviewed across every split): the bench fine-tunes from that store's reviewed refs
+as they are (nothing imported, nothing changed but the fine-tune's lock while it runs), replays the
+synthetic set's train split when ``--replay-share`` is above 0, and evaluates on the same independent
+set; the result also carries the store's held-out figures and whether the run would be promoted.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ def import_reviewed(store, root: Path, refs: int, split: str = "testB") -> dict:
 
 def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 21, images: int = 1000,
                eval_seed: int = 7, eval_images: int = 1000, threads: int = 1, lr: float | None = None,
-               replay_share: float = 0.85) -> dict:
+               replay_share: float = 0.85, store_db: str | None = None) -> dict:
     import dataclasses
 
     import torch
@@ -51,26 +57,36 @@ def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 2
     from deris_core.weights import load_predictor
 
     from .curate.finetune import RECIPE, Options, finetune
-    from .store import Store
+    from .store import Store, StoreError
+    from .store.location import parse_db
 
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)
     source, evalset = work / f"synthetic_seed{seed}", work / f"eval_seed{eval_seed}"
-    if not (source / "grefcoco" / "grefs(unc).json").is_file():
+    if store_db is not None:  # a store the bench did not make: checked before anything is drawn
+        loc = parse_db(store_db)
+        if not loc.is_postgres and not loc.path.is_file():
+            raise StoreError(f"store not found: {loc.shown}")
+    if (store_db is None or replay_share) and not (source / "grefcoco" / "grefs(unc).json").is_file():
         generate(source, seed=seed, images=images)
     if not (evalset / "grefcoco" / "grefs(unc).json").is_file():
         generate(evalset, seed=eval_seed, images=eval_images)
-    db = work / "loop.sqlite"
-    store = Store(db)
-    if not store.stats()["refs"]:
-        import_reviewed(store, source, refs)
-    run = work / "run"
+    if store_db is None:
+        db = work / "loop.sqlite"
+        store = Store(db)
+        if not store.stats()["refs"]:
+            import_reviewed(store, source, refs)
+        run = work / "run"
+    else:
+        store, db = Store(loc), store_db
+        run = work / f"run_store_replay{replay_share:g}"
     recipe = dataclasses.replace(RECIPE, **({"lr": lr} if lr else {}))
     t0 = time.perf_counter()
     replay = {"replay": str(source), "replay_share": replay_share} if replay_share else {}
     res = finetune(store, Options(str(db), "bundled", str(run), minutes=minutes, recipe=recipe, threads=threads, **replay))
     train_s = time.perf_counter() - t0
-    out = {"refs": refs, "minutes": minutes, "replay_share": replay_share or 0, "source_seed": seed, "eval_seed": eval_seed, "fine_tune_s": round(train_s, 1),
+    out = {"store": store.location.shown if store_db else "made by the bench", "refs": res["snapshot"]["refs"],
+           "minutes": minutes, "promotion_problem": res["promotion_problem"], "replay_share": replay_share or 0, "source_seed": seed, "eval_seed": eval_seed, "fine_tune_s": round(train_s, 1),
            "store_held_out": {"before": res["before"], "after": res["after"]}, "snapshot": res["snapshot"]}
     keys = ("gIoU", "cIoU", "N_acc", "T_acc")
     for split in ("testB", "testA"):

@@ -40,9 +40,10 @@ def evaluate_predictor(predictor: Predictor, data_dir: str, split: str, *, limit
 
 def evaluate_dataset(predictor: Predictor, data: ReferDataset, samples: list[ReferSample] | None = None, *,
                      score_threshold: float | None = None, batch: int = 16, progress: bool = False,
-                     desc: str = "evaluating") -> dict:
+                     desc: str = "evaluating", defined: bool = False) -> dict:
     """The GRES and RIS metrics of ``samples`` (default: all) of a loaded dataset (a folder's, or
-    one built in memory from a store); each image is encoded once."""
+    one built in memory from a store); each image is encoded once. ``defined``: GRES metrics that
+    these samples leave undefined are None (reasons under ``gres_undefined``) instead of an error."""
     samples = data.samples if samples is None else samples
     by_image: dict[int, list] = defaultdict(list)
     for s in samples:
@@ -67,7 +68,10 @@ def evaluate_dataset(predictor: Predictor, data: ReferDataset, samples: list[Ref
                     ris.add(pred, gt)
     out = {"samples": len(samples), "images": len(by_image), "seconds": time.perf_counter() - t0}
     try:
-        out["gres"] = gres.result()
+        if defined:
+            out["gres"], out["gres_undefined"] = gres.defined_result()
+        else:
+            out["gres"] = gres.result()
     except (ZeroDivisionError, MetricError) as exc:
         out["gres"] = {"error": f"{type(exc).__name__}: {exc}"}
     try:

@@ -116,6 +116,29 @@ class GresAccumulator:
             res[f"Pr@{t:.1f}"] = self.pr_counts[t] * 100.0 / self.targeted
         return res
 
+    def defined_result(self) -> tuple[dict[str, float | None], dict[str, str]]:
+        """``(metrics, why undefined)``: every metric that these samples define, and None with a reason
+        for the others, where :meth:`result` follows the official code and raises (e.g. cIoU when the
+        cumulative union is 0: every sample no-target and predicted so). gIoU is defined for any sample."""
+        if self.count == 0:
+            raise MetricError("no samples to evaluate")
+        why: dict[str, str] = {}
+        res: dict[str, float | None] = {"gIoU": 100.0 * (self.sum_iou / self.count)}
+        res["cIoU"] = self.sum_i * 100.0 / self.sum_u if self.sum_u else None
+        if res["cIoU"] is None:
+            why["cIoU"] = "the cumulative union is 0 (no target and no predicted pixel in any sample)"
+        n_empty, n_target = self.nt["TP"] + self.nt["FN"], self.nt["TN"] + self.nt["FP"]
+        if not n_empty:  # both 0 without no-target samples, as officially
+            res["T_acc"] = res["N_acc"] = 0.0
+        else:
+            res["T_acc"] = self.nt["TN"] / n_target * 100.0 if n_target else None
+            res["N_acc"] = self.nt["TP"] / n_empty * 100.0
+        for t in PR_THRESHOLDS:
+            res[f"Pr@{t:.1f}"] = self.pr_counts[t] * 100.0 / self.targeted if self.targeted else None
+        if not self.targeted:
+            why["T_acc"] = why["Pr@t"] = "no sample has a target"
+        return res, why
+
 
 @dataclass
 class RisAccumulator:

@@ -200,7 +200,17 @@ def test_bad_inputs_say_what_is_wrong_and_write_nothing(tiny, tmp_path):
     with pytest.raises(StoreError, match="another fine-tune is running on bad.sqlite"):
         ft.finetune(store, opts())
     assert store.read("SELECT holder FROM locks")[0][0] == live  # not taken over, not removed
+    # --break-lock is for a holder that is gone: one provably alive on this machine keeps its lock
+    with pytest.raises(StoreError, match=r"--break-lock refused: .* is running on this machine .*stop that process"):
+        ft.finetune(store, opts(break_lock=True))
+    assert store.read("SELECT holder FROM locks")[0][0] == live
     store.release_lock(ft.LOCK, live)
+    # a pid that now names a later process (another start time) is no holder: taken without --break-lock
+    reused = f"{socket.gethostname()}:{os.getppid()}/1:someone:other_run"
+    assert ft.holder_alive(reused) is False and ft.holder_alive(ft._holder(tmp_path)) is True
+    assert store.take_lock(ft.LOCK, reused) is None
+    assert store.take_lock(ft.LOCK, "me", ft._stale) is None
+    store.release_lock(ft.LOCK, "me")
     # a holder on another machine cannot be checked from here: --break-lock takes its lock
     far = "otherhost:4242:someone:other_run"
     assert store.take_lock(ft.LOCK, far) is None
@@ -363,3 +373,92 @@ def test_finetune_under_torchrun_two_gloo_processes(tmp_path):
     assert res["after"]["samples"] == res["before"]["samples"] > 0
     assert "2 process(es)" in json.loads((run / "finetune.json").read_text())["training"]
     assert Store(db).read("SELECT COUNT(*) FROM locks")[0][0] == 0
+
+
+def test_a_held_out_set_that_cannot_judge_is_refused_before_training(tiny, tmp_path):
+    """Every held-out ref no-target (what the Negatives view's Y answers make): the run could not be
+    judged, so it does not train; the message says what to change, and nothing is written."""
+    store = Store(_copy(tiny, "notarget.sqlite"))
+    _, held = ft.hold_out(ft.select_refs(store, ("reviewed",)), None, 0.1, 0)
+    with store.transaction() as db:
+        for r in held:
+            db.execute("UPDATE refs SET no_target = 1 WHERE id = ?", (r.id,))
+            db.execute("DELETE FROM ref_instances WHERE ref_id = ?", (r.id,))
+    run = tmp_path / "r"
+    with pytest.raises(StoreError, match=r"the held-out images have no targets .*hold out more, or more varied, images"):
+        ft.finetune(store, ft.Options(str(store.path), "bundled", str(run), steps=1, recipe=FAST, progress=False))
+    assert not run.exists() and store.read("SELECT COUNT(*) FROM locks")[0][0] == 0
+
+
+def test_metrics_that_no_target_refs_leave_undefined_are_said_not_crashed():
+    from deris_core.metrics import GresAccumulator
+
+    acc = GresAccumulator()
+    empty = np.zeros((4, 4), bool)
+    acc.add(empty, empty, gt_nt=True, pred_nt=True)
+    with pytest.raises(ZeroDivisionError):  # the official behaviour stays where it is asked for
+        acc.result()
+    res, why = acc.defined_result()
+    assert res["gIoU"] == 100.0 and res["N_acc"] == 100.0  # gIoU is defined for no-target answers
+    assert res["cIoU"] is None and "cumulative union is 0" in why["cIoU"]
+    assert res["T_acc"] is None and res["Pr@0.7"] is None
+    plan = {"name": "x", "parent": "p", "config": "c", "replay": None, "training": "t",
+            "snapshot": {"statuses": ["reviewed"], "database": "d", "refs": 1, "by_status": {"reviewed": 1}, "hash": "h",
+                         "train": {"refs": 1, "sentences": 1, "images": 1, "no_target_refs": 0},
+                         "held_out": {"refs": 1, "sentences": 1, "images": 1, "rule": "r"}},
+            "metrics_before": {**res, "undefined": why}, "metrics_after": {**res, "undefined": why}}
+    card = ft.model_card(plan)
+    assert "| cIoU | not defined | not defined |" in card and "cumulative union is 0" in card
+
+
+def test_the_terminal_shows_a_bar_and_the_log_keeps_the_epochs(tiny, tmp_path, capsys):
+    db = _copy(tiny, "bar.sqlite")
+    run = tmp_path / "run_bar"
+    assert curate_main(["finetune", "--db", str(db), "--out", str(run), "--steps", "2", "--batch-size", "4",
+                        "--threads", "2"]) == 0
+    err = capsys.readouterr().err
+    assert "training" in err and "2/2" in err and "<" in err  # tqdm: steps done of planned, elapsed<remaining
+    assert "/100000" not in err and '{"epoch"' not in err  # no per-epoch JSON nor "epoch 1/100000" on the terminal
+    records = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert any("samples_per_s" in r for r in records)  # ... it is in the log file
+    card = (run / "README.md").read_text()
+    assert "- time: planned 2 steps, used " in card
+
+
+def test_the_registry_pins_the_weights_it_checked(finished, tmp_path, capsys):
+    from app.services.model import allowed_weights
+
+    store, run, res, _, _ = finished
+    db = str(store.path)
+    plan = json.loads((run / "finetune.json").read_text())
+    assert plan["weights_sha256"]  # the weights whose held-out metrics were measured
+    plan["metrics_after"] = {**plan["metrics_after"], "gIoU": plan["metrics_before"]["gIoU"] + 1,
+                             "N_acc": plan["metrics_before"]["N_acc"]}
+    (run / "finetune.json").write_text(json.dumps(plan))
+    rec = ft.promote(store, run, "pinned-v1")
+    assert rec.weights_sha256 == plan["weights_sha256"]
+    assert ft.registered_weights(store, "pinned-v1") == rec.weights
+    weights = run / "model.safetensors"
+    saved = weights.read_bytes()
+    try:
+        weights.write_bytes(saved[:-8] + b"\0" * 8)  # trained further, or replaced: other bytes
+        with pytest.raises(StoreError, match=r"registered model 'pinned-v1': its weights file changed since it was "
+                                             r"promoted \(sha256:\w{12} then, sha256:\w{12} now\)"):
+            ft.registered_weights(store, "pinned-v1")
+        (tmp_path / "s.txt").write_text("the red circle\n")
+        assert curate_main(["preannotate", "--db", db, "--sentences", str(tmp_path / "s.txt"), "--weights",
+                            "pinned-v1", "--json"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "changed since it was promoted" in err
+        assert curate_main(["models", "--db", db, "--json"]) == 0
+        shown = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}["pinned-v1"]
+        assert shown["weights_ok"] is False and "changed since it was promoted" in shown["problem"]
+        with pytest.raises(StoreError, match="changed since it was promoted"):
+            allowed_weights(store, ["pinned-v1"])
+        with pytest.raises(StoreError, match="changed since its held-out metrics were measured"):
+            ft.promote(store, run, "pinned-v2")  # not re-registered on metrics of other weights
+    finally:
+        weights.write_bytes(saved)
+    assert curate_main(["models", "--db", db, "--json"]) == 0
+    shown = {m["name"]: m for m in json.loads(capsys.readouterr().out)["models"]}["pinned-v1"]
+    assert shown["weights_ok"] is True and shown["weights_sha256"] == plan["weights_sha256"]

@@ -219,7 +219,7 @@ def _main(argv: list[str] | None = None) -> int:
             rec = promote(store, args.run, args.name, args.by)
             res = {"promoted": rec.name, "weights": rec.weights, "before": rec.metrics_before, "after": rec.metrics_after}
         elif args.cmd == "models":
-            from .finetune import model_in_use
+            from .finetune import model_in_use, registry_check
 
             if args.delete:
                 rec = store.model(args.delete)
@@ -230,7 +230,7 @@ def _main(argv: list[str] | None = None) -> int:
                                "created_by": r.created_by, "created_at": r.created_at, "refs": r.snapshot.get("refs"),
                                "gIoU": [r.metrics_before.get("gIoU"), r.metrics_after.get("gIoU")],
                                "N_acc": [r.metrics_before.get("N_acc"), r.metrics_after.get("N_acc")],
-                               "uses": model_in_use(store, r)} for r in store.models()]}
+                               "uses": model_in_use(store, r), **registry_check(r)} for r in store.models()]}
         else:
             from .quality import agreement
 

@@ -36,11 +36,13 @@ from deris_core.data.refer import DataError, ReferDataset, ReferSample, load_gre
 from deris_core.data.training import Rotation
 
 from ..store import ModelRecord, RefRecord, Store, StoreError, model_name_problem
+from ..store.models import pin_problem
 from .preannotate import weights_digest
 
 LOCK = "finetune"
 PLAN_FILE = "finetune.json"
 MIN_HOLDOUT_SAMPLES = 1
+MIN_HOLDOUT_TARGETED = 1  # held-out sentences with a target: without one, gIoU measures only "no target" answers
 
 
 @dataclass
@@ -193,11 +195,15 @@ def evaluate(model, tokenizer, data: ReferDataset, device: str = "cpu", progress
 
     was = model.training
     try:
-        res = evaluate_dataset(Predictor(model, tokenizer, device=device), data, progress=progress, desc=desc)
+        res = evaluate_dataset(Predictor(model, tokenizer, device=device), data, progress=progress, desc=desc,
+                               defined=True)
     finally:
         unpack_linear_weights(model)
         model.train(was)
-    return {"samples": res["samples"], "images": res["images"], **res["gres"]}
+    out = {"samples": res["samples"], "images": res["images"], **res["gres"]}
+    if res.get("gres_undefined"):  # e.g. cIoU when no pixel is targeted nor predicted: said, not a crash
+        out["undefined"] = res["gres_undefined"]
+    return out
 
 
 def promotion_problem(before: dict, after: dict, max_nacc_drop: float = 1.0) -> str | None:
@@ -205,7 +211,8 @@ def promotion_problem(before: dict, after: dict, max_nacc_drop: float = 1.0) -> 
     fall by at most ``max_nacc_drop`` points."""
     for key in ("gIoU", "N_acc"):
         if not isinstance(before.get(key), (int, float)) or not isinstance(after.get(key), (int, float)):
-            return f"the held-out {key} is not known before and after (see {PLAN_FILE})"
+            why = (after.get("undefined") or before.get("undefined") or {}).get(key)
+            return f"the held-out {key} is not defined before and after" + (f" ({why})" if why else f" (see {PLAN_FILE})")
     if after["gIoU"] <= before["gIoU"]:
         return f"held-out gIoU did not improve ({before['gIoU']:.2f} -> {after['gIoU']:.2f})"
     if after["N_acc"] < before["N_acc"] - max_nacc_drop:
@@ -240,8 +247,15 @@ def promote(store: Store, run: str | Path, name: str | None = None, user: str = 
     if problem:
         raise FinetuneError(f"not promoted: {problem}")
     weights = (run / "model.safetensors").resolve()
-    rec = ModelRecord(0, name, str(weights), plan["config"], plan["parent"], plan["snapshot"], plan["metrics_before"],
-                      plan["metrics_after"], user or _user())
+    digest = weights_digest(weights)
+    measured = plan.get("weights_sha256")  # the weights whose held-out metrics the plan holds
+    if measured and measured != digest:
+        raise FinetuneError(f"not promoted: {run.name}/model.safetensors changed since its held-out metrics were "
+                            f"measured (sha256:{measured[:12]} then, sha256:{digest[:12]} now); fine-tune again so that "
+                            "the metrics are of these weights")
+    # the registry pins the weights it checked: loading the name later refuses a file that changed
+    rec = ModelRecord(0, name, str(weights), plan["config"], plan["parent"], {**plan["snapshot"], "weights_sha256": digest},
+                      plan["metrics_before"], plan["metrics_after"], user or _user())
     digest_of = {}
 
     def in_use(existing: str) -> int:
@@ -268,7 +282,20 @@ def registered_weights(store: Store, weights: str) -> str:
     if not Path(rec.weights).is_file():
         raise FinetuneError(f"registered model {rec.name!r}: its weights file is gone ({Path(rec.weights).name} in "
                             f"{Path(rec.weights).parent.name}/)")
+    problem = pin_problem(rec, weights_digest(rec.weights))
+    if problem:
+        raise FinetuneError(problem)
     return rec.weights
+
+
+def registry_check(rec: ModelRecord) -> dict:
+    """What ``models`` shows of a registered model's weights: the pinned hash, and whether the file
+    still holds those bytes (``weights_ok`` None: nothing pinned, or the file is gone)."""
+    if not Path(rec.weights).is_file():
+        return {"weights_sha256": rec.weights_sha256, "weights_ok": None, "problem": "the weights file is gone"}
+    problem = pin_problem(rec, weights_digest(rec.weights))
+    return {"weights_sha256": rec.weights_sha256, "weights_ok": None if not rec.weights_sha256 else problem is None,
+            **({"problem": problem} if problem else {})}
 
 
 # --- the run folder -------------------------------------------------------------------------------
@@ -297,24 +324,51 @@ def _user() -> str:
         return ""
 
 
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from /proc; "" where unknown): with the pid
+    it names one process, so a pid that a later process reuses is not taken for the lock's holder."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = stat.rpartition(")")[2].split()  # after the command name, which may hold spaces
+    return fields[19] if len(fields) > 19 else ""
+
+
 def _holder(out: Path) -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{_user()}:{out.resolve().name}"
+    pid = os.getpid()
+    start = process_start(pid)
+    return f"{socket.gethostname()}:{pid}{'/' + start if start else ''}:{_user()}:{out.resolve().name}"
+
+
+def holder_alive(holder: str) -> bool | None:
+    """Whether the lock's holder is a running process of this machine: True (same host, its pid runs
+    and, when recorded, started when the holder did), False (same host, gone), None (another machine,
+    or a holder this version cannot read: not checkable from here)."""
+    host, _, rest = holder.partition(":")
+    pid, _, start = rest.split(":", 1)[0].partition("/")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process: it runs
+    if start and process_start(int(pid)) not in ("", start):
+        return False  # the pid now names a later process
+    return True
 
 
 def _stale(holder: str, at: float) -> bool:
     """A lock taken by a process of this machine that no longer runs (killed). One of another machine
     cannot be checked from here: ``--break-lock`` takes it."""
-    host, _, rest = holder.partition(":")
-    pid = rest.split(":", 1)[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return holder_alive(holder) is False
+
+
+def _breakable(holder: str, at: float) -> bool:
+    """``--break-lock``: any holder except one provably alive on this machine."""
+    return holder_alive(holder) is not True
 
 
 def replay_rotation(data: ReferDataset, replay_images: frozenset[int], per_image: int, share: float) -> Rotation | None:
@@ -355,13 +409,34 @@ def model_card(plan: dict) -> str:
              f"- held out ({snap['held_out']['rule']}): {snap['held_out']['refs']} refs, "
              f"{snap['held_out']['sentences']} sentences, {snap['held_out']['images']} images; never trained on",
              f"- replayed: {_replay_text(plan.get('replay'))}", "",
-             "## Training", "", f"- {plan['training']}", "", "## Held-out metrics (GRES)", "",
+             "## Training", "", f"- {plan['training']}", *([f"- time: {plan['time']}"] if plan.get("time") else []),
+             "", "## Held-out metrics (GRES)", "",
              "| metric | before | after |", "|---|---|---|"]
-    lines += [f"| {k} | {before[k]:.2f} | {after[k]:.2f} |" if k in after else f"| {k} | {before[k]:.2f} | |" for k in keys]
+    lines += [f"| {k} | {_figure(before[k])} | {_figure(after[k]) if k in after else ''} |" for k in keys]
+    undefined = {**before.get("undefined", {}), **after.get("undefined", {})}
+    if undefined:
+        lines += ["", "Not defined on these refs: " + "; ".join(f"{k}: {why}" for k, why in undefined.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
+def _figure(value) -> str:
+    return "not defined" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
 # --- the job --------------------------------------------------------------------------------------
+
+
+def _time_text(out: Path, o: Options) -> str:
+    """The planned and the used training time (over resumes), from the trainer's resume state."""
+    from deris_core.checkpoint import safe_torch_load
+
+    try:
+        state = safe_torch_load(out / "trainer_state.pt")
+    except (OSError, RuntimeError, ValueError):
+        return ""
+    used, steps = float(state.get("seconds", 0.0)), int(state.get("step", 0))
+    planned = f"planned {o.minutes * 60:.0f} s" if o.minutes else f"planned {o.steps} steps"
+    return f"{planned}, used {used:.0f} s for {steps} steps"
 
 
 def _check_options(o: Options) -> None:
@@ -408,6 +483,22 @@ def replay_refs(o: Options) -> tuple[ReferDataset | None, dict | None]:
                   "sentences": len(data.samples), "images": len(images), "hash": "sha256:" + digest}
 
 
+def holdout_problem(held: Sequence[RefRecord]) -> str | None:
+    """Why the held-out refs cannot decide a promotion (None: they can), in words that say what to
+    change. gIoU and N-acc decide it; they are defined for no-target refs too, but a held-out set
+    without a single target would judge a model only on saying "nothing here" (and its cIoU, T-acc and
+    Pr@t are undefined), so training on it would be time spent on a run nobody can judge."""
+    targeted = sum(len(r.sentences) for r in held if not r.no_target)
+    if targeted < MIN_HOLDOUT_TARGETED:
+        n = sum(len(r.sentences) for r in held)
+        images = len({r.image_id for r in held})
+        return (f"the held-out images have no targets ({n} held-out sentence{'s' if n != 1 else ''} on {images} "
+                f"image{'s' if images != 1 else ''}, all no-target), so the run could not be judged: hold out more, "
+                "or more varied, images (a larger --holdout-fraction, another --seed, or a --holdout-split whose refs "
+                "have targets)")
+    return None
+
+
 def plan_data(store: Store, o: Options, world: int = 1) -> tuple[list[RefRecord], list[RefRecord], dict]:
     """``(train refs, held-out refs, snapshot)`` or a FinetuneError that says what is missing."""
     refs = select_refs(store, o.statuses)
@@ -422,6 +513,9 @@ def plan_data(store: Store, o: Options, world: int = 1) -> tuple[list[RefRecord]
         hint = (f"none of the {len(refs)} {status} refs has split {o.holdout_split!r}; give some refs that split or "
                 "use --holdout-fraction 0.1") if o.holdout_split else "review refs on more images"
         raise FinetuneError(f"the held-out set would be empty: {hint}")
+    problem = holdout_problem(held)
+    if problem:
+        raise FinetuneError(problem)
     n_train = sum(len(r.sentences) for r in train)
     if n_train < need:
         raise FinetuneError(
@@ -446,9 +540,12 @@ def finetune(store: Store, o: Options) -> dict:
         result = None
         if rank == 0:  # whatever goes wrong here reaches the other ranks, who would wait forever otherwise
             try:
-                busy = store.take_lock(LOCK, holder, (lambda _h, _at: True) if o.break_lock else _stale)
+                busy = store.take_lock(LOCK, holder, _breakable if o.break_lock else _stale)
                 locked = busy is None
-                if busy:
+                if busy and o.break_lock:
+                    failure = (f"--break-lock refused: the fine-tune holding {store.location.shown}'s lock is running on "
+                               f"this machine ({busy}); wait for it to finish, or stop that process first")
+                elif busy:
                     failure = (f"another fine-tune is running on {store.location.shown} ({busy}); wait for it to "
                                "finish, or, if that process is gone (killed on another machine), give --break-lock")
                 else:
@@ -541,7 +638,8 @@ def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | Non
         batch_size=r.batch_size, expressions_per_image=per_image, lr=r.lr, weight_decay=r.weight_decay,
         beit3_lr_mult=r.beit3_lr_mult, backbone_lr_mult=r.backbone_lr_mult, warmup_steps=r.warmup_steps,
         seed=o.seed, device=o.device if o.device != "auto" else device.split(":")[0], threads=o.threads,
-        nsc=NSCConfig(min_text_length=r.nsc_min_words), loss=LossConfig(attributes=0.0, mlm=0.0), log_every=10)
+        nsc=NSCConfig(min_text_length=r.nsc_min_words), loss=LossConfig(attributes=0.0, mlm=0.0), log_every=10,
+        progress=o.progress)
     t0 = time.perf_counter()
     weights = train(cfg, data=train_ds, start=StartFrom(model),
                     rotation=replay_rotation(train_ds, prepared["replay_images"], per_image, o.replay_share))
@@ -555,7 +653,8 @@ def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | Non
     tokenizer = BEiT3Tokenizer(out / "tokenizer.spm", max_token=trained.cfg.max_token)
     after = evaluate(trained, tokenizer, held_ds, "cpu", o.progress, "held-out refs, after")
     budget = f"{o.minutes:g} minutes" if o.minutes else f"{o.steps} steps"
-    plan.update(metrics_after=after, finished_at=time.time(),
+    plan.update(metrics_after=after, finished_at=time.time(), time=_time_text(out, o),
+                weights_sha256=weights_digest(weights),
                 training=(f"{budget} (this session {seconds:.0f} s), batch {r.batch_size} ({per_image} sentences per "
                           f"image), lr {r.lr:g} (BEiT-3 x{r.beit3_lr_mult:g}, Swin x{r.backbone_lr_mult:g}), warm-up "
                           f"{r.warmup_steps}, NSC from {r.nsc_min_words + 1} words, seed {o.seed}, {world} process(es); "

@@ -15,6 +15,7 @@ from pathlib import Path
 from deris_core.predictor import ImageState, Predictor
 
 from ..store import Store, StoreError, model_name_problem
+from ..store.models import file_sha256, pin_problem
 from .errors import NoModel
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def allowed_weights(store: Store, specs: list[str]) -> dict[str, str]:
             if not Path(rec.weights).is_file():
                 raise StoreError(f"--allow-weights {w}: the registered model's weights file is gone "
                                  f"({Path(rec.weights).name} in {Path(rec.weights).parent.name}/)")
+            problem = pin_problem(rec, file_sha256(rec.weights)) if rec.weights_sha256 else None
+            if problem:  # the registry pinned the weights it checked: another file is not that model
+                raise StoreError(f"--allow-weights {w}: {problem}")
             out[f"{rec.name}{FINE_TUNED}"] = rec.weights
         else:
             out[Path(w).name if os.sep in w or Path(w).suffix else w] = w

@@ -10,6 +10,7 @@ processes and machines that share the database; a holder that died is recognised
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -33,6 +34,32 @@ class ModelRecord:
     metrics_after: dict = field(default_factory=dict)  # ... and of this model
     created_by: str = ""
     created_at: float = 0.0
+
+    @property
+    def weights_sha256(self) -> str:
+        """The SHA-256 of the weights that were checked at promotion ("" for a model promoted before
+        weights were pinned); kept with the snapshot of what the model is."""
+        return str(self.snapshot.get("weights_sha256", ""))
+
+
+def file_sha256(path) -> str:
+    """The SHA-256 of a file's bytes (hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pin_problem(rec: ModelRecord, digest: str) -> str | None:
+    """Why the weights file of registered model ``rec``, whose bytes hash to ``digest``, is not the model
+    that was promoted (None when it is, or when nothing was pinned): one line that says what to do."""
+    pinned = rec.weights_sha256
+    if not pinned or pinned == digest:
+        return None
+    return (f"registered model {rec.name!r}: its weights file changed since it was promoted (sha256:{pinned[:12]} "
+            f"then, sha256:{digest[:12]} now), so these weights were never checked; promote the run again under a new "
+            "name (python -m app.curate promote --run DIR --name NEW), or give the file's path to load it unchecked")
 
 
 def model_name_problem(name: str) -> str | None:

@@ -11,9 +11,11 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -29,6 +31,7 @@ from ..model import build_deris
 from ..model.deris import DeRIS
 from ..tokenizer import BEiT3Tokenizer, train_sentencepiece
 from .attributes import AttributeHead, reduce_gradients
+from .budget import PROBE_STEPS, TimeBudget  # noqa: F401 - PROBE_STEPS: the name callers knew
 from .losses import LossConfig, class_weight_sum, deris_loss
 from .mlm import MaskedLanguageHead, masked_language_loss
 from .nsc import NonReferentConversion, NSCConfig
@@ -45,7 +48,7 @@ class TrainConfig:
     eval_split: str | None = "val"
     epochs: int = 10
     max_steps: int | None = None  # stop early (tests, smoke runs)
-    max_seconds: float | None = None  # a time budget instead: the schedule's length is set from the first steps' speed
+    max_seconds: float | None = None  # a time budget instead: the schedule's length follows the measured speed (.budget)
     batch_size: int = 16  # expressions per optimisation step (all processes together)
     expressions_per_image: int = 1  # >1: batches hold groups of expressions sharing an image
     lr: float = 1e-4
@@ -68,6 +71,7 @@ class TrainConfig:
     log_every: int = 50
     eval_limit: int | None = None
     vision_pos_sincos: bool = False  # add a 2-D sine-cosine table to BEiT-3's vision positions (once per run folder)
+    progress: bool = True  # one progress bar for the whole run (steps, ETA) on standard error
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -214,6 +218,10 @@ def _dist_setup(device: str) -> tuple[int, int, torch.device]:
     return rank, world, dev
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.3g} minutes" if seconds >= 60 else f"{seconds:.3g} s"
+
+
 def _log(path: Path, record: dict) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
@@ -252,20 +260,19 @@ class StartFrom:
     model: DeRIS
 
 
-PROBE_STEPS = 5  # with ``max_seconds``: steps timed (after the first) to size the schedule
-
-
 def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom | None = None,
-          rotation: Rotation | None = None) -> Path:
+          rotation: Rotation | None = None, on_step: Callable[[int], None] | None = None) -> Path:
     """Train (or resume) and return the path of the final weights.
 
     ``data``: the training samples already in memory (a store's refs, see ``app.curate.finetune``)
     instead of ``cfg.data``'s folder; ``start``: the model to fine-tune instead of a fresh one.
-    ``cfg.max_seconds`` bounds the training time (over resumes): after :data:`PROBE_STEPS` timed
-    steps the cosine schedule's length is fixed from their speed (kept in the resume state), and
-    the run stops when the time is up; the schedule's position is the larger of the step's and the
-    clock's, so a machine that slows down still ends the cosine at the deadline. ``rotation``: images
-    of ``data`` that take turns, a fixed number of their groups an epoch (fine-tuning's replay)."""
+    ``cfg.max_seconds`` bounds the training time (over resumes): the cosine schedule's length is
+    re-planned from the measured speed as the run goes (:class:`.budget.TimeBudget`), so the cosine
+    ends at the deadline whether the machine slows down or speeds up, and the run stops when the
+    time is up; the resume state keeps the seconds used, the plan and the speed. ``rotation``: images
+    of ``data`` that take turns, a fixed number of their groups an epoch (fine-tuning's replay).
+    ``on_step(step)``: called after each optimisation step (timed with it: tests slow a run down
+    with it). Progress is one bar on standard error; each epoch's figures go to ``log.jsonl``."""
     rank, world, device = _dist_setup(cfg.device)
     if cfg.expressions_per_image < 1 or cfg.batch_size < cfg.expressions_per_image * world:
         raise ValueError(f"--expressions-per-image must be between 1 and batch size / processes "
@@ -325,7 +332,7 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
         groups.append({"params": list(mlm_head.parameters()), "lr": cfg.lr, "weight_decay": 0.0, "lr_mult": 1.0})
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
     step, start_epoch, sincos_done = 0, 0, False
-    used_s, planned = 0.0, None  # training seconds of earlier sessions; schedule length fixed by max_seconds
+    used_s, planned, per_step = 0.0, None, None  # earlier sessions' seconds, schedule length and speed (max_seconds)
     state_path = out / "trainer_state.pt"
     if state_path.exists():  # resume
         state = safe_torch_load(state_path)
@@ -338,6 +345,7 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
         step, start_epoch = int(state["step"]), int(state["epoch"])
         used_s = float(state.get("seconds", 0.0))
         planned = int(state["planned_total"]) if cfg.max_seconds and state.get("planned_total") else None
+        per_step = float(state["per_step"]) if cfg.max_seconds and state.get("per_step") else None
         sincos_done = bool(state.get("vision_pos_sincos", False))
         if rank == 0:
             print(f"resumed from {out} at epoch {start_epoch}, step {step}")
@@ -353,13 +361,23 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
         (out / "train_config.json").write_text(cfg.to_json())
     from tqdm import tqdm
 
+    cap = total
+    budget = TimeBudget(cfg.max_seconds, cap, used_s, planned, per_step) if cfg.max_seconds else None
     if planned is not None:
         total = planned
-    session_t0, probe_t0 = time.perf_counter(), None
-    out_of_time = bool(cfg.max_seconds and used_s >= cfg.max_seconds)  # a resumed run whose time is spent
+    budget_start = time.perf_counter()
+    if budget is not None:
+        budget.start(budget_start)
+    out_of_time = bool(budget and budget.over(budget_start))  # a resumed run whose time is spent
+    bar = tqdm(total=None if budget and planned is None else total, initial=step, unit="step", dynamic_ncols=True,
+               desc="training", disable=rank != 0 or not cfg.progress, file=sys.stderr)
 
-    def seconds_used() -> float:
-        return used_s + time.perf_counter() - session_t0
+    def agree(value: int) -> int:  # every process must stop at the same step
+        if world > 1:
+            t = torch.tensor([value], device=device)
+            dist.all_reduce(t, op=dist.ReduceOp.MIN)
+            value = int(t.item())
+        return value
 
     for epoch in range(start_epoch, cfg.epochs):
         if step >= total or out_of_time:
@@ -370,11 +388,10 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
         else:
             gen.manual_seed(cfg.seed + epoch)
         t0, seen, steps, sums = time.perf_counter(), 0, 0, {}
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=rank != 0, leave=False)
-        for batch in bar:
-            # under a time budget the schedule also follows the clock: a machine that slows down
-            # still ends the cosine at the deadline instead of stopping at a high learning rate
-            at = max(step, int(total * seconds_used() / cfg.max_seconds)) if cfg.max_seconds and planned else step
+        for batch in loader:
+            # under a time budget the schedule follows the clock: the position is the larger of the step's
+            # and the clock's, so a slow-down between two re-plans still ends the cosine at the deadline
+            at = budget.position(step, total, time.perf_counter()) if budget else step
             for g in optimizer.param_groups:
                 g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(at, total, cfg.warmup_steps)
             logs = train_step(net, optimizer, batch.to(device), cfg.loss, cfg.clip_grad, world, autocast, head,
@@ -382,20 +399,24 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
             step += 1
             steps += 1
             seen += batch.size
-            if cfg.max_seconds:
-                if probe_t0 is None:
-                    probe_t0 = (time.perf_counter(), step)  # the first step (warm-up of the kernels) is not timed
-                elif planned is None and step - probe_t0[1] >= PROBE_STEPS:
-                    per_step = (time.perf_counter() - probe_t0[0]) / (step - probe_t0[1])
-                    left = max(0.0, cfg.max_seconds - seconds_used())
-                    planned = total = min(total, step + int(left / per_step))
-                    if world > 1:  # every process must stop at the same step
-                        t = torch.tensor([total], device=device)
-                        dist.all_reduce(t, op=dist.ReduceOp.MIN)
-                        planned = total = int(t.item())
-                    if rank == 0:
-                        print(f"{per_step:.2f} s per step: {total} steps fit in {cfg.max_seconds / 60:g} minutes")
-                over = seconds_used() >= cfg.max_seconds
+            if on_step is not None:
+                on_step(step)
+            if budget is not None:
+                now = time.perf_counter()
+                replan = budget.step_done(step, now)
+                if replan is not None:
+                    first = budget.planned is None
+                    budget.set_plan(agree(replan))
+                    if budget.planned != total and rank == 0:
+                        _log(log_path, {"step": step, "plan_steps": budget.planned, "s_per_step": budget.per_step,
+                                        "s_left": max(0.0, cfg.max_seconds - budget.elapsed(now))})
+                    total = budget.planned
+                    bar.total = total
+                    bar.refresh()
+                    if first and rank == 0:
+                        bar.write(f"{budget.per_step:.2f} s per step: about {total} steps fit in "
+                                  f"{_duration(cfg.max_seconds)} (re-planned as the speed changes)", file=sys.stderr)
+                over = budget.over(time.perf_counter())
                 if world > 1:
                     t = torch.tensor([int(over)], device=device)
                     dist.all_reduce(t, op=dist.ReduceOp.MAX)
@@ -403,7 +424,8 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
                 out_of_time = over
             for k, v in logs.items():
                 sums[k] = sums.get(k, 0.0) + v
-            bar.set_postfix(loss=f"{logs['total']:.3f}")
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{logs['total']:.3f}", refresh=False)
             if rank == 0 and step % cfg.log_every == 0:
                 _log(log_path, {"step": step, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"], **logs})
             if step >= total or out_of_time:
@@ -421,7 +443,9 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
             save_weights(model, out / "last.safetensors", mcfg)
             tmp = out / "trainer_state.pt.tmp"
             extra = {name: m.state_dict() for name, m in (("attribute_head", head), ("mlm_head", mlm_head)) if m is not None}
-            timing = {"seconds": seconds_used(), **({"planned_total": planned} if planned else {})}
+            timing = {"seconds": budget.elapsed(time.perf_counter()) if budget else used_s + time.perf_counter() - budget_start}
+            if budget is not None and budget.planned:
+                timing.update(planned_total=budget.planned, per_step=budget.per_step, budget_seconds=cfg.max_seconds)
             torch.save({"optimizer": optimizer.state_dict(), "step": step, "epoch": epoch + 1,
                         "vision_pos_sincos": sincos_done, **timing, **extra}, tmp)
             os.replace(tmp, state_path)
@@ -432,8 +456,8 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
                 metrics = evaluate_model(model, tokenizer, cfg.data, cfg.eval_split, device=device, limit=cfg.eval_limit)
                 model.train()
                 record.update({f"{cfg.eval_split}_{k}": v for k, v in metrics["gres"].items()})
-            _log(log_path, record)
-            print(json.dumps(record))
+            _log(log_path, record)  # the log file keeps each epoch's figures; the terminal shows the bar
+    bar.close()
     if rank == 0:
         final = out / "model.safetensors"
         save_weights(model, final, mcfg)
