@@ -49,31 +49,34 @@ SHORTCUTS_JS = """
   const marker = (id) => { const el = document.querySelector(`#${id} textarea, #${id} input`); return el ? el.value : null; };
   const errors = () => document.querySelectorAll('.toast-body.error').length;
   const seen = {}, pending = {};
-  const track = () => {
+  const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
+  const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
       const k = marker(id);
       if (k !== null && (!seen[id] || seen[id].key !== k)) seen[id] = { key: k, since: performance.now() };
+      if (pending[id] && (k !== pending[id].key || errors() !== pending[id].errors)) pending[id] = null;
     }
+    if (pending.save && (saveText() !== pending.save.key || errors() !== pending.save.errors)) pending.save = null;
   };
   setInterval(track, 40);
-  const inFlight = (p, key, now) => p && p.key === key && errors() === p.errors && now - p.at < MAX_WAIT_MS;
+  const inFlight = (p, now) => p && now - p.at < MAX_WAIT_MS;
   const decide = (e, id, button) => {
     e.preventDefault();
     if (e.repeat) return;
     track();
     const now = performance.now(), key = marker(id);
-    if (!key || inFlight(pending[id], key, now)) return;
+    if (!key || inFlight(pending[id], now)) return;
     if (seen[id] && now - seen[id].since < SETTLE_MS) return;
     pending[id] = { key, at: now, errors: errors() };
     click(button);
   };
-  const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
   const save = (e) => {  // Ctrl+Enter in Annotate: once per press, not again until the save has answered
     e.preventDefault();
     if (e.repeat) return;
-    const now = performance.now(), key = saveText();
-    if (pending.save && saveText() === pending.save.key && inFlight(pending.save, key, now)) return;
-    pending.save = { key, at: now, errors: errors() };
+    track();
+    const now = performance.now();
+    if (inFlight(pending.save, now)) return;
+    pending.save = { key: saveText(), at: now, errors: errors() };
     click('save-btn');
   };
   document.addEventListener('keydown', (e) => {
