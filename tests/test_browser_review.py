@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -103,6 +104,7 @@ def test_annotator_and_reviewer(browser, studio_weights, tmp_path: Path) -> None
         rev.locator("#review-next").click()
         _wait_text(rev, "#review-sentences", "the large blue square")
         rev.locator("body").click(position={"x": 5, "y": 5})
+        rev.wait_for_timeout(300)  # a decision key acts on a ref shown for at least 0.25 s (app/ui.py)
         rev.keyboard.press("y")
         _wait_text(rev, "#review-msg", "accepted by rev")
         # an annotator cannot review
@@ -125,3 +127,56 @@ def test_annotator_and_reviewer(browser, studio_weights, tmp_path: Path) -> None
     assert history == [("create", "ann", None), ("review", "rev", "reject"), ("edit", "ann", None),
                        ("review", "rev", "accept")]
     assert s.events(fixed["ref_id"])[1].detail["comment"] == "the second square is missing"
+
+
+def hold_key(page, key: str, seconds: float = 1.2) -> None:
+    """Hold ``key`` as a keyboard does: one keydown, then auto-repeats (``repeat: true``) every 33 ms."""
+    page.keyboard.down(key)
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        page.wait_for_timeout(33)
+        page.keyboard.down(key)  # Playwright sends a repeat while the key is down
+    page.keyboard.up(key)
+
+
+def test_a_held_key_or_a_double_tap_accepts_one_ref(browser, studio_weights, tmp_path: Path) -> None:
+    """Holding Y for 1.2 s, or tapping it twice 80 ms apart, accepts the ref on screen and nothing else."""
+    import numpy as np
+
+    from app.store import Store
+
+    db = tmp_path / "held.sqlite"
+    s = Store(db)
+    img = s.add_image(np.full((32, 32, 3), 90, np.uint8), file_name="a.png")
+    for k in range(12):
+        s.save_ref(img, [f"the grey square {k}"], no_target=True, annotator="ann")
+    s.close()
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, db, ["--auth", "ann:ann-pw:annotator", "--auth", "rev:rev-pw:reviewer"])
+    try:
+        rev = _login(browser, url, "rev", "rev-pw")
+        rev.get_by_role("tab", name="Review").click()
+        _wait_text(rev, "#review-info", "1 / 12")
+        rev.wait_for_timeout(500)
+        rev.locator("body").click(position={"x": 5, "y": 5})
+        hold_key(rev, "y")
+        _wait_text(rev, "#review-msg", "accepted by rev")
+        rev.wait_for_timeout(1500)  # anything still on its way lands meanwhile
+        assert Store(db).refs_page(status="reviewed")[1] == 1
+        _wait_text(rev, "#review-info", "1 / 11")
+        rev.wait_for_timeout(500)
+        rev.keyboard.press("y")
+        rev.wait_for_timeout(80)
+        rev.keyboard.press("y")
+        _wait_text(rev, "#review-info", "1 / 10")
+        rev.wait_for_timeout(1500)
+        assert Store(db).refs_page(status="reviewed")[1] == 2
+        _wait_text(rev, "#review-info", "1 / 10")  # nothing else left the queue
+        # a deliberate next press, once the new ref has been seen, still decides it
+        rev.wait_for_timeout(300)
+        rev.keyboard.press("y")
+        _wait_text(rev, "#review-info", "1 / 9")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert Store(db).refs_page(status="reviewed")[1] == 3

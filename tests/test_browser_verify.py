@@ -66,6 +66,7 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
         page.keyboard.press("ArrowLeft")
         _wait_text(page, "#verify-info", f"1 / {total - 1} to decide")
         _wait_text(page, "#verify-sentence", queue[1].sentence)
+        page.wait_for_timeout(300)  # a decision key acts on what was shown for at least 0.25 s (app/ui.py)
 
         page.keyboard.press("n")  # the second: it does refer; the Annotate view opens it, run
         page.wait_for_function("document.querySelector('#expression')?.offsetParent != null", timeout=30_000)
@@ -89,6 +90,7 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
                 _wait_text(page, "#verify-info", f"2 / {left} to decide")
                 page.keyboard.press("ArrowLeft")
                 _wait_text(page, "#verify-info", f"1 / {left} to decide")
+            page.wait_for_timeout(300)  # what a person needs at least to see the new sentence (keys sooner are ignored)
             page.keyboard.press("y")
             left -= 1
             if left:
@@ -108,3 +110,49 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
     no_target_refs = store.read("SELECT COUNT(*) FROM negatives g JOIN refs r ON r.id = g.ref_id WHERE g.decision = "
                                 "'no_target' AND r.no_target = 1 AND r.annotator = 'ann' AND r.status = 'done'")
     assert no_target_refs == [(1 + n,)]
+
+
+def test_a_held_y_or_a_double_tap_decides_one_negative(chromium, studio_weights, tmp_path: Path) -> None:
+    """Holding Y for 1.2 s, or tapping it twice 80 ms apart, decides the negative on screen and no other."""
+    from app.store import Store
+    from app.store.negatives import negative_queue
+    from deris_core.synthetic import generate
+    from tests.test_browser_review import hold_key
+
+    generate(tmp_path / "syn", seed=3, images=8)
+    db = tmp_path / "team.sqlite"
+    weights, tok = studio_weights
+    for cmd in (["app.dataset", "import-grefcoco", "--db", str(db), str(tmp_path / "syn")],
+                ["app.curate", "negatives", "--db", str(db), "--weights", str(weights), "--per-image", "3", "--json"]):
+        r = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr
+    store = Store(db)
+    total = negative_queue(store, 0, 100, "open")[1]
+    assert total >= 4
+
+    def decided() -> int:
+        return store.read("SELECT COUNT(*) FROM negatives WHERE decision <> ''")[0][0]
+
+    proc, url = start_server(weights, tok, db, ["--auth", "ann:ann-pw:annotator"])
+    try:
+        page = _login(chromium, url, "ann", "ann-pw")
+        page.get_by_role("tab", name="Negatives").click()
+        _wait_text(page, "#verify-info", f"1 / {total} to decide")
+        page.wait_for_timeout(500)
+        page.locator("body").click(position={"x": 5, "y": 5})
+        hold_key(page, "y")
+        _wait_text(page, "#verify-msg", "no target")
+        page.wait_for_timeout(1500)
+        assert decided() == 1
+        _wait_text(page, "#verify-info", f"1 / {total - 1} to decide")
+        page.wait_for_timeout(500)
+        page.keyboard.press("y")
+        page.wait_for_timeout(80)
+        page.keyboard.press("y")
+        _wait_text(page, "#verify-info", f"1 / {total - 2} to decide")
+        page.wait_for_timeout(1500)
+        assert decided() == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert store.read("SELECT COUNT(*) FROM refs WHERE annotator = 'ann' AND no_target = 1")[0][0] == 2

@@ -303,3 +303,30 @@ def test_deleted_predictions_stay_deleted_and_unreadable_images_are_skipped(coll
     again = run(s, p, pairs, "k", progress=False)
     assert again.already_done == 15 and again.written == 3  # the deleted pair is not predicted again
     assert victim.id not in {r.id for r in s.refs()}
+
+
+def test_qa_lists_images_it_could_not_read_and_exits_3(tmp_path: Path, monkeypatch, capsys) -> None:
+    """An image whose file is gone is not checked: qa lists it with its refs, and the CLI exits 3."""
+    from app.curate import __main__ as cli
+
+    s = Store(tmp_path / "gone.sqlite")
+    kept = s.add_image(np.zeros((20, 20, 3), np.uint8))
+    gone = s.add_image(np.full((20, 20, 3), 200, np.uint8))
+    s.save_ref(kept, ["a"], masks=[_box(0, 0, 10, 10)], annotator="ann")
+    for text in ("b", "c"):
+        s.save_ref(gone, [text], no_target=True, annotator="ann")
+    Path(s.image(gone).path).unlink()
+    model = _Scripted({"a": _box(0, 0, 10, 10), "b": None, "c": None})
+    res = qa(s, model, "scripted")
+    assert res["refs"] == 1 and res["refs_not_checked"] == 2
+    assert res["skipped_images"] == [{"image_id": gone, "file_name": s.image(gone).file_name, "refs": 2,
+                                      "why": "the image file is gone, unreadable or changed"}]
+    monkeypatch.setattr(cli, "_predictor", lambda *a: model)
+    assert cli.main(["qa", "--db", str(tmp_path / "gone.sqlite"), "--json"]) == 3
+    out = capsys.readouterr()
+    assert json.loads(out.out)["skipped_images"][0]["refs"] == 2
+    assert f"skipped: image {gone} " in out.err and "(2 refs)" in out.err
+    # with every image readable, the same command exits 0
+    s.delete_ref(s.refs(image_id=gone)[0].id)
+    s.delete_ref(s.refs(image_id=gone)[0].id)
+    assert cli.main(["qa", "--db", str(tmp_path / "gone.sqlite"), "--json"]) == 0

@@ -210,6 +210,7 @@ def _text(html: str) -> str:
 def test_the_verification_view_handlers_without_a_server(tmp_path: Path) -> None:
     from app.services import Services
     from app.views import verify
+    from app.views.on_screen import screen_key
 
     s, ids = _store(tmp_path)
     svc = Services(None, s)
@@ -223,7 +224,14 @@ def test_the_verification_view_handlers_without_a_server(tmp_path: Path) -> None
     assert f"1 / {total} to decide" in info and picture is not None and "finds a target" in sentence
     with pytest.raises(Refused, match="type your name"):
         verify.refers_to_nothing(svc, shown, "", pos, "open")
-    msg, info, picture, sentence, pos, shown = verify.refers_to_nothing(svc, shown, "ann", pos, "open")
+    # the page sends the key of the negative it shows: any other is refused, nothing decided
+    with pytest.raises(Refused, match="this negative is no longer on screen"):
+        verify.refers_to_nothing(svc, shown, "ann", pos, "open", on_screen=f"{shown[0] + 1}:{shown[1]}:{shown[2]}")
+    assert negative_queue(s, 0, 100, "open")[1] == total
+    key = screen_key(shown)
+    msg, info, picture, sentence, pos, shown = verify.refers_to_nothing(svc, shown, "ann", pos, "open", on_screen=key)
+    with pytest.raises(Refused, match="no longer on screen"):  # a second tap names the one just decided
+        verify.refers(svc, shown, "ann", pos, "open", on_screen=key)
     info = _text(info)
     assert "no target" in msg and "by ann" in msg and f"1 / {total - 1} to decide" in info
     msg, handoff, info, *_ = verify.refers(svc, shown, "ann", pos, "open")

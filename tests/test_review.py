@@ -265,3 +265,44 @@ def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_re
     assert [(e.action, e.user) for e in s.events(bobs.ref_id)][-1] == ("review", "boss")
     cats = [r for r in s.refs(image_id=img) if r.sentences == ["a cat"]]
     assert len(cats) == 1 and cats[0].status == "done"
+
+
+def test_nobody_accepts_content_they_wrote_that_reached_them_through_consensus(db_at, tmp_path: Path) -> None:
+    """alice writes ref 1, a consensus merge copies it into ref 3: alice cannot accept ref 3 (her content,
+    whoever the consensus names as its author), bob can; after a migration the provenance still holds."""
+    from app.curate.quality import agreement
+    from app.migrate import migrate
+    from app.services.errors import Refused
+    from app.services.permissions import Actor
+    from app.services.refs import RefService
+    from app.store.provenance import content_authors
+
+    s, img = _store(db_at)
+    mine = s.save_ref(img, ["the box"], masks=[_mask()], annotator="alice")
+    bobs = s.save_ref(img, ["The box"], masks=[_mask()], annotator="bob")
+    assert agreement(s, merge=True, min_iou=0.7, quorum=2)["merged"] == 1
+    cons = next(r for r in s.refs() if r.annotator == "consensus(alice,bob)")
+    assert cons.id not in (mine, bobs) and s.events(cons.id)[0].detail["copied_from"] == mine
+    with s.transaction() as db:
+        assert "alice" in content_authors(db, cons.id) and "bob" not in content_authors(db, cons.id)
+    svc = RefService(s)
+    with pytest.raises(Refused, match=f"You wrote the content of ref {cons.id}.*through agreement"):
+        svc.review(Actor("alice"), cons.id, "accept")
+    with pytest.raises(Refused, match="cannot"):  # accepting by saving is refused as well
+        svc.save(Actor("alice"), img, cons.sentences, instance_ids=cons.instance_ids, status="reviewed",
+                 ref_id=cons.id, expected_version=cons.version)
+    assert s.ref(cons.id).status == "done"
+    # the source changed later: the copy still holds alice's words, and carol's edit of ref 1 is not in it
+    s.save_ref(img, ["the big box"], masks=[_mask()], annotator="alice", ref_id=mine, expected_version=1, user="carol")
+    with s.transaction() as db:
+        assert content_authors(db, cons.id) == {"agreement", "alice"}
+    if s.location.is_postgres:
+        return  # the migration below is SQLite -> SQLite; test_migrate covers PostgreSQL
+    copy = tmp_path / "copy.sqlite"
+    migrate(str(db_at("r.sqlite")), str(copy), check=False)
+    moved = Store(copy)
+    with pytest.raises(Refused, match="You wrote the content"):
+        RefService(moved).review(Actor("alice"), cons.id, "accept")
+    assert RefService(moved).review(Actor("bob"), cons.id, "accept") == cons.version + 1
+    svc.review(Actor("bob"), cons.id, "accept")
+    assert s.ref(cons.id).status == "reviewed"

@@ -113,8 +113,19 @@ def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
         review.decide(svc, "accept", shown, None, "", "ann", pos, "", "", None, False)
     with pytest.raises(StoreError, match="needs a reason"):
         review.decide(svc, "reject", shown, None, "", "rev", pos, "", "", None, False)
-    msg, *rest = review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False)
+    # a decision sent for another ref than the one on screen (a held key, a double tap) is refused
+    with pytest.raises(Refused, match="no longer on screen"):
+        review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False, on_screen=f"{shown[0] + 1}:1")
+    with pytest.raises(Refused, match="no longer on screen"):  # the same ref at another version
+        review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False,
+                      on_screen=f"{shown[0]}:{shown[1] - 1}")
+    assert svc.store.ref(shown[0]).status == "done"
+    msg, *rest = review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False,
+                               on_screen=f"{shown[0]}:{shown[1]}")
     assert msg == f"Ref {shown[0]} accepted by rev." and "Nothing awaits review" in rest[2]
+    # the same key again (the second of a double tap): the ref it names is no longer on screen
+    with pytest.raises(gr.Error, match="Nothing to review"):
+        review.decide(svc, "accept", rest[-1], None, "", "rev", pos, "", "", None, False, on_screen=f"{shown[0]}:{shown[1]}")
 
 
 def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> None:

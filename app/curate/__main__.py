@@ -14,7 +14,9 @@
 
 ``--weights`` (and ``--from``) also take the name of a model registered in the store by ``promote``.
 
-Errors print one ``error:`` line and exit with status 2.
+Errors print one ``error:`` line and exit with status 2. ``qa`` exits with status 3 after its report
+when it left something out (``skipped_images``: images whose file is gone or unreadable, with their
+refs; ``skipped_sentences``): the figures then do not cover the whole store.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def _main(argv: list[str] | None = None) -> int:
                         help="auto: bf16 on a GPU that offers it, else fp32")
         sp.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
     args = p.parse_args(argv)
+    incomplete = False  # qa: part of the store could not be checked (exit status 3, after the report)
     try:
         loc = parse_db(args.db)
         if not loc.is_postgres and not loc.path.is_file():
@@ -183,10 +186,13 @@ def _main(argv: list[str] | None = None) -> int:
             res = {"model": found[0], "score_threshold": args.score, "refs": apply_threshold(store, found[0], args.score)}
         elif args.cmd == "qa":
             from .preannotate import model_key
-            from .quality import qa
+            from .quality import qa, qa_incomplete
 
             predictor = _predictor(args, "cuda" if args.device != "cpu" and torch.cuda.is_available() else "cpu", store)
             res = qa(store, predictor, model_key(predictor, args.weights), split=args.split, annotator=args.annotator)
+            incomplete = qa_incomplete(res)
+            for im in res["skipped_images"]:
+                print(f"skipped: image {im['image_id']} {im['file_name']} ({im['refs']} refs): {im['why']}", file=sys.stderr)
         elif args.cmd == "finetune":
             import dataclasses
 
@@ -241,7 +247,7 @@ def _main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(res, indent=None if args.json else 2))
-    return 0
+    return 3 if incomplete else 0
 
 
 if __name__ == "__main__":

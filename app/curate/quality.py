@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 import time
 import unicodedata
 from collections import defaultdict
@@ -29,6 +30,8 @@ from ..services.permissions import Actor
 from ..services.refs import RefService
 from ..store import Store, clean_sentences, decode_mask
 
+log = logging.getLogger(__name__)
+NOT_CHECKED = "not checked, no sentence the model can take"
 PEOPLE = ["r.annotator NOT LIKE 'model:%'", "r.annotator NOT LIKE 'consensus%'"]  # refs made by people
 
 
@@ -55,7 +58,9 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
     """Run the model on people's refs; store per-ref agreement in ``qa``; GRES metrics overall and per group.
 
     A sentence the model cannot take (one that cleans to nothing, say) is left out and listed in
-    ``skipped_sentences``; a ref left without any sentence is not checked (listed too)."""
+    ``skipped_sentences``; a ref left without any sentence is not checked (listed too). An image
+    whose pixels cannot be read (file gone, unreadable, changed) is listed in ``skipped_images``
+    with its number of refs; ``refs_not_checked`` counts every ref left out (see :func:`qa_incomplete`)."""
     from .preannotate import sentence_checker
 
     check = sentence_checker(predictor)
@@ -74,9 +79,13 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
     by_image: dict[int, list] = defaultdict(list)
     for rec in store.refs(ref_ids=ids):
         by_image[rec.image_id].append(rec)
+    skipped_images: list[dict] = []
     for image_id, recs in sorted(by_image.items()):
         rgb = store.load_image(image_id)
-        if rgb is None:
+        if rgb is None:  # listed, never left out silently: the report must not read as if all was checked
+            skipped_images.append({"image_id": image_id, "file_name": store.image(image_id).file_name,
+                                   "refs": len(recs), "why": "the image file is gone, unreadable or changed"})
+            log.warning("qa: image %d not checked (%d refs): its pixels are not available", image_id, len(recs))
             continue
         state = predictor.set_image(rgb)
         cache: dict[int, np.ndarray] = {}
@@ -89,7 +98,7 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
                 else:
                     usable.append(text)
             if not usable:
-                skipped.append(f"ref {rec.id}: not checked, no sentence the model can take")
+                skipped.append(f"ref {rec.id}: {NOT_CHECKED}")
                 continue
             gt = merged_mask(store, rec.id, rgb.shape[:2], cache)
             worst, nt_agree, model_nt = 1.0, True, False
@@ -111,7 +120,14 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
             "groups": {g: _metrics(acc) for g, acc in sorted(groups.items())},
             "disagreements": [{"ref_id": r[0], "iou": round(r[2], 4), "no_target_agree": bool(r[3])}
                               for r in sorted(rows, key=lambda r: (r[2], r[3]))[:20]],
-            "skipped_sentences": skipped}
+            "skipped_sentences": skipped, "skipped_images": skipped_images,
+            "refs_not_checked": sum(i["refs"] for i in skipped_images) + sum(x.endswith(NOT_CHECKED) for x in skipped)}
+
+
+def qa_incomplete(res: dict) -> bool:
+    """Whether a :func:`qa` report left something out (an image without pixels, a ref or a sentence the
+    model could not take): ``python -m app.curate qa`` then exits with status 3 after printing it."""
+    return bool(res.get("skipped_images") or res.get("skipped_sentences"))
 
 
 def _metrics(acc: GresAccumulator) -> dict:

@@ -4,7 +4,8 @@ line and endpoint (through :mod:`app.services.refs`).
 Rules, in the order they apply (the first that speaks decides):
 
 1. Accepting or rejecting needs the reviewer role; nobody accepts a ref whose current content
-   they wrote (``RefRecord.editor``) or a ref of their own, nor rejects their own.
+   they wrote (``RefRecord.editor``, and along the content's provenance: :func:`wrote_content`) or a
+   ref of their own, nor rejects their own.
 2. An accepted ref (status ``reviewed``) is changed or deleted by reviewers only, whoever made it
    (also a ``consensus(...)``, imported, model-made or pre-sign-in ref).
 3. A ref without a personal author (none, ``model:...``, ``consensus(...)``) is free to take.
@@ -82,6 +83,17 @@ def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
     if action == "delete":
         return f"Only {ref.annotator} or a reviewer can delete ref {ref.id}."
     return f"ref {ref.id} was made by {ref.annotator}; only {ref.annotator} or a reviewer can change it."
+
+
+def wrote_content(actor: Actor, ref: RefRecord, authors: set[str]) -> str | None:
+    """Rule 1 along the content's provenance: the reason ``actor`` may not accept ``ref`` when they are
+    among ``authors``, the people who wrote its content (``app.store.provenance.content_authors``: also
+    through a consensus copy, an import or a migration); None otherwise."""
+    if not actor.name or actor.name not in authors:
+        return None
+    return (f"You wrote the content of ref {ref.id} (it reached ref {ref.id} through "
+            f"{'agreement' if str(ref.annotator).startswith('consensus') else 'a copy'}), so you cannot accept it: "
+            "another reviewer decides on it.")
 
 
 def can(actor: Actor, action: str, ref: RefRecord | None) -> bool:

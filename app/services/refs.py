@@ -15,7 +15,9 @@ import numpy as np
 
 from ..store import ConflictError, Event, RefRecord, Store, StoreError
 from ..store.review import Decision, decision_change, last_decision, to_fix
-from .permissions import Actor, personal, require
+from ..store.provenance import content_authors
+from .errors import Refused
+from .permissions import Actor, personal, require, wrote_content
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ class RefService:
         version = written.version
         if status == "reviewed" and (deciding or written.content_changed):
             require(actor, "accept", self.store.ref_in(db, written.ref_id))  # refused: the whole save rolls back
+            self._not_own_content(db, actor, self.store.ref_in(db, written.ref_id))
         if deciding:
             if status == "rejected":
                 require(actor, "reject", self.store.ref_in(db, written.ref_id))
@@ -101,7 +104,15 @@ class RefService:
         if old is None:
             raise StoreError(f"no ref with id {ref_id}")
         require(actor, "accept" if decision == "accept" else "reject", old)
+        if decision == "accept":
+            self._not_own_content(db, actor, old)
         return self.store.write_status(db, ref_id, status, actor.name, expected_version, detail, action="review")
+
+    def _not_own_content(self, db, actor: Actor, ref: RefRecord) -> None:
+        """Refuse an acceptance by anyone who wrote the ref's content, wherever it was copied from."""
+        why = wrote_content(actor, ref, content_authors(db, ref.id))
+        if why is not None:
+            raise Refused(why)
 
     def ref(self, ref_id: int) -> RefRecord:
         return self.store.ref(ref_id)

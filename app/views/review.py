@@ -17,6 +17,7 @@ from ..services import Services
 from ..store import SPLITS
 from ..store.review import REASONS, review_queue
 from .display import history_html
+from .on_screen import key_box, keyed, require_on_screen
 from .shell import Shell, bind, request_user
 
 
@@ -41,6 +42,7 @@ class ReviewUI:
     rv_history: gr.HTML
     rv_pos: gr.State
     rv_ref: gr.State
+    rv_shown: gr.Textbox  # the page's key of the ref on screen ("id:version"), sent with each decision
 
     @property
     def filters(self) -> list:
@@ -78,6 +80,7 @@ def layout(tab: gr.Tab) -> ReviewUI:
                 c.rv_history = gr.HTML("", elem_id="review-history")
             c.rv_pos = gr.State(0)
             c.rv_ref = gr.State(None)  # (ref id, version) shown
+            c.rv_shown = key_box("review-shown")
     return ReviewUI(**vars(c))
 
 
@@ -119,10 +122,14 @@ def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, b
 
 
 def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos, annotator, split, image_id,
-           by_disagreement, by_uncertainty=False, request: gr.Request = None):
-    """Accept or reject the ref on screen (at the version shown); then show the next one."""
+           by_disagreement, by_uncertainty=False, on_screen: str | None = None, request: gr.Request = None):
+    """Accept or reject the ref on screen (at the version shown); then show the next one.
+
+    ``on_screen``: the page's key of the ref it showed (:mod:`app.views.on_screen`); a decision
+    for any ref but the one this session was shown last is refused."""
     if not shown:
         raise gr.Error("Nothing to review.")
+    require_on_screen(shown, on_screen)
     actor = svc.actor(request_user(request), who_typed)
     if not actor.accounts and not actor.name:
         actor = type(actor)("reviewer", actor.roles)  # an unnamed reviewer of an open studio
@@ -134,16 +141,16 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
 
 
 def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
-    shown_outputs = [ui.rv_info, ui.rv_picture, ui.rv_sentences, ui.rv_history, ui.rv_pos, ui.rv_ref]
+    shown_outputs = [ui.rv_info, ui.rv_picture, ui.rv_sentences, ui.rv_history, ui.rv_pos, ui.rv_ref, ui.rv_shown]
     queue_inputs = [ui.rv_pos, *ui.filters]
-    ui.tab.select(bind(show, svc), queue_inputs, shown_outputs, api_name=False)
-    ui.rv_prev.click(bind(move, svc, -1), queue_inputs, shown_outputs, api_name="review_previous")
-    ui.rv_next.click(bind(move, svc, 1), queue_inputs, shown_outputs, api_name="review_next")
+    ui.tab.select(bind(keyed(show), svc), queue_inputs, shown_outputs, api_name=False)
+    ui.rv_prev.click(bind(keyed(move), svc, -1), queue_inputs, shown_outputs, api_name="review_previous")
+    ui.rv_next.click(bind(keyed(move), svc, 1), queue_inputs, shown_outputs, api_name="review_next")
     for f in (ui.rv_annotator, ui.rv_image):
-        f.submit(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
+        f.submit(bind(keyed(move), svc, -10**9), queue_inputs, shown_outputs, api_name=False)
     for f in (ui.rv_split, ui.rv_disagree, ui.rv_uncertain):
-        f.input(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
-    decision_inputs = [ui.rv_ref, ui.rv_reason, ui.rv_comment, shell.who, ui.rv_pos, *ui.filters]
+        f.input(bind(keyed(move), svc, -10**9), queue_inputs, shown_outputs, api_name=False)
+    decision_inputs = [ui.rv_ref, ui.rv_reason, ui.rv_comment, shell.who, ui.rv_pos, *ui.filters, ui.rv_shown]
     decision_outputs = [ui.rv_msg, ui.rv_reason, ui.rv_comment, *shown_outputs]
-    ui.rv_accept.click(bind(decide, svc, "accept"), decision_inputs, decision_outputs, api_name="review_accept")
-    ui.rv_reject.click(bind(decide, svc, "reject"), decision_inputs, decision_outputs, api_name="review_reject")
+    ui.rv_accept.click(bind(keyed(decide), svc, "accept"), decision_inputs, decision_outputs, api_name="review_accept")
+    ui.rv_reject.click(bind(keyed(decide), svc, "reject"), decision_inputs, decision_outputs, api_name="review_reject")

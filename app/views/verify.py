@@ -22,6 +22,7 @@ from .. import overlay
 from ..services import Services
 from ..store import decode_mask
 from ..store.negatives import DECISIONS, Negative
+from .on_screen import key_box, keyed, require_on_screen
 from .shell import Shell, bind, request_user
 
 SHOW_CHOICES = [("to decide", "open"), ("decided", "decided"), ("all", "all")]
@@ -42,6 +43,7 @@ class VerifyUI:
     pos: gr.State
     shown: gr.State  # [id, decision, version of its ref or None] of the negative on screen
     handoff: gr.State  # what N hands to the Annotate view: {"image_id", "sentence", "ref_id"}
+    on_screen: gr.Textbox  # the page's key of the negative on screen, sent with each decision
 
 
 def layout(tab: gr.Tab) -> VerifyUI:
@@ -67,6 +69,7 @@ def layout(tab: gr.Tab) -> VerifyUI:
             c.pos = gr.State(0)
             c.shown = gr.State(None)
             c.handoff = gr.State(None)
+            c.on_screen = key_box("verify-shown")
     return VerifyUI(**vars(c))
 
 
@@ -119,9 +122,10 @@ def move(svc: Services, delta: int, pos, which: str):
     return show(svc, int(pos or 0) + delta, which)
 
 
-def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request):
+def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request, on_screen: str | None = None):
     if not shown:
         raise gr.Error("Nothing to decide.")
+    require_on_screen(shown, on_screen, "negative")
     actor = svc.actor(request_user(request), who_typed)
     seen_version = shown[2] if len(shown) > 2 and shown[2] is not None else None
     neg = svc.negatives.decide(actor, int(shown[0]), decision, seen=str(shown[1]),
@@ -133,25 +137,28 @@ def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request)
     return neg, msg, show(svc, nxt, which)
 
 
-def refers_to_nothing(svc: Services, shown, who_typed, pos, which, request: gr.Request = None):
-    """Y: the sentence refers to nothing on this image. Outputs: msg, then :func:`show`'s."""
-    _, msg, shown_out = _decide(svc, "no_target", shown, who_typed, pos, which, request)
+def refers_to_nothing(svc: Services, shown, who_typed, pos, which, on_screen: str | None = None,
+                      request: gr.Request = None):
+    """Y: the sentence refers to nothing on this image. Outputs: msg, then :func:`show`'s.
+    ``on_screen``: the page's key of the negative it showed (:mod:`app.views.on_screen`)."""
+    _, msg, shown_out = _decide(svc, "no_target", shown, who_typed, pos, which, request, on_screen)
     return (msg, *shown_out)
 
 
-def refers(svc: Services, shown, who_typed, pos, which, request: gr.Request = None):
+def refers(svc: Services, shown, who_typed, pos, which, on_screen: str | None = None, request: gr.Request = None):
     """N: it does refer to something here. Outputs: msg, the hand-off for the Annotate view, :func:`show`'s."""
-    neg, msg, shown_out = _decide(svc, "refers", shown, who_typed, pos, which, request)
+    neg, msg, shown_out = _decide(svc, "refers", shown, who_typed, pos, which, request, on_screen)
     handoff = {"image_id": neg.image_id, "sentence": neg.sentence, "ref_id": neg.ref_id}
     return (msg + " Mark what it refers to in *Annotate* and save.", handoff, *shown_out)
 
 
 def wire(svc: Services, ui: VerifyUI, shell: Shell) -> None:
     """Attach the handlers; the app shell chains N's hand-off to the Annotate view (:func:`refers`)."""
-    shown_outputs = [ui.info, ui.picture, ui.sentence, ui.pos, ui.shown]
-    ui.tab.select(bind(show, svc), [ui.pos, ui.show], shown_outputs, api_name=False)
-    ui.show.input(bind(move, svc, -10**9), [ui.pos, ui.show], shown_outputs, api_name=False)
-    ui.prev_btn.click(bind(move, svc, -1), [ui.pos, ui.show], shown_outputs, api_name="negative_previous")
-    ui.next_btn.click(bind(move, svc, 1), [ui.pos, ui.show], shown_outputs, api_name="negative_next")
-    ui.yes_btn.click(bind(refers_to_nothing, svc), [ui.shown, shell.who, ui.pos, ui.show], [ui.msg, *shown_outputs],
+    shown_outputs = [ui.info, ui.picture, ui.sentence, ui.pos, ui.shown, ui.on_screen]
+    ui.tab.select(bind(keyed(show), svc), [ui.pos, ui.show], shown_outputs, api_name=False)
+    ui.show.input(bind(keyed(move), svc, -10**9), [ui.pos, ui.show], shown_outputs, api_name=False)
+    ui.prev_btn.click(bind(keyed(move), svc, -1), [ui.pos, ui.show], shown_outputs, api_name="negative_previous")
+    ui.next_btn.click(bind(keyed(move), svc, 1), [ui.pos, ui.show], shown_outputs, api_name="negative_next")
+    ui.yes_btn.click(bind(keyed(refers_to_nothing), svc), [ui.shown, shell.who, ui.pos, ui.show, ui.on_screen],
+                     [ui.msg, *shown_outputs],
                      api_name="negative_no_target")
