@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.store import Store, StoreError
+from app.store import SCHEMA_VERSION, Store, StoreError
 from app.store.location import DbLocation, parse_db, redact
 from tests.builders import noise_image, rect_mask
 from tests.pg_server import PASSWORD
@@ -126,12 +126,12 @@ def test_a_newer_schema_is_refused_and_the_schema_is_made_once(pg_server) -> Non
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for p in procs:  # several servers starting at once on an empty database: one creates it
         out, err = p.communicate(timeout=120)
-        assert p.returncode == 0 and out.strip() == "4", err
+        assert p.returncode == 0 and out.strip() == str(SCHEMA_VERSION), err
     s = Store(url)
     assert s.read("SELECT COUNT(*) FROM deris_schema")[0][0] == 1
     with s.transaction() as db:
         db.execute("UPDATE deris_schema SET version = 99")
-    with pytest.raises(StoreError, match=r"newer DeRIS Studio \(schema 99, this one knows 4\)"):
+    with pytest.raises(StoreError, match=rf"newer DeRIS Studio \(schema 99, this one knows {SCHEMA_VERSION}\)"):
         Store(url)
 
 
@@ -156,7 +156,7 @@ def test_a_server_waiting_on_the_lock_sees_the_schema_another_one_made(pg_server
     b.execute("COMMIT")
     waiter.join(timeout=60)
     assert found == [0]
-    assert a.execute("SELECT COUNT(*), MAX(version) FROM deris_schema").fetchone() == (1, 4)
+    assert a.execute("SELECT COUNT(*), MAX(version) FROM deris_schema").fetchone() == (1, SCHEMA_VERSION)
     a.close(), b.close()
 
 
