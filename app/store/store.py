@@ -47,6 +47,7 @@ from .records import ImageRecord, InstanceRecord, Snapshot
 from .models import ModelsMixin
 from .refs import DEFAULT_CATEGORY, MAX_NAME_CHARS, RefsMixin
 from .schema import ensure_schema
+from .sign_in import SignInMixin
 from .timeouts import DbTimeouts
 
 SAVE_KEYS_KEPT_S = 7 * 24 * 3600.0  # how long the key of a save attempt is kept (a retry days later saves anew)
@@ -64,7 +65,7 @@ def image_digest(rgb: np.ndarray) -> str:
     return hashlib.sha256(np.array(rgb.shape, np.int64).tobytes() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
 
-class Store(RefsMixin, ModelsMixin):
+class Store(RefsMixin, ModelsMixin, SignInMixin):
     """A thread-safe handle on one annotation database (several processes, and on PostgreSQL several
     machines, may open the same one). ``path``: a SQLite file path, a ``postgresql://`` URL or a
     :class:`~app.store.location.DbLocation` (see :func:`~app.store.location.parse_db`)."""
