@@ -26,7 +26,6 @@ from .session import SessionRegistry
 from .store import Store
 from .views import annotate, annotate_layout, correct, dataset_tab, model_panel, review, verify
 from .views.correct import read_editor_mask
-from .views.on_screen import keyed
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
 
@@ -40,60 +39,24 @@ SHORTCUTS_JS = """
   const click = (id) => { const el = document.querySelector(`#${id}`); if (el && el.offsetParent !== null) el.click(); };
   const focusExpression = () => setTimeout(() => document.querySelector('#expression textarea, #expression input')?.focus(), 80);
   const nav = (id) => { click(id); focusExpression(); };
-  // Decisions by key act on what the person saw, once: a key held down (e.repeat) or pressed while the
-  // last decision is in flight (its answer has not changed what is on screen, and no error came back)
-  // is ignored, and so is a key pressed within SETTLE_MS of a new item appearing (a double tap).
-  // Each decision sends the key of the item shown (#review-shown / #verify-shown); the server refuses
-  // any other (app/views/on_screen.py).
-  const SETTLE_MS = 250, MAX_WAIT_MS = 10000;
-  const marker = (id) => { const el = document.querySelector(`#${id} textarea, #${id} input`); return el ? el.value : null; };
-  const errors = () => document.querySelectorAll('.toast-body.error').length;
-  const seen = {}, pending = {};
-  const track = () => {
-    for (const id of ['review-shown', 'verify-shown']) {
-      const k = marker(id);
-      if (k !== null && (!seen[id] || seen[id].key !== k)) seen[id] = { key: k, since: performance.now() };
-    }
-  };
-  setInterval(track, 40);
-  const inFlight = (p, key, now) => p && p.key === key && errors() === p.errors && now - p.at < MAX_WAIT_MS;
-  const decide = (e, id, button) => {
-    e.preventDefault();
-    if (e.repeat) return;
-    track();
-    const now = performance.now(), key = marker(id);
-    if (!key || inFlight(pending[id], key, now)) return;
-    if (seen[id] && now - seen[id].since < SETTLE_MS) return;
-    pending[id] = { key, at: now, errors: errors() };
-    click(button);
-  };
-  const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
-  const save = (e) => {  // Ctrl+Enter in Annotate: once per press, not again until the save has answered
-    e.preventDefault();
-    if (e.repeat) return;
-    const now = performance.now(), key = saveText();
-    if (pending.save && saveText() === pending.save.key && inFlight(pending.save, key, now)) return;
-    pending.save = { key, at: now, errors: errors() };
-    click('save-btn');
-  };
   document.addEventListener('keydown', (e) => {
     const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
     const mod = e.ctrlKey || e.metaKey;
     const reviewing = document.querySelector('#review-accept')?.offsetParent != null;
     const verifying = document.querySelector('#verify-yes')?.offsetParent != null;
     if (verifying && !typing && !mod && !e.altKey) {
-      if (e.key === 'y' || e.key === 'Y') { decide(e, 'verify-shown', 'verify-yes'); return; }
-      if (e.key === 'n' || e.key === 'N') { decide(e, 'verify-shown', 'verify-no'); return; }
+      if (e.key === 'y' || e.key === 'Y') { e.preventDefault(); click('verify-yes'); return; }
+      if (e.key === 'n' || e.key === 'N') { e.preventDefault(); click('verify-no'); return; }
       if (e.key === 'ArrowRight') { e.preventDefault(); click('verify-next'); return; }
       if (e.key === 'ArrowLeft') { e.preventDefault(); click('verify-prev'); return; }
     }
     if (reviewing && !typing && !mod && !e.altKey) {
-      if (e.key === 'y' || e.key === 'Y') { decide(e, 'review-shown', 'review-accept'); return; }
-      if (e.key === 'r' || e.key === 'R') { decide(e, 'review-shown', 'review-reject'); return; }
+      if (e.key === 'y' || e.key === 'Y') { e.preventDefault(); click('review-accept'); return; }
+      if (e.key === 'r' || e.key === 'R') { e.preventDefault(); click('review-reject'); return; }
       if (e.key === 'ArrowRight') { e.preventDefault(); click('review-next'); return; }
       if (e.key === 'ArrowLeft') { e.preventDefault(); click('review-prev'); return; }
     }
-    if (mod && e.key === 'Enter') { save(e); return; }
+    if (mod && e.key === 'Enter') { e.preventDefault(); click('save-btn'); return; }
     if (e.key === 'PageDown' && !mod) { e.preventDefault(); nav(e.shiftKey ? 'next-empty' : 'next-img'); return; }
     if (e.key === 'PageUp' && !mod) { e.preventDefault(); nav('prev-img'); return; }
     if (e.key === 'Escape' && typing) { document.activeElement.blur(); return; }
@@ -178,10 +141,9 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
         # the verification view's N: recorded there, then the sentence opens, run, in the Annotate tab
-        verify_ui.no_btn.click(bind(keyed(verify.refers), svc), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show,
-                                                                verify_ui.on_screen],
+        verify_ui.no_btn.click(bind(verify.refers, svc), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show],
                                [verify_ui.msg, verify_ui.handoff, verify_ui.info, verify_ui.picture, verify_ui.sentence,
-                                verify_ui.pos, verify_ui.shown, verify_ui.on_screen], api_name="negative_refers").success(
+                                verify_ui.pos, verify_ui.shown], api_name="negative_refers").success(
             lambda: gr.Tabs(selected="annotate"), None, tabs, api_name=False).then(
             bind(annotate.open_sentence, svc, wrap=gpu),
             [verify_ui.handoff, shell.sess_state, annotate_ui.score_thr, annotate_ui.mask_thr],
