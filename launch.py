@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if users is not None:
+        users.share_with(store)  # one wrong-password lock-out for every server on this database
     from app.zerogpu import model_device
 
     device = model_device(args.device)

@@ -15,6 +15,8 @@ a row for one account, or from one address, that account or address is locked fo
 and a message saying how long to wait. Gradio passes only the user name and password to the
 ``auth=`` callable, so the client address comes from a small ASGI middleware
 (:class:`ClientAddress`) that :func:`gradio_auth_kwargs` installs through ``app_kwargs``.
+With :meth:`Users.share_with` a store the counters live in its database (table
+``sign_in_failures``), so every server of a team enforces one lock-out.
 """
 
 from __future__ import annotations
@@ -121,6 +123,11 @@ class Users:
                                 "without accounts the studio would be open to anyone")
         return cls(users, wheres) if users else None
 
+    def share_with(self, store) -> None:
+        """Keep the wrong-password counters in ``store``'s database: every server on it shares one lock-out."""
+        t = self.throttle
+        self.throttle = LoginThrottle(t.max_failures, t.lock_s, t.max_lock_s, t.forget_s, t.max_keys, store=store)
+
     def check(self, username: str, password: str) -> bool:
         """Gradio's ``auth=`` hook: the password check, behind the wrong-password limit (HTTP 429 when locked)."""
         address = client_address()
@@ -166,14 +173,34 @@ class LoginThrottle:
     """Wrong-password limit per account and per address: ``max_failures`` in a row lock the key for
     ``lock_s`` seconds, doubling with every further lock up to ``max_lock_s``; a right password
     (outside a lock) clears the account's and the address's record. Keys quiet for ``forget_s``
-    are forgotten, and at most ``max_keys`` are kept (a flood of made-up names cannot fill memory)."""
+    are forgotten, and at most ``max_keys`` are kept (a flood of made-up names cannot fill memory).
+
+    With a ``store`` the records are kept in its database (:mod:`app.store.sign_in`, wall-clock
+    times) and shared by every process on it; when the database cannot be reached the records of
+    this process stand in (logged), so sign-in never fails for that reason alone."""
 
     def __init__(self, max_failures: int = 5, lock_s: float = 30.0, max_lock_s: float = 900.0,
-                 forget_s: float = 3600.0, max_keys: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
+                 forget_s: float = 3600.0, max_keys: int = 10_000, clock: Callable[[], float] | None = None,
+                 store=None) -> None:
         self.max_failures, self.lock_s, self.max_lock_s = max_failures, lock_s, max_lock_s
-        self.forget_s, self.max_keys, self.clock = forget_s, max_keys, clock
+        self.forget_s, self.max_keys, self.store = forget_s, max_keys, store
+        self.clock = clock or (time.time if store is not None else time.monotonic)
         self._keys: dict[str, _Record] = {}
         self._lock = threading.Lock()
+
+    def _rule(self):
+        from .store.sign_in import LockRule
+
+        return LockRule(self.max_failures, self.lock_s, self.max_lock_s, self.forget_s, self.max_keys)
+
+    def _shared(self, what: str, fn: Callable):
+        """``fn()`` on the store; None (and a log line) when the database fails, so the local records answer."""
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - StoreError or a driver error: sign-in must still answer
+            log.warning("the sign-in counters could not be %s in the database (%s); this server's own count is used",
+                        what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            return None
 
     @staticmethod
     def _names(username: str, address: str) -> list[str]:
@@ -182,12 +209,27 @@ class LoginThrottle:
     def locked_for(self, username: str, address: str = "") -> float:
         """Seconds until this account and address may try again (0: now)."""
         now = self.clock()
+        if self.store is not None:
+            shared = self._shared("read", lambda: self.store.sign_in_locked_for(self._names(username, address), now))
+            if shared is not None:
+                return max(shared, self._local_locked_for(username, address, now))
+        return self._local_locked_for(username, address, now)
+
+    def _local_locked_for(self, username: str, address: str, now: float) -> float:
         with self._lock:
             return max([0.0] + [r.locked_until - now for k in self._names(username, address)
                                 if (r := self._keys.get(k)) is not None])
 
     def failed(self, username: str, address: str = "") -> None:
         now = self.clock()
+        if self.store is not None:
+            locked = self._shared("written", lambda: self.store.sign_in_failed(self._names(username, address), now,
+                                                                              self._rule()))
+            if locked is not None:
+                for k, s in locked.items():
+                    log.warning("%d wrong passwords in a row for %s: locked for %.0f s (for every server of the team)",
+                                self.max_failures, k, s)
+                return
         with self._lock:
             self._prune(now)
             for k in self._names(username, address):
@@ -203,6 +245,8 @@ class LoginThrottle:
                                 r.locked_until - now)
 
     def succeeded(self, username: str, address: str = "") -> None:
+        if self.store is not None:
+            self._shared("cleared", lambda: self.store.sign_in_succeeded(self._names(username, address)))
         with self._lock:
             for k in self._names(username, address):
                 self._keys.pop(k, None)

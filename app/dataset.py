@@ -31,6 +31,7 @@ from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoc
 from .migrate import MigrationRefused
 from .store import SPLITS, STATUSES, Store, StoreError
 from .store.location import DB_HELP, parse_db
+from .store.timeouts import DbTimeouts
 from .store.names import display_name
 
 __all__ = ["ImportRefused", "export_zip", "import_coco", "import_grefcoco", "import_grefcoco_data", "main",
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         loc = parse_db(args.db)
         if args.cmd in ("stats", "export") and not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
-        store = Store(loc)
+        store = Store(loc, timeouts=DbTimeouts.from_env(batch=True))  # nobody waits at a screen
         if args.cmd == "import-images":
             res = import_images(store, args.dir, args.split, args.max_side).summary()
         elif args.cmd == "import-grefcoco":

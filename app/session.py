@@ -13,6 +13,7 @@ instead of 16 MB), at most :data:`MAX_UNDO` steps and :data:`MAX_HISTORY_BYTES` 
 from __future__ import annotations
 
 import threading
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -89,6 +90,19 @@ class Session:
     selected: int = 0  # target index shown in the editor
     undo_stack: list[_Step] = field(default_factory=list)
     redo_stack: list[_Step] = field(default_factory=list)
+    # names this session's save attempts (with their content): a save whose outcome was lost and is tried
+    # again with the same content carries the same key, so it is never stored twice; new after each save
+    save_nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def save_key(self, *content: object) -> str:
+        """The key of a save of ``content`` (plus the targets and the ref being edited) in this session."""
+        import hashlib
+
+        h = hashlib.sha256(f"{self.save_nonce}|{self.image_id}|{self.ref_id}|{self.ref_version}|{self.no_target}|"
+                           f"{content!r}".encode())
+        for t in self.targets:
+            h.update(np.packbits(np.asarray(t.mask, bool)).tobytes())
+        return h.hexdigest()[:32]
 
     def _snapshot(self) -> _Step:
         return _Step.of(self.targets, self.no_target, self.prediction)

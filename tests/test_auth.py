@@ -184,3 +184,36 @@ def test_real_gradio_login_is_limited_per_account_and_address() -> None:
         assert "wrong passwords" in (demo.auth_message or "")
     finally:
         demo.close()
+
+
+def test_the_lock_out_holds_for_every_server_on_one_database(db_at) -> None:
+    """Two studio servers (two Users on two store connections) on one database: alice locked on A is
+    locked on B as well, right password included, and B's guesses count towards the same lock."""
+    from fastapi import HTTPException
+
+    from app.store import Store
+
+    at = db_at("team.sqlite")
+    a, b = Users([parse_entry("alice:right-pw", "e1")]), Users([parse_entry("alice:right-pw", "e1")])
+    a.share_with(Store(at))
+    b.share_with(Store(at))
+    for _ in range(5):
+        assert a.check("alice", "wrong") is False
+    for server in (a, b):
+        with pytest.raises(HTTPException) as err:
+            server.check("alice", "right-pw")
+        assert err.value.status_code == 429
+    # a fresh account: failures on both servers add up to one lock (not 5 per server)
+    for n in range(5):
+        assert (a if n % 2 else b).check("bob", "guess") is False
+    with pytest.raises(HTTPException):
+        a.check("bob", "guess")
+    # a right password outside a lock clears the record for the whole team
+    c = Users([parse_entry("carol:pw", "e1")])
+    c.share_with(Store(at))
+    for _ in range(4):
+        assert b.check("carol", "x") is False
+    assert c.check("carol", "pw") is True
+    for _ in range(4):
+        assert b.check("carol", "x") is False
+    assert c.check("carol", "pw") is True  # 4 + 4 failures, but cleared in between: never locked

@@ -289,3 +289,21 @@ def test_two_merges_at_once_add_each_consensus_once(db_at, tmp_path: Path) -> No
     assert sum(merged) == groups
     cons = [r for r in Store(path).refs() if r.annotator.startswith("consensus")]
     assert len(cons) == groups
+
+
+def test_a_nul_line_is_listed_and_skipped_the_same_on_both_backends(db_at, tmp_path: Path) -> None:
+    """One sentence holding NUL among three: listed by file and line, skipped, the others stored,
+    exit 0, on SQLite and on PostgreSQL alike (it used to stop the whole job on PostgreSQL)."""
+    s = Store(db_at("c.sqlite"))
+    rng = np.random.default_rng(0)
+    ids = [s.add_image(rng.integers(0, 255, (24, 24, 3), dtype=np.uint8), file_name=f"img{k}.png") for k in range(2)]
+    f = tmp_path / "nul.txt"
+    f.write_bytes(b"the red circle\nall blue\x00 shapes\nthe green square\n")
+    r = subprocess.run([sys.executable, "-m", "app.curate", "preannotate", "--db", str(db_at("c.sqlite")), "--sentences",
+                        str(f), "--json", "--threads", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["written"] == 2 * len(ids) and len(res["bad_lines"]) == 1
+    assert res["bad_lines"][0].startswith("nul.txt line 2:") and "U+0000 (NUL)" in res["bad_lines"][0]
+    assert sorted({tuple(x.sentences) for x in Store(s.location).refs()}) == [("the green square",), ("the red circle",)]

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.store import Store, StoreError
+from app.store import SCHEMA_VERSION, Store, StoreError
 from app.store.location import DbLocation, parse_db, redact
 from tests.builders import noise_image, rect_mask
 from tests.pg_server import PASSWORD
@@ -26,7 +26,7 @@ def test_db_values_paths_and_urls() -> None:
     assert parse_db("postgres://u@h/studio").is_postgres
     assert parse_db(None, {"DERIS_DB_URL": "postgresql://u@h/x"}).is_postgres
     assert parse_db("sqlite:///tmp/a.sqlite").path == Path("/tmp/a.sqlite")
-    for bad, why in (("postgresql:/h/x", "lacks '//'"), ("mysql://h/x", "unsupported"), ("postgresql://u:pw@h:5432/", "names no database"),
+    for bad, why in (("postgresql:/h/x", "does not parse"), ("mysql://h/x", "unsupported"), ("postgresql://u:pw@h:5432/", "names no database"),
                      ("postgresql://u:pw@h:99999/x", "not a valid"), ("", "no database given")):
         with pytest.raises(StoreError, match=why) as err:
             parse_db(bad, {})
@@ -35,7 +35,7 @@ def test_db_values_paths_and_urls() -> None:
     assert "hunter2" not in repr(loc) and "hunter2" not in loc.shown and redact(loc.url) == "postgresql://u:***@h:5432/x"
     # the password hides in a typo, a query parameter or an unencoded '@' / '/': never shown either
     for bad in ("postgresql:/deris:hunter2@db/studio", "postgresql:deris:hunter2@db/studio"):
-        with pytest.raises(StoreError, match="lacks '//'") as err:
+        with pytest.raises(StoreError, match="does not parse") as err:
             parse_db(bad, {})
         assert "hunter2" not in str(err.value)
     assert parse_db("postgresql://u@h/x?password=hunter2&sslmode=require").shown == "postgresql://u@h/x?password=***&sslmode=require"
@@ -50,6 +50,33 @@ def test_a_url_is_never_taken_for_a_path(tmp_path: Path) -> None:
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
     assert "cannot be reached" in r.stderr and "hunter2" not in r.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pics"]  # no 'postgresql:' folder, no SQLite file
+
+
+TYPOS = ("postgresql//deris:hunter2@127.0.0.1:1/db", "postgres:/deris:hunter2@127.0.0.1:1/db",
+         "postgresql:deris:hunter2@127.0.0.1/db", "deris:hunter2@127.0.0.1:5432/db", "Postgres//deris@h/db?password=hunter2")
+
+
+def test_a_mistyped_url_is_refused_in_one_line_with_the_password_masked() -> None:
+    for bad in TYPOS:
+        with pytest.raises(StoreError, match="looks like a database URL but does not parse") as err:
+            parse_db(bad, {})
+        assert "hunter2" not in str(err.value) and "\n" not in str(err.value), bad
+        assert "hunter2" not in redact(bad)
+    for path in ("data/studio.sqlite", "/srv/team studio/db.sqlite", "postgresql_backup.sqlite"):
+        assert parse_db(path, {}).kind == "sqlite"
+
+
+@pytest.mark.parametrize("typo", TYPOS[:2])
+def test_launch_and_the_clis_refuse_a_mistyped_url_without_a_folder_or_the_password(tmp_path: Path, typo: str) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for cmd in ([str(ROOT / "launch.py"), "--db", typo, "--weights", "bundled"],
+                ["-m", "app.dataset", "stats", "--db", typo],
+                ["-m", "app.curate", "qa", "--db", typo]):
+        r = subprocess.run([sys.executable, *cmd], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+        assert r.returncode == 2, (cmd, r.stderr)
+        assert "looks like a database URL" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert "hunter2" not in r.stdout + r.stderr
+        assert list(tmp_path.iterdir()) == []  # no SQLite file, no folder named after the URL
 
 
 def test_wrong_password_missing_database_and_unreachable_server_are_one_line(pg_server) -> None:
@@ -99,12 +126,12 @@ def test_a_newer_schema_is_refused_and_the_schema_is_made_once(pg_server) -> Non
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]
     for p in procs:  # several servers starting at once on an empty database: one creates it
         out, err = p.communicate(timeout=120)
-        assert p.returncode == 0 and out.strip() == "4", err
+        assert p.returncode == 0 and out.strip() == str(SCHEMA_VERSION), err
     s = Store(url)
     assert s.read("SELECT COUNT(*) FROM deris_schema")[0][0] == 1
     with s.transaction() as db:
         db.execute("UPDATE deris_schema SET version = 99")
-    with pytest.raises(StoreError, match=r"newer DeRIS Studio \(schema 99, this one knows 4\)"):
+    with pytest.raises(StoreError, match=rf"newer DeRIS Studio \(schema 99, this one knows {SCHEMA_VERSION}\)"):
         Store(url)
 
 
@@ -129,7 +156,7 @@ def test_a_server_waiting_on_the_lock_sees_the_schema_another_one_made(pg_server
     b.execute("COMMIT")
     waiter.join(timeout=60)
     assert found == [0]
-    assert a.execute("SELECT COUNT(*), MAX(version) FROM deris_schema").fetchone() == (1, 4)
+    assert a.execute("SELECT COUNT(*), MAX(version) FROM deris_schema").fetchone() == (1, SCHEMA_VERSION)
     a.close(), b.close()
 
 

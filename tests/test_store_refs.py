@@ -236,3 +236,18 @@ def test_refs_by_ids_takes_any_number_of_ids(db_at) -> None:
     wanted = list(range(70_000, 0, -1)) + made
     assert [r.id for r in s.refs(ref_ids=wanted)] == made
     assert [r.sentences for r in s.refs(ref_ids=[made[2], made[0]])] == [["ref 0"], ["ref 2"]]
+
+
+@pytest.mark.parametrize("text", ["the cat\x00 on the left", "the \x07dog", "a\x7fbox", "the \x9bcar"])
+def test_both_backends_refuse_a_control_character_with_the_same_message(db_at, text: str) -> None:
+    """PostgreSQL cannot store NUL; the studio refuses it (and the other invisible controls) on
+    both backends in one place, so a store made on SQLite can always be migrated."""
+    s = Store(db_at("a.sqlite"))
+    img = s.add_image(noise_image())
+    with pytest.raises(StoreError, match=r"control character U\+00[0-9A-F]{2}.*cannot be stored") as err:
+        s.save_ref(img, ["the cat", text], no_target=True)
+    assert "\n" not in str(err.value)
+    with pytest.raises(StoreError, match="annotator name contains the control character"):
+        s.save_ref(img, ["the cat"], no_target=True, annotator="ann\x00")
+    assert s.refs() == []
+    assert s.ref(s.save_ref(img, ["the\tcat\non the\r\nleft"], no_target=True)).sentences == ["the cat on the left"]

@@ -127,3 +127,49 @@ def test_a_version_3_database_migrates_and_keeps_its_predictions(tmp_path: Path)
     assert new > 4
     s.close()
     assert Store(db).migrated_from == SCHEMA_VERSION
+
+
+V4_DB = ROOT / "tests" / "data" / "studio_v4.sqlite"  # made by the schema-4 code (commit abdd2e1)
+
+
+def test_a_version_4_database_migrates_and_gains_save_keys_and_sign_in_failures(tmp_path: Path) -> None:
+    """Schema 5 adds the keys of save attempts and the team's sign-in failures; a schema-4 store keeps
+    every ref and takes keyed saves at once."""
+    from app.services import Actor, RefService
+
+    db = tmp_path / "studio.sqlite"
+    shutil.copy(V4_DB, db)
+    s = Store(db)
+    assert s.migrated_from == 4 and s.schema_version() == SCHEMA_VERSION == 5
+    assert (tmp_path / "studio.sqlite.v4.bak").is_file() and s.integrity_check() == "ok"
+    refs = {r.id: r for r in s.refs()}
+    assert sorted(refs) == [1, 2] and refs[1].status == "reviewed" and refs[2].no_target
+    assert s.read("SELECT COUNT(*) FROM save_keys") == [(0,)] and s.read("SELECT COUNT(*) FROM sign_in_failures") == [(0,)]
+    saved = RefService(s).save(Actor("ann"), refs[1].image_id, ["after the upgrade"], no_target=True, save_key="k" * 16)
+    assert s.read("SELECT key, ref_id FROM save_keys") == [("k" * 16, saved.ref_id)]
+    s.close()
+    assert Store(db).migrated_from == SCHEMA_VERSION
+
+
+def test_a_version_4_postgres_database_migrates(pg_server, tmp_path: Path) -> None:
+    """A PostgreSQL store made by the schema-4 code (run from that commit's files) upgrades in place."""
+    import os
+    import subprocess
+    import sys
+
+    old = tmp_path / "v4code"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "abdd2e1", "app", "deris_core"], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip("the schema-4 commit is not in this clone's history")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    url = pg_server.new_database()
+    made = subprocess.run([sys.executable, "-c", "import sys, numpy as np; from app.store import Store; s = Store(sys.argv[1]); "
+                           "i = s.add_image(np.full((8, 8, 3), 7, np.uint8)); print(s.schema_version(), "
+                           "s.save_ref(i, ['kept'], no_target=True))", url], cwd=old, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(old)}, timeout=300)
+    assert made.returncode == 0 and made.stdout.split() == ["4", "1"], made.stderr
+    s = Store(url)
+    assert s.migrated_from == 4 and s.schema_version() == SCHEMA_VERSION
+    assert [r.sentences for r in s.refs()] == [["kept"]]
+    assert s.read("SELECT COUNT(*) FROM save_keys") == [(0,)] and s.read("SELECT COUNT(*) FROM sign_in_failures") == [(0,)]

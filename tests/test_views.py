@@ -166,3 +166,32 @@ def test_correct_handlers_draw_delete_and_undo(tmp_path: Path, model) -> None:
     assert "No instance selected" in correct.delete_instance(svc, 0, sess)[1]
     with pytest.raises(gr.Error, match="Pick an instance"):
         correct.delete_instance(svc, 3, sess)
+
+
+def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edit(tmp_path: Path, model,
+                                                                                  monkeypatch) -> None:
+    """A stopped process holds the writers' lock: the person hears so within seconds, the edit stays in
+    the session, and the same save goes through once the lock is free."""
+    import time
+
+    from tests.test_store_faults import _end, _holder
+
+    monkeypatch.setenv("DERIS_DB_LOCK_WAIT", "1")
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)[5]
+    best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
+    annotate.select_candidates(svc, [best], sess)
+    targets = [t.mask.copy() for t in sess.targets]
+    p = _holder(str(svc.store.path))
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(gr.Error, match="the database is busy.*your edit is still here"):
+            annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)
+        assert time.monotonic() - t0 < 6
+        assert sess.ref_id is None and len(sess.targets) == len(targets) == 1
+        assert all((t.mask == m).all() for t, m in zip(sess.targets, targets))
+    finally:
+        _end(p)
+    msg = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
+    assert msg.startswith("Saved ref") and len(svc.store.refs(image_id=sess.image_id)) == 1

@@ -32,6 +32,7 @@ from deris_core.train.nsc import NSCConfig
 
 from ..store import SPLITS, STATUSES, Store, StoreError
 from ..store.location import DB_HELP, parse_db
+from ..store.timeouts import DbTimeouts
 from ..store.queue import ImageFilter
 
 
@@ -133,7 +134,7 @@ def _main(argv: list[str] | None = None) -> int:
         loc = parse_db(args.db)
         if not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
-        store = Store(loc)
+        store = Store(loc, timeouts=DbTimeouts.from_env(batch=True))  # nobody waits at a screen
         if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         if args.cmd == "preannotate":

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..store import ConflictError, Event, RefRecord, Store, StoreError
+from ..store import CommitUnknown, ConflictError, Event, RefRecord, Store, StoreError
 from ..store.review import Decision, decision_change, last_decision, to_fix
 from ..store.provenance import content_authors
 from .errors import Refused
@@ -39,19 +39,34 @@ class RefService:
              rles: Sequence[dict] = (), instance_ids: Sequence[int] = (), no_target: bool = False,
              split: str = "train", status: str = "done", ref_id: int | None = None,
              expected_version: int | None = None, author: str | None = None, db=None, source: str = "annotator",
-             action: str | None = None, detail: dict | None = None) -> Saved:
+             action: str | None = None, detail: dict | None = None, save_key: str | None = None) -> Saved:
         """Create or update a ref as ``actor``; refused (nothing written) when the table says no.
 
         The author of record is kept for a person's ref and becomes ``actor`` (or ``author``, for
         batch tools) for a ref without one. Saving with status ``reviewed`` is an acceptance and
         is recorded as one; it is refused when the saved content is the actor's own. ``db``: an
-        open :meth:`Store.transaction` (batch jobs), else one is opened here."""
+        open :meth:`Store.transaction` (batch jobs), else one is opened here.
+
+        ``save_key`` names this save attempt (a client keeps it until it hears "saved"): it is written
+        in the save's transaction, so a save whose COMMIT answer was lost is looked up and reported
+        truthfully, and a retry with the same key returns the stored save instead of saving twice."""
         if db is None:
-            with self.store.transaction() as tx:
-                return self.save(actor, image_id, sentences, masks=masks, rles=rles, instance_ids=instance_ids,
-                                 no_target=no_target, split=split, status=status, ref_id=ref_id,
-                                 expected_version=expected_version, author=author, db=tx, source=source,
-                                 action=action, detail=detail)
+            key = save_key or self.store.new_save_key()
+            try:
+                with self.store.transaction() as tx:
+                    return self.save(actor, image_id, sentences, masks=masks, rles=rles, instance_ids=instance_ids,
+                                     no_target=no_target, split=split, status=status, ref_id=ref_id,
+                                     expected_version=expected_version, author=author, db=tx, source=source,
+                                     action=action, detail=detail, save_key=key)
+            except CommitUnknown:
+                found = self.store.saved_by_key(key)
+                if found is None:
+                    raise StoreError("the connection to the database server was lost before the save was stored: "
+                                     "nothing was saved, try again") from None
+                log.warning("the answer to COMMIT was lost; save key found: ref %s was saved", found[0])
+                return Saved(int(found[0]), int(found[1]), ref_id is None)
+        if save_key is not None and (done := self.store.save_key_in(db, save_key)) is not None:
+            return Saved(int(done[0]), int(done[1]), ref_id is None)  # a retry of a save that was stored
         old = None
         if ref_id is not None:
             old = self.store.ref_in(db, ref_id)
@@ -82,6 +97,8 @@ class RefService:
                                               status == "reviewed" else "status",
                                               detail={"decision": "accept", "reason": None, "comment": "",
                                                       "via": "save"} if status == "reviewed" else None)
+        if save_key is not None:
+            self.store.write_save_key(db, save_key, written.ref_id, version)
         return Saved(written.ref_id, version, ref_id is None)
 
     def delete(self, actor: Actor, ref_id: int, expected_version: int | None = None) -> None:

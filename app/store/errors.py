@@ -17,6 +17,17 @@ class ConflictError(StoreError):
     """Someone else changed (or deleted) the ref since it was opened."""
 
 
+class DatabaseBusy(StoreError):
+    """The writers' lock was held by someone else longer than the store waits
+    (:class:`~app.store.timeouts.DbTimeouts`): nothing was saved, and the person's edit must be kept
+    so they can save again; the message names the holder when the database can say it."""
+
+
+class CommitUnknown(StoreError):
+    """The connection broke after COMMIT was sent and before its answer came: the change may or may
+    not be stored. Callers that wrote a save key look it up (:meth:`Store.saved_by_key`) to tell."""
+
+
 def os_error_message(exc: BaseException) -> str:
     """What a failed write means for the user; nothing committed is lost when this is raised."""
     text = str(exc).lower()

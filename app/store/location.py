@@ -51,6 +51,26 @@ class DbLocation:
 
 
 _QUERY_PASSWORD = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+# what a mistyped URL looks like: a PostgreSQL scheme word followed by ':' or '/' (``postgresql//``,
+# ``postgres:/``, ``postgresql:user@``), a '://' anywhere, or credentials (``user:password@host``)
+_PG_WORD = re.compile(r"^(postgres(ql)?)[:/\\]", re.IGNORECASE)
+_CREDENTIALS = re.compile(r"^[^/\\]*:[^@]*@[^/\\]+")
+
+
+def looks_like_url(text: str) -> bool:
+    """Whether ``text`` was meant as a database URL (then it is never taken for a file path)."""
+    return bool(_SCHEME.match(text) or _PG_WORD.match(text) or "://" in text or _CREDENTIALS.match(text))
+
+
+def mask_password(text: str) -> str:
+    """Any text that may hold a URL's password, with it masked: a parsed URL as :func:`redact`
+    does; otherwise everything between the leading scheme-like word and the last ``@``."""
+    if _SCHEME.match(text):
+        return redact(text)
+    if "@" not in text:
+        return _QUERY_PASSWORD.sub(r"\1***", text)
+    word = re.match(r"^[A-Za-z][A-Za-z0-9+.-]*", text)
+    return f"{word.group(0) if word else ''}...***@{_QUERY_PASSWORD.sub(chr(92) + '1***', text.rsplit('@', 1)[1])}"
 
 
 def redact(url: str) -> str:
@@ -59,8 +79,7 @@ def redact(url: str) -> str:
     no ``scheme://`` URL (a typo such as ``postgresql:/u:pw@h/db``) shows its scheme only."""
     m = _SCHEME.match(url)
     if m is None:
-        scheme = url.split(":", 1)[0] if ":" in url else ""
-        return f"{scheme}:..." if scheme else url
+        return mask_password(url)
     head, rest = url[: m.end()], url[m.end():]
     if "@" in rest:
         userinfo, host = rest.rsplit("@", 1)
@@ -83,9 +102,9 @@ def parse_db(spec: str | os.PathLike | DbLocation | None, env: dict | None = Non
     text = str(spec).strip()
     m = _SCHEME.match(text)
     if m is None:
-        if text.lower().startswith(tuple(f"{s}:" for s in PG_SCHEMES)):
-            raise StoreError(f"{redact(text)!r} looks like a database URL but lacks '//': "
-                             "write postgresql://user@host:5432/name")
+        if looks_like_url(text):  # a typo must never become a SQLite file (the password a folder name)
+            raise StoreError(f"{mask_password(text)!r} looks like a database URL but does not parse as one: "
+                             "write postgresql://user:password@host:5432/name")
         return DbLocation("sqlite", Path(text))
     scheme = m.group(1).lower()
     if scheme == "sqlite":  # sqlite:///abs/path or sqlite://relative

@@ -47,6 +47,16 @@ def _escapable(name: str) -> bool:
         return False
 
 
+def control_character(text: str) -> str | None:
+    """The first control character of ``text`` as ``U+XXXX`` (None when it has none; tab, newline and
+    carriage return are whitespace, not refused). PostgreSQL cannot store NUL in text at all and the
+    others are invisible in every view, so the studio takes them on neither backend."""
+    for c in text:
+        if c not in "\t\n\r" and unicodedata.category(c) == "Cc":
+            return f"U+{ord(c):04X}" + (" (NUL)" if c == "\0" else "")
+    return None
+
+
 def not_utf8(name: str) -> bool:
     """True for a name that cannot be stored as UTF-8 text as it is (a lone surrogate)."""
     try:

@@ -25,6 +25,7 @@ import numpy as np
 from .errors import StoreError
 from .location import DbLocation
 from .schema import INDEXES, SCHEMA_VERSION, TABLES
+from .timeouts import DbTimeouts, application_name
 
 WRITE_LOCK = 0x6465726973  # pg_advisory_xact_lock key of the store's writers ("deris")
 CONNECT_TIMEOUT = 5  # seconds
@@ -42,8 +43,17 @@ CREATE TABLE IF NOT EXISTS media (
 );
 """
 
-# from version -> function(conn) bringing a PostgreSQL store to version + 1 (none yet: v4 is the first)
-PG_MIGRATIONS: dict[int, Any] = {}
+
+
+def _new_tables(conn: "PgConnection") -> None:
+    """Tables a version added to :data:`TABLES` (``CREATE TABLE IF NOT EXISTS``) and its indexes."""
+    for stmt in (pg_ddl(TABLES) + INDEXES).split(";"):
+        if stmt.strip():
+            conn.execute(stmt)
+
+
+# from version -> function(conn) bringing a PostgreSQL store to version + 1 (v4 is the first on PostgreSQL)
+PG_MIGRATIONS: dict[int, Any] = {4: _new_tables}  # 5: save keys and sign-in failures
 
 
 def pg_ddl(sqlite_ddl: str) -> str:
@@ -133,8 +143,9 @@ def connect_message(loc: DbLocation, exc: BaseException) -> str:
 class PgConnection:
     """One psycopg connection with a ``sqlite3``-like face (see the module docstring)."""
 
-    def __init__(self, loc: DbLocation, read_only: bool = False) -> None:
+    def __init__(self, loc: DbLocation, read_only: bool = False, timeouts: DbTimeouts | None = None) -> None:
         self.loc, self.read_only = loc, read_only
+        self.timeouts = timeouts or DbTimeouts()
         self.in_transaction = False
         self._conn = None
         self._connect()
@@ -149,7 +160,10 @@ class PgConnection:
                 pass
         try:
             self._conn = psycopg.connect(self.loc.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
-                                         application_name="deris-studio")
+                                         application_name=application_name())
+            t = self.timeouts  # bounded waits for every statement of this session (SET takes no parameters)
+            self._conn.execute(f"SET statement_timeout = {int(t.statement_s * 1000)}")
+            self._conn.execute(f"SET idle_in_transaction_session_timeout = {int(t.idle_in_transaction_s * 1000)}")
         except psycopg.Error as exc:
             self._conn = None
             raise StoreError(connect_message(self.loc, exc)) from None
@@ -222,6 +236,23 @@ class PgConnection:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def lock_holder(conn: PgConnection) -> str:
+    """Who holds the writers' advisory lock, in words: the holder's application name (``deris-studio
+    <role> <host>:<pid>`` for the studio's own processes), server pid, state and for how long; '' when
+    nobody holds it any more or the server does not say."""
+    rows = conn.execute(
+        "SELECT a.application_name, a.pid, a.state, EXTRACT(EPOCH FROM now() - a.xact_start), a.client_addr "
+        "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+        "AND l.classid::bigint = ? AND l.objid::bigint = ? AND l.objsubid = 1",
+        (WRITE_LOCK >> 32, WRITE_LOCK & 0xFFFFFFFF)).fetchall()
+    if not rows:
+        return ""
+    name, pid, state, age, addr = rows[0]
+    who = name or f"a session from {addr or 'the server itself'}"
+    parts = [f"server pid {pid}"] + ([str(state)] if state else []) + ([f"for {float(age):.0f} s"] if age is not None else [])
+    return f"{who} ({', '.join(parts)})"
 
 
 def pg_version(conn: PgConnection) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import ConflictError, StoreError
 from .masks import encode_mask
-from .names import not_utf8
+from .names import control_character, not_utf8
 from .records import Event, RefRecord, RefRow
 
 SPLITS = ("train", "val", "testA", "testB")
@@ -38,6 +38,8 @@ def clean_sentences(sentences: Sequence[str]) -> list[str]:
             continue
         if not_utf8(s):
             raise StoreError("a sentence contains text that is not valid Unicode (a lone surrogate)")
+        if (bad := control_character(s)) is not None:
+            raise StoreError(f"a sentence contains the control character {bad}, which cannot be stored; remove it")
         if len(s) > MAX_SENTENCE_CHARS:
             raise StoreError(f"a sentence is {len(s)} characters long; the limit is {MAX_SENTENCE_CHARS}")
         if s not in out:
@@ -100,6 +102,8 @@ class RefsMixin:
         if status not in STATUSES:
             raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
         annotator = " ".join(str(annotator or "").split())
+        if (bad := control_character(annotator)) is not None:
+            raise StoreError(f"the annotator name contains the control character {bad}")
         if len(annotator) > MAX_NAME_CHARS:
             raise StoreError(f"the annotator name is longer than {MAX_NAME_CHARS} characters")
         user = annotator if user is None else user

@@ -25,6 +25,13 @@ Version 4 (the learning loop) adds:
   model's verdict and the person's decision;
 - ``locks``: named locks that outlive a transaction (one fine-tune per store at a time).
 
+Version 5 (teams under faults) adds:
+- ``save_keys``: the key of each save attempt, written in the save's own transaction, so that a
+  save whose COMMIT answer was lost can be looked up ("saved, ref N" or "nothing was saved") and
+  a retry with the same key does not save twice;
+- ``sign_in_failures``: the wrong-password counters and lock-outs of :mod:`app.auth`, shared by
+  every server of a team.
+
 Before a migration the database is copied next to itself (``<name>.v<old>.bak``).
 """
 
@@ -36,7 +43,7 @@ from pathlib import Path
 
 from .names import safe_file_name
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS images (
@@ -153,6 +160,19 @@ CREATE TABLE IF NOT EXISTS locks (
     holder TEXT NOT NULL,
     at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS save_keys (
+    key TEXT PRIMARY KEY,
+    ref_id INTEGER,
+    version INTEGER,
+    at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sign_in_failures (
+    name TEXT PRIMARY KEY,
+    failures INTEGER NOT NULL DEFAULT 0,
+    locks INTEGER NOT NULL DEFAULT 0,
+    locked_until REAL NOT NULL DEFAULT 0,
+    last REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS imports (
     id INTEGER PRIMARY KEY,
     fingerprint TEXT NOT NULL UNIQUE,
@@ -176,6 +196,7 @@ CREATE INDEX IF NOT EXISTS idx_qa_iou ON qa(iou);
 CREATE INDEX IF NOT EXISTS idx_predictions_uncertainty ON predictions(uncertainty);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_negatives_pair ON negatives(image_id, sentence);
 CREATE INDEX IF NOT EXISTS idx_negatives_queue ON negatives(decision, found_target);
+CREATE INDEX IF NOT EXISTS idx_save_keys_at ON save_keys(at);
 """
 
 
@@ -259,7 +280,11 @@ def _migrate_3_to_4(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE predictions ADD COLUMN origin TEXT NOT NULL DEFAULT 'preannotate'")
 
 
-MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}  # from version -> function that brings it to version + 1
+def _migrate_4_to_5(db: sqlite3.Connection) -> None:
+    """Nothing to change: the new tables (save keys, sign-in failures) come from ``TABLES``."""
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5}  # from version -> function that brings it to version + 1
 
 
 def current_version(db: sqlite3.Connection) -> int:

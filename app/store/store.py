@@ -39,7 +39,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .dialect import PostgresDialect, SqliteDialect, pg_error_message
-from .errors import StoreError, os_error_message
+from .errors import CommitUnknown, DatabaseBusy, StoreError, os_error_message
 from .location import DbLocation, parse_db
 from .masks import decode_mask, encode_mask, mask_bbox
 from .names import safe_file_name
@@ -47,6 +47,11 @@ from .records import ImageRecord, InstanceRecord, Snapshot
 from .models import ModelsMixin
 from .refs import DEFAULT_CATEGORY, MAX_NAME_CHARS, RefsMixin
 from .schema import ensure_schema
+from .sign_in import SignInMixin
+from .timeouts import DbTimeouts
+
+SAVE_KEYS_KEPT_S = 7 * 24 * 3600.0  # how long the key of a save attempt is kept (a retry days later saves anew)
+MAX_SAVE_KEY = 100
 
 def _png(rgb: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -60,13 +65,19 @@ def image_digest(rgb: np.ndarray) -> str:
     return hashlib.sha256(np.array(rgb.shape, np.int64).tobytes() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
 
 
-class Store(RefsMixin, ModelsMixin):
+class Store(RefsMixin, ModelsMixin, SignInMixin):
     """A thread-safe handle on one annotation database (several processes, and on PostgreSQL several
     machines, may open the same one). ``path``: a SQLite file path, a ``postgresql://`` URL or a
     :class:`~app.store.location.DbLocation` (see :func:`~app.store.location.parse_db`)."""
 
-    def __init__(self, path: str | Path | DbLocation, media_dir: str | Path | None = None, busy_timeout: float = 30.0) -> None:
+    def __init__(self, path: str | Path | DbLocation, media_dir: str | Path | None = None,
+                 busy_timeout: float | None = None, timeouts: DbTimeouts | None = None) -> None:
         self.location = parse_db(path)
+        # how long a write waits for another writer (SQLite's busy timeout, PostgreSQL's lock_timeout)
+        self.timeouts = timeouts or DbTimeouts.from_env()
+        if busy_timeout is not None:
+            self.timeouts = DbTimeouts(busy_timeout, self.timeouts.statement_s, self.timeouts.idle_in_transaction_s)
+        busy_timeout = self.timeouts.lock_wait_s
         self._lock = threading.RLock()  # the write connection
         self._rlock = threading.RLock()  # the read connection
         self.read_only = False
@@ -116,10 +127,10 @@ class Store(RefsMixin, ModelsMixin):
         local = Path(media_dir) if media_dir else cache_dir() / "studio" / self.location.key
         self.media_dir = local
         self.path = local.with_name(local.name + ".pg")  # not a file: exports go next to it (<key>_exports)
-        self._db = PgConnection(self.location)
+        self._db = PgConnection(self.location, timeouts=self.timeouts)
         try:
             self.migrated_from = ensure_pg_schema(self._db)
-            self._rdb = PgConnection(self.location)
+            self._rdb = PgConnection(self.location, timeouts=self.timeouts)
         except psycopg.Error as exc:  # no privilege to create tables, a standby server, a full disk ...
             self._db.close()
             raise StoreError(f"cannot set up the studio's tables in {self.location.shown}: {pg_error_message(exc)}") from None
@@ -150,13 +161,17 @@ class Store(RefsMixin, ModelsMixin):
         if self.read_only:
             raise StoreError(os_error_message(sqlite3.OperationalError("attempt to write a readonly database")))
         with self._lock:
-            for attempt in range(4):
+            deadline = time.monotonic() + self.timeouts.lock_wait_s
+            for attempt in range(4):  # the busy timeout waits; a few retries for SQLITE_BUSY it does not cover
                 try:
                     self._db.execute("BEGIN IMMEDIATE")
                     break
                 except sqlite3.OperationalError as exc:
-                    if "locked" not in str(exc) and "busy" not in str(exc) or attempt == 3:
+                    if "locked" not in str(exc) and "busy" not in str(exc):
                         raise StoreError(os_error_message(exc)) from None
+                    if attempt == 3 or time.monotonic() >= deadline:
+                        raise DatabaseBusy(self._busy_message("another process (a batch job, another studio server, "
+                                                              "or a stopped one)")) from None
                     time.sleep(0.05 * (attempt + 1))
             try:
                 yield self._db
@@ -168,11 +183,20 @@ class Store(RefsMixin, ModelsMixin):
                     raise StoreError(os_error_message(exc)) from None
                 raise
 
+    def _busy_message(self, holder: str) -> str:
+        """The one line a person sees when the writers' lock stayed held longer than the store waits."""
+        return (f"the database is busy: {holder} has held the writers' lock longer than this save waits "
+                f"({self.timeouts.lock_wait_s:g} s): nothing was saved, your edit is still here; save again in a "
+                "moment, or ask whoever runs that process to let it finish or stop it")
+
     @contextmanager
     def _pg_tx(self):
-        """The PostgreSQL write transaction: BEGIN, the writers' advisory lock, the caller's statements,
-        COMMIT. A connection that broke before it began is opened again; a failure inside rolls back."""
+        """The PostgreSQL write transaction: BEGIN, the writers' advisory lock (waiting at most
+        ``lock_wait_s``: :class:`DatabaseBusy` naming the holder), the caller's statements, COMMIT. A
+        connection that broke before it began is opened again; a failure inside rolls back; a connection
+        lost while COMMIT was on its way is :class:`CommitUnknown` (it may have been stored)."""
         import psycopg
+        from psycopg import errors as pg_errors
 
         from .pg import WRITE_LOCK
 
@@ -180,18 +204,77 @@ class Store(RefsMixin, ModelsMixin):
             db = self._db
             try:
                 db.execute("BEGIN")
+                if self.timeouts.lock_wait_s > 0:
+                    db.execute(f"SET LOCAL lock_timeout = {max(1, int(self.timeouts.lock_wait_s * 1000))}")
                 db.execute("SELECT pg_advisory_xact_lock(?)", (WRITE_LOCK,))
             except psycopg.Error as exc:
                 db.rollback_quietly()
+                if isinstance(exc, pg_errors.LockNotAvailable):
+                    raise DatabaseBusy(self._busy_message(self._pg_lock_holder())) from None
                 raise StoreError(self.dialect.message(exc)) from None
             try:
                 yield db
-                db.execute("COMMIT")
             except BaseException as exc:
                 db.rollback_quietly()
+                if isinstance(exc, pg_errors.LockNotAvailable):
+                    raise DatabaseBusy(self._busy_message("another session")) from None
                 if isinstance(exc, (psycopg.Error, OSError)):
                     raise StoreError(self.dialect.message(exc)) from None
                 raise
+            try:
+                db.execute("COMMIT")
+            except (psycopg.Error, OSError) as exc:
+                lost = isinstance(exc, (psycopg.OperationalError, OSError)) and db.broken
+                db.rollback_quietly()
+                if lost:
+                    raise CommitUnknown("the connection to the database server was lost while the save was being "
+                                        "committed: it may or may not have been stored; reopen it to check before "
+                                        "saving again") from None
+                raise StoreError(self.dialect.message(exc)) from None
+
+    def _pg_lock_holder(self) -> str:
+        """Who holds the PostgreSQL writers' lock, asked on the read connection ('another writer' when unknown)."""
+        from .pg import lock_holder
+
+        try:
+            with self._rlock:
+                return lock_holder(self._rdb) or "another writer"
+        except Exception:  # noqa: BLE001 - the message must come out anyway
+            return "another writer"
+
+    # --- save keys: the outcome of a save whose COMMIT answer was lost ----------------------------
+
+    @staticmethod
+    def new_save_key() -> str:
+        """A fresh key for one save attempt (a client keeps it until the save is known to be stored)."""
+        import uuid
+
+        return uuid.uuid4().hex
+
+    def save_key_in(self, db, key: str) -> tuple[int | None, int | None] | None:
+        """``(ref id, version)`` a save with ``key`` stored, as the caller's transaction sees it (None: no such save)."""
+        row = db.execute("SELECT ref_id, version FROM save_keys WHERE key = ?", (key,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def write_save_key(self, db, key: str, ref_id: int | None, version: int | None = None) -> None:
+        """Record, in the save's own transaction, that the save ``key`` stored ``ref_id`` at ``version``
+        (keys older than :data:`SAVE_KEYS_KEPT_S` are dropped on the way)."""
+        if not isinstance(key, str) or not 8 <= len(key) <= MAX_SAVE_KEY:
+            raise StoreError(f"a save key must be text of 8 to {MAX_SAVE_KEY} characters")
+        now = time.time()
+        db.execute("DELETE FROM save_keys WHERE at < ?", (now - SAVE_KEYS_KEPT_S,))
+        db.execute("INSERT INTO save_keys (key, ref_id, version, at) VALUES (?,?,?,?)", (key, ref_id, version, now))
+
+    def saved_by_key(self, key: str) -> tuple[int | None, int | None] | None:
+        """After :class:`CommitUnknown`: ``(ref id, version)`` when the save with ``key`` was stored, None when
+        it was not (the connection is opened again; StoreError when the server still cannot be reached)."""
+        with self._lock:
+            try:
+                return self.save_key_in(self._db, key)
+            except self.dialect.db_errors as exc:
+                raise StoreError("the connection to the database server was lost while saving, and it cannot be "
+                                 f"reached to check whether the save was stored ({self.dialect.message(exc)}); "
+                                 "reopen it to check before saving again") from None
 
     def transaction(self) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
         """One write transaction for callers that write several things at once (batch jobs): pass the

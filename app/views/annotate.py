@@ -12,6 +12,7 @@ removes the object under it, Ctrl+Enter saves.
 from __future__ import annotations
 
 import time
+import uuid
 
 import gradio as gr
 
@@ -217,10 +218,12 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
             sess.image_id = svc.store.add_image(sess.image)
         saved = svc.refs.save(actor, sess.image_id, sentences, masks=[t.mask for t in sess.targets],
                               no_target=sess.no_target, split=split_v, status=status_v, ref_id=sess.ref_id,
-                              expected_version=sess.ref_version)
+                              expected_version=sess.ref_version,
+                              save_key=sess.save_key(actor.name, sentences, split_v, status_v))
     except StoreError as exc:
         kept = " Your version is still on screen." if "meanwhile" in str(exc) else ""
         raise gr.Error(f"Not saved: {exc}{kept}") from None
+    sess.save_nonce = uuid.uuid4().hex  # the next save is a new attempt
     sess.ref_id, sess.ref_version, sess.expression, sess.editing = saved.ref_id, saved.version, text, False
     kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
     return (f"{'Saved' if saved.created else 'Updated'} ref {saved.ref_id} ({kind}) at {time.strftime('%H:%M:%S')}.",
