@@ -32,7 +32,7 @@ from .schema import SCHEMA_VERSION, TABLES, current_version
 log = logging.getLogger(__name__)
 
 MARKER = "deris_migration"  # in a target only while a migration into it is unfinished
-NOT_COPIED = ("locks",)  # held by processes working on the source
+NOT_COPIED = ("locks", "sign_in_failures")  # held by processes working on the source; a lock-out belongs to its database
 PG_ONLY_TABLES = ("deris_schema", "media")
 
 
