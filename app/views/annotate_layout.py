@@ -12,6 +12,7 @@ from ..model_info import example_images, score_threshold
 from ..session import Session
 from ..store import SPLITS, STATUSES
 from . import display
+from .canvas import make_canvas
 
 REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "when"]
 
@@ -30,7 +31,8 @@ class AnnotateUI:
     prev_img: gr.Button
     next_img: gr.Button
     next_empty: gr.Button
-    result: gr.Image
+    result: gr.HTML  # the canvas (app.views.canvas)
+    parts: gr.HTML
     expression: gr.Textbox
     run_btn: gr.Button
     next_expr_btn: gr.Button
@@ -77,8 +79,8 @@ def layout(predictor) -> AnnotateUI:
                 c.next_img = gr.Button("Next ▶ (D, PgDn)", size="sm", elem_id="next-img", scale=0, min_width=120)
                 c.next_empty = gr.Button("Next without refs (Shift+D)", size="sm", elem_id="next-empty", scale=0,
                                          min_width=200)
-            c.result = gr.Image(label="Click an object to add or remove it", interactive=False, elem_id="result",
-                                height=520, format="jpeg", show_label=True)
+            c.result = make_canvas("canvas", height=500)
+            c.parts = gr.HTML("", elem_id="canvas-parts-box")
             c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
                                       max_lines=1, elem_id="expression")
             with gr.Row():
