@@ -277,7 +277,7 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
                         api_name="select_candidates")
     ui.result.edit(bind(canvas_edit, svc, wrap=keep_on_error(4)), [ui.result, shell.sess_state],
                    [ui.verdict, ui.candidates, ui.parts, shell.sess_state], api_name="canvas_edit",
-                   show_progress="hidden")
+                   show_progress="hidden", trigger_mode="always_last")
     ui.next_expr_btn.click(bind(next_expression, svc, wrap=keep_on_error(len(common) + 1)), [shell.sess_state],
                            [ui.expression, *common], api_name="next_expression")
     ui.image_in.upload(bind(upload, svc, wrap=gpu), [ui.image_in, shell.sess_state], [*common, ui.queue_pos, ui.image_refs],
