@@ -315,9 +315,21 @@ def parts_html(sess: Session, labels: list[str]) -> str:
     return f"<div id='canvas-parts' class='{cls}'>{text}</div>"
 
 
+def _from_api(args, kwargs) -> bool:
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, gr.Request):
+            try:
+                return (a.headers or {}).get("x-gradio-user") == "api"
+            except Exception:  # a request without headers (tests)
+                return False
+    return False
+
+
 def keep_on_error(n_outputs: int):
     """A decorator for handlers whose outputs include the canvas: a refusal or a bad input shows as a
-    warning and every output keeps its value (the picture is never blanked, its tools never blocked)."""
+    warning and every output keeps its value (the picture is never blanked, its tools never blocked).
+    Callers of the API (gradio_client, which marks its requests ``x-gradio-user: api``) still get the
+    error itself when the handler takes the request."""
     import functools
 
     from ..store import StoreError
@@ -328,6 +340,8 @@ def keep_on_error(n_outputs: int):
             try:
                 return fn(*args, **kwargs)
             except (gr.Error, StoreError, CanvasError) as exc:
+                if _from_api(args, kwargs):
+                    raise
                 gr.Warning(getattr(exc, "message", None) or str(exc))
                 return tuple(gr.update() for _ in range(n_outputs)) if n_outputs > 1 else gr.update()
         return handler
