@@ -111,7 +111,10 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
     (default: next to the database) and old or half-written ones are removed. With ``users``
     (``--auth``), the signed-in user is the author of every save and review decision."""
+    from .cache_files import install as safe_picture_cache
     from .export import clean_stale_exports
+
+    safe_picture_cache()  # Gradio's cached pictures are written once, atomically (many sessions read them)
 
     svc = Services(model, store, sessions if sessions is not None else SessionRegistry(), export_dir, max_image_side,
                    device, switchable, users)

@@ -177,7 +177,8 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
         pred_key = prediction_key(sess)
         PAYLOADS.put("pred:" + pred_key, lambda: _candidate_rows(sess))
     if masks is not None:
-        targets = [{"rle": encode_mask(m), "candidate": None, "edited": False} for m in masks]
+        targets = [{"rle": encode_mask(m), "candidate": None, "edited": False, "label": str(n + 1)}
+                   for n, m in enumerate(masks)]
         nt = bool(no_target)
     else:
         targets = []

@@ -84,17 +84,18 @@
     let drawn = 0;
     for (const t of S.targets) {
       const c = t.candidate != null ? candByID(t.candidate) : null;
-      if (c) { t.label = c.label; t.colour = c.colour; }
+      if (t.fixed) { t.label = t.fixed; t.colour = S.palette[(parseInt(t.fixed, 10) - 1) % S.palette.length] || [255, 0, 102]; }
+      else if (c) { t.label = c.label; t.colour = c.colour; }
       else { drawn++; t.label = 'D' + drawn; t.colour = S.palette[(11 - drawn % 6) % S.palette.length] || [255, 0, 102]; }
     }
   }
   function snapshot() {
     return { targets: S.targets.map((t) => ({ runs: packRuns(t.mask), candidate: t.candidate, edited: t.edited,
-      visible: t.visible })), noTarget: S.noTarget, sel: S.sel };
+      visible: t.visible, fixed: t.fixed })), noTarget: S.noTarget, sel: S.sel };
   }
   function restore(snap) {
     S.targets = snap.targets.map((t) => ({ mask: unpackRuns(t.runs), candidate: t.candidate, edited: t.edited,
-      visible: t.visible, rle: null }));
+      visible: t.visible, rle: null, fixed: t.fixed }));
     S.noTarget = snap.noTarget; S.sel = snap.sel;
   }
   function pushUndo() {
@@ -476,7 +477,8 @@
       S.doc = v.doc; S.base = { ...v }; delete S.base.edit;
       S.targets = v.targets.map((t) => {
         const c = t.rle == null ? candByID(t.candidate) : null;
-        return { mask: c ? candMask(c).slice() : decodeRle(t.rle), candidate: t.candidate, edited: !!t.edited, visible: true, rle: t.rle || null };
+        return { mask: c ? candMask(c).slice() : decodeRle(t.rle), candidate: t.candidate, edited: !!t.edited, visible: true, rle: t.rle || null,
+          fixed: t.label || null };
       });
       S.noTarget = !!v.no_target; S.sel = -1; S.poly = [];
       emptyEl.style.display = 'none';
