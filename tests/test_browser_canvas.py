@@ -157,6 +157,17 @@ def test_every_tool_on_the_canvas_and_the_saved_mask_is_what_was_drawn(chromium,
     finally:
         store.close()
     assert len(masks) == 2 and (masks[1] == drawn).all() and all((a == b).all() for a, b in zip(masks, shown))
+    # the Review tab shows the same targets on its read-only canvas, each of them can be hidden
+    page.get_by_role("tab", name="Review").click()
+    rv = CV.replace("#canvas", "#review-picture")
+    page.wait_for_function(f"{rv}.targets.length === 2", timeout=30_000)
+    review = page.evaluate(f"() => {{ const S = {rv}; return S.targets.map(t => S.api.encodeRle(t.mask)); }}")
+    assert all((decode_mask(r, h, w) == m).all() for r, m in zip(review, masks))
+    page.locator("#review-picture .dc-chip .eye").first.click()
+    assert page.evaluate(f"() => {rv}.targets.map(t => t.visible)") == [False, True]
+    assert page.locator("#review-picture .dc-tool").count() == 0  # read-only: no editing tools
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOT_DIR / "canvas_review.png"))
     assert errors == []
     page.close()
 

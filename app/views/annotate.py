@@ -284,10 +284,11 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
                        api_name=False)
     nav_inputs = [shell.sess_state, ui.keep_expr, ui.expression, ui.score_thr, ui.mask_thr, *ui.filters]
     nav_outputs = [ui.image_in, *common, ui.queue_pos, ui.image_refs, ui.expression, ui.save_msg]
+    nav_guard = lambda h: gpu(keep_on_error(len(nav_outputs))(h))  # noqa: E731
     for button, delta, without, name in ((ui.prev_img, -1, False, "previous_image"), (ui.next_img, 1, False, "next_image"),
                                          (ui.next_empty, 1, True, "next_image_without_refs")):
-        button.click(bind(step_image, svc, delta, without, wrap=gpu), nav_inputs, nav_outputs, api_name=name)
-    ui.thumbs.select(bind(jump_thumb, svc, wrap=gpu), [ui.thumb_page, *nav_inputs], nav_outputs, api_name=False)
+        button.click(bind(step_image, svc, delta, without, wrap=nav_guard), nav_inputs, nav_outputs, api_name=name)
+    ui.thumbs.select(bind(jump_thumb, svc, wrap=nav_guard), [ui.thumb_page, *nav_inputs], nav_outputs, api_name=False)
     pages = [ui.thumb_page, *ui.filters]
     ui.thumb_prev.click(bind(thumbs_turn, svc, -1), pages, [ui.thumbs, ui.thumb_page], api_name=False)
     ui.thumb_next.click(bind(thumbs_turn, svc, 1), pages, [ui.thumbs, ui.thumb_page], api_name=False)

@@ -79,7 +79,7 @@ def layout(predictor) -> AnnotateUI:
                 c.next_img = gr.Button("Next ▶ (D, PgDn)", size="sm", elem_id="next-img", scale=0, min_width=120)
                 c.next_empty = gr.Button("Next without refs (Shift+D)", size="sm", elem_id="next-empty", scale=0,
                                          min_width=200)
-            c.result = make_canvas("canvas", height=500)
+            c.result = make_canvas("canvas", height=470)
             c.parts = gr.HTML("", elem_id="canvas-parts-box")
             c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
                                       max_lines=1, elem_id="expression")

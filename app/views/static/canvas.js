@@ -449,7 +449,7 @@
     changed(S.noTarget ? 'marked: no target' : 'no-target mark removed');
   }
   S.api = { setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
-    toImage, encodeRle, decodeRle, closePolygon, say, draw };
+    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed };
 
   // ---- the server's value -----------------------------------------------------------------------------
   async function load(v) {
@@ -492,14 +492,14 @@
   // ---- toolbar -----------------------------------------------------------------------------------------
   function addTool([key, name, title]) {
     const b = document.createElement('button'); b.className = 'dc-btn dc-tool'; b.dataset.tool = name;
-    b.title = title; b.textContent = `${name} (${key.toUpperCase()})`; b.addEventListener('click', () => setTool(name));
+    b.title = title; b.innerHTML = `${name} <kbd>${key.toUpperCase()}</kbd>`; b.addEventListener('click', () => setTool(name));
     toolsEl.appendChild(b);
   }
   if (!S.readonly) {
     TOOLS.forEach(addTool);
-    for (const [label, fn, title] of [['new (N)', newInstance, 'New instance (N)'], ['delete (Del)', deleteInstance, 'Delete the selected instance (Delete)'],
-      ['no target (X)', toggleNoTarget, 'Mark the expression as referring to nothing (X)'], ['↺', undo, 'Undo (Ctrl+Z)'], ['↻', redo, 'Redo (Ctrl+Shift+Z)']]) {
-      const b = document.createElement('button'); b.className = 'dc-btn'; b.textContent = label; b.title = title;
+    for (const [label, fn, title] of [['new <kbd>N</kbd>', newInstance, 'New instance (N)'], ['delete <kbd>Del</kbd>', deleteInstance, 'Delete the selected instance (Delete)'],
+      ['no target <kbd>X</kbd>', toggleNoTarget, 'Mark the expression as referring to nothing (X)'], ['↺', undo, 'Undo (Ctrl+Z)'], ['↻', redo, 'Redo (Ctrl+Shift+Z)']]) {
+      const b = document.createElement('button'); b.className = 'dc-btn'; b.innerHTML = label; b.title = title;
       b.addEventListener('click', fn); toolsEl.appendChild(b);
     }
   }
