@@ -201,6 +201,11 @@
   let frame = 0;
   function draw() { if (!frame) frame = requestAnimationFrame(() => { frame = 0; paint(); }); }
   function paint() {
+    S.frames = (S.frames || 0) + 1;
+    try { paintNow(); } finally { S.painted = performance.now(); }
+    if (S.sendPending) { S.sendPending = false; setTimeout(sendBack, 0); }  // the picture first, then the server
+  }
+  function paintNow() {
     const cw = cv.width, ch = cv.height;
     ctx.setTransform(1, 0, 0, 1, 0, 0);
     ctx.fillStyle = '#1f2937'; ctx.fillRect(0, 0, cw, ch);
@@ -345,7 +350,7 @@
   function changed(what, rect) {
     relabel(); S.ops++;
     for (const t of S.targets) if (rect === undefined) t.rle = null;
-    rebuild(rect); relabelParts(); renderList(); say(what || ''); draw(); sendBack();
+    rebuild(rect); relabelParts(); renderList(); say(what || ''); S.sendPending = true; draw();
   }
   function sendBack() {
     if (S.readonly || !S.base) return;
