@@ -1,20 +1,22 @@
-"""The annotator's round trip as a browser feels it: key or click -> the new picture loaded.
+"""The annotator's round trip as a browser feels it: key or click -> the canvas painted.
 
     python -m app.browser_bench [--model bundled|deris-b] [--runs 10] [--json]
 
 Starts the studio (``launch.py``) on 127.0.0.1 with a collection imported from a folder (the
 synthetic scenes for the bundled model; 1024x768 photo-like pictures for DeRIS-B with random
 weights, written to a temporary safetensors file), drives Debian's chromium through Playwright
-and times, in the page itself (``performance.now()``), three actions:
+and times, in the page itself (``performance.now()``, from the key or mouse event to the canvas's next
+paint, :mod:`app.views.canvas`), these actions:
 
-* *next image*: PgDn -> the next picture's ``load`` event in the Annotate view;
-* *Enter*: Enter in the expression box -> the picture with the model's targets loaded;
-* *click*: a click on the picture (pick or un-pick a candidate) -> the new picture loaded.
+* *next image*: PgDn -> the next picture painted on the canvas;
+* *Enter*: Enter in the expression box -> the model's targets painted;
+* *click*: a click on the picture (pick or un-pick a candidate; no server round trip) -> painted;
+* *opacity*: the opacity slider moved -> painted;
+* *brush move*: one mouse move of a brush stroke -> the stroke painted under the cursor;
+* *zoom*: frames per second while zooming step by step (``zoom_fps``).
 
-Each figure is split into what the page can see: until the response arrives (the request, the
-Gradio queue, the server's handler, the streamed answer), and from then on (the picture's
-download and decode); the server's own handler times are those of ``python -m app.bench annotate``.
-Medians over ``--runs`` actions of each kind after one warm-up; the CPU and load average are printed.
+The server's own handler times are those of ``python -m app.bench annotate``. Medians over
+``--runs`` actions of each kind after one warm-up; the CPU and load average are printed.
 """
 
 from __future__ import annotations
@@ -34,34 +36,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 
-# In-page instrumentation: the time of the last key/mouse press and of every picture load in #result.
+# In-page instrumentation: the time of the last key/mouse press; the canvas records its paints.
 _PROBE = """
 () => {
   if (window.__rt) return;
-  window.__rt = {t0: 0, loads: []};
+  window.__rt = {t0: 0};
   const mark = () => { window.__rt.t0 = performance.now(); };
-  document.addEventListener('keydown', mark, true);
-  document.addEventListener('mousedown', mark, true);
-  document.addEventListener('load', (e) => {
-    const t = e.target;
-    if (t && t.tagName === 'IMG' && t.closest && t.closest('#result'))
-      window.__rt.loads.push([performance.now(), t.currentSrc || t.src]);
-  }, true);
+  for (const kind of ['keydown', 'mousedown', 'mousemove', 'input']) document.addEventListener(kind, mark, true);
 }
 """
-_LOADED_AFTER = """
-(prev) => { const r = window.__rt; return r.loads.some(([t, s]) => t > r.t0 && s !== prev); }
+CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas).__canvas"
+_STATE = f"() => {{ const S = {CV}; return [S.seq, S.frames || 0]; }}"
+_PAINTED_AFTER = f"""
+([seq, frames, needSeq]) => {{ const S = {CV}; return S.frames > frames && S.painted > window.__rt.t0
+  && (!needSeq || S.seq !== seq); }}
 """
-_MEASURE = """
-(prev) => {
-  const r = window.__rt;
-  const hit = r.loads.find(([t, s]) => t > r.t0 && s !== prev);
-  const res = performance.getEntriesByType('resource').filter(e => e.startTime >= r.t0);
-  const img = res.filter(e => hit && e.name === hit[1]).pop();
-  return {total: hit[0] - r.t0, src: hit[1],
-          response_ms: img ? img.startTime - r.t0 : null,
-          picture_ms: img ? hit[0] - img.startTime : null};
-}
+_MEASURE = f"() => {{ const S = {CV}; return {{total: S.painted - window.__rt.t0}}; }}"
+_ZOOM_FPS = f"""
+async () => {{
+  const S = {CV}; const steps = 60; const t = performance.now();
+  for (let i = 0; i < steps; i++) {{
+    S.api.zoomAt(i < steps / 2 ? 1.04 : 1 / 1.04, 200, 200);
+    await new Promise((r) => requestAnimationFrame(r));  // the canvas paints in the frame before
+  }}
+  return steps / ((performance.now() - t) / 1000);
+}}
 """
 
 
@@ -123,15 +122,12 @@ def serve(weights: str, db: Path, dtype: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the studio did not start:\n" + "".join(lines[-20:]))
 
 
-def _current_src(page) -> str:
-    return page.evaluate("() => document.querySelector('#result img')?.currentSrc || ''")
-
-
-def _timed(page, action) -> dict:
-    prev = _current_src(page)
+def _timed(page, action, server: bool = True) -> dict:
+    """Run ``action`` and time it to the canvas's next paint (after a new server value if ``server``)."""
+    seq, frames = page.evaluate(_STATE)
     action()
-    page.wait_for_function(_LOADED_AFTER, arg=prev, timeout=120_000)
-    return page.evaluate(_MEASURE, prev)
+    page.wait_for_function(_PAINTED_AFTER, arg=[seq, frames, server], timeout=120_000)
+    return page.evaluate(_MEASURE)
 
 
 def _inside(mask) -> tuple[int, int]:
@@ -144,14 +140,11 @@ def _inside(mask) -> tuple[int, int]:
     return int(x), int(y)
 
 
-def _click_pixel(page, x: int, y: int, scale: float) -> None:
-    """Click image pixel (x, y) of the picture shown in #result (object-fit: contain)."""
-    img = page.locator("#result img").first
-    box = img.bounding_box()
-    nat_w, nat_h = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
-    s = min(box["width"] / nat_w, box["height"] / nat_h)
-    off_x, off_y = box["x"] + (box["width"] - nat_w * s) / 2, box["y"] + (box["height"] - nat_h * s) / 2
-    page.mouse.click(off_x + (x + 0.5) * scale * s, off_y + (y + 0.5) * scale * s)
+def _screen(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of the centre of image pixel (x, y) on the canvas."""
+    box = page.locator("#canvas canvas").first.bounding_box()
+    sx, sy = page.evaluate(f"{CV}.api.toScreen({x + 0.5}, {y + 0.5})")
+    return box["x"] + sx, box["y"] + sy
 
 
 def drive(url: str, runs: int, expression: str, where) -> dict[str, list[dict]]:
@@ -161,11 +154,12 @@ def drive(url: str, runs: int, expression: str, where) -> dict[str, list[dict]]:
     the best candidate, so that the click adds or removes it) and the display scale."""
     from playwright.sync_api import sync_playwright
 
-    out: dict[str, list[dict]] = {"next_image": [], "enter": [], "click": []}
+    out: dict[str, list[dict]] = {"next_image": [], "enter": [], "click": [], "opacity": [], "brush_move": [],
+                                  "zoom_fps": []}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
+        page = browser.new_page(viewport={"width": 1440, "height": 900})
         page.goto(url)
         page.wait_for_function("document.querySelector('#queue-pos')?.innerText.includes('in the queue')",
                                timeout=120_000)
@@ -183,10 +177,32 @@ def drive(url: str, runs: int, expression: str, where) -> dict[str, list[dict]]:
             if i:
                 out["enter"].append(r)
             pos = int(page.locator("#queue-pos").inner_text().split("/")[0].split()[-1])
-            x, y, scale = where(pos)
-            r = _timed(page, lambda: _click_pixel(page, x, y, scale))
+            x, y, _ = where(pos)
+            page.keyboard.press("Escape")
+            page.evaluate("window.scrollTo(0, 0)")
+            r = _timed(page, lambda: page.mouse.click(*_screen(page, x, y)), server=False)
             if i:
                 out["click"].append(r)
+            slider = page.locator("#canvas .dc-opacity")
+            r = _timed(page, lambda: slider.fill(str(30 + 10 * (i % 5))), server=False)
+            if i:
+                out["opacity"].append(r)
+            page.keyboard.press("n")
+            page.keyboard.press("b")
+            w, h = page.evaluate(f"[{CV}.W, {CV}.H]")
+            page.mouse.move(*_screen(page, w * 0.2, h * 0.2))
+            page.mouse.down()
+            for k in range(1, 9):
+                r = _timed(page, lambda: page.mouse.move(*_screen(page, w * (0.2 + 0.07 * k), h * (0.2 + 0.05 * k))),
+                           server=False)
+                if i:
+                    out["brush_move"].append(r)
+            page.mouse.up()
+            page.keyboard.press("v")
+            fps = page.evaluate(_ZOOM_FPS)
+            page.evaluate(f"{CV}.api.fit()")
+            if i:
+                out["zoom_fps"].append({"total": fps})
         browser.close()
     return out
 
@@ -244,8 +260,8 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto") -> dict:
     result: dict = {"model": model, "runs": runs, "cpu": info.summary(), "precision": choose_precision(dtype).describe(),
                     "loadavg": list(os.getloadavg())}
     for kind, rs in rows.items():
-        result[kind] = {"median_ms": _median(rs, "total"), "response_median_ms": _median(rs, "response_ms"),
-                        "picture_median_ms": _median(rs, "picture_ms"), "all_ms": [round(r["total"], 1) for r in rs]}
+        unit = "fps" if kind == "zoom_fps" else "ms"
+        result[kind] = {f"median_{unit}": _median(rs, "total"), f"all_{unit}": [round(r["total"], 1) for r in rs]}
     return result
 
 
@@ -265,11 +281,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"CPU: {r['cpu']}; load average {' '.join(f'{x:.2f}' for x in r['loadavg'])}")
     print(f"{r['model']} model, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium:")
-    for kind, label in (("next_image", "PgDn -> next image shown"), ("enter", "Enter -> picture loaded"),
-                        ("click", "click -> picture loaded")):
-        s = r[kind]
-        print(f"  {label:<28} {s['median_ms']:7.1f} ms  (until the response {s['response_median_ms'] or 0:6.1f} ms, "
-              f"picture download+decode {s['picture_median_ms'] or 0:5.1f} ms)")
+    for kind, label in (("next_image", "PgDn -> next image painted"), ("enter", "Enter -> targets painted"),
+                        ("click", "click (toggle) -> painted"), ("opacity", "opacity -> painted"),
+                        ("brush_move", "brush move -> painted")):
+        print(f"  {label:<28} {r[kind]['median_ms'] or 0:7.1f} ms")
+    print(f"  {'zoom':<28} {r['zoom_fps']['median_fps'] or 0:7.1f} frames/s")
     return 0
 
 

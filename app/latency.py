@@ -41,12 +41,13 @@ def _encode(images: list[np.ndarray], cache_dir: str) -> None:
 
 
 def render_and_encode(sess: Session, cache_dir: str) -> None:
-    """Everything the Annotate view sends after an action (the views' own ``shell.render``: picture,
-    verdict, candidate list, gallery, instance picker), its images encoded the way Gradio does
+    """Everything the Annotate view sends after an action (the views' own ``shell.render``: the canvas's
+    value with its RLE targets, the picture and candidate masks it serves from memory, verdict,
+    candidate list, gallery, parts line), the gallery's images encoded the way Gradio does
     (also used by ``python -m app.bench annotate``)."""
     assert sess.image is not None
-    picture, _, _, gallery, _, _ = render(sess)
-    _encode([picture] + [g for g, _ in gallery], cache_dir)
+    _, _, _, gallery, _, _ = render(sess)
+    _encode([g for g, _ in gallery], cache_dir)
 
 
 def _median_ms(fn: Callable[[], None], runs: int, warmup: int) -> dict[str, float]:

@@ -3,7 +3,8 @@ wires them over the application layer (:class:`~app.services.Services`: the shar
 store, the live sessions, refs and their permission table).
 
 Tabs: *Annotate* (the collection as a queue, expression, click-to-pick, candidates, this image's
-refs), *Correct* (brush/eraser on one target, add/delete, no-target, undo/redo), *Review* (the
+refs, and the canvas where the picture is: pick, brush, eraser, polygon, no-target, undo/redo),
+*Review* (the
 queue of refs awaiting review, accept / reject with a reason), *Negatives* (proposed hard
 negatives, one sentence at a time: Y no target, N it refers), *Dataset* (progress, saved refs a
 page at a time, reopen/delete, export). Each view owns its widgets (a layout dataclass) and its
@@ -24,13 +25,12 @@ from .model_info import model_line
 from .services import ModelHolder, Services
 from .session import SessionRegistry
 from .store import Store
-from .views import annotate, annotate_layout, correct, dataset_tab, model_panel, review, verify
-from .views.correct import read_editor_mask
+from .views import annotate, annotate_layout, dataset_tab, model_panel, review, verify
 from .views.on_screen import keyed
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
 
-__all__ = ["CSS", "SHORTCUTS_JS", "build_app", "read_editor_mask"]
+__all__ = ["CSS", "SHORTCUTS_JS", "build_app"]
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,8 @@ CSS = """
 .model-note {font-size:0.9em;opacity:0.85}
 .queue-bar {align-items:center}
 .queue-pos {font-size:1.05em;padding:6px 2px}
-#result img {cursor:crosshair}
+.canvas-parts {font-size:0.9em;opacity:0.8;min-height:1.2em}
+.canvas-parts.warn {color:#92400e;opacity:1;font-weight:600}
 .prow {margin:4px 0}
 .pbar {display:inline-block;width:220px;height:12px;background:#e5e7eb;border-radius:6px;vertical-align:middle;margin:0 8px}
 .pbar div {height:12px;background:#15803d;border-radius:6px}
@@ -150,7 +151,10 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
     (default: next to the database) and old or half-written ones are removed. With ``users``
     (``--auth``), the signed-in user is the author of every save and review decision."""
+    from .cache_files import install as safe_picture_cache
     from .export import clean_stale_exports
+
+    safe_picture_cache()  # Gradio's cached pictures are written once, atomically (many sessions read them)
 
     svc = Services(model, store, sessions if sessions is not None else SessionRegistry(), export_dir, max_image_side,
                    device, switchable, users)
@@ -160,8 +164,6 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         with gr.Tabs() as tabs:
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
                 annotate_ui = annotate_layout.layout(model.predictor)
-            with gr.Tab("Correct", elem_id="tab-correct"):
-                correct_ui = correct.layout()
             with gr.Tab("Review", elem_id="tab-review") as review_tab:
                 review_ui = review.layout(review_tab)
             with gr.Tab("Negatives", elem_id="tab-verify") as verify_tab:
@@ -169,11 +171,10 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             with gr.Tab("Dataset", elem_id="tab-dataset") as dataset_tab_widget:
                 dataset_ui = dataset_tab.layout(dataset_tab_widget)
         panel_ui = model_panel.layout(switchable)
-        # what shows the session: the Annotate tab's picture and lists, the Correct tab's instance picker
+        # what shows the session: the Annotate tab's canvas, lists and the targets' parts line
         shell.session_outputs = [annotate_ui.result, annotate_ui.verdict, annotate_ui.candidates, annotate_ui.gallery,
-                                 correct_ui.target_pick, shell.sess_state]
+                                 annotate_ui.parts, shell.sess_state]
         annotate.wire(svc, annotate_ui, shell)
-        correct.wire(svc, correct_ui, shell)
         review.wire(svc, review_ui, shell)
         verify.wire(svc, verify_ui, shell)
         dataset_tab.wire(svc, dataset_ui, shell)

@@ -1,4 +1,4 @@
-"""The real app served on localhost, driven with gradio_client: segment, select, correct,
+"""The real app served on localhost, driven with gradio_client: segment, select, edit on the canvas,
 save, export; and the bad-input list (each a specific message, the session goes on)."""
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     url, db = server
     c = Client(url, verbose=False)
     out = c.predict(handle_file(str(sample_image)), "the red circle", 0.7, 0.5, api_name="/segment")
-    overlay, verdict, cands, gallery, targets = out
-    assert Path(overlay).is_file() and "existence probability" in verdict
+    canvas, verdict, cands, gallery, parts = out
+    assert canvas["image"] and canvas["w"] > 0 and "existence probability" in verdict
     choices = [v for _, v in cands["choices"]]
     assert len(choices) == 10 and len(gallery) == 10  # every candidate query, with its mask and score
     scores = [float(label.split("score ")[1].split()[0]) for label, _ in cands["choices"]]
@@ -94,39 +94,35 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     # Thresholds re-render without a new forward pass: everything above 0 is referred.
     out = c.predict(0.0, 0.5, api_name="/rethreshold")
     assert len(out[2]["value"]) == 10 and "10 target instances" in _verdict(out)
-    # Select two candidates (the target set), then edit one and undo/redo.
+    # Select two candidates (the target set); then what the canvas sends after its edits
     out = c.predict([choices[0], choices[1]], api_name="/select_candidates")
     assert sorted(out[2]["value"]) == sorted([choices[0], choices[1]]) and "2 target instances" in _verdict(out)
-    out = c.predict(api_name="/toggle_no_target")
-    assert "NO TARGET" in _verdict(out)
-    out = c.predict(api_name="/undo")
-    assert "2 target instances" in _verdict(out)
-    out = c.predict(api_name="/redo")
-    assert "NO TARGET" in _verdict(out)
-    out = c.predict(api_name="/undo")
-    # Draw a new instance on the editor canvas at full resolution and apply it.
-    c.predict(api_name="/new_instance")  # an empty editor for a new instance
+    value = out[0]
+
+    def edit(targets: list[dict], no_target: bool = False) -> dict:
+        return {**value, "edit": {"targets": targets, "no_target": no_target, "ops": 1}}
+
+    assert "NO TARGET" in c.predict(edit([], True), api_name="/canvas_edit")[0]
+    two = [{"candidate": choices[0], "edited": False}, {"candidate": choices[1], "edited": False}]
+    assert "2 target instances" in c.predict(edit(two), api_name="/canvas_edit")[0]  # the browser's undo
+    # A new instance drawn on the canvas at full resolution.
+    from app.views.canvas import encode_mask
+
     h, w = np.asarray(Image.open(sample_image)).shape[:2]
-    layer = np.zeros((h, w, 4), np.uint8)
-    layer[5:25, 5:40] = (255, 32, 32, 255)
-    layer_path = tmp_path / "layer.png"
-    Image.fromarray(layer).save(layer_path)
-    bg_path = tmp_path / "bg.png"
-    Image.open(sample_image).convert("RGBA").save(bg_path)
-    value = {"background": handle_file(str(bg_path)), "layers": [handle_file(str(layer_path))], "composite": None}
-    out = c.predict(value, None, api_name="/edit_apply")
-    assert "3 target instances" in _verdict(out)
-    msg, image_refs, *_ = c.predict("tester", "val", "done", "the circle\nthat red round shape", "the red circle",
+    drawn = np.zeros((h, w), bool)
+    drawn[5:25, 5:40] = True
+    value = edit(two + [{"rle": encode_mask(drawn), "candidate": None, "edited": True}])
+    assert "3 target instances" in c.predict(value, api_name="/canvas_edit")[0]
+    msg, image_refs, *_ = c.predict("tester", "val", "done", "the circle\nthat red round shape", "the red circle", value,
                                      api_name="/save")
     progress, table, info, _ = c.predict(1, "", "", "", api_name="/refresh")
     assert msg.startswith("Saved ref") and "<b>1 refs</b>" in progress and info.startswith("1 refs")
     # A second expression on the same image reuses the cached features; save it as no-target.
     out = c.predict(handle_file(str(sample_image)), "the purple elephant", 0.7, 0.5, api_name="/segment")
-    if "NO TARGET" not in _verdict(out):
-        out = c.predict(api_name="/toggle_no_target")
+    nothing = {**out[0], "edit": {"targets": [], "no_target": True, "ops": 1}}  # X on the canvas
     with pytest.raises(AppError, match="You wrote the current content of ref"):  # nobody accepts their own work
-        c.predict("tester", "testB", "reviewed", "", "the purple elephant", api_name="/save")
-    msg, image_refs, *_ = c.predict("tester", "testB", "done", "", "the purple elephant", api_name="/save")
+        c.predict("tester", "testB", "reviewed", "", "the purple elephant", nothing, api_name="/save")
+    msg, image_refs, *_ = c.predict("tester", "testB", "done", "", "the purple elephant", nothing, api_name="/save")
     assert len(image_refs["data"]) == 2  # both refs of this image are listed beside it
     checker = Client(url, verbose=False)  # another person accepts it in the Review view
     assert "by <b>tester</b>" in checker.predict("", "testB", None, False, api_name="/review_previous")[0]
@@ -226,8 +222,7 @@ def test_bad_inputs_get_specific_messages_and_the_session_goes_on(server, sample
         out = c.predict(handle_file(str(path)), "the red circle", 0.7, 0.5, api_name="/segment")
         assert "existence probability" in _verdict(out), name
         if name == "exif":
-            w, h = Image.open(out[0]).size  # small images are shown enlarged
-            assert (w * 40, h * 20) == (20 * h, 40 * w) and h > w  # EXIF rotation applied: 20 wide, 40 high
+            assert (out[0]["w"], out[0]["h"]) == (20, 40)  # EXIF rotation applied: 20 wide, 40 high
     for text, message in (("", "Type an expression"), ("   ", "Type an expression"), ("?!.,", "empty after cleaning"),
                           ("x" * 10_000, "characters long")):
         with pytest.raises(AppError, match=message):
@@ -242,24 +237,6 @@ def test_bad_inputs_get_specific_messages_and_the_session_goes_on(server, sample
         Client(url, verbose=False).predict("x", "train", "done", "", "", api_name="/save")
     out = c.predict(handle_file(str(sample_image)), "the red circle", 0.7, 0.5, api_name="/segment")
     assert "existence probability" in _verdict(out)  # the previous model is still serving
-
-
-def test_editor_mask_comes_back_at_full_resolution() -> None:
-    """The editor layer may return at another size (Gradio canvas resizing): the mask is brought
-    back to the image's size, and a same-size layer is read exactly."""
-    from app.ui import read_editor_mask
-
-    h, w = 60, 90
-    layer = np.zeros((h, w, 4), np.uint8)
-    layer[10:30, 20:50] = (255, 32, 32, 255)
-    exact = read_editor_mask({"layers": [layer]}, (h, w))
-    assert exact.shape == (h, w) and exact.sum() == 20 * 30 and exact[10:30, 20:50].all()
-    half = layer[::2, ::2]  # what a canvas scaled to half size hands back
-    back = read_editor_mask({"layers": [half]}, (h, w))
-    assert back.shape == (h, w) and (back == exact).mean() > 0.99
-    erased = layer.copy()
-    erased[10:30, 20:35, 3] = 0  # the eraser clears alpha
-    assert read_editor_mask({"layers": [erased]}, (h, w)).sum() == 20 * 15
 
 
 def test_model_panel_only_offers_what_the_operator_allowed(studio_weights, tmp_path: Path) -> None:

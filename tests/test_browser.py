@@ -42,7 +42,8 @@ def test_browser_flow(browser_page, studio_weights, tmp_path: Path) -> None:
         box.fill("the red circle")
         box.press("Enter")
         page.wait_for_function("document.querySelector('#verdict')?.innerText.includes('existence probability')", timeout=60_000)
-        page.wait_for_selector("#result img", timeout=30_000)
+        page.wait_for_function("[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas)?.__canvas.W > 0",
+                               timeout=30_000)  # the picture is on the canvas
         checkboxes = page.locator("#candidates input[type=checkbox]")
         checkboxes.first.wait_for(timeout=30_000)
         assert checkboxes.count() == 10

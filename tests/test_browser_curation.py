@@ -49,14 +49,12 @@ def _wait_targets(page, n: int) -> None:
 
 
 def _click_pixel(page, x: int, y: int, scale: int) -> None:
-    """Click image pixel (x, y) of the picture shown in #result (object-fit: contain)."""
-    img = page.locator("#result img").first
-    box = img.bounding_box()
-    nat_w, nat_h = img.evaluate("i => [i.naturalWidth, i.naturalHeight]")
-    s = min(box["width"] / nat_w, box["height"] / nat_h)
-    off_x = box["x"] + (box["width"] - nat_w * s) / 2
-    off_y = box["y"] + (box["height"] - nat_h * s) / 2
-    page.mouse.click(off_x + (x + 0.5) * scale * s, off_y + (y + 0.5) * scale * s)
+    """Click the centre of image pixel (x, y) on the canvas (``scale`` is unused: the canvas knows its zoom)."""
+    page.evaluate("window.scrollTo(0, 0)")
+    box = page.locator("#canvas canvas").first.bounding_box()
+    sx, sy = page.evaluate(f"[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas)"
+                           f".__canvas.api.toScreen({x + 0.5}, {y + 0.5})")
+    page.mouse.click(box["x"] + sx, box["y"] + sy)
 
 
 def _inside(mask: np.ndarray, avoid: np.ndarray) -> tuple[int, int] | None:

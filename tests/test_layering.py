@@ -9,7 +9,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VIEWS_SHARED = {"app.views.shell", "app.views.display", "app.views.on_screen"}  # helpers every view may use
+VIEWS_SHARED = {"app.views.shell", "app.views.display", "app.views.on_screen", "app.views.canvas"}  # helpers every view may use; canvas: a shared widget
 OWN_LAYOUT = {"app.views.annotate": {"app.views.annotate_layout"}}
 
 

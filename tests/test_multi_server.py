@@ -59,9 +59,8 @@ def team(studio_weights, pg_server, tmp_path_factory):
 
 def _save(c: Client, image: Path, sentence: str, who: str) -> int:
     out = c.predict(handle_file(str(image)), sentence, 0.7, 0.5, api_name="/segment")
-    if "NO TARGET" not in out[1]:
-        c.predict(api_name="/toggle_no_target")
-    msg = c.predict(who, "train", "done", "", sentence, api_name="/save")[0]
+    nothing = {**out[0], "edit": {"targets": [], "no_target": True, "ops": 1}}  # X on the canvas
+    msg = c.predict(who, "train", "done", "", sentence, nothing, api_name="/save")[0]
     assert msg.startswith("Saved ref"), msg
     return int(msg.split()[2])
 

@@ -176,12 +176,13 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(db_at, studio_weigh
             return c
 
         bob, ann, rev = as_user("bob", "pw2"), as_user("ann", "pw1"), as_user("rev", "pw3")
-        def no_target(c: Client, text: str) -> None:
-            if "NO TARGET" not in c.predict(None, text, 0.7, 0.5, api_name="/segment")[1]:
-                c.predict(api_name="/toggle_no_target")
+        def no_target(c: Client, text: str) -> dict:
+            """Segment, then X on the canvas: the canvas value that the save sends."""
+            out = c.predict(None, text, 0.7, 0.5, api_name="/segment")
+            return {**out[0], "edit": {"targets": [], "no_target": True, "ops": 1}}
 
-        no_target(bob, "the grey square")
-        msg, *_ = bob.predict("", "train", "done", "", "the grey square", api_name="/save")
+        nothing = no_target(bob, "the grey square")
+        msg, *_ = bob.predict("", "train", "done", "", "the grey square", nothing, api_name="/save")
         rid = int(msg.split()[2])
         ann.predict(rid, api_name="/open_ref")
         with pytest.raises(AppError, match="only bob or a reviewer can change it"):
@@ -195,8 +196,8 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(db_at, studio_weigh
         rev.predict("", "train", "done", "a grey box", "the grey square", api_name="/save")
         # rev's own ref cannot be accepted by rev
         rev.predict(api_name="/next_expression")
-        no_target(rev, "a cat")
-        rev.predict("", "train", "done", "", "a cat", api_name="/save")
+        nothing = no_target(rev, "a cat")
+        rev.predict("", "train", "done", "", "a cat", nothing, api_name="/save")
         out = rev.predict("rev", "", None, False, api_name="/review_previous")  # rev's refs awaiting review
         assert "by <b>rev</b>" in out[0]
         with pytest.raises(AppError, match="so you cannot accept it"):

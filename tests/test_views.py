@@ -151,23 +151,6 @@ def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> Non
     assert "<b>2 refs</b>" in progress and info.startswith("2 refs")
 
 
-def test_correct_handlers_draw_delete_and_undo(tmp_path: Path, model) -> None:
-    from app.views import correct
-
-    svc = _collection(tmp_path, model)
-    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
-    editor, sess = correct.new_instance(svc, sess)
-    layer = np.zeros((*sess.image.shape[:2], 4), np.uint8)
-    layer[5:15, 5:20] = (255, 32, 32, 255)
-    verdict = correct.edit_apply(svc, {"layers": [layer]}, None, sess)[1]
-    assert "1 target instance" in verdict and sess.targets[0].mask.sum() == 150
-    assert "NO TARGET" in correct.toggle_no_target(svc, sess)[1]
-    assert "1 target instance" in correct.undo(svc, sess)[1]
-    assert "No instance selected" in correct.delete_instance(svc, 0, sess)[1]
-    with pytest.raises(gr.Error, match="Pick an instance"):
-        correct.delete_instance(svc, 3, sess)
-
-
 def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edit(tmp_path: Path, model,
                                                                                   monkeypatch) -> None:
     """A stopped process holds the writers' lock: the person hears so within seconds, the edit stays in

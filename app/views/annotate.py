@@ -5,8 +5,9 @@ Handlers are module-level functions of ``(services, inputs...)``: tests call the
 server. :func:`wire` attaches them to the widgets of :class:`~.annotate_layout.AnnotateUI`.
 
 Keys (see ``app.ui.SHORTCUTS_JS``): A / D previous / next image and Shift+D the next image
-without refs (outside text boxes), Enter runs the expression, a click on the picture adds or
-removes the object under it, Ctrl+Enter saves.
+without refs (outside text boxes), Enter runs the expression, Ctrl+Enter saves. The picture is the
+canvas of :mod:`.canvas`: picking, painting, outlining and undo happen in the browser, with its own
+keys; the server learns the target set from the canvas's value (:func:`canvas_edit`, :func:`save`).
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import uuid
 
 import gradio as gr
 
-from ..overlay import view_scale
-from ..picking import hit
 from ..services import Services
 from ..services.queue import THUMBS_PER_PAGE, image_filter
 from ..session import Session
@@ -28,7 +27,8 @@ from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewh
 from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
-from .shell import Shell, bind, ref_id, render, request_user
+from .canvas import CanvasError, apply_canvas, keep_on_error, part_warnings
+from .shell import Shell, bind, ref_id, render, render_fields, request_user
 
 
 def image_refs(svc: Services, sess: Session) -> list[list]:
@@ -75,21 +75,11 @@ def select_candidates(svc: Services, wanted: list[int] | None, sess: Session):
     return render(sess)
 
 
-def pick(svc: Services, sess: Session, evt: gr.SelectData):
-    """A click on the picture: add the candidate under it, or remove the target under it."""
-    if sess.image is None or evt is None or evt.index is None:
-        return render(sess)
-    k = view_scale(sess.image.shape)
-    x, y = int(evt.index[0]) // k, int(evt.index[1]) // k
-    action = hit(sess.prediction, [t.mask for t in sess.targets], x, y)
-    if action.action == "remove":
-        sess.change()
-        del sess.targets[action.target]
-    elif action.action == "add":
-        sess.toggle_candidates(sess.selected_candidates() + [action.candidate])
-    else:
-        gr.Info("No candidate covers that point: draw it in the Correct tab.")
-    return render(sess)
+def canvas_edit(svc: Services, value: dict | None, sess: Session):
+    """The canvas's ``edit`` event: the browser has drawn the change already; the session takes the
+    new target set (for the verdict, the candidate list and the parts line)."""
+    apply_canvas(value, sess)
+    return render_fields(sess)
 
 
 def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, text: str, st: float, mt: float,
@@ -205,9 +195,15 @@ def open_image_ref(svc: Services, sess: Session, evt: gr.SelectData, request: gr
 
 
 def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text: str, sess: Session,
-         request: gr.Request = None):
+         request: gr.Request = None, canvas: dict | None = None):
     """Save the target set as a new ref, or update the ref being edited (versioned), as the user who
-    works now; what they may not do is refused by the permission table (nothing is written)."""
+    works now; what they may not do is refused by the permission table (nothing is written).
+    ``canvas``: the canvas's value, whose edited target set is what is saved, pixel for pixel. A
+    target whose parts look accidental is saved with a warning (:func:`.canvas.part_warnings`)."""
+    try:
+        apply_canvas(canvas, sess)
+    except CanvasError as exc:
+        raise gr.Error(f"Not saved: {exc}") from None
     text = " ".join((text or "").split()) or sess.expression  # a reworded sentence is saved as typed
     if sess.image is None or not text or sess.prediction is None and sess.ref_id is None:
         raise gr.Error("Nothing to save: segment an image with an expression first.")
@@ -226,6 +222,8 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
     sess.save_nonce = uuid.uuid4().hex  # the next save is a new attempt
     sess.ref_id, sess.ref_version, sess.expression, sess.editing = saved.ref_id, saved.version, text, False
     kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
+    for line in part_warnings([t.mask for t in sess.targets], [n for n, _ in display.target_numbers(sess)]):
+        gr.Warning(f"Saved, but {line}.")
     return (f"{'Saved' if saved.created else 'Updated'} ref {saved.ref_id} ({kind}) at {time.strftime('%H:%M:%S')}.",
             image_refs(svc, sess), sess, history_html(svc.refs.history(saved.ref_id)), to_fix_rows(svc, actor.name))
 
@@ -270,25 +268,30 @@ def first_view(svc: Services):
 def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     """Attach the handlers to the tab's widgets (and the shell's session outputs)."""
     common = shell.session_outputs
+    keep = keep_on_error(len(common))  # a failure never blanks the canvas
     seg_inputs = [ui.image_in, ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state]
-    ui.run_btn.click(bind(segment, svc, wrap=gpu), seg_inputs, common, api_name="segment")
-    ui.expression.submit(bind(segment, svc, wrap=gpu), seg_inputs, common, api_name=False)
+    guarded = lambda h: gpu(keep(h))  # noqa: E731
+    ui.run_btn.click(bind(segment, svc, wrap=guarded), seg_inputs, common, api_name="segment")
+    ui.expression.submit(bind(segment, svc, wrap=guarded), seg_inputs, common, api_name=False)
     thr = [ui.score_thr, ui.mask_thr, shell.sess_state]
-    ui.score_thr.release(bind(rethreshold, svc), thr, common, api_name="rethreshold")
-    ui.mask_thr.release(bind(rethreshold, svc), thr, common, api_name=False)
-    ui.candidates.input(bind(select_candidates, svc), [ui.candidates, shell.sess_state], common,
+    ui.score_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name="rethreshold")
+    ui.mask_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name=False)
+    ui.candidates.input(bind(select_candidates, svc, wrap=keep), [ui.candidates, shell.sess_state], common,
                         api_name="select_candidates")
-    ui.result.select(bind(pick, svc), [shell.sess_state], common, api_name=False)
-    ui.next_expr_btn.click(bind(next_expression, svc), [shell.sess_state], [ui.expression, *common],
-                           api_name="next_expression")
+    ui.result.edit(bind(canvas_edit, svc, wrap=keep_on_error(4)), [ui.result, shell.sess_state],
+                   [ui.verdict, ui.candidates, ui.parts, shell.sess_state], api_name="canvas_edit",
+                   show_progress="hidden", trigger_mode="always_last")
+    ui.next_expr_btn.click(bind(next_expression, svc, wrap=keep_on_error(len(common) + 1)), [shell.sess_state],
+                           [ui.expression, *common], api_name="next_expression")
     ui.image_in.upload(bind(upload, svc, wrap=gpu), [ui.image_in, shell.sess_state], [*common, ui.queue_pos, ui.image_refs],
                        api_name=False)
     nav_inputs = [shell.sess_state, ui.keep_expr, ui.expression, ui.score_thr, ui.mask_thr, *ui.filters]
     nav_outputs = [ui.image_in, *common, ui.queue_pos, ui.image_refs, ui.expression, ui.save_msg]
+    nav_guard = lambda h: gpu(keep_on_error(len(nav_outputs))(h))  # noqa: E731
     for button, delta, without, name in ((ui.prev_img, -1, False, "previous_image"), (ui.next_img, 1, False, "next_image"),
                                          (ui.next_empty, 1, True, "next_image_without_refs")):
-        button.click(bind(step_image, svc, delta, without, wrap=gpu), nav_inputs, nav_outputs, api_name=name)
-    ui.thumbs.select(bind(jump_thumb, svc, wrap=gpu), [ui.thumb_page, *nav_inputs], nav_outputs, api_name=False)
+        button.click(bind(step_image, svc, delta, without, wrap=nav_guard), nav_inputs, nav_outputs, api_name=name)
+    ui.thumbs.select(bind(jump_thumb, svc, wrap=nav_guard), [ui.thumb_page, *nav_inputs], nav_outputs, api_name=False)
     pages = [ui.thumb_page, *ui.filters]
     ui.thumb_prev.click(bind(thumbs_turn, svc, -1), pages, [ui.thumbs, ui.thumb_page], api_name=False)
     ui.thumb_next.click(bind(thumbs_turn, svc, 1), pages, [ui.thumbs, ui.thumb_page], api_name=False)
@@ -299,7 +302,8 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
         f.submit(bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered, api_name=False)
     reopened = open_ref_outputs(ui, shell)
     ui.image_refs.select(bind(open_image_ref, svc, wrap=gpu), [shell.sess_state], reopened, api_name=False)
-    ui.save_btn.click(bind(save, svc), [shell.who, ui.split, ui.status, ui.extra, ui.expression, shell.sess_state],
+    ui.save_btn.click(bind(save, svc), [shell.who, ui.split, ui.status, ui.extra, ui.expression, shell.sess_state,
+                                        ui.result],
                       [ui.save_msg, ui.image_refs, shell.sess_state, ui.ref_history, ui.to_fix], api_name="save")
     ui.to_fix.select(bind(open_to_fix, svc, wrap=gpu), [shell.who, shell.sess_state], reopened, api_name=False)
     shell.who.submit(bind(fix_rows, svc), [shell.who], [ui.to_fix], api_name=False)

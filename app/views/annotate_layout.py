@@ -12,6 +12,7 @@ from ..model_info import example_images, score_threshold
 from ..session import Session
 from ..store import SPLITS, STATUSES
 from . import display
+from .canvas import make_canvas
 
 REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "when"]
 
@@ -30,7 +31,8 @@ class AnnotateUI:
     prev_img: gr.Button
     next_img: gr.Button
     next_empty: gr.Button
-    result: gr.Image
+    result: gr.HTML  # the canvas (app.views.canvas)
+    parts: gr.HTML
     expression: gr.Textbox
     run_btn: gr.Button
     next_expr_btn: gr.Button
@@ -77,15 +79,15 @@ def layout(predictor) -> AnnotateUI:
                 c.next_img = gr.Button("Next ▶ (D, PgDn)", size="sm", elem_id="next-img", scale=0, min_width=120)
                 c.next_empty = gr.Button("Next without refs (Shift+D)", size="sm", elem_id="next-empty", scale=0,
                                          min_width=200)
-            c.result = gr.Image(label="Click an object to add or remove it", interactive=False, elem_id="result",
-                                height=520, format="jpeg", show_label=True)
-            c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
-                                      max_lines=1, elem_id="expression")
-            with gr.Row():
-                c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=1)
-                c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=1)
-                c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
-                                          elem_id="keep-expr", scale=2)
+            with gr.Row(equal_height=True):  # the expression above the picture: typing never scrolls it away
+                c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
+                                          max_lines=1, elem_id="expression", scale=4)
+                c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=0, min_width=100)
+                c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=0, min_width=120)
+            c.result = make_canvas("canvas", height=400)
+            c.parts = gr.HTML("", elem_id="canvas-parts-box")
+            c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
+                                      elem_id="keep-expr")
             with gr.Accordion("Thresholds", open=False):
                 c.score_thr = gr.Slider(0.0, 1.0, value=score_threshold(predictor), step=0.01,
                                         label="Score threshold (starts at the model's own)", elem_id="score-thr")
@@ -102,6 +104,14 @@ def layout(predictor) -> AnnotateUI:
                                     interactive=False, elem_id="to-fix", wrap=True, max_height=180, visible=False,
                                     label="Rejected: fix these first (click a row to open it)")
             c.verdict = gr.HTML(display.verdict_html(Session()), elem_id="verdict-box")
+            with gr.Group(elem_id="save-box"):  # saving sits beside the picture, above the fold
+                with gr.Row():
+                    c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
+                    c.status = gr.Dropdown([s for s in STATUSES if s != "predicted"], value="done", label="Review status",
+                                           scale=1, elem_id="status")
+                    c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
+                c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, elem_id="extra")
+            c.save_msg = gr.Markdown("", elem_id="save-msg")
             c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
                                             choices=[], elem_id="candidates")
             c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
@@ -127,11 +137,4 @@ def layout(predictor) -> AnnotateUI:
                     c.thumb_prev = gr.Button("◀ Earlier images", size="sm", elem_id="thumbs-prev")
                     c.thumb_page = gr.Number(value=0, visible=False, precision=0)
                     c.thumb_next = gr.Button("Later images ▶", size="sm", elem_id="thumbs-next")
-    with gr.Row():
-        c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
-        c.status = gr.Dropdown([s for s in STATUSES if s != "predicted"], value="done", label="Review status", scale=1,
-                               elem_id="status")
-        c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, scale=2, elem_id="extra")
-        c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
-    c.save_msg = gr.Markdown("", elem_id="save-msg")
     return AnnotateUI(**vars(c))

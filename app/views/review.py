@@ -1,6 +1,6 @@
 """The review view: refs awaiting review (status ``done``), oldest first, one at a time, with the
-image, every sentence, the targets (numbered, outlined) or the no-target flag, and the ref's
-history. Y accepts (→ ``reviewed``), R rejects with a reason and a comment (→ ``rejected``),
+image on the read-only canvas (:mod:`.canvas`: zoom, pan, per-instance visibility), every sentence,
+the targets (numbered, outlined) or the no-target flag, and the ref's history. Y accepts (→ ``reviewed``), R rejects with a reason and a comment (→ ``rejected``),
 the arrows move on (outside text boxes). Who may decide is the permission table's
 (:mod:`app.services.permissions`); handlers are module-level functions of ``(services, inputs...)``."""
 
@@ -12,10 +12,11 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import overlay
 from ..services import Services
+from ..session import Session
 from ..store import SPLITS
 from ..store.review import REASONS, review_queue
+from .canvas import canvas_value, make_canvas
 from .display import history_html
 from .on_screen import key_box, keyed, require_on_screen
 from .shell import Shell, bind, request_user
@@ -25,7 +26,7 @@ from .shell import Shell, bind, request_user
 class ReviewUI:
     tab: gr.Tab
     rv_info: gr.HTML
-    rv_picture: gr.Image
+    rv_picture: gr.HTML  # the read-only canvas
     rv_prev: gr.Button
     rv_next: gr.Button
     rv_sentences: gr.HTML
@@ -55,8 +56,7 @@ def layout(tab: gr.Tab) -> ReviewUI:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c.rv_info = gr.HTML("<div id='review-info' class='queue-pos'>Open this tab to load the review queue.</div>")
-            c.rv_picture = gr.Image(label="Targets of the ref under review", interactive=False, elem_id="review-picture",
-                                    height=520, format="jpeg", show_label=False)
+            c.rv_picture = make_canvas("review-picture", readonly=True, height=520)
         with gr.Column(scale=2):
             with gr.Row():
                 c.rv_prev = gr.Button("◀ Previous (←)", size="sm", elem_id="review-prev")
@@ -105,7 +105,8 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
     pic = None
     if rgb is not None:
         ms = [masks[i] for i in rec.instance_ids]
-        pic = overlay.render(rgb, ms, [str(n + 1) for n in range(len(ms))], list(range(len(ms))), rec.no_target)
+        pic = canvas_value(Session(), readonly=True, masks=ms, no_target=rec.no_target, image=rgb,
+                           doc=f"ref:{rec.id}:{rec.version}")
     info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
             f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
             f"{html.escape(row.file_name)} &middot; split {html.escape(rec.split)}</div>")

@@ -82,17 +82,25 @@ def request_user(request: gr.Request | None) -> str | None:
 
 
 def render(sess) -> tuple:
-    """Values of the shell's session outputs (``Shell.session_outputs``): picture, verdict, candidates,
-    gallery, target picker, state; what most handlers of the Annotate and Correct tabs end with."""
-    from . import display
+    """Values of the shell's session outputs (``Shell.session_outputs``): the canvas's value, verdict,
+    candidates, gallery, the targets' parts line, state; what most handlers of the Annotate tab end with."""
+    from . import canvas, display
 
-    targets = display.target_choices(sess)
-    sel = sess.selected if 0 <= sess.selected < len(targets) else (0 if targets else None)
     return (
-        display.picture(sess),
+        canvas.canvas_value(sess),
         display.verdict_html(sess),
         gr.update(choices=display.candidate_choices(sess), value=sess.selected_candidates()),
         display.candidate_gallery(sess),
-        gr.update(choices=targets, value=sel),
+        canvas.parts_html(sess, [n for n, _ in display.target_numbers(sess)]),
         sess,
     )
+
+
+def render_fields(sess) -> tuple:
+    """What an edit on the canvas changes besides the picture (the browser has drawn it already):
+    verdict, candidates, the parts line, state."""
+    from . import canvas, display
+
+    return (display.verdict_html(sess),
+            gr.update(choices=display.candidate_choices(sess), value=sess.selected_candidates()),
+            canvas.parts_html(sess, [n for n, _ in display.target_numbers(sess)]), sess)

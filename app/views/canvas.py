@@ -1,0 +1,391 @@
+"""The annotation canvas: the picture, drawn in the browser on a ``<canvas>`` (one ``gr.HTML`` with a
+static template, ``js_on_load`` and two ``server_functions``; no build step, nothing to install).
+
+What travels, and when:
+
+- the picture, once per image: the browser asks :func:`canvas_image` for it by its content hash
+  and gets a data URI from server memory (no cache file exists that another request could rewrite);
+- the candidates' masks, once per prediction (:func:`canvas_masks`, COCO RLE strings);
+- the target set, as the component's value (:func:`canvas_value`): unedited candidates by number,
+  drawn or edited masks as COCO RLE. The browser edits it (pick, brush, eraser, polygon, new,
+  delete, no-target, undo/redo) without the server and writes the new set back into the value,
+  which the server reads with :func:`apply_canvas` (the save, and a light ``edit`` event that
+  refreshes the verdict).
+
+The rasterising rules are the browser's, repeated here (:func:`stroke_mask`, :func:`polygon_mask`)
+so tests can compute, pixel for pixel, the mask that a stroke or an outline must give.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import logging
+import threading
+import uuid
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import gradio as gr
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from ..overlay import COLOURS
+from ..session import Session, Target, _candidate_mask
+
+log = logging.getLogger(__name__)
+
+STATIC = Path(__file__).with_name("static")
+MAX_PAYLOADS = 48  # pictures and mask sets kept in memory for the browsers (least recently used goes)
+PNG_MAX_PIXELS = 1 << 20  # smaller pictures travel as PNG (exact pixels), larger as JPEG q92
+TINY_PART_PX = 16  # a part smaller than this (or than TINY_PART_SHARE of its target) is "tiny"
+TINY_PART_SHARE = 0.02
+_seq = itertools.count(1)
+
+
+class CanvasError(ValueError):
+    """What the canvas sent cannot be used (one line, says what to do)."""
+
+
+class _Payloads:
+    """A small, thread-safe LRU of what the browsers fetch by key (pictures, candidate masks)."""
+
+    def __init__(self, limit: int = MAX_PAYLOADS) -> None:
+        self._items: OrderedDict[str, object] = OrderedDict()
+        self._lock = threading.Lock()
+        self.limit = limit
+
+    def put(self, key: str, make) -> None:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+                return
+        value = make()  # outside the lock: encoding a picture takes a while
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+    def get(self, key: str):
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+
+PAYLOADS = _Payloads()
+
+
+def encode_mask(mask: np.ndarray) -> str:
+    """A bool HxW mask as a COCO compressed RLE string (column-major, as pycocotools writes it)."""
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return rle["counts"].decode("ascii")
+
+
+def _rle_counts(s: str) -> list[int] | None:
+    """The run lengths of a COCO compressed RLE string (pycocotools' rleFrString), None if cut short."""
+    cnts: list[int] = []
+    p, n = 0, len(s)
+    while p < n:
+        x = k = 0
+        more = True
+        while more:
+            if p >= n:
+                return None
+            c = ord(s[p]) - 48
+            if not 0 <= c < 64:
+                return None
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and c & 0x10:
+                x |= -1 << (5 * k)
+        if len(cnts) > 2:
+            x += cnts[-2]
+        cnts.append(x)
+    return cnts
+
+
+def decode_mask(counts: str, h: int, w: int) -> np.ndarray:
+    """The inverse of :func:`encode_mask`; a clear :class:`CanvasError` for anything malformed."""
+    if not isinstance(counts, str) or not counts.isascii():
+        raise CanvasError("A mask from the canvas is not an RLE string: reload the page.")
+    runs = _rle_counts(counts)
+    if runs is None or sum(runs) != h * w or min(runs, default=0) < 0:
+        raise CanvasError(f"A mask from the canvas cannot be decoded (its runs do not cover {w}x{h} pixels): "
+                          "reload the page.")
+    try:
+        m = mask_utils.decode({"size": [h, w], "counts": counts.encode("ascii")})
+    except Exception as exc:  # pycocotools raises bare errors on garbage
+        raise CanvasError(f"A mask from the canvas cannot be decoded ({exc}): reload the page.") from None
+    if m.shape != (h, w):
+        raise CanvasError("A mask from the canvas has the wrong size: reload the page.")
+    return m.astype(bool)
+
+
+def _picture_uri(rgb: np.ndarray) -> str:
+    h, w = rgb.shape[:2]
+    buf = io.BytesIO()
+    if h * w <= PNG_MAX_PIXELS:
+        Image.fromarray(rgb).save(buf, "PNG", compress_level=1)
+        kind = "png"
+    else:
+        Image.fromarray(rgb).save(buf, "JPEG", quality=92)
+        kind = "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def prediction_key(sess: Session) -> str | None:
+    """A key naming the open prediction (its masks are sent once under it)."""
+    p = sess.prediction
+    if p is None:
+        return None
+    return p._cache.setdefault("canvas_key", uuid.uuid4().hex)
+
+
+def _candidate_rows(sess: Session) -> list[dict]:
+    p = sess.prediction
+    rows = []
+    for rank, k in enumerate(p.order):
+        rows.append({"id": int(k), "label": str(rank + 1), "score": round(float(p.scores[k]), 3),
+                     "colour": list(COLOURS[rank % len(COLOURS)].tolist()), "referred": bool(p.scores[k] > p.score_threshold),
+                     "rle": encode_mask(_candidate_mask(p, k))})
+    return rows
+
+
+def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarray] | None = None,
+                 no_target: bool | None = None, image: np.ndarray | None = None, doc: str | None = None) -> dict | None:
+    """The component's value for a session (or, read-only, for given ``image`` / ``masks``)."""
+    rgb = image if image is not None else sess.image
+    if rgb is None:
+        return None
+    h, w = rgb.shape[:2]
+    key = sess.digest if image is None and sess.digest else None
+    if key is None:
+        from ..store import image_digest
+
+        key = image_digest(rgb)
+    PAYLOADS.put("img:" + key, lambda: _picture_uri(rgb))
+    pred_key = None
+    if image is None and sess.prediction is not None:
+        pred_key = prediction_key(sess)
+        PAYLOADS.put("pred:" + pred_key, lambda: _candidate_rows(sess))
+    if masks is not None:
+        targets = [{"rle": encode_mask(m), "candidate": None, "edited": False, "label": str(n + 1)}
+                   for n, m in enumerate(masks)]
+        nt = bool(no_target)
+    else:
+        targets = []
+        for t in sess.targets:
+            if t.candidate is not None and not t.edited and pred_key is not None:
+                targets.append({"candidate": int(t.candidate), "edited": False})
+            else:
+                targets.append({"rle": encode_mask(t.mask), "candidate": t.candidate, "edited": bool(t.edited)})
+        nt = sess.no_target
+    return {"seq": next(_seq), "doc": doc or f"{key}:{pred_key}:{sess.ref_id}", "image": key, "w": int(w), "h": int(h),
+            "pred": pred_key, "targets": targets, "no_target": bool(nt), "readonly": readonly,
+            "palette": COLOURS.tolist()}
+
+
+def apply_canvas(value: dict | None, sess: Session) -> bool:
+    """Take the target set the browser edited (``value["edit"]``) into the session.
+
+    Returns whether anything was taken. A value for another picture (a stale page) is refused
+    with a clear error and the session is left as it was."""
+    if not isinstance(value, dict) or not isinstance(value.get("edit"), dict) or sess.image is None:
+        return False
+    edit = value["edit"]
+    h, w = sess.image.shape[:2]
+    if value.get("image") != sess.digest or (int(value.get("w", -1)), int(value.get("h", -1))) != (w, h):
+        raise CanvasError("The picture on the page is not the open image (another tab changed it): reopen the image.")
+    targets = []
+    n = sess.prediction.num_candidates if sess.prediction is not None else 0
+    for item in edit.get("targets") or []:
+        cand = item.get("candidate")
+        cand = int(cand) if cand is not None and 0 <= int(cand) < n else None
+        if item.get("rle") is None:
+            if cand is None:
+                raise CanvasError("A target from the canvas names no candidate and has no mask: reload the page.")
+            targets.append(Target(_candidate_mask(sess.prediction, cand), cand, False))
+            continue
+        mask = decode_mask(item["rle"], h, w)
+        if mask.any():
+            targets.append(Target(mask, cand, bool(item.get("edited", True))))
+    sess.targets = targets
+    sess.no_target = bool(edit.get("no_target")) and not targets
+    sess.editing = sess.editing or bool(edit.get("ops"))
+    return True
+
+
+# --- the browser's rasterising rules, for tests and API callers ------------------------------------
+
+def stroke_mask(shape: tuple[int, int], points: list[tuple[float, float]], radius: float) -> np.ndarray:
+    """Pixels whose centre lies within ``radius`` (image pixels) of the polyline through ``points``
+    (image coordinates): what one brush or eraser stroke covers."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    cx, cy = xx + 0.5, yy + 0.5
+    out = np.zeros((h, w), bool)
+    pts = list(points) if len(points) > 1 else list(points) * 2
+    r2 = radius * radius
+    for (x0, y0), (x1, y1) in zip(pts[:-1], pts[1:]):
+        dx, dy = x1 - x0, y1 - y0
+        ll = dx * dx + dy * dy
+        t = np.zeros_like(cx) if ll == 0 else np.clip(((cx - x0) * dx + (cy - y0) * dy) / ll, 0, 1)
+        px, py = x0 + t * dx - cx, y0 + t * dy - cy
+        out |= px * px + py * py <= r2
+    return out
+
+
+def polygon_mask(shape: tuple[int, int], points: list[tuple[float, float]]) -> np.ndarray:
+    """Pixels whose centre is inside the polygon (even-odd rule), as the canvas fills an outline."""
+    h, w = shape
+    out = np.zeros((h, w), bool)
+    n = len(points)
+    if n < 3:
+        return out
+    for y in range(h):
+        yc = y + 0.5
+        xs = []
+        for i in range(n):
+            x0, y0 = points[i]
+            x1, y1 = points[(i + 1) % n]
+            if (y0 <= yc < y1) or (y1 <= yc < y0):
+                xs.append(x0 + (yc - y0) * (x1 - x0) / (y1 - y0))
+        xs.sort()
+        for a, b in zip(xs[0::2], xs[1::2]):
+            lo, hi = max(0, int(np.ceil(a - 0.5))), min(w, int(np.ceil(b - 0.5)))
+            if hi > lo:
+                out[y, lo:hi] = True
+    return out
+
+
+# --- parts of a target --------------------------------------------------------------------------
+
+def part_warnings(masks: list[np.ndarray], labels: list[str]) -> list[str]:
+    """One line per target whose connected parts (8-connected) look like an accident.
+
+    The rule: a part is *tiny* when it has fewer than ``TINY_PART_PX`` pixels or less than
+    ``TINY_PART_SHARE`` (2%) of its target; parts are *far apart* when the gap between the
+    bounding box of a smaller part and that of the largest part is wider than the largest part's
+    own bounding-box diagonal. Saving still goes ahead; the annotator is told."""
+    out = []
+    for label, m in zip(labels, masks):
+        n, _, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
+        if n <= 2:
+            continue
+        parts = stats[1:]
+        total = int(parts[:, cv2.CC_STAT_AREA].sum())
+        big = parts[int(parts[:, cv2.CC_STAT_AREA].argmax())]
+        bx, by, bw, bh = (int(v) for v in big[:4])
+        diag = float(np.hypot(bw, bh))
+        tiny = far = 0
+        for p in parts:
+            if p is big:
+                continue
+            x, y, pw, ph, area = (int(v) for v in p[:5])
+            if area < TINY_PART_PX or area < TINY_PART_SHARE * total:
+                tiny += 1
+            gap_x = max(0, max(bx, x) - min(bx + bw, x + pw))
+            gap_y = max(0, max(by, y) - min(by + bh, y + ph))
+            if np.hypot(gap_x, gap_y) > diag:
+                far += 1
+        what = []
+        if tiny:
+            what.append(f"{tiny} tiny part{'s' if tiny > 1 else ''}")
+        if far:
+            what.append(f"{far} part{'s' if far > 1 else ''} far from the rest")
+        if what:
+            out.append(f"target {label} has {n - 1} parts ({', '.join(what)}): check it is one object")
+    return out
+
+
+def parts_html(sess: Session, labels: list[str]) -> str:
+    """The per-target parts line under the picture (server side, refreshed after each edit)."""
+    if sess.image is None or not sess.targets:
+        return "<div id='canvas-parts' class='canvas-parts'></div>"
+    warn = part_warnings([t.mask for t in sess.targets], labels)
+    text = " · ".join(warn) if warn else "every target is one connected part or its parts are close together"
+    cls = "canvas-parts warn" if warn else "canvas-parts"
+    return f"<div id='canvas-parts' class='{cls}'>{text}</div>"
+
+
+def _from_api(args, kwargs) -> bool:
+    for a in (*args, *kwargs.values()):
+        if isinstance(a, gr.Request):
+            try:
+                return (a.headers or {}).get("x-gradio-user") == "api"
+            except Exception:  # a request without headers (tests)
+                return False
+    return False
+
+
+def keep_on_error(n_outputs: int):
+    """A decorator for handlers whose outputs include the canvas: a refusal or a bad input shows as a
+    warning and every output keeps its value (the picture is never blanked, its tools never blocked).
+    Callers of the API (gradio_client, which marks its requests ``x-gradio-user: api``) still get the
+    error itself when the handler takes the request."""
+    import functools
+
+    from ..store import StoreError
+
+    def wrap(fn):
+        @functools.wraps(fn)
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except (gr.Error, StoreError, CanvasError) as exc:
+                if _from_api(args, kwargs):
+                    raise
+                gr.Warning(getattr(exc, "message", None) or str(exc))
+                return tuple(gr.update() for _ in range(n_outputs)) if n_outputs > 1 else gr.update()
+        return handler
+    return wrap
+
+
+# --- the component ------------------------------------------------------------------------------
+
+def canvas_image(key: str) -> str | None:
+    """Server function: the picture ``key`` as a data URI (from memory), or None when it is gone."""
+    return PAYLOADS.get("img:" + str(key))
+
+
+def canvas_masks(key: str) -> list | None:
+    """Server function: the candidate rows (with RLE masks) of prediction ``key``."""
+    return PAYLOADS.get("pred:" + str(key))
+
+
+def _static(name: str) -> str:
+    return (STATIC / name).read_text(encoding="utf-8")
+
+
+TEMPLATE = """
+<div class="dc-root" tabindex="-1">
+  <div class="dc-bar">
+    <span class="dc-tools"></span>
+    <span class="dc-sep"></span>
+    <label class="dc-op">opacity <input class="dc-opacity" type="range" min="0" max="100" value="45"></label>
+    <button class="dc-btn dc-zoom-out" title="zoom out (-)">−</button>
+    <button class="dc-btn dc-fit" title="fit (0)">fit</button>
+    <button class="dc-btn dc-zoom-in" title="zoom in (+)">+</button>
+    <span class="dc-help">?</span>
+  </div>
+  <div class="dc-stage"><canvas class="dc-canvas"></canvas><div class="dc-empty">No image open</div></div>
+  <div class="dc-list"></div>
+  <div class="dc-status" role="status"></div>
+</div>
+"""
+
+
+def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520) -> gr.HTML:
+    """The canvas component (``readonly``: no editing tools, per-instance toggles only)."""
+    js = _static("canvas.js").replace("__READONLY__", "true" if readonly else "false")
+    css = _static("canvas.css").replace("__HEIGHT__", str(int(height)))
+    return gr.HTML(value=None, html_template=TEMPLATE, css_template=css, js_on_load=js, elem_id=elem_id,
+                   elem_classes="deris-canvas", server_functions=[canvas_image, canvas_masks], padding=False)

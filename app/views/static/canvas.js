@@ -1,0 +1,598 @@
+// DeRIS Studio annotation canvas (gr.HTML js_on_load; `element`, `props`, `server`, `trigger`, `watch`).
+// The picture and every mask are drawn here; edits never wait for the server. After each edit the new
+// target set is written into props.value.edit and the 'edit' event tells the server (verdict, save).
+(() => {
+  const root = element.querySelector('.dc-root');
+  const cv = element.querySelector('.dc-canvas');
+  const ctx = cv.getContext('2d');
+  const stage = element.querySelector('.dc-stage');
+  const statusEl = element.querySelector('.dc-status');
+  const listEl = element.querySelector('.dc-list');
+  const toolsEl = element.querySelector('.dc-tools');
+  const emptyEl = element.querySelector('.dc-empty');
+  const MAX_UNDO = 50;
+  const TOOLS = [  // key, name, title; new tools (e.g. point / box prompts) are added to this list
+    ['v', 'select', 'Select: click an object to add it, click a target to remove it; Shift+click selects (V)'],
+    ['b', 'brush', 'Brush: paint the selected instance, or a new one (B; size [ ])'],
+    ['e', 'eraser', 'Eraser: erase from the selected instance, or from all (E; size [ ])'],
+    ['p', 'polygon', 'Polygon: click vertices, Enter closes and adds (P)'],
+    ['k', 'cut', 'Cut polygon: click vertices, Enter closes and cuts (K)'],
+  ];
+  const S = {
+    readonly: __READONLY__, seq: null, doc: null, key: null, W: 0, H: 0, img: null, imgKey: null,
+    predKey: null, cands: [], palette: [], targets: [], noTarget: false, sel: -1, tool: 'select',
+    brush: 12, opacity: 0.45, scale: 1, tx: 0, ty: 0, hover: -1, undo: [], redo: [], poly: [],
+    mouse: null, space: false, pan: null, stroke: null, lastStroke: null, lastPolygon: null, ops: 0,
+    labels: [], ov: null, ed: null, hv: null, base: null, pending: null, message: '', extraTools: [],
+  };
+  element.__canvas = S;  // for tests and for tools added later (S.extraTools, S.api)
+
+  // ---- COCO compressed RLE (column-major), as pycocotools writes it -------------------------------
+  function rleCounts(s) {
+    const cnts = []; let p = 0;
+    while (p < s.length) {
+      let x = 0, k = 0, more = 1;
+      while (more) {
+        const c = s.charCodeAt(p) - 48; x |= (c & 0x1f) << (5 * k); more = c & 0x20; p++; k++;
+        if (!more && (c & 0x10)) x |= -1 << (5 * k);
+      }
+      if (cnts.length > 2) x += cnts[cnts.length - 2];
+      cnts.push(x);
+    }
+    return cnts;
+  }
+  function decodeRle(s) {
+    const W = S.W, H = S.H, m = new Uint8Array(W * H); let i = 0, v = 0;
+    for (const n of rleCounts(s)) {
+      if (v) for (let j = i; j < i + n; j++) { const x = (j / H) | 0; m[(j - x * H) * W + x] = 1; }
+      i += n; v ^= 1;
+    }
+    return m;
+  }
+  function encodeRle(m) {
+    const W = S.W, H = S.H, cnts = []; let prev = 0, run = 0;
+    for (let x = 0; x < W; x++) for (let y = 0; y < H; y++) {
+      const v = m[y * W + x]; if (v !== prev) { cnts.push(run); run = 0; prev = v; } run++;
+    }
+    cnts.push(run);
+    let s = '';
+    for (let i = 0; i < cnts.length; i++) {
+      let x = cnts[i]; if (i > 2) x -= cnts[i - 2]; let more = 1;
+      while (more) {
+        let c = x & 0x1f; x >>= 5; more = (c & 0x10) ? x !== -1 : x !== 0;
+        if (more) c |= 0x20; s += String.fromCharCode(c + 48);
+      }
+    }
+    return s;
+  }
+  // row-major runs for the undo history (small and fast)
+  function packRuns(m) {
+    const out = []; let prev = 0, run = 0;
+    for (let i = 0; i < m.length; i++) { if (m[i] !== prev) { out.push(run); run = 0; prev = m[i]; } run++; }
+    out.push(run); return Uint32Array.from(out);
+  }
+  function unpackRuns(r) {
+    const m = new Uint8Array(S.W * S.H); let i = 0, v = 0;
+    for (const n of r) { if (v) m.fill(1, i, i + n); i += n; v ^= 1; }
+    return m;
+  }
+
+  // ---- targets, labels, colours ---------------------------------------------------------------------
+  function candByID(id) { return S.cands.find((c) => c.id === id); }
+  function candMask(c) { if (!c.mask) c.mask = decodeRle(c.rle); return c.mask; }
+  function relabel() {
+    let drawn = 0;
+    for (const t of S.targets) {
+      const c = t.candidate != null ? candByID(t.candidate) : null;
+      if (t.fixed) { t.label = t.fixed; t.colour = S.palette[(parseInt(t.fixed, 10) - 1) % S.palette.length] || [255, 0, 102]; }
+      else if (c) { t.label = c.label; t.colour = c.colour; }
+      else { drawn++; t.label = 'D' + drawn; t.colour = S.palette[(11 - drawn % 6) % S.palette.length] || [255, 0, 102]; }
+    }
+  }
+  function snapshot() {
+    return { targets: S.targets.map((t) => ({ runs: packRuns(t.mask), candidate: t.candidate, edited: t.edited,
+      visible: t.visible, fixed: t.fixed })), noTarget: S.noTarget, sel: S.sel };
+  }
+  function restore(snap) {
+    S.targets = snap.targets.map((t) => ({ mask: unpackRuns(t.runs), candidate: t.candidate, edited: t.edited,
+      visible: t.visible, rle: null, fixed: t.fixed }));
+    S.noTarget = snap.noTarget; S.sel = snap.sel;
+  }
+  function pushUndo() {
+    S.undo.push(snapshot()); if (S.undo.length > MAX_UNDO) S.undo.shift(); S.redo.length = 0;
+  }
+  function undo() {
+    if (!S.undo.length) { say('Nothing to undo.'); return; }
+    S.redo.push(snapshot()); restore(S.undo.pop()); changed('undone');
+  }
+  function redo() {
+    if (!S.redo.length) { say('Nothing to redo.'); return; }
+    S.undo.push(snapshot()); restore(S.redo.pop()); changed('redone');
+  }
+
+  // ---- the overlay: one fill layer and one outline layer for every visible target ---------------------
+  function layer() { const c = document.createElement('canvas'); c.width = S.W; c.height = S.H; return c; }
+  function rebuild(rect) {
+    const W = S.W, H = S.H;
+    if (!W) return;
+    const [x0, y0, x1, y1] = rect ? [Math.max(0, rect[0]), Math.max(0, rect[1]), Math.min(W, rect[2]), Math.min(H, rect[3])]
+      : [0, 0, W, H];
+    if (x1 <= x0 || y1 <= y0) return;
+    const w = x1 - x0, h = y1 - y0;
+    const fill = new ImageData(w, h), edge = new ImageData(w, h);
+    const vis = S.targets.filter((t) => t.visible && !S.noTarget);
+    for (let k = 0; k < vis.length; k++) {
+      const m = vis[k].mask, [r, g, b] = vis[k].colour, sel = S.targets[S.sel] === vis[k];
+      for (let y = y0; y < y1; y++) {
+        const row = y * W;
+        for (let x = x0; x < x1; x++) {
+          const i = row + x;
+          if (!m[i]) continue;
+          const o = ((y - y0) * w + (x - x0)) * 4;
+          fill.data[o] = r; fill.data[o + 1] = g; fill.data[o + 2] = b; fill.data[o + 3] = 255;
+          const isEdge = x === 0 || y === 0 || x === W - 1 || y === H - 1 || !m[i - 1] || !m[i + 1] || !m[i - W] || !m[i + W];
+          if (isEdge) {
+            edge.data[o] = sel ? 255 : r; edge.data[o + 1] = sel ? 255 : g; edge.data[o + 2] = sel ? 255 : b;
+            edge.data[o + 3] = 255;
+          } else if (edge.data[o + 3]) edge.data[o + 3] = 0;
+        }
+      }
+    }
+    S.ov.getContext('2d').putImageData(fill, x0, y0);
+    S.ed.getContext('2d').putImageData(edge, x0, y0);
+  }
+  function setHover(i) {
+    if (i === S.hover) return;
+    S.hover = i;
+    const g = S.hv.getContext('2d');
+    g.clearRect(0, 0, S.W, S.H);
+    if (i >= 0) {
+      const c = S.cands[i], m = candMask(c), d = new ImageData(S.W, S.H), [r, gg, b] = c.colour;
+      for (let j = 0; j < m.length; j++) if (m[j]) { const o = j * 4; d.data[o] = r; d.data[o + 1] = gg; d.data[o + 2] = b; d.data[o + 3] = 255; }
+      g.putImageData(d, 0, 0);
+    }
+    draw();
+  }
+
+  // Label places: every connected part (8-connected, on a grid of at most 256 cells a side) gets a mark at
+  // the cell farthest from its border (chamfer distance), the largest part the target's number.
+  function parts(m) {
+    const W = S.W, H = S.H, c = Math.max(1, Math.ceil(Math.max(W, H) / 256));
+    const gw = Math.ceil(W / c), gh = Math.ceil(H / c), grid = new Uint8Array(gw * gh), cnt = new Uint32Array(gw * gh);
+    for (let y = 0; y < H; y++) { const gy = ((y / c) | 0) * gw, row = y * W; for (let x = 0; x < W; x++) if (m[row + x]) cnt[gy + ((x / c) | 0)]++; }
+    for (let i = 0; i < grid.length; i++) grid[i] = cnt[i] > 0 ? 1 : 0;
+    const comp = new Int32Array(gw * gh).fill(-1), out = [];
+    for (let s = 0; s < grid.length; s++) {
+      if (!grid[s] || comp[s] >= 0) continue;
+      const id = out.length, cells = [s]; comp[s] = id;
+      for (let q = 0; q < cells.length; q++) {
+        const i = cells[q], x = i % gw, y = (i / gw) | 0;
+        for (let dy = -1; dy <= 1; dy++) for (let dx = -1; dx <= 1; dx++) {
+          const nx = x + dx, ny = y + dy; if (nx < 0 || ny < 0 || nx >= gw || ny >= gh) continue;
+          const j = ny * gw + nx; if (grid[j] && comp[j] < 0) { comp[j] = id; cells.push(j); }
+        }
+      }
+      let px = 0, minx = gw, miny = gh, maxx = 0, maxy = 0;
+      for (const i of cells) { px += cnt[i]; const x = i % gw, y = (i / gw) | 0; minx = Math.min(minx, x); maxx = Math.max(maxx, x); miny = Math.min(miny, y); maxy = Math.max(maxy, y); }
+      // chamfer distance inside the part's box, background = not this part
+      const bw = maxx - minx + 3, bh = maxy - miny + 3, d = new Float32Array(bw * bh).fill(0);
+      for (const i of cells) { const x = i % gw - minx + 1, y = ((i / gw) | 0) - miny + 1; d[y * bw + x] = 1e9; }
+      for (let y = 1; y < bh - 1; y++) for (let x = 1; x < bw - 1; x++) { const i = y * bw + x; if (d[i]) d[i] = Math.min(d[i], d[i - 1] + 1, d[i - bw] + 1, d[i - bw - 1] + 1.41, d[i - bw + 1] + 1.41); }
+      let best = -1, bi = 0;
+      for (let y = bh - 2; y >= 1; y--) for (let x = bw - 2; x >= 1; x--) { const i = y * bw + x; if (d[i]) { d[i] = Math.min(d[i], d[i + 1] + 1, d[i + bw] + 1, d[i + bw + 1] + 1.41, d[i + bw - 1] + 1.41); if (d[i] > best) { best = d[i]; bi = i; } } }
+      const gx = bi % bw - 1 + minx, gy = ((bi / bw) | 0) - 1 + miny;
+      out.push({ x: Math.min(W - 0.5, (gx + 0.5) * c), y: Math.min(H - 0.5, (gy + 0.5) * c), px });
+    }
+    out.sort((a, b) => b.px - a.px);
+    return out;
+  }
+  function relabelParts() {
+    S.labels = [];
+    if (S.noTarget) return;
+    S.targets.forEach((t, ti) => {
+      if (!t.visible) return;
+      const ps = parts(t.mask), total = ps.reduce((a, p) => a + p.px, 0);
+      ps.forEach((p, k) => S.labels.push({ ti, text: t.label, colour: t.colour, x: p.x, y: p.y, main: k === 0,
+        tiny: k > 0 && (p.px < 16 || p.px < 0.02 * total), n: ps.length }));
+    });
+  }
+
+  // ---- drawing --------------------------------------------------------------------------------------
+  let frame = 0;
+  function draw() { if (!frame) frame = requestAnimationFrame(() => { frame = 0; paint(); }); }
+  function paint() {
+    S.frames = (S.frames || 0) + 1;
+    try { paintNow(); } finally { S.painted = performance.now(); }
+    if (S.sendPending) { S.sendPending = false; setTimeout(sendBack, 0); }  // the picture first, then the server
+  }
+  function paintNow() {
+    const cw = cv.width, ch = cv.height;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    ctx.fillStyle = '#1f2937'; ctx.fillRect(0, 0, cw, ch);
+    if (!S.img) return;
+    ctx.setTransform(S.scale, 0, 0, S.scale, S.tx, S.ty);
+    ctx.imageSmoothingEnabled = S.scale < 1;  // crisp pixels when enlarged
+    ctx.drawImage(S.img, 0, 0);
+    ctx.imageSmoothingEnabled = false;
+    ctx.globalAlpha = S.opacity; ctx.drawImage(S.ov, 0, 0);
+    ctx.globalAlpha = Math.max(0.6, S.opacity); ctx.drawImage(S.ed, 0, 0);
+    if (S.hover >= 0) { ctx.globalAlpha = 0.35; ctx.drawImage(S.hv, 0, 0); }
+    ctx.globalAlpha = 1;
+    ctx.setTransform(1, 0, 0, 1, 0, 0);
+    drawLabels();
+    if (S.poly.length) {
+      ctx.strokeStyle = S.tool === 'cut' ? '#f87171' : '#fde047'; ctx.lineWidth = 2; ctx.beginPath();
+      S.poly.forEach(([x, y], i) => { const [sx, sy] = toScreen(x, y); i ? ctx.lineTo(sx, sy) : ctx.moveTo(sx, sy); });
+      if (S.mouse) ctx.lineTo(S.mouse.sx, S.mouse.sy);
+      ctx.stroke();
+      S.poly.forEach(([x, y], i) => { const [sx, sy] = toScreen(x, y); ctx.fillStyle = i ? '#fff' : '#fde047'; ctx.fillRect(sx - 3, sy - 3, 6, 6); });
+    }
+    if (S.mouse && (S.tool === 'brush' || S.tool === 'eraser') && !S.readonly && !S.space) {
+      ctx.beginPath(); ctx.arc(S.mouse.sx, S.mouse.sy, S.brush, 0, 2 * Math.PI);
+      ctx.lineWidth = 2; ctx.strokeStyle = '#000'; ctx.stroke(); ctx.lineWidth = 1;
+      ctx.strokeStyle = S.tool === 'eraser' ? '#f87171' : '#fff'; ctx.stroke();
+    }
+    if (S.noTarget) {
+      ctx.strokeStyle = '#b91c1c'; ctx.lineWidth = 8; ctx.strokeRect(4, 4, cw - 8, ch - 8);
+      ctx.fillStyle = 'rgba(185,28,28,0.9)'; ctx.fillRect(cw / 2 - 90, 12, 180, 32);
+      ctx.fillStyle = '#fff'; ctx.font = 'bold 18px sans-serif'; ctx.textAlign = 'center'; ctx.fillText('NO TARGET', cw / 2, 35);
+      ctx.textAlign = 'start';
+    }
+  }
+  function drawLabels() {
+    const placed = [];
+    const hit = (b) => placed.some((p) => b.x0 < p.x1 && b.x1 > p.x0 && b.y0 < p.y1 && b.y1 > p.y0);
+    ctx.textBaseline = 'middle';
+    for (const L of S.labels) {
+      const [ax, ay] = toScreen(L.x, L.y);
+      if (ax < -20 || ay < -20 || ax > cv.width + 20 || ay > cv.height + 20) continue;
+      const size = L.main ? 15 : 11;
+      ctx.font = `bold ${size}px sans-serif`;
+      const text = L.main ? L.text : L.text + (L.tiny ? ' ·' : '');
+      const w = ctx.measureText(text).width + 10, h = size + 8;
+      let box = null;
+      for (let ring = 0; ring < 8 && !box; ring++) {  // the anchor first, then rings around it
+        const steps = ring === 0 ? [[0, 0]] : [[0, -1], [1, 0], [0, 1], [-1, 0], [1, -1], [1, 1], [-1, 1], [-1, -1]];
+        for (const [dx, dy] of steps) {
+          const cx = ax + dx * ring * (w * 0.6 + 2), cy = ay + dy * ring * (h * 0.8 + 2);
+          const b = { x0: cx - w / 2, y0: cy - h / 2, x1: cx + w / 2, y1: cy + h / 2, cx, cy };
+          if (!hit(b)) { box = b; break; }
+        }
+      }
+      if (!box) continue;
+      placed.push(box);
+      if (box.cx !== ax || box.cy !== ay) {
+        ctx.strokeStyle = '#fff'; ctx.lineWidth = 1; ctx.beginPath(); ctx.moveTo(ax, ay); ctx.lineTo(box.cx, box.cy); ctx.stroke();
+      }
+      if (L.tiny) { ctx.strokeStyle = '#fde047'; ctx.lineWidth = 2; ctx.beginPath(); ctx.arc(ax, ay, 9, 0, 2 * Math.PI); ctx.stroke(); }
+      const [r, g, b] = L.colour;
+      ctx.fillStyle = `rgba(${r},${g},${b},0.95)`; ctx.strokeStyle = S.targets[S.sel] && S.targets.indexOf(S.targets[S.sel]) === L.ti ? '#fff' : '#000';
+      ctx.lineWidth = 1.5;
+      ctx.beginPath(); ctx.roundRect(box.x0, box.y0, w, h, 5); ctx.fill(); ctx.stroke();
+      ctx.fillStyle = (r * 0.3 + g * 0.59 + b * 0.11) > 150 ? '#000' : '#fff';
+      ctx.fillText(text, box.x0 + 5, box.cy + 1);
+    }
+  }
+  function toScreen(x, y) { return [x * S.scale + S.tx, y * S.scale + S.ty]; }
+  function toImage(sx, sy) { return [(sx - S.tx) / S.scale, (sy - S.ty) / S.scale]; }
+  function resize() {
+    const r = stage.getBoundingClientRect();
+    const w = Math.max(50, Math.round(r.width)), h = Math.max(50, Math.round(r.height));
+    if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; if (S.fitOnResize) fit(); draw(); }
+  }
+  function fit() {
+    if (!S.W) return;
+    S.scale = Math.min(cv.width / S.W, cv.height / S.H); S.tx = (cv.width - S.W * S.scale) / 2; S.ty = (cv.height - S.H * S.scale) / 2;
+    S.fitOnResize = true; draw();
+  }
+  function zoomAt(f, sx, sy) {
+    const s = Math.min(64, Math.max(0.05, S.scale * f)); f = s / S.scale;
+    S.tx = sx - (sx - S.tx) * f; S.ty = sy - (sy - S.ty) * f; S.scale = s; S.fitOnResize = false; draw();
+  }
+
+  // ---- rasterising (the same rules as app.views.canvas.stroke_mask / polygon_mask) --------------------
+  function capsule(m, x0, y0, x1, y1, r, v) {
+    const dx = x1 - x0, dy = y1 - y0, ll = dx * dx + dy * dy, r2 = r * r, W = S.W, H = S.H;
+    const bx0 = Math.max(0, Math.floor(Math.min(x0, x1) - r - 1)), bx1 = Math.min(W, Math.ceil(Math.max(x0, x1) + r + 1));
+    const by0 = Math.max(0, Math.floor(Math.min(y0, y1) - r - 1)), by1 = Math.min(H, Math.ceil(Math.max(y0, y1) + r + 1));
+    for (let y = by0; y < by1; y++) for (let x = bx0; x < bx1; x++) {
+      const cx = x + 0.5, cy = y + 0.5;
+      let t = ll === 0 ? 0 : ((cx - x0) * dx + (cy - y0) * dy) / ll; t = Math.min(1, Math.max(0, t));
+      const px = x0 + t * dx - cx, py = y0 + t * dy - cy;
+      if (px * px + py * py <= r2) m[y * W + x] = v;
+    }
+    return [bx0, by0, bx1, by1];
+  }
+  function polygonFill(pts) {
+    const W = S.W, H = S.H, m = new Uint8Array(W * H), n = pts.length;
+    for (let y = 0; y < H; y++) {
+      const yc = y + 0.5, xs = [];
+      for (let i = 0; i < n; i++) {
+        const [x0, y0] = pts[i], [x1, y1] = pts[(i + 1) % n];
+        if ((y0 <= yc && yc < y1) || (y1 <= yc && yc < y0)) xs.push(x0 + (yc - y0) * (x1 - x0) / (y1 - y0));
+      }
+      xs.sort((a, b) => a - b);
+      for (let i = 0; i + 1 < xs.length; i += 2) {
+        const lo = Math.max(0, Math.ceil(xs[i] - 0.5)), hi = Math.min(W, Math.ceil(xs[i + 1] - 0.5));
+        if (hi > lo) m.fill(1, y * W + lo, y * W + hi);
+      }
+    }
+    return m;
+  }
+
+  // ---- edits ------------------------------------------------------------------------------------------
+  function say(msg) { S.message = msg; status(); }
+  function status() {
+    const t = S.readonly ? 'read-only' : `tool: ${S.tool}` + ((S.tool === 'brush' || S.tool === 'eraser') ? ` · size ${S.brush}px` : '');
+    const sel = S.targets[S.sel] ? ` · selected ${S.targets[S.sel].label}` : (S.readonly ? '' : ' · new instance');
+    const z = S.W ? ` · ${S.W}×${S.H} at ${Math.round(S.scale * 100)}%` : '';
+    statusEl.textContent = `${t}${sel}${z}${S.message ? ' — ' + S.message : ''}`;
+    toolsEl.querySelectorAll('button').forEach((b) => b.classList.toggle('on', b.dataset.tool === S.tool));
+  }
+  function renderList() {
+    listEl.innerHTML = '';
+    S.targets.forEach((t, i) => {
+      const chip = document.createElement('span');
+      chip.className = 'dc-chip' + (i === S.sel ? ' sel' : '') + (t.visible ? '' : ' hidden');
+      chip.dataset.index = i;
+      const [r, g, b] = t.colour;
+      const np = S.labels.filter((L) => L.ti === i).length;
+      chip.innerHTML = `<i style="background:rgb(${r},${g},${b})"></i>${t.label}${t.edited ? ' ✎' : ''}${np > 1 ? ` <small>${np} parts</small>` : ''} <b class="eye" title="show / hide (H)">${t.visible ? 'hide' : 'show'}</b>`;
+      chip.addEventListener('click', (e) => {
+        if (e.target.classList.contains('eye')) { t.visible = !t.visible; relabelParts(); rebuild(); renderList(); draw(); return; }
+        S.sel = i === S.sel ? -1 : i; rebuild(); renderList(); status(); draw();
+      });
+      listEl.appendChild(chip);
+    });
+    if (S.noTarget) listEl.insertAdjacentHTML('beforeend', '<span class="dc-chip nt">no target</span>');
+    if (!S.targets.length && !S.noTarget && S.W) listEl.insertAdjacentHTML('beforeend', '<span class="dc-note">no targets yet</span>');
+  }
+  function changed(what, rect) {
+    relabel(); S.ops++;
+    for (const t of S.targets) if (rect === undefined) t.rle = null;
+    rebuild(rect); relabelParts(); renderList(); say(what || ''); S.sendPending = true; draw();
+  }
+  function sendBack() {
+    if (S.readonly || !S.base) return;
+    const targets = S.targets.filter((t) => t.mask.some((v) => v)).map((t) => {
+      if (t.candidate != null && !t.edited) return { candidate: t.candidate, edited: false };
+      if (!t.rle) t.rle = encodeRle(t.mask);
+      return { rle: t.rle, candidate: t.candidate, edited: t.edited };
+    });
+    S.pending = { targets, no_target: S.noTarget, ops: S.ops };
+    props.value = { ...S.base, edit: S.pending };
+    trigger('edit');
+  }
+  function targetAt(x, y) {
+    const i = Math.floor(y) * S.W + Math.floor(x);
+    for (let k = S.targets.length - 1; k >= 0; k--) if (S.targets[k].visible && S.targets[k].mask[i]) return k;
+    return -1;
+  }
+  function candidateAt(x, y) {
+    if (x < 0 || y < 0 || x >= S.W || y >= S.H) return -1;
+    const i = Math.floor(y) * S.W + Math.floor(x), taken = new Set(S.targets.map((t) => t.candidate));
+    for (let k = 0; k < S.cands.length; k++) if (!taken.has(S.cands[k].id) && candMask(S.cands[k])[i]) return k;
+    return -1;
+  }
+  function pick(x, y, shift) {
+    if (x < 0 || y < 0 || x >= S.W || y >= S.H) return;
+    const k = targetAt(x, y);
+    if (shift) { S.sel = k; rebuild(); renderList(); status(); draw(); return; }
+    if (k >= 0) { pushUndo(); const t = S.targets.splice(k, 1)[0]; S.sel = -1; changed(`removed ${t.label}`); return; }
+    const c = candidateAt(x, y);
+    if (c < 0) { say('No candidate covers that point: paint it (B) or outline it (P).'); return; }
+    pushUndo();
+    S.targets.push({ mask: candMask(S.cands[c]).slice(), candidate: S.cands[c].id, edited: false, visible: true, rle: null });
+    S.noTarget = false; S.sel = S.targets.length - 1; setHover(-1); changed(`added ${S.cands[c].label}`);
+  }
+  function toggleCandidate(id) {  // for the candidate list (Alt+1..9 through the server keeps working too)
+    const k = S.targets.findIndex((t) => t.candidate === id && !t.edited);
+    pushUndo();
+    if (k >= 0) S.targets.splice(k, 1);
+    else { const c = candByID(id); if (!c) return; S.targets.push({ mask: candMask(c).slice(), candidate: id, edited: false, visible: true, rle: null }); S.noTarget = false; }
+    changed();
+  }
+  function strokeStart(x, y) {
+    pushUndo();
+    let tgt = S.targets[S.sel];
+    if (S.tool === 'brush' && !tgt) {
+      tgt = { mask: new Uint8Array(S.W * S.H), candidate: null, edited: true, visible: true, rle: null };
+      S.targets.push(tgt); S.sel = S.targets.length - 1; S.noTarget = false; relabel();
+    }
+    const r = S.brush / S.scale;
+    S.stroke = { pts: [[x, y]], r, mode: S.tool, target: tgt };
+    strokeTo(x, y);
+  }
+  function strokeTo(x, y) {
+    const st = S.stroke, [px, py] = st.pts[st.pts.length - 1];
+    if (st.pts.length > 1 || px !== x || py !== y) st.pts.push([x, y]);
+    const masks = st.mode === 'brush' ? [st.target.mask] : (st.target ? [st.target.mask] : S.targets.map((t) => t.mask));
+    let rect = null;
+    for (const m of masks) rect = capsule(m, px, py, x, y, st.r, st.mode === 'brush' ? 1 : 0);
+    for (const t of S.targets) if (masks.includes(t.mask)) { t.edited = true; t.rle = null; }
+    if (rect) { rebuild(rect); draw(); }
+  }
+  function strokeEnd() {
+    const st = S.stroke; S.stroke = null;
+    S.lastStroke = { points: st.pts, radius: st.r, mode: st.mode };
+    S.targets = S.targets.filter((t) => t.mask.some((v) => v));
+    if (S.sel >= S.targets.length) S.sel = -1;
+    changed(st.mode === 'brush' ? 'painted' : 'erased', null);
+  }
+  function closePolygon() {
+    if (S.poly.length < 3) { say('A polygon needs at least 3 vertices.'); return; }
+    const pts = S.poly.slice(); S.poly = [];
+    const m = polygonFill(pts);
+    S.lastPolygon = { points: pts, mode: S.tool };
+    pushUndo();
+    if (S.tool === 'cut') {
+      const from = S.targets[S.sel] ? [S.targets[S.sel]] : S.targets;
+      for (const t of from) { for (let i = 0; i < m.length; i++) if (m[i]) t.mask[i] = 0; t.edited = true; t.rle = null; }
+      S.targets = S.targets.filter((t) => t.mask.some((v) => v));
+      if (S.sel >= S.targets.length) S.sel = -1;
+      changed('cut with the polygon');
+    } else {
+      let t = S.targets[S.sel];
+      if (!t) { t = { mask: m, candidate: null, edited: true, visible: true, rle: null }; S.targets.push(t); S.sel = S.targets.length - 1; }
+      else { for (let i = 0; i < m.length; i++) if (m[i]) t.mask[i] = 1; t.edited = true; t.rle = null; }
+      S.noTarget = false;
+      changed('outlined');
+    }
+  }
+  function setTool(name) {
+    if (S.readonly) return;
+    S.tool = name; S.poly = [];
+    stage.dataset.tool = name; status(); draw();
+  }
+  function newInstance() { S.sel = -1; rebuild(); renderList(); say('new instance: paint (B) or outline (P) it'); draw(); }
+  function deleteInstance() {
+    if (!S.targets[S.sel]) { say('Select an instance first (Shift+click or its chip).'); return; }
+    pushUndo(); const t = S.targets.splice(S.sel, 1)[0]; S.sel = -1; changed(`deleted ${t.label}`);
+  }
+  function toggleNoTarget() {
+    pushUndo(); S.noTarget = !S.noTarget; if (S.noTarget) { S.targets = []; S.sel = -1; }
+    changed(S.noTarget ? 'marked: no target' : 'no-target mark removed');
+  }
+  S.api = { setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
+    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed };
+
+  // ---- the server's value -----------------------------------------------------------------------------
+  async function load(v) {
+    if (!v || !v.image) {
+      S.base = null; S.img = null; S.W = 0; S.targets = []; S.cands = []; S.labels = []; S.noTarget = false;
+      emptyEl.style.display = ''; renderList(); status(); draw(); return;
+    }
+    if (v.seq === S.seq) return;  // our own edit coming back
+    S.seq = v.seq; S.readonly = v.readonly || __READONLY__; S.palette = v.palette || S.palette;
+    root.classList.toggle('readonly', S.readonly);
+    try {
+      if (S.imgKey !== v.image) {
+        const uri = await server.canvas_image(v.image);
+        if (!uri) throw new Error('the picture is no longer in the server\'s memory: reopen the image');
+        const img = new Image(); img.src = uri; await img.decode();
+        S.img = img; S.imgKey = v.image; S.W = v.w; S.H = v.h;
+        S.ov = layer(); S.ed = layer(); S.hv = layer(); S.hover = -1; fit();
+      }
+      if (S.predKey !== v.pred) {
+        S.cands = v.pred ? (await server.canvas_masks(v.pred)) || [] : [];
+        S.predKey = v.pred;
+      }
+      const sameDoc = S.doc === v.doc;
+      if (sameDoc && S.base) pushUndo(); else { S.undo = []; S.redo = []; S.ops = 0; }
+      S.doc = v.doc; S.base = { ...v }; delete S.base.edit;
+      S.targets = v.targets.map((t) => {
+        const c = t.rle == null ? candByID(t.candidate) : null;
+        return { mask: c ? candMask(c).slice() : decodeRle(t.rle), candidate: t.candidate, edited: !!t.edited, visible: true, rle: t.rle || null,
+          fixed: t.label || null };
+      });
+      S.noTarget = !!v.no_target; S.sel = -1; S.poly = [];
+      emptyEl.style.display = 'none';
+      relabel(); rebuild(); relabelParts(); renderList(); say(''); draw();
+    } catch (err) {
+      say('Could not show the picture: ' + (err && err.message || err));  // the last picture stays
+    }
+  }
+  watch('value', () => load(props.value));
+
+  // ---- toolbar -----------------------------------------------------------------------------------------
+  function addTool([key, name, title]) {
+    const b = document.createElement('button'); b.className = 'dc-btn dc-tool'; b.dataset.tool = name;
+    b.title = title; b.innerHTML = `${name} <kbd>${key.toUpperCase()}</kbd>`; b.addEventListener('click', () => setTool(name));
+    toolsEl.appendChild(b);
+  }
+  if (!S.readonly) {
+    TOOLS.forEach(addTool);
+    for (const [label, fn, title] of [['new <kbd>N</kbd>', newInstance, 'New instance (N)'], ['delete <kbd>Del</kbd>', deleteInstance, 'Delete the selected instance (Delete)'],
+      ['no target <kbd>X</kbd>', toggleNoTarget, 'Mark the expression as referring to nothing (X)'], ['↺', undo, 'Undo (Ctrl+Z)'], ['↻', redo, 'Redo (Ctrl+Shift+Z)']]) {
+      const b = document.createElement('button'); b.className = 'dc-btn'; b.innerHTML = label; b.title = title;
+      b.addEventListener('click', fn); toolsEl.appendChild(b);
+    }
+  }
+  S.addTool = (spec, handlers) => { TOOLS.push(spec); S.extraTools.push({ name: spec[1], ...handlers }); addTool(spec); };
+  element.querySelector('.dc-fit').addEventListener('click', fit);
+  element.querySelector('.dc-zoom-in').addEventListener('click', () => zoomAt(1.25, cv.width / 2, cv.height / 2));
+  element.querySelector('.dc-zoom-out').addEventListener('click', () => zoomAt(0.8, cv.width / 2, cv.height / 2));
+  element.querySelector('.dc-opacity').addEventListener('input', (e) => { S.opacity = e.target.value / 100; draw(); });
+  element.querySelector('.dc-help').title = S.readonly
+    ? 'Wheel or + / − zoom, 0 fits, space-drag or middle-drag pans, H hides the selected instance.'
+    : 'V select · B brush · E eraser · P polygon (Enter closes, Esc drops, Backspace takes a vertex back) · K cut · [ ] brush size · N new instance · Delete removes it · X no target · H hide · Ctrl+Z / Ctrl+Shift+Z undo/redo · wheel, + − zoom · 0 fit · space-drag or middle-drag pan';
+
+  // ---- mouse -------------------------------------------------------------------------------------------
+  function pos(e) { const r = cv.getBoundingClientRect(); const sx = e.clientX - r.left, sy = e.clientY - r.top; const [x, y] = toImage(sx, sy); return { sx, sy, x, y }; }
+  cv.addEventListener('contextmenu', (e) => e.preventDefault());
+  cv.addEventListener('mousedown', (e) => {
+    if (document.activeElement && ['INPUT', 'TEXTAREA'].includes(document.activeElement.tagName)) document.activeElement.blur();
+    root.focus({ preventScroll: true });
+    const p = pos(e); S.mouse = p;
+    if (!S.img) return;
+    if (e.button === 1 || (e.button === 0 && S.space)) { e.preventDefault(); S.pan = { sx: p.sx, sy: p.sy, tx: S.tx, ty: S.ty }; stage.classList.add('panning'); return; }
+    if (e.button !== 0 || S.readonly) return;
+    const extra = S.extraTools.find((t) => t.name === S.tool);
+    if (extra && extra.down) { extra.down(p, e, S); return; }
+    if (S.tool === 'select') pick(p.x, p.y, e.shiftKey);
+    else if (S.tool === 'brush' || S.tool === 'eraser') strokeStart(p.x, p.y);
+    else if (S.tool === 'polygon' || S.tool === 'cut') {
+      if (S.poly.length >= 3) { const [fx, fy] = toScreen(...S.poly[0]); if (Math.hypot(fx - p.sx, fy - p.sy) < 8) { closePolygon(); return; } }
+      S.poly.push([p.x, p.y]); draw();
+    }
+  });
+  window.addEventListener('mousemove', (e) => {
+    if (!S.img) return;
+    const p = pos(e);
+    const inside = p.sx >= 0 && p.sy >= 0 && p.sx < cv.width && p.sy < cv.height;
+    if (S.pan) { S.tx = S.pan.tx + p.sx - S.pan.sx; S.ty = S.pan.ty + p.sy - S.pan.sy; S.fitOnResize = false; draw(); return; }
+    if (!inside && !S.stroke) { if (S.mouse) { S.mouse = null; setHover(-1); draw(); } return; }
+    S.mouse = p;
+    if (S.stroke) { strokeTo(p.x, p.y); return; }
+    if (S.tool === 'select' && !S.readonly && S.cands.length) setHover(targetAt(p.x, p.y) >= 0 ? -1 : candidateAt(p.x, p.y));
+    draw();
+  });
+  window.addEventListener('mouseup', () => {
+    if (S.pan) { S.pan = null; stage.classList.remove('panning'); }
+    if (S.stroke) strokeEnd();
+  });
+  cv.addEventListener('wheel', (e) => {
+    if (!S.img) return; e.preventDefault();
+    const p = pos(e);
+    if (e.ctrlKey || e.altKey) {  // brush size with a modifier
+      S.brush = Math.max(1, Math.min(200, Math.round(S.brush * (e.deltaY < 0 ? 1.15 : 1 / 1.15)))); status(); draw(); return;
+    }
+    zoomAt(Math.pow(1.0015, -e.deltaY), p.sx, p.sy);
+  }, { passive: false });
+
+  // ---- keys (only while this canvas is on screen, never while typing) ---------------------------------
+  document.addEventListener('keydown', (e) => {
+    if (element.offsetParent === null || !S.img) return;
+    const typing = ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement?.tagName) || document.activeElement?.isContentEditable;
+    if (typing) return;
+    const mod = e.ctrlKey || e.metaKey, k = e.key.toLowerCase();
+    const handled = () => { e.preventDefault(); e.stopImmediatePropagation(); };
+    if (e.key === ' ' && !mod) { S.space = true; stage.classList.add('space'); handled(); return; }
+    if (!mod && !e.altKey) {
+      if (e.key === '+' || e.key === '=') { zoomAt(1.25, cv.width / 2, cv.height / 2); handled(); return; }
+      if (e.key === '-' || e.key === '_') { zoomAt(0.8, cv.width / 2, cv.height / 2); handled(); return; }
+      if (e.key === '0') { fit(); handled(); return; }
+      if (k === 'h' && S.targets[S.sel]) { const t = S.targets[S.sel]; t.visible = !t.visible; relabelParts(); rebuild(); renderList(); draw(); handled(); return; }
+    }
+    if (S.readonly) return;
+    if (mod && k === 'z') { handled(); (e.shiftKey ? redo : undo)(); return; }
+    if (mod && k === 'y') { handled(); redo(); return; }
+    if (mod || e.altKey) return;
+    if (S.poly.length) {
+      if (e.key === 'Enter') { handled(); closePolygon(); return; }
+      if (e.key === 'Escape') { handled(); S.poly = []; say('polygon dropped'); draw(); return; }
+      if (e.key === 'Backspace') { handled(); S.poly.pop(); draw(); return; }
+    }
+    const tool = TOOLS.find(([key]) => key === e.key);
+    if (tool) { handled(); setTool(tool[1]); return; }
+    if (e.key === '[' || e.key === ']') { handled(); S.brush = Math.max(1, Math.min(200, S.brush + (e.key === ']' ? 2 : -2))); status(); draw(); return; }
+    if (k === 'n' && !e.shiftKey) { handled(); newInstance(); return; }
+    if (e.key === 'Delete' || e.key === 'Backspace') { handled(); deleteInstance(); return; }
+    if (k === 'x') { handled(); toggleNoTarget(); return; }
+  }, true);
+  document.addEventListener('keyup', (e) => { if (e.key === ' ') { S.space = false; stage.classList.remove('space'); } });
+
+  new ResizeObserver(resize).observe(stage);
+  resize(); status(); renderList();
+  if (props.value) load(props.value);
+})();

@@ -1,0 +1,216 @@
+"""The annotation canvas in a real browser (chromium): open an image, pick, paint, erase, outline a
+polygon, undo/redo across the tools, no-target, save; the stored masks are compared pixel by pixel
+with the strokes the browser drew (app/views/canvas.py's rasterising rules) and with the canvas's
+own masks. Twelve sessions opening the same picture at once all get it whole. Saves screenshots."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_app import start_server
+from tests.test_browser import SCREENSHOT_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.browser
+
+CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas).__canvas"
+
+
+@pytest.fixture(scope="module")
+def studio(studio_weights, tmp_path_factory):
+    from deris_core.synthetic import generate
+
+    tmp = tmp_path_factory.mktemp("canvas")
+    generate(tmp / "syn", seed=5, images=3)
+    folder = tmp / "photos"
+    shutil.copytree(tmp / "syn" / "images" / "train2014", folder)
+    db = tmp / "c.sqlite"
+    run = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(folder), "--db", str(db)],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, db)
+    yield url, db
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _state(page, expr: str):
+    return page.evaluate(f"() => {{ const S = {CV}; return {expr}; }}")
+
+
+def _screen(page, x: float, y: float) -> tuple[float, float]:
+    """Page coordinates of image point (x, y)."""
+    box = page.locator("#canvas canvas").first.bounding_box()
+    sx, sy = _state(page, f"S.api.toScreen({x}, {y})")
+    return box["x"] + sx, box["y"] + sy
+
+
+def _drag(page, points: list[tuple[float, float]]) -> dict:
+    page.mouse.move(*_screen(page, *points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*_screen(page, *p), steps=3)
+    page.mouse.up()
+    return _state(page, "S.lastStroke")
+
+
+def _verdict(page, text: str) -> None:
+    try:
+        page.wait_for_function(f"document.querySelector('#verdict')?.innerText.includes({json.dumps(text)})",
+                               timeout=30_000)
+    except Exception:
+        raise AssertionError(f"wanted {text!r}; verdict {page.locator('#verdict').inner_text()!r}, canvas "
+                             f"{_state(page, '[S.targets.length, S.message, S.ops]')}") from None
+
+
+def test_every_tool_on_the_canvas_and_the_saved_mask_is_what_was_drawn(chromium, studio) -> None:
+    from app.store import Store
+    from app.views.canvas import decode_mask, polygon_mask, stroke_mask
+
+    url, db = studio
+    page = chromium.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("#queue-pos")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("d")
+    page.wait_for_function(f"{CV}.W > 0", timeout=60_000)
+    box = page.locator("#expression textarea, #expression input").first
+    box.fill("the red circle")
+    box.press("Enter")
+    _verdict(page, "existence probability")
+    page.wait_for_function(f"{CV}.cands.length > 0", timeout=30_000)
+    w, h = _state(page, "[S.W, S.H]")
+    page.keyboard.press("Escape")  # out of the text box: the canvas's keys work
+    page.evaluate("window.scrollTo(0, 0)")
+    page.keyboard.press("x")  # no-target clears the set, so every later target is ours
+    if _state(page, "S.noTarget"):  # it was off (with targets): now on, and once more off
+        _verdict(page, "NO TARGET")
+        page.keyboard.press("x")
+    assert not _state(page, "S.noTarget")
+    _verdict(page, "No instance selected")
+    # pick: a click on a candidate adds it (the picture changes in the browser; the server learns the set)
+    spot = _state(page, """(() => { for (const c of S.cands) { const m = S.api.decodeRle(c.rle); let best = null;
+        for (let y = 2; y < S.H - 2 && !best; y++) for (let x = 2; x < S.W - 2; x++) {
+          const i = y * S.W + x; if (m[i] && m[i - 1] && m[i + 1] && m[i - S.W] && m[i + S.W]) { best = [x + 0.5, y + 0.5]; break; } }
+        if (best) return best; } return null; })()""")
+    assert spot is not None
+    px, py = _screen(page, *spot)
+    under = page.evaluate(f"() => {{ const e = document.elementFromPoint({px}, {py}); return e.tagName + '.' + e.className; }}")
+    page.mouse.click(px, py)
+    assert _state(page, "S.targets.length") == 1, (_state(page, "S.message"), under, spot, px, py)
+    _verdict(page, "1 target instance")
+    # a new instance painted in two strokes, one eraser stroke on it, then a polygon added to it
+    page.keyboard.press("n")
+    page.keyboard.press("b")
+    page.keyboard.press("]")
+    s1 = _drag(page, [(w * 0.1, h * 0.1), (w * 0.3, h * 0.15), (w * 0.35, h * 0.4)])
+    s2 = _drag(page, [(w * 0.15, h * 0.6), (w * 0.2, h * 0.8)])
+    page.keyboard.press("e")
+    s3 = _drag(page, [(w * 0.25, h * 0.05), (w * 0.28, h * 0.3)])
+    assert [s["mode"] for s in (s1, s2, s3)] == ["brush", "brush", "eraser"]
+    page.keyboard.press("p")
+    corners = [(w * 0.6, h * 0.6), (w * 0.9, h * 0.62), (w * 0.85, h * 0.9), (w * 0.62, h * 0.85)]
+    for c in corners:
+        page.mouse.click(*_screen(page, *c))
+    page.keyboard.press("Enter")
+    _verdict(page, "2 target instances")
+    poly = [tuple(p) for p in _state(page, "S.lastPolygon.points")]
+    drawn = stroke_mask((h, w), s1["points"], s1["radius"]) | stroke_mask((h, w), s2["points"], s2["radius"])
+    drawn &= ~stroke_mask((h, w), s3["points"], s3["radius"])
+    drawn |= polygon_mask((h, w), poly)
+    on_page = decode_mask(_state(page, "S.api.encodeRle(S.targets[1].mask)"), h, w)
+    assert (on_page == drawn).all()
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "canvas_tools.png"))
+    # one undo stack across the tools: polygon, eraser, brush, brush, pick ... and back
+    sizes = []
+    for _ in range(5):
+        sizes.append(_state(page, "S.targets.map(t => t.mask.reduce((a, v) => a + v, 0))"))
+        page.keyboard.press("Control+z")
+    assert _state(page, "S.targets.length") == 0 and len(sizes[0]) == 2 and sizes[0][1] == int(drawn.sum())
+    assert len(sizes[3]) == 2 and len(sizes[4]) == 1  # the first stroke made the instance; the pick came first
+    _verdict(page, "No instance selected")
+    for _ in range(5):
+        page.keyboard.press("Control+Shift+z")
+    assert _state(page, "S.targets.map(t => t.mask.reduce((a, v) => a + v, 0))") == sizes[0]
+    _verdict(page, "2 target instances")
+    # save (Ctrl+Enter): the stored masks are the canvas's, pixel for pixel
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function("document.querySelector('#save-msg')?.innerText.includes('Saved ref')", timeout=30_000)
+    shown = [decode_mask(r, h, w) for r in _state(page, "S.targets.map(t => S.api.encodeRle(t.mask))")]
+    store = Store(db)
+    try:
+        ref = store.refs(image_id=1)[0]
+        stored = {i.id: i.mask for i in store.instances(image_id=1)}
+        masks = [stored[i] for i in ref.instance_ids]
+    finally:
+        store.close()
+    assert len(masks) == 2 and (masks[1] == drawn).all() and all((a == b).all() for a, b in zip(masks, shown))
+    # the Review tab shows the same targets on its read-only canvas, each of them can be hidden
+    page.get_by_role("tab", name="Review").click()
+    rv = CV.replace("#canvas", "#review-picture")
+    page.wait_for_function(f"{rv}.targets.length === 2", timeout=30_000)
+    review = page.evaluate(f"() => {{ const S = {rv}; return S.targets.map(t => S.api.encodeRle(t.mask)); }}")
+    assert all((decode_mask(r, h, w) == m).all() for r, m in zip(review, masks))
+    page.locator("#review-picture .dc-chip .eye").first.click()
+    assert page.evaluate(f"() => {rv}.targets.map(t => t.visible)") == [False, True]
+    assert page.locator("#review-picture .dc-tool").count() == 0  # read-only: no editing tools
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(SCREENSHOT_DIR / "canvas_review.png"))
+    assert errors == []
+    page.close()
+
+
+def test_twelve_sessions_open_the_same_picture_at_once(chromium, studio) -> None:
+    """Every session gets the whole picture (it is served from memory; no file is rewritten)."""
+    from gradio_client import Client
+
+    url, _ = studio
+    page = chromium.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(url)
+    page.wait_for_selector("#queue-pos")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("d")
+    page.wait_for_function(f"{CV}.W > 0", timeout=60_000)
+    key, w, h = _state(page, "[S.imgKey, S.W, S.H]")
+    page.close()
+
+    def one(_):
+        c = Client(url, verbose=False)
+        value = c.predict(False, "", 0.7, 0.5, "", "", "", "", "", api_name="/next_image")[1]  # each session opens image 1 ...
+        import httpx
+
+        body = {"component_id": _component_id(url), "fn_name": "canvas_image", "data": value["image"],
+                "session_hash": c.session_hash}
+        r = httpx.post(url + "gradio_api/component_server", json=body, timeout=60)  # ... and fetches its picture
+        return value, r
+
+    with ThreadPoolExecutor(12) as pool:
+        results = list(pool.map(one, range(12)))
+    import base64
+    import io
+
+    from PIL import Image
+
+    for value, r in results:
+        assert value["image"] == key and r.status_code == 200
+        data = base64.b64decode(r.json().split(",", 1)[1])
+        assert Image.open(io.BytesIO(data)).convert("RGB").size == (w, h)
+
+
+def _component_id(url: str) -> int:
+    import httpx
+
+    cfg = httpx.get(url + "config", timeout=30).json()
+    return next(c["id"] for c in cfg["components"] if c.get("props", {}).get("elem_id") == "canvas")
