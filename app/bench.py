@@ -138,7 +138,7 @@ def bench_store(refs: int, db: str | Path | None, repeats: int = 50, reviews: in
         person_stats(store)
         stats_times.append(time.perf_counter() - t0)
     view_ms, stats_ms = 1000 * statistics.median(view_times), 1000 * statistics.median(stats_times)
-    n_reviews = store.read("SELECT COUNT(*) FROM events WHERE action = 'review'")[0][0]
+    n_reviews = store.event_count("review")
     out = {"refs": store.stats()["refs"], "review_decisions": n_reviews, "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
            "save_new_ref_p95_ms": p95[0], "save_edit_ms": round(edit_ms, 2), "save_edit_p95_ms": p95[1],
            "backend": store.location.kind, "first_page_with_counts_ms": round(first_page_ms, 2),

@@ -29,6 +29,7 @@ from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
 from .store import SPLITS, STATUSES, Store, StoreError
+from .services import studio_cache
 from .store.location import DB_HELP, parse_db
 from .store.names import display_name
 
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         loc = parse_db(args.db)
         if args.cmd in ("stats", "export") and not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
-        store = Store(loc)
+        store = Store(loc, cache_root=studio_cache())
         if args.cmd == "import-images":
             res = import_images(store, args.dir, args.split, args.max_side).summary()
         elif args.cmd == "import-grefcoco":

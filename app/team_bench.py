@@ -184,7 +184,8 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
     from deris_core.synthetic import generate
 
     from .collection import import_images
-    from .store import Store
+    from .store import RefFilter, Store
+    from .store.queue import ref_ids
     from .store.location import parse_db
 
     tmp = tempfile.TemporaryDirectory(prefix="deris_team_")
@@ -225,7 +226,7 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-    stored = {r[0] for r in store.read("SELECT id FROM refs")}
+    stored = set(ref_ids(store, RefFilter()))
     missing = [r for r in tally.acked if r not in stored]
     n_refs = store.stats()["refs"] - refs_before
     store.close()

@@ -298,7 +298,7 @@ def test_deleted_predictions_stay_deleted_and_unreadable_images_are_skipped(coll
     summary = run(s, p, pairs, "k", progress=False, load=lambda i: None if i == missing else s.load_image(i))
     assert summary.written == 15 and summary.skipped == [f"image {missing}: pixels not available"]
     victim = next(r for r in s.refs() if not r.no_target)
-    s.delete_ref(victim.id, user="ann")
+    s.delete_ref(victim.id, actor="ann")
     assert not set(victim.instance_ids) & {i.id for i in s.instances(victim.image_id)}  # no model orphans
     again = run(s, p, pairs, "k", progress=False)
     assert again.already_done == 15 and again.written == 3  # the deleted pair is not predicted again

@@ -318,7 +318,7 @@ def test_a_killed_run_resumes_and_a_dead_holder_does_not_block(tmp_path):
     assert store.read("SELECT COUNT(*) FROM locks")[0][0] == 0
     # the store's refs changed since the run started: a resume is refused
     rid = store.refs()[0]
-    store.set_status(rid.id, "rejected", user="x")
+    store.set_status(rid.id, "rejected", actor="x")
     refused = subprocess.run([*args, "--steps", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "was started on other refs" in refused.stderr
 

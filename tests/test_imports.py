@@ -247,7 +247,7 @@ def test_an_import_never_brings_back_a_deleted_ref_id(db_at, tmp_path: Path) -> 
     s = Store(db_at("db.sqlite"))
     img = s.add_image(np.zeros((4, 4, 3), np.uint8))
     gone = s.save_ref(img, ["x"], no_target=True, annotator="alice")
-    s.delete_ref(gone, user="bob")
+    s.delete_ref(gone, actor="bob")
     coco, grefs = _dataset()
     grefs[0]["ref_id"] = gone
     import_grefcoco(s, _write(tmp_path / "ds", coco, grefs))

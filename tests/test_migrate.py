@@ -30,7 +30,7 @@ def _team_store(path: Path) -> Store:
     c = store.save_ref(ids[2], ["the box", "the square"], masks=[rect_mask((5, 5, 20, 30))], annotator="ann2")
     store.save_ref(ids[3], ["a box on a photo"], masks=[rect_mask()], annotator="ann", split="val")
     gone = store.save_ref(ids[0], ["to be deleted"], masks=[rect_mask((1, 1, 4, 4))], annotator="ann")
-    store.delete_ref(gone, user="ann")
+    store.delete_ref(gone, actor="ann")
     review(store, a, "accept", "rev")
     review(store, c, "reject", "rev", reason="wrong_mask", comment="too loose")
     store.save_ref(b, ["nothing green here"], no_target=True, annotator="ann", ref_id=b,
@@ -61,7 +61,7 @@ def test_a_store_goes_to_postgres_and_back_unchanged(tmp_path: Path, pg_server) 
     assert all(pg.image_bytes(i) is not None for (i,) in pg.read("SELECT id FROM images"))
     new = pg.save_ref(1, ["a new ref after the move"], no_target=True, annotator="ann")
     assert new > max(r[0] for r in src_refs) + 1  # the deleted ref's id was given once: never again
-    pg.delete_ref(new, user="ann")
+    pg.delete_ref(new, actor="ann")
     pg.close()
     back = tmp_path / "back.sqlite"
     res2 = migrate(url, str(back))

@@ -71,8 +71,8 @@ def test_every_change_is_an_event_with_its_author(db_at, tmp_path: Path) -> None
     v = review(s, rid, "reject", "rev", "wrong_mask", "the corner is cut", expected_version=2)
     s.save_ref(img, ["the box"], masks=[_mask()], annotator="ann", ref_id=rid, expected_version=v)
     review(s, rid, "accept", "rev")
-    s.set_status(rid, "done", user="boss")
-    s.delete_ref(rid, user="boss")
+    s.set_status(rid, "done", actor="boss")
+    s.delete_ref(rid, actor="boss")
     events = s.events(rid)
     assert [(e.action, e.user) for e in events] == [("create", "ann"), ("edit", "ann"), ("review", "rev"),
                                                     ("edit", "ann"), ("review", "rev"), ("status", "boss"),

@@ -29,6 +29,7 @@ import torch
 from deris_core.train.nsc import NSCConfig
 
 from ..store import SPLITS, STATUSES, Store, StoreError
+from ..services import studio_cache
 from ..store.location import DB_HELP, parse_db
 from ..store.queue import ImageFilter
 
@@ -130,7 +131,7 @@ def _main(argv: list[str] | None = None) -> int:
         loc = parse_db(args.db)
         if not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
-        store = Store(loc)
+        store = Store(loc, cache_root=studio_cache())
         if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         if args.cmd == "preannotate":
@@ -176,7 +177,9 @@ def _main(argv: list[str] | None = None) -> int:
         elif args.cmd == "rethreshold":
             from .preannotate import apply_threshold
 
-            keys = [r[0] for r in store.read("SELECT DISTINCT model FROM predictions")]
+            from ..store.predictions import model_keys
+
+            keys = model_keys(store)
             found = [k for k in keys if args.model in (k, k.split("|")[0])]
             if len(found) != 1:
                 raise StoreError(f"--model {args.model!r} matches {len(found)} of the stored models: " + "; ".join(keys))

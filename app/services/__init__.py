@@ -29,6 +29,14 @@ def thumbnail_folder(store: Store) -> Path:
     return store.media_dir / "thumbs"
 
 
+def studio_cache() -> Path:
+    """Where a studio on a PostgreSQL database keeps its local caches (thumbnails, exports):
+    ``$DERIS_CACHE/studio`` (pass it to :class:`~app.store.Store` as ``cache_root``)."""
+    from deris_core.weight_cache import cache_dir
+
+    return cache_dir() / "studio"
+
+
 def export_folder(store: Store) -> Path:
     """Where the app writes exports: next to the database (pass it to ``launch(allowed_paths=...)``)."""
     return store.exports_dir

@@ -65,9 +65,9 @@ class RefService:
             require(actor, "create", None)
             keep = author if author is not None else actor.name
         written = self.store.write_ref(db, image_id, sentences, masks=masks, rles=rles, instance_ids=instance_ids,
-                                       no_target=no_target, split=split, annotator=keep,
+                                       no_target=no_target, split=split, author=keep,
                                        status=(old.status if old is not None else "done") if deciding else status,
-                                       ref_id=ref_id, expected_version=expected_version, user=actor.name,
+                                       ref_id=ref_id, expected_version=expected_version, actor=actor.name,
                                        source=source, action=action, detail=detail)
         version = written.version
         if status == "reviewed" and (deciding or written.content_changed):
