@@ -13,9 +13,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from .. import overlay
-from ..services import Services
-from ..store import SPLITS
-from ..store.review import REASONS, review_queue
+from ..services import REASONS, SPLITS, RefFilter, RefStatus, Services
 from .display import history_html
 from .shell import Shell, bind, request_user
 
@@ -84,24 +82,14 @@ def layout(tab: gr.Tab) -> ReviewUI:
 def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False,
          by_uncertainty: bool = False):
     """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
-    store = svc.store
-    flt = dict(annotator=(annotator or "").strip() or None, split=split or None,
-               image_id=int(image_id) if image_id not in (None, "") else None, by_disagreement=bool(by_disagreement),
-               by_uncertainty=bool(by_uncertainty))
-    pos = max(0, int(pos or 0))
-    rows, total = review_queue(store, pos, 1, **flt)
-    if not rows and total:
-        pos = total - 1
-        rows, total = review_queue(store, pos, 1, **flt)
-    if not rows:
+    flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
+    item = svc.refs.review_at(pos, flt, by_disagreement, by_uncertainty)
+    if item.ref is None:
         return ("<div id='review-info' class='queue-pos'>Nothing awaits review.</div>", None, "", "", 0, None)
-    row = rows[0]
-    rec = store.ref(row.id)
-    rgb = store.load_image(rec.image_id)
-    masks = {i.id: i.mask for i in store.instances(rec.image_id)}
+    row, rec, pos, total = item.row, item.ref, item.pos, item.total
+    rgb, ms = svc.workspace.ref_picture(rec)
     pic = None
     if rgb is not None:
-        ms = [masks[i] for i in rec.instance_ids]
         pic = overlay.render(rgb, ms, [str(n + 1) for n in range(len(ms))], list(range(len(ms))), rec.no_target)
     info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
             f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
