@@ -79,6 +79,8 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
     ``think``: the mean pause before each action, in seconds."""
     from gradio_client import Client
 
+    from .store import RefStatus
+
     rng = random.Random(k0)
 
     def pause() -> None:
@@ -103,7 +105,7 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
                 c.predict(api_name="/toggle_no_target")
             pause()
             t2 = time.perf_counter()
-            msg = c.predict(who, "train", "done", f"round {k} of {who}", "the red circle", api_name="/save")[0]
+            msg = c.predict(who, "train", RefStatus.DONE.value, f"round {k} of {who}", "the red circle", api_name="/save")[0]
             t3 = time.perf_counter()
             rid = int(str(msg).split()[2])
             with tally.lock:

@@ -28,7 +28,7 @@ import torch
 
 from deris_core.train.nsc import NSCConfig
 
-from ..store import SPLITS, STATUSES, Store, StoreError
+from ..store import SPLITS, STATUSES, RefStatus, Store, StoreError
 from ..services import studio_cache
 from ..store.location import DB_HELP, parse_db
 from ..store.queue import ImageFilter
@@ -196,7 +196,7 @@ def _main(argv: list[str] | None = None) -> int:
             from .finetune import RECIPE, Options, finetune, promote
 
             recipe = dataclasses.replace(RECIPE, batch_size=args.batch_size, **({"lr": args.lr} if args.lr else {}))
-            opts = Options(db=args.db, weights=args.weights, out=args.out, statuses=tuple(args.status or ("reviewed",)),
+            opts = Options(db=args.db, weights=args.weights, out=args.out, statuses=tuple(args.status or (RefStatus.REVIEWED.value,)),
                            holdout_split=args.holdout_split, holdout_fraction=args.holdout_fraction, seed=args.seed,
                            minutes=args.minutes if args.minutes or args.steps else 15.0, steps=args.steps,
                            recipe=recipe, replay=args.replay, replay_split=args.replay_split,

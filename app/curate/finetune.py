@@ -35,7 +35,7 @@ import numpy as np
 from deris_core.data.refer import DataError, ReferDataset, ReferSample, load_grefcoco, merge
 from deris_core.data.training import Rotation
 
-from ..store import ModelRecord, RefFilter, RefRecord, Store, StoreError, model_name_problem
+from ..store import ModelRecord, RefFilter, RefRecord, RefStatus, Store, StoreError, model_name_problem
 from ..store.queue import ref_ids
 from .preannotate import weights_digest
 
@@ -68,7 +68,7 @@ class Options:
     db: str
     weights: str  # what to start from: anything load_predictor takes, or a registered model's name
     out: str
-    statuses: tuple[str, ...] = ("reviewed",)
+    statuses: tuple[str, ...] = (RefStatus.REVIEWED.value,)
     holdout_split: str | None = None  # hold out every image that has a ref of this split ...
     holdout_fraction: float = 0.1  # ... else this share of the images (seeded)
     seed: int = 0

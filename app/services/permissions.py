@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..store import RefRecord
+from ..store import RefRecord, RefStatus
 from .errors import Refused
 
 ANNOTATOR, REVIEWER = "annotator", "reviewer"
@@ -75,7 +75,7 @@ def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
             return "You cannot review your own ref: another reviewer decides on it."
         return None
     verb = "change" if action == "edit" else "delete"
-    if ref.status == "reviewed" and not actor.reviewer:
+    if ref.status == RefStatus.REVIEWED and not actor.reviewer:
         return f"ref {ref.id} was accepted; only a reviewer can {verb} it now."
     if not personal(ref.annotator) or not actor.accounts or ref.annotator == actor.name or actor.reviewer:
         return None

@@ -116,7 +116,7 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
         actor = type(actor)("reviewer", actor.roles)  # an unnamed reviewer of an open studio
     svc.refs.review(actor, shown[0], decision, reason if decision == "reject" else None,
                     comment if decision == "reject" else "", expected_version=shown[1])
-    msg = f"Ref {shown[0]} {'accepted' if decision == 'accept' else 'rejected'} by {actor.name}."
+    msg = f"Ref {shown[0]} {decision}ed by {actor.name}."  # accepted / rejected
     # the decided ref leaves the queue: the same position now shows the next one
     return (msg, None, "", *show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
 
