@@ -68,21 +68,22 @@ class RefsMixin:
 
     def save_ref(self, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
                  instance_ids: Sequence[int] = (), no_target: bool = False, split: str = "train",
-                 annotator: str = "", status: str = RefStatus.DONE, category: str = DEFAULT_CATEGORY,
-                 ref_id: int | None = None, expected_version: int | None = None, user: str | None = None) -> int:
+                 author: str = "", status: str = RefStatus.DONE, category: str = DEFAULT_CATEGORY,
+                 ref_id: int | None = None, expected_version: int | None = None, actor: str | None = None) -> int:
         """Create a ref, or (``ref_id`` + ``expected_version``) update one, in one transaction.
 
         Targets are existing ``instance_ids`` and/or new ``masks`` (stored as new instances;
         the same pixels already stored for this image are reused). A no-target ref has no
         targets, a targeted ref at least one. An update whose ``expected_version`` is not the
-        stored one raises :class:`ConflictError`. ``user`` (default: ``annotator``) is recorded
-        in the ref's history, and becomes the ref's ``editor`` when the content changes.
+        stored one raises :class:`ConflictError`. ``author`` is the ref's author of record (its
+        ``annotator``); ``actor`` (default: the author), who saves it, is recorded in the ref's
+        history and becomes the ref's ``editor`` when the content changes.
         """
         cat = self.category_id(category)
         with self._tx() as db:
             return self.write_ref(db, image_id, sentences, masks=masks, instance_ids=instance_ids, no_target=no_target,
-                                  split=split, author=annotator, status=status, category_id=cat, ref_id=ref_id,
-                                  expected_version=expected_version, actor=user).ref_id
+                                  split=split, author=author, status=status, category_id=cat, ref_id=ref_id,
+                                  expected_version=expected_version, actor=actor).ref_id
 
     def write_ref(self, db, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
                   rles: Sequence[dict] = (), instance_ids: Sequence[int] = (), no_target: bool = False,

@@ -217,9 +217,9 @@ class Store(RefsMixin, ModelsMixin):
         return self._query(sql, args)
 
     @staticmethod
-    def _event(db: sqlite3.Connection, ref_id: int, user: str, action: str, detail: dict | None = None) -> None:
+    def _event(db: sqlite3.Connection, ref_id: int, actor: str, action: str, detail: dict | None = None) -> None:
         db.execute('INSERT INTO events (ref_id, at, "user", action, detail) VALUES (?,?,?,?,?)',
-                   (ref_id, time.time(), user or "", action, json.dumps(detail or {})))
+                   (ref_id, time.time(), actor or "", action, json.dumps(detail or {})))
 
     # --- images and categories ----------------------------------------------------------------
 
