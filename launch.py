@@ -122,12 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     configure_from_env()
     from app.store import Store, StoreError
     from app.store.location import parse_db
-    from app.services import export_folder, thumbnail_folder
+    from app.services import export_folder, studio_cache, thumbnail_folder
     from app.ui import CSS, SHORTCUTS_JS, build_app
 
     try:
         loc = parse_db(db)
-        store = Store(loc)
+        store = Store(loc, cache_root=studio_cache())
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from .services import Actor, RefService
-from .store import Store
+from .store import RefStatus, Store
 
 
 def _median_ms(fn, n: int, p95: list | None = None) -> float:
@@ -68,12 +68,13 @@ def fill(store: Store, refs: int, images: int = 2000, seed: int = 0, reviews: in
             image_id = first[int(rng.integers(0, images))]
             n_t = int(rng.integers(0, 3))
             sentences = [f"the object number {r} seen from side {pos}" for pos in range(int(rng.integers(1, 4)))]
-            status = ["draft", "done", "reviewed", "rejected"][r % 4]
+            status = [RefStatus.DRAFT, RefStatus.DONE, RefStatus.REVIEWED, RefStatus.REJECTED][r % 4]
             saved = service.save(Actor(f"annotator{r % 7}"), image_id, sentences, instance_ids=targets[image_id][:n_t],
-                                 no_target=n_t == 0, status="draft" if status == "draft" else "done", db=db)
-            if status in ("reviewed", "rejected") and decided < reviews:
-                service.review(Actor(f"reviewer{r % 3}"), saved.ref_id, "accept" if status == "reviewed" else "reject",
-                               None if status == "reviewed" else "wrong_mask", expected_version=saved.version, db=db)
+                                 no_target=n_t == 0, status=status if status is RefStatus.DRAFT else RefStatus.DONE, db=db)
+            if status in (RefStatus.REVIEWED, RefStatus.REJECTED) and decided < reviews:
+                accept = status is RefStatus.REVIEWED
+                service.review(Actor(f"reviewer{r % 3}"), saved.ref_id, "accept" if accept else "reject",
+                               None if accept else "wrong_mask", expected_version=saved.version, db=db)
                 decided += 1
 
 
@@ -111,7 +112,7 @@ def bench_store(refs: int, db: str | Path | None, repeats: int = 50, reviews: in
     assert store.ref(rid).version == 21, "the edits were not saved"
     first_page_ms = _median_ms(lambda: (store.stats(), store.refs_page(0, 50)), 20)
     deep_page_ms = _median_ms(lambda: store.refs_page(50 * 1500, 50), 20)
-    filtered_ms = _median_ms(lambda: store.refs_page(0, 50, status="reviewed", annotator="annotator3"), 20)
+    filtered_ms = _median_ms(lambda: store.refs_page(0, 50, status=RefStatus.REVIEWED, annotator="annotator3"), 20)
     from .store.queue import ImageFilter, image_page, neighbour, position
 
     todo = ImageFilter(status="todo")
@@ -138,7 +139,7 @@ def bench_store(refs: int, db: str | Path | None, repeats: int = 50, reviews: in
         person_stats(store)
         stats_times.append(time.perf_counter() - t0)
     view_ms, stats_ms = 1000 * statistics.median(view_times), 1000 * statistics.median(stats_times)
-    n_reviews = store.read("SELECT COUNT(*) FROM events WHERE action = 'review'")[0][0]
+    n_reviews = store.event_count("review")
     out = {"refs": store.stats()["refs"], "review_decisions": n_reviews, "fill_s": round(fill_s, 1), "save_new_ref_ms": round(save_ms, 2),
            "save_new_ref_p95_ms": p95[0], "save_edit_ms": round(edit_ms, 2), "save_edit_p95_ms": p95[1],
            "backend": store.location.kind, "first_page_with_counts_ms": round(first_page_ms, 2),

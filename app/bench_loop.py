@@ -22,7 +22,6 @@ set; the result also carries the store's held-out figures and whether the run wo
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ def import_reviewed(store, root: Path, refs: int, split: str = "testB") -> dict:
     """Import the first ``refs`` refs of ``split`` from a synthetic set at ``root`` (with their
     images and instances only) as reviewed refs of the annotator ``synthetic``."""
     from .imports import import_grefcoco_data, read_json
+    from .store import RefStatus
 
     coco, _ = read_json(root / "grefcoco" / "instances.json")
     grefs, _ = read_json(root / "grefcoco" / "grefs(unc).json")
@@ -41,7 +41,7 @@ def import_reviewed(store, root: Path, refs: int, split: str = "testB") -> dict:
     coco = {**coco, "images": [i for i in coco["images"] if i["id"] in images],
             "annotations": [a for a in coco["annotations"] if a["image_id"] in images]}
     for r in chosen:
-        r.update(status="reviewed", annotator="synthetic")
+        r.update(status=RefStatus.REVIEWED.value, annotator="synthetic")
     return import_grefcoco_data(store, coco, chosen, root / "images" / "train2014", source=f"synthetic {split}")
 
 

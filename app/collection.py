@@ -73,7 +73,7 @@ def import_images(store: Store, folder: str | Path, split: str = "", max_side: i
     root = root.resolve()
     if any(root == f or root.is_relative_to(f) for f in studio_folders(store)):
         raise StoreError("that folder is the studio's own media or export folder; its pictures are already stored")
-    known_paths = {r[0] for r in store.read("SELECT path FROM images WHERE path IS NOT NULL")}
+    known_paths = store.image_paths()
     res = FolderImport()
     files = _files(root, studio_folders(store))
     for path in tqdm(files, desc="importing images", unit="img", disable=not progress):
@@ -100,13 +100,13 @@ def import_images(store: Store, folder: str | Path, split: str = "", max_side: i
             s = max_side / max(h, w)
             rgb = cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
             where = None  # changed pixels: the store keeps its own copy
-        before = store.read("SELECT COUNT(*) FROM images")[0][0]
+        before = store.image_count()
         try:
             store.add_image(rgb, file_name=shown, split=split, path=where)
         except StoreError as exc:
             res.skipped.append((shown, str(exc)))
             continue
-        if store.read("SELECT COUNT(*) FROM images")[0][0] > before:
+        if store.image_count() > before:
             res.added += 1
         else:
             res.known += 1

@@ -20,7 +20,6 @@ import argparse
 import json
 import sys
 import zipfile
-from pathlib import Path
 
 from deris_core.data.refer import DataError
 
@@ -30,6 +29,7 @@ from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
 from .migrate import MigrationRefused
 from .store import SPLITS, STATUSES, Store, StoreError
+from .services import studio_cache
 from .store.location import DB_HELP, parse_db
 from .store.timeouts import DbTimeouts
 from .store.names import display_name
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         loc = parse_db(args.db)
         if args.cmd in ("stats", "export") and not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
-        store = Store(loc, timeouts=DbTimeouts.from_env(batch=True))  # nobody waits at a screen
+        store = Store(loc, timeouts=DbTimeouts.from_env(batch=True), cache_root=studio_cache())  # nobody waits at a screen
         if args.cmd == "import-images":
             res = import_images(store, args.dir, args.split, args.max_side).summary()
         elif args.cmd == "import-grefcoco":

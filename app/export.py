@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .store import SPLITS, Snapshot, Store, StoreError, decode_mask, os_error_message, unique_names
+from .store import SPLITS, RefFilter, Snapshot, Store, StoreError, decode_mask, os_error_message, unique_names
 
 _PUNCT = re.compile(r"[.,'!?\"()*#:;]")
 
@@ -118,11 +118,12 @@ def export_names(snap: Snapshot) -> dict[int, str]:
 
 def filter_snapshot(snap: Snapshot, status: str | None = None, split: str | None = None,
                     annotator: str | None = None) -> Snapshot:
-    """Only the refs that match every given filter, with their images and those images' instances."""
-    if not (status or split or annotator is not None):
+    """Only the refs that match every given filter (one :class:`~app.store.RefFilter`), with their images
+    and those images' instances."""
+    flt = RefFilter.of(status, split, annotator)
+    if flt.empty:
         return snap
-    refs = [r for r in snap.refs if (not status or r.status == status) and (not split or r.split == split)
-            and (annotator is None or r.annotator == annotator)]
+    refs = [r for r in snap.refs if flt.matches(r)]
     image_ids = {r.image_id for r in refs}
     return Snapshot([im for im in snap.images if im.id in image_ids], snap.categories,
                     [i for i in snap.instances if i.image_id in image_ids], refs)

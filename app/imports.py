@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
-from .store import SPLITS, STATUSES, Store, StoreError, clean_sentences
+from .store import SPLITS, STATUSES, RefStatus, Store, StoreError, clean_sentences
 from .store.bulk import ImportPlan, PlannedAnnotation, PlannedImage, PlannedRef, write_plan
 from .store.masks import polygons_problem, rle_problem, size_problem
 from .store.names import display_name, not_utf8, relative_name_problem
@@ -226,7 +226,7 @@ def _check_refs(grefs: object, images: dict[int, PlannedImage], anns: dict[int, 
         if split not in SPLITS:
             chk.add(where, f"field 'split': {split!r} is not one of {', '.join(SPLITS)}")
             continue
-        status = r.get("status", "done")
+        status = r.get("status", RefStatus.DONE.value)
         annotator = r.get("annotator", "")
         if status not in STATUSES or not isinstance(annotator, str):
             chk.add(where, "field 'status' or 'annotator' is not valid")

@@ -79,6 +79,8 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
     ``think``: the mean pause before each action, in seconds."""
     from gradio_client import Client
 
+    from .store import RefStatus
+
     rng = random.Random(k0)
 
     def pause() -> None:
@@ -103,7 +105,7 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
                 c.predict(api_name="/toggle_no_target")
             pause()
             t2 = time.perf_counter()
-            msg = c.predict(who, "train", "done", f"round {k} of {who}", "the red circle", api_name="/save")[0]
+            msg = c.predict(who, "train", RefStatus.DONE.value, f"round {k} of {who}", "the red circle", api_name="/save")[0]
             t3 = time.perf_counter()
             rid = int(str(msg).split()[2])
             with tally.lock:
@@ -184,7 +186,8 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
     from deris_core.synthetic import generate
 
     from .collection import import_images
-    from .store import Store
+    from .store import RefFilter, Store
+    from .store.queue import ref_ids
     from .store.location import parse_db
 
     tmp = tempfile.TemporaryDirectory(prefix="deris_team_")
@@ -225,7 +228,7 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 p.kill()
-    stored = {r[0] for r in store.read("SELECT id FROM refs")}
+    stored = set(ref_ids(store, RefFilter()))
     missing = [r for r in tally.acked if r not in stored]
     n_refs = store.stats()["refs"] - refs_before
     store.close()

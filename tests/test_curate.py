@@ -204,11 +204,11 @@ def test_qa_equals_deris_core_metrics_on_hand_built_cases(tmp_path: Path) -> Non
     s = Store(tmp_path / "qa.sqlite")
     img = s.add_image(np.zeros((20, 20, 3), np.uint8))
     gt_a, gt_b = _box(0, 0, 10, 10), _box(5, 5, 15, 15)
-    ra = s.save_ref(img, ["a"], masks=[gt_a], annotator="ann", split="val")
-    rb = s.save_ref(img, ["b", "b again"], masks=[gt_b], annotator="bob")
-    rc = s.save_ref(img, ["c"], no_target=True, annotator="ann")
-    rd = s.save_ref(img, ["d"], no_target=True, annotator="bob")
-    s.save_ref(img, ["draft"], no_target=True, annotator="ann", status="draft")  # not checked
+    ra = s.save_ref(img, ["a"], masks=[gt_a], author="ann", split="val")
+    rb = s.save_ref(img, ["b", "b again"], masks=[gt_b], author="bob")
+    rc = s.save_ref(img, ["c"], no_target=True, author="ann")
+    rd = s.save_ref(img, ["d"], no_target=True, author="bob")
+    s.save_ref(img, ["draft"], no_target=True, author="ann", status="draft")  # not checked
     answers = {"a": _box(0, 0, 10, 5), "b": _box(5, 5, 15, 15), "b again": None, "c": None, "d": _box(0, 0, 2, 2)}
     model = _Scripted(answers)
     res = qa(s, model, "scripted")
@@ -232,8 +232,8 @@ def test_qa_equals_deris_core_metrics_on_hand_built_cases(tmp_path: Path) -> Non
 def test_qa_of_a_group_without_any_target(tmp_path: Path) -> None:
     s = Store(tmp_path / "nt.sqlite")
     img = s.add_image(np.zeros((20, 20, 3), np.uint8))
-    s.save_ref(img, ["x"], no_target=True, annotator="ann")
-    s.save_ref(img, ["y"], no_target=True, annotator="ann")
+    s.save_ref(img, ["x"], no_target=True, author="ann")
+    s.save_ref(img, ["y"], no_target=True, author="ann")
     res = qa(s, _Scripted({"x": None, "y": _box(0, 0, 2, 2)}), "scripted")
     assert res["overall"]["cIoU"] is None and res["overall"]["N_acc"] == 50.0 and res["overall"]["gIoU"] == 50.0
 
@@ -241,12 +241,12 @@ def test_qa_of_a_group_without_any_target(tmp_path: Path) -> None:
 def test_agreement_on_hand_built_masks_and_consensus(tmp_path: Path) -> None:
     s = Store(tmp_path / "ag.sqlite")
     img = s.add_image(np.zeros((20, 20, 3), np.uint8))
-    ann_dog = s.save_ref(img, ["The dog"], masks=[_box(0, 0, 10, 10)], annotator="ann")
-    bob_dog = s.save_ref(img, ["the dog"], masks=[_box(0, 0, 10, 8)], annotator="bob")  # IoU 0.8 with ann
-    s.save_ref(img, ["the dog"], masks=[_box(10, 10, 20, 20)], annotator="cat")  # disagrees
-    s.save_ref(img, ["a unicorn"], no_target=True, annotator="ann")
-    s.save_ref(img, ["a unicorn"], no_target=True, annotator="bob")
-    s.save_ref(img, ["only one person"], no_target=True, annotator="ann")
+    ann_dog = s.save_ref(img, ["The dog"], masks=[_box(0, 0, 10, 10)], author="ann")
+    bob_dog = s.save_ref(img, ["the dog"], masks=[_box(0, 0, 10, 8)], author="bob")  # IoU 0.8 with ann
+    s.save_ref(img, ["the dog"], masks=[_box(10, 10, 20, 20)], author="cat")  # disagrees
+    s.save_ref(img, ["a unicorn"], no_target=True, author="ann")
+    s.save_ref(img, ["a unicorn"], no_target=True, author="bob")
+    s.save_ref(img, ["only one person"], no_target=True, author="ann")
     res = agreement(s)
     ious = {tuple(p["annotators"]) + (p["sentence"],): p["iou"] for p in res["per_pair"]}
     assert res["groups"] == 2 and res["pairs"] == 4
@@ -279,10 +279,10 @@ def test_the_review_queue_can_show_the_biggest_disagreements_first(tmp_path: Pat
 
     s = Store(tmp_path / "q.sqlite")
     img = s.add_image(np.zeros((20, 20, 3), np.uint8))
-    good = s.save_ref(img, ["a"], masks=[_box(0, 0, 10, 10)], annotator="ann")
-    bad = s.save_ref(img, ["b"], masks=[_box(5, 5, 15, 15)], annotator="ann")
+    good = s.save_ref(img, ["a"], masks=[_box(0, 0, 10, 10)], author="ann")
+    bad = s.save_ref(img, ["b"], masks=[_box(5, 5, 15, 15)], author="ann")
     qa(s, _Scripted({"a": _box(0, 0, 10, 10), "b": _box(0, 0, 3, 3)}), "scripted")
-    unchecked = s.save_ref(img, ["c"], no_target=True, annotator="ann")  # saved after the qa run
+    unchecked = s.save_ref(img, ["c"], no_target=True, author="ann")  # saved after the qa run
     assert [r.id for r in review_queue(s)[0]] == [good, bad, unchecked]  # oldest first
     assert [r.id for r in review_queue(s, by_disagreement=True)[0]] == [bad, good, unchecked]
 
@@ -298,7 +298,7 @@ def test_deleted_predictions_stay_deleted_and_unreadable_images_are_skipped(coll
     summary = run(s, p, pairs, "k", progress=False, load=lambda i: None if i == missing else s.load_image(i))
     assert summary.written == 15 and summary.skipped == [f"image {missing}: pixels not available"]
     victim = next(r for r in s.refs() if not r.no_target)
-    s.delete_ref(victim.id, user="ann")
+    s.delete_ref(victim.id, actor="ann")
     assert not set(victim.instance_ids) & {i.id for i in s.instances(victim.image_id)}  # no model orphans
     again = run(s, p, pairs, "k", progress=False)
     assert again.already_done == 15 and again.written == 3  # the deleted pair is not predicted again

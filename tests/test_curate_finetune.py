@@ -23,7 +23,7 @@ import pytest
 
 from app.curate import finetune as ft
 from app.curate.__main__ import main as curate_main
-from app.store import ModelRecord, Store, StoreError
+from app.store import Store, StoreError
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ft.Recipe(batch_size=4, expressions_per_image=2, warmup_steps=1)
@@ -328,7 +328,7 @@ def test_a_killed_run_resumes_and_a_dead_holder_does_not_block(tmp_path):
     assert store.read("SELECT COUNT(*) FROM locks")[0][0] == 0
     # the store's refs changed since the run started: a resume is refused
     rid = store.refs()[0]
-    store.set_status(rid.id, "rejected", user="x")
+    store.set_status(rid.id, "rejected", actor="x")
     refused = subprocess.run([*args, "--steps", "8"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert refused.returncode == 2 and "was started on other refs" in refused.stderr
 

@@ -229,9 +229,9 @@ def test_qa_skips_a_paraphrase_that_cleans_to_nothing(tmp_path: Path, predictor)
     s, ids = _store(tmp_path, 1)
     m = np.zeros((24, 24), bool)
     m[2:10, 2:10] = True
-    good = s.save_ref(ids[0], ["the square", "?"], masks=[m], annotator="ann")
-    only_bad = s.save_ref(ids[0], ["...", "!!"], no_target=True, annotator="bob")
-    other = s.save_ref(ids[0], ["a cat"], no_target=True, annotator="bob")
+    good = s.save_ref(ids[0], ["the square", "?"], masks=[m], author="ann")
+    only_bad = s.save_ref(ids[0], ["...", "!!"], no_target=True, author="bob")
+    other = s.save_ref(ids[0], ["a cat"], no_target=True, author="bob")
     res = qa(s, predictor, "bundled")
     assert res["refs"] == 2
     assert {r[0] for r in s.read("SELECT ref_id FROM qa")} == {good, other}
@@ -249,8 +249,8 @@ def _agree_store(path: Path) -> Store:
     m = np.zeros((20, 20), bool)
     m[0:10, 0:10] = True
     for a, b in NON_ASCII:
-        s.save_ref(img, [a], masks=[m], annotator="ann")
-        s.save_ref(img, [b], masks=[m], annotator="bob")
+        s.save_ref(img, [a], masks=[m], author="ann")
+        s.save_ref(img, [b], masks=[m], author="bob")
     return s
 
 
@@ -270,8 +270,8 @@ def test_two_merges_at_once_add_each_consensus_once(db_at, tmp_path: Path) -> No
     m = np.zeros((20, 20), bool)
     m[5:15, 5:15] = True
     for k in range(20):
-        s.save_ref(img, [f"thing {k}"], masks=[m], annotator="ann")
-        s.save_ref(img, [f"Thing {k}"], masks=[m], annotator="bob")
+        s.save_ref(img, [f"thing {k}"], masks=[m], author="ann")
+        s.save_ref(img, [f"Thing {k}"], masks=[m], author="bob")
     barrier = threading.Barrier(4)
     merged: list[int] = []
 

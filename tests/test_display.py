@@ -34,3 +34,15 @@ def test_overlays_number_targets_like_the_candidate_list_and_flag_no_target() ->
     assert (flagged[2, :, 0] > 200).all() and (flagged[2, :, 1] < 40).all()  # red NO TARGET bar
     assert "NO TARGET" in display.verdict_html(sess)
     assert render(img, [], [], []).shape == out.shape
+
+
+def test_the_rejection_note_is_the_views_markdown_from_the_services_record() -> None:
+    from types import SimpleNamespace
+
+    from app.services import Decision
+
+    plain = SimpleNamespace(ref_id=7, rejection=None)
+    assert display.reopened_note(plain) == "Editing ref 7: saving updates it; Alt+N starts a new ref."
+    rejected = SimpleNamespace(ref_id=7, rejection=Decision(7, "rev", 0.0, "reject", "wrong_mask", "left edge"))
+    assert display.reopened_note(rejected) == ("**Rejected by rev**: wrong mask (the outline is off) — “left edge”. "
+                                               "Fix it and save: it goes back to *done*.")

@@ -44,7 +44,7 @@ def _store_with_work(tmp_path: Path) -> tuple[Store, dict[int, list[np.ndarray]]
     blob[30:38, 2:12] = 1
     blob[30, 14] = 1  # a detached pixel: two parts
     expected = {}
-    r1 = s.save_ref(iid, ["the ring", "the donut"], masks=[ring.astype(bool)], split="train", annotator="a")
+    r1 = s.save_ref(iid, ["the ring", "the donut"], masks=[ring.astype(bool)], split="train", author="a")
     r2 = s.save_ref(iid, ["the speck and the blob"], masks=[speck.astype(bool), blob.astype(bool)], split="testA")
     r3 = s.save_ref(iid, ["the purple elephant"], no_target=True, split="val")
     expected[r1], expected[r2], expected[r3] = [ring], [speck, blob], []
@@ -237,7 +237,7 @@ def _work(tmp_path: Path, images: int = 6) -> Store:
         img = store.add_image(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8), file_name=f"w{k}.png")
         m = np.zeros((48, 48), bool)
         m[k:k + 20, 5:30] = True
-        store.save_ref(img, [f"thing {k}"], masks=[m], annotator="ann")
+        store.save_ref(img, [f"thing {k}"], masks=[m], author="ann")
     return store
 
 

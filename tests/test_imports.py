@@ -246,8 +246,8 @@ def test_cli_names_every_problem_and_exits_2(db_at, tmp_path: Path) -> None:
 def test_an_import_never_brings_back_a_deleted_ref_id(db_at, tmp_path: Path) -> None:
     s = Store(db_at("db.sqlite"))
     img = s.add_image(np.zeros((4, 4, 3), np.uint8))
-    gone = s.save_ref(img, ["x"], no_target=True, annotator="alice")
-    s.delete_ref(gone, user="bob")
+    gone = s.save_ref(img, ["x"], no_target=True, author="alice")
+    s.delete_ref(gone, actor="bob")
     coco, grefs = _dataset()
     grefs[0]["ref_id"] = gone
     import_grefcoco(s, _write(tmp_path / "ds", coco, grefs))

@@ -6,6 +6,7 @@ and its own layout; only app/ui.py, the shell, links views)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,3 +138,86 @@ def test_the_checks_catch_what_they_guard_against() -> None:
     assert view_violations("app.views.annotate", bad_view, known) == ["app.views.annotate imports app.views.dataset_tab"]
     assert "app.latency" in imports_of("deris_core.bench", "def f():\n    from app.latency import measure\n", known)
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+# --- one door per table, one owner per state ------------------------------------------------------
+
+SQL = re.compile(r"\b(SELECT\s+\S|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|INDEX)|ALTER\s+TABLE|"
+                 r"DROP\s+TABLE|PRAGMA\s+\w)")
+# TODO(issue 41): the migrate helper moves app/migrate.py's SQL into the store; then drop this allowance
+SQL_ALLOWED = {"app.migrate"}
+STATUS_MODULE = "app.store.status"
+
+
+def _strings(tree: ast.AST) -> list[ast.Constant]:
+    """Every string constant of a module, f-strings' literal parts included."""
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+
+
+def sql_violations(name: str, source: str) -> list[str]:
+    """Where module ``name`` (outside ``app.store``) spells SQL in a string literal."""
+    if name.startswith("app.store") or name in SQL_ALLOWED:
+        return []
+    tree = ast.parse(source)
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [f"{name}:{c.lineno}: {c.value[:60]!r}" for c in _strings(tree) if id(c) not in docs and SQL.search(c.value)]
+
+
+def status_violations(name: str, source: str) -> list[str]:
+    """Where module ``name`` spells a ref status as a bare string (a dict key or ``.get``'s key, words of
+    a report, are not statuses)."""
+    from app.store.status import STATUSES
+
+    if name == STATUS_MODULE:
+        return []
+    tree = ast.parse(source)
+    keys = {id(k) for n in ast.walk(tree) if isinstance(n, ast.Dict) for k in n.keys if k is not None}
+    keys |= {id(n.args[0]) for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+             and n.func.attr == "get" and n.args}
+    return [f"{name}:{c.lineno}: {c.value!r}" for c in _strings(tree) if c.value in STATUSES and id(c) not in keys]
+
+
+def store_import_violations(name: str, source: str, known: set[str]) -> list[str]:
+    """A view importing the store, or the store importing the model's cache folder."""
+    deps = imports_of(name, source, known, name.endswith("__init__"))
+    if name.startswith("app.views"):
+        return [f"{name} imports {d}" for d in sorted(deps) if d == "app.store" or d.startswith("app.store.")]
+    if name.startswith("app.store"):
+        return [f"{name} imports {d}" for d in sorted(deps) if d == "deris_core.weight_cache"]
+    return []
+
+
+def _app_sources() -> dict[str, str]:
+    return {m: p.read_text(encoding="utf-8") for m, p in _modules().items() if m.startswith("app") or m == "launch"}
+
+
+def test_no_sql_outside_the_store() -> None:
+    assert [v for m, src in _app_sources().items() for v in sql_violations(m, src)] == []
+
+
+def test_views_never_import_the_store_and_the_store_names_no_model_cache() -> None:
+    known = set(_modules())
+    assert [v for m, src in _app_sources().items() for v in store_import_violations(m, src, known)] == []
+
+
+def test_status_literals_live_in_the_status_module() -> None:
+    assert [v for m, src in _app_sources().items() for v in status_violations(m, src)] == []
+
+
+def test_the_door_checks_catch_what_they_guard_against() -> None:
+    known = set(_modules())
+    assert sql_violations("app.curate.x", 'def f(s):\n    return s.read("SELECT id FROM refs")\n') == \
+        ["app.curate.x:2: 'SELECT id FROM refs'"]
+    assert sql_violations("app.views.x", 'def f(db, t):\n    db.execute(f"DELETE FROM {t} WHERE id = ?")\n') != []
+    assert sql_violations("app.views.x", 'def f():\n    """Select the refs, then update them."""\n    return "Select one"\n') == []
+    assert sql_violations("app.store.refs", 'Q = "SELECT 1"\n') == []
+    assert status_violations("app.services.x", 'def f(r):\n    return r.status == "reviewed"\n') == \
+        ["app.services.x:2: 'reviewed'"]
+    assert status_violations("app.views.x", 'def f(p):\n    return {"done": 1}, p.get("rejected", 0)\n') == []
+    assert store_import_violations("app.views.x", "from ..store import StoreError\n", known) == ["app.views.x imports app.store"]
+    assert store_import_violations("app.views.x", "from ..store.review import REASONS\n", known) == \
+        ["app.views.x imports app.store.review"]
+    assert store_import_violations("app.store.x", "def f():\n    from deris_core.weight_cache import cache_dir\n", known) == \
+        ["app.store.x imports deris_core.weight_cache"]

@@ -25,15 +25,15 @@ def _team_store(path: Path) -> Store:
 
     cv2.imwrite(str(on_disk), noise_image(9)[:, :, ::-1])
     ids.append(store.add_image(noise_image(9), "photo.png", split="val", path=on_disk))
-    a = store.save_ref(ids[0], ["the left box"], masks=[rect_mask()], annotator="ann")
-    b = store.save_ref(ids[1], ["nothing green"], no_target=True, annotator="ann")
-    c = store.save_ref(ids[2], ["the box", "the square"], masks=[rect_mask((5, 5, 20, 30))], annotator="ann2")
-    store.save_ref(ids[3], ["a box on a photo"], masks=[rect_mask()], annotator="ann", split="val")
-    gone = store.save_ref(ids[0], ["to be deleted"], masks=[rect_mask((1, 1, 4, 4))], annotator="ann")
-    store.delete_ref(gone, user="ann")
+    a = store.save_ref(ids[0], ["the left box"], masks=[rect_mask()], author="ann")
+    b = store.save_ref(ids[1], ["nothing green"], no_target=True, author="ann")
+    c = store.save_ref(ids[2], ["the box", "the square"], masks=[rect_mask((5, 5, 20, 30))], author="ann2")
+    store.save_ref(ids[3], ["a box on a photo"], masks=[rect_mask()], author="ann", split="val")
+    gone = store.save_ref(ids[0], ["to be deleted"], masks=[rect_mask((1, 1, 4, 4))], author="ann")
+    store.delete_ref(gone, actor="ann")
     review(store, a, "accept", "rev")
     review(store, c, "reject", "rev", reason="wrong_mask", comment="too loose")
-    store.save_ref(b, ["nothing green here"], no_target=True, annotator="ann", ref_id=b,
+    store.save_ref(b, ["nothing green here"], no_target=True, author="ann", ref_id=b,
                    expected_version=store.ref(b).version)
     store.register_model(ModelRecord(0, "team-v1", "/runs/team-v1/model.safetensors", "deris-small", "bundled (sha256:x)",
                                      {"refs": 3}, {"gIoU": 20.0}, {"gIoU": 40.0}, "ann"))
@@ -59,9 +59,9 @@ def test_a_store_goes_to_postgres_and_back_unchanged(tmp_path: Path, pg_server) 
     assert [(r.id, r.sentences, r.status, r.version, r.annotator) for r in pg.refs()] == src_refs
     assert [m.name for m in pg.models()] == ["team-v1"]
     assert all(pg.image_bytes(i) is not None for (i,) in pg.read("SELECT id FROM images"))
-    new = pg.save_ref(1, ["a new ref after the move"], no_target=True, annotator="ann")
+    new = pg.save_ref(1, ["a new ref after the move"], no_target=True, author="ann")
     assert new > max(r[0] for r in src_refs) + 1  # the deleted ref's id was given once: never again
-    pg.delete_ref(new, user="ann")
+    pg.delete_ref(new, actor="ann")
     pg.close()
     back = tmp_path / "back.sqlite"
     res2 = migrate(url, str(back))

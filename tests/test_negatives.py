@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from app.curate.negatives import passes, propose, run_negatives
@@ -33,7 +32,7 @@ def _store(tmp_path: Path) -> tuple[Store, list[int]]:
     ids = [s.add_image(noise_image(k)) for k in SENTENCES]
     for k, sents in SENTENCES.items():
         for text in sents:
-            s.save_ref(ids[k], [text], masks=[rect_mask()], annotator="ann")
+            s.save_ref(ids[k], [text], masks=[rect_mask()], author="ann")
     return s, ids
 
 
@@ -160,7 +159,7 @@ def test_decisions_are_the_persons_and_go_through_the_permission_table(tmp_path:
     # Y on a ref someone changed meanwhile (in Annotate): refused, nothing written
     seen = s.ref(predicted.ref_id).version
     s.save_ref(predicted.image_id, [predicted.sentence, "said another way"], no_target=True, status="predicted",
-               annotator=s.ref(predicted.ref_id).annotator, ref_id=predicted.ref_id, expected_version=seen, user="carl")
+               author=s.ref(predicted.ref_id).annotator, ref_id=predicted.ref_id, expected_version=seen, actor="carl")
     with pytest.raises(ConflictError, match=f"ref {predicted.ref_id} of negative {predicted.id} was changed meanwhile by carl"):
         svc.decide(Actor("bob"), predicted.id, "no_target", seen="", seen_version=seen)
     assert svc.get(predicted.id).decision == ""

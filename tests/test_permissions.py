@@ -113,3 +113,66 @@ def test_accepted_consensus_and_imported_refs_resist_annotators(db_at, tmp_path:
         with pytest.raises(Refused, match="only a reviewer can delete it"):
             refs.delete(ANN, rec.id)
         assert s.ref(rec.id).annotator == author and s.ref(rec.id).status == "reviewed"
+
+
+# --- the table, row by row (as CVAT's rule tests do: one generated case per row) --------------------
+
+from app.services.permissions import ACTIONS, ALLOW, AS_EDIT, CONDITIONS, ROLES, RULES, deciding_rule  # noqa: E402
+
+# an actor of each role of the table (chosen here, apart from the table, so that a row that earlier rows
+# shadow fails its case) ...
+ROLE_EXAMPLES = {
+    "anyone": ANN,  # signed in, annotator only
+    "reviewer": REV,
+    "non-reviewer": ANN,
+    "nameless": Actor(""),
+    "tool": Actor.tool("model:bundled"),
+    "open studio": Actor("ann", frozenset({"annotator"})),  # no --auth
+}
+
+
+# ... and a ref where each condition holds for that actor
+def _example_ref(when: str, actor: Actor) -> RefRecord | None:
+    return {
+        "always": lambda: _ref("bob"),
+        "no ref": lambda: None,
+        "wrote its content": lambda: _ref("bob", editor=actor.name),
+        "own ref": lambda: _ref(actor.name, editor="boss"),
+        "accepted": lambda: _ref("bob", "reviewed"),
+        "no personal author": lambda: _ref("model:bundled"),
+    }[when]()
+
+
+CASES = [pytest.param(n, rule, action, id=f"{n}-{action}-{rule.role}-{rule.when}")
+         for n, rule in enumerate(RULES) for action in rule.actions]
+
+
+@pytest.mark.parametrize(("n", "rule", "action"), CASES)
+def test_every_row_of_the_table_decides_its_own_case(n: int, rule, action: str) -> None:
+    actor = ROLE_EXAMPLES[rule.role]
+    ref = _example_ref(rule.when, actor)
+    assert ROLES[rule.role](actor) and CONDITIONS[rule.when](actor, ref)  # the example is one the row speaks of
+    decided, _ = deciding_rule(actor, action, ref)
+    if rule.decision == AS_EDIT:
+        assert decided == deciding_rule(actor, "edit", ref)[0]
+        return
+    assert decided is rule, f"row {n} is shadowed by row {RULES.index(decided)}"
+    why = why_not(actor, action, ref)
+    assert (why is None) == (rule.decision == ALLOW)
+    if why is not None:
+        assert "{" not in why  # every placeholder filled in
+        assert why == rule.why.format(who=actor.name or "this user", id=ref.id if ref else "",
+                                      author=ref.annotator if ref else "", verb="change" if action == "edit" else action)
+
+
+def test_every_role_condition_and_action_of_the_table_is_known_and_nothing_falls_through() -> None:
+    assert set(ROLE_EXAMPLES) == set(ROLES)
+    for rule in RULES:
+        assert rule.role in ROLES and rule.when in CONDITIONS and set(rule.actions) <= set(ACTIONS)
+        assert rule.decision == ALLOW or rule.decision == AS_EDIT or rule.why
+    for action in ACTIONS:  # every action is decided for every example actor and ref (no gap in the table)
+        for actor in ROLE_EXAMPLES.values():
+            for when in CONDITIONS:
+                deciding_rule(actor, action, _example_ref(when, actor))
+    with pytest.raises(ValueError):
+        why_not(ANN, "approve", None)

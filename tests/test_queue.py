@@ -18,8 +18,8 @@ def test_the_queue_order_positions_and_filters(db_at, tmp_path: Path) -> None:
     import_images(store, folder, progress=False)
     ids = [r.id for r in image_page(store, ImageFilter(), 0, 100)[0]]
     assert ids == sorted(ids) and len(ids) == 6
-    store.save_ref(ids[1], ["a"], no_target=True, annotator="ann", status="done")
-    store.save_ref(ids[3], ["b"], no_target=True, annotator="bob", status="draft")
+    store.save_ref(ids[1], ["a"], no_target=True, author="ann", status="done")
+    store.save_ref(ids[3], ["b"], no_target=True, author="bob", status="draft")
     everyone = ImageFilter()
     assert position(store, everyone, ids[2]) == (2, 6)
     assert neighbour(store, everyone, ids[2], 1) == ids[3] and neighbour(store, everyone, ids[2], -1) == ids[1]
@@ -45,8 +45,8 @@ def test_the_image_ref_list_shows_every_ref_of_that_image(db_at, tmp_path: Path)
     import_images(store, folder, progress=False)
     m = np.zeros((24, 30), bool)
     m[2:8, 2:8] = True
-    r1 = store.save_ref(1, ["the box", "the square"], masks=[m], annotator="ann")
-    r2 = store.save_ref(1, ["a cat"], no_target=True, annotator="bob", status="draft")
+    r1 = store.save_ref(1, ["the box", "the square"], masks=[m], author="ann")
+    r2 = store.save_ref(1, ["a cat"], no_target=True, author="bob", status="draft")
     store.save_ref(2, ["elsewhere"], no_target=True)
     rows, total = store.refs_page(0, 200, image_id=1, newest_first=False)
     table = display.ref_rows(rows, with_image=False)

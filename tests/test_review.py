@@ -66,13 +66,13 @@ def _mask() -> np.ndarray:
 
 def test_every_change_is_an_event_with_its_author(db_at, tmp_path: Path) -> None:
     s, img = _store(db_at)
-    rid = s.save_ref(img, ["the box"], masks=[_mask()], annotator="ann")
-    s.save_ref(img, ["the box", "a square"], masks=[_mask()], annotator="ann", ref_id=rid, expected_version=1)
+    rid = s.save_ref(img, ["the box"], masks=[_mask()], author="ann")
+    s.save_ref(img, ["the box", "a square"], masks=[_mask()], author="ann", ref_id=rid, expected_version=1)
     v = review(s, rid, "reject", "rev", "wrong_mask", "the corner is cut", expected_version=2)
-    s.save_ref(img, ["the box"], masks=[_mask()], annotator="ann", ref_id=rid, expected_version=v)
+    s.save_ref(img, ["the box"], masks=[_mask()], author="ann", ref_id=rid, expected_version=v)
     review(s, rid, "accept", "rev")
-    s.set_status(rid, "done", user="boss")
-    s.delete_ref(rid, user="boss")
+    s.set_status(rid, "done", actor="boss")
+    s.delete_ref(rid, actor="boss")
     events = s.events(rid)
     assert [(e.action, e.user) for e in events] == [("create", "ann"), ("edit", "ann"), ("review", "rev"),
                                                     ("edit", "ann"), ("review", "rev"), ("status", "boss"),
@@ -85,7 +85,7 @@ def test_every_change_is_an_event_with_its_author(db_at, tmp_path: Path) -> None
 
 def test_review_decisions_need_a_reason_and_a_current_version(db_at, tmp_path: Path) -> None:
     s, img = _store(db_at)
-    rid = s.save_ref(img, ["x"], no_target=True, annotator="ann")
+    rid = s.save_ref(img, ["x"], no_target=True, author="ann")
     with pytest.raises(StoreError, match="needs a reason"):
         review(s, rid, "reject", "rev", None, "why")
     with pytest.raises(StoreError, match="unknown decision"):
@@ -100,14 +100,14 @@ def test_review_decisions_need_a_reason_and_a_current_version(db_at, tmp_path: P
 def test_the_review_queue_is_oldest_first_and_filtered(db_at, tmp_path: Path) -> None:
     s, img = _store(db_at)
     img2 = s.add_image(np.ones((20, 20, 3), np.uint8))
-    a = s.save_ref(img, ["a"], no_target=True, annotator="ann", split="val")
+    a = s.save_ref(img, ["a"], no_target=True, author="ann", split="val")
     time.sleep(0.01)
-    b = s.save_ref(img2, ["b"], no_target=True, annotator="bob")
+    b = s.save_ref(img2, ["b"], no_target=True, author="bob")
     time.sleep(0.01)
-    c = s.save_ref(img, ["c"], no_target=True, annotator="ann")
-    s.save_ref(img, ["draft"], no_target=True, annotator="ann", status="draft")
+    c = s.save_ref(img, ["c"], no_target=True, author="ann")
+    s.save_ref(img, ["draft"], no_target=True, author="ann", status="draft")
     time.sleep(0.01)
-    s.save_ref(img, ["a2"], no_target=True, annotator="ann", split="val", ref_id=a, expected_version=1)  # edited: newest
+    s.save_ref(img, ["a2"], no_target=True, author="ann", split="val", ref_id=a, expected_version=1)  # edited: newest
     rows, total = review_queue(s)
     assert total == 3 and [r.id for r in rows] == [b, c, a]
     assert [r.id for r in review_queue(s, annotator="ann")[0]] == [c, a]
@@ -120,7 +120,7 @@ def test_the_review_queue_is_oldest_first_and_filtered(db_at, tmp_path: Path) ->
     assert row.id == c and d.reason == "missing_referent" and d.comment == "the second cup" and d.reviewer == "rev"
     assert last_decision(s, a) is None and to_fix(s, "bob") == []
     # fixing it puts it back in the queue
-    s.save_ref(img, ["c", "both cups"], no_target=True, annotator="ann", ref_id=c, expected_version=2)
+    s.save_ref(img, ["c", "both cups"], no_target=True, author="ann", ref_id=c, expected_version=2)
     assert c in [r.id for r in review_queue(s)[0]] and to_fix(s, "ann") == []
     stats = {p["person"]: p for p in person_stats(s)}
     assert stats["ann"]["refs_made"] == 3 and stats["ann"]["accepted"] == 0 and stats["ann"]["rejected"] == 1
@@ -130,9 +130,9 @@ def test_the_review_queue_is_oldest_first_and_filtered(db_at, tmp_path: Path) ->
 
 def test_export_by_status_split_and_annotator(db_at, tmp_path: Path) -> None:
     s, img = _store(db_at)
-    a = s.save_ref(img, ["a"], masks=[_mask()], annotator="ann", split="val")
-    b = s.save_ref(img, ["b"], no_target=True, annotator="bob")
-    s.save_ref(img, ["c"], no_target=True, annotator="ann", status="draft")
+    a = s.save_ref(img, ["a"], masks=[_mask()], author="ann", split="val")
+    b = s.save_ref(img, ["b"], no_target=True, author="bob")
+    s.save_ref(img, ["c"], no_target=True, author="ann", status="draft")
     review(s, a, "accept", "rev")
     review(s, b, "accept", "rev")
     for kwargs, expected in (({"status": "reviewed"}, {a, b}), ({"status": "reviewed", "annotator": "ann"}, {a}),

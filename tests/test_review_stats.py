@@ -41,7 +41,7 @@ def test_person_stats_equal_the_definition_for_hostile_names_and_comments(db_at,
     k = 0
     for author in AUTHORS:
         for comment in COMMENTS:
-            rid = s.save_ref(img, [f"thing {k}"], no_target=True, annotator=author)
+            rid = s.save_ref(img, [f"thing {k}"], no_target=True, author=author)
             decision = ("accept", "reject")[k % 2]
             review(s, rid, decision, f"rev{k % 3}", reason="wrong_mask" if decision == "reject" else None, comment=comment)
             k += 1
@@ -61,7 +61,7 @@ def test_person_stats_see_decisions_made_by_other_processes_and_threads(db_at, t
     path = db_at("t.sqlite")
     s = Store(path)
     img = s.add_image(np.zeros((8, 8, 3), np.uint8))
-    ids = [s.save_ref(img, [f"r{k}"], no_target=True, annotator=f"a{k % 3}") for k in range(60)]
+    ids = [s.save_ref(img, [f"r{k}"], no_target=True, author=f"a{k % 3}") for k in range(60)]
     person_stats(s)
     other = Store(path)  # another handle, as another process would have
 

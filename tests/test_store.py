@@ -33,7 +33,7 @@ def test_save_edit_reopen_delete(db_at, tmp_path: Path) -> None:
     assert s.add_image(img.copy()) == iid  # content-addressed
     np.testing.assert_array_equal(s.load_image(iid), img)
     m1, m2 = rect_mask(), rect_mask(box=(12, 14, 20, 30))
-    rid = s.save_ref(iid, ["the two boxes", "both squares"], masks=[m1, m2], split="val", annotator="ann", status="draft")
+    rid = s.save_ref(iid, ["the two boxes", "both squares"], masks=[m1, m2], split="val", author="ann", status="draft")
     rec = s.ref(rid)
     assert rec.sentences == ["the two boxes", "both squares"] and rec.split == "val" and not rec.no_target
     insts = {i.id: i for i in s.instances(iid)}
@@ -98,7 +98,7 @@ while True:
     i += 1
     m[:] = False
     m[i % 16, :] = True
-    rid = s.save_ref(iid, [f"row {i}", f"line {i}"], masks=[m], annotator="child")
+    rid = s.save_ref(iid, [f"row {i}", f"line {i}"], masks=[m], author="child")
     print(rid, flush=True)
 """
 

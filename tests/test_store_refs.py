@@ -21,11 +21,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_a_stale_edit_cannot_overwrite_another_annotators_ref(db_at, tmp_path: Path) -> None:
     s = Store(db_at("a.sqlite"))
     img_a, img_b = s.add_image(noise_image(0)), s.add_image(noise_image(1))
-    rid = s.save_ref(img_a, ["the box"], masks=[rect_mask()], annotator="ann")
+    rid = s.save_ref(img_a, ["the box"], masks=[rect_mask()], author="ann")
     # two annotators opened version 1; the first saves, the second is refused
-    s.save_ref(img_a, ["the left box"], masks=[rect_mask()], ref_id=rid, expected_version=1, annotator="ann")
+    s.save_ref(img_a, ["the left box"], masks=[rect_mask()], ref_id=rid, expected_version=1, author="ann")
     with pytest.raises(ConflictError, match="changed by someone else"):
-        s.save_ref(img_a, ["the right box"], masks=[rect_mask()], ref_id=rid, expected_version=1, annotator="bob")
+        s.save_ref(img_a, ["the right box"], masks=[rect_mask()], ref_id=rid, expected_version=1, author="bob")
     assert s.ref(rid).sentences == ["the left box"] and s.ref(rid).annotator == "ann"
     # an id held by a stale session cannot touch a ref of another image
     with pytest.raises(StoreError, match="belongs to image"):
@@ -99,7 +99,7 @@ s = Store(db)
 for k in range(n):
     img = s.add_image(np.random.default_rng(k % 4).integers(0, 255, (24, 32, 3), dtype=np.uint8), file_name="same.png")
     m = np.zeros((24, 32), bool); m[2:10, 3:12] = True
-    rid = s.save_ref(img, [f"{who} {k}"], masks=[m], annotator=who, category="shared")
+    rid = s.save_ref(img, [f"{who} {k}"], masks=[m], author=who, category="shared")
     print(rid, flush=True)
 """
 
@@ -177,7 +177,7 @@ def test_os_error_messages_name_no_path() -> None:
 def test_refs_page_is_paginated_and_filtered(db_at, tmp_path: Path) -> None:
     s = Store(db_at("a.sqlite"))
     img = s.add_image(noise_image())
-    ids = [s.save_ref(img, [f"ref {k}", "alt"], no_target=True, annotator="ann" if k % 2 else "bob",
+    ids = [s.save_ref(img, [f"ref {k}", "alt"], no_target=True, author="ann" if k % 2 else "bob",
                       split="val" if k < 3 else "train") for k in range(7)]
     rows, total = s.refs_page(0, 3)
     assert total == 7 and [r.id for r in rows] == ids[::-1][:3] and rows[0].sentences == "ref 6 | alt"
@@ -203,8 +203,8 @@ def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(db_at, tmp_p
     m1[2:8, 2:8] = True
     m2[10:18, 10:18] = True
     for first_deleted in (True, False):
-        a = s.save_ref(img, ["a"], masks=[m1], annotator="x")
-        b = s.save_ref(img, ["b"], masks=[m1], annotator="y")  # the same pixels: one shared instance
+        a = s.save_ref(img, ["a"], masks=[m1], author="x")
+        b = s.save_ref(img, ["b"], masks=[m1], author="y")  # the same pixels: one shared instance
         assert s.ref(a).instance_ids == s.ref(b).instance_ids
         gone, kept = (a, b) if first_deleted else (b, a)
         s.delete_ref(gone)
@@ -216,7 +216,7 @@ def test_a_drawn_mask_shared_by_a_deleted_ref_leaves_nothing_behind(db_at, tmp_p
         assert s.instances(img) == []
     write_results(s, [PairResult(img, t, 0.9, 0.5, 0.5, [(0, 0.9, encode_mask(m1)), (1, 0.6, encode_mask(m2))])
                       for t in ("p", "q")], "k")
-    person = s.save_ref(img, ["r"], masks=[m1], annotator="x")
+    person = s.save_ref(img, ["r"], masks=[m1], author="x")
     apply_threshold(s, "k", 0.1)  # both predicted refs now point at shared instances
     for r in s.refs():
         if r.id != person:
@@ -232,7 +232,7 @@ def test_refs_by_ids_takes_any_number_of_ids(db_at) -> None:
     65 535) are read in parts, in id order, duplicates once."""
     s = Store(db_at("many.sqlite"))
     image = s.add_image(noise_image(1), "a.png")
-    made = [s.save_ref(image, [f"ref {k}"], no_target=True, annotator="ann") for k in range(3)]
+    made = [s.save_ref(image, [f"ref {k}"], no_target=True, author="ann") for k in range(3)]
     wanted = list(range(70_000, 0, -1)) + made
     assert [r.id for r in s.refs(ref_ids=wanted)] == made
     assert [r.sentences for r in s.refs(ref_ids=[made[2], made[0]])] == [["ref 0"], ["ref 2"]]

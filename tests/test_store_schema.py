@@ -39,7 +39,7 @@ def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path)
     im = s.image(1)
     assert im.file_name == "cat_one.png" and im.original_name == "../photos/cat one.png"
     # the migrated database works as a new one: edits are versioned, new ids are never reused
-    s.save_ref(1, ["the two boxes"], instance_ids=refs[1].instance_ids, ref_id=1, expected_version=1, annotator="ann")
+    s.save_ref(1, ["the two boxes"], instance_ids=refs[1].instance_ids, ref_id=1, expected_version=1, author="ann")
     assert s.ref(1).version == 2
     a = s.save_ref(2, ["x"], no_target=True)
     s.delete_ref(a)

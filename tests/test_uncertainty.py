@@ -115,9 +115,11 @@ def test_the_review_view_orders_by_uncertainty(tmp_path: Path) -> None:
         RefService(s).save(Actor("ann"), rec.image_id, rec.sentences, no_target=True, ref_id=rec.id,
                            expected_version=rec.version)
 
+    from app.services import ModelHolder, Workspace
+
     class _Svc:  # only what show() reads
-        store = s
         refs = RefService(s)
+        workspace = Workspace(ModelHolder(None, "no model"), s)
 
     first = review.show(_Svc(), 0, "", "", None, False, True)
     assert first[5][0] == by_sentence["unsure"] and "1 / 2" in first[0]

@@ -30,7 +30,8 @@ import torch
 
 from deris_core.train.nsc import NSCConfig
 
-from ..store import SPLITS, STATUSES, Store, StoreError
+from ..store import SPLITS, STATUSES, RefStatus, Store, StoreError
+from ..services import studio_cache
 from ..store.location import DB_HELP, parse_db
 from ..store.timeouts import DbTimeouts
 from ..store.queue import ImageFilter
@@ -134,7 +135,7 @@ def _main(argv: list[str] | None = None) -> int:
         loc = parse_db(args.db)
         if not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
-        store = Store(loc, timeouts=DbTimeouts.from_env(batch=True))  # nobody waits at a screen
+        store = Store(loc, timeouts=DbTimeouts.from_env(batch=True), cache_root=studio_cache())  # nobody waits at a screen
         if getattr(args, "threads", 0):
             torch.set_num_threads(args.threads)
         if args.cmd == "preannotate":
@@ -180,7 +181,9 @@ def _main(argv: list[str] | None = None) -> int:
         elif args.cmd == "rethreshold":
             from .preannotate import apply_threshold
 
-            keys = [r[0] for r in store.read("SELECT DISTINCT model FROM predictions")]
+            from ..store.predictions import model_keys
+
+            keys = model_keys(store)
             found = [k for k in keys if args.model in (k, k.split("|")[0])]
             if len(found) != 1:
                 raise StoreError(f"--model {args.model!r} matches {len(found)} of the stored models: " + "; ".join(keys))
@@ -200,7 +203,7 @@ def _main(argv: list[str] | None = None) -> int:
             from .finetune import RECIPE, Options, finetune, promote
 
             recipe = dataclasses.replace(RECIPE, batch_size=args.batch_size, **({"lr": args.lr} if args.lr else {}))
-            opts = Options(db=args.db, weights=args.weights, out=args.out, statuses=tuple(args.status or ("reviewed",)),
+            opts = Options(db=args.db, weights=args.weights, out=args.out, statuses=tuple(args.status or (RefStatus.REVIEWED.value,)),
                            holdout_split=args.holdout_split, holdout_fraction=args.holdout_fraction, seed=args.seed,
                            minutes=args.minutes if args.minutes or args.steps else 15.0, steps=args.steps,
                            recipe=recipe, replay=args.replay, replay_split=args.replay_split,

@@ -35,8 +35,9 @@ import numpy as np
 from deris_core.data.refer import DataError, ReferDataset, ReferSample, load_grefcoco, merge
 from deris_core.data.training import Rotation
 
-from ..store import ModelRecord, RefRecord, Store, StoreError, model_name_problem
+from ..store import ModelRecord, RefFilter, RefRecord, RefStatus, Store, StoreError, model_name_problem
 from ..store.models import pin_problem
+from ..store.queue import ref_ids
 from .preannotate import weights_digest
 
 LOCK = "finetune"
@@ -69,7 +70,7 @@ class Options:
     db: str
     weights: str  # what to start from: anything load_predictor takes, or a registered model's name
     out: str
-    statuses: tuple[str, ...] = ("reviewed",)
+    statuses: tuple[str, ...] = (RefStatus.REVIEWED.value,)
     holdout_split: str | None = None  # hold out every image that has a ref of this split ...
     holdout_fraction: float = 0.1  # ... else this share of the images (seeded)
     seed: int = 0
@@ -97,9 +98,7 @@ class FinetuneError(StoreError):
 
 def select_refs(store: Store, statuses: Sequence[str]) -> list[RefRecord]:
     """The refs of the given statuses, by id."""
-    marks = ",".join("?" * len(statuses))
-    ids = [r[0] for r in store.read(f"SELECT id FROM refs WHERE status IN ({marks}) ORDER BY id", list(statuses))]
-    return store.refs(ref_ids=ids)
+    return store.refs(ref_ids=ref_ids(store, RefFilter.of(tuple(statuses))))
 
 
 def hold_out(refs: Sequence[RefRecord], split: str | None, fraction: float, seed: int) -> tuple[list[RefRecord], list[RefRecord]]:
@@ -179,7 +178,7 @@ def to_dataset(store: Store, refs: Sequence[RefRecord], pixels: dict[int, np.nda
         targets = () if r.no_target else tuple(r.instance_ids)
         for sid, text in zip(r.sentence_ids, r.sentences):
             samples.append(ReferSample(r.id, sid, r.image_id, text, targets, r.split))
-    cats = {int(i): n for i, n in store.read("SELECT id, name FROM categories")}
+    cats = store.categories()
     return ReferDataset(samples, images, anns, store.media_dir, cats,
                         pixels={i: pixels[i] for i in images})
 

@@ -29,8 +29,9 @@ from deris_core.train.nsc import NSCConfig, similarity
 
 from ..services.permissions import Actor
 from ..services.refs import RefService
-from ..store import Store
-from ..store.negatives import asked, proposed_counts, sources, targeted_images, write_negative
+from ..store import DEFAULT_CATEGORY, RefStatus, Store
+from ..store import predictions
+from ..store.negatives import asked, proposed_counts, proposed_in, sources, targeted_images, write_negative
 from .preannotate import PairResult, SentenceCheck, insert_prediction, predict_image, sentence_checker
 
 
@@ -92,26 +93,25 @@ def write_verdicts(store: Store, results: Sequence[PairResult], proposals: dict[
     """Store the model's verdicts on proposals in one transaction (a pair proposed meanwhile is skipped)."""
     model = Actor.tool("model:" + key.split("|")[0])
     service = RefService(store)
-    store.category_id("object")
+    store.category_id(DEFAULT_CATEGORY)
     counts = {"proposed": 0, "found_target": 0, "no_target_refs": 0}
     now = time.time()
     with store.transaction() as db:
         for r in results:
             prop = proposals[(r.image_id, r.sentence)]
-            if db.execute("SELECT 1 FROM negatives WHERE image_id = ? AND sentence = ?", (r.image_id, r.sentence)).fetchone():
+            if proposed_in(db, r.image_id, r.sentence):
                 continue
             found = bool(r.referred)
             top = max((s for _, s, _ in r.candidates), default=0.0)
             ref_id = None
             if not found:
-                split = (db.execute("SELECT split FROM images WHERE id = ?", (r.image_id,)).fetchone() or [""])[0] or "train"
-                ref_id = service.save(model, r.image_id, [r.sentence], no_target=True, split=split, status="predicted",
+                split = store.image_split_in(db, r.image_id) or "train"
+                ref_id = service.save(model, r.image_id, [r.sentence], no_target=True, split=split, status=RefStatus.PREDICTED,
                                       db=db, source="model", action="predict",
                                       detail={"model": key, "code": f"deris_core {__version__}", "existence": r.existence,
-                                              "origin": "negatives", "from_ref": prop.source_ref_id}).ref_id
-            if not db.execute("SELECT 1 FROM predictions WHERE image_id = ? AND sentence = ? AND model = ?",
-                              (r.image_id, r.sentence, key)).fetchone():
-                insert_prediction(db, ref_id, r, key, now, origin="negatives")
+                                              "origin": predictions.NEGATIVES, "from_ref": prop.source_ref_id}).ref_id
+            if not predictions.has_pair(db, r.image_id, r.sentence, key):
+                insert_prediction(db, ref_id, r, key, now, origin=predictions.NEGATIVES)
             write_negative(db, r.image_id, r.sentence, prop.source_ref_id, key, r.existence, found, top, ref_id)
             counts["proposed"] += 1
             counts["found_target"] += int(found)

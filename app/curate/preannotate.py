@@ -26,9 +26,10 @@ from deris_core import __version__
 
 from ..services.permissions import Actor
 from ..services.refs import RefService
-from ..store import ConflictError, Store, StoreError, clean_sentences, decode_mask, encode_mask
-from ..store.queue import ImageFilter
-from .uncertainty import of_stored, uncertainty
+from ..store import ConflictError, RefStatus, Store, StoreError, clean_sentences, decode_mask, encode_mask
+from ..store import predictions
+from ..store.queue import ImageFilter, image_ids
+from .uncertainty import uncertainty
 
 MAX_CANDIDATES = 10  # kept per pair (best scores), enough to re-threshold
 MIN_KEPT_SCORE = 0.05  # candidates below are never worth re-thresholding to
@@ -107,7 +108,7 @@ def model_key(predictor, weights: str) -> str:
 def _name_index(store: Store) -> dict[str, set[int]]:
     """Image ids by stored name, original name and its last path component (built once)."""
     index: dict[str, set[int]] = {}
-    for iid, name, original in store.read("SELECT id, file_name, original_name FROM images"):
+    for iid, name, original in store.image_names():
         for key in {name, original, original.rsplit("/", 1)[-1]}:
             if key:
                 index.setdefault(key, set()).add(int(iid))
@@ -116,7 +117,7 @@ def _name_index(store: Store) -> dict[str, set[int]]:
 
 def _image_for(index: dict[str, set[int]], store: Store, image: object, where: str) -> int:
     if isinstance(image, int) and not isinstance(image, bool):
-        if not store.read("SELECT 1 FROM images WHERE id = ?", (image,)):
+        if not store.has_image(image):
             raise StoreError(f"{where}: no image {image} in the collection")
         return image
     if not isinstance(image, str) or not image:
@@ -213,8 +214,7 @@ def pairs_from_sentences(store: Store, sentences: Iterable[str], flt: ImageFilte
             continue
         _collect(sents, problems, lambda: _sentence(s, f"sentence {n}", check))
     sents = list(dict.fromkeys(sents))
-    where, args = flt.where(store.dialect.like)
-    ids = [r[0] for r in store.read(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
+    ids = image_ids(store, flt)
     return [Pair(i, s) for i in ids for s in sents]
 
 
@@ -281,7 +281,7 @@ def pairs_from_refs_file(store: Store, path: str | Path, check: SentenceCheck | 
 
 def pending(store: Store, pairs: Sequence[Pair], key: str) -> list[Pair]:
     """The pairs this model has not predicted yet."""
-    done = {(r[0], r[1]) for r in store.read("SELECT image_id, sentence FROM predictions WHERE model = ?", (key,))}
+    done = predictions.predicted_pairs(store, key)
     return [p for p in pairs if (p.image_id, p.sentence) not in done]
 
 
@@ -320,13 +320,12 @@ def write_results(store: Store, results: Sequence[PairResult], key: str, categor
     now = time.time()
     with store.transaction() as db:
         for r in results:
-            if db.execute("SELECT 1 FROM predictions WHERE image_id = ? AND sentence = ? AND model = ?",
-                          (r.image_id, r.sentence, key)).fetchone():
+            if predictions.has_pair(db, r.image_id, r.sentence, key):
                 continue
             referred = r.referred
-            split = (db.execute("SELECT split FROM images WHERE id = ?", (r.image_id,)).fetchone() or [""])[0] or "train"
+            split = store.image_split_in(db, r.image_id) or "train"
             saved = service.save(model, r.image_id, [r.sentence], rles=[r.candidates[i][2] for i in referred],
-                                 no_target=not referred, split=split, status="predicted", db=db, source="model",
+                                 no_target=not referred, split=split, status=RefStatus.PREDICTED, db=db, source="model",
                                  action="predict", detail={"model": key, "code": f"deris_core {__version__}",
                                                            "existence": r.existence})
             insert_prediction(db, saved.ref_id, r, key, now)
@@ -334,23 +333,24 @@ def write_results(store: Store, results: Sequence[PairResult], key: str, categor
     return written
 
 
-def insert_prediction(db, ref_id: int | None, r: PairResult, key: str, now: float, origin: str = "preannotate") -> None:
+def insert_prediction(db, ref_id: int | None, r: PairResult, key: str, now: float,
+                      origin: str = predictions.PREANNOTATE) -> None:
     """The ``predictions`` row of one result (candidates, verdict numbers and uncertainty), inside ``db``."""
     cands = [{"query": q, "score": round(s, 6), "rle": m} for q, s, m in r.candidates]
     doubt = uncertainty(r.existence, [c["score"] for c in cands], r.score_threshold)
-    db.execute("INSERT INTO predictions (ref_id, image_id, sentence, model, score_threshold, mask_threshold, "
-               "existence, candidates, created_at, uncertainty, origin) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-               (ref_id, r.image_id, r.sentence, key, r.score_threshold, r.mask_threshold, r.existence,
-                json.dumps(cands), now, doubt, origin))
+    predictions.write_prediction(db, ref_id, r.image_id, r.sentence, key, score_threshold=r.score_threshold,
+                                 mask_threshold=r.mask_threshold, existence=r.existence, candidates=cands,
+                                 uncertainty=doubt, origin=origin, at=now)
 
 
 def fill_uncertainty(store: Store) -> int:
     """Compute the uncertainty of predictions stored without one (made before schema 4) from their
     stored candidates; returns how many were filled."""
-    rows = store.read("SELECT id, existence, candidates, score_threshold FROM predictions WHERE uncertainty IS NULL")
+    rows = predictions.without_uncertainty(store)
     with store.transaction() as db:
-        for pid, existence, cands, thr in rows:
-            db.execute("UPDATE predictions SET uncertainty = ? WHERE id = ?", (of_stored(existence, cands, thr), pid))
+        for p in rows:
+            predictions.write_uncertainty(db, p.id, uncertainty(p.existence, [c["score"] for c in p.candidates],
+                                                                  p.score_threshold))
     return len(rows)
 
 
@@ -380,11 +380,10 @@ def _threshold(value: object) -> float:
 def rethreshold(store: Store, ref_id: int, score_threshold: float) -> tuple[bool, list[np.ndarray]]:
     """A predicted ref's verdict under another score threshold, from the stored candidates (no model)."""
     score_threshold = _threshold(score_threshold)
-    rows = store.read("SELECT candidates FROM predictions WHERE ref_id = ?", (ref_id,))
-    if not rows:
+    pred = predictions.of_ref(store, ref_id)
+    if pred is None:
         raise StoreError(f"ref {ref_id} was not made by the model")
-    cands = json.loads(rows[0][0])
-    masks = [decode_mask(c["rle"]) for c in cands if c["score"] > score_threshold]
+    masks = [decode_mask(c["rle"]) for c in pred.referred(score_threshold)]
     return (not masks), masks
 
 
@@ -394,8 +393,7 @@ def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
     A ref verified or edited meanwhile (its version moved since it was listed) is left alone. The
     threshold is checked (a finite number from 0 to 1) before any ref is touched."""
     score_threshold = _threshold(score_threshold)
-    rows = store.read("SELECT p.ref_id, r.version FROM predictions p JOIN refs r ON r.id = p.ref_id "
-                        "WHERE p.model = ? AND r.status = 'predicted'", (key,))
+    rows = predictions.still_predicted(store, key)
     changed = 0
     for rid, version in rows:
         no_target, masks = rethreshold(store, rid, score_threshold)
@@ -403,11 +401,11 @@ def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
         try:
             with store.transaction() as db:
                 RefService(store).save(Actor.tool(rec.annotator), rec.image_id, rec.sentences, masks=masks,
-                                       no_target=no_target, split=rec.split, status="predicted", ref_id=rid,
+                                       no_target=no_target, split=rec.split, status=RefStatus.PREDICTED, ref_id=rid,
                                        expected_version=version, db=db, source="model")
-                row = db.execute("SELECT existence, candidates FROM predictions WHERE ref_id = ?", (rid,)).fetchone()
-                db.execute("UPDATE predictions SET score_threshold = ?, uncertainty = ? WHERE ref_id = ?",
-                           (score_threshold, of_stored(row[0], row[1], score_threshold), rid))
+                pred = predictions.of_ref_in(db, rid)
+                predictions.write_threshold(db, rid, score_threshold, uncertainty(
+                    pred.existence, [c["score"] for c in pred.candidates], score_threshold))
         except ConflictError:
             continue
         changed += 1

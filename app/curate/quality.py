@@ -15,7 +15,6 @@ merged masks and their no-target agreement per pair and overall; ``merge`` adds 
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import time
 import unicodedata
@@ -28,11 +27,13 @@ from deris_core.metrics import GresAccumulator
 
 from ..services.permissions import Actor
 from ..services.refs import RefService
-from ..store import Store, clean_sentences, decode_mask
+from ..store import RefFilter, RefStatus, Store, clean_sentences
+from ..store.predictions import QaResult, write_qa
+from ..store.queue import ref_ids
+from ..store.status import PEOPLE_MADE
 
 log = logging.getLogger(__name__)
 NOT_CHECKED = "not checked, no sentence the model can take"
-PEOPLE = ["r.annotator NOT LIKE 'model:%'", "r.annotator NOT LIKE 'consensus%'"]  # refs made by people
 
 
 def merged_mask(store: Store, ref_id: int, shape: tuple[int, int], cache: dict[int, np.ndarray]) -> np.ndarray:
@@ -40,7 +41,7 @@ def merged_mask(store: Store, ref_id: int, shape: tuple[int, int], cache: dict[i
     out = np.zeros(shape, bool)
     for iid in store.ref(ref_id).instance_ids:
         if iid not in cache:
-            cache[iid] = decode_mask(json.loads(store.read("SELECT rle FROM instances WHERE id = ?", (iid,))[0][0]))
+            cache[iid] = store.instance(iid).mask
         out |= cache[iid]
     return out
 
@@ -53,7 +54,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray, a_nt: bool, b_nt: bool) -> float:
     return float((a & b).sum()) / union if union else 1.0
 
 
-def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done", "reviewed"), split: str | None = None,
+def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = PEOPLE_MADE, split: str | None = None,
        annotator: str | None = None, batch: int = 8) -> dict:
     """Run the model on people's refs; store per-ref agreement in ``qa``; GRES metrics overall and per group.
 
@@ -65,14 +66,7 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
 
     check = sentence_checker(predictor)
     skipped: list[str] = []
-    where, args = [*PEOPLE, f"r.status IN ({','.join('?' * len(statuses))})"], list(statuses)
-    if split:
-        where.append("r.split = ?")
-        args.append(split)
-    if annotator:
-        where.append("r.annotator = ?")
-        args.append(annotator)
-    ids = [r[0] for r in store.read(f"SELECT r.id FROM refs r WHERE {' AND '.join(where)} ORDER BY r.image_id, r.id", args)]
+    ids = ref_ids(store, RefFilter.of(statuses, split, annotator or None, people_only=True))
     overall = GresAccumulator()
     groups: dict[str, GresAccumulator] = defaultdict(GresAccumulator)
     rows = []
@@ -110,16 +104,13 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = ("done"
                     worst = min(worst, mask_iou(pm, gt, pred.no_target, rec.no_target))
                     nt_agree &= pred.no_target == rec.no_target
                     model_nt |= pred.no_target
-            rows.append((rec.id, key, worst, int(nt_agree), int(model_nt), time.time()))
+            rows.append(QaResult(rec.id, key, worst, nt_agree, model_nt, time.time()))
     with store.transaction() as db:
-        db.executemany("INSERT INTO qa (ref_id, model, iou, no_target_agree, model_no_target, at) VALUES (?,?,?,?,?,?) "
-                       "ON CONFLICT(ref_id) DO UPDATE SET model=excluded.model, iou=excluded.iou, "
-                       "no_target_agree=excluded.no_target_agree, model_no_target=excluded.model_no_target, at=excluded.at",
-                       rows)
+        write_qa(db, rows)
     return {"model": key, "refs": len(rows), "overall": _metrics(overall) if rows else {},
             "groups": {g: _metrics(acc) for g, acc in sorted(groups.items())},
-            "disagreements": [{"ref_id": r[0], "iou": round(r[2], 4), "no_target_agree": bool(r[3])}
-                              for r in sorted(rows, key=lambda r: (r[2], r[3]))[:20]],
+            "disagreements": [{"ref_id": r.ref_id, "iou": round(r.iou, 4), "no_target_agree": bool(r.no_target_agree)}
+                              for r in sorted(rows, key=lambda r: (r.iou, r.no_target_agree))[:20]],
             "skipped_sentences": skipped, "skipped_images": skipped_images,
             "refs_not_checked": sum(i["refs"] for i in skipped_images) + sum(x.endswith(NOT_CHECKED) for x in skipped)}
 
@@ -206,14 +197,12 @@ def _add_consensus(store: Store, medoid, key: str, annotator: str) -> bool:
     sents = clean_sentences(medoid.sentences)
     targets = [] if medoid.no_target else list(medoid.instance_ids)
     with store.transaction() as db:
-        for (raw,) in db.execute("SELECT s.raw FROM refs r JOIN sentences s ON s.ref_id = r.id AND s.position = 0 "
-                                 "WHERE r.image_id = ? AND r.annotator LIKE 'consensus%'", (medoid.image_id,)):
+        for raw in store.first_sentences_in(db, medoid.image_id, "consensus"):
             if sentence_key(raw) == key:
                 return False
-        if any(db.execute("SELECT 1 FROM instances WHERE id = ? AND image_id = ?", (i, medoid.image_id)).fetchone() is None
-               for i in targets):
+        if not all(store.instance_on_image_in(db, i, medoid.image_id) for i in targets):
             return False  # the answer changed meanwhile; the next merge looks again
         RefService(store).save(Actor.tool("agreement"), medoid.image_id, sents, instance_ids=targets,
-                               no_target=medoid.no_target, split=medoid.split, status="done", author=annotator, db=db,
+                               no_target=medoid.no_target, split=medoid.split, status=RefStatus.DONE, author=annotator, db=db,
                                detail={"copied_from": medoid.id})
     return True

@@ -11,7 +11,11 @@ from pathlib import Path
 
 from ..auth import Users
 from ..session import SessionRegistry
-from ..store import Store
+from ..store import (SPLITS, STATUSES, ConflictError, Event, ImageFilter, RefAction, RefFilter, RefRecord, RefRow,
+                     RefStatus, Store, StoreError, image_digest)
+from ..store.negatives import DECISIONS, Negative
+from ..store.review import REASONS, Decision
+from .dataset import DatasetService
 from .errors import BadInput, NoModel, Refused
 from .model import ModelHolder
 from .negatives import NegativeService
@@ -21,12 +25,23 @@ from .refs import RefService
 from .workspace import Workspace
 
 __all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Queue", "RefService", "Refused", "Services", "Workspace",
-           "can", "export_folder", "require", "thumbnail_folder"]
+           "can", "export_folder", "require", "studio_cache", "thumbnail_folder",
+           # the store's vocabulary the views speak (views import the services, never the store)
+           "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",
+           "RefAction", "RefFilter", "RefRecord", "RefRow", "RefStatus", "SPLITS", "STATUSES", "StoreError", "image_digest"]
 
 
 def thumbnail_folder(store: Store) -> Path:
     """Where cached thumbnails live (pass it to ``launch(allowed_paths=...)``; the full images stay private)."""
     return store.media_dir / "thumbs"
+
+
+def studio_cache() -> Path:
+    """Where a studio on a PostgreSQL database keeps its local caches (thumbnails, exports):
+    ``$DERIS_CACHE/studio`` (pass it to :class:`~app.store.Store` as ``cache_root``)."""
+    from deris_core.weight_cache import cache_dir
+
+    return cache_dir() / "studio"
 
 
 def export_folder(store: Store) -> Path:
@@ -53,6 +68,7 @@ class Services:
         self.queue = Queue(self.store)
         self.negatives = NegativeService(self.store)
         self.workspace = Workspace(self.model, self.store, self.max_image_side)
+        self.dataset = DatasetService(self.store, self.export_dir)
 
     def actor(self, username: str | None, typed: str | None = "") -> Actor:
         """Who acts: the signed-in user with accounts (``--auth``), else the name typed in the box."""

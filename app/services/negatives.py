@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..store import ConflictError, Store, StoreError
-from ..store.negatives import DECISIONS, Negative, negative, negative_in, negative_queue, write_decision
+import numpy as np
+
+from ..store import ConflictError, RefAction, Store, StoreError, decode_mask, next_status
+from ..store import predictions
+from ..store.negatives import (DECISIONS, Negative, negative, negative_in, negative_queue, ref_version, source_image,
+                               write_decision)
 from .permissions import Actor, require
 from .refs import RefService
 
@@ -48,6 +52,26 @@ class NegativeService:
     def get(self, negative_id: int) -> Negative:
         return negative(self.store, negative_id)
 
+    def picture(self, neg: Negative) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """The negative's image (None: pixels not available) and, where the model found a target, the
+        masks of its referred candidates (best first)."""
+        rgb = self.store.load_image(neg.image_id)
+        if rgb is None or not neg.found_target:
+            return rgb, []
+        pred = predictions.of_pair(self.store, neg.image_id, neg.sentence, neg.model)
+        return rgb, [decode_mask(c["rle"]) for c in pred.referred()] if pred is not None else []
+
+    def source_image(self, neg: Negative) -> int | None:
+        """The image the sentence was written for (None: unknown)."""
+        return source_image(self.store, neg)
+
+    def ref_version(self, neg: Negative) -> int | None:
+        """The version of the negative's ref now (None: it has none)."""
+        return ref_version(self.store, neg.ref_id)
+
+    def image_name(self, neg: Negative) -> str:
+        return self.store.image(neg.image_id).file_name
+
     def decide(self, actor: Actor, negative_id: int, decision: str, seen: str | None = None,
                seen_version: int | None = None) -> Negative:
         """Record ``actor``'s decision (``no_target`` or ``refers``) on a negative; returns it as stored.
@@ -73,11 +97,12 @@ class NegativeService:
             if decision == "no_target":
                 split = ref.split if ref is not None else (self.store.image(neg.image_id).split or "train")
                 sentences = ref.sentences if ref is not None else [neg.sentence]
-                ref_id = self.refs.save(actor, neg.image_id, sentences, no_target=True, split=split, status="done",
+                ref_id = self.refs.save(actor, neg.image_id, sentences, no_target=True, split=split, status=next_status(
+                                            ref.status if ref is not None else None, RefAction.SUBMIT, actor.name),
                                         ref_id=ref_id, expected_version=ref.version if ref is not None else None, db=db,
                                         detail={"negative": neg.id, "decision": "no_target"}).ref_id
-            elif neg.decision == "no_target" and ref is not None and ref.no_target and ref.status == "done":
-                self.store.write_status(db, ref.id, "draft", actor.name, ref.version, action="edit",
-                                        detail={"negative": neg.id, "decision": "refers"})
+            elif neg.decision == "no_target" and ref is not None and ref.no_target:  # "refers" takes that answer back
+                self.refs.move(actor, ref.id, RefAction.TAKE_BACK, db=db, expected_version=ref.version, event="edit",
+                               detail={"negative": neg.id, "decision": "refers"})
             write_decision(db, neg.id, decision, actor.name, ref_id)
         return negative(self.store, negative_id)

@@ -1,7 +1,10 @@
-"""Who may do what to a ref: the one permission table of the studio, used by every view, command
-line and endpoint (through :mod:`app.services.refs`).
+"""Who may do what to a ref: the one permission table of the studio (:data:`RULES`, rows of role x
+action x condition -> allow / refuse / decide as an edit), used by every view, command line and
+endpoint (through :mod:`app.services.refs`). ``tests/test_permissions.py`` runs one example per row.
+To add a rule, add a row (and, for a new role or condition, its entry in :data:`ROLES` /
+:data:`CONDITIONS`) before the rows it should take precedence over.
 
-Rules, in the order they apply (the first that speaks decides):
+The rules in words, in the order they apply (the first that speaks decides):
 
 1. Accepting or rejecting needs the reviewer role; nobody accepts a ref whose current content
    they wrote (``RefRecord.editor``, and along the content's provenance: :func:`wrote_content`) or a
@@ -22,12 +25,12 @@ Batch tools act as :meth:`Actor.tool` (no reviewer role): they create and re-thr
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
-from ..store import RefRecord
+from ..store import RefRecord, RefStatus
 from .errors import Refused
 
 ANNOTATOR, REVIEWER = "annotator", "reviewer"
-ACTIONS = ("create", "edit", "delete", "accept", "reject", "verify")
 
 
 @dataclass(frozen=True)
@@ -53,36 +56,90 @@ def personal(author: str | None) -> bool:
     return bool(author) and not str(author).startswith(("model:", "consensus"))
 
 
-def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
-    """The reason ``actor`` may not do ``action`` to ``ref`` (None: allowed); see the module docstring."""
+# --- the table ------------------------------------------------------------------------------------
+
+ALLOW, REFUSE, AS_EDIT = "allow", "refuse", "as edit"  # a row's decision (AS_EDIT: decide it as an edit of the ref)
+
+# who acts: the column "role" of the table
+ROLES: dict[str, Callable[[Actor], bool]] = {
+    "anyone": lambda a: True,
+    "reviewer": lambda a: a.reviewer,
+    "non-reviewer": lambda a: not a.reviewer,
+    "nameless": lambda a: not a.name,
+    "tool": lambda a: bool(a.name) and not personal(a.name),  # model:..., consensus(...): not a person
+    "open studio": lambda a: not a.accounts,  # no --auth: typed names, no ownership
+}
+
+# what holds of the ref (and its relation to the actor): the column "when"
+CONDITIONS: dict[str, Callable[[Actor, "RefRecord | None"], bool]] = {
+    "always": lambda a, r: True,
+    "no ref": lambda a, r: r is None,
+    "wrote its content": lambda a, r: r is not None and bool(a.name) and r.editor == a.name,  # nameless: nobody to tell apart
+    "own ref": lambda a, r: r is not None and personal(r.annotator) and r.annotator == a.name,
+    "accepted": lambda a, r: r is not None and r.status == RefStatus.REVIEWED,
+    "no personal author": lambda a, r: r is not None and not personal(r.annotator),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row: for ``actions``, an actor of ``role`` on a ref where ``when`` holds gets ``decision``;
+    ``why`` is the refusal shown (``{who}``, ``{id}``, ``{author}``, ``{verb}`` filled in)."""
+
+    actions: tuple[str, ...]
+    role: str
+    when: str
+    decision: str
+    why: str = ""
+
+
+_REVIEW, _CHANGE = ("accept", "reject"), ("edit", "delete")
+
+# The first row that matches decides; the last rows of each action match everything.
+RULES: tuple[Rule, ...] = (
+    Rule(("verify",), "nameless", "always", REFUSE, "A proposed negative is decided by a person, under their name: "
+         "type your name in the Annotator box (or sign in)."),
+    Rule(("verify",), "tool", "always", REFUSE, "{who} is a tool: only a person decides a negative."),
+    Rule(("verify",), "anyone", "no ref", ALLOW),
+    Rule(("verify",), "anyone", "always", AS_EDIT),  # the negative's ref (the model's, or an earlier decision's)
+    Rule(_REVIEW, "non-reviewer", "always", REFUSE, "{who} is not a reviewer: only reviewers accept or reject refs."),
+    Rule(("create",), "anyone", "always", ALLOW),
+    Rule(_CHANGE, "anyone", "no ref", ALLOW),
+    Rule(_REVIEW, "reviewer", "no ref", ALLOW),  # the role alone (a save that accepts checks the ref after writing it)
+    Rule(("accept",), "reviewer", "wrote its content", REFUSE, "You wrote the current content of ref {id}, so you "
+         "cannot accept it: save it as done and another reviewer accepts it."),
+    Rule(_REVIEW, "reviewer", "own ref", REFUSE, "You cannot review your own ref: another reviewer decides on it."),
+    Rule(_REVIEW, "reviewer", "always", ALLOW),
+    Rule(_CHANGE, "non-reviewer", "accepted", REFUSE, "ref {id} was accepted; only a reviewer can {verb} it now."),
+    Rule(_CHANGE, "anyone", "no personal author", ALLOW),
+    Rule(_CHANGE, "open studio", "always", ALLOW),
+    Rule(_CHANGE, "anyone", "own ref", ALLOW),
+    Rule(_CHANGE, "reviewer", "always", ALLOW),
+    Rule(("delete",), "anyone", "always", REFUSE, "Only {author} or a reviewer can delete ref {id}."),
+    Rule(("edit",), "anyone", "always", REFUSE, "ref {id} was made by {author}; only {author} or a reviewer can change it."),
+)
+ACTIONS = ("create", "edit", "delete", "accept", "reject", "verify")
+
+
+def deciding_rule(actor: Actor, action: str, ref: RefRecord | None) -> tuple[Rule, str]:
+    """The row of :data:`RULES` that decides, and the action it was decided as (``verify`` of a
+    negative that has a ref is decided as an ``edit`` of it)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown action {action!r}")
-    if action == "verify":
-        if not personal(actor.name):
-            return ("A proposed negative is decided by a person, under their name: type your name in the Annotator "
-                    "box (or sign in).") if not actor.name else f"{actor.name} is a tool: only a person decides a negative."
-        if ref is None:
-            return None
-        action = "edit"
-    if action in ("accept", "reject") and not actor.reviewer:
-        return f"{actor.name or 'this user'} is not a reviewer: only reviewers accept or reject refs."
-    if action == "create" or ref is None:
+    for rule in RULES:
+        if action in rule.actions and ROLES[rule.role](actor) and CONDITIONS[rule.when](actor, ref):
+            return deciding_rule(actor, "edit", ref) if rule.decision == AS_EDIT else (rule, action)
+    raise AssertionError(f"the permission table has no row for {action}")  # every action ends with a catch-all
+
+
+def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
+    """The reason ``actor`` may not do ``action`` to ``ref`` (None: allowed), from :data:`RULES`."""
+    rule, as_action = deciding_rule(actor, action, ref)
+    if rule.decision == ALLOW:
         return None
-    if action in ("accept", "reject"):
-        if action == "accept" and actor.name and ref.editor == actor.name:  # nameless: nobody to tell apart
-            return (f"You wrote the current content of ref {ref.id}, so you cannot accept it: save it as done "
-                    "and another reviewer accepts it.")
-        if personal(ref.annotator) and ref.annotator == actor.name:
-            return "You cannot review your own ref: another reviewer decides on it."
-        return None
-    verb = "change" if action == "edit" else "delete"
-    if ref.status == "reviewed" and not actor.reviewer:
-        return f"ref {ref.id} was accepted; only a reviewer can {verb} it now."
-    if not personal(ref.annotator) or not actor.accounts or ref.annotator == actor.name or actor.reviewer:
-        return None
-    if action == "delete":
-        return f"Only {ref.annotator} or a reviewer can delete ref {ref.id}."
-    return f"ref {ref.id} was made by {ref.annotator}; only {ref.annotator} or a reviewer can change it."
+    return rule.why.format(who=actor.name or "this user", id=ref.id if ref is not None else "",
+                           author=ref.annotator if ref is not None else "",
+                           verb="change" if as_action == "edit" else as_action)
 
 
 def wrote_content(actor: Actor, ref: RefRecord, authors: set[str]) -> str | None:

@@ -13,13 +13,24 @@ from typing import Sequence
 
 import numpy as np
 
-from ..store import CommitUnknown, ConflictError, Event, RefRecord, Store, StoreError
-from ..store.review import Decision, decision_change, last_decision, to_fix
+from ..store import (CommitUnknown, ConflictError, Event, RefAction, RefFilter, RefRecord, RefRow, RefStatus, Store,
+                     StoreError, next_status, save_action)
 from ..store.provenance import content_authors
+from ..store.review import Decision, decision_change, last_decision, review_queue, to_fix
 from .errors import Refused
 from .permissions import Actor, personal, require, wrote_content
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReviewItem:
+    """A place in the review queue: its list row and full ref (None: the queue is empty), position, size."""
+
+    row: RefRow | None
+    ref: RefRecord | None
+    pos: int
+    total: int
 
 
 @dataclass(frozen=True)
@@ -37,7 +48,7 @@ class RefService:
 
     def save(self, actor: Actor, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
              rles: Sequence[dict] = (), instance_ids: Sequence[int] = (), no_target: bool = False,
-             split: str = "train", status: str = "done", ref_id: int | None = None,
+             split: str = "train", status: str = RefStatus.DONE, ref_id: int | None = None,
              expected_version: int | None = None, author: str | None = None, db=None, source: str = "annotator",
              action: str | None = None, detail: dict | None = None, save_key: str | None = None) -> Saved:
         """Create or update a ref as ``actor``; refused (nothing written) when the table says no.
@@ -72,9 +83,11 @@ class RefService:
             old = self.store.ref_in(db, ref_id)
             if old is None:
                 raise ConflictError(f"ref {ref_id} was deleted meanwhile; save it as a new ref instead")
-        deciding = status in ("reviewed", "rejected") and (old is None or old.status != status)
+        act = save_action(status)
+        status = next_status(old.status if old is not None else None, act, actor.name)
+        deciding = act in (RefAction.ACCEPT, RefAction.REJECT) and (old is None or old.status != status)
         if deciding:
-            require(actor, "accept" if status == "reviewed" else "reject", None)  # the role, before anything else
+            require(actor, act.value, None)  # the role, before anything else
         if old is not None:
             require(actor, "edit", old)
             keep = old.annotator if personal(old.annotator) else (author or actor.name)
@@ -82,21 +95,22 @@ class RefService:
             require(actor, "create", None)
             keep = author if author is not None else actor.name
         written = self.store.write_ref(db, image_id, sentences, masks=masks, rles=rles, instance_ids=instance_ids,
-                                       no_target=no_target, split=split, annotator=keep,
-                                       status=(old.status if old is not None else "done") if deciding else status,
-                                       ref_id=ref_id, expected_version=expected_version, user=actor.name,
+                                       no_target=no_target, split=split, author=keep,
+                                       status=(old.status if old is not None else next_status(None, RefAction.SUBMIT))
+                                       if deciding else status,
+                                       ref_id=ref_id, expected_version=expected_version, actor=actor.name,
                                        source=source, action=action, detail=detail)
         version = written.version
-        if status == "reviewed" and (deciding or written.content_changed):
-            require(actor, "accept", self.store.ref_in(db, written.ref_id))  # refused: the whole save rolls back
+        if act is RefAction.ACCEPT and (deciding or written.content_changed):
+            require(actor, act.value, self.store.ref_in(db, written.ref_id))  # refused: the whole save rolls back
             self._not_own_content(db, actor, self.store.ref_in(db, written.ref_id))
         if deciding:
-            if status == "rejected":
-                require(actor, "reject", self.store.ref_in(db, written.ref_id))
+            if act is RefAction.REJECT:
+                require(actor, act.value, self.store.ref_in(db, written.ref_id))
             version = self.store.write_status(db, written.ref_id, status, actor.name, version, action="review" if
-                                              status == "reviewed" else "status",
+                                              act is RefAction.ACCEPT else "status",
                                               detail={"decision": "accept", "reason": None, "comment": "",
-                                                      "via": "save"} if status == "reviewed" else None)
+                                                      "via": "save"} if act is RefAction.ACCEPT else None)
         if save_key is not None:
             self.store.write_save_key(db, save_key, written.ref_id, version)
         return Saved(written.ref_id, version, ref_id is None)
@@ -113,17 +127,28 @@ class RefService:
     def review(self, actor: Actor, ref_id: int, decision: str, reason: str | None = None, comment: str = "",
                expected_version: int | None = None, db=None) -> int:
         """Accept or reject (with a reason) a ref; returns its new version (``db``: as in :meth:`save`)."""
-        status, detail = decision_change(decision, reason, comment)
+        _, detail = decision_change(decision, reason, comment)
         if db is None:
             with self.store.transaction() as tx:
                 return self.review(actor, ref_id, decision, reason, comment, expected_version, db=tx)
+        act = RefAction.ACCEPT if decision == "accept" else RefAction.REJECT
+        return self.move(actor, ref_id, act, db=db, expected_version=expected_version, detail=detail, event="review")
+
+    def move(self, actor: Actor, ref_id: int, action: RefAction, *, db, expected_version: int | None = None,
+             detail: dict | None = None, event: str = "status") -> int:
+        """Change only a ref's status, as :func:`~app.store.next_status` says ``action`` moves it, inside
+        ``db``; the permission table decides (accept / reject, else an edit). Returns the new version
+        (the old one when the action leaves the status as it is)."""
         old = self.store.ref_in(db, ref_id)
         if old is None:
             raise StoreError(f"no ref with id {ref_id}")
-        require(actor, "accept" if decision == "accept" else "reject", old)
-        if decision == "accept":
+        require(actor, action.value if action in (RefAction.ACCEPT, RefAction.REJECT) else "edit", old)
+        if action is RefAction.ACCEPT:
             self._not_own_content(db, actor, old)
-        return self.store.write_status(db, ref_id, status, actor.name, expected_version, detail, action="review")
+        new = next_status(old.status, action, actor.name)
+        if new == old.status and action not in (RefAction.ACCEPT, RefAction.REJECT):
+            return old.version
+        return self.store.write_status(db, ref_id, new, actor.name, expected_version, detail, action=event)
 
     def _not_own_content(self, db, actor: Actor, ref: RefRecord) -> None:
         """Refuse an acceptance by anyone who wrote the ref's content, wherever it was copied from."""
@@ -133,6 +158,29 @@ class RefService:
 
     def ref(self, ref_id: int) -> RefRecord:
         return self.store.ref(ref_id)
+
+    def exists(self, ref_id: int) -> bool:
+        return bool(self.store.refs(ref_ids=[int(ref_id)]))
+
+    def of_image(self, image_id: int | None) -> list[RefRow]:
+        """The refs of one image, oldest first (the Annotate view's list)."""
+        if image_id is None:
+            return []
+        return self.store.refs_page(0, 200, RefFilter(image_id=int(image_id)), newest_first=False)[0]
+
+    def review_at(self, pos: int, flt: RefFilter | None = None, by_disagreement: bool = False,
+                  by_uncertainty: bool = False) -> ReviewItem:
+        """The ref at ``pos`` of the review queue (``flt``: refs awaiting review), clamped to its end."""
+        flt = flt if flt is not None else RefFilter((RefStatus.DONE,))
+        pos = max(0, int(pos or 0))
+        order = dict(flt=flt, by_disagreement=bool(by_disagreement), by_uncertainty=bool(by_uncertainty))
+        rows, total = review_queue(self.store, pos, 1, **order)
+        if not rows and total:
+            pos = total - 1
+            rows, total = review_queue(self.store, pos, 1, **order)
+        if not rows:
+            return ReviewItem(None, None, pos, total)
+        return ReviewItem(rows[0], self.store.ref(rows[0].id), pos, total)
 
     def history(self, ref_id: int) -> list[Event]:
         return self.store.events(ref_id)

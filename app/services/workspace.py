@@ -18,8 +18,8 @@ from deris_core.preprocess import ImageError, load_image
 from deris_core.tokenizer import TokenizerError
 
 from ..session import Session, Target
-from ..store import Store, StoreError, image_digest
-from ..store.review import REASONS
+from ..store import RefAction, RefRecord, RefStatus, Store, StoreError, image_digest, next_status
+from ..store.review import Decision
 from .errors import BadInput
 from .model import ModelHolder
 
@@ -51,11 +51,15 @@ class Opened:
 
 @dataclass
 class Reopened:
+    """A saved ref opened for editing: the session, what the boxes show, and the last rejection (the
+    view tells the author who rejected it and why)."""
+
     session: Session
     sentences: list[str]
     split: str
     status: str  # what the status box shows: a rejected or predicted ref is saved as done
-    note: str
+    ref_id: int
+    rejection: Decision | None = None
 
 
 class Workspace:
@@ -137,11 +141,28 @@ class Workspace:
                       features_key=self.model.features_key(f"store:{rec.image_id}"), digest=image_digest(rgb),
                       expression=rec.sentences[0], ref_id=rec.id, ref_version=rec.version, editing=True,
                       no_target=rec.no_target, targets=[Target(masks[i], None) for i in rec.instance_ids])
-        note = f"Editing ref {rec.id}: saving updates it; Alt+N starts a new ref."
-        if rec.status == "rejected" and last_decision is not None:
-            d = last_decision(rec.id)
-            if d is not None:
-                note = (f"**Rejected by {d.reviewer}**: {REASONS.get(d.reason or '', d.reason or '')}"
-                        f"{' — “' + d.comment + '”' if d.comment else ''}. Fix it and save: it goes back to *done*.")
-        status = "done" if rec.status in ("rejected", "predicted") else rec.status
-        return Reopened(new, rec.sentences, rec.split, status, note)
+        status = next_status(rec.status, RefAction.REOPEN)
+        rejection = None
+        if last_decision is not None and rec.status == RefStatus.REJECTED:
+            rejection = last_decision(rec.id)  # its fix goes back to review: the view says who rejected it and why
+        return Reopened(new, rec.sentences, rec.split, status.value, rec.id, rejection)
+
+    def image_name(self, image_id: int | None) -> str:
+        """The collection image's file name (``""``: no image)."""
+        return self.store.image(image_id).file_name if image_id is not None else ""
+
+    def image_split(self, image_id: int) -> str:
+        """The split the image was imported into (``""``: none)."""
+        return self.store.image(image_id).split
+
+    def keep_image(self, sess: Session) -> int:
+        """The open image's id in the collection, adding an uploaded image to it first."""
+        if sess.image_id is None:
+            sess.image_id = self.store.add_image(sess.image)
+        return sess.image_id
+
+    def ref_picture(self, rec: RefRecord) -> tuple[np.ndarray | None, list[np.ndarray]]:
+        """A ref's image (None: pixels not available) and its target masks, in the ref's order."""
+        rgb = self.store.load_image(rec.image_id)
+        masks = {i.id: i.mask for i in self.store.instances(rec.image_id)}
+        return rgb, [masks[i] for i in rec.instance_ids]

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import StoreError
+from .status import RefStatus
 from .store import Store
 
 DECISIONS = {"no_target": "refers to nothing here", "refers": "it does refer to something here"}
@@ -50,7 +51,7 @@ def sources(store: Store) -> list[tuple[int, int, str]]:
     the model and not rejected): where proposed negatives come from."""
     return [(int(r), int(i), s) for r, i, s in store.read(
         "SELECT r.id, r.image_id, s.raw FROM refs r JOIN sentences s ON s.ref_id = r.id "
-        "WHERE r.status NOT IN ('predicted', 'rejected') ORDER BY r.id, s.position")]
+        "WHERE r.status NOT IN (?, ?) ORDER BY r.id, s.position", (RefStatus.PREDICTED.value, RefStatus.REJECTED.value))]
 
 
 def asked(store: Store) -> dict[int, set[str]]:
@@ -66,8 +67,8 @@ def asked(store: Store) -> dict[int, set[str]]:
 
 def targeted_images(store: Store) -> list[int]:
     """Images with at least one ref that has a target (NSC converts only samples that have one)."""
-    return [int(r[0]) for r in store.read("SELECT DISTINCT image_id FROM refs WHERE no_target = 0 AND status <> 'rejected' "
-                                          "ORDER BY image_id")]
+    return [int(r[0]) for r in store.read("SELECT DISTINCT image_id FROM refs WHERE no_target = 0 AND status <> ? "
+                                          "ORDER BY image_id", (RefStatus.REJECTED.value,))]
 
 
 def proposed_counts(store: Store) -> dict[int, int]:
@@ -82,6 +83,28 @@ def write_negative(db, image_id: int, sentence: str, source_ref_id: int | None, 
                      (image_id, sentence, source_ref_id, model, float(existence), int(bool(found_target)),
                       float(top_score), ref_id, time.time()))
     return cur.rowcount == 1
+
+
+def proposed_in(db, image_id: int, sentence: str) -> bool:
+    """Whether the pair was proposed already, as a caller's transaction sees it."""
+    return db.execute("SELECT 1 FROM negatives WHERE image_id = ? AND sentence = ?",
+                      (int(image_id), sentence)).fetchone() is not None
+
+
+def ref_version(store: Store, ref_id: int | None) -> int | None:
+    """The version of a negative's ref now (None: no ref, or gone)."""
+    if ref_id is None:
+        return None
+    rows = store.read("SELECT version FROM refs WHERE id = ?", (int(ref_id),))
+    return int(rows[0][0]) if rows else None
+
+
+def source_image(store: Store, neg: "Negative") -> int | None:
+    """The image the negative's sentence was written for (None: unknown, or its ref is gone)."""
+    if neg.source_ref_id is None:
+        return None
+    rows = store.read("SELECT image_id FROM refs WHERE id = ?", (int(neg.source_ref_id),))
+    return int(rows[0][0]) if rows else None
 
 
 def negative(store: Store, negative_id: int) -> Negative:

@@ -11,52 +11,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .filters import ImageFilter, RefFilter
+from .status import OPEN, RefStatus
 from .store import Store
 
+__all__ = ["ImageFilter", "ImageRow", "RefFilter", "image_ids", "image_page", "neighbour", "nth", "position", "progress",
+           "ref_ids"]
 
-@dataclass(frozen=True)
-class ImageFilter:
-    """Which images the queue shows; empty fields do not filter.
+def ref_ids(store: Store, flt: RefFilter) -> list[int]:
+    """The ids of the refs that pass ``flt``, in id order."""
+    where, args = flt.where("r")
+    return [int(r[0]) for r in store.read(f"SELECT r.id FROM refs r{where} ORDER BY r.id", args)]
 
-    ``status`` is a ref status (images with at least one such ref), ``"none"`` (images without
-    refs) or ``"todo"`` (no refs, or a ref still in draft / to verify).
-    """
 
-    name: str = ""
-    split: str = ""
-    status: str = ""
-    annotator: str = ""
-    order: str = ""  # "" by id, "uncertain": most uncertain first
-
-    def key(self, alias: str = "i") -> str | None:
-        """The SQL sort key of an image (descending), None for the id order."""
-        if self.order != "uncertain":
-            return None
-        return ("COALESCE((SELECT MAX(p.uncertainty) FROM refs r JOIN predictions p ON p.ref_id = r.id "
-                f"WHERE r.image_id = {alias}.id AND r.status = 'predicted'), -1.0)")
-
-    def where(self, like: str = "LIKE") -> tuple[str, list]:
-        """The SQL condition on images ``i`` and its arguments; ``like``: the store's case-insensitive LIKE."""
-        cond, args = [], []
-        if self.name.strip():
-            cond.append(f"(i.file_name {like} ? ESCAPE '\\' OR i.original_name {like} ? ESCAPE '\\')")
-            pat = "%" + self.name.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            args += [pat, pat]
-        if self.split:
-            cond.append("(i.split = ? OR EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.split = ?))")
-            args += [self.split, self.split]
-        if self.status == "none":
-            cond.append("NOT EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id)")
-        elif self.status == "todo":
-            cond.append("(NOT EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id) OR EXISTS "
-                        "(SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.status IN ('draft', 'predicted')))")
-        elif self.status:
-            cond.append("EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.status = ?)")
-            args.append(self.status)
-        if self.annotator.strip():
-            cond.append("EXISTS (SELECT 1 FROM refs r WHERE r.image_id = i.id AND r.annotator = ?)")
-            args.append(self.annotator.strip())
-        return (" WHERE " + " AND ".join(cond)) if cond else "", args
+def image_ids(store: Store, flt: "ImageFilter") -> list[int]:
+    """The ids of the images that pass ``flt``, in id order."""
+    where, args = flt.where(store.dialect.like)
+    return [int(r[0]) for r in store.read(f"SELECT i.id FROM images i{where} ORDER BY i.id", args)]
 
 
 @dataclass
@@ -145,13 +116,15 @@ def progress(store: Store) -> dict:
     q = store._query
     images = q("SELECT COUNT(*) FROM images")[0][0]
     with_refs = q("SELECT COUNT(DISTINCT image_id) FROM refs")[0][0]
-    open_images = q("SELECT COUNT(DISTINCT image_id) FROM refs WHERE status IN ('draft', 'predicted')")[0][0]
+    open_images = q(f"SELECT COUNT(DISTINCT image_id) FROM refs WHERE status IN ({','.join('?' * len(OPEN))})",
+                    [s.value for s in OPEN])[0][0]
     refs = q("SELECT COUNT(*) FROM refs")[0][0]
     by_status = dict(q("SELECT status, COUNT(*) FROM refs GROUP BY status"))
     no_target = q("SELECT COUNT(*) FROM refs WHERE no_target = 1")[0][0]
     multi = q("SELECT COUNT(*) FROM (SELECT ref_id FROM ref_instances GROUP BY ref_id HAVING COUNT(*) > 1) AS multi")[0][0]
     people = q("SELECT annotator, COUNT(*), SUM(no_target), " + ", ".join(
-        f"SUM(CASE WHEN status = '{s}' THEN 1 ELSE 0 END)" for s in ("done", "reviewed", "rejected")) +
+        f"SUM(CASE WHEN status = '{s.value}' THEN 1 ELSE 0 END)"
+        for s in (RefStatus.DONE, RefStatus.REVIEWED, RefStatus.REJECTED)) +
         ", COUNT(DISTINCT image_id) FROM refs GROUP BY annotator ORDER BY COUNT(*) DESC")
     return {
         "images": images, "images_with_refs": with_refs, "images_done": with_refs - open_images,

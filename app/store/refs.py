@@ -17,9 +17,10 @@ from .errors import ConflictError, StoreError
 from .masks import encode_mask
 from .names import control_character, not_utf8
 from .records import Event, RefRecord, RefRow
+from .filters import RefFilter
+from .status import RefStatus, ref_status
 
 SPLITS = ("train", "val", "testA", "testB")
-STATUSES = ("draft", "predicted", "done", "reviewed", "rejected")  # predicted: made by the model, to verify
 DEFAULT_CATEGORY = "object"
 MAX_SENTENCES = 20  # per ref (the expression and its paraphrases)
 MAX_SENTENCE_CHARS = 500
@@ -69,29 +70,32 @@ class RefsMixin:
 
     def save_ref(self, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
                  instance_ids: Sequence[int] = (), no_target: bool = False, split: str = "train",
-                 annotator: str = "", status: str = "done", category: str = DEFAULT_CATEGORY,
-                 ref_id: int | None = None, expected_version: int | None = None, user: str | None = None) -> int:
+                 author: str = "", status: str = RefStatus.DONE, category: str = DEFAULT_CATEGORY,
+                 ref_id: int | None = None, expected_version: int | None = None, actor: str | None = None) -> int:
         """Create a ref, or (``ref_id`` + ``expected_version``) update one, in one transaction.
 
         Targets are existing ``instance_ids`` and/or new ``masks`` (stored as new instances;
         the same pixels already stored for this image are reused). A no-target ref has no
         targets, a targeted ref at least one. An update whose ``expected_version`` is not the
-        stored one raises :class:`ConflictError`. ``user`` (default: ``annotator``) is recorded
-        in the ref's history, and becomes the ref's ``editor`` when the content changes.
+        stored one raises :class:`ConflictError`. ``author`` is the ref's author of record (its
+        ``annotator``); ``actor`` (default: the author), who saves it, is recorded in the ref's
+        history and becomes the ref's ``editor`` when the content changes.
         """
         cat = self.category_id(category)
         with self._tx() as db:
             return self.write_ref(db, image_id, sentences, masks=masks, instance_ids=instance_ids, no_target=no_target,
-                                  split=split, annotator=annotator, status=status, category_id=cat, ref_id=ref_id,
-                                  expected_version=expected_version, user=user).ref_id
+                                  split=split, author=author, status=status, category_id=cat, ref_id=ref_id,
+                                  expected_version=expected_version, actor=actor).ref_id
 
     def write_ref(self, db, image_id: int, sentences: Sequence[str], *, masks: Sequence[np.ndarray] = (),
                   rles: Sequence[dict] = (), instance_ids: Sequence[int] = (), no_target: bool = False,
-                  split: str = "train", annotator: str = "", status: str = "done", category_id: int | None = None,
-                  ref_id: int | None = None, expected_version: int | None = None, user: str | None = None,
+                  split: str = "train", author: str = "", status: str = RefStatus.DONE, category_id: int | None = None,
+                  ref_id: int | None = None, expected_version: int | None = None, actor: str | None = None,
                   source: str = "annotator", action: str | None = None, detail: dict | None = None) -> "Written":
         """:meth:`save_ref` inside a caller's :meth:`transaction` (batch jobs write many refs in one).
 
+        ``author``: the ref's author of record (the ``annotator`` column); ``actor``: who writes now
+        (default: the author), recorded in the history and as the ``editor`` when the content changes.
         ``rles`` are exact compressed RLEs of new targets (no decoding); ``source`` is the new
         instances' origin; ``action``/``detail`` name the history event (default create/edit).
         Returns the ref's id, new version, editor (who wrote its current content) and whether the
@@ -99,14 +103,13 @@ class RefsMixin:
         sents = clean_sentences(sentences)
         if split not in SPLITS:
             raise StoreError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        if status not in STATUSES:
-            raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
-        annotator = " ".join(str(annotator or "").split())
-        if (bad := control_character(annotator)) is not None:
+        status = ref_status(status).value
+        author = " ".join(str(author or "").split())
+        if (bad := control_character(author)) is not None:
             raise StoreError(f"the annotator name contains the control character {bad}")
-        if len(annotator) > MAX_NAME_CHARS:
+        if len(author) > MAX_NAME_CHARS:
             raise StoreError(f"the annotator name is longer than {MAX_NAME_CHARS} characters")
-        user = annotator if user is None else user
+        actor = author if actor is None else actor
         ids = [int(i) for i in instance_ids]
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
@@ -126,7 +129,7 @@ class RefsMixin:
         if db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is None:
             raise StoreError(f"no image with id {image_id}")
         old_targets: list[int] = []
-        old_content, editor, version = None, user, 1
+        old_content, editor, version = None, actor, 1
         if ref_id is not None:
             row = db.execute("SELECT image_id, version, no_target, editor FROM refs WHERE id = ?", (ref_id,)).fetchone()
             if row is None:
@@ -157,16 +160,16 @@ class RefsMixin:
         ids = list(dict.fromkeys(ids))
         changed = old_content != (sents, ids, bool(no_target))
         if changed:
-            editor = user
+            editor = actor
         if ref_id is None:
             cur = db.execute(
                 "INSERT INTO refs (image_id, split, no_target, annotator, status, created_at, updated_at, version, editor) "
-                "VALUES (?,?,?,?,?,?,?,1,?)", (image_id, split, int(no_target), annotator, status, now, now, editor))
+                "VALUES (?,?,?,?,?,?,?,1,?)", (image_id, split, int(no_target), author, status, now, now, editor))
             ref_id = int(cur.lastrowid)
             action = action or "create"
         else:
             db.execute("UPDATE refs SET split=?, no_target=?, annotator=?, status=?, updated_at=?, version=version+1, "
-                       "editor=? WHERE id=?", (split, int(no_target), annotator, status, now, editor, ref_id))
+                       "editor=? WHERE id=?", (split, int(no_target), author, status, now, editor, ref_id))
             db.execute("DELETE FROM sentences WHERE ref_id = ?", (ref_id,))
             db.execute("DELETE FROM ref_instances WHERE ref_id = ?", (ref_id,))
             action = action or "edit"
@@ -175,8 +178,8 @@ class RefsMixin:
         db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)",
                        [(ref_id, iid, pos) for pos, iid in enumerate(ids)])
         self._drop_orphans(db, [i for i in old_targets if i not in ids])
-        self._event(db, ref_id, user, action, {"sentences": sents, "targets": ids, "no_target": bool(no_target),
-                                               "split": split, "status": status, "annotator": annotator,
+        self._event(db, ref_id, actor, action, {"sentences": sents, "targets": ids, "no_target": bool(no_target),
+                                                "split": split, "status": status, "annotator": author,
                                                **({"content_changed": False} if not changed else {}), **(detail or {})})
         return Written(ref_id, version, editor, changed)
 
@@ -218,33 +221,37 @@ class RefsMixin:
         return [RefRecord(r[0], r[1], [s[1] for s in sents[r[0]]], targets[r[0]], bool(r[3]), r[2], r[4], r[5], r[6], r[7],
                           [s[0] for s in sents[r[0]]], r[8], r[9]) for r in rows]
 
-    def refs_page(self, offset: int = 0, limit: int = 50, *, image_id: int | None = None, status: str | None = None,
-                  split: str | None = None, annotator: str | None = None, newest_first: bool = True) -> tuple[list[RefRow], int]:
-        """One page of the ref list and the number of matching refs (fast at 100 000 refs)."""
+    def refs_page(self, offset: int = 0, limit: int = 50, flt: RefFilter | None = None, *, image_id: int | None = None,
+                  status: str | None = None, split: str | None = None, annotator: str | None = None,
+                  newest_first: bool = True) -> tuple[list[RefRow], int]:
+        """One page of the ref list that passes ``flt`` (or the filter the keywords make; ``""``: no
+        filter) and the number of matching refs (fast at 100 000 refs)."""
+        if flt is None:
+            flt = RefFilter.of(status, split, annotator or None, image_id)
+        return self.ref_rows(flt, offset, limit, "r.id DESC" if newest_first else "r.id ASC")
+
+    def ref_rows(self, flt: RefFilter, offset: int = 0, limit: int = 50, order: str = "r.id DESC",
+                 joins: str = "") -> tuple[list[RefRow], int]:
+        """The one query of the ref lists: the page of ``flt`` in ``order`` (SQL over ``r``, the refs, and
+        ``joins``: tables the order needs) and the number of matching refs."""
         limit = max(1, min(int(limit), PAGE_MAX))
-        where, args = [], []
-        for col, val in (("r.image_id", image_id), ("r.status", status), ("r.split", split), ("r.annotator", annotator)):
-            if val not in (None, ""):
-                where.append(f"{col} = ?")
-                args.append(val)
-        cond = (" WHERE " + " AND ".join(where)) if where else ""
-        order = "DESC" if newest_first else "ASC"
+        cond, args = flt.where("r")
         with self._rlock:
             total = int(self._rdb.execute(f"SELECT COUNT(*) FROM refs r{cond}", args).fetchone()[0])
             rows = self._rdb.execute(
                 f"""SELECT r.id, r.image_id, i.file_name, {self.dialect.joined_sentences("r.id")},
                        (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
                        r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
-                    FROM refs r JOIN images i ON i.id = r.image_id{cond}
-                    ORDER BY r.id {order} LIMIT ? OFFSET ?""", [*args, limit, max(0, int(offset))]).fetchall()
+                    FROM refs r JOIN images i ON i.id = r.image_id{joins}{cond}
+                    ORDER BY {order} LIMIT ? OFFSET ?""", [*args, limit, max(0, int(offset))]).fetchall()
         return [RefRow(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows], total
 
-    def delete_ref(self, ref_id: int, expected_version: int | None = None, user: str = "") -> None:
+    def delete_ref(self, ref_id: int, expected_version: int | None = None, actor: str = "") -> None:
         """Delete a ref (refused if it changed since ``expected_version``); its drawn instances go with it."""
         with self._tx() as db:
-            self.write_delete(db, ref_id, expected_version, user)
+            self.write_delete(db, ref_id, expected_version, actor)
 
-    def write_delete(self, db, ref_id: int, expected_version: int | None = None, user: str = "") -> None:
+    def write_delete(self, db, ref_id: int, expected_version: int | None = None, actor: str = "") -> None:
         """:meth:`delete_ref` inside a caller's :meth:`transaction`."""
         row = db.execute("SELECT version FROM refs WHERE id = ?", (ref_id,)).fetchone()
         if row is None:
@@ -255,27 +262,27 @@ class RefsMixin:
         inst = [r[0] for r in db.execute("SELECT instance_id FROM ref_instances WHERE ref_id = ?", (ref_id,))]
         db.execute("DELETE FROM refs WHERE id = ?", (ref_id,))
         self._drop_orphans(db, inst)
-        self._event(db, ref_id, user, "delete", {})
+        self._event(db, ref_id, actor, "delete", {})
 
-    def set_status(self, ref_id: int, status: str, user: str = "", expected_version: int | None = None,
+    def set_status(self, ref_id: int, status: str, actor: str = "", expected_version: int | None = None,
                    detail: dict | None = None, action: str = "status") -> int:
-        """Change a ref's status, recorded in its history as ``action`` with ``detail``, the old and new
-        status and the ref's author; returns the new version."""
+        """Change a ref's status (as :func:`~app.store.status.next_status` decided), recorded in its history
+        as ``action`` by ``actor`` with ``detail``, the old and new status and the ref's author; returns the
+        new version."""
         with self._tx() as db:
-            return self.write_status(db, ref_id, status, user, expected_version, detail, action)
+            return self.write_status(db, ref_id, status, actor, expected_version, detail, action)
 
-    def write_status(self, db, ref_id: int, status: str, user: str = "", expected_version: int | None = None,
+    def write_status(self, db, ref_id: int, status: str, actor: str = "", expected_version: int | None = None,
                      detail: dict | None = None, action: str = "status") -> int:
         """:meth:`set_status` inside a caller's :meth:`transaction`."""
-        if status not in STATUSES:
-            raise StoreError(f"unknown status {status!r}; expected one of {', '.join(STATUSES)}")
+        status = ref_status(status).value
         row = db.execute("SELECT version, status, annotator FROM refs WHERE id = ?", (ref_id,)).fetchone()
         if row is None:
             raise StoreError(f"no ref with id {ref_id}")
         if expected_version is not None and row[0] != expected_version:
             raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
         db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
-        self._event(db, ref_id, user, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
+        self._event(db, ref_id, actor, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
         return row[0] + 1
 
     def ref_in(self, db, ref_id: int) -> RefRecord | None:
@@ -289,6 +296,14 @@ class RefsMixin:
                                             (ref_id,))]
         return RefRecord(r[0], r[1], [s[1] for s in sents], targets, bool(r[3]), r[2], r[4], r[5], r[6], r[7],
                          [s[0] for s in sents], r[8], r[9])
+
+    @staticmethod
+    def first_sentences_in(db, image_id: int, author_prefix: str) -> list[str]:
+        """The first sentence of every ref of an image whose author's name starts with ``author_prefix``
+        (``consensus``: the merged refs), as a caller's transaction sees it."""
+        like = author_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return [r[0] for r in db.execute("SELECT s.raw FROM refs r JOIN sentences s ON s.ref_id = r.id AND s.position = 0 "
+                                         "WHERE r.image_id = ? AND r.annotator LIKE ? ESCAPE '\\'", (int(image_id), like))]
 
     def events(self, ref_id: int) -> list[Event]:
         """The history of a ref, oldest first (kept after the ref is deleted)."""

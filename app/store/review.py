@@ -11,7 +11,9 @@ import weakref
 from dataclasses import dataclass, field
 
 from .errors import StoreError
+from .filters import RefFilter
 from .records import RefRow
+from .status import RefAction, RefStatus, next_status
 from .store import Store
 
 REASONS = {
@@ -42,7 +44,7 @@ def decision_change(decision: str, reason: str | None = None, comment: str = "")
         raise StoreError("a review comment is limited to 1000 characters")
     if decision == "reject" and reason not in REASONS:
         raise StoreError("a rejection needs a reason: " + ", ".join(REASONS))
-    status = "reviewed" if decision == "accept" else "rejected"
+    status = next_status(None, RefAction.ACCEPT if decision == "accept" else RefAction.REJECT).value
     return status, {"decision": decision, "reason": reason if decision == "reject" else None, "comment": comment}
 
 
@@ -56,32 +58,23 @@ def review(store: Store, ref_id: int, decision: str, reviewer: str, reason: str 
 
 
 def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: str | None = None,
-                 split: str | None = None, image_id: int | None = None, status: str = "done",
-                 by_disagreement: bool = False, by_uncertainty: bool = False) -> tuple[list[RefRow], int]:
-    """Refs awaiting review (status ``done``), oldest change first, with optional filters.
+                 split: str | None = None, image_id: int | None = None, status: str = RefStatus.DONE,
+                 by_disagreement: bool = False, by_uncertainty: bool = False,
+                 flt: RefFilter | None = None) -> tuple[list[RefRow], int]:
+    """Refs awaiting review (status ``done``; or ``flt``), oldest change first, with optional filters.
 
     ``by_disagreement``: refs where the model disagrees most with the annotator first (lowest
     ``qa`` IoU, see ``python -m app.curate qa``); refs without a qa result come last.
     ``by_uncertainty``: refs whose model prediction was least certain first (``predictions.uncertainty``
     of the prediction a person verified, see :mod:`app.curate.uncertainty`); refs without one come
     last (after the disagreement order when both are asked for)."""
-    where, args = ["r.status = ?"], [status]
-    for col, val in (("r.annotator", annotator), ("r.split", split), ("r.image_id", image_id)):
-        if val not in (None, ""):
-            where.append(f"{col} = ?")
-            args.append(val)
-    cond = " WHERE " + " AND ".join(where)
-    total = store._query(f"SELECT COUNT(*) FROM refs r{cond}", args)[0][0]
-    rows = store._query(
-        f"""SELECT r.id, r.image_id, i.file_name, {store.dialect.joined_sentences("r.id")},
-               (SELECT COUNT(*) FROM ref_instances WHERE ref_id = r.id),
-               r.no_target, r.split, r.status, r.annotator, r.updated_at, r.version
-            FROM refs r JOIN images i ON i.id = r.image_id LEFT JOIN qa q ON q.ref_id = r.id
-            LEFT JOIN predictions p ON p.ref_id = r.id{cond}
-            ORDER BY {"q.iou IS NULL, q.iou ASC, q.no_target_agree ASC, " if by_disagreement else ""}{
-                "p.uncertainty IS NULL, p.uncertainty DESC, " if by_uncertainty else ""}r.updated_at ASC, r.id ASC
-            LIMIT ? OFFSET ?""", [*args, max(1, limit), max(0, offset)])
-    return [RefRow(r[0], r[1], r[2], r[3] or "", r[4], bool(r[5]), r[6], r[7], r[8], r[9], r[10]) for r in rows], int(total)
+    if flt is None:
+        flt = RefFilter.of(status, split, annotator or None, image_id)
+    order = (("q.iou IS NULL, q.iou ASC, q.no_target_agree ASC, " if by_disagreement else "")
+             + ("p.uncertainty IS NULL, p.uncertainty DESC, " if by_uncertainty else "") + "r.updated_at ASC, r.id ASC")
+    rows, total = store.ref_rows(flt, offset, limit, order,
+                                 joins=" LEFT JOIN qa q ON q.ref_id = r.id LEFT JOIN predictions p ON p.ref_id = r.id")
+    return rows, int(total)
 
 
 def last_decision(store: Store, ref_id: int) -> Decision | None:
@@ -95,7 +88,7 @@ def last_decision(store: Store, ref_id: int) -> Decision | None:
 
 def to_fix(store: Store, annotator: str) -> list[tuple[RefRow, Decision | None]]:
     """An annotator's rejected refs, oldest first, each with the rejection (reason and comment)."""
-    rows, _ = review_queue(store, 0, 500, annotator=annotator, status="rejected")
+    rows, _ = review_queue(store, 0, 500, annotator=annotator, status=RefStatus.REJECTED)
     return [(r, last_decision(store, r.id)) for r in rows]
 
 

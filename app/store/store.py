@@ -71,9 +71,15 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
     :class:`~app.store.location.DbLocation` (see :func:`~app.store.location.parse_db`)."""
 
     def __init__(self, path: str | Path | DbLocation, media_dir: str | Path | None = None,
-                 busy_timeout: float | None = None, timeouts: DbTimeouts | None = None) -> None:
+                 busy_timeout: float | None = None, timeouts: DbTimeouts | None = None,
+                 cache_root: str | Path | None = None) -> None:
+        """``media_dir``: where a SQLite store keeps copied pixels (default: ``<db>_media`` beside the file)
+        and a PostgreSQL store its local caches; for PostgreSQL without one, ``<cache_root>/<key>`` (the
+        studio's command lines pass ``$DERIS_CACHE/studio``; default: the system's temporary folder).
+        ``timeouts``: how long a write waits for another writer (SQLite's busy timeout, PostgreSQL's
+        lock_timeout) and the statement limits; ``busy_timeout`` overrides the lock wait alone."""
         self.location = parse_db(path)
-        # how long a write waits for another writer (SQLite's busy timeout, PostgreSQL's lock_timeout)
+        self.cache_root = Path(cache_root) if cache_root else Path(tempfile.gettempdir()) / "deris_studio"
         self.timeouts = timeouts or DbTimeouts.from_env()
         if busy_timeout is not None:
             self.timeouts = DbTimeouts(busy_timeout, self.timeouts.statement_s, self.timeouts.idle_in_transaction_s)
@@ -115,8 +121,6 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
     def _open_postgres(self, media_dir: str | Path | None) -> None:
         """Connect (a write and a read connection), create or upgrade the schema; the local folder holds
         only caches (thumbnails) and exports, made from the database."""
-        from deris_core.weight_cache import cache_dir
-
         from .pg import PgConnection, ensure_pg_schema
 
         try:
@@ -124,7 +128,7 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
         except ImportError:
             raise StoreError("a postgresql:// database needs psycopg 3: pip install 'psycopg[binary]'") from None
         self.dialect = PostgresDialect()
-        local = Path(media_dir) if media_dir else cache_dir() / "studio" / self.location.key
+        local = Path(media_dir) if media_dir else self.cache_root / self.location.key
         self.media_dir = local
         self.path = local.with_name(local.name + ".pg")  # not a file: exports go next to it (<key>_exports)
         self._db = PgConnection(self.location, timeouts=self.timeouts)
@@ -297,9 +301,9 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
         return self._query(sql, args)
 
     @staticmethod
-    def _event(db: sqlite3.Connection, ref_id: int, user: str, action: str, detail: dict | None = None) -> None:
+    def _event(db: sqlite3.Connection, ref_id: int, actor: str, action: str, detail: dict | None = None) -> None:
         db.execute('INSERT INTO events (ref_id, at, "user", action, detail) VALUES (?,?,?,?,?)',
-                   (ref_id, time.time(), user or "", action, json.dumps(detail or {})))
+                   (ref_id, time.time(), actor or "", action, json.dumps(detail or {})))
 
     # --- images and categories ----------------------------------------------------------------
 
@@ -409,6 +413,34 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
             return None
         return rgb if rgb.shape[:2] == (rec.height, rec.width) else None
 
+    def image_names(self) -> list[tuple[int, str, str]]:
+        """``(id, safe file name, original name)`` of every image (to find images by name)."""
+        return [(int(i), n, o) for i, n, o in self._query("SELECT id, file_name, original_name FROM images ORDER BY id")]
+
+    def has_image(self, image_id: int) -> bool:
+        return bool(self._query("SELECT 1 FROM images WHERE id = ?", (int(image_id),)))
+
+    def image_count(self) -> int:
+        return int(self._query("SELECT COUNT(*) FROM images")[0][0])
+
+    def image_paths(self) -> set[str]:
+        """Every file path images were imported from (by reference)."""
+        return {r[0] for r in self._query("SELECT path FROM images WHERE path IS NOT NULL")}
+
+    @staticmethod
+    def image_split_in(db, image_id: int) -> str:
+        """The split an image was imported into (``""``: none), as a caller's transaction sees it."""
+        row = db.execute("SELECT split FROM images WHERE id = ?", (int(image_id),)).fetchone()
+        return (row[0] if row else "") or ""
+
+    def categories(self) -> dict[int, str]:
+        """Category names by id."""
+        return {int(i): n for i, n in self._query("SELECT id, name FROM categories ORDER BY id")}
+
+    def event_count(self, action: str) -> int:
+        """How many history events of one kind (``review``, ``edit`` ...) there are."""
+        return int(self._query("SELECT COUNT(*) FROM events WHERE action = ?", (action,))[0][0])
+
     def category_id(self, name: str = DEFAULT_CATEGORY, supercategory: str = "") -> int:
         name = " ".join(str(name or DEFAULT_CATEGORY).split())[:MAX_NAME_CHARS] or DEFAULT_CATEGORY
         rows = self._query("SELECT id FROM categories WHERE name = ?", (name,))
@@ -478,6 +510,20 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
         rows = self._query(sql + (" WHERE image_id = ? ORDER BY id" if image_id is not None else " ORDER BY id"),
                            (image_id,) if image_id is not None else ())
         return [InstanceRecord(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], bool(r[6]), r[7]) for r in rows]
+
+    def instance(self, instance_id: int) -> InstanceRecord:
+        rows = self._query("SELECT id, image_id, category_id, rle, bbox, area, iscrowd, source FROM instances WHERE id = ?",
+                           (int(instance_id),))
+        if not rows:
+            raise StoreError(f"no instance with id {instance_id}")
+        r = rows[0]
+        return InstanceRecord(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], bool(r[6]), r[7])
+
+    @staticmethod
+    def instance_on_image_in(db, instance_id: int, image_id: int) -> bool:
+        """Whether the instance exists and belongs to the image, as a caller's transaction sees it."""
+        return db.execute("SELECT 1 FROM instances WHERE id = ? AND image_id = ?",
+                          (int(instance_id), int(image_id))).fetchone() is not None
 
     @staticmethod
     def _drop_orphans(db: sqlite3.Connection, instance_ids: Sequence[int]) -> None:

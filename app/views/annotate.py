@@ -17,12 +17,9 @@ import uuid
 
 import gradio as gr
 
-from ..services import Services
+from ..services import REASONS, ImageFilter, RefStatus, Services, StoreError
 from ..services.queue import THUMBS_PER_PAGE, image_filter
 from ..session import Session
-from ..store import StoreError
-from ..store.queue import ImageFilter
-from ..store.review import REASONS
 from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
 from . import display
 from .display import history_html
@@ -33,16 +30,12 @@ from .shell import Shell, bind, ref_id, render, render_fields, request_user
 
 def image_refs(svc: Services, sess: Session) -> list[list]:
     """The rows of the open image's ref list."""
-    if sess.image_id is None:
-        return []
-    rows, _ = svc.store.refs_page(0, 200, image_id=sess.image_id, newest_first=False)
-    return display.ref_rows(rows, with_image=False)
+    return display.ref_rows(svc.refs.of_image(sess.image_id), with_image=False)
 
 
 def queue_html(svc: Services, sess: Session, flt: ImageFilter) -> str:
     index, total = svc.queue.position(flt, sess.image_id)
-    name = svc.store.image(sess.image_id).file_name if sess.image_id is not None else ""
-    return display.queue_html(index, total, name)
+    return display.queue_html(index, total, svc.workspace.image_name(sess.image_id))
 
 
 def segment(svc: Services, path: str | None, text: str, st: float, mt: float, sess: Session,
@@ -140,7 +133,7 @@ def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
     svc.sessions.track(getattr(request, "session_hash", None), new)
     typed = gr.update()  # the box names who is working now, not the ref's author
     return (None, opened.sentences[0], "\n".join(opened.sentences[1:]), opened.split, opened.status, typed,
-            *render(new), queue_html(svc, new, ImageFilter()), image_refs(svc, new), opened.note,
+            *render(new), queue_html(svc, new, ImageFilter()), image_refs(svc, new), display.reopened_note(opened),
             history_html(svc.refs.history(new.ref_id)))
 
 
@@ -153,13 +146,13 @@ def open_sentence(svc: Services, handoff: dict | None, sess: Session, st: float,
         raise gr.Error("Nothing to open.")
     text = handoff["sentence"]
     rid = handoff.get("ref_id")
-    if rid is not None and svc.store.refs(ref_ids=[int(rid)]):
+    if rid is not None and svc.refs.exists(int(rid)):
         opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
-        new, split, status, note = opened.session, opened.split, opened.status, opened.note
+        new, split, status, note = opened.session, opened.split, opened.status, display.reopened_note(opened)
         history = history_html(svc.refs.history(new.ref_id))
     else:
         new = svc.workspace.open_image(int(handoff["image_id"]))
-        split, status, note, history = (svc.store.image(new.image_id).split or "train"), "done", "", ""
+        split, status, note, history = (svc.workspace.image_split(new.image_id) or "train"), RefStatus.DONE.value, "", ""
     svc.sessions.track(getattr(request, "session_hash", None), new)
     warning = svc.workspace.predict(new, text, st, mt)
     if warning:
@@ -187,7 +180,7 @@ def to_fix_rows(svc: Services, who: str):
 def open_image_ref(svc: Services, sess: Session, evt: gr.SelectData, request: gr.Request = None):
     if sess.image_id is None or evt is None or evt.index is None:
         raise gr.Error("Open an image of the collection first.")
-    rows, _ = svc.store.refs_page(0, 200, image_id=sess.image_id, newest_first=False)
+    rows = svc.refs.of_image(sess.image_id)
     row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     if not 0 <= int(row) < len(rows):
         raise gr.Error("That row is gone: the list changed meanwhile.")
@@ -210,9 +203,7 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
     actor = svc.actor(request_user(request), typed)
     sentences = [text] + [s for s in (more or "").splitlines() if s.strip()]
     try:
-        if sess.image_id is None:
-            sess.image_id = svc.store.add_image(sess.image)
-        saved = svc.refs.save(actor, sess.image_id, sentences, masks=[t.mask for t in sess.targets],
+        saved = svc.refs.save(actor, svc.workspace.keep_image(sess), sentences, masks=[t.mask for t in sess.targets],
                               no_target=sess.no_target, split=split_v, status=status_v, ref_id=sess.ref_id,
                               expected_version=sess.ref_version,
                               save_key=sess.save_key(actor.name, sentences, split_v, status_v))

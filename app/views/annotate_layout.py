@@ -10,7 +10,7 @@ import gradio as gr
 
 from ..model_info import example_images, score_threshold
 from ..session import Session
-from ..store import SPLITS, STATUSES
+from ..services import SPLITS, STATUSES, RefStatus
 from . import display
 from .canvas import make_canvas
 
@@ -107,7 +107,7 @@ def layout(predictor) -> AnnotateUI:
             with gr.Group(elem_id="save-box"):  # saving sits beside the picture, above the fold
                 with gr.Row():
                     c.split = gr.Dropdown(list(SPLITS), value="train", label="Split", scale=1, elem_id="split")
-                    c.status = gr.Dropdown([s for s in STATUSES if s != "predicted"], value="done", label="Review status",
+                    c.status = gr.Dropdown([s for s in STATUSES if s != RefStatus.PREDICTED], value=RefStatus.DONE.value, label="Review status",
                                            scale=1, elem_id="status")
                     c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
                 c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, elem_id="extra")
@@ -126,7 +126,8 @@ def layout(predictor) -> AnnotateUI:
                     c.f_name = gr.Textbox(label="File name contains", elem_id="q-name", scale=2)
                     c.f_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="q-split", scale=1)
                     c.f_status = gr.Dropdown([("any", ""), ("no refs", "none"), ("to do (no refs, drafts, to verify)", "todo"),
-                                              ("to verify (predicted)", "predicted"), *[(s, s) for s in STATUSES if s != "predicted"]],
+                                              ("to verify (predicted)", RefStatus.PREDICTED.value),
+                                              *[(s, s) for s in STATUSES if s != RefStatus.PREDICTED]],
                                              value="", label="Status", elem_id="q-status", scale=1)
                     c.f_annotator = gr.Textbox(label="Annotator", elem_id="q-annotator", scale=1)
                     c.f_order = gr.Dropdown([("by id", ""), ("most uncertain first (model)", "uncertain")], value="",

@@ -168,7 +168,7 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
     h, w = rgb.shape[:2]
     key = sess.digest if image is None and sess.digest else None
     if key is None:
-        from ..store import image_digest
+        from ..services import image_digest
 
         key = image_digest(rgb)
     PAYLOADS.put("img:" + key, lambda: _picture_uri(rgb))
@@ -333,7 +333,7 @@ def keep_on_error(n_outputs: int):
     error itself when the handler takes the request."""
     import functools
 
-    from ..store import StoreError
+    from ..services import StoreError
 
     def wrap(fn):
         @functools.wraps(fn)

@@ -9,11 +9,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..export import clean_stale_exports, export_zip, new_export_path
-from ..services import Services
-from ..store import SPLITS, STATUSES, StoreError
-from ..store.queue import progress
-from ..store.review import person_stats
+from ..services import SPLITS, STATUSES, RefFilter, Services, StoreError
 from . import display
 from .shell import Shell, bind, ref_id, request_user
 
@@ -76,19 +72,14 @@ def layout(tab: gr.Tab) -> DatasetUI:
 
 def refs_page(svc: Services, page_no: float | None, status_f: str, split_f: str, annotator_f: str):
     """One page of the saved refs (newest first) with the filters; never the whole table."""
-    flt = dict(status=status_f or None, split=split_f or None, annotator=(annotator_f or "").strip() or None)
-    page_no = max(1, int(page_no or 1))
-    rows, total = svc.store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, **flt)
-    pages = max(1, -(-total // PAGE_SIZE))
-    if page_no > pages:  # past the end: show the last page
-        page_no = pages
-        rows, total = svc.store.refs_page((page_no - 1) * PAGE_SIZE, PAGE_SIZE, **flt)
-    return display.ref_rows(rows), f"{total} refs · page {page_no} of {pages}", page_no
+    flt = RefFilter.of(status_f, split_f, (annotator_f or "").strip() or None)
+    page = svc.dataset.page(flt, page_no, PAGE_SIZE)  # past the end: the last page
+    return display.ref_rows(page.rows), f"{page.total} refs · page {page.page_no} of {page.pages}", page.page_no
 
 
 def refresh(svc: Services, page_no, status_f: str, split_f: str, annotator_f: str):
     """Progress and one page of refs."""
-    return (display.progress_html(progress(svc.store), person_stats(svc.store)),
+    return (display.progress_html(svc.dataset.progress(), svc.dataset.person_stats()),
             *refs_page(svc, page_no, status_f, split_f, annotator_f))
 
 
@@ -105,14 +96,13 @@ def delete_ref(svc: Services, rid: float | None, typed: str, request: gr.Request
 
 def export(svc: Services, status_f: str | None = "") -> str:
     """The gRefCOCO zip of the refs (with this status), in the export folder."""
-    clean_stale_exports(svc.export_dir)
-    out = new_export_path(svc.export_dir)  # unique: people exporting at the same second get their own file
     try:
-        summary = export_zip(svc.store, out, status=status_f or None)
+        done = svc.dataset.export(status_f or None)
     except StoreError as exc:
-        raise gr.Error(str(exc).replace(str(svc.export_dir), "the export folder")) from None
-    gr.Info(f"Exported {summary['refs']} refs, {summary['annotations']} instances, {summary['images']} images.")
-    return str(out)
+        raise gr.Error(str(exc)) from None
+    s = done.summary
+    gr.Info(f"Exported {s['refs']} refs, {s['annotations']} instances, {s['images']} images.")
+    return str(done.path)
 
 
 def wire(svc: Services, ui: DatasetUI, shell: Shell) -> None:

@@ -13,8 +13,7 @@ import numpy as np
 
 from .. import overlay
 from ..session import Session
-from ..store import Event, RefRow
-from ..store.review import REASONS
+from ..services import REASONS, Event, RefRow
 
 DRAWN = "D"
 
@@ -153,3 +152,13 @@ def history_html(events: list[Event]) -> str:
             what = html.escape(e.action)
         items.append(f"<li><span class='when'>{when}</span> <b>{who}</b> {what}</li>")
     return f"<ul class='history' id='history-list'>{''.join(items)}</ul>" if items else "<i>No history recorded.</i>"
+
+
+def reopened_note(opened) -> str:
+    """The Annotate view's note on a reopened ref (:class:`~app.services.workspace.Reopened`): that
+    saving updates it, or, for a rejected one, who rejected it and why (Markdown)."""
+    d = opened.rejection
+    if d is None:
+        return f"Editing ref {opened.ref_id}: saving updates it; Alt+N starts a new ref."
+    return (f"**Rejected by {d.reviewer}**: {REASONS.get(d.reason or '', d.reason or '')}"
+            f"{' — “' + d.comment + '”' if d.comment else ''}. Fix it and save: it goes back to *done*.")

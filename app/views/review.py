@@ -12,10 +12,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..services import Services
+from ..services import REASONS, SPLITS, RefFilter, RefStatus, Services
 from ..session import Session
-from ..store import SPLITS
-from ..store.review import REASONS, review_queue
 from .canvas import canvas_value, make_canvas
 from .display import history_html
 from .on_screen import key_box, keyed, require_on_screen
@@ -87,24 +85,14 @@ def layout(tab: gr.Tab) -> ReviewUI:
 def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False,
          by_uncertainty: bool = False):
     """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
-    store = svc.store
-    flt = dict(annotator=(annotator or "").strip() or None, split=split or None,
-               image_id=int(image_id) if image_id not in (None, "") else None, by_disagreement=bool(by_disagreement),
-               by_uncertainty=bool(by_uncertainty))
-    pos = max(0, int(pos or 0))
-    rows, total = review_queue(store, pos, 1, **flt)
-    if not rows and total:
-        pos = total - 1
-        rows, total = review_queue(store, pos, 1, **flt)
-    if not rows:
+    flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
+    item = svc.refs.review_at(pos, flt, by_disagreement, by_uncertainty)
+    if item.ref is None:
         return ("<div id='review-info' class='queue-pos'>Nothing awaits review.</div>", None, "", "", 0, None)
-    row = rows[0]
-    rec = store.ref(row.id)
-    rgb = store.load_image(rec.image_id)
-    masks = {i.id: i.mask for i in store.instances(rec.image_id)}
+    row, rec, pos, total = item.row, item.ref, item.pos, item.total
+    rgb, ms = svc.workspace.ref_picture(rec)
     pic = None
     if rgb is not None:
-        ms = [masks[i] for i in rec.instance_ids]
         pic = canvas_value(Session(), readonly=True, masks=ms, no_target=rec.no_target, image=rgb,
                            doc=f"ref:{rec.id}:{rec.version}")
     info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
@@ -136,7 +124,7 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
         actor = type(actor)("reviewer", actor.roles)  # an unnamed reviewer of an open studio
     svc.refs.review(actor, shown[0], decision, reason if decision == "reject" else None,
                     comment if decision == "reject" else "", expected_version=shown[1])
-    msg = f"Ref {shown[0]} {'accepted' if decision == 'accept' else 'rejected'} by {actor.name}."
+    msg = f"Ref {shown[0]} {decision}ed by {actor.name}."  # accepted / rejected
     # the decided ref leaves the queue: the same position now shows the next one
     return (msg, None, "", *show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
 

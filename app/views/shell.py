@@ -18,7 +18,7 @@ from typing import Callable
 
 import gradio as gr
 
-from ..store import StoreError
+from ..services import StoreError
 
 
 @dataclass

@@ -11,7 +11,6 @@ handlers are module-level functions of ``(services, inputs...)``.
 from __future__ import annotations
 
 import html
-import json
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -19,9 +18,7 @@ import gradio as gr
 import numpy as np
 
 from .. import overlay
-from ..services import Services
-from ..store import decode_mask
-from ..store.negatives import DECISIONS, Negative
+from ..services import DECISIONS, Negative, Services
 from .on_screen import key_box, keyed, require_on_screen
 from .shell import Shell, bind, request_user
 
@@ -75,15 +72,9 @@ def layout(tab: gr.Tab) -> VerifyUI:
 
 def _picture(svc: Services, neg: Negative) -> np.ndarray | None:
     """The image; where the model found a target, its referred candidates outlined and numbered."""
-    rgb = svc.store.load_image(neg.image_id)
+    rgb, masks = svc.negatives.picture(neg)
     if rgb is None:
         return None
-    masks: list[np.ndarray] = []
-    if neg.found_target:
-        rows = svc.store.read("SELECT candidates, score_threshold FROM predictions WHERE image_id = ? AND sentence = ? "
-                              "AND model = ?", (neg.image_id, neg.sentence, neg.model))
-        if rows:
-            masks = [decode_mask(c["rle"]) for c in json.loads(rows[0][0]) if c["score"] > rows[0][1]]
     return overlay.render(rgb, masks, [str(k + 1) for k in range(len(masks))], list(range(len(masks))))
 
 
@@ -105,17 +96,16 @@ def show(svc: Services, pos, which: str = "open"):
                  "decided": "No decision yet.", "all": "No proposed negatives: run <code>python -m app.curate "
                                                        "negatives --db DB</code>."}[which or "open"]
         return f"<div id='verify-info' class='queue-pos'>{empty}</div>", None, "", 0, None
-    name = svc.store.image(neg.image_id).file_name
-    source = svc.store.read("SELECT image_id FROM refs WHERE id = ?", (neg.source_ref_id,)) if neg.source_ref_id else []
-    written = f" &middot; written for image {source[0][0]}" if source else ""
+    name = svc.negatives.image_name(neg)
+    source = svc.negatives.source_image(neg)
+    written = f" &middot; written for image {source}" if source is not None else ""
     decided = (f" &middot; decided: <b>{html.escape(DECISIONS[neg.decision])}</b> by {html.escape(neg.decided_by)}"
                if neg.decision else "")
     label = {"open": "to decide", "decided": "decided", "all": "proposed"}[which or "open"]
     info = (f"<div id='verify-info' class='queue-pos'>Negative <b>{neg.id}</b> &middot; <b>{at.pos + 1} / {at.total}</b> "
             f"{label} &middot; image {neg.image_id} {html.escape(name)}{written}{decided}</div>")
     sentence = (f"<div class='verify-sentence'>“{html.escape(neg.sentence)}”</div>{_verdict(neg)}")
-    version = svc.store.read("SELECT version FROM refs WHERE id = ?", (neg.ref_id,)) if neg.ref_id is not None else []
-    return info, _picture(svc, neg), sentence, at.pos, [neg.id, neg.decision, version[0][0] if version else None]
+    return info, _picture(svc, neg), sentence, at.pos, [neg.id, neg.decision, svc.negatives.ref_version(neg)]
 
 
 def move(svc: Services, delta: int, pos, which: str):
