@@ -149,7 +149,7 @@ def test_a_held_key_or_a_double_tap_accepts_one_ref(browser, studio_weights, tmp
     s = Store(db)
     img = s.add_image(np.full((32, 32, 3), 90, np.uint8), file_name="a.png")
     for k in range(12):
-        s.save_ref(img, [f"the grey square {k}"], no_target=True, annotator="ann")
+        s.save_ref(img, [f"the grey square {k}"], no_target=True, author="ann")
     s.close()
     weights, tok = studio_weights
     proc, url = start_server(weights, tok, db, ["--auth", "ann:ann-pw:annotator", "--auth", "rev:rev-pw:reviewer"])

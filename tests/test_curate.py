@@ -312,9 +312,9 @@ def test_qa_lists_images_it_could_not_read_and_exits_3(tmp_path: Path, monkeypat
     s = Store(tmp_path / "gone.sqlite")
     kept = s.add_image(np.zeros((20, 20, 3), np.uint8))
     gone = s.add_image(np.full((20, 20, 3), 200, np.uint8))
-    s.save_ref(kept, ["a"], masks=[_box(0, 0, 10, 10)], annotator="ann")
+    s.save_ref(kept, ["a"], masks=[_box(0, 0, 10, 10)], author="ann")
     for text in ("b", "c"):
-        s.save_ref(gone, [text], no_target=True, annotator="ann")
+        s.save_ref(gone, [text], no_target=True, author="ann")
     Path(s.image(gone).path).unlink()
     model = _Scripted({"a": _box(0, 0, 10, 10), "b": None, "c": None})
     res = qa(s, model, "scripted")

@@ -229,14 +229,14 @@ def test_a_store_being_saved_to_is_copied_as_of_one_moment(tmp_path: Path, pg_se
     writer = Store(source)
     image = writer.add_image(noise_image(1), "a.png")
     for k in range(20):
-        writer.save_ref(image, [f"ref {k}"], masks=[rect_mask()], annotator="ann")
+        writer.save_ref(image, [f"ref {k}"], masks=[rect_mask()], author="ann")
     stop, saved, errors = threading.Event(), [0], []
 
     def keep_saving() -> None:
         try:
             while not stop.is_set():
                 writer.save_ref(image, [f"live {saved[0]}", "and a second sentence"], masks=[rect_mask()],
-                                annotator="ann")
+                                author="ann")
                 saved[0] += 1
         except Exception as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
@@ -332,7 +332,7 @@ def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg
     res = migrate(str(tmp_path / "team.sqlite"), str(tmp_path / "copy.sqlite"))  # SQLite stores it as it is
     assert res["identical"]
     store = Store(tmp_path / "team.sqlite")
-    store.save_ref(1, ["the left box"], masks=[rect_mask()], annotator="ann", ref_id=1,
+    store.save_ref(1, ["the left box"], masks=[rect_mask()], author="ann", ref_id=1,
                    expected_version=store.ref(1).version)
     store.close()
     assert migrate(str(tmp_path / "team.sqlite"), url)["identical"]
@@ -366,6 +366,6 @@ def test_a_migration_into_sqlite_killed_before_its_marker_was_dropped_runs_again
     assert res["resumed"] and res["identical"] and res["copied"]["refs"] == 4
     again = Store(copy)
     assert again.read("SELECT COUNT(*) FROM sqlite_master WHERE name = 'deris_migration'")[0][0] == 0
-    new = again.save_ref(1, ["after the move"], no_target=True, annotator="ann")
+    new = again.save_ref(1, ["after the move"], no_target=True, author="ann")
     assert new == 6  # ref 5 was deleted in the source: its id stays given
     again.close()

@@ -279,8 +279,8 @@ def test_nobody_accepts_content_they_wrote_that_reached_them_through_consensus(d
     from app.store.provenance import content_authors
 
     s, img = _store(db_at)
-    mine = s.save_ref(img, ["the box"], masks=[_mask()], annotator="alice")
-    bobs = s.save_ref(img, ["The box"], masks=[_mask()], annotator="bob")
+    mine = s.save_ref(img, ["the box"], masks=[_mask()], author="alice")
+    bobs = s.save_ref(img, ["The box"], masks=[_mask()], author="bob")
     assert agreement(s, merge=True, min_iou=0.7, quorum=2)["merged"] == 1
     cons = next(r for r in s.refs() if r.annotator == "consensus(alice,bob)")
     assert cons.id not in (mine, bobs) and s.events(cons.id)[0].detail["copied_from"] == mine
@@ -294,7 +294,7 @@ def test_nobody_accepts_content_they_wrote_that_reached_them_through_consensus(d
                  ref_id=cons.id, expected_version=cons.version)
     assert s.ref(cons.id).status == "done"
     # the source changed later: the copy still holds alice's words, and carol's edit of ref 1 is not in it
-    s.save_ref(img, ["the big box"], masks=[_mask()], annotator="alice", ref_id=mine, expected_version=1, user="carol")
+    s.save_ref(img, ["the big box"], masks=[_mask()], author="alice", ref_id=mine, expected_version=1, actor="carol")
     with s.transaction() as db:
         assert content_authors(db, cons.id) == {"agreement", "alice"}
     if s.location.is_postgres:

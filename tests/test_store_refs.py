@@ -248,6 +248,6 @@ def test_both_backends_refuse_a_control_character_with_the_same_message(db_at, t
         s.save_ref(img, ["the cat", text], no_target=True)
     assert "\n" not in str(err.value)
     with pytest.raises(StoreError, match="annotator name contains the control character"):
-        s.save_ref(img, ["the cat"], no_target=True, annotator="ann\x00")
+        s.save_ref(img, ["the cat"], no_target=True, author="ann\x00")
     assert s.refs() == []
     assert s.ref(s.save_ref(img, ["the\tcat\non the\r\nleft"], no_target=True)).sentences == ["the cat on the left"]
