@@ -3,7 +3,7 @@
 Each next click goes to the centre of the largest error region: the error pixels are split into
 missed (ground truth not predicted) and false (predicted, not ground truth) connected components;
 in the largest one the click is the pixel farthest from its border (the maximum of the distance
-transform, the image's edge counting as a border), positive in a missed region, negative in a false
+transform, the image's edge counting as a border; the middle of a ridge of maxima), positive in a missed region, negative in a false
 one. Clicking stops at ``max_clicks`` (20) or once IoU >= ``stop_iou`` and ``min_clicks`` were made.
 NoC@t is the number of clicks before IoU >= t (``max_clicks`` when never reached).
 """
@@ -41,8 +41,9 @@ def next_click(pred: np.ndarray, gt: np.ndarray) -> tuple[tuple[int, int], int] 
     _, label, region = best
     padded = np.pad(region, 1).astype(np.uint8)  # the image's edge is a border too
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return (int(x), int(y)), label
+    ys, xs = np.nonzero(dist >= dist.max() - 1e-3)  # a ridge of maxima: its middle, not its first pixel
+    k = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+    return (int(xs[k]), int(ys[k])), label
 
 
 @dataclass
