@@ -89,3 +89,13 @@ def test_photos_improve_with_clicks_and_most_objects_reach_85():
     s = summarize(runs, max_clicks=8)
     assert s["IoU@3"] > 0.75, s
     assert sum(run.noc(0.85, 8) < 8 for run in runs) >= len(runs) - 2, s
+
+
+def test_same_prompts_give_the_same_mask_whatever_ran_before():
+    objs = [o for o in photo_objects() if o.image_key == "coffee.jpg"]
+    r = GrabCutRefiner()
+    st = r.set_image(objs[0].image)
+    first = r.refine(st, [(250, 120)], [1]).mask
+    for x in range(5):  # other work in between moves OpenCV's global random state
+        r.refine(st, [(300 + 10 * x, 240)], [1])
+    np.testing.assert_array_equal(r.refine(st, [(250, 120)], [1]).mask, first)

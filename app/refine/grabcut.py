@@ -165,6 +165,7 @@ class GrabCutRefiner:
             y1, y2, x1, x2 = max(0, ys.min() - pad), min(wh, ys.max() + pad + 1), max(0, xs.min() - pad), min(ww, xs.max() + pad + 1)
             sub = np.ascontiguousarray(gc[y1:y2, x1:x2])
             bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
+            cv2.setRNGSeed(0)  # GrabCut's k-means starts from OpenCV's global RNG: same prompts, same mask
             try:
                 cv2.grabCut(np.ascontiguousarray(state.work[y1:y2, x1:x2]), sub, None, bgd, fgd, self.iterations,
                             cv2.GC_INIT_WITH_MASK)
