@@ -83,11 +83,12 @@ def test_shapes_reach_90_percent_in_few_clicks(shapes):
 
 
 def test_photos_improve_with_clicks_and_most_objects_reach_85():
+    """GrabCut is not monotonic (a click can make one step worse, docs/refine.md): IoU@5 and NoC, not IoU@3."""
     r = GrabCutRefiner()
     objs = [o for o in photo_objects() if o.image_key in ("coins.jpg", "astronaut.jpg", "chelsea.jpg")]
     runs = [simulate(r, r.set_image(o.image, o.image_key), o.gt, max_clicks=8, min_clicks=3) for o in objs]
     s = summarize(runs, max_clicks=8)
-    assert s["IoU@3"] > 0.75, s
+    assert s["IoU@5"] > 0.85 and s["IoU@5"] > s["start_IoU"] and s["NoC@85"] <= 4, s
     assert sum(run.noc(0.85, 8) < 8 for run in runs) >= len(runs) - 2, s
 
 
