@@ -6,6 +6,7 @@
     python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
     python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR] [--store DB]   (fine-tune from reviewed refs, measured)
+    python -m app.bench refine [--refiner grabcut|sam:facebook/sam-vit-base] [--objects 40]   (app.refine.bench)
 
 ``store``: a database with N refs and R review decisions (made once in bulk), then the median
 time of what an annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit
@@ -329,7 +330,22 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("--work", type=Path, default=None, help="keep the sets, the store and the run here (default: a "
                     "temporary folder); the same folder again resumes the run")
     lp.add_argument("--json", action="store_true")
+    rf = sub.add_parser("refine", help="clicks to 85/90%% IoU and per-click latency of a refiner (app/refine/bench.py)")
+    rf.add_argument("--refiner", default="grabcut", help="grabcut, sam:facebook/sam-vit-base or sam:/local/folder")
+    rf.add_argument("--objects", type=int, default=40, help="synthetic objects (testA + testB of seed 7)")
+    rf.add_argument("--weights", default="bundled", help="the DeRIS model whose best candidate is the start")
+    rf.add_argument("--threads", type=int, default=2)
+    rf.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
+    if args.cmd == "refine":
+        from .refine.bench import bench_refine, print_table
+
+        res = bench_refine(args.refiner, args.objects, args.weights, args.threads)
+        if args.json:
+            print(json.dumps(res))
+        else:
+            print_table(res)
+        return 0
     if args.cmd == "team":
         from .team_bench import bench_team
 
