@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,14 @@ from .model.decoder import upsample_masks
 from .postprocess import binary_masks, boxes_to_original, nearest_index_maps, referring_scores, resize_nearest
 from .preprocess import ImageInput, load_image, preprocess
 from .tokenizer import BEiT3Tokenizer, Encoded
+
+_PAUSE = threading.local()  # the ``pause`` of the set_image call running on this thread, if any
+
+
+def _pause_hook(module: torch.nn.Module, args: tuple) -> None:
+    fn = getattr(_PAUSE, "fn", None)
+    if fn is not None:
+        fn()
 
 
 @dataclass(frozen=True)
@@ -225,18 +233,31 @@ class Predictor:
         self.mask_threshold = self.cfg.postprocess.mask_threshold
         self._state: ImageState | None = None
         self._lock = threading.Lock()
+        self._pause_points = False  # hooks of set_image(pause=...) installed
         self.forward_calls = 0  # number of network passes (tests count them)
 
     # --- image ---------------------------------------------------------------------------
 
-    def set_image(self, image: ImageInput) -> ImageState:
-        """Load, pre-process and encode an image; returns (and remembers) its cached state."""
+    def set_image(self, image: ImageInput, pause: Callable[[], None] | None = None) -> ImageState:
+        """Load, pre-process and encode an image; returns (and remembers) its cached state.
+
+        ``pause`` (a background caller's) is called before each block of the image encoder (every
+        Swin block, every layer of the pixel decoder, BEiT-3's patch embedding): one that blocks while
+        interactive work runs makes this encode yield to it between blocks; one that raises abandons it.
+        Other threads' calls are unaffected."""
         t0 = time.perf_counter()
         rgb = load_image(image)
         pre = preprocess(rgb, self.cfg.swin.img_size, self.cfg.beit3.img_size)
         t1 = time.perf_counter()
-        with torch.inference_mode():
-            feats = self.model.encode_image(pre.image.to(self.device, self.dtype), pre.image_mini.to(self.device, self.dtype))
+        if pause is not None:
+            self._install_pause_points()
+        _PAUSE.fn = pause
+        try:
+            with torch.inference_mode():
+                feats = self.model.encode_image(pre.image.to(self.device, self.dtype),
+                                                pre.image_mini.to(self.device, self.dtype))
+        finally:
+            _PAUSE.fn = None
         self._sync()
         t2 = time.perf_counter()
         state = ImageState(rgb, feats, pre.original_size, pre.scale_factor, {"preprocess": t1 - t0, "image_encoder": t2 - t1})
@@ -244,6 +265,20 @@ class Predictor:
             self._state = state
             self.forward_calls += 1
         return state
+
+    def _install_pause_points(self) -> None:
+        """Hooks before each encoder block that call the running thread's ``pause`` (installed once)."""
+        from .model.pixel_decoder import DeformableEncoderLayer
+        from .model.swin import SwinBlock
+
+        with self._lock:
+            if self._pause_points:
+                return
+            for m in self.model.modules():
+                if isinstance(m, (SwinBlock, DeformableEncoderLayer)):
+                    m.register_forward_pre_hook(_pause_hook)
+            self.model.cognition.beit3.patch_embed.register_forward_pre_hook(_pause_hook)
+            self._pause_points = True
 
     @property
     def image_state(self) -> ImageState | None:
