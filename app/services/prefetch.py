@@ -71,6 +71,8 @@ class Prefetcher:
         the session's earlier request)."""
         if not client or image_id is None or self.model is None or self.model.predictor is None or self._closed:
             return
+        if self.model.cache.cap_bytes <= 0:  # no room to keep it (--feature-cache-mb 0, ZeroGPU): off
+            return
         with self._wake:
             self._cancel_locked(client, count=False)
             self._jobs[client] = _Job(client, flt, int(image_id), next(self._seq))
