@@ -255,7 +255,8 @@ class Predictor:
         """Load, pre-process and encode an image; returns (and remembers) its cached state.
 
         ``pause`` (a background caller's) is called before each block of the image encoder (every
-        Swin block, every layer of the pixel decoder, BEiT-3's patch embedding): one that blocks while
+        Swin block, every layer of the pixel decoder and its two output convolutions, BEiT-3's patch
+        embedding): one that blocks while
         interactive work runs makes this encode yield to it between blocks; one that raises abandons it.
         Other threads' calls are unaffected."""
         t0 = time.perf_counter()
@@ -322,16 +323,19 @@ class Predictor:
 
     def _install_pause_points(self) -> None:
         """Hooks before each encoder block that call the running thread's ``pause`` (installed once)."""
-        from .model.pixel_decoder import DeformableEncoderLayer
+        from .model.pixel_decoder import DeformableEncoderLayer, PixelDecoder
         from .model.swin import SwinBlock
 
         with self._lock:
             if self._pause_points:
                 return
+            points = [m for m in self.model.modules() if isinstance(m, (SwinBlock, DeformableEncoderLayer))]
             for m in self.model.modules():
-                if isinstance(m, (SwinBlock, DeformableEncoderLayer)):
-                    m.register_forward_pre_hook(_pause_hook)
-            self.model.cognition.beit3.patch_embed.register_forward_pre_hook(_pause_hook)
+                if isinstance(m, PixelDecoder):  # its stride-4 output conv is the encoder's longest step
+                    points += [m.output, m.mask_features]
+            points.append(self.model.cognition.beit3.patch_embed)
+            for m in points:
+                m.register_forward_pre_hook(_pause_hook)
             self._pause_points = True
 
     @property

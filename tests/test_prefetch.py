@@ -195,10 +195,12 @@ def test_the_feature_cache_evicts_the_least_recently_used_first(predictor) -> No
 
 
 def test_a_background_encode_pauses_before_every_encoder_block_and_can_be_abandoned(predictor) -> None:
-    from deris_core.model.pixel_decoder import DeformableEncoderLayer
+    from deris_core.model.pixel_decoder import DeformableEncoderLayer, PixelDecoder
     from deris_core.model.swin import SwinBlock
 
-    blocks = sum(isinstance(m, (SwinBlock, DeformableEncoderLayer)) for m in predictor.model.modules()) + 1
+    modules = list(predictor.model.modules())
+    blocks = (sum(isinstance(m, (SwinBlock, DeformableEncoderLayer)) for m in modules)
+              + 2 * sum(isinstance(m, PixelDecoder) for m in modules) + 1)  # + its output convs, BEiT-3's embedding
     calls = []
     rgb = np.zeros((40, 48, 3), np.uint8)
     state = predictor.set_image(rgb, pause=lambda: calls.append(threading.get_ident()))
