@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--auth-file", default=env.auth_file,
                    help="a file of USER:PASSWORD[:ROLES] lines (# comments allowed)")
     p.add_argument("--max-image-side", type=int, default=4096, help="larger images are scaled down to this side")
+    p.add_argument("--feature-cache-mb", type=int, default=1024,
+                   help="memory for the server's cache of image features (opened and prefetched images, least "
+                        "recently used evicted first; 0 turns it and the prefetch of the next image off; docs/performance.md, "
+                        "\"Prefetch\")")
     p.add_argument("--allow-weights", action="append", default=[], metavar="NAME_OR_PATH",
                    help="weights visitors may load for everyone from the Model panel, or the name of a model registered in "
                         "the database by python -m app.curate promote (repeatable; without it the "
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         users = Users.parse(args.auth, args.auth_file)
     except AuthError as exc:
         p.error(str(exc))
+    if args.feature_cache_mb < 0:
+        p.error("--feature-cache-mb must be 0 or more")
     if args.max_image_side < 32:
         p.error("--max-image-side must be at least 32")
     db = args.db or str(Path("/data/deris_studio.sqlite") if Path("/data").is_dir() and env.space_id
@@ -150,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # ZeroGPU runs the model only inside its GPU calls: no background encoder there
+    model.cache.resize(0 if on_zerogpu() else args.feature_cache_mb << 20)
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
                      users=users)
     from app.auth import gradio_auth_kwargs

@@ -3,7 +3,7 @@
     python -m app.bench store [--refs 100000] [--db PATH | --db postgresql://user@host:5432/bench]
     python -m app.bench team [--db PATH_OR_URL] [--servers 2] [--clients 8] [--seconds 60] [--think 0]   (app.team_bench)
     python -m app.bench annotate [--weights bundled] [--actions 50]
-    python -m app.bench preannotate [--model bundled|deris-b-grefcoco] [--images 3] [--sentences 8]
+    python -m app.bench preannotate [--model deris-b-grefcoco --model bundled] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
     python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR] [--store DB]   (fine-tune from reviewed refs, measured)
     python -m app.bench refine [--refiner grabcut|sam:facebook/sam-vit-base] [--objects 40]   (app.refine.bench)
@@ -214,53 +214,67 @@ def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
             "keys_per_ref_when_the_model_is_right": "the sentence + Enter + Ctrl+Enter (then PgDn for the next image)"}
 
 
-def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: int = 2) -> dict:
-    """Pairs/s of pre-annotation: every image encoded once with its sentences batched, against one
-    pair at a time (encode + predict per pair). ``model``: ``bundled`` or a config name (random weights)."""
+def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: int = 2, dtype: str = "auto") -> dict:
+    """Pre-annotation throughput in images and sentences per hour, three ways: the images encoded
+    together and their (image, sentence) pairs decoded in batches across images
+    (:func:`~app.curate.preannotate.predict_images`), each image encoded once with its sentences
+    batched (:func:`~app.curate.preannotate.predict_image`, what ``python -m app.curate preannotate``
+    runs), and one pair at a time (encode + predict per pair; timed on the first image only, to keep
+    the run short). ``model``: ``bundled`` (128x96 scenes) or a config name (random weights, 1024x768
+    photo-like pictures: speed does not depend on the weights; any tokenizer's ids fit the vocabulary)."""
     import torch
 
-    from deris_core.config import get_config
-    from deris_core.model import build_deris
-    from deris_core.predictor import Predictor
     from deris_core.tokenizer import BEiT3Tokenizer
     from deris_core.weights import load_predictor
 
-    from .curate.preannotate import predict_image, write_results
+    from .curate.preannotate import predict_image, predict_images, write_results
+    from .latency import synthetic_photo
 
     torch.set_num_threads(threads)
     if model == "bundled":
-        predictor = load_predictor("bundled", device="cpu")
-        side = 128
-    else:  # random weights: speed does not depend on them; any tokenizer's ids fit the vocabulary
-        torch.manual_seed(0)
-        cfg = get_config(model)
-        tok = BEiT3Tokenizer(Path(__file__).resolve().parents[1] / "assets" / "bundled" / "tokenizer.spm", cfg.max_token)
-        predictor = Predictor(build_deris(cfg).eval(), tok, device=torch.device("cpu"))
-        side = 640
-    rng = np.random.default_rng(0)
-    pictures = [rng.integers(0, 256, (side * 3 // 4, side, 3), dtype=np.uint8) for _ in range(images)]
+        predictor = load_predictor("bundled", device="cpu", dtype=dtype)
+        rng = np.random.default_rng(0)
+        pictures = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(images)]
+    else:
+        from deris_core.bench_setup import build
+
+        predictor, _ = build(model, "cpu", dtype)
+        predictor.tokenizer = BEiT3Tokenizer(Path(__file__).resolve().parents[1] / "assets" / "bundled" / "tokenizer.spm",
+                                             predictor.cfg.max_token)
+        pictures = [synthetic_photo(768, 1024, seed=k) for k in range(images)]
     words = ["the red circle", "all blue shapes", "the largest star", "the two green triangles", "the dog on the left",
              "a person holding an umbrella", "the car behind the bus", "nothing like a unicorn"]
     sents = [words[k % len(words)] + (f" number {k // len(words)}" if k >= len(words) else "") for k in range(sentences)]
     folder = tempfile.TemporaryDirectory(prefix="deris_bench_")
     store = Store(Path(folder.name) / "p.sqlite")
     ids = [store.add_image(p) for p in pictures]
-    predict_image(predictor, pictures[0], ids[0], sents, batch=sentences)  # warm-up of both shapes
+    predict_image(predictor, pictures[0], ids[0], sents, batch=sentences)  # warm-up of the shapes
     predict_image(predictor, pictures[0], ids[0], sents[:1], batch=1)
+    if images > 1:
+        predict_images(predictor, [(pictures[0], ids[0], sents), (pictures[0], ids[0], sents)], batch=sentences)
+    t0 = time.perf_counter()
+    write_results(store, predict_images(predictor, [(p, i, sents) for i, p in zip(ids, pictures)], batch=sentences),
+                  "across")
+    across = time.perf_counter() - t0
     t0 = time.perf_counter()
     for i, rgb in zip(ids, pictures):
         write_results(store, predict_image(predictor, rgb, i, sents, batch=sentences), "batched")
     batched = time.perf_counter() - t0
     t0 = time.perf_counter()
-    for i, rgb in zip(ids, pictures):
-        for s in sents:
-            write_results(store, predict_image(predictor, rgb, i, [s], batch=1), "single")
-    single = time.perf_counter() - t0
+    for s in sents:
+        write_results(store, predict_image(predictor, pictures[0], ids[0], [s], batch=1), "single")
+    single = (time.perf_counter() - t0) * images  # per image, as if for every image
     folder.cleanup()
     n = images * sentences
-    return {"model": model, "image": f"{pictures[0].shape[1]}x{pictures[0].shape[0]}", "pairs": n,
-            "batched_pairs_per_s": round(n / batched, 2), "one_pair_at_a_time_pairs_per_s": round(n / single, 2),
-            "speed_up": round(single / batched, 2), "threads": threads}
+
+    def rates(seconds: float) -> dict:
+        return {"images_per_hour": round(3600 * images / seconds), "sentences_per_hour": round(3600 * n / seconds)}
+
+    return {"model": predictor.description or model, "dtype": str(predictor.precision.dtype).replace("torch.", ""),
+            "image": f"{pictures[0].shape[1]}x{pictures[0].shape[0]}", "images": images, "sentences_per_image": sentences,
+            "batched_across_images": rates(across), "batched_per_image": rates(batched),
+            "one_pair_at_a_time": rates(single), "speed_up_across_images": round(single / across, 2),
+            "batched_pairs_per_s": round(n / batched, 2), "threads": threads}
 
 
 def _cpu_model() -> str:
@@ -289,8 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--actions", type=int, default=50)
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--json", action="store_true")
-    b = sub.add_parser("preannotate", help="pairs/s of pre-annotation, batched per image vs one pair at a time")
-    b.add_argument("--model", default="bundled", help="bundled, or a config name such as deris-b-grefcoco (random weights)")
+    b = sub.add_parser("preannotate", help="images and sentences per hour of pre-annotation: batched across images, "
+                                            "per image, one pair at a time")
+    b.add_argument("--model", action="append", default=None,
+                   help="bundled, or a config name such as deris-b-grefcoco (random weights); repeatable "
+                        "(default: deris-b-grefcoco and bundled)")
+    b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="as launch.py --dtype")
     b.add_argument("--images", type=int, default=3)
     b.add_argument("--sentences", type=int, default=8)
     b.add_argument("--threads", type=int, default=2)
@@ -383,7 +401,23 @@ def main(argv: list[str] | None = None) -> int:
     elif args.cmd == "annotate":
         res = bench_annotate(args.weights, args.actions, args.threads)
     else:
-        res = bench_preannotate(args.model, args.images, args.sentences, args.threads)
+        from deris_core.hardware import cpu_info
+
+        cpu = cpu_info().summary()
+        runs = [bench_preannotate(m, args.images, args.sentences, args.threads, args.dtype)
+                for m in (args.model or ["deris-b-grefcoco", "bundled"])]
+        if args.json:
+            print(json.dumps({"cpu": cpu, "load_average_1min": round(os.getloadavg()[0], 2), "runs": runs}))
+            return 0
+        print(f"pre-annotation on {cpu}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}")
+        for r in runs:
+            print(f"{r['model']} ({r['dtype']}), {r['images']} images of {r['image']} x {r['sentences_per_image']} "
+                  "sentences:")
+            for way in ("batched_across_images", "batched_per_image", "one_pair_at_a_time"):
+                v = r[way]
+                print(f"  {way.replace('_', ' '):24s} {v['images_per_hour']:>9,} images/hour  "
+                      f"{v['sentences_per_hour']:>10,} sentences/hour")
+        return 0
     res["load_average_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews the figures
     res["cpu"] = _cpu_model()
     if args.json:

@@ -1,6 +1,6 @@
 """The annotator's round trip as a browser feels it: key or click -> the canvas painted.
 
-    python -m app.browser_bench [--model bundled|deris-b] [--runs 10] [--json]
+    python -m app.browser_bench [--model bundled|deris-b] [--runs 10] [--think 3] [--json]
 
 Starts the studio (``launch.py``) on 127.0.0.1 with a collection imported from a folder (the
 synthetic scenes for the bundled model; 1024x768 photo-like pictures for DeRIS-B with random
@@ -147,8 +147,9 @@ def _screen(page, x: float, y: float) -> tuple[float, float]:
     return box["x"] + sx, box["y"] + sy
 
 
-def drive(url: str, runs: int, expression: str, where) -> dict[str, list[dict]]:
-    """Open the studio in chromium and time ``runs`` actions of each kind (after one warm-up each).
+def drive(url: str, runs: int, expression: str, where, think: float = 0.0) -> dict[str, list[dict]]:
+    """Open the studio in chromium and time ``runs`` actions of each kind (after one warm-up each),
+    ``think`` seconds spent on each image before PgDn (the time the next image is prefetched in).
 
     ``where(position)`` gives the image pixel to click on the queue's ``position``-th image (inside
     the best candidate, so that the click adds or removes it) and the display scale."""
@@ -169,6 +170,7 @@ def drive(url: str, runs: int, expression: str, where) -> dict[str, list[dict]]:
         box = page.locator("#expression textarea, #expression input").first
         for i in range(runs + 1):
             page.locator("body").click(position={"x": 5, "y": 5})  # the queue wraps after the last image
+            time.sleep(think)
             r = _timed(page, lambda: page.keyboard.press("PageDown"))
             if i:
                 out["next_image"].append(r)
@@ -235,7 +237,7 @@ def _median(rows: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def run(model: str = "bundled", runs: int = 10, dtype: str = "auto") -> dict:
+def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0) -> dict:
     from deris_core.hardware import choose_precision, cpu_info
 
     from .collection import import_images
@@ -252,13 +254,13 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto") -> dict:
         where = _click_targets(weights, db, expression, dtype)
         proc, url = serve(weights, db, dtype)
         try:
-            rows = drive(url, runs, expression, where)
+            rows = drive(url, runs, expression, where, think)
         finally:
             proc.kill()
             proc.wait(timeout=30)
     info = cpu_info()
     result: dict = {"model": model, "runs": runs, "cpu": info.summary(), "precision": choose_precision(dtype).describe(),
-                    "loadavg": list(os.getloadavg())}
+                    "loadavg": list(os.getloadavg()), "think_s": think}
     for kind, rs in rows.items():
         unit = "fps" if kind == "zoom_fps" else "ms"
         result[kind] = {f"median_{unit}": _median(rs, "total"), f"all_{unit}": [round(r["total"], 1) for r in rs]}
@@ -270,17 +272,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="bundled", choices=["bundled", "deris-b"])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--think", type=float, default=0.0,
+                    help="seconds spent on each image before PgDn (3: the next image was prefetched meanwhile)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if not Path(CHROMIUM).is_file():
         print(f"error: chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
         return 2
-    r = run(args.model, args.runs, args.dtype)
+    r = run(args.model, args.runs, args.dtype, args.think)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"CPU: {r['cpu']}; load average {' '.join(f'{x:.2f}' for x in r['loadavg'])}")
-    print(f"{r['model']} model, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium:")
+    print(f"{r['model']} model, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium"
+          f"{f', {args.think:g} s on each image before PgDn' if args.think else ''}:")
     for kind, label in (("next_image", "PgDn -> next image painted"), ("enter", "Enter -> targets painted"),
                         ("click", "click (toggle) -> painted"), ("opacity", "opacity -> painted"),
                         ("brush_move", "brush move -> painted")):

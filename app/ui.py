@@ -205,6 +205,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             demo.load(fn, inputs, outputs, api_name=False)
 
         def client_left(request: gr.Request):
+            svc.prefetch.cancel(getattr(request, "session_hash", None))  # its next image is not wanted
             if svc.sessions.release(getattr(request, "session_hash", None)):
                 log.info("a client left: its session was freed (%d live)", len(svc.sessions))
 

@@ -18,7 +18,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,14 @@ from .model.decoder import upsample_masks
 from .postprocess import binary_masks, boxes_to_original, nearest_index_maps, referring_scores, resize_nearest
 from .preprocess import ImageInput, load_image, preprocess
 from .tokenizer import BEiT3Tokenizer, Encoded
+
+_PAUSE = threading.local()  # the ``pause`` of the set_image call running on this thread, if any
+
+
+def _pause_hook(module: torch.nn.Module, args: tuple) -> None:
+    fn = getattr(_PAUSE, "fn", None)
+    if fn is not None:
+        fn()
 
 
 @dataclass(frozen=True)
@@ -177,6 +185,19 @@ class Prediction:
         }
 
 
+def _flat_tensors(obj) -> list[torch.Tensor]:
+    """The tensors inside nested dataclasses, lists and tuples, in field order."""
+    import dataclasses
+
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if dataclasses.is_dataclass(obj):
+        return [t for f in dataclasses.fields(obj) for t in _flat_tensors(getattr(obj, f.name))]
+    if isinstance(obj, (list, tuple)):
+        return [t for o in obj for t in _flat_tensors(o)]
+    return []
+
+
 def _check_threshold(name: str, value: float) -> None:
     if not (0.0 <= value <= 1.0) or np.isnan(value):
         raise ValueError(f"{name} must be between 0 and 1, got {value}")
@@ -225,18 +246,32 @@ class Predictor:
         self.mask_threshold = self.cfg.postprocess.mask_threshold
         self._state: ImageState | None = None
         self._lock = threading.Lock()
+        self._pause_points = False  # hooks of set_image(pause=...) installed
         self.forward_calls = 0  # number of network passes (tests count them)
 
     # --- image ---------------------------------------------------------------------------
 
-    def set_image(self, image: ImageInput) -> ImageState:
-        """Load, pre-process and encode an image; returns (and remembers) its cached state."""
+    def set_image(self, image: ImageInput, pause: Callable[[], None] | None = None) -> ImageState:
+        """Load, pre-process and encode an image; returns (and remembers) its cached state.
+
+        ``pause`` (a background caller's) is called before each block of the image encoder (every
+        Swin block, every layer of the pixel decoder and its two output convolutions, BEiT-3's patch
+        embedding): one that blocks while
+        interactive work runs makes this encode yield to it between blocks; one that raises abandons it.
+        Other threads' calls are unaffected."""
         t0 = time.perf_counter()
         rgb = load_image(image)
         pre = preprocess(rgb, self.cfg.swin.img_size, self.cfg.beit3.img_size)
         t1 = time.perf_counter()
-        with torch.inference_mode():
-            feats = self.model.encode_image(pre.image.to(self.device, self.dtype), pre.image_mini.to(self.device, self.dtype))
+        if pause is not None:
+            self._install_pause_points()
+        _PAUSE.fn = pause
+        try:
+            with torch.inference_mode():
+                feats = self.model.encode_image(pre.image.to(self.device, self.dtype),
+                                                pre.image_mini.to(self.device, self.dtype))
+        finally:
+            _PAUSE.fn = None
         self._sync()
         t2 = time.perf_counter()
         state = ImageState(rgb, feats, pre.original_size, pre.scale_factor, {"preprocess": t1 - t0, "image_encoder": t2 - t1})
@@ -244,6 +279,64 @@ class Predictor:
             self._state = state
             self.forward_calls += 1
         return state
+
+    def set_images(self, images: Sequence[ImageInput]) -> list[ImageState]:
+        """Several images encoded in one batched pass (pre-annotation); one state per image, each as
+        :meth:`set_image` would give it (the last one is remembered)."""
+        if not images:
+            return []
+        t0 = time.perf_counter()
+        rgbs = [load_image(im) for im in images]
+        pres = [preprocess(rgb, self.cfg.swin.img_size, self.cfg.beit3.img_size) for rgb in rgbs]
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            feats = self.model.encode_image(torch.cat([p.image for p in pres]).to(self.device, self.dtype),
+                                            torch.cat([p.image_mini for p in pres]).to(self.device, self.dtype))
+            per = [feats.select(torch.tensor([i], device=self.device)) for i in range(len(pres))]
+        self._sync()
+        t2 = time.perf_counter()
+        n = len(pres)
+        states = [ImageState(rgb, f, p.original_size, p.scale_factor,
+                             {"preprocess": (t1 - t0) / n, "image_encoder": (t2 - t1) / n})
+                  for rgb, f, p in zip(rgbs, per, pres)]
+        with self._lock:
+            self._state = states[-1]
+            self.forward_calls += 1
+        return states
+
+    def predict_pairs(self, pairs: Sequence[tuple[ImageState, str]]) -> list[Prediction]:
+        """Expressions on several cached images in one batched pass (``(image, expression)`` pairs)."""
+        if not pairs:
+            return []
+        states, expressions = [p[0] for p in pairs], [p[1] for p in pairs]
+        if len(set(map(id, states))) == 1:
+            return self.predict_batch(expressions, image=states[0])
+        ids, mask, encoded = self.tokenizer.encode_batch(expressions)
+        from .model.deris import _map_tensors
+
+        with torch.inference_mode():
+            flat = [_flat_tensors(s.features) for s in states]  # the same fields in the same order
+            joined = iter([torch.cat(ts) for ts in zip(*flat)])
+            features = _map_tensors(states[0].features, lambda t: next(joined))
+        return self._predict_tokens(states, ids, mask, expressions, encoded, self.score_threshold, self.mask_threshold,
+                                    features=features)
+
+    def _install_pause_points(self) -> None:
+        """Hooks before each encoder block that call the running thread's ``pause`` (installed once)."""
+        from .model.pixel_decoder import DeformableEncoderLayer, PixelDecoder
+        from .model.swin import SwinBlock
+
+        with self._lock:
+            if self._pause_points:
+                return
+            points = [m for m in self.model.modules() if isinstance(m, (SwinBlock, DeformableEncoderLayer))]
+            for m in self.model.modules():
+                if isinstance(m, PixelDecoder):  # its stride-4 output conv is the encoder's longest step
+                    points += [m.output, m.mask_features]
+            points.append(self.model.cognition.beit3.patch_embed)
+            for m in points:
+                m.register_forward_pre_hook(_pause_hook)
+            self._pause_points = True
 
     @property
     def image_state(self) -> ImageState | None:
@@ -306,22 +399,27 @@ class Predictor:
 
     def _predict_tokens(
         self,
-        state: ImageState,
+        state: ImageState | list[ImageState],
         ids: torch.Tensor,
         mask: torch.Tensor,
         expressions: list[str],
         encoded: list[Encoded | None],
         st: float,
         mt: float,
+        features: ImageFeatures | None = None,
     ) -> list[Prediction]:
+        """``state``: the image of every expression, or one image per expression (then ``features``
+        holds theirs, batched)."""
+        states = state if isinstance(state, list) else [state] * len(expressions)
         t0 = time.perf_counter()
         with torch.inference_mode():
-            out = self.model.decode(state.features, ids.to(self.device), mask.to(self.device))
+            out = self.model.decode(features if features is not None else states[0].features, ids.to(self.device),
+                                    mask.to(self.device))
             scores = referring_scores(out.refer_logits).cpu().numpy()
             existence = out.existence_logit.float().sigmoid()[:, 0].cpu().numpy()
             logits = out.decoder.mask_logits[-1].float().cpu()  # 96x96; upsampled per expression
             size = (self.cfg.swin.img_size, self.cfg.swin.img_size)
-            boxes = [boxes_to_original(b, size, state.scale_factor).cpu().numpy() for b in out.boxes]
+            boxes = [boxes_to_original(b, size, s.scale_factor).cpu().numpy() for b, s in zip(out.boxes, states)]
         self._sync()
         t1 = time.perf_counter()
         with self._lock:
@@ -333,7 +431,7 @@ class Predictor:
                 scores=scores[i],
                 existence=float(existence[i]),
                 boxes=boxes[i],
-                original_size=state.original_size,
+                original_size=states[i].original_size,
                 score_threshold=st,
                 mask_threshold=mt,
                 low_res_logits=logits[i],

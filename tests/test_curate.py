@@ -330,3 +330,22 @@ def test_qa_lists_images_it_could_not_read_and_exits_3(tmp_path: Path, monkeypat
     s.delete_ref(s.refs(image_id=gone)[0].id)
     s.delete_ref(s.refs(image_id=gone)[0].id)
     assert cli.main(["qa", "--db", str(tmp_path / "gone.sqlite"), "--json"]) == 0
+
+
+def test_images_batched_together_get_the_answers_of_one_image_at_a_time(studio_weights) -> None:
+    """Pre-annotation batched across images (several images in one encoder pass, pairs of several
+    images in one decoder pass) stores what image by image would, for images of different sizes."""
+    from app.curate.preannotate import predict_image, predict_images
+    from deris_core.weights import load_predictor
+
+    predictor = load_predictor(str(studio_weights[0]), dtype="fp32")
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 255, (40 + 16 * k, 64 - 8 * k, 3), dtype=np.uint8) for k in range(3)]
+    sentences = [["the red circle", "all blue squares"], ["the star"], ["the largest yellow shape", "the red circle"]]
+    together = predict_images(predictor, [(p, k + 1, s) for k, (p, s) in enumerate(zip(pictures, sentences))], batch=3)
+    alone = [r for k, (p, s) in enumerate(zip(pictures, sentences)) for r in predict_image(predictor, p, k + 1, s, batch=1)]
+    assert [(r.image_id, r.sentence) for r in together] == [(r.image_id, r.sentence) for r in alone]
+    for a, b in zip(together, alone):
+        assert abs(a.existence - b.existence) < 1e-4
+        assert [c[0] for c in a.candidates] == [c[0] for c in b.candidates]
+        assert all(abs(x[1] - y[1]) < 1e-4 for x, y in zip(a.candidates, b.candidates))

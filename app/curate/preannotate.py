@@ -292,17 +292,37 @@ def predict_image(predictor, rgb: np.ndarray, image_id: int, sentences: Sequence
     for start in range(0, len(sentences), max(1, batch)):
         chunk = list(sentences[start:start + batch])
         for sentence, pred in zip(chunk, predictor.predict_batch(chunk, image=state)):
-            referred = set(pred.referred)  # always kept, however many: the verdict must survive
-            kept = [k for i, k in enumerate(pred.order)
-                    if k in referred or (i < MAX_CANDIDATES and pred.scores[k] >= MIN_KEPT_SCORE)]
-            cands = []
-            for k in kept:
-                mask = pred.mask(k).astype(bool)
-                if mask.any():
-                    cands.append((int(k), float(pred.scores[k]), encode_mask(mask)))
-            out.append(PairResult(image_id, sentence, float(pred.existence), float(pred.score_threshold),
-                                  float(pred.mask_threshold), cands))
+            out.append(_pair_result(image_id, sentence, pred))
     return out
+
+
+def predict_images(predictor, items: Sequence[tuple[np.ndarray, int, Sequence[str]]], batch: int = 8) -> list[PairResult]:
+    """The model's answers for several images at once: ``(pixels, image id, sentences)`` each; the
+    images encoded in one batched pass, then their (image, sentence) pairs in batches of ``batch``
+    across images (more work per pass than :func:`predict_image`; same answers)."""
+    states = predictor.set_images([rgb for rgb, _, _ in items])
+    pairs = [(state, image_id, s) for state, (_, image_id, sentences) in zip(states, items) for s in sentences]
+    out = []
+    for start in range(0, len(pairs), max(1, batch)):
+        chunk = pairs[start:start + batch]
+        preds = predictor.predict_pairs([(state, s) for state, _, s in chunk])
+        out += [_pair_result(image_id, s, pred) for (_, image_id, s), pred in zip(chunk, preds)]
+    return out
+
+
+def _pair_result(image_id: int, sentence: str, pred) -> PairResult:
+    """What is stored of one prediction: the referred candidates (however many: the verdict must
+    survive) and the best few others above a floor, as RLE."""
+    referred = set(pred.referred)
+    kept = [k for i, k in enumerate(pred.order)
+            if k in referred or (i < MAX_CANDIDATES and pred.scores[k] >= MIN_KEPT_SCORE)]
+    cands = []
+    for k in kept:
+        mask = pred.mask(k).astype(bool)
+        if mask.any():
+            cands.append((int(k), float(pred.scores[k]), encode_mask(mask)))
+    return PairResult(image_id, sentence, float(pred.existence), float(pred.score_threshold),
+                      float(pred.mask_threshold), cands)
 
 
 def write_results(store: Store, results: Sequence[PairResult], key: str, category: str = "object") -> int:

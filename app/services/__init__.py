@@ -1,7 +1,9 @@
 """The application layer between the views / command lines and the store: the shared model and
 its image features (:mod:`.model`), the open image of a session (:mod:`.workspace`), refs and
 their one permission table (:mod:`.refs`, :mod:`.permissions`) and the collection queue
-(:mod:`.queue`) and the verification of proposed negatives (:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors into messages.
+(:mod:`.queue`), the next image's features prepared in the background (:mod:`.prefetch`, over the
+server's feature cache of :mod:`.features`) and the verification of proposed negatives
+(:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors into messages.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from .errors import BadInput, NoModel, Refused
 from .model import ModelHolder
 from .negatives import NegativeService
 from .permissions import Actor, can, require
+from .prefetch import Prefetcher
 from .queue import Queue
 from .refs import RefService
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Queue", "RefService", "Refused", "Services", "Workspace",
+__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refused", "Services", "Workspace",
            "can", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
            "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",
@@ -69,6 +72,7 @@ class Services:
         self.negatives = NegativeService(self.store)
         self.workspace = Workspace(self.model, self.store, self.max_image_side)
         self.dataset = DatasetService(self.store, self.export_dir)
+        self.prefetch = Prefetcher(self.model, self.store, self.max_image_side)
 
     def actor(self, username: str | None, typed: str | None = "") -> Actor:
         """Who acts: the signed-in user with accounts (``--auth``), else the name typed in the box."""

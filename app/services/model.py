@@ -2,7 +2,10 @@
 
 A session keeps the features of its open image (``Session.image_state``) under a *features key*
 ``"<model version>:<source>"`` (``source``: ``store:<image id>`` or the upload's content hash);
-loading other weights bumps the version, so features of the old model are never reused.
+loading other weights bumps the version, so features of the old model are never reused. The
+server keeps recent features in one :class:`~.features.FeatureCache` (bounded in bytes; the
+prefetch of :mod:`.prefetch` fills it) and runs interactive work before background work
+(:class:`~.features.Priority`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from deris_core.predictor import ImageState, Predictor
 from ..store import Store, StoreError, model_name_problem
 from ..store.models import file_sha256, pin_problem
 from .errors import NoModel
+from .features import DEFAULT_CACHE_BYTES, FeatureCache, Priority
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +28,14 @@ log = logging.getLogger(__name__)
 class ModelHolder:
     """The shared predictor and a description of where its weights came from."""
 
-    def __init__(self, predictor: Predictor | None, description: str, note: str = "") -> None:
+    def __init__(self, predictor: Predictor | None, description: str, note: str = "",
+                 cache_bytes: int = DEFAULT_CACHE_BYTES) -> None:
         self.predictor = predictor
         self.description = description
         self.note = note
         self.version = 0  # bumped on every load: cached image features of older models are stale
+        self.cache = FeatureCache(cache_bytes)  # recent and prefetched image features of the server
+        self.priority = Priority()  # interactive requests before prefetching
         self._lock = threading.Lock()
 
     def get(self) -> Predictor:
@@ -46,7 +53,23 @@ class ModelHolder:
 
     def encode(self, rgb) -> ImageState:
         """The image's features (the expensive half of a prediction, done once per open image)."""
-        return self.get().set_image(rgb)
+        with self.priority.interactive():
+            return self.get().set_image(rgb)
+
+    def cached(self, source: str) -> ImageState | None:
+        """Features of ``source`` by the current model already in the server's cache (or being
+        prefetched: then this waits for them), else None."""
+        return self.cache.wait(self.features_key(source))
+
+    def features(self, source: str, rgb) -> ImageState:
+        """The features of ``source`` (pixels ``rgb``): from the cache, else encoded now and kept."""
+        key = self.features_key(source)
+        state = self.cache.wait(key)
+        if state is None:
+            state = self.encode(rgb)
+            if self.features_key(source) == key:  # not computed by a model replaced meanwhile
+                self.cache.put(key, state)
+        return state
 
     def load(self, weights: str, device: str = "auto", name: str = "") -> str:
         """Load other weights for everyone (only what the operator allowed at launch reaches this),
@@ -61,6 +84,7 @@ class ModelHolder:
             self.description = name or getattr(predictor, "description", str(weights))
             self.note = ""
             self.version += 1
+            self.cache.clear()  # features of the old model are never used again
         log.info("model loaded for everyone: %s", self.description)
         return self.description
 

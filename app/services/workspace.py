@@ -69,7 +69,7 @@ class Workspace:
         self.model, self.store, self.max_image_side = model, store, max_image_side
 
     def _session(self, rgb: np.ndarray, image_id: int | None, source: str, digest: str | None = None) -> Session:
-        return Session(image=rgb, image_state=self.model.encode(rgb), image_id=image_id,
+        return Session(image=rgb, image_state=self.model.features(source, rgb), image_id=image_id,
                        features_key=self.model.features_key(source), digest=digest or image_digest(rgb))
 
     def open_upload(self, path: str, sess: Session) -> Opened:
@@ -91,7 +91,12 @@ class Workspace:
         return Opened(self._session(rgb, None, key.split(":", 1)[1], digest), warning)
 
     def open_image(self, image_id: int) -> Session:
-        """A collection image as the open image."""
+        """A collection image as the open image (its features prefetched or cached: neither decoded
+        nor encoded again)."""
+        state = self.model.cached(f"store:{image_id}")
+        if state is not None:
+            return Session(image=state.image, image_state=state, image_id=image_id,
+                           features_key=self.model.features_key(f"store:{image_id}"), digest=image_digest(state.image))
         rgb = self.store.load_image(image_id)
         if rgb is None:
             raise BadInput(f"The pixels of image {image_id} are not available (imported by reference, file missing).")
@@ -113,8 +118,9 @@ class Workspace:
             raise BadInput("Type an expression first.")
         predictor = self.model.get()
         try:
-            pred = predictor.predict(text, image=sess.image_state, score_threshold=score_threshold,
-                                     mask_threshold=mask_threshold)
+            with self.model.priority.interactive():
+                pred = predictor.predict(text, image=sess.image_state, score_threshold=score_threshold,
+                                         mask_threshold=mask_threshold)
         except TokenizerError as exc:
             raise BadInput(f"Cannot use this expression: {exc}") from None
         sess.apply_prediction(pred)
@@ -135,7 +141,7 @@ class Workspace:
             rgb = self.store.load_image(rec.image_id)
             if rgb is None:
                 raise BadInput(f"The pixels of image {rec.image_id} are not available (imported by reference).")
-            state = self.model.encode(rgb)
+            state = self.model.features(f"store:{rec.image_id}", rgb)
         masks = {i.id: i.mask for i in self.store.instances(rec.image_id)}
         new = Session(image=rgb, image_state=state, image_id=rec.image_id,
                       features_key=self.model.features_key(f"store:{rec.image_id}"), digest=image_digest(rgb),

@@ -87,7 +87,22 @@ def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, t
     expr = text if keep else ""
     if keep and (text or "").strip():
         svc.workspace.predict(new, text, st, mt)
+    prefetch_next(svc, image_id, flt, request)
     return (None, *render(new), queue_html(svc, new, flt), image_refs(svc, new), expr, "")
+
+
+# --- prefetch hook (app.services.prefetch): the next image's features while this one is worked on ---
+
+def prefetch_next(svc: Services, image_id: int, flt: ImageFilter, request: gr.Request | None) -> None:
+    """After an image opened: prepare the one PgDn / D opens next under ``flt``."""
+    svc.prefetch.schedule(getattr(request, "session_hash", None), flt, image_id)
+
+
+def prefetch_refiltered(svc: Services, sess: Session, flt: ImageFilter, request: gr.Request | None) -> None:
+    """The filter or the order changed: the prefetch under the old one is cancelled, the new next image asked for."""
+    svc.prefetch.cancel(getattr(request, "session_hash", None))
+    if sess.image_id is not None:
+        prefetch_next(svc, sess.image_id, flt, request)
 
 
 def step_image(svc: Services, delta: int, without_refs: bool, sess: Session, keep: bool, text: str, st: float,
@@ -120,10 +135,13 @@ def thumbs_turn(svc: Services, delta: int, page_no, name: str, split: str, statu
     return thumbs(svc, max(0, int(page_no or 0) + delta), name, split, status, annotator, order)
 
 
-def refilter(svc: Services, sess: Session, name: str, split: str, status: str, annotator: str, order: str = ""):
+def refilter(svc: Services, sess: Session, name: str, split: str, status: str, annotator: str, order: str = "",
+             request: gr.Request = None):
     """A filter changed: the first page of thumbnails and the open image's place in the new queue."""
+    flt = image_filter(name, split, status, annotator, order)
+    prefetch_refiltered(svc, sess, flt, request)
     items, page_no = thumbs(svc, 0, name, split, status, annotator, order)
-    return items, page_no, queue_html(svc, sess, image_filter(name, split, status, annotator, order))
+    return items, page_no, queue_html(svc, sess, flt)
 
 
 def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
