@@ -9,7 +9,7 @@ queue of refs awaiting review, accept / reject with a reason), *Negatives* (prop
 negatives, one sentence at a time: Y no target, N it refers), *Dataset* (progress, saved refs a
 page at a time, reopen/delete, export). Each view owns its widgets (a layout dataclass) and its
 handlers; the few links between views are made here. Each browser session has its own
-:class:`~app.session.Session` in ``gr.State``.
+:class:`~app.viewkit.session.Session` in ``gr.State``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 import gradio as gr
 
 from .auth import Users
-from .model_info import model_line
+from .viewkit.model_info import model_line
 from .services import ModelHolder, Services
-from .session import SessionRegistry
+from .viewkit.session import SessionRegistry
 from .store import Store
 from .views import annotate, annotate_layout, dataset_tab, model_panel, review, verify
 from .views.on_screen import keyed
@@ -151,8 +151,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
     (default: next to the database) and old or half-written ones are removed. With ``users``
     (``--auth``), the signed-in user is the author of every save and review decision."""
-    from .cache_files import install as safe_picture_cache
-    from .export import clean_stale_exports
+    from .viewkit.cache_files import install as safe_picture_cache
+    from .dataset.export import clean_stale_exports
 
     safe_picture_cache()  # Gradio's cached pictures are written once, atomically (many sessions read them)
 

@@ -13,7 +13,7 @@ print("torch", torch.__version__, "| device $DEVICE |", torch.cuda.get_device_na
 PY
 for cfg in $CONFIGS; do
   for dtype in fp32 bf16; do
-    python -m deris_core.bench --config "$cfg" --device "$DEVICE" --dtype "$dtype"
+    python -m deris_core.tools.bench --config "$cfg" --device "$DEVICE" --dtype "$dtype"
     python -m app.bench latency --config "$cfg" --device "$DEVICE" --dtype "$dtype"
   done
 done

@@ -6,16 +6,14 @@ training data and metrics when they are known (``train_config.json`` / ``log.jso
 training run next to the weights). ``load_predictor("owner/name")`` and ``--weights owner/name``
 load any such repository; ``load_predictor(folder)`` a saved folder.
 
-    python -m deris_core.sharing save runs/shapes/model.safetensors out/ [--tokenizer T]
-    python -m deris_core.sharing push runs/shapes/model.safetensors owner/name [--private]
+    python -m deris_core.tools.share save runs/shapes/model.safetensors out/ [--tokenizer T]
+    python -m deris_core.tools.share push runs/shapes/model.safetensors owner/name [--private]
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -112,33 +110,3 @@ def push_to_hub(predictor: Predictor, repo_id: str, *, private: bool = False, to
         save_pretrained(predictor, tmp, repo_id=repo_id, training=training, metrics=metrics)
         info = api.upload_folder(folder_path=tmp, repo_id=repo_id, commit_message=commit_message)
     return str(getattr(info, "commit_url", info))
-
-
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deris_core.sharing", description="save or push a DeRIS Studio model")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    for cmd, target in (("save", "out_dir"), ("push", "repo_id")):
-        p = sub.add_parser(cmd)
-        p.add_argument("weights", help="our .safetensors (or a saved folder / published name / checkpoint)")
-        p.add_argument(target)
-        p.add_argument("--tokenizer", default=None)
-        if cmd == "push":
-            p.add_argument("--private", action="store_true")
-    args = ap.parse_args(argv)
-    from .weights import load_predictor
-
-    try:
-        predictor = load_predictor(args.weights, args.tokenizer, device="cpu")
-        training, metrics = run_info(Path(args.weights)) if Path(args.weights).is_file() else ({}, {})
-        if args.cmd == "save":
-            print(save_pretrained(predictor, args.out_dir, training=training, metrics=metrics))
-        else:
-            print(push_to_hub(predictor, args.repo_id, private=args.private, training=training, metrics=metrics))
-    except Exception as exc:  # noqa: BLE001 - one line for the command line
-        print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

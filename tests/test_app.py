@@ -138,7 +138,7 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
         grefs = json.loads(zf.read("grefcoco/grefs(unc).json"))
         coco = json.loads(zf.read("grefcoco/instances.json"))
         assert any(n.startswith("images/train2014/") for n in zf.namelist())
-    from app.dataset import validate_grefcoco
+    from app.dataset.cli import validate_grefcoco
 
     assert validate_grefcoco(coco, grefs) == []
     first = next(r for r in grefs if r["split"] == "val")

@@ -1,4 +1,4 @@
-"""The measured learning loop (app/bench_loop.py): ``--store`` fine-tunes from a store the bench did
+"""The measured learning loop (app/bench/loop.py): ``--store`` fine-tunes from a store the bench did
 not make, as it is (nothing imported into it), and reports the store's held-out figures and the
 independent set's; a store that is not there is one line. A smoke run: seconds, not the measurement."""
 
@@ -7,12 +7,12 @@ from __future__ import annotations
 import json
 import sqlite3
 
-from app.bench import main as bench_main
+from app.bench.cli import main as bench_main
 from app.store import Store
 
 
 def test_loop_on_a_store_the_bench_did_not_make(tmp_path, capsys):
-    from app.imports import import_grefcoco_data, read_json
+    from app.dataset.imports import import_grefcoco_data, read_json
     from deris_core.synthetic import generate
 
     syn = tmp_path / "team_scenes"

@@ -32,7 +32,7 @@ def studio(studio_weights, tmp_path_factory):
     folder = tmp / "photos"
     shutil.copytree(tmp / "syn" / "images" / "train2014", folder)
     db = tmp / "c.sqlite"
-    run = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(folder), "--db", str(db)],
+    run = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(folder), "--db", str(db)],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     weights, tok = studio_weights

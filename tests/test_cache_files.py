@@ -1,4 +1,4 @@
-"""Gradio's picture cache under concurrent sessions (app/cache_files.py): a picture that many sessions
+"""Gradio's picture cache under concurrent sessions (app/viewkit/cache_files.py): a picture that many sessions
 show at once is never rewritten in place, so every reader gets the whole file."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from app.cache_files import install, write_once
+from app.viewkit.cache_files import install, write_once
 
 
 def _hammer(save, cache: Path, img: Image.Image, seconds: float = 1.5) -> list[str]:

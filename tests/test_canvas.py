@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from app.services import ModelHolder, Services
-from app.session import Session
+from app.viewkit.session import Session
 from app.views import annotate, canvas
 from app.views.canvas import CanvasError, apply_canvas, canvas_value, decode_mask, encode_mask, polygon_mask, stroke_mask
 

@@ -1,4 +1,4 @@
-"""Folder imports and thumbnails (app/collection.py): idempotent, unreadable files listed, names that
+"""Folder imports and thumbnails (app/dataset/collection.py): idempotent, unreadable files listed, names that
 are not UTF-8, the studio's own folders never imported, thumbnails never another database's."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from app.collection import import_images, thumbnail_file
+from app.dataset.collection import import_images, thumbnail_file
 from app.store import Store, StoreError
 from tests.builders import picture_folder
 
@@ -85,7 +85,7 @@ def test_names_that_are_not_utf8_or_hold_control_characters_are_imported(db_at, 
     again = import_images(store, folder, progress=False)
     assert again.added == 0 and again.known == len(NAMES) + 1
     # the CLI: no traceback, the bad file listed, the rest imported
-    r = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(folder), "--db", str(tmp_path / "c.sqlite")],
+    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(folder), "--db", str(tmp_path / "c.sqlite")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert json.loads(r.stdout)["added"] == len(NAMES) + 1

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from app.curate import agreement, apply_threshold, pairs_from_jsonl, pairs_from_sentences, qa, rethreshold, run
-from app.collection import import_images
+from app.dataset.collection import import_images
 from app.store import Store, StoreError, decode_mask
 from deris_core.metrics import GresAccumulator
 from deris_core.predictor import Prediction

@@ -30,7 +30,7 @@ FAST = ft.Recipe(batch_size=4, expressions_per_image=2, warmup_steps=1)
 
 
 def _make_store(root: Path, images: int, seed: int = 11, status: str = "reviewed", name: str = "s.sqlite") -> Path:
-    from app.imports import import_grefcoco_data, read_json
+    from app.dataset.imports import import_grefcoco_data, read_json
     from deris_core.synthetic import generate
 
     syn = root / f"syn{seed}_{images}"

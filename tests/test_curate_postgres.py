@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.migrate import migrate
+from app.dataset.migrate import migrate
 from app.store import Store
 from tests.test_curate import _cli, _content, _fresh, collection  # noqa: F401 - the shared collection fixture
 

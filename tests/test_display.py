@@ -1,12 +1,12 @@
 """What the views show (app/views/display.py): targets numbered like the candidate list, drawn by
-app/overlay.py, and the NO TARGET flag."""
+app/viewkit/overlay.py, and the NO TARGET flag."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.overlay import COLOURS, render, view_scale
-from app.session import Session, Target
+from app.viewkit.overlay import COLOURS, render, view_scale
+from app.viewkit.session import Session, Target
 from app.views import display
 from tests.builders import box, prediction
 

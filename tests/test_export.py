@@ -1,4 +1,4 @@
-"""Export / import in the gRefCOCO and COCO formats (app/export.py), checked with pycocotools and the spec; many
+"""Export / import in the gRefCOCO and COCO formats (app/dataset/export.py), checked with pycocotools and the spec; many
 exports at once, a SIGKILLed export, and the clean-up of half-written ones."""
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pytest
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from app.export import clean_stale_exports, new_export_path
-from app.dataset import (export_zip, import_grefcoco, mask_to_polygons, polygons_to_mask, read_zip,
+from app.dataset.export import clean_stale_exports, new_export_path
+from app.dataset.cli import (export_zip, import_grefcoco, mask_to_polygons, polygons_to_mask, read_zip,
                          to_grefcoco, validate_grefcoco)
 from app.store import Store, StoreError
 from deris_core.data.refer import load_grefcoco
@@ -102,7 +102,7 @@ def test_export_is_atomic(tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "out.zip"
     export_zip(store, out)
     before = out.read_bytes()
-    import app.dataset as ds
+    import app.dataset.cli as ds
 
     import errno
 
@@ -182,7 +182,7 @@ def test_import_plain_coco_and_cli(db_at, tmp_path: Path) -> None:
             "categories": [{"id": 3, "name": "cup"}]}
     (tmp_path / "instances.json").write_text(json.dumps(coco))
     db = db_at("c.sqlite")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "app.dataset", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "app.dataset.cli", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
     r = run("import-coco", str(tmp_path / "instances.json"), str(img_dir), "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["instances"] == 2
@@ -209,7 +209,7 @@ def test_stale_and_half_written_exports_are_cleaned(tmp_path: Path) -> None:
     import os
     import time
 
-    from app.export import clean_stale_exports
+    from app.dataset.export import clean_stale_exports
 
     import subprocess
     import sys
@@ -218,7 +218,7 @@ def test_stale_and_half_written_exports_are_cleaned(tmp_path: Path) -> None:
     folder.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    from app.export import _HOST_ID
+    from app.dataset.export import _HOST_ID
 
     (folder / f".a.zip.{dead.pid}h{_HOST_ID}.x1y2.tmp").write_bytes(b"killed mid-way")  # its writer is gone
     old = folder / "old.zip"
@@ -261,7 +261,7 @@ def test_many_exports_at_once_all_succeed(tmp_path: Path) -> None:
             errors.append(exc)
 
     same = tmp_path / "shared.zip"  # processes exporting to one path at the same time
-    procs = [subprocess.Popen([sys.executable, "-m", "app.dataset", "export", "--db", str(store.path), "--out", str(same)],
+    procs = [subprocess.Popen([sys.executable, "-m", "app.dataset.cli", "export", "--db", str(store.path), "--out", str(same)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     threads = [threading.Thread(target=press_export) for _ in range(6)]
     for t in threads:
@@ -285,7 +285,7 @@ def test_cleanup_leaves_live_writers_alone_and_removes_dead_or_old_ones(tmp_path
     folder.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    from app.export import _HOST_ID
+    from app.dataset.export import _HOST_ID
 
     live_other = folder / f".a.zip.1h{_HOST_ID}.abcd.tmp"  # pid 1 is alive (and not ours)
     mine = folder / f".b.zip.{os.getpid()}h{_HOST_ID}.efgh.tmp"
@@ -308,7 +308,7 @@ def test_cleanup_leaves_live_writers_alone_and_removes_dead_or_old_ones(tmp_path
 
 SLOW_EXPORT = """
 import sys, time, zipfile
-from app.export import export_zip
+from app.dataset.export import export_zip
 from app.store import Store, StoreError
 orig = zipfile.ZipFile.writestr
 def slow(self, *a, **k):

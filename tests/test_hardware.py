@@ -131,7 +131,7 @@ def test_load_predictor_bf16_on_a_cpu_without_bf16_runs_fp32(no_bf16, caplog):
 
 
 def test_predict_cli_says_what_ran(no_bf16, tmp_path, capsys):
-    from deris_core import predict
+    from deris_core.tools import predict
 
     if not (BUNDLED / "model.safetensors").is_file():
         pytest.skip("no bundled model in this checkout")
@@ -154,7 +154,7 @@ def test_avx2_rehearsal_in_a_subprocess(tmp_path):
     env = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2"}
     env.pop("DERIS_DTYPE", None)
     for dtype in ("bf16", "auto"):
-        r = subprocess.run([sys.executable, "-m", "deris_core.predict", str(img), "the blue square", "--dtype", dtype,
+        r = subprocess.run([sys.executable, "-m", "deris_core.tools.predict", str(img), "the blue square", "--dtype", dtype,
                             "--device", "cpu", "--json"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert "mkldnn" not in r.stderr and "Traceback" not in r.stderr

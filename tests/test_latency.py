@@ -1,4 +1,4 @@
-"""The latency measure of the Annotate view's path (app/latency.py), on a stub model."""
+"""The latency measure of the Annotate view's path (app/bench/latency.py), on a stub model."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from tests.test_overlay import _prediction
 
 def test_latency_measure_runs(tmp_path):
     pytest.importorskip("gradio")
-    from app.latency import measure, synthetic_photo
+    from app.bench.latency import measure, synthetic_photo
 
     class _Stub:
         def __init__(self) -> None:

@@ -136,7 +136,7 @@ def test_the_checks_catch_what_they_guard_against() -> None:
     known = set(_modules())
     bad_view = "from .dataset_tab import DatasetUI\n\ndef wire(svc, ui, shell, other: DatasetUI):\n    other.f_status\n"
     assert view_violations("app.views.annotate", bad_view, known) == ["app.views.annotate imports app.views.dataset_tab"]
-    assert "app.latency" in imports_of("deris_core.bench", "def f():\n    from app.latency import measure\n", known)
+    assert "app.bench.latency" in imports_of("deris_core.tools.bench", "def f():\n    from app.bench.latency import measure\n", known)
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
@@ -144,8 +144,7 @@ def test_the_checks_catch_what_they_guard_against() -> None:
 
 SQL = re.compile(r"\b(SELECT\s+\S|INSERT\s+INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM|CREATE\s+(TABLE|INDEX)|ALTER\s+TABLE|"
                  r"DROP\s+TABLE|PRAGMA\s+\w)")
-# TODO(issue 41): the migrate helper moves app/migrate.py's SQL into the store; then drop this allowance
-SQL_ALLOWED = {"app.migrate"}
+SQL_ALLOWED: set[str] = set()  # no module outside app/store spells SQL
 STATUS_MODULE = "app.store.status"
 
 
@@ -221,3 +220,56 @@ def test_the_door_checks_catch_what_they_guard_against() -> None:
         ["app.views.x imports app.store.review"]
     assert store_import_violations("app.store.x", "def f():\n    from deris_core.weight_cache import cache_dir\n", known) == \
         ["app.store.x imports deris_core.weight_cache"]
+
+
+# --- folders that name their concerns ---------------------------------------------------------------
+
+APP_TOP = {"app", "app.auth", "app.settings", "app.ui", "app.zerogpu"}  # everything else lives in a package
+APP_PACKAGES = {"bench", "curate", "dataset", "refine", "services", "store", "viewkit", "views"}
+CORE_TOOLS = "deris_core.tools"
+
+
+def folder_violations(mods: dict[str, Path], graph: dict[str, set[str]]) -> list[str]:
+    """Where the folders stop naming their concerns: a loose module at app/'s top, a command-line tool
+    in deris_core's library (argparse outside ``deris_core.tools`` and the ``__main__`` of a package),
+    the library importing its tools, data/ importing train/, the view helpers reaching up the layers."""
+    wrong = []
+    for m, p in mods.items():
+        parts = m.split(".")
+        if parts[0] == "app" and len(parts) == 2 and p.name != "__init__.py" and m not in APP_TOP:
+            wrong.append(f"{m}: a loose module at app/'s top")
+        if parts[0] == "app" and len(parts) >= 2 and p.name == "__init__.py" and len(parts) == 2 \
+                and parts[1] not in APP_PACKAGES:
+            wrong.append(f"{m}: a package app/ does not list")
+        if m.startswith("deris_core") and not m.startswith(CORE_TOOLS) and not m.endswith("__main__") \
+                and m != "deris_core.sharing" and "argparse" in p.read_text(encoding="utf-8"):
+            wrong.append(f"{m}: a command-line tool in the library (move it to {CORE_TOOLS})")
+    for m, deps in graph.items():
+        for d in deps:
+            if m.startswith("deris_core") and not m.startswith(CORE_TOOLS) and d.startswith(CORE_TOOLS):
+                wrong.append(f"{m} -> {d}: the library imports a tool")
+            if m.startswith("deris_core.data") and d.startswith("deris_core.train"):
+                wrong.append(f"{m} -> {d}: data imports train")
+            if m.startswith("app.viewkit") and d.startswith(("app.store", "app.services", "app.views", "app.ui")):
+                wrong.append(f"{m} -> {d}: a view helper reaches up the layers")
+    return wrong
+
+
+def test_folders_name_their_concerns() -> None:
+    assert folder_violations(_modules(), _graph()) == []
+
+
+def test_the_folder_checks_catch_what_they_guard_against(tmp_path: Path) -> None:
+    loose = tmp_path / "export.py"
+    loose.write_text("")
+    tool = tmp_path / "predict.py"
+    tool.write_text("import argparse\n")
+    mods = {"app.export": loose, "deris_core.predict": tool}
+    graph = {"deris_core.data.training": {"deris_core.train.nsc"}, "app.viewkit.session": {"app.store"},
+             "deris_core.predictor": {"deris_core.tools.bench"}}
+    assert folder_violations(mods, graph) == [
+        "app.export: a loose module at app/'s top",
+        "deris_core.predict: a command-line tool in the library (move it to deris_core.tools)",
+        "deris_core.data.training -> deris_core.train.nsc: data imports train",
+        "app.viewkit.session -> app.store: a view helper reaches up the layers",
+        "deris_core.predictor -> deris_core.tools.bench: the library imports a tool"]

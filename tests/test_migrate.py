@@ -1,4 +1,4 @@
-"""app/migrate.py: a whole store SQLite -> PostgreSQL -> SQLite, checked by counts, pixels and identical
+"""app/dataset/migrate.py: a whole store SQLite -> PostgreSQL -> SQLite, checked by counts, pixels and identical
 exports; ids ever given move with it; locks stay behind; a non-empty target, a copy that lost pixels and
 an image whose file is gone are said plainly."""
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.migrate import migrate, table_columns
+from app.dataset.migrate import migrate, table_columns
 from app.store import Store, StoreError
 from app.store.models import ModelRecord
 from app.store.review import review
@@ -105,7 +105,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _KILL_AFTER_COPY = """
 import os, signal, sys
 from app.store.pg import PgConnection
-from app.migrate import migrate
+from app.dataset.migrate import migrate
 real_many, real_exec, seen = PgConnection.executemany, PgConnection.execute, []
 def many(self, sql, rows):
     if sql.startswith("INSERT INTO refs"):
@@ -122,7 +122,7 @@ migrate(sys.argv[1], sys.argv[2])
 
 _KILL_WHILE_WRITING_FILES = """
 import os, signal, sys
-from app.migrate import migrate
+from app.dataset.migrate import migrate
 real, calls = os.replace, []
 def replace(a, b):
     calls.append(1)
@@ -323,7 +323,7 @@ def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg
     assert "1 value of team.sqlite cannot be copied into PostgreSQL; nothing was copied" in text
     assert "ref 1, sentence 1: 'the left\\\\x00box' holds a NUL character" in text and "retype" in text
     assert _pg_tables(url) == []  # stopped before creating anything
-    from app.dataset import main
+    from app.dataset.cli import main
 
     assert main(["migrate", "--from", str(tmp_path / "team.sqlite"), "--to", url]) == 2
     lines = capsys.readouterr().err.splitlines()
@@ -339,7 +339,7 @@ def test_a_sentence_with_a_nul_is_named_and_nothing_is_copied(tmp_path: Path, pg
 
 
 def test_migrate_only_orchestrates() -> None:
-    """Its SQL lives in app/store/transfer.py (#41): app/migrate.py names no statement."""
+    """Its SQL lives in app/store/transfer.py (#41): app/dataset/migrate.py names no statement."""
     import re
 
     text = (ROOT / "app" / "migrate.py").read_text(encoding="utf-8")
@@ -359,7 +359,7 @@ def test_an_unchecked_copy_is_finished_too(tmp_path: Path, pg_server) -> None:
 def test_a_migration_into_sqlite_killed_before_its_marker_was_dropped_runs_again(tmp_path: Path) -> None:
     _team_store(tmp_path / "team.sqlite").close()
     copy = tmp_path / "copy.sqlite"
-    script = ("import os, signal, sys\nimport app.migrate as m\n"
+    script = ("import os, signal, sys\nimport app.dataset.migrate as m\n"
               "m.finish = lambda store: os.kill(os.getpid(), signal.SIGKILL)\nm.migrate(sys.argv[1], sys.argv[2])\n")
     _killed(script, str(tmp_path / "team.sqlite"), str(copy))
     res = migrate(str(tmp_path / "team.sqlite"), str(copy))

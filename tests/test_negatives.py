@@ -1,4 +1,4 @@
-"""Hard negatives: proposals follow the NSC rule of deris_core/train/nsc.py and never bring a sentence
+"""Hard negatives: proposals follow the NSC rule of deris_core/data/nsc.py and never bring a sentence
 of the same image; the model's verdict is stored (no-target ones as predicted refs, found targets
 first in the queue); people's decisions go through the permission table and name who decided."""
 
@@ -15,7 +15,7 @@ from app.curate.negatives import passes, propose, run_negatives
 from app.services import Actor, NegativeService, Refused
 from app.store import ConflictError, Store, StoreError
 from app.store.negatives import negative_queue
-from deris_core.train.nsc import NonReferentConversion, NSCConfig, similarity
+from deris_core.data.nsc import NonReferentConversion, NSCConfig, similarity
 from tests.builders import noise_image, prediction, rect_mask
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,11 +1,11 @@
-"""The candidate gallery (app/overlay.py) and the overlay tint."""
+"""The candidate gallery (app/viewkit/overlay.py) and the overlay tint."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from app.overlay import candidate_gallery, thumbnail
+from app.viewkit.overlay import candidate_gallery, thumbnail
 from deris_core.visualize import tint
 from deris_core.predictor import Prediction
 
@@ -41,7 +41,7 @@ def test_the_overlay_blends_and_outlines_only_the_targets_bounding_box(monkeypat
     see only the box and its margin), and the picture is the same as drawn on the whole image."""
     import cv2
 
-    from app import overlay
+    from app.viewkit import overlay
 
     img = np.random.default_rng(0).integers(0, 255, (768, 1024, 3), dtype=np.uint8)
     m = np.zeros((768, 1024), bool)

@@ -1,11 +1,11 @@
-"""Click-to-pick (app/picking.py) on overlapping masks, and clicks driving the session's target set and undo."""
+"""Click-to-pick (app/viewkit/picking.py) on overlapping masks, and clicks driving the session's target set and undo."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from app.picking import hit
-from app.session import Session
+from app.viewkit.picking import hit
+from app.viewkit.session import Session
 from tests.builders import box, prediction
 
 

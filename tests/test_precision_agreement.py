@@ -18,7 +18,7 @@ import torch
 
 from deris_core.checkpoint import convert_official_state_dict, load_into
 from deris_core.config import config_from_official_fixture
-from deris_core.evaluate import evaluate_predictor
+from deris_core.evaluation import evaluate_predictor
 from deris_core.hardware import choose_precision
 from deris_core.model import build_deris
 from deris_core.predictor import Predictor

@@ -365,7 +365,7 @@ def test_load_predictor_rejects_a_pth_that_is_not_deris(tmp_path):
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "deris_core.predict", *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "deris_core.tools.predict", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_cli_json_and_overlay(saved_model, tmp_path, photo):
@@ -390,7 +390,7 @@ def test_cli_errors_are_one_line(saved_model, tmp_path):
 
 
 def test_benchmark_runs(capsys):
-    from deris_core import bench
+    from deris_core.tools import bench
 
     assert bench.main(["--config", "deris-tiny", "--runs", "1", "--warmup", "0", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
@@ -421,7 +421,7 @@ def test_limit_heap_growth_is_opt_in_idempotent_and_safe():
 
 
 def test_flop_count_and_gemm_peak(capsys):
-    from deris_core import bench
+    from deris_core.tools import bench
 
     assert bench.main(["flops", "--config", "deris-tiny", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)

@@ -14,7 +14,7 @@ import pytest
 
 from app.services import ModelHolder, Services
 from app.services.features import FeatureCache, state_nbytes
-from app.session import Session
+from app.viewkit.session import Session
 from app.store import Store
 from app.views import annotate
 

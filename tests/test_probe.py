@@ -1,4 +1,4 @@
-"""The word-swap probe (``python -m deris_core.probe``)."""
+"""The word-swap probe (``python -m deris_core.tools.probe``)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from deris_core.data.refer import load_grefcoco
-from deris_core.probe import parse_swap, swap_word, top2_change, word_swap_probe
+from deris_core.tools.probe import parse_swap, swap_word, top2_change, word_swap_probe
 from deris_core.weights import load_predictor
 
 
@@ -76,7 +76,7 @@ def test_probe_counts_and_ranges(shapes: Path, studio_weights) -> None:
 
 def test_probe_cli(shapes: Path, studio_weights) -> None:
     weights, tok = studio_weights
-    base = [sys.executable, "-m", "deris_core.probe", "--weights", str(weights), "--tokenizer", str(tok),
+    base = [sys.executable, "-m", "deris_core.tools.probe", "--weights", str(weights), "--tokenizer", str(tok),
             "--data", str(shapes), "--split", "val", "--device", "cpu"]
     r = subprocess.run(base + ["--swap", "largest=smallest", "--swap", "zzz=yyy", "--limit", "3", "--json"],
                        capture_output=True, text=True, timeout=300)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.collection import import_images
+from app.dataset.collection import import_images
 from app.store.queue import ImageFilter, image_page, neighbour, nth, position, progress
 from app.views import display
 from tests.builders import picture_folder

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from app.auth import AuthError, Users, parse_entry
-from app.dataset import export_zip
+from app.dataset.cli import export_zip
 from app.store import ConflictError, Store, StoreError
 from app.store.review import last_decision, person_stats, review, review_queue, to_fix
 
@@ -145,7 +145,7 @@ def test_export_by_status_split_and_annotator(db_at, tmp_path: Path) -> None:
         assert {g["ref_id"] for g in grefs} == expected
         assert meta["filter"] == {"status": kwargs.get("status"), "split": kwargs.get("split"),
                                   "annotator": kwargs.get("annotator")} == summary["filter"]
-    r = subprocess.run([sys.executable, "-m", "app.dataset", "export", "--db", str(db_at("r.sqlite")), "--out",
+    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "export", "--db", str(db_at("r.sqlite")), "--out",
                         str(tmp_path / "cli.zip"), "--status", "reviewed", "--annotator", "bob"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -156,7 +156,7 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(db_at, studio_weigh
     from gradio_client import Client
     from gradio_client.exceptions import AppError
 
-    from app.collection import import_images
+    from app.dataset.collection import import_images
     from tests.test_app import start_server
 
     folder = tmp_path / "imgs"
@@ -272,7 +272,7 @@ def test_nobody_accepts_content_they_wrote_that_reached_them_through_consensus(d
     """alice writes ref 1, a consensus merge copies it into ref 3: alice cannot accept ref 3 (her content,
     whoever the consensus names as its author), bob can; after a migration the provenance still holds."""
     from app.curate.quality import agreement
-    from app.migrate import migrate
+    from app.dataset.migrate import migrate
     from app.services.errors import Refused
     from app.services.permissions import Actor
     from app.services.refs import RefService

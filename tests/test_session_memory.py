@@ -9,7 +9,7 @@ import tracemalloc
 import numpy as np
 import torch
 
-from app.session import MAX_HISTORY_BYTES, Session, SessionRegistry, Target
+from app.viewkit.session import MAX_HISTORY_BYTES, Session, SessionRegistry, Target
 from deris_core.predictor import Prediction
 
 SIDE = 4096

@@ -89,7 +89,7 @@ def test_repo_that_is_not_ours_or_missing(stand_in_hub):
 
 def test_cli_save(trained, tmp_path):
     out = tmp_path / "cli"
-    r = subprocess.run([sys.executable, "-m", "deris_core.sharing", "save", str(trained / "model.safetensors"), str(out)],
+    r = subprocess.run([sys.executable, "-m", "deris_core.tools.share", "save", str(trained / "model.safetensors"), str(out)],
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     assert "| val_gIoU | 61.25 |" in (out / "README.md").read_text()
@@ -103,7 +103,7 @@ def test_command_line_reads_the_hub_from_the_environment(trained, stand_in_hub, 
     push_to_hub(p, "me/cli")
     image = tmp_path / "img.png"
     cv2.imwrite(str(image), np.full((64, 64, 3), 200, dtype=np.uint8))
-    r = subprocess.run([sys.executable, "-m", "deris_core.predict", str(image), "the red circle", "--weights", "me/cli",
+    r = subprocess.run([sys.executable, "-m", "deris_core.tools.predict", str(image), "the red circle", "--weights", "me/cli",
                         "--device", "cpu", "--json"], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 import deris_core.weights
-from app import model_info, zerogpu
+from app import zerogpu
+from app.viewkit import model_info
 from app.settings import Settings
 from tests.conftest import ROOT
 

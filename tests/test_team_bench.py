@@ -1,11 +1,11 @@
-"""app/team_bench.py: a short run of the team bench (one real launch.py server, two gradio_client
+"""app/bench/team.py: a short run of the team bench (one real launch.py server, two gradio_client
 annotators) keeps its promises: no error, every acknowledged save stored once, and the CPU split."""
 
 from __future__ import annotations
 
 import pytest
 
-from app.team_bench import _cpu_split, _machine_busy, _process_cpu_s, bench_team
+from app.bench.team import _cpu_split, _machine_busy, _process_cpu_s, bench_team
 
 
 def test_cpu_split_per_round():

@@ -22,11 +22,11 @@ from deris_core.data.refer import load_grefcoco
 from deris_core.data.training import TrainingSet, collate
 from deris_core.model import build_deris
 from deris_core.tokenizer import BEiT3Tokenizer, train_sentencepiece
-from deris_core.train.attributes import AttributeHead, AttributeVocabulary
+from deris_core.data.attributes import AttributeHead, AttributeVocabulary
 from deris_core.train.mlm import MaskedLanguageHead, choose_masked, masked_language_loss
 from deris_core.train.losses import LossConfig, dice_loss, generalized_box_iou, masks_to_boxes, sigmoid_bce
 from deris_core.train.matcher import hungarian_match
-from deris_core.train.nsc import NonReferentConversion, NSCConfig, char_cosine, char_jaccard, similarity
+from deris_core.data.nsc import NonReferentConversion, NSCConfig, char_cosine, char_jaccard, similarity
 from deris_core.train.trainer import (TrainConfig, add_vision_sincos, init_weights, model_config, sincos_positions,
                                      train_step)
 
@@ -439,14 +439,14 @@ def test_training_cli_resume_and_evaluate(tiny_data: Path, tmp_path: Path) -> No
     assert r.returncode == 0 and "resumed from" in r.stdout, r.stdout[-2000:] + r.stderr[-2000:]
     assert "added a 2-D sine-cosine table" not in r.stdout
     # Evaluation CLI on the trained weights.
-    r = subprocess.run([sys.executable, "-m", "deris_core.evaluate", "--weights", str(run / "model.safetensors"),
+    r = subprocess.run([sys.executable, "-m", "deris_core.tools.evaluate", "--weights", str(run / "model.safetensors"),
                         "--data", str(tiny_data), "--split", "testA", "--json", "--device", "cpu"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
     assert set(res["gres"]) >= {"gIoU", "cIoU", "N_acc", "T_acc", "Pr@0.7", "Pr@0.8", "Pr@0.9"}
     assert set(res["ris"]) >= {"mIoU", "oIoU", "MaskACC@0.5", "MaskACC@0.9"}
-    r = subprocess.run([sys.executable, "-m", "deris_core.evaluate", "--weights", str(run / "model.safetensors"),
+    r = subprocess.run([sys.executable, "-m", "deris_core.tools.evaluate", "--weights", str(run / "model.safetensors"),
                         "--data", str(tmp_path / "nowhere"), "--json"], cwd=ROOT, env=env, capture_output=True, text=True)
     assert r.returncode == 2 and "missing file" in r.stderr and "Traceback" not in r.stderr
     # A grouping the batch cannot hold is refused before anything is written.

@@ -13,7 +13,7 @@ import pytest
 from app.auth import User, Users
 from app.services import Actor, ModelHolder, Refused, Services
 from app.store import StoreError
-from app.session import Session
+from app.viewkit.session import Session
 from app.views import annotate, dataset_tab, review
 
 ANY = ("", "", "", "")  # the four queue filters, empty

@@ -99,8 +99,8 @@ def test_a_changed_threshold_reuses_the_copy(tiny_official, tmp_path, monkeypatc
 
 
 def test_load_benchmark_pieces(tmp_path, monkeypatch):
-    """``python -m deris_core.bench load`` at toy size: the official-layout writer and one measured start per mode."""
-    from deris_core.bench_load import _child, write_random_official
+    """``python -m deris_core.tools.bench load`` at toy size: the official-layout writer and one measured start per mode."""
+    from deris_core.tools.bench_load import _child, write_random_official
 
     monkeypatch.setenv("DERIS_CACHE", str(tmp_path / "cache"))
     weights = write_random_official("deris-tiny", tmp_path / "bench")

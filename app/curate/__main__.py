@@ -28,7 +28,7 @@ import sys
 
 import torch
 
-from deris_core.train.nsc import NSCConfig
+from deris_core.data.nsc import NSCConfig
 
 from ..store import SPLITS, STATUSES, RefStatus, Store, StoreError
 from ..services import studio_cache

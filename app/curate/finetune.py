@@ -188,7 +188,7 @@ def to_dataset(store: Store, refs: Sequence[RefRecord], pixels: dict[int, np.nda
 
 def evaluate(model, tokenizer, data: ReferDataset, device: str = "cpu", progress: bool = False, desc: str = "") -> dict:
     """Held-out GRES (and RIS) metrics of an in-memory model; the model is left trainable again."""
-    from deris_core.evaluate import evaluate_dataset
+    from deris_core.evaluation import evaluate_dataset
     from deris_core.model.layers import unpack_linear_weights
     from deris_core.predictor import Predictor
 
@@ -625,7 +625,7 @@ def _prepare(store: Store, o: Options, out: Path, world: int) -> dict:
 def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | None, rank: int, world: int, device: str) -> dict:
     from deris_core.tokenizer import BEiT3Tokenizer
     from deris_core.train.losses import LossConfig
-    from deris_core.train.nsc import NSCConfig
+    from deris_core.data.nsc import NSCConfig
     from deris_core.train.trainer import StartFrom, TrainConfig, train
 
     plan, train_ds, held_ds, model = prepared["plan"], prepared["train"], prepared["held"], prepared["model"]

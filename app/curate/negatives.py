@@ -1,4 +1,4 @@
-"""Hard negatives: NSC (non-referent sample conversion, :mod:`deris_core.train.nsc`) as a curation tool.
+"""Hard negatives: NSC (non-referent sample conversion, :mod:`deris_core.data.nsc`) as a curation tool.
 
 For each image that has a ref with a target, up to ``per_image`` sentences people wrote for *other*
 images are proposed, drawn at random (seeded) and kept only when they pass the training rule for a
@@ -25,7 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from deris_core import __version__
-from deris_core.train.nsc import NSCConfig, similarity
+from deris_core.data.nsc import NSCConfig, similarity
 
 from ..services.permissions import Actor
 from ..services.refs import RefService

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..auth import Users
-from ..session import SessionRegistry
+from ..viewkit.session import SessionRegistry
 from ..store import (SPLITS, STATUSES, ConflictError, Event, ImageFilter, RefAction, RefFilter, RefRecord, RefRow,
                      RefStatus, Store, StoreError, image_digest)
 from ..store.negatives import DECISIONS, Negative

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..export import clean_stale_exports, export_zip, new_export_path
+from ..dataset.export import clean_stale_exports, export_zip, new_export_path
 from ..store import RefFilter, RefRow, Store, StoreError
 from ..store.queue import progress
 from ..store.review import person_stats

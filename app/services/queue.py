@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..collection import thumbnail_file
+from ..dataset.collection import thumbnail_file
 from ..store import Store
 from ..store.queue import ImageFilter, image_page, neighbour, nth, position
 from .errors import BadInput

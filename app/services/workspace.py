@@ -17,7 +17,7 @@ import numpy as np
 from deris_core.preprocess import ImageError, load_image
 from deris_core.tokenizer import TokenizerError
 
-from ..session import Session, Target
+from ..viewkit.session import Session, Target
 from ..store import RefAction, RefRecord, RefStatus, Store, StoreError, image_digest, next_status
 from ..store.review import Decision
 from .errors import BadInput

@@ -1,4 +1,4 @@
-"""Writing a validated dataset import in one transaction (see :mod:`app.imports` for the checks)."""
+"""Writing a validated dataset import in one transaction (see :mod:`app.dataset.imports` for the checks)."""
 
 from __future__ import annotations
 

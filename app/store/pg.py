@@ -218,7 +218,7 @@ class PgConnection:
 
     def executemany(self, sql: str, rows: Iterable[Sequence]) -> PgCursor:
         """Rows as they are: unlike :meth:`execute`, an explicit id does not move the table's sequence and
-        None is not dropped (a caller that copies ids sets the sequence itself, as ``app.migrate`` does)."""
+        None is not dropped (a caller that copies ids sets the sequence itself, as ``app.dataset.migrate`` does)."""
         rows = list(rows)
         if not rows:
             return PgCursor(self._conn.cursor(), None)

@@ -1,4 +1,4 @@
-"""The SQL of a whole-store copy (``app.dataset migrate``, orchestrated by :mod:`app.migrate`).
+"""The SQL of a whole-store copy (``app.dataset migrate``, orchestrated by :mod:`app.dataset.migrate`).
 
 - :class:`ReadOnlySnapshot` reads a store read-only (SQLite ``mode=ro``; PostgreSQL a ``READ ONLY`` session)
   and in one transaction (PostgreSQL ``REPEATABLE READ``), so every table is read at one moment even

@@ -19,7 +19,7 @@ import gradio as gr
 
 from ..services import REASONS, ImageFilter, RefStatus, Services, StoreError
 from ..services.queue import THUMBS_PER_PAGE, image_filter
-from ..session import Session
+from ..viewkit.session import Session
 from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
 from . import display
 from .display import history_html

@@ -8,8 +8,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..model_info import example_images, score_threshold
-from ..session import Session
+from ..viewkit.model_info import example_images, score_threshold
+from ..viewkit.session import Session
 from ..services import SPLITS, STATUSES, RefStatus
 from . import display
 from .canvas import make_canvas

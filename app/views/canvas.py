@@ -33,8 +33,8 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..overlay import COLOURS
-from ..session import Session, Target, _candidate_mask
+from ..viewkit.overlay import COLOURS
+from ..viewkit.session import Session, Target, _candidate_mask
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import html
 import time
 import numpy as np
 
-from .. import overlay
-from ..session import Session
+from ..viewkit import overlay
+from ..viewkit.session import Session
 from ..services import REASONS, Event, RefRow
 
 DRAWN = "D"

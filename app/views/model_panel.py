@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from ..model_info import model_line, score_threshold
+from ..viewkit.model_info import model_line, score_threshold
 from ..services import Services
 from ..services.model import FINE_TUNED
 

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from ..services import REASONS, SPLITS, RefFilter, RefStatus, Services
-from ..session import Session
+from ..viewkit.session import Session
 from .canvas import canvas_value, make_canvas
 from .display import history_html
 from .on_screen import key_box, keyed, require_on_screen

@@ -33,7 +33,7 @@ class Shell:
 
 def shell_layout(model_line: str, signed_in: bool) -> Shell:
     """The header row: title, model line and who is working."""
-    from ..session import Session
+    from ..viewkit.session import Session
 
     with gr.Row():
         gr.Markdown("## DeRIS Studio", elem_id="title")

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import gradio as gr
 import numpy as np
 
-from .. import overlay
+from ..viewkit import overlay
 from ..services import DECISIONS, Negative, Services
 from .on_screen import key_box, keyed, require_on_screen
 from .shell import Shell, bind, request_user

@@ -31,8 +31,8 @@ from torch.utils.data import Dataset
 from ..config import DeRISConfig
 from ..preprocess import normalize
 from ..tokenizer import BEiT3Tokenizer
-from ..train.attributes import AttributeVocabulary
-from ..train.nsc import NonReferentConversion
+from .attributes import AttributeVocabulary
+from .nsc import NonReferentConversion
 from .refer import ReferDataset
 
 

@@ -8,14 +8,14 @@ import sys
 import torch.distributed as dist
 
 from .losses import LossConfig
-from .nsc import NSCConfig
+from ..data.nsc import NSCConfig
 from .trainer import TrainConfig, train
 
 
 def main(argv: list[str] | None = None) -> int:
     d = TrainConfig(data="", out="")
     p = argparse.ArgumentParser(prog="python -m deris_core.train", description=main.__doc__ or __doc__)
-    p.add_argument("--data", required=True, help="gRefCOCO-layout folder (e.g. from python -m deris_core.synthetic)")
+    p.add_argument("--data", required=True, help="gRefCOCO-layout folder (e.g. from python -m deris_core.tools.synthetic)")
     p.add_argument("--out", required=True, help="run folder: weights, tokenizer, log.jsonl, resume state")
     p.add_argument("--model", default=d.model, help="config preset (deris-small, deris-b-grefcoco, ...)")
     p.add_argument("--tokenizer", default=None, help="sentencepiece model (default: train one on the data)")

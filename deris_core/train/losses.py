@@ -29,7 +29,7 @@ from ..model.deris import DeRISOutput
 from .matcher import hungarian_match
 
 if TYPE_CHECKING:
-    from .attributes import AttributeHead
+    from ..data.attributes import AttributeHead
 
 
 @dataclass

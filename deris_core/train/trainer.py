@@ -30,11 +30,11 @@ from ..data.training import Batch, Rotation, TrainingSet, collate
 from ..model import build_deris
 from ..model.deris import DeRIS
 from ..tokenizer import BEiT3Tokenizer, train_sentencepiece
-from .attributes import AttributeHead, reduce_gradients
+from ..data.attributes import AttributeHead, reduce_gradients
 from .budget import PROBE_STEPS, TimeBudget  # noqa: F401 - PROBE_STEPS: the name callers knew
 from .losses import LossConfig, class_weight_sum, deris_loss
 from .mlm import MaskedLanguageHead, masked_language_loss
-from .nsc import NonReferentConversion, NSCConfig
+from ..data.nsc import NonReferentConversion, NSCConfig
 
 
 @dataclass
@@ -450,7 +450,7 @@ def train(cfg: TrainConfig, data: ReferDataset | None = None, start: StartFrom |
                         "vision_pos_sincos": sincos_done, **timing, **extra}, tmp)
             os.replace(tmp, state_path)
             if cfg.eval_split:
-                from ..evaluate import evaluate_model
+                from ..evaluation import evaluate_model
 
                 model.eval()
                 metrics = evaluate_model(model, tokenizer, cfg.data, cfg.eval_split, device=device, limit=cfg.eval_limit)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from pycocotools import mask as mask_utils
 
-from .store import SPLITS, STATUSES, RefStatus, Store, StoreError, clean_sentences
-from .store.bulk import ImportPlan, PlannedAnnotation, PlannedImage, PlannedRef, write_plan
-from .store.masks import polygons_problem, rle_problem, size_problem
-from .store.names import display_name, not_utf8, relative_name_problem
+from ..store import SPLITS, STATUSES, RefStatus, Store, StoreError, clean_sentences
+from ..store.bulk import ImportPlan, PlannedAnnotation, PlannedImage, PlannedRef, write_plan
+from ..store.masks import polygons_problem, rle_problem, size_problem
+from ..store.names import display_name, not_utf8, relative_name_problem
 
 MAX_PROBLEMS_SHOWN = 8
 

@@ -1,6 +1,6 @@
 """The pictures of the studio (pure, no Gradio): the target set drawn on the image, and the
 candidate gallery; :mod:`app.views.display` feeds them from a session, and the studio's benchmark
-(:mod:`app.latency`) times exactly that path.
+(:mod:`app.bench.latency`) times exactly that path.
 
 
 Each target gets a strong palette colour, a translucent fill, a two-tone outline (dark outside,

@@ -79,7 +79,7 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
     ``think``: the mean pause before each action, in seconds."""
     from gradio_client import Client
 
-    from .store import RefStatus
+    from ..store import RefStatus
 
     rng = random.Random(k0)
 
@@ -185,10 +185,10 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
                weights: str = "bundled", think: float = 0.0) -> dict:
     from deris_core.synthetic import generate
 
-    from .collection import import_images
-    from .store import RefFilter, Store
-    from .store.queue import ref_ids
-    from .store.location import parse_db
+    from ..dataset.collection import import_images
+    from ..store import RefFilter, Store
+    from ..store.queue import ref_ids
+    from ..store.location import parse_db
 
     tmp = tempfile.TemporaryDirectory(prefix="deris_team_")
     root = Path(tmp.name)

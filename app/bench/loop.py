@@ -29,8 +29,8 @@ from pathlib import Path
 def import_reviewed(store, root: Path, refs: int, split: str = "testB") -> dict:
     """Import the first ``refs`` refs of ``split`` from a synthetic set at ``root`` (with their
     images and instances only) as reviewed refs of the annotator ``synthetic``."""
-    from .imports import import_grefcoco_data, read_json
-    from .store import RefStatus
+    from ..dataset.imports import import_grefcoco_data, read_json
+    from ..store import RefStatus
 
     coco, _ = read_json(root / "grefcoco" / "instances.json")
     grefs, _ = read_json(root / "grefcoco" / "grefs(unc).json")
@@ -52,13 +52,13 @@ def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 2
 
     import torch
 
-    from deris_core.evaluate import evaluate_predictor
+    from deris_core.evaluation import evaluate_predictor
     from deris_core.synthetic import generate
     from deris_core.weights import load_predictor
 
-    from .curate.finetune import RECIPE, Options, finetune
-    from .store import Store, StoreError
-    from .store.location import parse_db
+    from ..curate.finetune import RECIPE, Options, finetune
+    from ..store import Store, StoreError
+    from ..store.location import parse_db
 
     torch.set_num_threads(threads)
     work.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,9 @@ import logging
 import re
 from pathlib import Path
 
-from .store import Store, StoreError
-from .store.location import parse_db
-from .store.transfer import (
+from ..store import Store, StoreError
+from ..store.location import parse_db
+from ..store.transfer import (
     ReadOnlySnapshot,
     copied_tables,
     finish,

@@ -1,6 +1,6 @@
 """What the benchmarks run: random weights of a published config and the official timings' inputs.
 
-Shared by ``python -m deris_core.bench`` (speed, memory), ``bench flops`` (arithmetic) and the
+Shared by ``python -m deris_core.tools.bench`` (speed, memory), ``bench flops`` (arithmetic) and the
 studio's latency benchmark (``python -m app.bench latency``). Speed does not depend on the weights.
 """
 
@@ -10,18 +10,18 @@ import sys
 
 import torch
 
-from .config import get_config
-from .hardware import choose_precision, given_precision, normalize_request, resolve_device
-from .model import build_deris
-from .predictor import Predictor
-from .tokenizer import BOS, EOS, PAD
+from ..config import get_config
+from ..hardware import choose_precision, given_precision, normalize_request, resolve_device
+from ..model import build_deris
+from ..predictor import Predictor
+from ..tokenizer import BOS, EOS, PAD
 
 
 def _random_int8_model(cfg) -> torch.nn.Module:
     """Random weights with int8's linear layers (and the vocabulary) quantized as each is made, as ``load_predictor``
     does with a checkpoint: the float model never exists whole (peak memory)."""
-    from .model.layers import Embedding, int8_layers
-    from .weight_cache import materialize_buffers
+    from ..model.layers import Embedding, int8_layers
+    from ..weight_cache import materialize_buffers
 
     model = build_deris(cfg, device="meta")
     chosen = {id(m) for _, m in int8_layers(model)}

@@ -1,6 +1,6 @@
 """Command line: segment what an expression refers to in an image.
 
-    python -m deris_core.predict IMAGE "the two dogs on the left" [--weights NAME|PATH] [--out overlay.png] [--json]
+    python -m deris_core.tools.predict IMAGE "the two dogs on the left" [--weights NAME|PATH] [--out overlay.png] [--json]
 
 Bad input ends with exit status 2 and a one-line error on stderr.
 """
@@ -14,13 +14,13 @@ import sys
 
 import cv2
 
-from .hardware import DTYPE_CHOICES
-from .runtime import configure_from_env
-from .visualize import banner, color, overlay
+from ..hardware import DTYPE_CHOICES
+from ..runtime import configure_from_env
+from ..visualize import banner, color, overlay
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m deris_core.predict", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m deris_core.tools.predict", description=__doc__.splitlines()[0])
     p.add_argument("image", help="image file")
     p.add_argument("expression", nargs="+", help="referring expression(s); several are run as one batch")
     p.add_argument("--weights", default=None, help="published name (deris-l-grefcoco ...), a .pth/.safetensors file or saved folder, a Hub repository "
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
     configure_from_env()
     try:
-        from .weights import load_predictor  # the predictor runs under inference_mode itself
+        from ..weights import load_predictor  # the predictor runs under inference_mode itself
 
         predictor = load_predictor(args.weights, args.tokenizer, config=args.config, device=args.device, dtype=args.dtype)
         state = predictor.set_image(args.image)

@@ -1,7 +1,7 @@
 """Benchmarks of the studio's server side (prints figures; never a timed test).
 
     python -m app.bench store [--refs 100000] [--db PATH | --db postgresql://user@host:5432/bench]
-    python -m app.bench team [--db PATH_OR_URL] [--servers 2] [--clients 8] [--seconds 60] [--think 0]   (app.team_bench)
+    python -m app.bench team [--db PATH_OR_URL] [--servers 2] [--clients 8] [--seconds 60] [--think 0]   (app.bench.team)
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model deris-b-grefcoco --model bundled] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
@@ -12,7 +12,7 @@
 time of what an annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit
 (versioned), loading the Dataset view (counts + the first page of 50 refs, and a deep page), and
 opening the Dataset view whole: progress, per-person review statistics and the first page.
-``latency``: the Enter and threshold-change paths of the Annotate view (:mod:`app.latency`).
+``latency``: the Enter and threshold-change paths of the Annotate view (:mod:`app.bench.latency`).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .services import Actor, RefService
-from .store import RefStatus, Store
+from ..services import Actor, RefService
+from ..store import RefStatus, Store
 
 
 def _median_ms(fn, n: int, p95: list | None = None) -> float:
@@ -114,13 +114,13 @@ def bench_store(refs: int, db: str | Path | None, repeats: int = 50, reviews: in
     first_page_ms = _median_ms(lambda: (store.stats(), store.refs_page(0, 50)), 20)
     deep_page_ms = _median_ms(lambda: store.refs_page(50 * 1500, 50), 20)
     filtered_ms = _median_ms(lambda: store.refs_page(0, 50, status=RefStatus.REVIEWED, annotator="annotator3"), 20)
-    from .store.queue import ImageFilter, image_page, neighbour, position
+    from ..store.queue import ImageFilter, image_page, neighbour, position
 
     todo = ImageFilter(status="todo")
     queue_ms = _median_ms(lambda: (neighbour(store, todo, 1000, 1), position(store, todo, 1000),
                                    image_page(store, todo, 0, 24), store.refs_page(0, 200, image_id=1000)), 20)
-    from .store.queue import progress
-    from .store.review import person_stats
+    from ..store.queue import progress
+    from ..store.review import person_stats
 
     reviewer, service = Actor("bench-reviewer"), RefService(store)
 
@@ -160,10 +160,10 @@ def bench_annotate(weights: str, actions: int = 50, threads: int = 2) -> dict:
     from deris_core.synthetic import generate
     from deris_core.weights import load_predictor
 
-    from .collection import import_images
-    from .picking import hit
-    from .session import Session
-    from .store.queue import ImageFilter, neighbour, position
+    from ..dataset.collection import import_images
+    from ..viewkit.picking import hit
+    from ..viewkit.session import Session
+    from ..store.queue import ImageFilter, neighbour, position
 
     from .latency import render_and_encode
 
@@ -227,7 +227,7 @@ def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: 
     from deris_core.tokenizer import BEiT3Tokenizer
     from deris_core.weights import load_predictor
 
-    from .curate.preannotate import predict_image, predict_images, write_results
+    from ..curate.preannotate import predict_image, predict_images, write_results
     from .latency import synthetic_photo
 
     torch.set_num_threads(threads)
@@ -236,7 +236,7 @@ def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: 
         rng = np.random.default_rng(0)
         pictures = [rng.integers(0, 256, (96, 128, 3), dtype=np.uint8) for _ in range(images)]
     else:
-        from deris_core.bench_setup import build
+        from deris_core.tools.bench_setup import build
 
         predictor, _ = build(model, "cpu", dtype)
         predictor.tokenizer = BEiT3Tokenizer(Path(__file__).resolve().parents[1] / "assets" / "bundled" / "tokenizer.spm",
@@ -317,10 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--config", default="deris-b-grefcoco", help="a published config (random weights) or bundled")
     t.add_argument("--device", default="cpu")
     t.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
-                   help="as deris_core.bench --dtype")
+                   help="as deris_core.tools.bench --dtype")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")
-    m = sub.add_parser("team", help="N studio servers x M gradio_client annotators on one database (app.team_bench)")
+    m = sub.add_parser("team", help="N studio servers x M gradio_client annotators on one database (app.bench.team)")
     m.add_argument("--db", help="a postgresql:// URL or a SQLite file (default: a temporary SQLite file)")
     m.add_argument("--servers", type=int, default=2)
     m.add_argument("--clients", type=int, default=8, help="annotators per server")
@@ -331,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="mean pause before each action, seconds (0: a saturation test, clients fire back to back)")
     m.add_argument("--json", action="store_true")
     lp = sub.add_parser("loop", help="the learning loop: reviewed refs of unseen colour-shape pairs -> fine-tune -> "
-                                     "testB/testA before and after (app/bench_loop.py)")
+                                     "testB/testA before and after (app/bench/loop.py)")
     lp.add_argument("--refs", type=int, default=400)
     lp.add_argument("--minutes", type=float, default=12.0, help="fine-tuning time (the runs of docs/learning-loop.md: 12)")
     lp.add_argument("--seed", type=int, default=21, help="the synthetic set the reviewed refs come from")
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     rf.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if args.cmd == "refine":
-        from .refine.bench import bench_refine, print_table
+        from ..refine.bench import bench_refine, print_table
 
         res = bench_refine(args.refiner, args.objects, args.weights, args.threads)
         if args.json:
@@ -365,13 +365,13 @@ def main(argv: list[str] | None = None) -> int:
             print_table(res)
         return 0
     if args.cmd == "team":
-        from .team_bench import bench_team
+        from .team import bench_team
 
         res = bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights, args.think)
     elif args.cmd == "loop":
-        from .bench_loop import bench_loop
+        from .loop import bench_loop
 
-        from .store import StoreError
+        from ..store import StoreError
 
         try:
             with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # training's log lines

@@ -1,6 +1,6 @@
 """Word-swap probe: does a model listen to a given word?
 
-    python -m deris_core.probe --data DIR --split val --swap leftmost=rightmost --swap "left of=right of"
+    python -m deris_core.tools.probe --data DIR --split val --swap leftmost=rightmost --swap "left of=right of"
 
 For every sample of the split that has a target and contains word (or phrase) A, the
 expression is run twice on the same cached image: as written, and with A replaced by B
@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .data.refer import DataError, load_grefcoco
-from .predictor import Predictor
-from .runtime import configure_from_env
+from ..data.refer import DataError, load_grefcoco
+from ..predictor import Predictor
+from ..runtime import configure_from_env
 
 
 @dataclass(frozen=True)
@@ -111,7 +111,7 @@ def word_swap_probe(predictor: Predictor, data_dir: str, split: str, swaps: list
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deris_core.probe", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m deris_core.tools.probe", description=__doc__.splitlines()[0])
     p.add_argument("--weights", default=None, help="published name, checkpoint path, owner/name on the Hub, or 'bundled' (default)")
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--config", default=None)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
     configure_from_env()
-    from .weights import WeightsError, load_predictor
+    from ..weights import WeightsError, load_predictor
 
     try:
         if args.limit is not None and args.limit < 1:

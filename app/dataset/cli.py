@@ -11,7 +11,7 @@
 :mod:`app.store.location`.
 
 A refused import or export prints one ``error:`` line and exits with status 2; the database is
-then unchanged. The functions live in :mod:`app.export` and :mod:`app.imports`.
+then unchanged. The functions live in :mod:`app.dataset.export` and :mod:`app.dataset.imports`.
 """
 
 from __future__ import annotations
@@ -28,11 +28,11 @@ from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
 from .migrate import MigrationRefused
-from .store import SPLITS, STATUSES, Store, StoreError
-from .services import studio_cache
-from .store.location import DB_HELP, parse_db
-from .store.timeouts import DbTimeouts
-from .store.names import display_name
+from ..store import SPLITS, STATUSES, Store, StoreError
+from ..services import studio_cache
+from ..store.location import DB_HELP, parse_db
+from ..store.timeouts import DbTimeouts
+from ..store.names import display_name
 
 __all__ = ["ImportRefused", "export_zip", "import_coco", "import_grefcoco", "import_grefcoco_data", "main",
            "mask_to_polygons", "normalise_sentence", "polygons_to_mask", "read_zip", "to_grefcoco", "validate_grefcoco"]

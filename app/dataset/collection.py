@@ -25,8 +25,8 @@ from tqdm import tqdm
 
 from deris_core.preprocess import ImageError, load_image
 
-from .store import Store, StoreError
-from .store.names import display_name, not_utf8
+from ..store import Store, StoreError
+from ..store.names import display_name, not_utf8
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 THUMB_SIDE = 160

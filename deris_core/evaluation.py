@@ -1,6 +1,6 @@
 """Evaluate a DeRIS model on a gRefCOCO-format split with the official metrics.
 
-    python -m deris_core.evaluate [--weights NAME|PATH] --data DIR --split val [--dtype fp32|bf16] [--json]
+The command line is ``python -m deris_core.tools.evaluate`` (:mod:`deris_core.tools.evaluate`).
 
 Weights default to the bundled model. Every (image, sentence) pair is one sample, as in the
 official evaluation: the prediction is "no target" when no candidate's referring score
@@ -11,8 +11,6 @@ all samples; the RIS metrics (mIoU, oIoU, MaskACC@t) over the samples that have 
 
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from collections import defaultdict
@@ -20,11 +18,9 @@ from collections import defaultdict
 import torch
 
 from .data.refer import DataError, ReferDataset, ReferSample, load_grefcoco
-from .hardware import DTYPE_CHOICES
 from .metrics import GresAccumulator, MetricError, RisAccumulator
 from .model.deris import DeRIS
 from .predictor import Predictor
-from .runtime import configure_from_env
 from .tokenizer import BEiT3Tokenizer
 
 
@@ -90,44 +86,3 @@ def evaluate_model(model: DeRIS, tokenizer: BEiT3Tokenizer, data_dir: str, split
         return evaluate_predictor(predictor, data_dir, split, limit=limit)
     finally:
         model.train(was_training)
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m deris_core.evaluate", description="Official GRES/RIS metrics on a gRefCOCO-format split.")
-    p.add_argument("--weights", default=None, help="published name, checkpoint path, owner/name on the Hub, or 'bundled' (default)")
-    p.add_argument("--tokenizer", default=None)
-    p.add_argument("--config", default=None)
-    p.add_argument("--data", required=True, help="folder in the gRefCOCO layout (grefcoco/, images/train2014/)")
-    p.add_argument("--split", default="val")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
-                   help="network precision: fp32 (default, as the official figures), auto, bf16 or int8 (docs/precision-and-hardware.md)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
-    p.add_argument("--score-threshold", type=float, default=None)
-    p.add_argument("--json", action="store_true", help="print one JSON object")
-    args = p.parse_args(argv)
-    configure_from_env()
-    from .weights import WeightsError, load_predictor
-
-    try:
-        predictor = load_predictor(args.weights, args.tokenizer, config=args.config, device=args.device,
-                                   dtype=args.dtype)
-        res = evaluate_predictor(predictor, args.data, args.split, limit=args.limit,
-                                 score_threshold=args.score_threshold, progress=not args.json)
-    except (WeightsError, DataError, ValueError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    res["weights"] = getattr(predictor, "description", str(args.weights))
-    res["dtype"] = predictor.precision.name
-    res["precision"] = predictor.precision.as_dict()
-    if args.json:
-        print(json.dumps(res))
-    else:
-        print(f"{res['weights']} on {args.data} [{args.split}]: {res['samples']} samples, {res['images']} images")
-        for group in ("gres", "ris"):
-            print(f"  {group.upper()}: " + ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in res[group].items()))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

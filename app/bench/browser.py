@@ -1,6 +1,6 @@
 """The annotator's round trip as a browser feels it: key or click -> the canvas painted.
 
-    python -m app.browser_bench [--model bundled|deris-b] [--runs 10] [--think 3] [--json]
+    python -m app.bench.browser [--model bundled|deris-b] [--runs 10] [--think 3] [--json]
 
 Starts the studio (``launch.py``) on 127.0.0.1 with a collection imported from a folder (the
 synthetic scenes for the bundled model; 1024x768 photo-like pictures for DeRIS-B with random
@@ -214,8 +214,8 @@ def _click_targets(weights: str, db: Path, expression: str, dtype: str):
     (a fresh collection: the queue's n-th image has id n)."""
     from deris_core.weights import load_predictor
 
-    from .overlay import view_scale
-    from .store import Store
+    from ..viewkit.overlay import view_scale
+    from ..store import Store
 
     predictor = load_predictor(weights, device="cpu", dtype=dtype)
     store = Store(str(db))
@@ -240,8 +240,8 @@ def _median(rows: list[dict], key: str) -> float | None:
 def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0) -> dict:
     from deris_core.hardware import choose_precision, cpu_info
 
-    from .collection import import_images
-    from .store import Store
+    from ..dataset.collection import import_images
+    from ..store import Store
 
     with tempfile.TemporaryDirectory(prefix="deris_browser_bench_") as tmp:
         folder = Path(tmp)
@@ -268,7 +268,7 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m app.browser_bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m app.bench.browser", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="bundled", choices=["bundled", "deris-b"])
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--dtype", default="auto")

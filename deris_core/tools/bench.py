@@ -1,8 +1,8 @@
 """Benchmark the predictor (random weights are fine: speed does not depend on them).
 
-    python -m deris_core.bench --config deris-b-grefcoco --device cpu [--dtype fp32|bf16|auto] [--runs 5] [--warmup 2] [--json]
-    python -m deris_core.bench load --config deris-l-grefcoco     # start-up time (deris_core/bench_load.py)
-    python -m deris_core.bench flops --config deris-b-grefcoco    # GFLOP per part vs the measured GEMM peak
+    python -m deris_core.tools.bench --config deris-b-grefcoco --device cpu [--dtype fp32|bf16|auto] [--runs 5] [--warmup 2] [--json]
+    python -m deris_core.tools.bench load --config deris-l-grefcoco     # start-up time (deris_core/tools/bench_load.py)
+    python -m deris_core.tools.bench flops --config deris-b-grefcoco    # GFLOP per part vs the measured GEMM peak
 
 Prints, for batch 1: full ``set_image`` + ``predict`` latency, ``predict`` on a cached image,
 per-stage times, ``predict_batch`` of 8 expressions (time per expression) and peak memory (after
@@ -35,9 +35,9 @@ import numpy as np
 import torch
 
 from .bench_setup import FixedIds, build
-from .hardware import DTYPE_CHOICES, CpuInfo, Precision, cpu_info
-from .predictor import Predictor
-from .runtime import configure_from_env
+from ..hardware import DTYPE_CHOICES, CpuInfo, Precision, cpu_info
+from ..predictor import Predictor
+from ..runtime import configure_from_env
 
 
 def _peak_rss_mb() -> float:
@@ -158,15 +158,15 @@ def run(predictor: Predictor, fixed: FixedIds, runs: int, warmup: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["load"]:  # start-up benchmark: python -m deris_core.bench load --help
+    if argv[:1] == ["load"]:  # start-up benchmark: python -m deris_core.tools.bench load --help
         from .bench_load import main as load_main
 
         return load_main(argv[1:])
-    if argv[:1] == ["flops"]:  # arithmetic per part and the machine's GEMM peak: deris_core/bench_flops.py
+    if argv[:1] == ["flops"]:  # arithmetic per part and the machine's GEMM peak: deris_core/tools/bench_flops.py
         from .bench_flops import main as flops_main
 
         return flops_main(argv[1:])
-    ap = argparse.ArgumentParser(prog="python -m deris_core.bench", description="DeRIS predictor benchmark")
+    ap = argparse.ArgumentParser(prog="python -m deris_core.tools.bench", description="DeRIS predictor benchmark")
     ap.add_argument("--config", default="deris-b-grefcoco")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--runs", type=int, default=5)

@@ -1,6 +1,6 @@
 """Where a forward pass's arithmetic goes, and the machine's measured peak for it.
 
-    python -m deris_core.bench flops --config deris-b-grefcoco [--threads 2] [--json]
+    python -m deris_core.tools.bench flops --config deris-b-grefcoco [--threads 2] [--json]
 
 Counts the floating-point operations of one ``set_image`` (the image part) and one ``predict``
 (the text part) by kind (linear layers, convolutions, attention, other matrix products), with
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from .hardware import cpu_info, int8_supported
+from ..hardware import cpu_info, int8_supported
 
 
 class _FlopCount(TorchDispatchMode):
@@ -54,7 +54,7 @@ class _FlopCount(TorchDispatchMode):
 def count_flops(config: str) -> dict[str, dict[str, float]]:
     """GFLOP of the image part and the text part of ``config`` (plain F.linear, so every op is seen)."""
     from .bench_setup import build
-    from .model import layers
+    from ..model import layers
 
     predictor, fixed = build(config, "cpu", "fp32")
     for m in predictor.model.modules():
@@ -109,7 +109,7 @@ def gemm_peak(m: int = 600, k: int = 768, n: int = 3072, runs: int = 30) -> dict
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deris_core.bench flops", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m deris_core.tools.bench flops", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="deris-b-grefcoco")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", action="store_true")

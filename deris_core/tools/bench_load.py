@@ -1,6 +1,6 @@
 """Start-up benchmark: loading an official checkpoint the first time and afterwards.
 
-    python -m deris_core.bench load --config deris-l-grefcoco [--dir /tmp/deris_load_bench] [--json]
+    python -m deris_core.tools.bench load --config deris-l-grefcoco [--dir /tmp/deris_load_bench] [--json]
 
 Writes a checkpoint with random weights in the authors' layout (``{"state_dict": ...}`` with
 official key names, fp32, ``torch.save``) and a small tokenizer next to it, then measures, each in
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import to_official_state_dict
-from .config import get_config
-from .model import build_deris
+from ..checkpoint import to_official_state_dict
+from ..config import get_config
+from ..model import build_deris
 
 
 def write_random_official(cfg_name: str, out: Path, seed: int = 0) -> Path:
     """A checkpoint of ``cfg_name`` with random weights, saved as the authors save theirs."""
-    from .tokenizer import train_sentencepiece
+    from ..tokenizer import train_sentencepiece
 
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{cfg_name}-random.pth"
@@ -54,9 +54,9 @@ def _child(mode: str, weights: str, config: str) -> dict:
     """One measured start in this (fresh) process."""
     t0 = time.perf_counter()
     if mode == "plain":
-        from .checkpoint import convert_official_state_dict, extract_state_dict, load_into, safe_torch_load
-        from .predictor import Predictor
-        from .tokenizer import BEiT3Tokenizer
+        from ..checkpoint import convert_official_state_dict, extract_state_dict, load_into, safe_torch_load
+        from ..predictor import Predictor
+        from ..tokenizer import BEiT3Tokenizer
         state = extract_state_dict(safe_torch_load(weights))
         cfg = get_config(config)
         model = build_deris(cfg)
@@ -65,7 +65,7 @@ def _child(mode: str, weights: str, config: str) -> dict:
         predictor = Predictor(model, BEiT3Tokenizer(Path(weights).with_name("beit3.spm"), cfg.max_token),
                               device=torch.device("cpu"))
     else:
-        from .weights import load_predictor
+        from ..weights import load_predictor
 
         predictor = load_predictor(weights, device="cpu", config=config)
     t1 = time.perf_counter()
@@ -78,7 +78,7 @@ def _child(mode: str, weights: str, config: str) -> dict:
 
 def _measure(mode: str, weights: Path, cache: Path, config: str) -> dict:
     env = {**os.environ, "DERIS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-    r = subprocess.run([sys.executable, "-m", "deris_core.bench_load", "--child", mode, str(weights), config],
+    r = subprocess.run([sys.executable, "-m", "deris_core.tools.bench_load", "--child", mode, str(weights), config],
                        capture_output=True, text=True, env=env)
     if r.returncode:
         raise RuntimeError(f"{mode} start failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
@@ -104,7 +104,7 @@ def run(config: str, folder: Path, keep: bool) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m deris_core.bench load", description="checkpoint start-up benchmark")
+    ap = argparse.ArgumentParser(prog="python -m deris_core.tools.bench load", description="checkpoint start-up benchmark")
     ap.add_argument("--config", default="deris-l-grefcoco")
     ap.add_argument("--dir", default="/tmp/deris_load_bench", help="where the random checkpoint and its copy go")
     ap.add_argument("--keep", action="store_true", help="keep the files for another run")

@@ -6,7 +6,7 @@ encode every image the way Gradio does before sending it (``IMAGE_FORMAT``). *Th
 change*: re-threshold the cached prediction (no network call), rebuild the target set with
 an undo step, render and encode again; the score threshold alternates between the model's
 default and one that admits the top three candidates, so both directions are timed.
-Everything runs on the same :class:`~app.session.Session` the UI handlers use.
+Everything runs on the same :class:`~app.viewkit.session.Session` the UI handlers use.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import numpy as np
 
 from deris_core.predictor import ImageState, Prediction, Predictor
 
-from .overlay import IMAGE_FORMAT
-from .session import Session
-from .views.shell import render
+from ..viewkit.overlay import IMAGE_FORMAT
+from ..viewkit.session import Session
+from ..views.shell import render
 
 
 def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -104,7 +104,7 @@ def app_latency(config: str, device: str = "cpu", dtype: str = "fp32", runs: int
         image = np.ascontiguousarray(cv2.imread(str(BUNDLED_DIR.parents[0] / "examples" / "shapes_4.png"))[:, :, ::-1])
         r = measure(predictor, image, lambda state: predictor.predict("the yellow circle", image=state), runs, warmup)
     else:
-        from deris_core.bench_setup import build
+        from deris_core.tools.bench_setup import build
 
         predictor, fixed = build(config, device, dtype)
         ids, mask = fixed.batch(1)

@@ -33,7 +33,7 @@ import cv2
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from .store import SPLITS, RefFilter, Snapshot, Store, StoreError, decode_mask, os_error_message, unique_names
+from ..store import SPLITS, RefFilter, Snapshot, Store, StoreError, decode_mask, os_error_message, unique_names
 
 _PUNCT = re.compile(r"[.,'!?\"()*#:;]")
 

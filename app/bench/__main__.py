@@ -1,0 +1,5 @@
+"""`python -m app.bench`."""
+
+from .cli import main
+
+raise SystemExit(main())

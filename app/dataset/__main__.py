@@ -1,0 +1,5 @@
+"""`python -m app.dataset`."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,2 @@
+"""deris_core's command-line tools (predict, evaluate, probe, the benchmarks); the library does not
+import them."""
