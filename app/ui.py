@@ -24,7 +24,7 @@ from .model_info import model_line
 from .services import ModelHolder, Services
 from .session import SessionRegistry
 from .store import Store
-from .views import annotate, annotate_layout, correct, dataset_tab, model_panel, review, verify
+from .views import annotate, annotate_layout, correct, dataset_tab, live, model_panel, review, verify
 from .views.correct import read_editor_mask
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
@@ -99,6 +99,7 @@ CSS = """
 .history {padding-left:1.1em;font-size:0.9em}
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}
 .review-sentences {font-size:1.15em}
+.studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
 """
 
@@ -117,6 +118,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     clean_stale_exports(svc.export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
         shell = shell_layout(model_line(model.description, model.predictor, model.note), signed_in=users is not None)
+        live_ui = live.layout()
         with gr.Tabs() as tabs:
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
                 annotate_ui = annotate_layout.layout(model.predictor)
@@ -149,8 +151,10 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             [verify_ui.handoff, shell.sess_state, annotate_ui.score_thr, annotate_ui.mask_thr],
             annotate.open_ref_outputs(annotate_ui, shell), api_name=False)
         if switchable:
-            panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in],
-                                    [shell.model_md, annotate_ui.score_thr], api_name="load_weights")
+            panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],
+                                    [shell.model_md, annotate_ui.score_thr, panel_ui.status], api_name="load_weights")
+        live_ui.timer.tick(bind(live.model_tick, svc), [live_ui.seen_model],
+                           [shell.model_md, live_ui.notice, live_ui.seen_model], api_name=False, show_progress="hidden")
         if users is not None:
             def signed_in(request: gr.Request):
                 user = users.get(getattr(request, "username", None))

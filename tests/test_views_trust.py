@@ -1,0 +1,55 @@
+"""Issue 35's handlers, called without a server: who may switch the shared model and what the other
+sessions are told, a delete that asks first and can be undone, labels people read, studio-wide errors
+said in a status line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gradio as gr
+import pytest
+
+from app.auth import User, Users
+from app.services import ModelHolder
+from app.services.permissions import Actor, why_not_studio
+from app.views import model_panel
+from tests.test_views import _collection, model  # noqa: F401 - the module's model fixture
+
+ACCOUNTS = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw", frozenset({"reviewer"})),
+                  User("op", "pw", frozenset({"operator"}))])
+
+
+def _request(name: str):
+    return type("Req", (), {"username": name, "session_hash": name})()
+
+
+def test_only_reviewers_and_operators_switch_the_model_and_a_failed_load_names_the_model_in_use(
+        tmp_path: Path, model) -> None:  # noqa: F811
+    svc = _collection(tmp_path, ModelHolder(model.predictor, "the launched model"), ACCOUNTS)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights")
+    svc.switchable = {"junk.safetensors": str(junk), "launched": "bundled"}
+    line, _, status = model_panel.load_weights(svc, "launched", "", _request("ann"))
+    assert "Only reviewers or operators may switch the shared model" in status
+    assert svc.model.version == 0 and svc.model.notice() == ""
+    line, _, status = model_panel.load_weights(svc, "junk.safetensors", "", _request("rev"))
+    assert "Could not load junk.safetensors" in status and "still in use: the launched model" in status
+    assert "the launched model" in line and svc.model.version == 0
+    line, _, status = model_panel.load_weights(svc, "launched", "", _request("op"))
+    assert status.startswith("Loaded") and svc.model.version == 1
+    assert "switched to" in svc.model.notice() and "by op at" in svc.model.notice()
+    assert why_not_studio(Actor("ann", frozenset({"annotator"}), accounts=True), "import_folder")
+    assert why_not_studio(Actor("x"), "import_folder") is None  # an open studio: its operator chose the flags
+
+
+def test_another_session_is_told_who_switched_the_model(tmp_path: Path, model) -> None:  # noqa: F811
+    from app.views import live
+
+    svc = _collection(tmp_path, ModelHolder(model.predictor, "the launched model"))
+    svc.switchable = {"launched": "bundled"}
+    _, _, seen = live.model_tick(svc, None)  # the other page's first tick: nothing to tell
+    assert live.model_tick(svc, seen)[1] == gr.update()
+    model_panel.load_weights(svc, "launched", "bob")
+    line, notice, seen2 = live.model_tick(svc, seen)
+    assert "switched to" in notice and "by bob at" in notice and seen2 == seen + 1
+    assert live.model_tick(svc, seen2)[1] == gr.update()  # told once
