@@ -53,3 +53,23 @@ def test_another_session_is_told_who_switched_the_model(tmp_path: Path, model) -
     line, notice, seen2 = live.model_tick(svc, seen)
     assert "switched to" in notice and "by bob at" in notice and seen2 == seen + 1
     assert live.model_tick(svc, seen2)[1] == gr.update()  # told once
+
+
+def test_delete_in_the_dataset_tab_asks_first(tmp_path: Path, model) -> None:  # noqa: F811
+    from app.views import dataset_tab
+
+    users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw")])
+    svc = _collection(tmp_path, model, users)
+    mine = svc.store.refs(image_id=1)[0]
+    msg, confirm, cancel, pending = dataset_tab.ask_delete(svc, mine.id, "", _request("ann"))
+    assert f"Delete ref {mine.id}" in msg and "a thing" in msg and confirm["visible"] and pending == mine.id
+    assert svc.store.ref(mine.id)  # nothing deleted yet
+    msg, confirm, _, pending = dataset_tab.cancel_delete(pending)
+    assert msg == f"Kept ref {mine.id}." and not confirm["visible"] and pending is None
+    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, None, "", _request("ann"))[0]
+    accepted = svc.store.refs(image_id=2)[0]
+    with pytest.raises(Exception, match="only a reviewer can delete it"):  # refused at the first click
+        dataset_tab.ask_delete(svc, accepted.id, "", _request("ann"))
+    *_, pending = dataset_tab.ask_delete(svc, mine.id, "", _request("ann"))
+    assert dataset_tab.confirm_delete(svc, pending, "", _request("ann"))[0] == f"Deleted ref {mine.id}."
+    assert not svc.store.refs(image_id=1)
