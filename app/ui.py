@@ -42,7 +42,7 @@ SHORTCUTS_JS = """
   document.addEventListener('keydown', (e) => {
     const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
     const mod = e.ctrlKey || e.metaKey;
-    const reviewing = document.querySelector('#review-accept')?.offsetParent != null;
+    const reviewing = document.querySelector('#review-next')?.offsetParent != null;  // annotators: no Accept
     const verifying = document.querySelector('#verify-yes')?.offsetParent != null;
     if (verifying && !typing && !mod && !e.altKey) {
       if (e.key === 'y' || e.key === 'Y') { e.preventDefault(); click('verify-yes'); return; }
@@ -143,7 +143,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
         # the verification view's N: recorded there, then the sentence opens, run, in the Annotate tab
-        verify_ui.no_btn.click(bind(verify.refers, svc), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show],
+        verify_ui.no_btn.click(bind(verify.refers, svc, soft=False), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show],
                                [verify_ui.msg, verify_ui.handoff, verify_ui.info, verify_ui.picture, verify_ui.sentence,
                                 verify_ui.pos, verify_ui.shown], api_name="negative_refers").success(
             lambda: gr.Tabs(selected="annotate"), None, tabs, api_name=False).then(
@@ -171,4 +171,14 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 log.info("a client left: its session was freed (%d live)", len(svc.sessions))
 
         demo.unload(client_left)
+    without_share_buttons(demo)
     return demo
+
+
+def without_share_buttons(demo: gr.Blocks) -> None:
+    """No picture of the studio offers Gradio's *Share* (to Hugging Face discussions): a team's images
+    are theirs. Download and full screen stay."""
+    for block in demo.blocks.values():
+        buttons = getattr(block, "buttons", None)
+        if isinstance(block, (gr.Image, gr.Gallery, gr.ImageEditor)) and buttons and "share" in buttons:
+            block.buttons = [b for b in buttons if b != "share"]

@@ -73,3 +73,53 @@ def test_delete_in_the_dataset_tab_asks_first(tmp_path: Path, model) -> None:  #
     *_, pending = dataset_tab.ask_delete(svc, mine.id, "", _request("ann"))
     assert dataset_tab.confirm_delete(svc, pending, "", _request("ann"))[0] == f"Deleted ref {mine.id}."
     assert not svc.store.refs(image_id=1)
+
+
+def test_small_ones_history_candidates_reviewer_panel_and_reasons(tmp_path: Path, model) -> None:  # noqa: F811
+    from app.services.errors import BadInput
+    from app.views import display, review
+
+    users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw")])
+    svc = _collection(tmp_path, model, users)
+    rec = svc.store.refs(image_id=1)[0]
+    rid = rec.id
+    svc.refs.save(Actor("ann"), 1, ["a thing", "the thing"], no_target=True, ref_id=rid, expected_version=rec.version)
+    text = display.history_html(svc.refs.history(rid))
+    assert "edited:" in text and "created:" in text and "editd" not in text
+    # candidates: "candidate N", never the model's query index
+    from types import SimpleNamespace
+
+    import numpy as np
+    fake = SimpleNamespace(order=[7, 2], scores=np.array([0.0, 0, 0.4, 0, 0, 0, 0, 0.9]), score_threshold=0.5)
+    labels = [label for label, _ in display.candidate_choices(SimpleNamespace(prediction=fake))]
+    assert labels == ["candidate 1 · score 0.900 ✓", "candidate 2 · score 0.400"]
+    # the decision panel: reviewers only; R needs a reason, said with labels
+    *hidden, note = review.for_user(svc, "", _request("ann"))
+    assert [u["visible"] for u in hidden] == [False] * 4 and "for reviewers" in note
+    *shown, note = review.for_user(svc, "", _request("rev"))
+    assert [u["visible"] for u in shown] == [True] * 4 and note == ""
+    assert review.reason_chosen(None)["interactive"] is False
+    assert review.reason_chosen("wrong_mask")["interactive"] is True
+    info, picture, sentences, history, pos, ref = review.show(svc, 0, "", "", None)
+    with pytest.raises(BadInput) as err:
+        review.decide(svc, "reject", ref, None, "", "", pos, "", "", None, False, request=_request("rev"))
+    assert "wrong mask; missing referent" in str(err.value) and "wrong_mask" not in str(err.value)
+
+
+def test_a_page_keeps_its_screen_on_an_expected_error_and_an_api_caller_gets_the_error() -> None:
+    from app.store import StoreError
+    from app.views.shell import bind
+
+    def handler(svc, value):
+        raise StoreError(f"no ref {value}")
+
+    page = type("Req", (), {"headers": {}})()
+    api = type("Req", (), {"headers": {"x-gradio-user": "api"}})()
+    said = bind(handler, None, status=(1, 3))(5, page)
+    assert said[1] == "⚠ no ref 5" and said[0] == said[2] == gr.skip()
+    with pytest.warns(UserWarning, match="no ref 5"):  # no status line: a toast, the outputs unchanged
+        assert bind(handler, None)(5, page) == gr.skip()
+    with pytest.raises(gr.Error, match="no ref 5"):
+        bind(handler, None, status=(1, 3))(5, api)
+    with pytest.raises(gr.Error, match="no ref 5"):  # a chain that must stop: raised on a page too
+        bind(handler, None, soft=False)(5)

@@ -158,10 +158,10 @@ def wire(svc: Services, ui: DatasetUI, shell: Shell) -> None:
     ui.next_page_btn.click(bind(turn, svc, 1), ui.page_inputs, page_outputs, api_name=False)
     ui.page.submit(bind(refs_page, svc), ui.page_inputs, page_outputs, api_name="refs_page")
     asked = [ui.msg, ui.confirm_btn, ui.cancel_btn, ui.pending]
-    ui.delete_btn.click(bind(ask_delete, svc), [ui.ref_id, shell.who], asked, api_name=False)
+    ui.delete_btn.click(bind(ask_delete, svc, status=(0, 4)), [ui.ref_id, shell.who], asked, api_name=False)
     # the API's delete_ref (a deliberate call by id) is this second step
-    ui.confirm_btn.click(bind(confirm_delete, svc), [ui.pending, shell.who], asked, api_name="delete_ref").then(
+    ui.confirm_btn.click(bind(confirm_delete, svc, status=(0, 4)), [ui.pending, shell.who], asked, api_name="delete_ref").then(
         bind(refresh, svc), ui.page_inputs, refreshed, api_name=False)
     ui.cancel_btn.click(cancel_delete, [ui.pending], asked, api_name=False)
-    ui.export_btn.click(bind(export, svc), [ui.export_status], [ui.export_file], api_name="export").success(
+    ui.export_btn.click(bind(export, svc, soft=False), [ui.export_status], [ui.export_file], api_name="export").success(
         lambda: gr.update(visible=True), None, [ui.export_file], api_name=False)  # the file box appears with a file

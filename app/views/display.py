@@ -57,14 +57,15 @@ def verdict_html(sess: Session) -> str:
 
 
 def candidate_choices(sess: Session) -> list[tuple[str, int]]:
-    """Candidate rows, best first: number, score, and a tick when above the score threshold."""
+    """Candidate rows, best first: "candidate N" (its rank), score, and a tick when above the score
+    threshold (the model's query index is an internal number: never shown)."""
     p = sess.prediction
     if p is None:
         return []
     out = []
     for rank, k in enumerate(p.order):
         mark = " ✓" if p.scores[k] > p.score_threshold else ""
-        out.append((f"{rank + 1}. score {p.scores[k]:.3f}{mark} (query {k})", int(k)))
+        out.append((f"candidate {rank + 1} · score {p.scores[k]:.3f}{mark}", int(k)))
     return out
 
 
@@ -132,6 +133,9 @@ def queue_html(index: int | None, total: int, file_name: str = "") -> str:
             f"{html.escape(file_name)}</div>")
 
 
+PAST = {"create": "created", "edit": "edited"}
+
+
 def history_html(events: list[Event]) -> str:
     """A ref's history as a list (who, when, what)."""
     items = []
@@ -148,7 +152,7 @@ def history_html(events: list[Event]) -> str:
             what = f"status {html.escape(str(d.get('from')))} → {html.escape(str(d.get('to')))}"
         elif e.action in ("create", "edit"):
             n = "no target" if d.get("no_target") else f"{len(d.get('targets', []))} target(s)"
-            what = f"{e.action}d: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
+            what = f"{PAST[e.action]}: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
         else:
             what = html.escape(e.action)
         items.append(f"<li><span class='when'>{when}</span> <b>{who}</b> {what}</li>")

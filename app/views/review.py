@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import gradio as gr
 
 from .. import overlay
-from ..services import Services
-from ..store import SPLITS
+from ..services import BadInput, Services
+from ..store import SPLITS, StoreError
 from ..store.review import REASONS, review_queue
 from .display import history_html
 from .shell import Shell, bind, request_user
@@ -53,7 +53,7 @@ def layout(tab: gr.Tab) -> ReviewUI:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c.rv_info = gr.HTML("<div id='review-info' class='queue-pos'>Open this tab to load the review queue.</div>")
-            c.rv_picture = gr.Image(label="Targets of the ref under review", interactive=False, elem_id="review-picture",
+            c.rv_picture = gr.Image(label="Targets of the ref under review", interactive=False, elem_id="review-picture", buttons=["download", "fullscreen"],
                                     height=520, format="jpeg", show_label=False)
         with gr.Column(scale=2):
             with gr.Row():
@@ -64,7 +64,8 @@ def layout(tab: gr.Tab) -> ReviewUI:
             c.rv_reason = gr.Dropdown([(v, k) for k, v in REASONS.items()], value=None, label="Reason for a rejection",
                                       elem_id="review-reason")
             c.rv_comment = gr.Textbox(label="Comment for the annotator", lines=2, elem_id="review-comment")
-            c.rv_reject = gr.Button("Reject with this reason and comment (R)", variant="stop", elem_id="review-reject")
+            c.rv_reject = gr.Button("Reject with this reason and comment (R)", variant="stop", elem_id="review-reject",
+                                    interactive=False)  # enabled once a reason is chosen (reason_chosen)
             c.rv_msg = gr.Markdown("", elem_id="review-msg")
             with gr.Accordion("Filter the queue", open=False):
                 c.rv_annotator = gr.Textbox(label="Annotator", elem_id="review-annotator")
@@ -118,11 +119,29 @@ def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, b
     return show(svc, int(pos or 0) + delta, annotator, split, image_id, by_disagreement, by_uncertainty)
 
 
+def reason_chosen(reason: str | None):
+    """R is pressable only with a reason: the button's state after the reason box changes."""
+    return gr.update(interactive=reason in REASONS)
+
+
+def for_user(svc: Services, typed: str = "", request: gr.Request = None):
+    """What the signed-in user sees of the decision panel: Accept, the reason, the comment and Reject
+    only for reviewers (an annotator reads the queue; the table would refuse their decisions)."""
+    try:
+        reviewer = svc.actor(request_user(request), typed).reviewer
+    except StoreError:
+        reviewer = False
+    note = "" if reviewer else "You can read the queue; deciding on refs is for reviewers."
+    return (*(gr.update(visible=reviewer) for _ in range(4)), note)
+
+
 def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos, annotator, split, image_id,
            by_disagreement, by_uncertainty=False, request: gr.Request = None):
     """Accept or reject the ref on screen (at the version shown); then show the next one."""
     if not shown:
         raise gr.Error("Nothing to review.")
+    if decision == "reject" and reason not in REASONS:
+        raise BadInput("Choose a reason for the rejection first: " + "; ".join(r.split(" (")[0] for r in REASONS.values()))
     actor = svc.actor(request_user(request), who_typed)
     if not actor.accounts and not actor.name:
         actor = type(actor)("reviewer", actor.roles)  # an unnamed reviewer of an open studio
@@ -145,5 +164,11 @@ def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
         f.input(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
     decision_inputs = [ui.rv_ref, ui.rv_reason, ui.rv_comment, shell.who, ui.rv_pos, *ui.filters]
     decision_outputs = [ui.rv_msg, ui.rv_reason, ui.rv_comment, *shown_outputs]
-    ui.rv_accept.click(bind(decide, svc, "accept"), decision_inputs, decision_outputs, api_name="review_accept")
-    ui.rv_reject.click(bind(decide, svc, "reject"), decision_inputs, decision_outputs, api_name="review_reject")
+    said = (0, len(decision_outputs))  # a refusal goes to the message line; the ref stays on screen
+    ui.rv_accept.click(bind(decide, svc, "accept", status=said), decision_inputs, decision_outputs,
+                       api_name="review_accept")
+    ui.rv_reject.click(bind(decide, svc, "reject", status=said), decision_inputs, decision_outputs,
+                       api_name="review_reject")
+    ui.rv_reason.change(reason_chosen, [ui.rv_reason], [ui.rv_reject], api_name=False, show_progress="hidden")
+    shell.load_events.append((bind(for_user, svc), [shell.who],
+                              [ui.rv_accept, ui.rv_reason, ui.rv_comment, ui.rv_reject, ui.rv_msg]))
