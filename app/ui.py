@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import html
 import logging
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -24,7 +25,7 @@ from .model_info import model_line
 from .services import ModelHolder, Services
 from .session import SessionRegistry
 from .store import Store
-from .views import annotate, annotate_layout, correct, dataset_tab, live, model_panel, review, verify
+from .views import add_images, annotate, annotate_layout, correct, dataset_tab, live, model_panel, review, verify
 from .views.correct import read_editor_mask
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
@@ -99,6 +100,8 @@ CSS = """
 .history {padding-left:1.1em;font-size:0.9em}
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}
 .review-sentences {font-size:1.15em}
+#to-fix td {cursor:pointer}
+#to-fix td:focus, #to-fix td.focus, #to-fix td.editing {outline:none; box-shadow:none}
 .studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
 """
@@ -106,7 +109,8 @@ CSS = """
 
 def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto",
               switchable: dict[str, str] | None = None, export_dir: Path | None = None,
-              sessions: SessionRegistry | None = None, users: "Users | None" = None) -> gr.Blocks:
+              sessions: SessionRegistry | None = None, users: "Users | None" = None,
+              import_roots: list[Path] | None = None) -> gr.Blocks:
     """The studio. ``switchable`` maps the labels of weights the operator allows visitors to load to
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
     (default: next to the database) and old or half-written ones are removed. With ``users``
@@ -114,11 +118,12 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     from .export import clean_stale_exports
 
     svc = Services(model, store, sessions if sessions is not None else SessionRegistry(), export_dir, max_image_side,
-                   device, switchable, users)
+                   device, switchable, users, [Path(r) for r in import_roots or []])
     clean_stale_exports(svc.export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
         shell = shell_layout(model_line(model.description, model.predictor, model.note), signed_in=users is not None)
-        live_ui = live.layout()
+        live_ui = live.layout(uuid.uuid4().hex)
+        add_ui = add_images.layout(svc.import_roots)
         with gr.Tabs() as tabs:
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
                 annotate_ui = annotate_layout.layout(model.predictor)
@@ -139,6 +144,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         review.wire(svc, review_ui, shell)
         verify.wire(svc, verify_ui, shell)
         dataset_tab.wire(svc, dataset_ui, shell)
+        add_images.wire(svc, add_ui, shell)
         # links between views, through the same handlers and services
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
@@ -153,8 +159,21 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         if switchable:
             panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],
                                     [shell.model_md, annotate_ui.score_thr, panel_ui.status], api_name="load_weights")
+        # a team that sees changes live: every page asks cheap questions of what its tab shows
+        tick = dict(api_name=False, show_progress="hidden", concurrency_limit=4)
+        tabs.select(live.tab_selected, None, [live_ui.tab], api_name=False, show_progress="hidden")
         live_ui.timer.tick(bind(live.model_tick, svc), [live_ui.seen_model],
-                           [shell.model_md, live_ui.notice, live_ui.seen_model], api_name=False, show_progress="hidden")
+                           [shell.model_md, live_ui.notice, live_ui.seen_model], **tick)
+        live_ui.timer.tick(bind(live.fix_tick, svc), [shell.who, live_ui.fix_seen, live_ui.tab],
+                           [annotate_ui.to_fix, live_ui.fix_seen], **tick)
+        live_ui.timer.tick(bind(review.live, svc), [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab],
+                           [review_ui.rv_info, review_ui.rv_picture, review_ui.rv_sentences, review_ui.rv_history,
+                            review_ui.rv_pos, review_ui.rv_ref], **tick)
+        live_ui.timer.tick(bind(dataset_tab.live_counters, svc), [live_ui.tab, dataset_ui.progress],
+                           [dataset_ui.progress], **tick)
+        # the rejected list: tall enough for its comment column, rows that read as a list
+        annotate_ui.to_fix.max_height = 420
+        annotate_ui.to_fix.column_widths = ["7%", "30%", "24%", "27%", "12%"]
         if users is not None:
             def signed_in(request: gr.Request):
                 user = users.get(getattr(request, "username", None))

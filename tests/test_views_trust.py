@@ -123,3 +123,105 @@ def test_a_page_keeps_its_screen_on_an_expected_error_and_an_api_caller_gets_the
         bind(handler, None, status=(1, 3))(5, api)
     with pytest.raises(gr.Error, match="no ref 5"):  # a chain that must stop: raised on a page too
         bind(handler, None, soft=False)(5)
+
+
+def test_the_timer_refreshes_what_the_tab_shows_without_moving_anyone(tmp_path: Path, model) -> None:  # noqa: F811
+    from app.views import dataset_tab, live, review
+
+    users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw"), User("bob", "pw")])
+    svc = _collection(tmp_path, model, users)
+    first = svc.store.refs(image_id=1)[0]
+    svc.refs.review(Actor("rev", accounts=True), first.id, "accept", expected_version=first.version)
+    empty = review.show(svc, 0, "", "", None)
+    assert "Nothing awaits review" in empty[0] and empty[5] is None
+    assert review.live(svc, 0, None, "", "", None, tab="Annotate") == gr.skip()  # another tab: no query
+    assert review.live(svc, 0, None, "", "", None, tab="Review") == gr.skip()  # still nothing
+    a = svc.refs.save(Actor("bob"), 5, ["e thing"], no_target=True)
+    svc.refs.save(Actor("bob"), 6, ["f thing"], no_target=True)
+    out = review.live(svc, 0, None, "", "", None, tab="Review")
+    assert "1 / 2" in out[0] and out[5][0] == a.ref_id  # arrived refs start at 1 / 2
+    out2 = review.live(svc, out[4], out[5], "", "", None, tab="Review")
+    assert "1 / 2" in out2[0] and all(o == gr.skip() for o in out2[1:])  # the ref on screen stays
+    assert "1 / 2" in review.step(svc, 1, 0, None, "", "", None, False)[0]  # → on an empty screen: the first
+    # the dataset counters, only on the Dataset tab and only when changed
+    assert dataset_tab.live_counters(svc, "Review", "") == gr.skip()
+    counters = dataset_tab.live_counters(svc, "Dataset", "")
+    assert "refs" in counters and dataset_tab.live_counters(svc, "Dataset", counters) == gr.skip()
+    # the to-fix list reaches ann without a reload, and is not sent again when unchanged
+    rows, seen = live.fix_tick(svc, "", None, "Annotate", _request("ann"))
+    assert rows["visible"] is False
+    draft = svc.store.refs(image_id=3)[0]
+    svc.refs.save(Actor("ann", accounts=True), 3, ["c thing"], no_target=True, ref_id=draft.id,
+                  expected_version=draft.version)
+    again = svc.store.ref(draft.id)
+    svc.refs.review(Actor("rev", accounts=True), draft.id, "reject", "wrong_mask", "look again",
+                    expected_version=again.version)
+    rows, seen = live.fix_tick(svc, "", seen, "Annotate", _request("ann"))
+    assert rows["visible"] is True and rows["value"][0][3] == "look again"
+    assert live.fix_tick(svc, "", seen, "Annotate", _request("ann"))[0] == gr.skip()
+
+
+def test_add_images_from_the_app_uploads_and_a_confined_server_folder(tmp_path: Path, model) -> None:  # noqa: F811
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from app.services import Services
+    from app.services.errors import BadInput, Refused
+    from app.store import Store
+    from app.views import add_images
+
+    root = tmp_path / "allowed"
+    (root / "shoot").mkdir(parents=True)
+    for k in range(3):
+        Image.fromarray(np.full((20, 30, 3), 40 * k, np.uint8)).save(root / "shoot" / f"p{k}.png")
+    (tmp_path / "secret").mkdir()
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(tmp_path / "secret" / "s.png")
+    os.symlink(tmp_path / "secret", root / "escape")
+    users = Users([User("ann", "pw", frozenset({"annotator"})), User("op", "pw", frozenset({"operator"}))])
+    svc = Services(model, Store(tmp_path / "empty.sqlite"), users=users, import_roots=[root])
+    box, msg = add_images.on_load(svc)
+    assert box["open"] is True and "The collection is empty" in msg and "folder of the server" in msg
+    # several files at once, idempotent; a file that is no image is named and skipped
+    (tmp_path / "notes.txt").write_text("x")
+    files = [str(root / "shoot" / "p0.png"), str(root / "shoot" / "p1.png"), str(tmp_path / "notes.txt")]
+    said, _ = add_images.upload(svc, files, "", _request("ann"))
+    assert said.startswith("Added 2 images") and "notes.txt (not an image file)" in said
+    assert add_images.upload(svc, files[:2], "", _request("ann"))[0].startswith("Added 0 images; 2 already")
+    assert add_images.on_load(svc) == (gr.update(), gr.update())
+    # a folder of the server: operators only, confined to the roots, hostile names refused
+    with pytest.raises(Refused, match="Only operators may import a folder"):
+        add_images.import_folder(svc, str(root / "shoot"), "", _request("ann"))
+    assert add_images.import_folder(svc, "shoot", "", _request("op")).startswith("Added 1 image; 2 already")
+    assert add_images.import_folder(svc, "shoot", "", _request("op")).startswith("Added 0 images; 3 already")
+    for hostile, why in (("../secret", "outside the folders"), (str(tmp_path / "secret"), "outside the folders"),
+                         ("escape", "outside the folders"), ("/etc", "outside the folders"),
+                         ("shoot\x00x", "control characters"), ("nope", "no such folder"), ("", "type a folder")):
+        with pytest.raises(BadInput, match=why):
+            add_images.import_folder(svc, hostile, "", _request("op"))
+    svc.import_roots = []
+    with pytest.raises(BadInput, match="--import-root"):
+        add_images.import_folder(svc, "shoot", "", _request("op"))
+
+
+def test_import_images_without_db_fills_the_database_launch_opens(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from deris_core.synthetic import generate
+
+    from app.settings import Settings, studio_db
+    from app.store import Store
+
+    generate(tmp_path / "syn", seed=2, images=2)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("DERIS_DB", "DERIS_DB_URL")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    done = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(tmp_path / "syn" / "images" / "train2014")],
+                          cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert studio_db(Settings(), cwd=work) == str(work / "deris_studio.sqlite")
+    assert len(Store(work / "deris_studio.sqlite").read("SELECT id FROM images")) == 2

@@ -46,6 +46,7 @@ class Services:
     device: str = "auto"
     switchable: dict[str, str] | None = None  # labels of weights visitors may load -> their specs
     users: Users | None = None
+    import_roots: list[Path] | None = None  # --import-root: folders of the server operators may import from
 
     def __post_init__(self) -> None:
         self.export_dir = Path(self.export_dir) if self.export_dir else export_folder(self.store)

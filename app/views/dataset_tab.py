@@ -98,6 +98,15 @@ def refresh(svc: Services, page_no, status_f: str, split_f: str, annotator_f: st
             *refs_page(svc, page_no, status_f, split_f, annotator_f))
 
 
+def live_counters(svc: Services, tab: str = "", shown: str = ""):
+    """The timer's look at the counters (only while the Dataset tab is on screen; the page of refs,
+    its filters and the ref id typed stay). Outputs: the progress block, unchanged when equal."""
+    if tab != "Dataset":
+        return gr.skip()
+    html = display.progress_html(progress(svc.store), person_stats(svc.store))
+    return gr.skip() if html == shown else html
+
+
 def turn(svc: Services, delta: int, page_no, status_f: str, split_f: str, annotator_f: str):
     return refs_page(svc, max(1, int(page_no or 1) + delta), status_f, split_f, annotator_f)
 

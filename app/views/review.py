@@ -114,9 +114,39 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
             (rec.id, rec.version))
 
 
+def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool = False,
+         by_uncertainty: bool = False, tab: str = ""):
+    """The timer's look at the queue (only while the Review tab is on screen): with nothing shown and
+    refs arrived, the first one is shown (at 1 / N, never at the end); with a ref shown, only the
+    counter line changes (the ref, the reason and comment being typed stay). Outputs: :func:`show`'s."""
+    if tab != "Review":
+        return gr.skip()
+    if not shown:
+        out = show(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
+        return out if out[5] is not None else gr.skip()
+    flt = dict(annotator=(annotator or "").strip() or None, split=split or None,
+               image_id=int(image_id) if image_id not in (None, "") else None)
+    rows, total = review_queue(svc.store, int(pos or 0), 1, **flt, by_disagreement=bool(by_disagreement),
+                               by_uncertainty=bool(by_uncertainty))
+    if rows and rows[0].id == shown[0]:
+        info = show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty)[0]
+    else:  # the shown ref was decided or moved meanwhile: say so, keep it on screen
+        info = (f"<div id='review-info' class='queue-pos'>Ref <b>{shown[0]}</b> &middot; the queue changed: "
+                f"<b>{total}</b> awaiting review (→ for the next)</div>")
+    return (info, *([gr.skip()] * 5))
+
+
 def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, by_disagreement: bool,
          by_uncertainty: bool = False):
     return show(svc, int(pos or 0) + delta, annotator, split, image_id, by_disagreement, by_uncertainty)
+
+
+def step(svc: Services, delta: int, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool,
+         by_uncertainty: bool = False):
+    """← / →: from the ref shown; with nothing shown (an empty queue that filled since), the first."""
+    if not shown:
+        return show(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
+    return move(svc, delta, pos, annotator, split, image_id, by_disagreement, by_uncertainty)
 
 
 def reason_chosen(reason: str | None):
@@ -156,8 +186,9 @@ def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
     shown_outputs = [ui.rv_info, ui.rv_picture, ui.rv_sentences, ui.rv_history, ui.rv_pos, ui.rv_ref]
     queue_inputs = [ui.rv_pos, *ui.filters]
     ui.tab.select(bind(show, svc), queue_inputs, shown_outputs, api_name=False)
-    ui.rv_prev.click(bind(move, svc, -1), queue_inputs, shown_outputs, api_name="review_previous")
-    ui.rv_next.click(bind(move, svc, 1), queue_inputs, shown_outputs, api_name="review_next")
+    step_inputs = [ui.rv_pos, ui.rv_ref, *ui.filters]
+    ui.rv_prev.click(bind(step, svc, -1), step_inputs, shown_outputs, api_name="review_previous")
+    ui.rv_next.click(bind(step, svc, 1), step_inputs, shown_outputs, api_name="review_next")
     for f in (ui.rv_annotator, ui.rv_image):
         f.submit(bind(move, svc, -10**9), queue_inputs, shown_outputs, api_name=False)
     for f in (ui.rv_split, ui.rv_disagree, ui.rv_uncertain):

@@ -1,0 +1,96 @@
+"""Issue 35 in a real browser (two signed-in users, an annotator and a reviewer, 1440×900): a delete
+that asks first, R disabled until a reason is chosen, no Accept/Reject for an annotator, no Share
+button, a rejection that reaches the annotator live (her image and place kept), the reviewer's
+queue that fills live from 1 / N, and one clear message after the studio restarted."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.test_app import start_server
+from tests.test_browser_review import _login, _wait_text
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.browser
+USERS = ["--auth", "ann:ann-pw:annotator", "--auth", "rev:rev-pw:reviewer"]
+
+
+def _visible(page, selector: str) -> bool:
+    loc = page.locator(selector)
+    return loc.count() > 0 and loc.first.is_visible()
+
+
+def test_a_team_round_without_silent_surprises(chromium, studio_weights, tmp_path: Path) -> None:
+    from app.services.permissions import Actor
+    from app.services.refs import RefService
+    from app.store import Store
+    from deris_core.synthetic import generate
+
+    generate(tmp_path / "syn", seed=4, images=3)
+    db = tmp_path / "team.sqlite"
+    subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(tmp_path / "syn" / "images" / "train2014"),
+                    "--db", str(db)], cwd=ROOT, check=True, capture_output=True)
+    store = Store(db)
+    ann = Actor("ann", frozenset({"annotator"}), accounts=True)
+    first = RefService(store).save(ann, 1, ["the red circle"], no_target=True)
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, db, USERS)
+    try:
+        rev = _login(chromium, url, "rev", "rev-pw")
+        rev.set_viewport_size({"width": 1440, "height": 900})
+        assert rev.locator("button[aria-label='Share'], button[title='Share']").count() == 0
+        rev.get_by_role("tab", name="Review").click()
+        _wait_text(rev, "#review-info", "1 / 1")
+        assert rev.locator("#review-reject").is_disabled()  # R waits for a reason
+        rev.locator("body").click(position={"x": 5, "y": 5})
+        rev.keyboard.press("r")
+        rev.wait_for_timeout(500)
+        assert "1 / 1" in rev.locator("#review-info").inner_text()  # nothing happened, nothing blanked
+        assert rev.locator(".error:visible").count() == 0
+        # a second ref arrives while rev looks at the first: the counter follows, the ref stays
+        RefService(store).save(ann, 2, ["the blue square"], no_target=True)
+        _wait_text(rev, "#review-info", "1 / 2", timeout=20_000)
+        assert "the red circle" in rev.locator("#review-sentences").inner_text()
+
+        annp = _login(chromium, url, "ann", "ann-pw")
+        annp.get_by_role("tab", name="Review").click()
+        _wait_text(annp, "#review-msg", "deciding on refs is for reviewers")
+        assert not _visible(annp, "#review-accept") and not _visible(annp, "#review-reject")
+        annp.get_by_role("tab", name="Annotate").click()
+        annp.locator("body").click(position={"x": 5, "y": 5})
+        annp.keyboard.press("d")
+        _wait_text(annp, "#queue-pos", "1 / 3")
+        # rev rejects: the comment reaches ann live, her place in the queue is kept
+        rev.locator("#review-reason input").first.click()
+        rev.get_by_role("option", name="wrong mask (the outline is off)").click()
+        rev.locator("#review-comment textarea").fill("there is a red circle")
+        rev.wait_for_function("!document.querySelector('#review-reject').disabled", timeout=10_000)
+        rev.locator("#review-reject").click()
+        _wait_text(rev, "#review-msg", "rejected by rev")
+        _wait_text(annp, "#to-fix", "there is a red circle", timeout=20_000)
+        assert "1 / 3" in annp.locator("#queue-pos").inner_text()
+
+        # the Dataset tab's delete asks first
+        annp.get_by_role("tab", name="Dataset").click()
+        annp.locator("#ref-id input").fill(str(first.ref_id))
+        annp.locator("#delete-ref-btn").click()
+        _wait_text(annp, "#dataset-msg", f"Delete ref {first.ref_id}")
+        assert _visible(annp, "#confirm-delete-btn")
+        annp.locator("#cancel-delete-btn").click()
+        _wait_text(annp, "#dataset-msg", f"Kept ref {first.ref_id}")
+        assert store.ref(first.ref_id).id == first.ref_id
+
+        # the studio restarts: open pages say so once, clearly
+        port = url.rstrip("/").rsplit(":", 1)[1]
+        proc.terminate()
+        proc.wait(timeout=30)
+        proc, url = start_server(weights, tok, db, [*USERS, "--port", port])
+        _wait_text(rev, "#restart-banner", "The studio restarted", timeout=40_000)
+        assert "reload" in annp.locator("#restart-banner").inner_text(timeout=20_000)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
