@@ -102,6 +102,7 @@ CSS = """
 .review-sentences {font-size:1.15em}
 #to-fix td {cursor:pointer}
 #to-fix td:focus, #to-fix td.focus, #to-fix td.editing {outline:none; box-shadow:none}
+.verdict-domain {background:#fff7ed;color:#7c2d12;border:1px solid #fdba74;padding:6px 12px;border-radius:8px;margin-top:6px}
 .studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
 """

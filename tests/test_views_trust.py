@@ -225,3 +225,54 @@ def test_import_images_without_db_fills_the_database_launch_opens(tmp_path: Path
     assert done.returncode == 0, done.stderr
     assert studio_db(Settings(), cwd=work) == str(work / "deris_studio.sqlite")
     assert len(Store(work / "deris_studio.sqlite").read("SELECT id FROM images")) == 2
+
+
+def test_verdict_colour_and_words_follow_the_decision_and_say_out_of_domain(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from app.scene_domain import out_of_domain_note, scene_stats
+    from app.views import display
+    from deris_core.preprocess import load_image
+    from deris_core.synthetic import generate
+
+    def sess(existence: float, targets: int, no_target: bool = False, note: str = "") -> SimpleNamespace:
+        return SimpleNamespace(image=np.zeros((4, 4, 3), np.uint8), prediction=SimpleNamespace(existence=existence),
+                               targets=[object()] * targets, no_target=no_target, domain_note=note)
+
+    doubtful = display.verdict_html(sess(0.08, 1))
+    assert "verdict-t'" not in doubtful and "verdict-warn" in doubtful and "leans to <b>no target</b>" in doubtful
+    assert "verdict-t'" in display.verdict_html(sess(0.9, 2))
+    assert "verdict-warn" in display.verdict_html(sess(0.9, 0, no_target=True))
+    assert "verdict-nt" in display.verdict_html(sess(0.1, 0, no_target=True))
+    assert "Out of the" in display.verdict_html(sess(0.9, 2, note="Out of the bundled model's domain"))
+    # the domain test: generated scenes pass, the photos of assets/photos do not, other models never warn
+    generate(tmp_path / "syn", seed=21, images=24)
+    scenes = sorted((tmp_path / "syn" / "images" / "train2014").glob("*.png"))
+    assert [p.name for p in scenes if out_of_domain_note(load_image(p), bundled=True)] == []
+    photos = sorted((Path(__file__).resolve().parents[1] / "assets" / "photos").glob("*.jpg"))
+    assert len(photos) == 3
+    for p in photos:
+        rgb = load_image(p)
+        assert not scene_stats(rgb).synthetic_like, p.name
+        assert "Out of the bundled model's domain" in out_of_domain_note(rgb, bundled=True)
+        assert out_of_domain_note(rgb, bundled=False) == ""
+
+
+def test_the_bundled_model_on_a_photo_says_so_on_the_verdict(tmp_path: Path, model) -> None:  # noqa: F811
+    from app.model_info import is_bundled
+    from app.session import Session
+    from app.views import display
+
+    if not is_bundled(model.predictor):
+        pytest.skip("the studio weights are not the bundled model here")
+    svc = _collection(tmp_path, model)
+    photo = Path(__file__).resolve().parents[1] / "assets" / "photos" / "coffee.jpg"
+    sess = svc.workspace.open_upload(str(photo), Session()).session
+    svc.workspace.predict(sess, "the red car", 0.7, 0.5)
+    assert "Out of the bundled model" in display.verdict_html(sess)
+    shapes = Path(__file__).resolve().parents[1] / "assets" / "examples" / "shapes_2.png"
+    sess = svc.workspace.open_upload(str(shapes), Session()).session
+    svc.workspace.predict(sess, "the red circle", 0.7, 0.5)
+    assert "Out of" not in display.verdict_html(sess)

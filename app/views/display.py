@@ -47,13 +47,22 @@ def verdict_html(sess: Session) -> str:
                 "example under <i>Add an image</i>; then type an expression and press Enter.</div>")
     p = sess.prediction
     ex = f" &middot; existence probability {p.existence:.2f}" if p is not None else ""
+    note = (f"<div class='verdict-domain' id='verdict-domain'>{html.escape(sess.domain_note)}</div>"
+            if p is not None and getattr(sess, "domain_note", "") else "")
     if sess.no_target:
-        return f"<div class='verdict-nt' id='verdict'>NO TARGET &mdash; the expression refers to nothing{ex}</div>"
+        if p is not None and p.existence >= 0.5:  # words and colour follow the decision, and say the doubt
+            return (f"<div class='verdict-warn' id='verdict'>NO TARGET marked &mdash; but the model's existence "
+                    f"probability is {p.existence:.2f}: it thinks something is referred; check</div>{note}")
+        return f"<div class='verdict-nt' id='verdict'>NO TARGET &mdash; the expression refers to nothing{ex}</div>{note}"
     if not sess.targets:
         hint = " &middot; click an object to add it" if p is not None else ""
-        return f"<div class='verdict-none' id='verdict'>No instance selected yet{ex}{hint}</div>"
+        return f"<div class='verdict-none' id='verdict'>No instance selected yet{ex}{hint}</div>{note}"
     n = len(sess.targets)
-    return f"<div class='verdict-t' id='verdict'>{n} target instance{'s' if n > 1 else ''}{ex}</div>"
+    what = f"{n} target instance{'s' if n > 1 else ''}"
+    if p is not None and p.existence < 0.5:  # targets shown, but the model leans to "nothing": not green
+        return (f"<div class='verdict-warn' id='verdict'>{what} shown &mdash; but the existence probability is only "
+                f"{p.existence:.2f}: the model leans to <b>no target</b>; check before saving</div>{note}")
+    return f"<div class='verdict-t' id='verdict'>{what}{ex}</div>{note}"
 
 
 def candidate_choices(sess: Session) -> list[tuple[str, int]]:
