@@ -25,7 +25,7 @@ from .model_info import model_line
 from .services import ModelHolder, Services
 from .session import SessionRegistry
 from .store import Store
-from .views import add_images, annotate, annotate_layout, correct, dataset_tab, live, model_panel, review, verify
+from .views import add_images, annotate, annotate_layout, correct, dataset_tab, jobs, live, model_panel, review, verify
 from .views.correct import read_editor_mask
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
@@ -136,6 +136,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 verify_ui = verify.layout(verify_tab)
             with gr.Tab("Dataset", elem_id="tab-dataset") as dataset_tab_widget:
                 dataset_ui = dataset_tab.layout(dataset_tab_widget)
+            with gr.Tab("Jobs", elem_id="tab-jobs") as jobs_tab:
+                jobs_ui = jobs.layout(jobs_tab)
         panel_ui = model_panel.layout(switchable)
         # what shows the session: the Annotate tab's picture and lists, the Correct tab's instance picker
         shell.session_outputs = [annotate_ui.result, annotate_ui.verdict, annotate_ui.candidates, annotate_ui.gallery,
@@ -146,6 +148,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         verify.wire(svc, verify_ui, shell)
         dataset_tab.wire(svc, dataset_ui, shell)
         add_images.wire(svc, add_ui, shell)
+        jobs.wire(svc, jobs_ui, shell)
         # links between views, through the same handlers and services
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
@@ -170,6 +173,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         live_ui.timer.tick(bind(review.live, svc), [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab],
                            [review_ui.rv_info, review_ui.rv_picture, review_ui.rv_sentences, review_ui.rv_history,
                             review_ui.rv_pos, review_ui.rv_ref], **tick)
+        live_ui.timer.tick(bind(jobs.live, svc), [live_ui.tab], [jobs_ui.board, jobs_ui.log], **tick)
         live_ui.timer.tick(bind(dataset_tab.live_counters, svc), [live_ui.tab, dataset_ui.progress],
                            [dataset_ui.progress], **tick)
         # the rejected list: tall enough for its comment column, rows that read as a list

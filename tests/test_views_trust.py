@@ -276,3 +276,53 @@ def test_the_bundled_model_on_a_photo_says_so_on_the_verdict(tmp_path: Path, mod
     sess = svc.workspace.open_upload(str(shapes), Session()).session
     svc.workspace.predict(sess, "the red circle", 0.7, 0.5)
     assert "Out of" not in display.verdict_html(sess)
+
+
+def test_jobs_panel_runs_the_commands_with_progress_cancel_and_plain_errors(tmp_path: Path, model) -> None:  # noqa: F811
+    import time
+
+    from app.collection import import_images
+    from app.services import Services
+    from app.services.errors import BadInput, Refused
+    from app.store import Store
+    from app.views import jobs
+    from deris_core.synthetic import generate
+
+    generate(tmp_path / "syn", seed=3, images=3)
+    store = Store(tmp_path / "jobs.sqlite")
+    import_images(store, tmp_path / "syn" / "images" / "train2014", progress=False)
+    users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw", frozenset({"reviewer"}))])
+    svc = Services(model, store, users=users)
+    start_btn, cancel_btn, why = jobs.for_user(svc, "", _request("ann"))
+    assert start_btn["visible"] is False and "Only reviewers or operators" in why
+    with pytest.raises(Refused):
+        jobs.start(svc, "preannotate", "the red circle", 5, False, "", "", _request("ann"))
+    with pytest.raises(BadInput, match="type the sentences"):
+        jobs.start(svc, "preannotate", "  \n", 5, False, "", "", _request("rev"))
+
+    def wait(job_id: int) -> None:
+        deadline = time.time() + 300
+        while svc.jobs.get(job_id).state == "running" and time.time() < deadline:
+            time.sleep(0.5)
+
+    msg, job_id, board, _ = jobs.start(svc, "preannotate", "the red circle\nall blue shapes", 5, False, "", "",
+                                       _request("rev"))
+    assert msg.startswith(f"Started job {job_id}") and "Pre-annotation" in board
+    with pytest.raises(BadInput, match="running already"):
+        jobs.start(svc, "preannotate", "the red circle", 5, False, "", "", _request("rev"))
+    wait(job_id)
+    job = svc.jobs.get(job_id)
+    assert job.state == "done" and job.result["written"] == 6, job.tail()
+    assert "✓ done" in jobs.board(svc)[0] and len([r for r in store.refs() if r.annotator.startswith("model:")]) == 6
+    # a failure in plain words (no reviewed refs to learn from), from the command's own error line
+    _, failing, _, _ = jobs.start(svc, "finetune", "", 0.1, False, "", "", _request("rev"))
+    wait(failing)
+    bad = svc.jobs.get(failing)
+    assert bad.state == "failed" and bad.problem and "Traceback" not in bad.problem, bad.tail()
+    assert "✗ failed" in jobs.board(svc)[0]
+    # cancel: stopped, said, and what was committed is kept
+    _, running, _, _ = jobs.start(svc, "negatives", "", 5, False, "", "", _request("rev"))
+    said, board, _ = jobs.cancel(svc, running, "", _request("rev"))
+    assert said == f"Job {running} cancelled." and "cancelled by rev" in board
+    with pytest.raises(BadInput, match="not running"):
+        jobs.cancel(svc, running, "", _request("rev"))

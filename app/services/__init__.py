@@ -54,6 +54,9 @@ class Services:
         self.queue = Queue(self.store)
         self.negatives = NegativeService(self.store)
         self.workspace = Workspace(self.model, self.store, self.max_image_side)
+        from .jobs import Jobs
+
+        self.jobs = Jobs(self.store)
 
     def actor(self, username: str | None, typed: str | None = "") -> Actor:
         """Who acts: the signed-in user with accounts (``--auth``), else the name typed in the box."""
