@@ -168,7 +168,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         tabs.select(live.tab_selected, None, [live_ui.tab], api_name=False, show_progress="hidden")
         live_ui.timer.tick(bind(live.model_tick, svc), [live_ui.seen_model],
                            [shell.model_md, live_ui.notice, live_ui.seen_model], **tick)
-        live_ui.timer.tick(bind(live.fix_tick, svc), [shell.who, live_ui.fix_seen, live_ui.tab],
+        live_ui.timer.tick(bind(live.fix_tick, svc, annotate.fix_rows), [shell.who, live_ui.fix_seen, live_ui.tab],
                            [annotate_ui.to_fix, live_ui.fix_seen], **tick)
         live_ui.timer.tick(bind(review.live, svc), [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab],
                            [review_ui.rv_info, review_ui.rv_picture, review_ui.rv_sentences, review_ui.rv_history,

@@ -126,7 +126,7 @@ def test_a_page_keeps_its_screen_on_an_expected_error_and_an_api_caller_gets_the
 
 
 def test_the_timer_refreshes_what_the_tab_shows_without_moving_anyone(tmp_path: Path, model) -> None:  # noqa: F811
-    from app.views import dataset_tab, live, review
+    from app.views import annotate, dataset_tab, live, review
 
     users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw"), User("bob", "pw")])
     svc = _collection(tmp_path, model, users)
@@ -148,7 +148,7 @@ def test_the_timer_refreshes_what_the_tab_shows_without_moving_anyone(tmp_path: 
     counters = dataset_tab.live_counters(svc, "Dataset", "")
     assert "refs" in counters and dataset_tab.live_counters(svc, "Dataset", counters) == gr.skip()
     # the to-fix list reaches ann without a reload, and is not sent again when unchanged
-    rows, seen = live.fix_tick(svc, "", None, "Annotate", _request("ann"))
+    rows, seen = live.fix_tick(svc, annotate.fix_rows, "", None, "Annotate", _request("ann"))
     assert rows["visible"] is False
     draft = svc.store.refs(image_id=3)[0]
     svc.refs.save(Actor("ann", accounts=True), 3, ["c thing"], no_target=True, ref_id=draft.id,
@@ -156,9 +156,9 @@ def test_the_timer_refreshes_what_the_tab_shows_without_moving_anyone(tmp_path: 
     again = svc.store.ref(draft.id)
     svc.refs.review(Actor("rev", accounts=True), draft.id, "reject", "wrong_mask", "look again",
                     expected_version=again.version)
-    rows, seen = live.fix_tick(svc, "", seen, "Annotate", _request("ann"))
+    rows, seen = live.fix_tick(svc, annotate.fix_rows, "", seen, "Annotate", _request("ann"))
     assert rows["visible"] is True and rows["value"][0][3] == "look again"
-    assert live.fix_tick(svc, "", seen, "Annotate", _request("ann"))[0] == gr.skip()
+    assert live.fix_tick(svc, annotate.fix_rows, "", seen, "Annotate", _request("ann"))[0] == gr.skip()
 
 
 def test_add_images_from_the_app_uploads_and_a_confined_server_folder(tmp_path: Path, model) -> None:  # noqa: F811

@@ -289,8 +289,7 @@ def answered_by_people(store: Store, pairs: Sequence[Pair]) -> tuple[list[Pair],
     """``(pairs left, how many were dropped)``: a pair whose image already has a person's ref with the
     same sentence (compared as agreement compares them: NFKC, case-folded, single spaces) is not
     pre-annotated; the model would only ask people to redo their own work."""
-    from ..store.coverage import person_sentences
-    from .quality import sentence_key
+    from ..store.coverage import person_sentences, sentence_key
 
     done = {(i, sentence_key(raw)) for i, raw in person_sentences(store, {p.image_id for p in pairs})}
     if not done:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import time
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from deris_core.metrics import GresAccumulator
 from ..services.permissions import Actor
 from ..services.refs import RefService
 from ..store import Store, clean_sentences, decode_mask
+from ..store.coverage import sentence_key  # what makes two answers "the same sentence"
 
 PEOPLE = ["r.annotator NOT LIKE 'model:%'", "r.annotator NOT LIKE 'consensus%'"]  # refs made by people
 
@@ -136,12 +136,6 @@ class PairAgreement:
     annotator_b: str
     iou: float
     no_target_agree: bool
-
-
-def sentence_key(text: str) -> str:
-    """What makes two answers "the same sentence": Unicode-normalised (NFKC), case-folded, single spaces.
-    Done in Python for every comparison (SQLite's ``lower()`` folds ASCII only)."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def _groups(store: Store) -> dict[tuple[int, str], list]:

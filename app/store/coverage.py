@@ -7,9 +7,17 @@ their own work again). Only raw text is returned; callers normalise it as agreem
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Iterable
 
 from .store import Store
+
+
+def sentence_key(text: str) -> str:
+    """What makes two answers "the same sentence": Unicode-normalised (NFKC), case-folded, single spaces.
+    Done in Python for every comparison (SQLite's ``lower()`` folds ASCII only); agreement
+    (:mod:`app.curate.quality`) and pre-annotation's skip of answered pairs use this one rule."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def person_sentences(store: Store, image_ids: Iterable[int]) -> list[tuple[int, str]]:

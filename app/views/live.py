@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from typing import Callable
 
 import gradio as gr
 
@@ -70,12 +71,11 @@ def tab_selected(evt: gr.SelectData) -> str:
     return str(evt.value)
 
 
-def fix_tick(svc: Services, typed: str, seen, tab: str = "", request: gr.Request = None):
+def fix_tick(svc: Services, fix_rows: Callable, typed: str, seen, tab: str = "", request: gr.Request = None):
     """The annotator's "rejected: fix these first" list, refreshed while the Annotate tab is on
     screen and sent only when it changed (so a rejection reaches her without a reload, and her
-    image and place in the queue stay). Outputs: the list, what it now shows."""
-    from .annotate import fix_rows
-
+    image and place in the queue stay). ``fix_rows``: the Annotate view's handler of that list (bound
+    by :mod:`app.ui`, which links views). Outputs: the list, what it now shows."""
     if tab != "Annotate":
         return gr.skip(), seen
     rows = fix_rows(svc, typed, request)
