@@ -129,3 +129,54 @@ def test_a_page_of_an_open_studio_says_the_studio_restarted(chromium, tmp_path: 
     finally:
         page.close()
         demo.close()
+
+
+def test_the_first_day_from_the_app_alone(chromium, studio_weights, tmp_path: Path) -> None:
+    """An empty studio offers Add images (several files at once; a server folder under --import-root),
+    the Jobs tab pre-annotates them as the command does, and a model switch on one page is told on
+    another. No terminal after launch."""
+    from deris_core.synthetic import generate
+
+    generate(tmp_path / "roots" / "syn", seed=8, images=3)
+    pictures = sorted((tmp_path / "roots" / "syn" / "images" / "train2014").glob("*.png"))
+    weights, tok = studio_weights
+    db = tmp_path / "first.sqlite"
+    proc, url = start_server(weights, tok, db, ["--import-root", str(tmp_path / "roots"),
+                                                "--allow-weights", str(weights)])
+    try:
+        page = chromium.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        page.goto(url)
+        _wait_text(page, "#add-images-msg", "The collection is empty")
+        page.locator("#add-files input[type=file]").set_input_files([str(p) for p in pictures[:2]])
+        page.wait_for_function("document.querySelectorAll('#add-files a, #add-files .file-name').length >= 2 || "
+                               "(document.querySelector('#add-files')?.innerText || '').includes('.png')",
+                               timeout=30_000)
+        page.locator("#add-files-btn").click()
+        _wait_text(page, "#add-images-msg", "Added 2 images")
+        page.locator("#add-folder textarea, #add-folder input").first.fill("syn")
+        page.locator("#add-folder-btn").click()
+        _wait_text(page, "#add-images-msg", "Added 1 image; 2 already in the collection", timeout=60_000)
+        page.locator("#add-folder textarea, #add-folder input").first.fill("../")
+        page.locator("#add-folder-btn").click()
+        _wait_text(page, "#add-images-msg", "outside the folders the operator allowed")
+
+        page.get_by_role("tab", name="Jobs").click()
+        page.locator("#job-sentences textarea").fill("the red circle")
+        page.locator("#job-start").click()
+        _wait_text(page, "#job-msg", "Started job 1")
+        _wait_text(page, "#job-board", "✓ done", timeout=180_000)
+        assert "written 3" in page.locator("#job-board").inner_text()
+
+        other = chromium.new_context(viewport={"width": 1440, "height": 900}).new_page()
+        other.goto(url)
+        other.wait_for_selector("#queue-pos", timeout=60_000)
+        other.wait_for_timeout(6_000)  # its first tick: the version it shows
+        page.get_by_text("Model", exact=True).first.click()
+        page.locator("#weights-choice input").first.click()
+        page.get_by_role("option", name=weights.name).click()
+        page.locator("#load-weights-btn").click()
+        _wait_text(page, "#model-status", "for everyone", timeout=60_000)
+        _wait_text(other, "#model-notice", "The model was switched to", timeout=30_000)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

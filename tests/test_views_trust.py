@@ -66,12 +66,14 @@ def test_delete_in_the_dataset_tab_asks_first(tmp_path: Path, model) -> None:  #
     assert svc.store.ref(mine.id)  # nothing deleted yet
     msg, confirm, _, pending = dataset_tab.cancel_delete(pending)
     assert msg == f"Kept ref {mine.id}." and not confirm["visible"] and pending is None
-    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, None, "", _request("ann"))[0]
+    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, None, None, "", _request("ann"))[0]
     accepted = svc.store.refs(image_id=2)[0]
     with pytest.raises(Exception, match="only a reviewer can delete it"):  # refused at the first click
         dataset_tab.ask_delete(svc, accepted.id, "", _request("ann"))
     *_, pending = dataset_tab.ask_delete(svc, mine.id, "", _request("ann"))
-    assert dataset_tab.confirm_delete(svc, pending, "", _request("ann"))[0] == f"Deleted ref {mine.id}."
+    page = type("Req", (), {"username": "ann", "headers": {"x-gradio-user": "app"}})()
+    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, pending, None, "", page)[0]  # a page must ask first
+    assert dataset_tab.confirm_delete(svc, None, pending, "", page)[0] == f"Deleted ref {mine.id}."
     assert not svc.store.refs(image_id=1)
 
 
@@ -113,7 +115,7 @@ def test_a_page_keeps_its_screen_on_an_expected_error_and_an_api_caller_gets_the
     def handler(svc, value):
         raise StoreError(f"no ref {value}")
 
-    page = type("Req", (), {"headers": {}})()
+    page = type("Req", (), {"headers": {"x-gradio-user": "app"}})()
     api = type("Req", (), {"headers": {"x-gradio-user": "api"}})()
     said = bind(handler, None, status=(1, 3))(5, page)
     assert said[1] == "⚠ no ref 5" and said[0] == said[2] == gr.skip()

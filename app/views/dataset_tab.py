@@ -15,7 +15,7 @@ from ..store import SPLITS, STATUSES, StoreError
 from ..store.queue import progress
 from ..store.review import person_stats
 from . import display
-from .shell import Shell, bind, ref_id, request_user
+from .shell import Shell, bind, from_browser, ref_id, request_user
 
 PAGE_SIZE = 50
 HEADERS = ["ref", "image", "sentences", "targets", "status", "split", "who", "updated"]
@@ -124,11 +124,13 @@ def ask_delete(svc: Services, rid: float | None, typed: str, request: gr.Request
     return msg, gr.update(visible=True), gr.update(visible=True), rid
 
 
-def confirm_delete(svc: Services, pending, typed: str, request: gr.Request = None):
-    """The second click: delete the ref asked about. Outputs: message, confirm, cancel, pending."""
-    if pending is None:
+def confirm_delete(svc: Services, rid, pending, typed: str, request: gr.Request = None):
+    """The second click: delete the ref *Delete…* asked about (``pending``). An API call has no
+    page state: it names the ref by ``rid``, a deliberate call. Outputs: message, confirm, cancel, pending."""
+    target = pending if pending is not None else (rid if rid not in (None, "") and not from_browser(request) else None)
+    if target is None:
         return "Nothing to delete: press Delete… first.", gr.update(visible=False), gr.update(visible=False), None
-    return delete_ref(svc, pending, typed, request), gr.update(visible=False), gr.update(visible=False), None
+    return delete_ref(svc, target, typed, request), gr.update(visible=False), gr.update(visible=False), None
 
 
 def cancel_delete(pending):
@@ -169,7 +171,8 @@ def wire(svc: Services, ui: DatasetUI, shell: Shell) -> None:
     asked = [ui.msg, ui.confirm_btn, ui.cancel_btn, ui.pending]
     ui.delete_btn.click(bind(ask_delete, svc, status=(0, 4)), [ui.ref_id, shell.who], asked, api_name=False)
     # the API's delete_ref (a deliberate call by id) is this second step
-    ui.confirm_btn.click(bind(confirm_delete, svc, status=(0, 4)), [ui.pending, shell.who], asked, api_name="delete_ref").then(
+    ui.confirm_btn.click(bind(confirm_delete, svc, status=(0, 4)), [ui.ref_id, ui.pending, shell.who], asked,
+                         api_name="delete_ref").then(
         bind(refresh, svc), ui.page_inputs, refreshed, api_name=False)
     ui.cancel_btn.click(cancel_delete, [ui.pending], asked, api_name=False)
     ui.export_btn.click(bind(export, svc, soft=False), [ui.export_status], [ui.export_file], api_name="export").success(

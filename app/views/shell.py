@@ -44,12 +44,13 @@ def shell_layout(model_line: str, signed_in: bool) -> Shell:
 
 
 def from_browser(request: gr.Request | None) -> bool:
-    """Whether a request comes from a page (the Python client and MCP mark theirs ``x-gradio-user``)."""
+    """Whether a request comes from the studio's page: Gradio's page marks its events
+    ``x-gradio-user: app``; the Python and JS clients send ``api``, MCP ``mcp``."""
     headers = getattr(request, "headers", None)
     if request is None or headers is None:
         return False
     try:
-        return not headers.get("x-gradio-user")
+        return headers.get("x-gradio-user") == "app"
     except AttributeError:
         return False
 
