@@ -119,6 +119,7 @@ def test_a_page_keeps_its_screen_on_an_expected_error_and_an_api_caller_gets_the
     api = type("Req", (), {"headers": {"x-gradio-user": "api"}})()
     said = bind(handler, None, status=(1, 3))(5, page)
     assert said[1] == "⚠ no ref 5" and said[0] == said[2] == gr.skip()
+    assert bind(handler, None, status=(0, 1))(5, page) == "⚠ no ref 5"  # one output: the value itself
     with pytest.warns(UserWarning, match="no ref 5"):  # no status line: a toast, the outputs unchanged
         assert bind(handler, None)(5, page) == gr.skip()
     with pytest.raises(gr.Error, match="no ref 5"):

@@ -93,6 +93,8 @@ def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = Non
             if status is None:
                 gr.Warning(message)
                 return gr.skip()
+            if status[1] == 1:  # one output: Gradio takes a returned tuple as its value
+                return f"⚠ {message}"
             out = [gr.skip()] * status[1]
             out[status[0]] = f"⚠ {message}"
             return tuple(out)
