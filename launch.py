@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="annotation database: a SQLite file (default ./deris_studio.sqlite), or a PostgreSQL URL "
                         "postgresql://user@host:5432/name shared by several studio servers (also $DERIS_DB_URL)")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD[:ROLES]",
-                   help="an account (repeatable); ROLES is annotator, reviewer or both comma-separated (default both)")
+                   help="an account (repeatable); ROLES is annotator, reviewer, operator or several comma-separated "
+                        "(default annotator,reviewer)")
     p.add_argument("--auth-file", default=env.auth_file,
                    help="a file of USER:PASSWORD[:ROLES] lines (# comments allowed)")
     p.add_argument("--max-image-side", type=int, default=4096, help="larger images are scaled down to this side")
@@ -109,7 +110,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="weights visitors may load for everyone from the Model panel, or the name of a model registered in "
                         "the database by python -m app.curate promote (repeatable; without it the "
                         "panel is hidden and the model cannot be switched from the UI)")
+    p.add_argument("--import-root", action="append", default=[], metavar="DIR",
+                   help="a folder of this server whose sub-folders operators may import from the app's Add images "
+                        "(repeatable; without it only uploads are offered)")
     args = p.parse_args(argv)
+    bad_roots = [r for r in args.import_root if not Path(r).is_dir()]
+    if bad_roots:
+        p.error(f"--import-root {bad_roots[0]}: not a folder")
     from app.auth import AuthError, Users
 
     try:
@@ -120,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--feature-cache-mb must be 0 or more")
     if args.max_image_side < 32:
         p.error("--max-image-side must be at least 32")
-    db = args.db or str(Path("/data/deris_studio.sqlite") if Path("/data").is_dir() and env.space_id
-                        else Path.cwd() / "deris_studio.sqlite")
+    from app.settings import studio_db
+
+    db = args.db or studio_db(env)
 
     from deris_core.runtime import configure_from_env
 
@@ -159,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     # ZeroGPU runs the model only inside its GPU calls: no background encoder there
     model.cache.resize(0 if on_zerogpu() else args.feature_cache_mb << 20)
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
-                     users=users)
+                     users=users, import_roots=[Path(r).resolve() for r in args.import_root])
     from app.auth import gradio_auth_kwargs
 
     if users is not None:

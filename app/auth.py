@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-ROLES = ("annotator", "reviewer")
+ROLES = ("annotator", "reviewer", "operator")  # see app.services.permissions for what each may do
+DEFAULT_ROLES = ("annotator", "reviewer")  # an entry that names no role
 MAX_NAME = 64
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class AuthError(ValueError):
 class User:
     name: str
     password: str = field(repr=False)
-    roles: frozenset[str] = frozenset(ROLES)
+    roles: frozenset[str] = frozenset(DEFAULT_ROLES)
 
     @property
     def reviewer(self) -> bool:
@@ -72,7 +73,7 @@ def parse_entry(entry: str, where: str) -> User:
     if name.lower().startswith(("consensus", "model")):
         raise AuthError(f"{where}: user names starting with 'consensus' or 'model' are kept for the studio's own "
                         "refs (agreement --merge, pre-annotation); choose another name")
-    roles: frozenset[str] = frozenset(ROLES)
+    roles: frozenset[str] = frozenset(DEFAULT_ROLES)
     if ":" in rest:
         rest, _, tail = rest.rpartition(":")
         if not tail.strip():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 
@@ -42,3 +43,16 @@ class Settings:
             gpu_duration=int(e.get("DERIS_GPU_DURATION", "30")),
             rank=int(e.get("RANK", 0)), world_size=int(e.get("WORLD_SIZE", 1)), local_rank=int(e.get("LOCAL_RANK", 0)),
         )
+
+
+def studio_db(settings: Settings | None = None, cwd: Path | None = None) -> str:
+    """The database a command uses when given no ``--db``: ``$DERIS_DB``, else ``$DERIS_DB_URL``, else
+    ``/data/deris_studio.sqlite`` on a Hugging Face Space with persistent storage, else
+    ``deris_studio.sqlite`` in the working folder. ``launch.py`` and ``python -m app.dataset`` share
+    it, so ``import-images DIR`` fills the database the studio then opens."""
+    s = settings or Settings.from_env()
+    if s.db or s.db_url:
+        return str(s.db or s.db_url)
+    if Path("/data").is_dir() and s.space_id:
+        return str(Path("/data/deris_studio.sqlite"))
+    return str((cwd or Path.cwd()) / "deris_studio.sqlite")

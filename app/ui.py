@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import logging
+import uuid
 from pathlib import Path
 
 import gradio as gr
@@ -25,7 +26,7 @@ from .viewkit.model_info import model_line
 from .services import ModelHolder, Services
 from .viewkit.session import SessionRegistry
 from .store import Store
-from .views import annotate, annotate_layout, dataset_tab, model_panel, review, verify
+from .views import add_images, annotate, annotate_layout, dataset_tab, jobs, live, model_panel, review, verify
 from .views.on_screen import keyed
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
@@ -82,7 +83,7 @@ SHORTCUTS_JS = """
   document.addEventListener('keydown', (e) => {
     const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
     const mod = e.ctrlKey || e.metaKey;
-    const reviewing = document.querySelector('#review-accept')?.offsetParent != null;
+    const reviewing = document.querySelector('#review-next')?.offsetParent != null;  // annotators: no Accept
     const verifying = document.querySelector('#verify-yes')?.offsetParent != null;
     if (verifying && !typing && !mod && !e.altKey) {
       if (e.key === 'y' || e.key === 'Y') { decide(e, 'verify-shown', 'verify-yes'); return; }
@@ -140,13 +141,18 @@ CSS = """
 .history {padding-left:1.1em;font-size:0.9em}
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}
 .review-sentences {font-size:1.15em}
+#to-fix td {cursor:pointer}
+#to-fix td:focus, #to-fix td.focus, #to-fix td.editing {outline:none; box-shadow:none}
+.verdict-domain {background:#fff7ed;color:#7c2d12;border:1px solid #fdba74;padding:6px 12px;border-radius:8px;margin-top:6px}
+.studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
 """
 
 
 def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto",
               switchable: dict[str, str] | None = None, export_dir: Path | None = None,
-              sessions: SessionRegistry | None = None, users: "Users | None" = None) -> gr.Blocks:
+              sessions: SessionRegistry | None = None, users: "Users | None" = None,
+              import_roots: list[Path] | None = None) -> gr.Blocks:
     """The studio. ``switchable`` maps the labels of weights the operator allows visitors to load to
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
     (default: next to the database) and old or half-written ones are removed. With ``users``
@@ -157,10 +163,12 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     safe_picture_cache()  # Gradio's cached pictures are written once, atomically (many sessions read them)
 
     svc = Services(model, store, sessions if sessions is not None else SessionRegistry(), export_dir, max_image_side,
-                   device, switchable, users)
+                   device, switchable, users, [Path(r) for r in import_roots or []])
     clean_stale_exports(svc.export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
         shell = shell_layout(model_line(model.description, model.predictor, model.note), signed_in=users is not None)
+        live_ui = live.layout(uuid.uuid4().hex)
+        add_ui = add_images.layout(svc.import_roots)
         with gr.Tabs() as tabs:
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
                 annotate_ui = annotate_layout.layout(model.predictor)
@@ -170,6 +178,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 verify_ui = verify.layout(verify_tab)
             with gr.Tab("Dataset", elem_id="tab-dataset") as dataset_tab_widget:
                 dataset_ui = dataset_tab.layout(dataset_tab_widget)
+            with gr.Tab("Jobs", elem_id="tab-jobs") as jobs_tab:
+                jobs_ui = jobs.layout(jobs_tab)
         panel_ui = model_panel.layout(switchable)
         # what shows the session: the Annotate tab's canvas, lists and the targets' parts line
         shell.session_outputs = [annotate_ui.result, annotate_ui.verdict, annotate_ui.candidates, annotate_ui.gallery,
@@ -178,11 +188,13 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         review.wire(svc, review_ui, shell)
         verify.wire(svc, verify_ui, shell)
         dataset_tab.wire(svc, dataset_ui, shell)
+        add_images.wire(svc, add_ui, shell)
+        jobs.wire(svc, jobs_ui, shell)
         # links between views, through the same handlers and services
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
         # the verification view's N: recorded there, then the sentence opens, run, in the Annotate tab
-        verify_ui.no_btn.click(bind(keyed(verify.refers), svc), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show,
+        verify_ui.no_btn.click(bind(keyed(verify.refers), svc, soft=False), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show,
                                                                 verify_ui.on_screen],
                                [verify_ui.msg, verify_ui.handoff, verify_ui.info, verify_ui.picture, verify_ui.sentence,
                                 verify_ui.pos, verify_ui.shown, verify_ui.on_screen], api_name="negative_refers").success(
@@ -191,8 +203,24 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             [verify_ui.handoff, shell.sess_state, annotate_ui.score_thr, annotate_ui.mask_thr],
             annotate.open_ref_outputs(annotate_ui, shell), api_name=False)
         if switchable:
-            panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in],
-                                    [shell.model_md, annotate_ui.score_thr], api_name="load_weights")
+            panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],
+                                    [shell.model_md, annotate_ui.score_thr, panel_ui.status], api_name="load_weights")
+        # a team that sees changes live: every page asks cheap questions of what its tab shows
+        tick = dict(api_name=False, show_progress="hidden", concurrency_limit=4)
+        tabs.select(live.tab_selected, None, [live_ui.tab], api_name=False, show_progress="hidden")
+        live_ui.timer.tick(bind(live.model_tick, svc), [live_ui.seen_model],
+                           [shell.model_md, live_ui.notice, live_ui.seen_model], **tick)
+        live_ui.timer.tick(bind(live.fix_tick, svc, annotate.fix_rows), [shell.who, live_ui.fix_seen, live_ui.tab],
+                           [annotate_ui.to_fix, live_ui.fix_seen], **tick)
+        live_ui.timer.tick(bind(review.live, svc), [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab],
+                           [review_ui.rv_info, review_ui.rv_picture, review_ui.rv_sentences, review_ui.rv_history,
+                            review_ui.rv_pos, review_ui.rv_ref, review_ui.rv_shown], **tick)
+        live_ui.timer.tick(bind(jobs.live, svc), [live_ui.tab], [jobs_ui.board, jobs_ui.log], **tick)
+        live_ui.timer.tick(bind(dataset_tab.live_counters, svc), [live_ui.tab, dataset_ui.progress],
+                           [dataset_ui.progress], **tick)
+        # the rejected list: tall enough for its comment column, rows that read as a list
+        annotate_ui.to_fix.max_height = 420
+        annotate_ui.to_fix.column_widths = ["7%", "30%", "24%", "27%", "12%"]
         if users is not None:
             def signed_in(request: gr.Request):
                 user = users.get(getattr(request, "username", None))
@@ -210,4 +238,14 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
                 log.info("a client left: its session was freed (%d live)", len(svc.sessions))
 
         demo.unload(client_left)
+    without_share_buttons(demo)
     return demo
+
+
+def without_share_buttons(demo: gr.Blocks) -> None:
+    """No picture of the studio offers Gradio's *Share* (to Hugging Face discussions): a team's images
+    are theirs. Download and full screen stay."""
+    for block in demo.blocks.values():
+        buttons = getattr(block, "buttons", None)
+        if isinstance(block, (gr.Image, gr.Gallery, gr.ImageEditor)) and buttons and "share" in buttons:
+            block.buttons = [b for b in buttons if b != "share"]

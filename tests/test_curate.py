@@ -349,3 +349,21 @@ def test_images_batched_together_get_the_answers_of_one_image_at_a_time(studio_w
         assert abs(a.existence - b.existence) < 1e-4
         assert [c[0] for c in a.candidates] == [c[0] for c in b.candidates]
         assert all(abs(x[1] - y[1]) < 1e-4 for x, y in zip(a.candidates, b.candidates))
+
+
+def test_pairs_a_person_already_answered_are_skipped_and_counted(collection: Path) -> None:
+    """Image 1 has alice's ref for "The  Red circle" (another case and spacing): the model does not
+    propose "the red circle" there again, but still does on the other images and for other sentences."""
+    from app.services.permissions import Actor
+    from app.services.refs import RefService
+    from deris_core.weights import load_predictor
+
+    db = _fresh(collection, "people")
+    s = Store(db)
+    RefService(s).save(Actor("alice"), 1, ["The  Red CIRCLE"], no_target=True)
+    RefService(s).save(Actor.tool("model:other"), 2, ["the red circle"], no_target=True, status="predicted")
+    summary = run(s, load_predictor("bundled"), pairs_from_sentences(s, SENTENCES), "k", progress=False)
+    assert summary.answered_by_people == 1 and summary.written == 17
+    assert summary.as_dict()["skipped_answered_by_people"] == 1
+    made = [(r.image_id, r.sentences[0]) for r in s.refs() if r.annotator == "model:k"]
+    assert (1, "the red circle") not in made and (2, "the red circle") in made and (1, "all blue shapes") in made

@@ -20,7 +20,7 @@ def test_overlays_number_targets_like_the_candidate_list_and_flag_no_target() ->
     sess.toggle_candidates([1, 0])
     sess.targets.append(Target(box(0, 90, 10, 100, 100, 100)))
     assert display.target_numbers(sess) == [("1", 0), ("2", 1), ("D1", 10)]
-    assert [c[0][:2] for c in display.candidate_choices(sess)] == ["1.", "2."]
+    assert [c[0].split(" ·")[0] for c in display.candidate_choices(sess)] == ["candidate 1", "candidate 2"]
     out = display.picture(sess)
     k = view_scale(img.shape)
     assert out.shape == (100 * k, 100 * k, 3) and k == 6

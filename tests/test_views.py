@@ -111,7 +111,7 @@ def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
     # handlers raise the application layer's errors; app.views.shell.bind shows them as gr.Error
     with pytest.raises(Refused, match="cannot accept it"):
         review.decide(svc, "accept", shown, None, "", "ann", pos, "", "", None, False)
-    with pytest.raises(StoreError, match="needs a reason"):
+    with pytest.raises(StoreError, match="Choose a reason for the rejection first: wrong mask; missing referent"):
         review.decide(svc, "reject", shown, None, "", "rev", pos, "", "", None, False)
     # a decision sent for another ref than the one on screen (a held key, a double tap) is refused
     with pytest.raises(Refused, match="no longer on screen"):

@@ -5,7 +5,7 @@ status ``predicted``, made by ``model:<name>``, with the model's verdict (the re
 as instances, or no target) and, in ``predictions``, the model key, thresholds, existence and
 every kept candidate (query, score, exact mask as RLE), so that the app or :func:`rethreshold`
 can change the score threshold without running the model. A pair already predicted by the same
-model is skipped, and results are committed a chunk of images at a time, so a run killed at any
+model is skipped, and so is a pair a person already answered (:func:`answered_by_people`); results are committed a chunk of images at a time, so a run killed at any
 point loses nothing committed and a rerun finishes the rest.
 """
 
@@ -283,6 +283,19 @@ def pending(store: Store, pairs: Sequence[Pair], key: str) -> list[Pair]:
     """The pairs this model has not predicted yet."""
     done = predictions.predicted_pairs(store, key)
     return [p for p in pairs if (p.image_id, p.sentence) not in done]
+
+
+def answered_by_people(store: Store, pairs: Sequence[Pair]) -> tuple[list[Pair], int]:
+    """``(pairs left, how many were dropped)``: a pair whose image already has a person's ref with the
+    same sentence (compared as agreement compares them: NFKC, case-folded, single spaces) is not
+    pre-annotated; the model would only ask people to redo their own work."""
+    from ..store.coverage import person_sentences, sentence_key
+
+    done = {(i, sentence_key(raw)) for i, raw in person_sentences(store, {p.image_id for p in pairs})}
+    if not done:
+        return list(pairs), 0
+    left = [p for p in pairs if (p.image_id, sentence_key(p.sentence)) not in done]
+    return left, len(pairs) - len(left)
 
 
 def predict_image(predictor, rgb: np.ndarray, image_id: int, sentences: Sequence[str], batch: int = 8) -> list[PairResult]:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -28,6 +27,7 @@ from deris_core.metrics import GresAccumulator
 from ..services.permissions import Actor
 from ..services.refs import RefService
 from ..store import RefFilter, RefStatus, Store, clean_sentences
+from ..store.coverage import sentence_key  # what makes two answers "the same sentence"
 from ..store.predictions import QaResult, write_qa
 from ..store.queue import ref_ids
 from ..store.status import PEOPLE_MADE
@@ -143,12 +143,6 @@ class PairAgreement:
     annotator_b: str
     iou: float
     no_target_agree: bool
-
-
-def sentence_key(text: str) -> str:
-    """What makes two answers "the same sentence": Unicode-normalised (NFKC), case-folded, single spaces.
-    Done in Python for every comparison (SQLite's ``lower()`` folds ASCII only)."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
 def _groups(store: Store) -> dict[tuple[int, str], list]:

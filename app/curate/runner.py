@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from ..settings import Settings
 from ..store import Store, StoreError
-from .preannotate import Pair, PairResult, SentenceCheck, group_by_image, pending, predict_image, sentence_checker, write_results
+from .preannotate import (Pair, PairResult, SentenceCheck, answered_by_people, group_by_image, pending, predict_image,
+                          sentence_checker, write_results)
 
 
 @dataclass
@@ -35,13 +36,15 @@ class Summary:
     seconds: float
     skipped: list[str] = field(default_factory=list)  # images whose pixels could not be read
     skipped_sentences: list[str] = field(default_factory=list)  # sentences the model cannot take
+    answered_by_people: int = 0  # pairs skipped: their image has a person's ref with the same sentence
 
     def as_dict(self) -> dict:
         rate = self.written / self.seconds if self.seconds else 0.0
         return {"pairs": self.pairs, "already_done": self.already_done, "written": self.written,
                 "no_target_share": round(self.no_target / self.written, 4) if self.written else 0.0,
                 "seconds": round(self.seconds, 2), "pairs_per_s": round(rate, 3), "skipped_images": self.skipped,
-                "skipped_sentences": self.skipped_sentences}
+                "skipped_sentences": self.skipped_sentences,
+                "skipped_answered_by_people": self.answered_by_people}
 
 
 def distributed_env() -> tuple[int, int, int]:
@@ -102,6 +105,9 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
     t0 = time.perf_counter()
     todo = pending(store, pairs, key) if rank == 0 else None
     refused: list[str] = []
+    by_people = 0
+    if rank == 0:  # pairs people answered are theirs: counted apart from the model's own earlier runs
+        todo, by_people = answered_by_people(store, todo)
     if rank == 0:  # a sentence the model cannot take is listed, never allowed to stop the run
         check = check or sentence_checker(predictor)
         why = {s: check(s) for s in {p.sentence for p in todo}}
@@ -177,6 +183,7 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
             dist.all_gather_object(parts, skipped)
             skipped = sorted({s for part in parts for s in part})
         dist.barrier()
-    summary = Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
-    summary.skipped, summary.skipped_sentences = skipped, refused
+    summary = Summary(len(pairs), len(pairs) - len(todo) - by_people, written, no_target,
+                      time.perf_counter() - t0)
+    summary.skipped, summary.skipped_sentences, summary.answered_by_people = skipped, refused, by_people
     return summary

@@ -1,13 +1,14 @@
 """Scripted curation of a DeRIS Studio database: imports, export and counts.
 
-    python -m app.dataset import-images DIR --db DB [--split S]
+    python -m app.dataset import-images DIR [--db DB] [--split S]
     python -m app.dataset import-grefcoco DIR --db DB
     python -m app.dataset import-coco INSTANCES_JSON IMAGE_DIR --db DB
     python -m app.dataset export --db DB --out dataset.zip [--status reviewed] [--split val] [--annotator NAME]
     python -m app.dataset stats --db DB
     python -m app.dataset migrate --from studio.sqlite --to postgresql://user@host:5432/studio   (and back)
 
-``--db`` is a SQLite file or a ``postgresql://`` URL (default: ``$DERIS_DB_URL``); see
+``--db`` is a SQLite file or a ``postgresql://`` URL (default: as ``launch.py``: ``$DERIS_DB``, ``$DERIS_DB_URL``,
+else ``./deris_studio.sqlite``); see
 :mod:`app.store.location`.
 
 A refused import or export prints one ``error:`` line and exits with status 2; the database is
@@ -28,11 +29,12 @@ from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_
                      validate_grefcoco)
 from .imports import ImportRefused, import_coco, import_grefcoco, import_grefcoco_data
 from .migrate import MigrationRefused
-from ..store import SPLITS, STATUSES, Store, StoreError
 from ..services import studio_cache
+from ..settings import studio_db
+from ..store import SPLITS, STATUSES, Store, StoreError
 from ..store.location import DB_HELP, parse_db
-from ..store.timeouts import DbTimeouts
 from ..store.names import display_name
+from ..store.timeouts import DbTimeouts
 
 __all__ = ["ImportRefused", "export_zip", "import_coco", "import_grefcoco", "import_grefcoco_data", "main",
            "mask_to_polygons", "normalise_sentence", "polygons_to_mask", "read_zip", "to_grefcoco", "validate_grefcoco"]
@@ -74,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
 
             print(json.dumps(migrate(args.source, args.target), indent=2))
             return 0
-        loc = parse_db(args.db)
+        loc = parse_db(args.db or studio_db())  # the database launch.py opens when --db is not given
         if args.cmd in ("stats", "export") and not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"database not found: {args.db}")
         store = Store(loc, timeouts=DbTimeouts.from_env(batch=True), cache_root=studio_cache())  # nobody waits at a screen

@@ -64,6 +64,7 @@ class Services:
     device: str = "auto"
     switchable: dict[str, str] | None = None  # labels of weights visitors may load -> their specs
     users: Users | None = None
+    import_roots: list[Path] | None = None  # --import-root: folders of the server operators may import from
 
     def __post_init__(self) -> None:
         self.export_dir = Path(self.export_dir) if self.export_dir else export_folder(self.store)
@@ -73,6 +74,9 @@ class Services:
         self.workspace = Workspace(self.model, self.store, self.max_image_side)
         self.dataset = DatasetService(self.store, self.export_dir)
         self.prefetch = Prefetcher(self.model, self.store, self.max_image_side)
+        from .jobs import Jobs
+
+        self.jobs = Jobs(self.store)
 
     def actor(self, username: str | None, typed: str | None = "") -> Actor:
         """Who acts: the signed-in user with accounts (``--auth``), else the name typed in the box."""

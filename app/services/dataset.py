@@ -40,6 +40,12 @@ class DatasetService:
     def person_stats(self) -> list[dict]:
         return person_stats(self.store)
 
+    def image_count(self) -> int:
+        """How many images the collection holds (an empty studio offers to add some)."""
+        from ..store.counts import image_count
+
+        return image_count(self.store)
+
     def page(self, flt: RefFilter, page_no: int, size: int) -> RefPage:
         """Page ``page_no`` (1-based, newest first) of the refs that pass ``flt``; past the end: the last page."""
         page_no = max(1, int(page_no or 1))

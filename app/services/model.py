@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 
 from deris_core.predictor import ImageState, Predictor
@@ -36,6 +37,8 @@ class ModelHolder:
         self.version = 0  # bumped on every load: cached image features of older models are stale
         self.cache = FeatureCache(cache_bytes)  # recent and prefetched image features of the server
         self.priority = Priority()  # interactive requests before prefetching
+        self.changed_by = ""  # who loaded the current weights in the app, and when (0: as launched)
+        self.changed_at = 0.0
         self._lock = threading.Lock()
 
     def get(self) -> Predictor:
@@ -71,7 +74,14 @@ class ModelHolder:
                 self.cache.put(key, state)
         return state
 
-    def load(self, weights: str, device: str = "auto", name: str = "") -> str:
+    def notice(self) -> str:
+        """One line for every session after a switch: what runs now, who loaded it, when ("" before any)."""
+        if not self.changed_at:
+            return ""
+        when = time.strftime("%H:%M", time.localtime(self.changed_at))
+        return f"The model was switched to {self.description} by {self.changed_by or 'someone'} at {when}."
+
+    def load(self, weights: str, device: str = "auto", name: str = "", by: str = "") -> str:
         """Load other weights for everyone (only what the operator allowed at launch reaches this),
         in the precision the studio runs (``launch.py --dtype``); ``name`` (a registered model's)
         replaces the weights' own description on the model line."""
@@ -85,6 +95,7 @@ class ModelHolder:
             self.note = ""
             self.version += 1
             self.cache.clear()  # features of the old model are never used again
+            self.changed_by, self.changed_at = by, time.time()
         log.info("model loaded for everyone: %s", self.description)
         return self.description
 

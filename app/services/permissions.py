@@ -20,6 +20,23 @@ recorded under their name: a batch tool or a nameless user is refused; when the 
 has a ref (the model's predicted one, or an earlier decision's), it is an edit of that ref (rules 2-4).
 
 Batch tools act as :meth:`Actor.tool` (no reviewer role): they create and re-threshold, never accept.
+
+Acts on the whole studio rather than on one ref (:func:`why_not_studio`), with accounts:
+
+============================  ==========================================================
+action                        who may (roles named in ``--auth``; ``operator`` is given
+                              explicitly, an entry without roles is annotator+reviewer)
+============================  ==========================================================
+``switch_model``              reviewer or operator (the Model panel: for everyone at once)
+``run_jobs``                  reviewer or operator (the Jobs panel: pre-annotation,
+                              hard negatives, fine-tune)
+``import_folder``             operator (add a folder of the server, only under an
+                              ``--import-root``)
+``add_images`` (uploads)      anyone signed in
+============================  ==========================================================
+
+Without accounts (no ``--auth``) everyone may do all of these: the operator who launched an open
+studio chose its flags (``--allow-weights``, ``--import-root``).
 """
 
 from __future__ import annotations
@@ -30,7 +47,14 @@ from typing import Callable
 from ..store import RefRecord, RefStatus
 from .errors import Refused
 
-ANNOTATOR, REVIEWER = "annotator", "reviewer"
+ANNOTATOR, REVIEWER, OPERATOR = "annotator", "reviewer", "operator"
+# Studio-wide actions (no ref involved): action -> (roles that may, what it is called in a refusal)
+STUDIO_ACTIONS = {
+    "switch_model": ((REVIEWER, OPERATOR), "switch the shared model"),
+    "run_jobs": ((REVIEWER, OPERATOR), "start or cancel jobs"),
+    "import_folder": ((OPERATOR,), "import a folder of the server"),
+    "add_images": ((ANNOTATOR, REVIEWER, OPERATOR), "add images"),
+}
 
 
 @dataclass(frozen=True)
@@ -161,5 +185,22 @@ def can(actor: Actor, action: str, ref: RefRecord | None) -> bool:
 def require(actor: Actor, action: str, ref: RefRecord | None) -> None:
     """Raise :class:`Refused` with the table's reason unless the action is allowed."""
     why = why_not(actor, action, ref)
+    if why is not None:
+        raise Refused(why)
+
+
+def why_not_studio(actor: Actor, action: str) -> str | None:
+    """The reason ``actor`` may not do a studio-wide ``action`` (see the table above); None: allowed."""
+    if action not in STUDIO_ACTIONS:
+        raise ValueError(f"unknown studio action {action!r}")
+    roles, what = STUDIO_ACTIONS[action]
+    if not actor.accounts or set(roles) & set(actor.roles):
+        return None
+    return f"Only {' or '.join(r + 's' for r in roles)} may {what}; {actor.name or 'this user'} is not one."
+
+
+def require_studio(actor: Actor, action: str) -> None:
+    """Raise :class:`Refused` unless ``actor`` may do the studio-wide ``action``."""
+    why = why_not_studio(actor, action)
     if why is not None:
         raise Refused(why)

@@ -125,9 +125,21 @@ class Workspace:
             raise BadInput(f"Cannot use this expression: {exc}") from None
         sess.apply_prediction(pred)
         sess.expression = text
+        sess.domain_note = self._domain_note(sess)
         if pred.truncated:
             return f"The expression is long: only its first {predictor.cfg.max_token - 2} tokens were used."
         return None
+
+    def _domain_note(self, sess: Session) -> str:
+        """The out-of-domain warning for the open picture, computed once per picture and model."""
+        from ..viewkit.model_info import is_bundled
+        from .scene_domain import out_of_domain_note
+
+        key = f"{self.model.version}:{sess.digest or id(sess.image)}"
+        if getattr(sess, "_domain_key", None) != key:
+            sess._domain_key = key  # type: ignore[attr-defined]
+            sess._domain_cached = out_of_domain_note(sess.image, is_bundled(self.model.predictor))  # type: ignore[attr-defined]
+        return sess._domain_cached  # type: ignore[attr-defined]
 
     def reopen(self, ref_id: int, sess: Session, last_decision=None) -> Reopened:
         """A saved ref as the session being edited: its image (features once), sentences, targets, version."""

@@ -88,6 +88,7 @@ class Session:
     ref_version: int | None = None  # ... opened at this version
     editing: bool = False  # a saved ref was opened: re-running the model keeps editing it
     selected: int = 0  # target index shown in the editor
+    domain_note: str = ""  # the verdict's warning when the model runs out of its domain (app.services.scene_domain)
     undo_stack: list[_Step] = field(default_factory=list)
     redo_stack: list[_Step] = field(default_factory=list)
     # names this session's save attempts (with their content): a save whose outcome was lost and is tried

@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..services import SPLITS, STATUSES, RefFilter, Services, StoreError
+from ..services import SPLITS, STATUSES, RefFilter, Services, StoreError, require
 from . import display
-from .shell import Shell, bind, ref_id, request_user
+from .shell import Shell, bind, from_browser, ref_id, request_user
 
 PAGE_SIZE = 50
 HEADERS = ["ref", "image", "sentences", "targets", "status", "split", "who", "updated"]
@@ -32,6 +32,9 @@ class DatasetUI:
     ref_id: gr.Number
     open_btn: gr.Button
     delete_btn: gr.Button
+    confirm_btn: gr.Button  # shown after Delete: the second, deliberate click
+    cancel_btn: gr.Button
+    pending: gr.State  # the ref id Delete asked about
     refresh_btn: gr.Button
     msg: gr.Markdown
     export_status: gr.Dropdown
@@ -59,7 +62,10 @@ def layout(tab: gr.Tab) -> DatasetUI:
     with gr.Row():
         c.ref_id = gr.Number(label="Ref id", value=None, precision=0, elem_id="ref-id")
         c.open_btn = gr.Button("Open", elem_id="open-btn")
-        c.delete_btn = gr.Button("Delete", variant="stop", elem_id="delete-ref-btn")
+        c.delete_btn = gr.Button("Delete…", variant="stop", elem_id="delete-ref-btn")
+        c.confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete-btn", visible=False)
+        c.cancel_btn = gr.Button("Keep it", elem_id="cancel-delete-btn", visible=False)
+        c.pending = gr.State(None)
         c.refresh_btn = gr.Button("Refresh", elem_id="refresh-btn")
     c.msg = gr.Markdown("", elem_id="dataset-msg")
     with gr.Row():
@@ -83,8 +89,43 @@ def refresh(svc: Services, page_no, status_f: str, split_f: str, annotator_f: st
             *refs_page(svc, page_no, status_f, split_f, annotator_f))
 
 
+def live_counters(svc: Services, tab: str = "", shown: str = ""):
+    """The timer's look at the counters (only while the Dataset tab is on screen; the page of refs,
+    its filters and the ref id typed stay). Outputs: the progress block, unchanged when equal."""
+    if tab != "Dataset":
+        return gr.skip()
+    html = display.progress_html(svc.dataset.progress(), svc.dataset.person_stats())
+    return gr.skip() if html == shown else html
+
+
 def turn(svc: Services, delta: int, page_no, status_f: str, split_f: str, annotator_f: str):
     return refs_page(svc, max(1, int(page_no or 1) + delta), status_f, split_f, annotator_f)
+
+
+def ask_delete(svc: Services, rid: float | None, typed: str, request: gr.Request = None):
+    """The first click of *Delete…*: say what would be deleted and show *Yes, delete it* / *Keep it*
+    (nothing is deleted yet). A refusal is said at once. Outputs: message, confirm, cancel, pending."""
+    rid = ref_id(rid)
+    rec = svc.refs.ref(rid)
+    require(svc.actor(request_user(request), typed), "delete", rec)
+    first = rec.sentences[0] if rec.sentences else ""
+    what = "no target" if rec.no_target else f"{len(rec.instance_ids)} target{'s' if len(rec.instance_ids) != 1 else ''}"
+    msg = (f"Delete ref {rid} — “{first}” ({what}, {rec.status}, by {rec.annotator or 'nobody recorded'})? "
+           "Its drawn masks go with it; this cannot be undone.")
+    return msg, gr.update(visible=True), gr.update(visible=True), rid
+
+
+def confirm_delete(svc: Services, rid, pending, typed: str, request: gr.Request = None):
+    """The second click: delete the ref *Delete…* asked about (``pending``). An API call has no
+    page state: it names the ref by ``rid``, a deliberate call. Outputs: message, confirm, cancel, pending."""
+    target = pending if pending is not None else (rid if rid not in (None, "") and not from_browser(request) else None)
+    if target is None:
+        return "Nothing to delete: press Delete… first.", gr.update(visible=False), gr.update(visible=False), None
+    return delete_ref(svc, target, typed, request), gr.update(visible=False), gr.update(visible=False), None
+
+
+def cancel_delete(pending):
+    return (f"Kept ref {pending}." if pending else ""), gr.update(visible=False), gr.update(visible=False), None
 
 
 def delete_ref(svc: Services, rid: float | None, typed: str, request: gr.Request = None) -> str:
@@ -117,7 +158,12 @@ def wire(svc: Services, ui: DatasetUI, shell: Shell) -> None:
     ui.prev_btn.click(bind(turn, svc, -1), ui.page_inputs, page_outputs, api_name=False)
     ui.next_page_btn.click(bind(turn, svc, 1), ui.page_inputs, page_outputs, api_name=False)
     ui.page.submit(bind(refs_page, svc), ui.page_inputs, page_outputs, api_name="refs_page")
-    ui.delete_btn.click(bind(delete_ref, svc), [ui.ref_id, shell.who], [ui.msg], api_name="delete_ref").then(
+    asked = [ui.msg, ui.confirm_btn, ui.cancel_btn, ui.pending]
+    ui.delete_btn.click(bind(ask_delete, svc, status=(0, 4)), [ui.ref_id, shell.who], asked, api_name=False)
+    # the API's delete_ref (a deliberate call by id) is this second step
+    ui.confirm_btn.click(bind(confirm_delete, svc, status=(0, 4)), [ui.ref_id, ui.pending, shell.who], asked,
+                         api_name="delete_ref").then(
         bind(refresh, svc), ui.page_inputs, refreshed, api_name=False)
-    ui.export_btn.click(bind(export, svc), [ui.export_status], [ui.export_file], api_name="export").success(
+    ui.cancel_btn.click(cancel_delete, [ui.pending], asked, api_name=False)
+    ui.export_btn.click(bind(export, svc, soft=False), [ui.export_status], [ui.export_file], api_name="export").success(
         lambda: gr.update(visible=True), None, [ui.export_file], api_name=False)  # the file box appears with a file

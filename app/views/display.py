@@ -46,24 +46,34 @@ def verdict_html(sess: Session) -> str:
                 "example under <i>Add an image</i>; then type an expression and press Enter.</div>")
     p = sess.prediction
     ex = f" &middot; existence probability {p.existence:.2f}" if p is not None else ""
+    note = (f"<div class='verdict-domain' id='verdict-domain'>{html.escape(sess.domain_note)}</div>"
+            if p is not None and getattr(sess, "domain_note", "") else "")
     if sess.no_target:
-        return f"<div class='verdict-nt' id='verdict'>NO TARGET &mdash; the expression refers to nothing{ex}</div>"
+        if p is not None and p.existence >= 0.5:  # words and colour follow the decision, and say the doubt
+            return (f"<div class='verdict-warn' id='verdict'>NO TARGET marked &mdash; but the model's existence "
+                    f"probability is {p.existence:.2f}: it thinks something is referred; check</div>{note}")
+        return f"<div class='verdict-nt' id='verdict'>NO TARGET &mdash; the expression refers to nothing{ex}</div>{note}"
     if not sess.targets:
         hint = " &middot; click an object to add it" if p is not None else ""
-        return f"<div class='verdict-none' id='verdict'>No instance selected yet{ex}{hint}</div>"
+        return f"<div class='verdict-none' id='verdict'>No instance selected yet{ex}{hint}</div>{note}"
     n = len(sess.targets)
-    return f"<div class='verdict-t' id='verdict'>{n} target instance{'s' if n > 1 else ''}{ex}</div>"
+    what = f"{n} target instance{'s' if n > 1 else ''}"
+    if p is not None and p.existence < 0.5:  # targets shown, but the model leans to "nothing": not green
+        return (f"<div class='verdict-warn' id='verdict'>{what} shown &mdash; but the existence probability is only "
+                f"{p.existence:.2f}: the model leans to <b>no target</b>; check before saving</div>{note}")
+    return f"<div class='verdict-t' id='verdict'>{what}{ex}</div>{note}"
 
 
 def candidate_choices(sess: Session) -> list[tuple[str, int]]:
-    """Candidate rows, best first: number, score, and a tick when above the score threshold."""
+    """Candidate rows, best first: "candidate N" (its rank), score, and a tick when above the score
+    threshold (the model's query index is an internal number: never shown)."""
     p = sess.prediction
     if p is None:
         return []
     out = []
     for rank, k in enumerate(p.order):
         mark = " ✓" if p.scores[k] > p.score_threshold else ""
-        out.append((f"{rank + 1}. score {p.scores[k]:.3f}{mark} (query {k})", int(k)))
+        out.append((f"candidate {rank + 1} · score {p.scores[k]:.3f}{mark}", int(k)))
     return out
 
 
@@ -131,6 +141,9 @@ def queue_html(index: int | None, total: int, file_name: str = "") -> str:
             f"{html.escape(file_name)}</div>")
 
 
+PAST = {"create": "created", "edit": "edited"}
+
+
 def history_html(events: list[Event]) -> str:
     """A ref's history as a list (who, when, what)."""
     items = []
@@ -147,7 +160,7 @@ def history_html(events: list[Event]) -> str:
             what = f"status {html.escape(str(d.get('from')))} → {html.escape(str(d.get('to')))}"
         elif e.action in ("create", "edit"):
             n = "no target" if d.get("no_target") else f"{len(d.get('targets', []))} target(s)"
-            what = f"{e.action}d: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
+            what = f"{PAST[e.action]}: “{html.escape(' | '.join(d.get('sentences', [])))}”, {n}, {html.escape(str(d.get('status')))}"
         else:
             what = html.escape(e.action)
         items.append(f"<li><span class='when'>{when}</span> <b>{who}</b> {what}</li>")

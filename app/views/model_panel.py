@@ -10,7 +10,10 @@ import gradio as gr
 
 from ..viewkit.model_info import model_line, score_threshold
 from ..services import Services
+from ..services.errors import Refused
 from ..services.model import FINE_TUNED
+from ..services.permissions import require_studio
+from .shell import request_user
 
 log = logging.getLogger(__name__)
 
@@ -19,25 +22,38 @@ log = logging.getLogger(__name__)
 class ModelPanelUI:
     weights_in: gr.Dropdown
     load_btn: gr.Button
+    status: gr.Markdown
 
 
 def layout(switchable: dict[str, str] | None) -> ModelPanelUI:
     with gr.Accordion("Model", open=False, visible=bool(switchable)):
         weights_in = gr.Dropdown(list(switchable or {}), label="Weights the operator allows to load (for everyone)",
                                  elem_id="weights-choice")
-        load_btn = gr.Button("Load weights", elem_id="load-weights-btn")
-    return ModelPanelUI(weights_in, load_btn)
+        load_btn = gr.Button("Load weights (reviewers and operators)", elem_id="load-weights-btn")
+        status = gr.Markdown("", elem_id="model-status")
+    return ModelPanelUI(weights_in, load_btn, status)
 
 
-def load_weights(svc: Services, label: str | None):
-    """Load one of the allowed weights for everyone. Outputs: the model line and the score threshold."""
+def load_weights(svc: Services, label: str | None, typed: str = "", request: gr.Request = None):
+    """Load one of the allowed weights for everyone (reviewers and operators only: the permission
+    table's ``switch_model``). Outputs: the model line, the score threshold and the panel's status.
+    A refusal or a failed load is said in the status line, never as an error badge: the model line
+    keeps naming the model still in use."""
+    keep = (model_line(svc.model.description, svc.model.predictor, svc.model.note), gr.update())
+    try:
+        actor = svc.actor(request_user(request), typed)
+        require_studio(actor, "switch_model")
+    except Refused as exc:
+        return (*keep, f"⚠ {exc}")
     allowed = svc.switchable or {}
     if label not in allowed:
-        raise gr.Error("Pick one of the weights the operator allowed.")
+        return (*keep, "⚠ Pick one of the weights the operator allowed.")
     try:
-        desc = svc.model.load(allowed[label], svc.device, name=label if label.endswith(FINE_TUNED) else "")
+        desc = svc.model.load(allowed[label], svc.device, name=label if label.endswith(FINE_TUNED) else "",
+                              by=actor.name)
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported, the old model stays
         log.warning("loading %r failed: %s", allowed[label], exc)
-        raise gr.Error(f"Could not load {label} ({type(exc).__name__}). The previous model stays active; "
-                       "the server log has the details.") from None
-    return model_line(desc, svc.model.predictor), gr.update(value=score_threshold(svc.model.predictor))
+        return (*keep, f"⚠ Could not load {label} ({type(exc).__name__}); still in use: {svc.model.description}. "
+                       "The server log has the details.")
+    return (model_line(desc, svc.model.predictor), gr.update(value=score_threshold(svc.model.predictor)),
+            f"Loaded {desc} for everyone.")

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..services import REASONS, SPLITS, RefFilter, RefStatus, Services
+from ..services import REASONS, SPLITS, BadInput, RefFilter, RefStatus, Services, StoreError
 from ..viewkit.session import Session
 from .canvas import canvas_value, make_canvas
 from .display import history_html
@@ -64,7 +64,8 @@ def layout(tab: gr.Tab) -> ReviewUI:
             c.rv_reason = gr.Dropdown([(v, k) for k, v in REASONS.items()], value=None, label="Reason for a rejection",
                                       elem_id="review-reason")
             c.rv_comment = gr.Textbox(label="Comment for the annotator", lines=2, elem_id="review-comment")
-            c.rv_reject = gr.Button("Reject with this reason and comment (R)", variant="stop", elem_id="review-reject")
+            c.rv_reject = gr.Button("Reject with this reason and comment (R)", variant="stop", elem_id="review-reject",
+                                    interactive=False)  # enabled once a reason is chosen (reason_chosen)
             c.rv_msg = gr.Markdown("", elem_id="review-msg")
             with gr.Accordion("Filter the queue", open=False):
                 c.rv_annotator = gr.Textbox(label="Annotator", elem_id="review-annotator")
@@ -105,9 +106,53 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
             (rec.id, rec.version))
 
 
+def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool = False,
+         by_uncertainty: bool = False, tab: str = ""):
+    """The timer's look at the queue (only while the Review tab is on screen): with nothing shown and
+    refs arrived, the first one is shown (at 1 / N, never at the end); with a ref shown, only the
+    counter line changes (the ref, the reason and comment being typed stay). Outputs: :func:`show`'s."""
+    if tab != "Review":
+        return gr.skip()
+    if not shown:
+        out = keyed(show)(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
+        return out if out[5] is not None else gr.skip()
+    flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
+    item = svc.refs.review_at(int(pos or 0), flt, by_disagreement, by_uncertainty)
+    if item.ref is not None and item.ref.id == shown[0]:
+        info = show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty)[0]
+    else:  # the shown ref was decided or moved meanwhile: say so, keep it on screen
+        info = (f"<div id='review-info' class='queue-pos'>Ref <b>{shown[0]}</b> &middot; the queue changed: "
+                f"<b>{item.total}</b> awaiting review (→ for the next)</div>")
+    return (info, *([gr.skip()] * 6))
+
+
 def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, by_disagreement: bool,
          by_uncertainty: bool = False):
     return show(svc, int(pos or 0) + delta, annotator, split, image_id, by_disagreement, by_uncertainty)
+
+
+def step(svc: Services, delta: int, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool,
+         by_uncertainty: bool = False):
+    """← / →: from the ref shown; with nothing shown (an empty queue that filled since), the first."""
+    if not shown:
+        return show(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
+    return move(svc, delta, pos, annotator, split, image_id, by_disagreement, by_uncertainty)
+
+
+def reason_chosen(reason: str | None):
+    """R is pressable only with a reason: the button's state after the reason box changes."""
+    return gr.update(interactive=reason in REASONS)
+
+
+def for_user(svc: Services, typed: str = "", request: gr.Request = None):
+    """What the signed-in user sees of the decision panel: Accept, the reason, the comment and Reject
+    only for reviewers (an annotator reads the queue; the table would refuse their decisions)."""
+    try:
+        reviewer = svc.actor(request_user(request), typed).reviewer
+    except StoreError:
+        reviewer = False
+    note = "" if reviewer else "You can read the queue; deciding on refs is for reviewers."
+    return (*(gr.update(visible=reviewer) for _ in range(4)), note)
 
 
 def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos, annotator, split, image_id,
@@ -119,6 +164,8 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
     if not shown:
         raise gr.Error("Nothing to review.")
     require_on_screen(shown, on_screen)
+    if decision == "reject" and reason not in REASONS:
+        raise BadInput("Choose a reason for the rejection first: " + "; ".join(r.split(" (")[0] for r in REASONS.values()))
     actor = svc.actor(request_user(request), who_typed)
     if not actor.accounts and not actor.name:
         actor = type(actor)("reviewer", actor.roles)  # an unnamed reviewer of an open studio
@@ -133,13 +180,20 @@ def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
     shown_outputs = [ui.rv_info, ui.rv_picture, ui.rv_sentences, ui.rv_history, ui.rv_pos, ui.rv_ref, ui.rv_shown]
     queue_inputs = [ui.rv_pos, *ui.filters]
     ui.tab.select(bind(keyed(show), svc), queue_inputs, shown_outputs, api_name=False)
-    ui.rv_prev.click(bind(keyed(move), svc, -1), queue_inputs, shown_outputs, api_name="review_previous")
-    ui.rv_next.click(bind(keyed(move), svc, 1), queue_inputs, shown_outputs, api_name="review_next")
+    step_inputs = [ui.rv_pos, ui.rv_ref, *ui.filters]
+    ui.rv_prev.click(bind(keyed(step), svc, -1), step_inputs, shown_outputs, api_name="review_previous")
+    ui.rv_next.click(bind(keyed(step), svc, 1), step_inputs, shown_outputs, api_name="review_next")
     for f in (ui.rv_annotator, ui.rv_image):
         f.submit(bind(keyed(move), svc, -10**9), queue_inputs, shown_outputs, api_name=False)
     for f in (ui.rv_split, ui.rv_disagree, ui.rv_uncertain):
         f.input(bind(keyed(move), svc, -10**9), queue_inputs, shown_outputs, api_name=False)
     decision_inputs = [ui.rv_ref, ui.rv_reason, ui.rv_comment, shell.who, ui.rv_pos, *ui.filters, ui.rv_shown]
     decision_outputs = [ui.rv_msg, ui.rv_reason, ui.rv_comment, *shown_outputs]
-    ui.rv_accept.click(bind(keyed(decide), svc, "accept"), decision_inputs, decision_outputs, api_name="review_accept")
-    ui.rv_reject.click(bind(keyed(decide), svc, "reject"), decision_inputs, decision_outputs, api_name="review_reject")
+    said = (0, len(decision_outputs))  # a refusal goes to the message line; the ref stays on screen
+    ui.rv_accept.click(bind(keyed(decide), svc, "accept", status=said), decision_inputs, decision_outputs,
+                       api_name="review_accept")
+    ui.rv_reject.click(bind(keyed(decide), svc, "reject", status=said), decision_inputs, decision_outputs,
+                       api_name="review_reject")
+    ui.rv_reason.change(reason_chosen, [ui.rv_reason], [ui.rv_reject], api_name=False, show_progress="hidden")
+    shell.load_events.append((bind(for_user, svc), [shell.who],
+                              [ui.rv_accept, ui.rv_reason, ui.rv_comment, ui.rv_reject, ui.rv_msg]))

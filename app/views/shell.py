@@ -43,21 +43,61 @@ def shell_layout(model_line: str, signed_in: bool) -> Shell:
     return Shell(gr.State(Session()), who, signed, model_md)
 
 
-def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = None) -> Callable:
+def from_browser(request: gr.Request | None) -> bool:
+    """Whether a request comes from the studio's page: Gradio's page marks its events
+    ``x-gradio-user: app``; the Python and JS clients send ``api``, MCP ``mcp``."""
+    headers = getattr(request, "headers", None)
+    if request is None or headers is None:
+        return False
+    try:
+        return headers.get("x-gradio-user") == "app"
+    except AttributeError:
+        return False
+
+
+def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = None, soft: bool = True,
+         status: tuple[int, int] | None = None) -> Callable:
     """``fn`` with its first arguments fixed, as a Gradio handler: the remaining parameters keep their
-    names and annotations (Gradio injects ``gr.Request`` / ``gr.SelectData`` by annotation), and the
-    application layer's errors (:class:`~app.store.StoreError` and its kinds) become ``gr.Error``.
+    names and annotations (Gradio injects ``gr.Request`` / ``gr.SelectData`` by annotation).
+
+    The application layer's errors (:class:`~app.store.StoreError` and its kinds) and ``gr.Error``
+    are expected: for an API caller they become ``gr.Error`` (the call fails with the message); on
+    a page (``soft``, the default) the screen is kept as it was (no output changes, so no red *Error*
+    badge covers a panel or blanks a picture) and the message is said in the view's status line
+    (``status``: ``(index of that output, number of outputs)``) or, without one, as a warning toast.
+    ``soft=False`` for a handler whose ``.success`` chain must not run after a refusal.
     ``wrap`` decorates the result (``app.zerogpu.gpu`` for handlers that run the network)."""
     sig = inspect.signature(fn)
     params = list(sig.parameters.values())[len(bound):]
     hints = typing.get_type_hints(fn)
+    own_request = next((p.name for p in params if hints.get(p.name) is gr.Request), None)
+    if own_request is None and soft:  # ask Gradio for the request too, to tell a page from an API call
+        params.append(inspect.Parameter("_bind_request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                        annotation=gr.Request))
+        hints = {**hints, "_bind_request": gr.Request}
 
     @functools.wraps(fn)
     def handler(*args, **kwargs):
+        request = kwargs.pop("_bind_request", None) if own_request is None else kwargs.get(own_request)
+        if own_request is None and soft and request is None and len(args) == len(params):
+            *args, request = args
+        if own_request is not None and request is None:
+            names = [p.name for p in params]
+            request = args[names.index(own_request)] if names.index(own_request) < len(args) else None
         try:
             return fn(*bound, *args, **kwargs)
-        except StoreError as exc:
-            raise gr.Error(str(exc)) from None
+        except (StoreError, gr.Error) as exc:
+            message = exc.message if isinstance(exc, gr.Error) else str(exc)
+            if not soft or not from_browser(request):
+                raise gr.Error(message) from None
+            if status is None:
+                gr.Warning(message)
+                return gr.skip()
+            if status[1] == 1:  # one output: Gradio takes a returned tuple as its value
+                return f"⚠ {message}"
+            out = [gr.skip()] * status[1]
+            out[status[0]] = f"⚠ {message}"
+            return tuple(out)
 
     handler.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     handler.__annotations__ = {k: v for k, v in hints.items() if k in {p.name for p in params} or k == "return"}

@@ -49,7 +49,7 @@ def layout(tab: gr.Tab) -> VerifyUI:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c.info = gr.HTML("<div id='verify-info' class='queue-pos'>Open this tab to load the proposed negatives.</div>")
-            c.picture = gr.Image(interactive=False, elem_id="verify-picture", height=520, format="jpeg", show_label=False)
+            c.picture = gr.Image(interactive=False, elem_id="verify-picture", buttons=["download", "fullscreen"], height=520, format="jpeg", show_label=False)
         with gr.Column(scale=2):
             c.sentence = gr.HTML("", elem_id="verify-sentence")
             with gr.Row():
@@ -142,13 +142,22 @@ def refers(svc: Services, shown, who_typed, pos, which, on_screen: str | None = 
     return (msg + " Mark what it refers to in *Annotate* and save.", handoff, *shown_out)
 
 
+def clear_message() -> str:
+    """The message line after skipping: empty (it spoke of the sentence left behind)."""
+    return ""
+
+
 def wire(svc: Services, ui: VerifyUI, shell: Shell) -> None:
     """Attach the handlers; the app shell chains N's hand-off to the Annotate view (:func:`refers`)."""
     shown_outputs = [ui.info, ui.picture, ui.sentence, ui.pos, ui.shown, ui.on_screen]
     ui.tab.select(bind(keyed(show), svc), [ui.pos, ui.show], shown_outputs, api_name=False)
-    ui.show.input(bind(keyed(move), svc, -10**9), [ui.pos, ui.show], shown_outputs, api_name=False)
-    ui.prev_btn.click(bind(keyed(move), svc, -1), [ui.pos, ui.show], shown_outputs, api_name="negative_previous")
-    ui.next_btn.click(bind(keyed(move), svc, 1), [ui.pos, ui.show], shown_outputs, api_name="negative_next")
-    ui.yes_btn.click(bind(keyed(refers_to_nothing), svc), [ui.shown, shell.who, ui.pos, ui.show, ui.on_screen],
+    ui.show.input(bind(keyed(move), svc, -10**9), [ui.pos, ui.show], shown_outputs, api_name=False).then(
+        clear_message, None, [ui.msg], api_name=False)
+    # skipping to another sentence: the last decision's message no longer describes what is shown
+    ui.prev_btn.click(bind(keyed(move), svc, -1), [ui.pos, ui.show], shown_outputs, api_name="negative_previous").then(
+        clear_message, None, [ui.msg], api_name=False)
+    ui.next_btn.click(bind(keyed(move), svc, 1), [ui.pos, ui.show], shown_outputs, api_name="negative_next").then(
+        clear_message, None, [ui.msg], api_name=False)
+    ui.yes_btn.click(bind(keyed(refers_to_nothing), svc, status=(0, 7)), [ui.shown, shell.who, ui.pos, ui.show, ui.on_screen],
                      [ui.msg, *shown_outputs],
                      api_name="negative_no_target")

@@ -1,0 +1,72 @@
+"""*Add images*: the first day without a terminal. Open by itself while the collection is empty;
+several files at once for anyone, and a folder of the server for operators when the studio was
+started with ``--import-root DIR``. Both go through :mod:`app.services.images` (the command
+line's import, idempotent) with a progress bar."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from ..services import Services
+from ..services.images import add_folder, add_uploads
+from .shell import Shell, bind, request_user
+
+
+@dataclass
+class AddImagesUI:
+    box: gr.Accordion
+    files: gr.File
+    add_btn: gr.Button
+    folder: gr.Textbox
+    folder_btn: gr.Button
+    msg: gr.Markdown
+
+
+def layout(import_roots: list[Path] | None) -> AddImagesUI:
+    with gr.Accordion("Add images", open=False, elem_id="add-images") as box:
+        files = gr.File(file_count="multiple", file_types=["image"], label="Images from this computer (several at once)",
+                        elem_id="add-files")
+        add_btn = gr.Button("Add these images", variant="primary", elem_id="add-files-btn")
+        roots = ", ".join(str(r) for r in import_roots or [])
+        folder = gr.Textbox(label=f"A folder of the server, under {roots} (operators)", elem_id="add-folder",
+                            visible=bool(import_roots), placeholder=str((import_roots or [""])[0]))
+        folder_btn = gr.Button("Import this folder", elem_id="add-folder-btn", visible=bool(import_roots))
+        msg = gr.Markdown("", elem_id="add-images-msg")
+    return AddImagesUI(box, files, add_btn, folder, folder_btn, msg)
+
+
+def on_load(svc: Services):
+    """An empty studio opens the box and says what to do first."""
+    if svc.dataset.image_count():
+        return gr.update(), gr.update()
+    return gr.update(open=True), ("The collection is empty: add images here (several files at once"
+                                  + (", or a folder of the server" if svc.import_roots else "") + ").")
+
+
+def upload(svc: Services, paths, typed: str = "", request: gr.Request = None, progress=gr.Progress()):
+    """Add the uploaded files. Outputs: message, the file box (emptied)."""
+    if not paths:
+        return "Choose one or more image files first.", gr.update()
+    items = [(p, Path(str(p)).name) for p in (paths if isinstance(paths, list) else [paths])]
+    actor = svc.actor(request_user(request), typed)
+    res = add_uploads(svc.store, actor, items, on_progress=lambda k, n: progress((k, n), desc="adding images",
+                                                                             unit="images"))
+    return res.line() + " Open the Annotate tab and press D for the first.", None
+
+
+def import_folder(svc: Services, folder: str, typed: str = "", request: gr.Request = None,
+                  progress=gr.Progress(track_tqdm=True)):
+    """Import a folder of the server (operators, under an ``--import-root``). Output: message."""
+    actor = svc.actor(request_user(request), typed)
+    res = add_folder(svc.store, actor, folder or "", svc.import_roots or [])
+    return res.line()
+
+
+def wire(svc: Services, ui: AddImagesUI, shell: Shell) -> None:
+    ui.add_btn.click(bind(upload, svc, status=(0, 2)), [ui.files, shell.who], [ui.msg, ui.files], api_name="add_images")
+    ui.folder_btn.click(bind(import_folder, svc, status=(0, 1)), [ui.folder, shell.who], [ui.msg],
+                        api_name="import_folder")
+    shell.load_events.append((bind(on_load, svc), [], [ui.box, ui.msg]))
