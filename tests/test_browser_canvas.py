@@ -66,7 +66,7 @@ def _verdict(page, text: str) -> None:
     try:
         page.wait_for_function(f"document.querySelector('#verdict')?.innerText.includes({json.dumps(text)})",
                                timeout=30_000)
-    except Exception:
+    except Exception:  # noqa: BLE001 - any failure to wait is reported with what the page shows
         raise AssertionError(f"wanted {text!r}; verdict {page.locator('#verdict').inner_text()!r}, canvas "
                              f"{_state(page, '[S.targets.length, S.message, S.ops]')}") from None
 

@@ -210,7 +210,7 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(db_at, studio_weigh
     assert [(e.action, e.user) for e in s.events(rid)] == [("create", "bob"), ("edit", "rev")]
 
 
-def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_reviewers_only(db_at, 
+def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_reviewers_only(db_at,
         studio_weights, tmp_path: Path) -> None:
     """Issue 27, served with --auth: an annotator cannot overwrite or delete an accepted consensus ref; a user
     with both roles cannot accept, by saving or by reviewing, a ref whose current content he wrote."""

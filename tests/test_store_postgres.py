@@ -205,7 +205,7 @@ def test_a_full_disk_on_the_database_server_is_one_line_and_keeps_committed_refs
         kept = [s.save_ref(img, [f"ref {k}"], no_target=True) for k in range(5)]
         rng = np.random.default_rng(0)
         with pytest.raises(StoreError, match="disk of the database server is full") as err:
-            for k in range(400):  # incompressible pixels until the tablespace is full
+            for _ in range(400):  # incompressible pixels until the tablespace is full
                 s.add_image(rng.integers(0, 255, (200, 200, 3), dtype=np.uint8))
         assert "\n" not in str(err.value) and PASSWORD not in str(err.value)
         assert [r.id for r in s.refs()] == kept

@@ -65,7 +65,7 @@ def latency(refiner, runs: int = 10) -> dict:
         refiner.refine(state, [spots[i % len(spots)]], [1])  # one click: the goal's case
         wall.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-    for i in range(3):  # the third click of a sequence: two positives and a negative far apart
+    for _ in range(3):  # the third click of a sequence: two positives and a negative far apart
         t0 = time.perf_counter()
         refiner.refine(state, [(300, 450), (520, 300), (700, 600)], [1, 1, 0])
         wall3.append(time.perf_counter() - t0)

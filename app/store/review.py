@@ -134,7 +134,7 @@ def _review_tally(store: Store) -> _Tally:
         tally = _tallies.setdefault(store, _Tally())
         rows = store._query(_review_counts(store.dialect), (tally.last_id,))
         odd = []
-        for user, rejected, tail, n, top in rows:
+        for user, rejected, tail, n, _top in rows:
             author = _author(tail)
             if author is None:
                 odd.append((user, tail))

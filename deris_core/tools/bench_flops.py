@@ -67,7 +67,7 @@ def count_flops(config: str) -> dict[str, dict[str, float]]:
         with _FlopCount() as image_part:
             state = predictor.set_image(image)
         with _FlopCount() as text_part:
-            predictor.predict_tokens(ids, mask, image=state)[0].union_mask
+            _ = predictor.predict_tokens(ids, mask, image=state)[0].union_mask  # the masks are lazy: count them too
     finally:
         layers._ONEDNN = saved
     return {part: {k: v / 1e9 for k, v in c.flops.items()} for part, c in
