@@ -18,10 +18,10 @@ import logging
 import sys
 from pathlib import Path
 
-from app.settings import Settings
+from app.settings import Settings, install
 
 log = logging.getLogger("launch")
-SETTINGS = Settings.from_env()
+SETTINGS = install(Settings.from_env())  # read once, when the entry point is imported; passed down from here
 DEFAULT_OFFICIAL = SETTINGS.default_model
 
 
@@ -46,12 +46,12 @@ def _public_name(weights: str) -> str:
     return weights if "/" not in w or hub_repo else Path(w).name
 
 
-def load_model(weights: str | None, device: str, dtype: str | None = None):
+def load_model(weights: str | None, device: str, dtype: str | None = None, settings: Settings = SETTINGS):
     """``(ModelHolder)``: the requested/official weights, else the bundled model with the reason."""
     from app.services import ModelHolder
     from deris_core.weights import load_predictor
 
-    on_space = bool(Settings.from_env().space_id)
+    on_space = bool(settings.space_id)
     wanted = weights or _cached_official() or (DEFAULT_OFFICIAL if on_space else None)
     note = ""
     if wanted and wanted != "bundled":
@@ -76,20 +76,19 @@ def load_model(weights: str | None, device: str, dtype: str | None = None):
 # ZeroGPU: the model goes to cuda at import time (GPU work then runs inside @spaces.GPU functions).
 from app.zerogpu import on_zerogpu  # noqa: E402 - after load_model, which it decides about
 
-MODEL = load_model(SETTINGS.weights, "cuda") if on_zerogpu() else None
+MODEL = load_model(SETTINGS.weights, "cuda") if on_zerogpu(SETTINGS) else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # the server's log
-    env = Settings.from_env()
+    from deris_core.hardware import DTYPE_CHOICES, DTYPE_HELP
+    from deris_core.runtime import add_log_level, configure_logging
+
+    env = SETTINGS
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
     p.add_argument("--weights", default=env.weights, help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto: CUDA, then Apple's MPS, then the CPU")
-    p.add_argument("--dtype", default=env.dtype, choices=["auto", "fp32", "bf16", "int8"],
-                   help="auto (default): bf16 where the hardware computes it natively, int8 linears on other x86 CPUs, "
-                        "else fp32; fp32 matches the "
-                        "official outputs; bf16/int8 where they cannot run fall back with a note (docs/precision-and-hardware.md)")
+    p.add_argument("--dtype", default=env.dtype, choices=list(DTYPE_CHOICES), help="default: $DERIS_DTYPE, else auto. " + DTYPE_HELP)
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
@@ -105,7 +104,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="weights visitors may load for everyone from the Model panel, or the name of a model registered in "
                         "the database by python -m app.curate promote (repeatable; without it the "
                         "panel is hidden and the model cannot be switched from the UI)")
+    add_log_level(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level, fmt="%(message)s", stream=sys.stdout)  # the server's log
     from app.auth import AuthError, Users
 
     try:
@@ -135,9 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         users.share_with(store)  # one wrong-password lock-out for every server on this database
     from app.zerogpu import model_device
 
-    device = model_device(args.device)
+    device = model_device(args.device, SETTINGS)
     reuse = MODEL is not None and args.weights == env.weights and args.dtype == "auto"
-    model = MODEL if reuse else load_model(args.weights, device, args.dtype)
+    model = MODEL if reuse else load_model(args.weights, device, args.dtype, SETTINGS)
     log.info("model: %s%s", model.description, (" — " + model.note) if model.note else "")
     log.info("database: %s", loc.path if loc.path is not None else loc.shown)
     if model.predictor is not None:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deris_core.hardware import DTYPE_CHOICES
+
 from .services import Actor, RefService
 from .store import RefStatus, Store
 
@@ -297,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("latency", help="the Annotate view's Enter and threshold change (median of 20 after 3 warm-up)")
     t.add_argument("--config", default="deris-b-grefcoco", help="a published config (random weights) or bundled")
     t.add_argument("--device", default="cpu")
-    t.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
+    t.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
                    help="as deris_core.bench --dtype")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")

@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import settings
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -199,7 +201,7 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
         generate(root / "syn", seed=11, images=images)
         import_images(store, root / "syn" / "images" / "train2014", progress=False)
     refs_before = store.stats()["refs"]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    env = settings.child_env({"GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"})
     procs = []
     try:
         urls = []

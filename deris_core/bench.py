@@ -34,6 +34,7 @@ import time
 import numpy as np
 import torch
 
+from . import env
 from .bench_setup import FixedIds, build
 from .hardware import DTYPE_CHOICES, CpuInfo, Precision, cpu_info
 from .predictor import Predictor
@@ -64,7 +65,7 @@ def reference_timings(info: CpuInfo, config: str) -> dict | None:
     if name is None or model is None:
         return None
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    folders = [os.environ.get("DERIS_REFERENCE", ""), os.path.join(here, "..", "shared", "reference")]
+    folders = [env.get("DERIS_REFERENCE") or "", os.path.join(here, "..", "shared", "reference")]
     for folder in folders:
         path = os.path.join(folder, name)
         if folder and os.path.isfile(path):

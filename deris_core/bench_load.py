@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import env
 from .checkpoint import to_official_state_dict
 from .config import get_config
 from .model import build_deris
@@ -77,9 +78,9 @@ def _child(mode: str, weights: str, config: str) -> dict:
 
 
 def _measure(mode: str, weights: Path, cache: Path, config: str) -> dict:
-    env = {**os.environ, "DERIS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    child = env.child_env({"DERIS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
     r = subprocess.run([sys.executable, "-m", "deris_core.bench_load", "--child", mode, str(weights), config],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=child)
     if r.returncode:
         raise RuntimeError(f"{mode} start failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -15,6 +15,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from . import env
+
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -24,7 +26,7 @@ class HubError(FileNotFoundError):
 
 def offline() -> bool:
     """``HF_HUB_OFFLINE`` as set now (``huggingface_hub`` reads it once, at import)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env.flag("HF_HUB_OFFLINE")
 
 
 def looks_like_repo_id(text: str) -> bool:
@@ -67,7 +69,7 @@ def _reason(exc: BaseException) -> str:
 def _etag_timeout() -> float:
     from huggingface_hub import constants
 
-    return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or constants.HF_HUB_ETAG_TIMEOUT)
+    return float(env.filled("HF_HUB_ETAG_TIMEOUT") or constants.HF_HUB_ETAG_TIMEOUT)
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -179,7 +181,7 @@ def download_url(url: str, dest: Path, timeout: float | None = None, *, max_byte
         return dest
     if offline():
         raise HubError(f"could not get {url}: HF_HUB_OFFLINE is set and it is not cached yet")
-    timeout = timeout or float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 30)
+    timeout = timeout or float(env.filled("HF_HUB_DOWNLOAD_TIMEOUT"))
     end = time.monotonic() + deadline_s if deadline_s else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + f".{os.getpid()}.{threading.get_ident()}.part")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 
 import cv2
 
-from .hardware import DTYPE_CHOICES
-from .runtime import configure_from_env
+from .hardware import DTYPE_CHOICES, DTYPE_HELP
+from .runtime import add_log_level, configure_from_env, configure_logging
 from .visualize import banner, color, overlay
 
 
@@ -29,19 +28,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config name when it cannot be inferred from the weights")
     p.add_argument("--device", default="auto", help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda or mps")
     p.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES),
-                   help="auto (default, or DERIS_DTYPE): bf16 where the hardware computes it natively, int8 linears on other "
-                        "x86 CPUs, else fp32; "
-                        "fp32 matches the official outputs; bf16 where it cannot be fast runs fp32 with a note")
+                   help="default: $DERIS_DTYPE, else auto. " + DTYPE_HELP)
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--mask-threshold", type=float, default=None)
     p.add_argument("--out", default=None, help="write the overlay image here (first expression)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_log_level(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
+    configure_logging(args.log_level, default="WARNING", fmt="note: %(message)s")
     configure_from_env()
     try:
         from .weights import load_predictor  # the predictor runs under inference_mode itself

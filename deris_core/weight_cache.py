@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from . import env
 from .checkpoint import CheckpointError, convert_official_state_dict, extract_state_dict, load_into, safe_torch_load
 from .config import DeRISConfig
 from .model import build_deris
@@ -30,9 +31,9 @@ FORMAT = "deris-studio"
 
 def cache_dir() -> Path:
     """Where converted checkpoints and downloaded tokenizers are kept."""
-    if os.environ.get("DERIS_CACHE"):
-        return Path(os.environ["DERIS_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    if env.is_set("DERIS_CACHE"):
+        return Path(env.get("DERIS_CACHE")).expanduser()
+    base = env.filled("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "deris"
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 
+from . import env
 from .checkpoint import CheckpointError, config_from_safetensors
 from .config import OFFICIAL_NAMES, DeRISConfig, get_config
 from .hardware import choose_precision, resolve_device
@@ -38,7 +39,7 @@ from .weight_cache import load_official, model_from_safetensors
 
 log = logging.getLogger(__name__)
 
-HF_REPO = os.environ.get("DERIS_HF_REPO", "Dmmm997/DeRIS")
+HF_REPO = env.get("DERIS_HF_REPO")
 # File names inside the hub repository (not verifiable from here: override with
 # DERIS_HF_FILE_<NAME> environment variables, e.g. DERIS_HF_FILE_DERIS_L_GREFCOCO=...).
 HF_FILES = {
@@ -68,8 +69,7 @@ class ResolvedWeights:
 
 
 def hf_filename(name: str) -> str:
-    env = "DERIS_HF_FILE_" + name.upper().replace("-", "_")
-    return os.environ.get(env, HF_FILES[name])
+    return env.get("DERIS_HF_FILE_" + name.upper().replace("-", "_"), HF_FILES[name])
 
 
 def _hf_download(filename: str, what: str, name: str) -> Path:

@@ -12,8 +12,15 @@ import torch
 
 import deris_core.weights
 from app import model_info, zerogpu
-from app.settings import Settings
+from app.settings import Settings, install
 from tests.conftest import ROOT
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Each test imports launch, which installs the settings of its environment: none outlive the test."""
+    yield
+    install(None)
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..settings import Settings
+from ..settings import Settings, current
 from ..store import Store, StoreError
 from .preannotate import Pair, PairResult, SentenceCheck, group_by_image, pending, predict_image, sentence_checker, write_results
 
@@ -44,15 +44,16 @@ class Summary:
                 "skipped_sentences": self.skipped_sentences}
 
 
-def distributed_env() -> tuple[int, int, int]:
-    """``(rank, world size, local rank)`` from torchrun's environment (0, 1, 0 without it)."""
-    s = Settings.from_env()
+def distributed_env(settings: Settings | None = None) -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` from torchrun's environment (0, 1, 0 without it), as the entry
+    point read it (``settings``; default: the installed ones)."""
+    s = settings or current()
     return s.rank, s.world_size, s.local_rank
 
 
-def init_distributed(device: str) -> tuple[int, int, str]:
+def init_distributed(device: str, settings: Settings | None = None) -> tuple[int, int, str]:
     """Join the torchrun group; returns ``(rank, world, device for this rank)``."""
-    rank, world, local = distributed_env()
+    rank, world, local = distributed_env(settings)
     if world > 1 and not dist.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
         if use_cuda:
