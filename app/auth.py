@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .errors import UserError
+
 ROLES = ("annotator", "reviewer")
 MAX_NAME = 64
 log = logging.getLogger(__name__)
 
 
-class AuthError(ValueError):
+class AuthError(UserError, ValueError):
     """A malformed ``--auth`` entry or file (the message never contains a password)."""
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .config import DeRISConfig
+from .errors import DerisError
 
 # --- key mapping ----------------------------------------------------------------------------
 
@@ -195,7 +196,7 @@ def to_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor
 # --- loading --------------------------------------------------------------------------------
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DerisError, ValueError):
     """A checkpoint that cannot be used, with a message that says why."""
 
 

@@ -22,6 +22,7 @@ from functools import lru_cache
 import torch
 
 from . import env
+from .errors import DerisError
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ _NOTABLE_FLAGS = ("avx2", "fma3", "avx512_f", "avx512_bw", "avx512_vl", "avx512_
                   "avx512_fp16", "avx_vnni", "avx_ne_convert", "amx_tile", "amx_bf16", "amx_int8")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(DerisError, ValueError):
     """A precision request that is not one of :data:`DTYPE_CHOICES`."""
 
 

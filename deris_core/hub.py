@@ -16,11 +16,12 @@ import urllib.request
 from pathlib import Path
 
 from . import env
+from .errors import DerisError
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class HubError(FileNotFoundError):
+class HubError(DerisError, FileNotFoundError):
     """A file that could not be fetched from the Hub (or a URL), with the reason."""
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import DerisError
+
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 MAX_PIXELS = 64_000_000  # refuse larger images (decompression-bomb guard)
@@ -31,7 +33,7 @@ MAX_ASPECT = 1000
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(DerisError, ValueError):
     """An image that cannot be used, with a message that names the problem."""
 
 

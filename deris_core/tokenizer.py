@@ -16,13 +16,15 @@ from pathlib import Path
 
 import torch
 
+from .errors import DerisError
+
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
 MAX_EXPRESSION_CHARS = 2000  # longer input is refused: no expression needs it
 _PUNCT = re.compile(r"[.,'!?\"()*#:;]")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(DerisError, ValueError):
     """An expression that cannot be tokenised, or a missing/broken tokenizer model."""
 
 

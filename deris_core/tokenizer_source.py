@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Callable, TypeVar
 
 from . import env
+from .errors import DerisError
 from .hub import HubError, download, download_url
 from .tokenizer import FAIRSEQ_OFFSET, BEiT3Tokenizer, TokenizerError
 from .weight_cache import cache_dir
@@ -76,7 +77,7 @@ def within(seconds: float, fn: Callable[[], T], what: str) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-class TokenizerSourceError(FileNotFoundError):
+class TokenizerSourceError(DerisError, FileNotFoundError):
     """No usable tokenizer was found; the message lists every place tried."""
 
 

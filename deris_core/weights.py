@@ -29,6 +29,7 @@ import torch
 from . import env
 from .checkpoint import CheckpointError, config_from_safetensors
 from .config import OFFICIAL_NAMES, DeRISConfig, get_config
+from .errors import DerisError
 from .hardware import choose_precision, resolve_device
 from .hub import HubError, download, looks_like_repo_id, snapshot
 from .model.deris import DeRIS
@@ -54,7 +55,7 @@ REPO_FILES = [MODEL_FILE, "config.json", "tokenizer.spm", "README.md"]
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "bundled"
 
 
-class WeightsError(FileNotFoundError):
+class WeightsError(DerisError, FileNotFoundError):
     """Weights or tokenizer that cannot be found or used."""
 
 

@@ -333,14 +333,14 @@ def keep_on_error(n_outputs: int):
     error itself when the handler takes the request."""
     import functools
 
-    from ..services import StoreError
+    from ..services import UserError
 
     def wrap(fn):
         @functools.wraps(fn)
         def handler(*args, **kwargs):
             try:
                 return fn(*args, **kwargs)
-            except (gr.Error, StoreError, CanvasError) as exc:
+            except (gr.Error, UserError, CanvasError) as exc:
                 if _from_api(args, kwargs):
                     raise
                 gr.Warning(getattr(exc, "message", None) or str(exc))

@@ -18,7 +18,7 @@ from typing import Callable
 
 import gradio as gr
 
-from ..services import StoreError
+from ..services import UserError
 
 
 @dataclass
@@ -46,7 +46,7 @@ def shell_layout(model_line: str, signed_in: bool) -> Shell:
 def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = None) -> Callable:
     """``fn`` with its first arguments fixed, as a Gradio handler: the remaining parameters keep their
     names and annotations (Gradio injects ``gr.Request`` / ``gr.SelectData`` by annotation), and the
-    application layer's errors (:class:`~app.store.StoreError` and its kinds) become ``gr.Error``.
+    application layer's errors (:class:`~app.errors.UserError`: the store's and the services') become ``gr.Error``.
     ``wrap`` decorates the result (``app.zerogpu.gpu`` for handlers that run the network)."""
     sig = inspect.signature(fn)
     params = list(sig.parameters.values())[len(bound):]
@@ -56,7 +56,7 @@ def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = Non
     def handler(*args, **kwargs):
         try:
             return fn(*bound, *args, **kwargs)
-        except StoreError as exc:
+        except UserError as exc:
             raise gr.Error(str(exc)) from None
 
     handler.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
