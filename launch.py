@@ -58,8 +58,8 @@ def load_model(weights: str | None, device: str, dtype: str | None = None, setti
         try:
             p = load_predictor(wanted, device=device, dtype=dtype)
             return ModelHolder(p, getattr(p, "description", wanted))
-        except Exception as exc:  # noqa: BLE001 - report and fall back
-            log.warning("could not load %r: %s", wanted, exc)  # details (paths) stay in the log
+        except Exception as exc:  # noqa: BLE001 - any loading failure (file, Hub, format, memory): report, fall back
+            log.warning("could not load %r: %s", wanted, exc, exc_info=True)  # details (paths) stay in the log
             shown = _public_name(wanted)
             note = f"could not load {shown} ({type(exc).__name__}, see the server log); using the bundled model instead"
     try:
@@ -68,8 +68,8 @@ def load_model(weights: str | None, device: str, dtype: str | None = None, setti
         if not note:
             note = "trained on synthetic shapes only; pass --weights deris-l-grefcoco for real photos"
         return ModelHolder(p, desc, note)
-    except Exception as exc:  # noqa: BLE001
-        log.error("the bundled model could not be loaded: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - any loading failure: the studio still starts and says why
+        log.exception("the bundled model could not be loaded: %s", exc)
         return ModelHolder(None, "no model", f"the bundled model could not be loaded either ({type(exc).__name__})")
 
 

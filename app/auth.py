@@ -200,6 +200,7 @@ class LoginThrottle:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - StoreError or a driver error: sign-in must still answer
+            log.debug("sign-in counters: %s", what, exc_info=True)
             log.warning("the sign-in counters could not be %s in the database (%s); this server's own count is used",
                         what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return None

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import statistics
@@ -39,6 +40,8 @@ from .bench_setup import FixedIds, build
 from .hardware import DTYPE_CHOICES, CpuInfo, Precision, cpu_info
 from .predictor import Predictor
 from .runtime import configure_from_env
+
+log = logging.getLogger(__name__)
 
 
 def _peak_rss_mb() -> float:
@@ -185,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor, fixed = build(args.config, args.device, args.dtype, fallback=not args.no_fallback)
         r = run(predictor, fixed, args.runs, args.warmup)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG
+        log.debug("failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import shutil
@@ -29,6 +30,8 @@ from . import env
 from .checkpoint import to_official_state_dict
 from .config import get_config
 from .model import build_deris
+
+log = logging.getLogger(__name__)
 
 
 def write_random_official(cfg_name: str, out: Path, seed: int = 0) -> Path:
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         r = run(args.config, Path(args.dir), args.keep)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG
+        log.debug("failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

@@ -8,6 +8,7 @@ the repository and the reason, never a traceback or a local path. ``HF_HUB_ETAG_
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from . import env
 from .errors import DerisError
+
+log = logging.getLogger(__name__)
 
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -94,7 +97,8 @@ def _probe(call, fallback, what: str):
         call()
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub and urllib raise many types (HTTP, network, auth); one HubError line
+        log.debug("%s: the probe failed", what, exc_info=True)
         if not _unreachable(exc):
             raise HubError(f"{what}: {_reason(exc)}") from None
         try:
@@ -133,7 +137,8 @@ def download(repo_id: str, filename: str, *, repo_type: str = "model", revision:
         return fetch(offline())
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001 - network, 404, auth, truncation: all one line
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub and urllib raise many types (HTTP, network, auth); one HubError line
+        log.debug("%s", what, exc_info=True)
         raise HubError(f"{what}: {_reason(exc)}") from None
 
 
@@ -157,7 +162,8 @@ def snapshot(repo_id: str, patterns: list[str], *, revision: str | None = None) 
         return fetch(offline())
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub and urllib raise many types (HTTP, network, auth); one HubError line
+        log.debug("%s", what, exc_info=True)
         raise HubError(f"{what}: {_reason(exc)}") from None
 
 
@@ -217,7 +223,8 @@ def download_url(url: str, dest: Path, timeout: float | None = None, *, max_byte
         os.replace(tmp, dest)
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - urllib raises many types (HTTP, socket, SSL); one HubError line
+        log.debug("downloading %s failed", url, exc_info=True)
         if end is not None and time.monotonic() >= end - 0.05:  # the socket wait was cut to the deadline
             raise HubError(f"could not get {url}: the download took longer than the {deadline_s:.0f} s allowed") from None
         raise HubError(f"could not get {url}: {_reason(exc)}") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 
 import cv2
@@ -16,6 +17,8 @@ import cv2
 from .hardware import DTYPE_CHOICES, DTYPE_HELP
 from .runtime import add_log_level, configure_from_env, configure_logging
 from .visualize import banner, color, overlay
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             img = banner(img, f"{verdict} | existence {p.existence:.2f}", (200, 30, 30) if p.no_target else (30, 120, 30))
             if not cv2.imwrite(args.out, img[:, :, ::-1]):
                 raise OSError(f"cannot write {args.out}")
-    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG (-v)
+        log.debug("failed", exc_info=True)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import tempfile
@@ -23,6 +24,8 @@ from typing import Any
 from .checkpoint import save_weights
 from .config import DeRISConfig
 from .predictor import Predictor
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.spm"
@@ -134,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
             print(save_pretrained(predictor, args.out_dir, training=training, metrics=metrics))
         else:
             print(push_to_hub(predictor, args.repo_id, private=args.private, training=training, metrics=metrics))
-    except Exception as exc:  # noqa: BLE001 - one line for the command line
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG
+        log.debug("failed", exc_info=True)
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}", file=sys.stderr)
         return 2
     return 0

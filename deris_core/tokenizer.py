@@ -9,6 +9,7 @@ padding mask is 1 at padded positions. We reproduce that with ``sentencepiece`` 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from pathlib import Path
 import torch
 
 from .errors import DerisError
+
+log = logging.getLogger(__name__)
 
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
@@ -54,7 +57,8 @@ class BEiT3Tokenizer:
         self.sp = spm.SentencePieceProcessor()
         try:
             self.sp.Load(str(path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - sentencepiece raises OSError or RuntimeError by version: one line
+            log.debug("loading %s failed", path, exc_info=True)
             raise TokenizerError(f"{path} is not a sentencepiece model: {exc}") from None
         if max_token < 3:
             raise TokenizerError("max_token must be at least 3")

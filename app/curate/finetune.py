@@ -20,6 +20,7 @@ import dataclasses
 import getpass
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -39,6 +40,8 @@ from ..store import ModelRecord, RefFilter, RefRecord, RefStatus, Store, StoreEr
 from ..store.models import pin_problem
 from ..store.queue import ref_ids
 from .preannotate import weights_digest
+
+log = logging.getLogger(__name__)
 
 LOCK = "finetune"
 PLAN_FILE = "finetune.json"
@@ -319,7 +322,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in this environment
+    except (OSError, KeyError, ImportError):  # no user name in this environment (no pwd entry, no $USER)
         return ""
 
 
@@ -551,7 +554,8 @@ def finetune(store: Store, o: Options) -> dict:
                     result = _prepare(store, o, out, world)
             except (StoreError, OSError, ValueError) as exc:
                 failure = str(exc)
-            except Exception as exc:  # noqa: BLE001 - said once, on every rank
+            except Exception as exc:  # noqa: BLE001 - a bug: the traceback in the log, one line said on every rank
+                log.exception("preparing the fine-tune failed")
                 failure = f"{type(exc).__name__}: {exc}"
         if world > 1:
             box = [(failure, result)]

@@ -134,12 +134,12 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
                     skipped.append(f"image {image_id}: pixels not available")
                     continue
                 results += predict_image(predictor, rgb, image_id, sentences, batch)
-        except Exception as exc:  # noqa: BLE001 - reported after the others were told
+        except Exception as exc:  # noqa: BLE001 - re-raised as is (traceback kept) once the other ranks were told
             failure = exc
         if direct:  # every rank writes its own results; the counts are summed for rank 0's report
             try:  # what was computed before a failure is kept, as rank 0 keeps what the others sent
                 new = write_results(store, results, key)
-            except Exception as exc:  # noqa: BLE001 - reported after the others were told
+            except Exception as exc:  # noqa: BLE001 - re-raised as is (traceback kept) once the other ranks were told
                 failure, new = failure or exc, 0
             counts = [len(results), new, sum(1 for r in results if not r.referred)]
             if world > 1:

@@ -37,7 +37,7 @@ def load_weights(svc: Services, label: str | None):
     try:
         desc = svc.model.load(allowed[label], svc.device, name=label if label.endswith(FINE_TUNED) else "")
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported, the old model stays
-        log.warning("loading %r failed: %s", allowed[label], exc)
+        log.warning("loading %r failed: %s", allowed[label], exc, exc_info=True)
         raise gr.Error(f"Could not load {label} ({type(exc).__name__}). The previous model stays active; "
                        "the server log has the details.") from None
     return model_line(desc, svc.model.predictor), gr.update(value=score_threshold(svc.model.predictor))
