@@ -666,6 +666,9 @@ def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | Non
     _write_atomic(out / "README.md", model_card(plan))
     with (out / "log.jsonl").open("a") as f:
         f.write(json.dumps({"held_out_before": plan["metrics_before"], "held_out_after": after}) + "\n")
+    problem = promotion_problem(plan["metrics_before"], after)
+    log.info("fine-tune %s done in %.0f s: held-out %s -> %s%s", out.name, seconds, plan["metrics_before"], after,
+             f"; not promotable: {problem}" if problem else "")
     return {"run": str(out), "weights": str(weights), "parent": plan["parent"], "snapshot": plan["snapshot"],
             "before": plan["metrics_before"], "after": after, "seconds": round(seconds, 1),
             "promotion_problem": promotion_problem(plan["metrics_before"], after)}

@@ -13,6 +13,7 @@ same refs as a single process.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -24,6 +25,8 @@ from tqdm import tqdm
 from ..settings import Settings, current
 from ..store import Store, StoreError
 from .preannotate import Pair, PairResult, SentenceCheck, group_by_image, pending, predict_image, sentence_checker, write_results
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -180,4 +183,8 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
         dist.barrier()
     summary = Summary(len(pairs), len(pairs) - len(todo), written, no_target, time.perf_counter() - t0)
     summary.skipped, summary.skipped_sentences = skipped, refused
+    if rank == 0:
+        log.info("pre-annotation with %s: %d pairs, %d already done, %d written (%d no-target), %d images and %d "
+                 "sentences skipped, %.1f s", key, summary.pairs, summary.already_done, summary.written, summary.no_target,
+                 len(skipped), len(refused), summary.seconds)
     return summary

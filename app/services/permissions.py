@@ -24,11 +24,14 @@ Batch tools act as :meth:`Actor.tool` (no reviewer role): they create and re-thr
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
 from ..store import RefRecord, RefStatus
 from .errors import Refused
+
+log = logging.getLogger(__name__)
 
 ANNOTATOR, REVIEWER = "annotator", "reviewer"
 
@@ -162,4 +165,5 @@ def require(actor: Actor, action: str, ref: RefRecord | None) -> None:
     """Raise :class:`Refused` with the table's reason unless the action is allowed."""
     why = why_not(actor, action, ref)
     if why is not None:
+        log.info("refused: %s may not %s ref %s: %s", actor.name or "-", action, ref.id if ref else "(new)", why)
         raise Refused(why)

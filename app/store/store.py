@@ -160,7 +160,18 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite/OS failures become a StoreError (nothing is half-written)."""
+        """One write transaction; SQLite/OS failures become a StoreError (nothing is half-written), and
+        every refused write is logged at INFO with its reason."""
+        try:
+            with self._write_tx() as db:
+                yield db
+        except StoreError as exc:
+            log.info("nothing written (%s): %s", type(exc).__name__, exc)
+            raise
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_tx` without its log line."""
         if self.location.is_postgres:
             with self._pg_tx() as db:
                 yield db
