@@ -18,10 +18,10 @@ import logging
 import sys
 from pathlib import Path
 
-from app.settings import Settings
+from app.settings import Settings, install
 
 log = logging.getLogger("launch")
-SETTINGS = Settings.from_env()
+SETTINGS = install(Settings.from_env())  # read once, when the entry point is imported; passed down from here
 DEFAULT_OFFICIAL = SETTINGS.default_model
 
 
@@ -46,20 +46,20 @@ def _public_name(weights: str) -> str:
     return weights if "/" not in w or hub_repo else Path(w).name
 
 
-def load_model(weights: str | None, device: str, dtype: str | None = None):
+def load_model(weights: str | None, device: str, dtype: str | None = None, settings: Settings = SETTINGS):
     """``(ModelHolder)``: the requested/official weights, else the bundled model with the reason."""
     from app.services import ModelHolder
     from deris_core.weights import load_predictor
 
-    on_space = bool(Settings.from_env().space_id)
+    on_space = bool(settings.space_id)
     wanted = weights or _cached_official() or (DEFAULT_OFFICIAL if on_space else None)
     note = ""
     if wanted and wanted != "bundled":
         try:
             p = load_predictor(wanted, device=device, dtype=dtype)
             return ModelHolder(p, getattr(p, "description", wanted))
-        except Exception as exc:  # noqa: BLE001 - report and fall back
-            log.warning("could not load %r: %s", wanted, exc)  # details (paths) stay in the log
+        except Exception as exc:  # noqa: BLE001 - any loading failure (file, Hub, format, memory): report, fall back
+            log.warning("could not load %r: %s", wanted, exc, exc_info=True)  # details (paths) stay in the log
             shown = _public_name(wanted)
             note = f"could not load {shown} ({type(exc).__name__}, see the server log); using the bundled model instead"
     try:
@@ -68,28 +68,27 @@ def load_model(weights: str | None, device: str, dtype: str | None = None):
         if not note:
             note = "trained on synthetic shapes only; pass --weights deris-l-grefcoco for real photos"
         return ModelHolder(p, desc, note)
-    except Exception as exc:  # noqa: BLE001
-        log.error("the bundled model could not be loaded: %s", exc)
+    except Exception as exc:  # noqa: BLE001 - any loading failure: the studio still starts and says why
+        log.exception("the bundled model could not be loaded: %s", exc)
         return ModelHolder(None, "no model", f"the bundled model could not be loaded either ({type(exc).__name__})")
 
 
 # ZeroGPU: the model goes to cuda at import time (GPU work then runs inside @spaces.GPU functions).
 from app.zerogpu import on_zerogpu  # noqa: E402 - after load_model, which it decides about
 
-MODEL = load_model(SETTINGS.weights, "cuda") if on_zerogpu() else None
+MODEL = load_model(SETTINGS.weights, "cuda") if on_zerogpu(SETTINGS) else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)  # the server's log
-    env = Settings.from_env()
+    from deris_core.hardware import DTYPE_CHOICES, DTYPE_HELP
+    from deris_core.runtime import add_log_level, configure_logging
+
+    env = SETTINGS
     p = argparse.ArgumentParser(description="DeRIS Studio: referring segmentation and annotation")
     p.add_argument("--weights", default=env.weights, help="published name, checkpoint path, owner/name on the Hub, or 'bundled'")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto: CUDA, then Apple's MPS, then the CPU")
-    p.add_argument("--dtype", default=env.dtype, choices=["auto", "fp32", "bf16", "int8"],
-                   help="auto (default): bf16 where the hardware computes it natively, int8 linears on other x86 CPUs, "
-                        "else fp32; fp32 matches the "
-                        "official outputs; bf16/int8 where they cannot run fall back with a note (docs/precision-and-hardware.md)")
+    p.add_argument("--dtype", default=env.dtype, choices=list(DTYPE_CHOICES), help="default: $DERIS_DTYPE, else auto. " + DTYPE_HELP)
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
@@ -113,7 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--import-root", action="append", default=[], metavar="DIR",
                    help="a folder of this server whose sub-folders operators may import from the app's Add images "
                         "(repeatable; without it only uploads are offered)")
+    add_log_level(p)
     args = p.parse_args(argv)
+    configure_logging(args.log_level, fmt="%(message)s", stream=sys.stdout)  # the server's log
     bad_roots = [r for r in args.import_root if not Path(r).is_dir()]
     if bad_roots:
         p.error(f"--import-root {bad_roots[0]}: not a folder")
@@ -149,9 +150,9 @@ def main(argv: list[str] | None = None) -> int:
         users.share_with(store)  # one wrong-password lock-out for every server on this database
     from app.zerogpu import model_device
 
-    device = model_device(args.device)
+    device = model_device(args.device, SETTINGS)
     reuse = MODEL is not None and args.weights == env.weights and args.dtype == "auto"
-    model = MODEL if reuse else load_model(args.weights, device, args.dtype)
+    model = MODEL if reuse else load_model(args.weights, device, args.dtype, SETTINGS)
     log.info("model: %s%s", model.description, (" — " + model.note) if model.note else "")
     log.info("database: %s", loc.path if loc.path is not None else loc.shown)
     if model.predictor is not None:

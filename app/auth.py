@@ -31,13 +31,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .errors import UserError
+
 ROLES = ("annotator", "reviewer", "operator")  # see app.services.permissions for what each may do
 DEFAULT_ROLES = ("annotator", "reviewer")  # an entry that names no role
 MAX_NAME = 64
 log = logging.getLogger(__name__)
 
 
-class AuthError(ValueError):
+class AuthError(UserError, ValueError):
     """A malformed ``--auth`` entry or file (the message never contains a password)."""
 
 
@@ -199,6 +201,7 @@ class LoginThrottle:
         try:
             return fn()
         except Exception as exc:  # noqa: BLE001 - StoreError or a driver error: sign-in must still answer
+            log.debug("sign-in counters: %s", what, exc_info=True)
             log.warning("the sign-in counters could not be %s in the database (%s); this server's own count is used",
                         what, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any, Callable
 
-from .settings import Settings
+from .settings import Settings, current
 
 
 def spaces_module() -> Any | None:
@@ -24,22 +24,24 @@ def spaces_module() -> Any | None:
         return None
 
 
-def on_zerogpu() -> bool:
+def on_zerogpu(settings: Settings | None = None) -> bool:
     """A Hugging Face Space on ZeroGPU hardware with the ``spaces`` package (a CPU or dedicated-GPU
-    Space has ``SPACE_ID`` and often ``spaces`` too, but no ``SPACES_ZERO_GPU``: no cuda placement there)."""
-    settings = Settings.from_env()
+    Space has ``SPACE_ID`` and often ``spaces`` too, but no ``SPACES_ZERO_GPU``: no cuda placement there).
+    ``settings``: the entry point's (default: the installed ones, :func:`app.settings.current`)."""
+    settings = settings or current()
     return bool(settings.space_id) and settings.zero_gpu and spaces_module() is not None
 
 
-def gpu(fn: Callable) -> Callable:
+def gpu(fn: Callable, settings: Settings | None = None) -> Callable:
     """``spaces.GPU(duration=DERIS_GPU_DURATION)(fn)`` on ZeroGPU, else ``fn`` itself. The duration is
     the seconds of GPU one call may hold: a full-size set_image + predict takes well under a second
     on a GPU; the default 30 covers the first call's CUDA start-up; shorter durations queue sooner."""
-    if not on_zerogpu():
+    settings = settings or current()
+    if not on_zerogpu(settings):
         return fn
-    return spaces_module().GPU(duration=Settings.from_env().gpu_duration)(fn)
+    return spaces_module().GPU(duration=settings.gpu_duration)(fn)
 
 
-def model_device(requested: str = "auto") -> str:
+def model_device(requested: str = "auto", settings: Settings | None = None) -> str:
     """Where the model goes: ``cuda`` on ZeroGPU (the docs ask for it at import time), else ``requested``."""
-    return "cuda" if on_zerogpu() else requested
+    return "cuda" if on_zerogpu(settings) else requested

@@ -11,6 +11,7 @@ ever executed.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,9 @@ import torch
 from torch import Tensor
 
 from .config import DeRISConfig
+from .errors import DerisError
+
+log = logging.getLogger(__name__)
 
 # --- key mapping ----------------------------------------------------------------------------
 
@@ -195,7 +199,7 @@ def to_official_state_dict(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor
 # --- loading --------------------------------------------------------------------------------
 
 
-class CheckpointError(ValueError):
+class CheckpointError(DerisError, ValueError):
     """A checkpoint that cannot be used, with a message that says why."""
 
 
@@ -220,7 +224,8 @@ def safe_torch_load(path: str | os.PathLike) -> Any:
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with a clear message
+    except Exception as exc:  # noqa: BLE001 - torch.load raises many types (unpickling, zip, IO); one clear line
+        log.debug("loading %s failed", path, exc_info=True)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"cannot load {path} safely: {msg}. Only tensors, plain containers and numpy scalars are accepted "
@@ -320,7 +325,8 @@ def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[s
             meta = f.metadata() or {}
             for k in f.keys():
                 tensors[k] = f.get_tensor(k)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - safetensors raises many types on a bad file; one CheckpointError line, the traceback at DEBUG
+        log.debug("reading %s failed", path, exc_info=True)
         raise CheckpointError(f"{path} is not a readable safetensors file: {exc}") from None
     return tensors, meta
 

@@ -15,16 +15,22 @@ here raises on an unusual machine: unknown answers count as "not supported".
 from __future__ import annotations
 
 import logging
-import os
 import platform
 from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
 
+from . import env
+from .errors import DerisError
+
 log = logging.getLogger(__name__)
 
 DTYPE_CHOICES = ("auto", "fp32", "bf16", "int8")
+# The --dtype help of every command line (each prefixes its own default): the rule of choose_precision("auto").
+DTYPE_HELP = ("auto: bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16, AMX or "
+              "ARM BF16), else int8 linears on an x86 CPU with PyTorch's quantized kernels, else fp32; fp32 matches the "
+              "official outputs; bf16 or int8 where they cannot run fall back with a note (docs/precision-and-hardware.md)")
 _ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "int8": "int8"}
 
 # oneDNN's ISA names in increasing order; bf16 arithmetic starts at AVX512_CORE_BF16
@@ -36,7 +42,7 @@ _NOTABLE_FLAGS = ("avx2", "fma3", "avx512_f", "avx512_bw", "avx512_vl", "avx512_
                   "avx512_fp16", "avx_vnni", "avx_ne_convert", "amx_tile", "amx_bf16", "amx_int8")
 
 
-class PrecisionError(ValueError):
+class PrecisionError(DerisError, ValueError):
     """A precision request that is not one of :data:`DTYPE_CHOICES`."""
 
 
@@ -107,7 +113,7 @@ def cpu_info() -> CpuInfo:
         isa = "DEFAULT"
     arch = str(caps.get("architecture") or platform.machine())
     flags = tuple(f for f in _NOTABLE_FLAGS if caps.get(f))
-    max_isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or None
+    max_isa = env.filled("ONEDNN_MAX_CPU_ISA")
     onednn_bf16 = _onednn_bf16_supported()
     if arch in ("x86_64", "AMD64", "x86", "i386"):
         native = bool(caps.get("avx512_bf16") or caps.get("amx_bf16"))
@@ -181,7 +187,7 @@ class Precision:
 def normalize_request(requested: str | None) -> str:
     """``auto``/``fp32``/``bf16``/``int8`` (and the long names); ``None`` reads ``DERIS_DTYPE`` (default auto)."""
     if requested is None:
-        requested = os.environ.get("DERIS_DTYPE", "auto")
+        requested = env.get("DERIS_DTYPE")
     key = str(requested).strip().lower()
     if key not in _ALIASES:
         raise PrecisionError(f"dtype must be one of {', '.join(DTYPE_CHOICES)} (or float32/bfloat16), got {requested!r}")
@@ -191,7 +197,7 @@ def normalize_request(requested: str | None) -> str:
 def onednn_prepack_enabled() -> bool:
     """oneDNN linear packing is available and not switched off (``DERIS_ONEDNN_PREPACK=0``: plain F.linear);
     :mod:`deris_core.model.layers` decides with it at import whether its linears pack."""
-    if os.environ.get("DERIS_ONEDNN_PREPACK", "1") == "0":
+    if env.get("DERIS_ONEDNN_PREPACK") == "0":
         return False
     return hasattr(torch.ops, "mkldnn") and hasattr(torch.ops.mkldnn, "_linear_pointwise") and torch.backends.mkldnn.is_available()
 
@@ -294,7 +300,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def _note_mps() -> None:
     """MPS lacks some operations; with ``PYTORCH_ENABLE_MPS_FALLBACK=1`` (set by ``deris_core`` on
     macOS when it is imported before torch) they run on the CPU instead of failing."""
-    if os.environ.get("PYTORCH_ENABLE_MPS_FALLBACK") == "1":
+    if env.get("PYTORCH_ENABLE_MPS_FALLBACK") == "1":
         log.info("running on Apple's MPS (untested on real hardware); operations MPS lacks run on the CPU")
     else:
         log.warning("running on Apple's MPS (untested on real hardware); if an operation is missing, start with "

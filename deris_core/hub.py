@@ -8,6 +8,7 @@ the repository and the reason, never a traceback or a local path. ``HF_HUB_ETAG_
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -15,16 +16,21 @@ import time
 import urllib.request
 from pathlib import Path
 
+from . import env
+from .errors import DerisError
+
+log = logging.getLogger(__name__)
+
 REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
-class HubError(FileNotFoundError):
+class HubError(DerisError, FileNotFoundError):
     """A file that could not be fetched from the Hub (or a URL), with the reason."""
 
 
 def offline() -> bool:
     """``HF_HUB_OFFLINE`` as set now (``huggingface_hub`` reads it once, at import)."""
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    return env.flag("HF_HUB_OFFLINE")
 
 
 def looks_like_repo_id(text: str) -> bool:
@@ -67,7 +73,7 @@ def _reason(exc: BaseException) -> str:
 def _etag_timeout() -> float:
     from huggingface_hub import constants
 
-    return float(os.environ.get("HF_HUB_ETAG_TIMEOUT") or constants.HF_HUB_ETAG_TIMEOUT)
+    return float(env.filled("HF_HUB_ETAG_TIMEOUT") or constants.HF_HUB_ETAG_TIMEOUT)
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -91,7 +97,8 @@ def _probe(call, fallback, what: str):
         call()
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub and urllib raise many types (HTTP, network, auth); one HubError line
+        log.debug("%s: the probe failed", what, exc_info=True)
         if not _unreachable(exc):
             raise HubError(f"{what}: {_reason(exc)}") from None
         try:
@@ -130,7 +137,8 @@ def download(repo_id: str, filename: str, *, repo_type: str = "model", revision:
         return fetch(offline())
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001 - network, 404, auth, truncation: all one line
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub and urllib raise many types (HTTP, network, auth); one HubError line
+        log.debug("%s", what, exc_info=True)
         raise HubError(f"{what}: {_reason(exc)}") from None
 
 
@@ -154,7 +162,8 @@ def snapshot(repo_id: str, patterns: list[str], *, revision: str | None = None) 
         return fetch(offline())
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - huggingface_hub and urllib raise many types (HTTP, network, auth); one HubError line
+        log.debug("%s", what, exc_info=True)
         raise HubError(f"{what}: {_reason(exc)}") from None
 
 
@@ -179,7 +188,7 @@ def download_url(url: str, dest: Path, timeout: float | None = None, *, max_byte
         return dest
     if offline():
         raise HubError(f"could not get {url}: HF_HUB_OFFLINE is set and it is not cached yet")
-    timeout = timeout or float(os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT") or 30)
+    timeout = timeout or float(env.filled("HF_HUB_DOWNLOAD_TIMEOUT"))
     end = time.monotonic() + deadline_s if deadline_s else None
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + f".{os.getpid()}.{threading.get_ident()}.part")
@@ -214,7 +223,8 @@ def download_url(url: str, dest: Path, timeout: float | None = None, *, max_byte
         os.replace(tmp, dest)
     except HubError:
         raise
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - urllib raises many types (HTTP, socket, SSL); one HubError line
+        log.debug("downloading %s failed", url, exc_info=True)
         if end is not None and time.monotonic() >= end - 0.05:  # the socket wait was cut to the deadline
             raise HubError(f"could not get {url}: the download took longer than the {deadline_s:.0f} s allowed") from None
         raise HubError(f"could not get {url}: {_reason(exc)}") from None

@@ -27,11 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .errors import DerisError
+
 PR_THRESHOLDS = (0.7, 0.8, 0.9)
 ACC_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-class MetricError(ValueError):
+class MetricError(DerisError, ValueError):
     """A metric that is undefined for the given samples."""
 
 

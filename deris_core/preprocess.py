@@ -13,6 +13,7 @@ decompression bombs and absurd sizes are refused with :class:`ImageError`.
 from __future__ import annotations
 
 import io
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import DerisError
+
+log = logging.getLogger(__name__)
+
 MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)
 STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
 MAX_PIXELS = 64_000_000  # refuse larger images (decompression-bomb guard)
@@ -31,7 +36,7 @@ MAX_ASPECT = 1000
 ImageInput = Union[str, os.PathLike, bytes, Image.Image, np.ndarray]
 
 
-class ImageError(ValueError):
+class ImageError(DerisError, ValueError):
     """An image that cannot be used, with a message that names the problem."""
 
 
@@ -95,8 +100,8 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
         pass
     try:
         img = ImageOps.exif_transpose(img) or img
-    except Exception:  # noqa: BLE001 - broken EXIF must not block the image
-        pass
+    except Exception:  # noqa: BLE001 - broken EXIF (any of PIL's parse errors) must not block the image
+        log.debug("EXIF orientation ignored", exc_info=True)
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         return _array_to_rgb(np.asarray(img))

@@ -13,6 +13,7 @@ load any such repository; ``load_predictor(folder)`` a saved folder.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +22,8 @@ from typing import Any
 from .checkpoint import save_weights
 from .config import DeRISConfig
 from .predictor import Predictor
+
+log = logging.getLogger(__name__)
 
 MODEL_FILE = "model.safetensors"
 TOKENIZER_FILE = "tokenizer.spm"

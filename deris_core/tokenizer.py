@@ -9,6 +9,7 @@ padding mask is 1 at padded positions. We reproduce that with ``sentencepiece`` 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from dataclasses import dataclass
@@ -16,13 +17,17 @@ from pathlib import Path
 
 import torch
 
+from .errors import DerisError
+
+log = logging.getLogger(__name__)
+
 BOS, PAD, EOS, UNK = 0, 1, 2, 3
 FAIRSEQ_OFFSET = 1
 MAX_EXPRESSION_CHARS = 2000  # longer input is refused: no expression needs it
 _PUNCT = re.compile(r"[.,'!?\"()*#:;]")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(DerisError, ValueError):
     """An expression that cannot be tokenised, or a missing/broken tokenizer model."""
 
 
@@ -52,7 +57,8 @@ class BEiT3Tokenizer:
         self.sp = spm.SentencePieceProcessor()
         try:
             self.sp.Load(str(path))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - sentencepiece raises OSError or RuntimeError by version: one line
+            log.debug("loading %s failed", path, exc_info=True)
             raise TokenizerError(f"{path} is not a sentencepiece model: {exc}") from None
         if max_token < 3:
             raise TokenizerError("max_token must be at least 3")

@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 from typing import Callable, TypeVar
 
+from . import env
+from .errors import DerisError
 from .hub import HubError, download, download_url
 from .tokenizer import FAIRSEQ_OFFSET, BEiT3Tokenizer, TokenizerError
 from .weight_cache import cache_dir
@@ -45,8 +47,8 @@ T = TypeVar("T")
 def download_limits() -> tuple[float, int]:
     """``(overall deadline in seconds, size cap in bytes)`` of tokenizer downloads, from the environment."""
     try:
-        deadline = float(os.environ.get("DERIS_TOKENIZER_DEADLINE") or DEADLINE_S)
-        cap = int(os.environ.get("DERIS_TOKENIZER_MAX_BYTES") or MAX_BYTES)
+        deadline = float(env.filled("DERIS_TOKENIZER_DEADLINE"))
+        cap = int(env.filled("DERIS_TOKENIZER_MAX_BYTES"))
     except ValueError:
         raise TokenizerSourceError("DERIS_TOKENIZER_DEADLINE must be seconds and DERIS_TOKENIZER_MAX_BYTES a number "
                                    "of bytes") from None
@@ -75,7 +77,7 @@ def within(seconds: float, fn: Callable[[], T], what: str) -> T:
     return box["value"]  # type: ignore[return-value]
 
 
-class TokenizerSourceError(FileNotFoundError):
+class TokenizerSourceError(DerisError, FileNotFoundError):
     """No usable tokenizer was found; the message lists every place tried."""
 
 
@@ -112,7 +114,7 @@ def resolve_tokenizer(
     what: str = "the checkpoint",
 ) -> Path:
     """The first usable tokenizer for an official checkpoint (see the module docstring)."""
-    for given, label in ((explicit, "--tokenizer"), (os.environ.get("DERIS_TOKENIZER"), "DERIS_TOKENIZER")):
+    for given, label in ((explicit, "--tokenizer"), (env.get("DERIS_TOKENIZER"), "DERIS_TOKENIZER")):
         if given:
             path = Path(given).expanduser()
             why = check(path, vocab_rows)
@@ -127,8 +129,8 @@ def resolve_tokenizer(
             if why is None:
                 return path
             tried.append(f"{name} next to the checkpoint ({why})")
-    repo = os.environ.get("DERIS_HF_TOKENIZER_REPO") or hub_repo
-    filename = os.environ.get("DERIS_HF_TOKENIZER_FILE", TOKENIZER_FILE)
+    repo = env.filled("DERIS_HF_TOKENIZER_REPO") or hub_repo
+    filename = env.get("DERIS_HF_TOKENIZER_FILE")
     deadline, cap = download_limits()
     if repo:
         try:
@@ -140,7 +142,7 @@ def resolve_tokenizer(
             tried.append(f"Hub {repo}/{filename} ({why})")
         except HubError as exc:
             tried.append(f"Hub {repo}/{filename} ({str(exc).split(': ', 1)[-1]})")
-    url = os.environ.get("DERIS_TOKENIZER_URL", BEIT3_TOKENIZER_URL)
+    url = env.get("DERIS_TOKENIZER_URL")
     if url:
         dest = cache_dir() / "tokenizer" / Path(url).name
         try:

@@ -14,25 +14,29 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
 import torch
 
+from . import env
 from .checkpoint import CheckpointError, convert_official_state_dict, extract_state_dict, load_into, safe_torch_load
 from .config import DeRISConfig
 from .model import build_deris
 from .model.deris import DeRIS
 from .model.swin import WindowAttention, relative_position_index
 
+log = logging.getLogger(__name__)
+
 FORMAT = "deris-studio"
 
 
 def cache_dir() -> Path:
     """Where converted checkpoints and downloaded tokenizers are kept."""
-    if os.environ.get("DERIS_CACHE"):
-        return Path(os.environ["DERIS_CACHE"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    if env.is_set("DERIS_CACHE"):
+        return Path(env.get("DERIS_CACHE")).expanduser()
+    base = env.filled("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "deris"
 
 
@@ -66,7 +70,8 @@ def model_from_safetensors(path: str | os.PathLike, cfg: DeRISConfig, int8: bool
         return _int8_from_safetensors(path, cfg)
     try:
         tensors = load_file(str(path))  # memory-mapped
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - safetensors raises many types on a bad file; one CheckpointError line, the traceback at DEBUG
+        log.debug("reading %s failed", path, exc_info=True)
         raise CheckpointError(f"{path.name} is not a readable safetensors file: {exc}") from None
     model = build_deris(cfg, device="meta")
     expected = model.state_dict()
@@ -95,7 +100,8 @@ def _int8_from_safetensors(path: Path, cfg: DeRISConfig) -> DeRIS:
         with open(path, "rb") as fh:
             size = int.from_bytes(fh.read(8), "little")
             header = json.loads(fh.read(size))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - safetensors raises many types on a bad file; one CheckpointError line, the traceback at DEBUG
+        log.debug("reading %s failed", path, exc_info=True)
         raise CheckpointError(f"{path.name} is not a readable safetensors file: {exc}") from None
     expected = set(model.state_dict())
     missing, unexpected = sorted(expected - set(rest) - quantized), sorted(set(rest) - expected)

@@ -26,8 +26,10 @@ from pathlib import Path
 
 import torch
 
+from . import env
 from .checkpoint import CheckpointError, config_from_safetensors
 from .config import OFFICIAL_NAMES, DeRISConfig, get_config
+from .errors import DerisError
 from .hardware import choose_precision, resolve_device
 from .hub import HubError, download, looks_like_repo_id, snapshot
 from .model.deris import DeRIS
@@ -38,7 +40,7 @@ from .weight_cache import load_official, model_from_safetensors
 
 log = logging.getLogger(__name__)
 
-HF_REPO = os.environ.get("DERIS_HF_REPO", "Dmmm997/DeRIS")
+HF_REPO = env.get("DERIS_HF_REPO")
 # File names inside the hub repository (not verifiable from here: override with
 # DERIS_HF_FILE_<NAME> environment variables, e.g. DERIS_HF_FILE_DERIS_L_GREFCOCO=...).
 HF_FILES = {
@@ -53,7 +55,7 @@ REPO_FILES = [MODEL_FILE, "config.json", "tokenizer.spm", "README.md"]
 BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "bundled"
 
 
-class WeightsError(FileNotFoundError):
+class WeightsError(DerisError, FileNotFoundError):
     """Weights or tokenizer that cannot be found or used."""
 
 
@@ -68,8 +70,7 @@ class ResolvedWeights:
 
 
 def hf_filename(name: str) -> str:
-    env = "DERIS_HF_FILE_" + name.upper().replace("-", "_")
-    return os.environ.get(env, HF_FILES[name])
+    return env.get("DERIS_HF_FILE_" + name.upper().replace("-", "_"), HF_FILES[name])
 
 
 def _hf_download(filename: str, what: str, name: str) -> Path:

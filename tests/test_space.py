@@ -12,9 +12,16 @@ import torch
 
 import deris_core.weights
 from app import zerogpu
+from app.settings import Settings, install
 from app.viewkit import model_info
-from app.settings import Settings
 from tests.conftest import ROOT
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings():
+    """Each test imports launch, which installs the settings of its environment: none outlive the test."""
+    yield
+    install(None)
 
 
 @pytest.fixture

@@ -33,8 +33,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = os.environ.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+from .. import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = settings.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
 
 # In-page instrumentation: the time of the last key/mouse press; the canvas records its paints.
 _PROBE = """
@@ -105,7 +107,7 @@ def prepare(model: str, folder: Path) -> tuple[str, int]:
 
 def serve(weights: str, db: Path, dtype: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = settings.child_env({"GRADIO_ANALYTICS_ENABLED": "False"})
     cmd = [sys.executable, "launch.py", "--weights", weights, "--db", str(db), "--port", str(port), "--device", "cpu",
            "--dtype", dtype]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

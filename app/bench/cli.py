@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from deris_core.hardware import DTYPE_CHOICES
+
 from ..services import Actor, RefService
 from ..store import RefStatus, Store
 
@@ -239,7 +241,7 @@ def bench_preannotate(model: str, images: int = 3, sentences: int = 8, threads: 
         from deris_core.tools.bench_setup import build
 
         predictor, _ = build(model, "cpu", dtype)
-        predictor.tokenizer = BEiT3Tokenizer(Path(__file__).resolve().parents[1] / "assets" / "bundled" / "tokenizer.spm",
+        predictor.tokenizer = BEiT3Tokenizer(Path(__file__).resolve().parents[2] / "assets" / "bundled" / "tokenizer.spm",
                                              predictor.cfg.max_token)
         pictures = [synthetic_photo(768, 1024, seed=k) for k in range(images)]
     words = ["the red circle", "all blue shapes", "the largest star", "the two green triangles", "the dog on the left",
@@ -316,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("latency", help="the Annotate view's Enter and threshold change (median of 20 after 3 warm-up)")
     t.add_argument("--config", default="deris-b-grefcoco", help="a published config (random weights) or bundled")
     t.add_argument("--device", default="cpu")
-    t.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "int8", "auto"],
+    t.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
                    help="as deris_core.tools.bench --dtype")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")

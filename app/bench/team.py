@@ -35,7 +35,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from .. import settings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -89,7 +91,7 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
 
     try:
         c = Client(url, verbose=False, download_files=False)  # the server's work only: pictures stay there
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - gradio_client raises many types: counted in the report
         with tally.lock:
             tally.errors.append(f"{who}: connect: {type(exc).__name__}: {exc}")
         return
@@ -124,7 +126,7 @@ def _annotator(url: str, who: str, peer: str, until: float, tally: Tally, k0: in
                 c.predict(None, "", f"rev-{who}", "", "", None, False, api_name="/review_accept")
                 with tally.lock:
                     tally.review_s.append(time.perf_counter() - t0)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - gradio_client raises many types: counted, the reviewer goes on
                 with tally.lock:
                     if "meanwhile" in str(exc):
                         tally.conflicts += 1
@@ -199,7 +201,7 @@ def bench_team(db: str | None, servers: int = 2, clients: int = 8, seconds: floa
         generate(root / "syn", seed=11, images=images)
         import_images(store, root / "syn" / "images" / "train2014", progress=False)
     refs_before = store.stats()["refs"]
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"}
+    env = settings.child_env({"GRADIO_ANALYTICS_ENABLED": "False", "OMP_NUM_THREADS": "1"})
     procs = []
     try:
         urls = []

@@ -28,10 +28,13 @@ import sys
 
 import torch
 
+from deris_core.hardware import DTYPE_CHOICES, DTYPE_HELP
+from deris_core.runtime import add_log_level, configure_logging
 from deris_core.data.nsc import NSCConfig
 
 from ..store import SPLITS, STATUSES, RefStatus, Store, StoreError
 from ..services import studio_cache
+from ..settings import Settings, install
 from ..store.location import DB_HELP, parse_db
 from ..store.timeouts import DbTimeouts
 from ..store.queue import ImageFilter
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.curate", description=__doc__.splitlines()[0])
+    add_log_level(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     a = sub.add_parser("preannotate", help="the model proposes a ref for every (image, sentence) pair")
     src = a.add_mutually_exclusive_group(required=True)
@@ -126,10 +130,11 @@ def _main(argv: list[str] | None = None) -> int:
     for sp in (a, q, n):
         sp.add_argument("--weights", default="bundled", help="a published name, a checkpoint, or bundled")
         sp.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-        sp.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"],
-                        help="auto: bf16 on a GPU that offers it, else fp32")
+        sp.add_argument("--dtype", default="auto", choices=list(DTYPE_CHOICES), help="default: auto. " + DTYPE_HELP)
         sp.add_argument("--threads", type=int, default=0, help="CPU threads per process (0: torch's default)")
     args = p.parse_args(argv)
+    configure_logging(args.log_level)  # on stderr: standard output is the result's
+    settings = install(Settings.from_env())  # read once; torchrun's ranks for init_distributed
     incomplete = False  # qa: part of the store could not be checked (exit status 3, after the report)
     try:
         loc = parse_db(args.db)
@@ -143,7 +148,7 @@ def _main(argv: list[str] | None = None) -> int:
                                       read_sentences, sentence_checker)
             from .runner import init_distributed, run
 
-            rank, world, device = init_distributed(args.device)
+            rank, world, device = init_distributed(args.device, settings)
             predictor = _predictor(args, device, store)
             key = model_key(predictor, args.weights)
             check, bad = sentence_checker(predictor), []  # bad lines are listed and skipped, the rest runs

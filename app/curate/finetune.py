@@ -20,6 +20,7 @@ import dataclasses
 import getpass
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -39,6 +40,8 @@ from ..store import ModelRecord, RefFilter, RefRecord, RefStatus, Store, StoreEr
 from ..store.models import pin_problem
 from ..store.queue import ref_ids
 from .preannotate import weights_digest
+
+log = logging.getLogger(__name__)
 
 LOCK = "finetune"
 PLAN_FILE = "finetune.json"
@@ -319,7 +322,7 @@ def _write_atomic(path: Path, text: str) -> None:
 def _user() -> str:
     try:
         return getpass.getuser()
-    except Exception:  # noqa: BLE001 - no user name in this environment
+    except (OSError, KeyError, ImportError):  # no user name in this environment (no pwd entry, no $USER)
         return ""
 
 
@@ -551,7 +554,8 @@ def finetune(store: Store, o: Options) -> dict:
                     result = _prepare(store, o, out, world)
             except (StoreError, OSError, ValueError) as exc:
                 failure = str(exc)
-            except Exception as exc:  # noqa: BLE001 - said once, on every rank
+            except Exception as exc:  # noqa: BLE001 - a bug: the traceback in the log, one line said on every rank
+                log.exception("preparing the fine-tune failed")
                 failure = f"{type(exc).__name__}: {exc}"
         if world > 1:
             box = [(failure, result)]
@@ -662,6 +666,9 @@ def _train_and_measure(store: Store, o: Options, out: Path, prepared: dict | Non
     _write_atomic(out / "README.md", model_card(plan))
     with (out / "log.jsonl").open("a") as f:
         f.write(json.dumps({"held_out_before": plan["metrics_before"], "held_out_after": after}) + "\n")
+    problem = promotion_problem(plan["metrics_before"], after)
+    log.info("fine-tune %s done in %.0f s: held-out %s -> %s%s", out.name, seconds, plan["metrics_before"], after,
+             f"; not promotable: {problem}" if problem else "")
     return {"run": str(out), "weights": str(weights), "parent": plan["parent"], "snapshot": plan["snapshot"],
             "before": plan["metrics_before"], "after": after, "seconds": round(seconds, 1),
             "promotion_problem": promotion_problem(plan["metrics_before"], after)}

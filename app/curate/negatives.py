@@ -17,6 +17,7 @@ only what is missing (the same seed draws the same sentences).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -33,6 +34,8 @@ from ..store import DEFAULT_CATEGORY, RefStatus, Store
 from ..store import predictions
 from ..store.negatives import asked, proposed_counts, proposed_in, sources, targeted_images, write_negative
 from .preannotate import PairResult, SentenceCheck, insert_prediction, predict_image, sentence_checker
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -147,6 +150,7 @@ def run_negatives(store: Store, predictor, key: str, *, per_image: int = 3, cfg:
         bar.update(len(results))
     bar.close()
     note = why_none(store, per_image) if not proposals else ""
+    log.info("hard negatives with %s on %d images: %s%s", key, len(images), dict(totals), f" ({note})" if note else "")
     return {"model": key, "images": len(images), **totals, **({"note": note} if note else {}), "per_image": per_image, "nsc_threshold": cfg.threshold,
             "min_words": cfg.min_text_length, "seed": seed, "skipped_images": skipped,
             "seconds": round(time.perf_counter() - t0, 2)}

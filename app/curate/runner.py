@@ -13,6 +13,7 @@ same refs as a single process.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -21,10 +22,12 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from ..settings import Settings
+from ..settings import Settings, current
 from ..store import Store, StoreError
 from .preannotate import (Pair, PairResult, SentenceCheck, answered_by_people, group_by_image, pending, predict_image,
                           sentence_checker, write_results)
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -47,15 +50,16 @@ class Summary:
                 "skipped_answered_by_people": self.answered_by_people}
 
 
-def distributed_env() -> tuple[int, int, int]:
-    """``(rank, world size, local rank)`` from torchrun's environment (0, 1, 0 without it)."""
-    s = Settings.from_env()
+def distributed_env(settings: Settings | None = None) -> tuple[int, int, int]:
+    """``(rank, world size, local rank)`` from torchrun's environment (0, 1, 0 without it), as the entry
+    point read it (``settings``; default: the installed ones)."""
+    s = settings or current()
     return s.rank, s.world_size, s.local_rank
 
 
-def init_distributed(device: str) -> tuple[int, int, str]:
+def init_distributed(device: str, settings: Settings | None = None) -> tuple[int, int, str]:
     """Join the torchrun group; returns ``(rank, world, device for this rank)``."""
-    rank, world, local = distributed_env()
+    rank, world, local = distributed_env(settings)
     if world > 1 and not dist.is_initialized():
         use_cuda = device != "cpu" and torch.cuda.is_available()
         if use_cuda:
@@ -139,12 +143,12 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
                     skipped.append(f"image {image_id}: pixels not available")
                     continue
                 results += predict_image(predictor, rgb, image_id, sentences, batch)
-        except Exception as exc:  # noqa: BLE001 - reported after the others were told
+        except Exception as exc:  # noqa: BLE001 - re-raised as is (traceback kept) once the other ranks were told
             failure = exc
         if direct:  # every rank writes its own results; the counts are summed for rank 0's report
             try:  # what was computed before a failure is kept, as rank 0 keeps what the others sent
                 new = write_results(store, results, key)
-            except Exception as exc:  # noqa: BLE001 - reported after the others were told
+            except Exception as exc:  # noqa: BLE001 - re-raised as is (traceback kept) once the other ranks were told
                 failure, new = failure or exc, 0
             counts = [len(results), new, sum(1 for r in results if not r.referred)]
             if world > 1:
@@ -186,4 +190,8 @@ def run(store: Store, predictor, pairs: Sequence[Pair], key: str, *, batch: int 
     summary = Summary(len(pairs), len(pairs) - len(todo) - by_people, written, no_target,
                       time.perf_counter() - t0)
     summary.skipped, summary.skipped_sentences, summary.answered_by_people = skipped, refused, by_people
+    if rank == 0:
+        log.info("pre-annotation with %s: %d pairs, %d already done, %d answered by people, %d written (%d no-target), "
+                 "%d images and %d sentences skipped, %.1f s", key, summary.pairs, summary.already_done, by_people,
+                 summary.written, summary.no_target, len(skipped), len(refused), summary.seconds)
     return summary

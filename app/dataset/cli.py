@@ -23,6 +23,7 @@ import sys
 import zipfile
 
 from deris_core.data.refer import DataError
+from deris_core.runtime import add_log_level, configure_logging
 
 from .collection import import_images
 from .export import (export_zip, mask_to_polygons, normalise_sentence, polygons_to_mask, read_zip, to_grefcoco,
@@ -42,6 +43,7 @@ __all__ = ["ImportRefused", "export_zip", "import_coco", "import_grefcoco", "imp
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m app.dataset", description="Scripted curation of a DeRIS Studio database.")
+    add_log_level(p)
     sub = p.add_subparsers(dest="cmd", required=True)
     i = sub.add_parser("import-images", help="add a folder of images (recursive) to the collection")
     i.add_argument("dir")
@@ -70,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="an empty store (a new SQLite file or an empty database), or the target of an unfinished "
                         "migration of the same source (run the same command again: see docs/migrate.md)")
     args = p.parse_args(argv)
+    configure_logging(args.log_level)  # on stderr: standard output is the result's
     try:
         if args.cmd == "migrate":
             from .migrate import migrate

@@ -13,6 +13,7 @@ leave it are skipped).
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
 import threading
@@ -27,6 +28,8 @@ from deris_core.preprocess import ImageError, load_image
 
 from ..store import Store, StoreError
 from ..store.names import display_name, not_utf8
+
+log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 THUMB_SIDE = 160
@@ -110,6 +113,10 @@ def import_images(store: Store, folder: str | Path, split: str = "", max_side: i
             res.added += 1
         else:
             res.known += 1
+    log.info("images from %s: %d added, %d already there, %d skipped", display_name(str(folder)), res.added, res.known,
+             len(res.skipped))
+    for name, why in res.skipped:
+        log.info("skipped %s: %s", name, why)
     return res
 
 

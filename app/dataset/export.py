@@ -20,6 +20,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -34,6 +35,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ..store import SPLITS, RefFilter, Snapshot, Store, StoreError, decode_mask, os_error_message, unique_names
+
+log = logging.getLogger(__name__)
 
 _PUNCT = re.compile(r"[.,'!?\"()*#:;]")
 
@@ -242,6 +245,8 @@ def export_zip(store: Store, out: str | Path, include_images: bool = True, *, st
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    log.info("exported %d refs, %d instances, %d images (filter %s) to %s", len(grefs), len(coco["annotations"]),
+             len(coco["images"]), meta["filter"], Path(out).name)
     return {"out": str(out), "images": len(coco["images"]), "annotations": len(coco["annotations"]),
             "refs": len(grefs), "image_files": images_written, "filter": meta["filter"]}
 

@@ -14,8 +14,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..errors import UserError
 
-class RefineError(ValueError):
+
+class RefineError(UserError, ValueError):
     """Prompts that cannot be used (one line saying which and why)."""
 
 

@@ -18,7 +18,7 @@ from ..store import (SPLITS, STATUSES, ConflictError, Event, ImageFilter, RefAct
 from ..store.negatives import DECISIONS, Negative
 from ..store.review import REASONS, Decision
 from .dataset import DatasetService
-from .errors import BadInput, NoModel, Refused
+from .errors import BadInput, NoModel, Refused, UserError
 from .model import ModelHolder
 from .negatives import NegativeService
 from .permissions import Actor, can, require
@@ -27,7 +27,8 @@ from .queue import Queue
 from .refs import RefService
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refused", "Services", "Workspace",
+__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refused",
+           "Services", "UserError", "Workspace",
            "can", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
            "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",

@@ -1,7 +1,12 @@
-"""Errors of the application layer: one line a user can act on (views show them as they are)."""
+"""Errors of the application layer: one line a user can act on (views show them as they are).
+
+All are :class:`~app.errors.UserError` s (``except UserError`` catches them with the store's).
+``NoModel`` is not a store error; ``Refused`` and ``BadInput`` keep ``StoreError`` (and so
+``ValueError``) as a base for the callers that catch it."""
 
 from __future__ import annotations
 
+from ..errors import UserError
 from ..store import StoreError
 
 
@@ -9,8 +14,8 @@ class Refused(StoreError):
     """The action is not allowed to this user on this ref (the permission table says why)."""
 
 
-class NoModel(StoreError):
-    """No model is loaded (the reason is in the message)."""
+class NoModel(UserError):
+    """No model is loaded (the reason is in the message): the services' refusal, not the store's."""
 
 
 class BadInput(StoreError):

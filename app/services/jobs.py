@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .. import settings
 from ..store import Store
 from .errors import BadInput
 from .permissions import Actor, require_studio
@@ -138,7 +139,7 @@ class Jobs:
         """Start a job as ``actor`` (reviewers and operators); one of each kind at a time."""
         require_studio(actor, "run_jobs")
         cmd = self.command(kind, **options)
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = settings.child_env({"PYTHONUNBUFFERED": "1"})
         loc = self.store.location
         if loc.is_postgres:  # the URL travels in the environment, never on a command line others can list
             env["DERIS_DB_URL"] = str(loc.url)

@@ -41,11 +41,14 @@ studio chose its flags (``--allow-weights``, ``--import-root``).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable
 
 from ..store import RefRecord, RefStatus
 from .errors import Refused
+
+log = logging.getLogger(__name__)
 
 ANNOTATOR, REVIEWER, OPERATOR = "annotator", "reviewer", "operator"
 # Studio-wide actions (no ref involved): action -> (roles that may, what it is called in a refusal)
@@ -186,6 +189,7 @@ def require(actor: Actor, action: str, ref: RefRecord | None) -> None:
     """Raise :class:`Refused` with the table's reason unless the action is allowed."""
     why = why_not(actor, action, ref)
     if why is not None:
+        log.info("refused: %s may not %s ref %s: %s", actor.name or "-", action, ref.id if ref else "(new)", why)
         raise Refused(why)
 
 

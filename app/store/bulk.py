@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -10,6 +11,8 @@ from pycocotools import mask as mask_utils
 from .dialect import SqliteDialect
 from .names import safe_file_name
 from .store import Store
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -107,4 +110,6 @@ def write_plan(store: Store, plan: ImportPlan, fingerprint: str, kind: str, sour
             db.executemany("INSERT INTO ref_instances (ref_id, instance_id, position) VALUES (?,?,?)",
                            [(rid, ann_map[a], pos) for pos, a in enumerate(r.targets)])
             Store._event(db, rid, r.annotator, "import", {"source": source, "source_ref_id": r.src_id})
+    log.info("imported %s (%s): %d images, %d instances, %d refs", source, kind, len(plan.images), len(plan.annotations),
+             len(plan.refs))
     return {"images": len(plan.images), "instances": len(plan.annotations), "refs": len(plan.refs), "skipped": []}

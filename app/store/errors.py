@@ -8,9 +8,11 @@ from __future__ import annotations
 import errno
 import sqlite3
 
+from ..errors import UserError
 
-class StoreError(ValueError):
-    """A save or lookup that cannot be done, with the reason."""
+
+class StoreError(UserError, ValueError):
+    """A save or lookup that cannot be done, with the reason (a :class:`~app.errors.UserError`)."""
 
 
 class ConflictError(StoreError):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from ..settings import environ
 from .errors import StoreError
 
 PG_SCHEMES = ("postgresql", "postgres")
@@ -94,7 +95,7 @@ def parse_db(spec: str | os.PathLike | DbLocation | None, env: dict | None = Non
     if isinstance(spec, DbLocation):
         return spec
     if spec is None or str(spec) == "":
-        spec = (os.environ if env is None else env).get(ENV_URL) or None
+        spec = (environ() if env is None else env).get(ENV_URL) or None
         if spec is None:
             raise StoreError(f"no database given (--db PATH or --db postgresql://..., or {ENV_URL})")
     if isinstance(spec, os.PathLike):

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import StoreError
+
+log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
@@ -123,6 +126,7 @@ class ModelsMixin:
                 (rec.name, rec.weights, rec.config, rec.parent, json.dumps(rec.snapshot), json.dumps(rec.metrics_before),
                  json.dumps(rec.metrics_after), rec.created_by, now))
             rec.id, rec.created_at = int(cur.lastrowid), now
+        log.info("model %r registered by %s (weights %s)", rec.name, rec.created_by or "-", rec.weights)
         return rec
 
     def delete_model(self, name: str, uses: int) -> None:
@@ -132,6 +136,7 @@ class ModelsMixin:
         with self._tx() as db:
             if db.execute("DELETE FROM models WHERE name = ?", (name,)).rowcount == 0:
                 raise StoreError(f"no registered model named {name!r}")
+        log.info("model %r unregistered", name)
 
     # --- locks --------------------------------------------------------------------------------
 

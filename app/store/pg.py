@@ -17,6 +17,7 @@ under the writers' advisory lock, and a database of a newer schema is refused.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -26,6 +27,8 @@ from .errors import StoreError
 from .location import DbLocation
 from .schema import INDEXES, SCHEMA_VERSION, TABLES
 from .timeouts import DbTimeouts, application_name
+
+log = logging.getLogger(__name__)
 
 WRITE_LOCK = 0x6465726973  # pg_advisory_xact_lock key of the store's writers ("deris")
 CONNECT_TIMEOUT = 5  # seconds
@@ -156,8 +159,8 @@ class PgConnection:
         if self._conn is not None:
             try:
                 self._conn.close()
-            except Exception:  # noqa: BLE001 - it is broken already
-                pass
+            except (psycopg.Error, OSError):  # it is broken already
+                log.debug("closing a broken connection to %s", self.loc.shown, exc_info=True)
         try:
             self._conn = psycopg.connect(self.loc.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT,
                                          application_name=application_name())
@@ -226,11 +229,13 @@ class PgConnection:
 
     def rollback_quietly(self) -> None:
         """End a failed transaction (nothing to do when the connection broke: the server rolled it back)."""
+        import psycopg
+
         try:
             if not self.broken:
                 self._conn.execute("ROLLBACK")
-        except Exception:  # noqa: BLE001
-            pass
+        except (psycopg.Error, OSError):  # the failure being handled is the one that counts
+            log.debug("ROLLBACK on %s failed", self.loc.shown, exc_info=True)
         self.in_transaction = False
 
     def close(self) -> None:

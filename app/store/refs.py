@@ -7,6 +7,7 @@ event in the ref's history.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -19,6 +20,8 @@ from .names import control_character, not_utf8
 from .records import Event, RefRecord, RefRow
 from .filters import RefFilter
 from .status import RefStatus, ref_status
+
+log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "testA", "testB")
 DEFAULT_CATEGORY = "object"
@@ -181,6 +184,8 @@ class RefsMixin:
         self._event(db, ref_id, actor, action, {"sentences": sents, "targets": ids, "no_target": bool(no_target),
                                                 "split": split, "status": status, "annotator": author,
                                                **({"content_changed": False} if not changed else {}), **(detail or {})})
+        log.debug("ref %s v%s %s by %s (author %s): %s, %d sentence(s), %s", ref_id, version, action, actor or "-",
+                  author or "-", status, len(sents), "no target" if no_target else f"{len(ids)} target(s)")
         return Written(ref_id, version, editor, changed)
 
     def ref(self, ref_id: int) -> RefRecord:
@@ -263,6 +268,7 @@ class RefsMixin:
         db.execute("DELETE FROM refs WHERE id = ?", (ref_id,))
         self._drop_orphans(db, inst)
         self._event(db, ref_id, actor, "delete", {})
+        log.info("ref %s deleted by %s", ref_id, actor or "-")
 
     def set_status(self, ref_id: int, status: str, actor: str = "", expected_version: int | None = None,
                    detail: dict | None = None, action: str = "status") -> int:
@@ -283,6 +289,7 @@ class RefsMixin:
             raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
         db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
         self._event(db, ref_id, actor, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
+        log.debug("ref %s v%s %s by %s: %s -> %s", ref_id, row[0] + 1, action, actor or "-", row[1], status)
         return row[0] + 1
 
     def ref_in(self, db, ref_id: int) -> RefRecord | None:

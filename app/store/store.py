@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import tempfile
@@ -49,6 +50,8 @@ from .refs import DEFAULT_CATEGORY, MAX_NAME_CHARS, RefsMixin
 from .schema import ensure_schema
 from .sign_in import SignInMixin
 from .timeouts import DbTimeouts
+
+log = logging.getLogger(__name__)
 
 SAVE_KEYS_KEPT_S = 7 * 24 * 3600.0  # how long the key of a save attempt is kept (a retry days later saves anew)
 MAX_SAVE_KEY = 100
@@ -157,7 +160,18 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction; SQLite/OS failures become a StoreError (nothing is half-written)."""
+        """One write transaction; SQLite/OS failures become a StoreError (nothing is half-written), and
+        every refused write is logged at INFO with its reason."""
+        try:
+            with self._write_tx() as db:
+                yield db
+        except StoreError as exc:
+            log.info("nothing written (%s): %s", type(exc).__name__, exc)
+            raise
+
+    @contextmanager
+    def _write_tx(self) -> Iterator[sqlite3.Connection]:
+        """:meth:`_tx` without its log line."""
         if self.location.is_postgres:
             with self._pg_tx() as db:
                 yield db
@@ -243,7 +257,8 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
         try:
             with self._rlock:
                 return lock_holder(self._rdb) or "another writer"
-        except Exception:  # noqa: BLE001 - the message must come out anyway
+        except Exception:  # noqa: BLE001 - any driver error: the busy message must come out anyway
+            log.debug("could not tell who holds the writers' lock", exc_info=True)
             return "another writer"
 
     # --- save keys: the outcome of a save whose COMMIT answer was lost ----------------------------

@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..settings import environ, get
+
 log = logging.getLogger(__name__)
 
 ENV = {"lock_wait_s": "DERIS_DB_LOCK_WAIT", "statement_s": "DERIS_DB_STATEMENT_TIMEOUT",
@@ -59,7 +61,7 @@ class DbTimeouts:
     def from_env(cls, env: dict | None = None, batch: bool = False) -> "DbTimeouts":
         """The defaults, overridden by the ``DERIS_DB_*`` variables; ``batch``: a command without a person
         waiting (a longer lock wait)."""
-        env = os.environ if env is None else env
+        env = environ() if env is None else env
         base = cls()
         values = {f: cls._env(var, getattr(base, f), env) for f, var in ENV.items()}
         if batch:
@@ -70,8 +72,8 @@ class DbTimeouts:
 def role() -> str:
     """What this process is, from its command line: ``studio`` (launch.py), ``curate preannotate``,
     ``dataset migrate``, ... (``DERIS_ROLE`` overrides)."""
-    if os.environ.get("DERIS_ROLE"):
-        return os.environ["DERIS_ROLE"]
+    if get("DERIS_ROLE"):
+        return get("DERIS_ROLE")
     argv = sys.argv or [""]
     prog = Path(argv[0] or "python")
     if prog.stem == "__main__":

@@ -161,8 +161,8 @@ class ReadOnlySnapshot:
     def close(self) -> None:
         try:
             self._db.execute("ROLLBACK")  # a read-only transaction: nothing to keep
-        except Exception as exc:  # noqa: BLE001 - closing anyway
-            log.debug("ending the read transaction of %s: %s", self.loc.shown, exc)
+        except Exception as exc:  # noqa: BLE001 - sqlite3's or psycopg's error, or a broken socket: closing anyway
+            log.debug("ending the read transaction of %s: %s", self.loc.shown, exc, exc_info=True)
         self._db.close()
 
     def __enter__(self) -> ReadOnlySnapshot:

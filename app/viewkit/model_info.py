@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SHAPES_DIR = ROOT / "assets" / "examples"  # synthetic shapes: what the bundled model knows
 PHOTOS_DIR = ROOT / "assets" / "photos"  # real photos (scikit-image samples): for the official weights
 FALLBACK_SCORE_THRESHOLD = 0.7

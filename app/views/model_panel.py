@@ -52,7 +52,7 @@ def load_weights(svc: Services, label: str | None, typed: str = "", request: gr.
         desc = svc.model.load(allowed[label], svc.device, name=label if label.endswith(FINE_TUNED) else "",
                               by=actor.name)
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported, the old model stays
-        log.warning("loading %r failed: %s", allowed[label], exc)
+        log.warning("loading %r failed: %s", allowed[label], exc, exc_info=True)
         return (*keep, f"⚠ Could not load {label} ({type(exc).__name__}); still in use: {svc.model.description}. "
                        "The server log has the details.")
     return (model_line(desc, svc.model.predictor), gr.update(value=score_threshold(svc.model.predictor)),

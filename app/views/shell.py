@@ -18,7 +18,7 @@ from typing import Callable
 
 import gradio as gr
 
-from ..services import StoreError
+from ..services import UserError
 
 
 @dataclass
@@ -60,7 +60,7 @@ def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = Non
     """``fn`` with its first arguments fixed, as a Gradio handler: the remaining parameters keep their
     names and annotations (Gradio injects ``gr.Request`` / ``gr.SelectData`` by annotation).
 
-    The application layer's errors (:class:`~app.store.StoreError` and its kinds) and ``gr.Error``
+    The application layer's errors (:class:`~app.errors.UserError`: the store's and the services') and ``gr.Error``
     are expected: for an API caller they become ``gr.Error`` (the call fails with the message); on
     a page (``soft``, the default) the screen is kept as it was (no output changes, so no red *Error*
     badge covers a panel or blanks a picture) and the message is said in the view's status line
@@ -86,7 +86,7 @@ def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = Non
             request = args[names.index(own_request)] if names.index(own_request) < len(args) else None
         try:
             return fn(*bound, *args, **kwargs)
-        except (StoreError, gr.Error) as exc:
+        except (UserError, gr.Error) as exc:
             message = exc.message if isinstance(exc, gr.Error) else str(exc)
             if not soft or not from_browser(request):
                 raise gr.Error(message) from None

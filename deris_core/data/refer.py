@@ -19,10 +19,12 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from ..errors import DerisError
+
 SPLITS = ("train", "val", "testA", "testB", "test")
 
 
-class DataError(ValueError):
+class DataError(DerisError, ValueError):
     """A dataset that cannot be read, with the file and the problem."""
 
 

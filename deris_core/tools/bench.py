@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import statistics
@@ -34,10 +35,13 @@ import time
 import numpy as np
 import torch
 
+from .. import env
 from .bench_setup import FixedIds, build
 from ..hardware import DTYPE_CHOICES, CpuInfo, Precision, cpu_info
 from ..predictor import Predictor
 from ..runtime import configure_from_env
+
+log = logging.getLogger(__name__)
 
 
 def _peak_rss_mb() -> float:
@@ -63,8 +67,8 @@ def reference_timings(info: CpuInfo, config: str) -> dict | None:
     model = _REFERENCE_MODELS.get(config)
     if name is None or model is None:
         return None
-    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    folders = [os.environ.get("DERIS_REFERENCE", ""), os.path.join(here, "..", "shared", "reference")]
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the repository
+    folders = [env.get("DERIS_REFERENCE") or "", os.path.join(here, "..", "shared", "reference")]
     for folder in folders:
         path = os.path.join(folder, name)
         if folder and os.path.isfile(path):
@@ -184,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         predictor, fixed = build(args.config, args.device, args.dtype, fallback=not args.no_fallback)
         r = run(predictor, fixed, args.runs, args.warmup)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG
+        log.debug("failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

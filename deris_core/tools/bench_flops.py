@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 import warnings
@@ -25,6 +26,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..hardware import cpu_info, int8_supported
+
+log = logging.getLogger(__name__)
 
 
 class _FlopCount(TorchDispatchMode):
@@ -117,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     try:
         flops = count_flops(args.config)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG
+        log.debug("failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     peak = gemm_peak()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import resource
 import shutil
@@ -25,9 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import env
 from ..checkpoint import to_official_state_dict
 from ..config import get_config
 from ..model import build_deris
+
+log = logging.getLogger(__name__)
 
 
 def write_random_official(cfg_name: str, out: Path, seed: int = 0) -> Path:
@@ -77,9 +81,9 @@ def _child(mode: str, weights: str, config: str) -> dict:
 
 
 def _measure(mode: str, weights: Path, cache: Path, config: str) -> dict:
-    env = {**os.environ, "DERIS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    child = env.child_env({"DERIS_CACHE": str(cache), "HF_HUB_OFFLINE": "1"})
     r = subprocess.run([sys.executable, "-m", "deris_core.tools.bench_load", "--child", mode, str(weights), config],
-                       capture_output=True, text=True, env=env)
+                       capture_output=True, text=True, env=child)
     if r.returncode:
         raise RuntimeError(f"{mode} start failed: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         r = run(args.config, Path(args.dir), args.keep)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG
+        log.debug("failed", exc_info=True)
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:

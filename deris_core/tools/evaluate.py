@@ -11,7 +11,7 @@ import sys
 
 from ..data.refer import DataError
 from ..evaluation import evaluate_predictor
-from ..hardware import DTYPE_CHOICES
+from ..hardware import DTYPE_CHOICES, DTYPE_HELP
 from ..runtime import configure_from_env
 
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", default="val")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
-                   help="network precision: fp32 (default, as the official figures), auto, bf16 or int8 (docs/precision-and-hardware.md)")
+                   help="default: fp32, as the official figures. " + DTYPE_HELP)
     p.add_argument("--limit", type=int, default=None, help="evaluate only the first N samples")
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--json", action="store_true", help="print one JSON object")

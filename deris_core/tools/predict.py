@@ -14,9 +14,11 @@ import sys
 
 import cv2
 
-from ..hardware import DTYPE_CHOICES
-from ..runtime import configure_from_env
+from ..hardware import DTYPE_CHOICES, DTYPE_HELP
+from ..runtime import add_log_level, configure_from_env, configure_logging
 from ..visualize import banner, color, overlay
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,19 +31,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="config name when it cannot be inferred from the weights")
     p.add_argument("--device", default="auto", help="auto (CUDA, then Apple's MPS, then the CPU), cpu, cuda or mps")
     p.add_argument("--dtype", default=None, choices=list(DTYPE_CHOICES),
-                   help="auto (default, or DERIS_DTYPE): bf16 where the hardware computes it natively, int8 linears on other "
-                        "x86 CPUs, else fp32; "
-                        "fp32 matches the official outputs; bf16 where it cannot be fast runs fp32 with a note")
+                   help="default: $DERIS_DTYPE, else auto. " + DTYPE_HELP)
     p.add_argument("--score-threshold", type=float, default=None)
     p.add_argument("--mask-threshold", type=float, default=None)
     p.add_argument("--out", default=None, help="write the overlay image here (first expression)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    add_log_level(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="note: %(message)s")
+    configure_logging(args.log_level, default="WARNING", fmt="note: %(message)s")
     configure_from_env()
     try:
         from ..weights import load_predictor  # the predictor runs under inference_mode itself
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
             img = banner(img, f"{verdict} | existence {p.existence:.2f}", (200, 30, 30) if p.no_target else (30, 120, 30))
             if not cv2.imwrite(args.out, img[:, :, ::-1]):
                 raise OSError(f"cannot write {args.out}")
-    except Exception as exc:  # noqa: BLE001 - one line, no traceback
+    except Exception as exc:  # noqa: BLE001 - the command's last resort: one line on stderr, the traceback at DEBUG (-v)
+        log.debug("failed", exc_info=True)
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"error: {msg}", file=sys.stderr)
         return 2

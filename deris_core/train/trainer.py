@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from .. import env
 from ..checkpoint import load_weights, safe_torch_load, save_weights
 from ..config import DeRISConfig, get_config
 from ..data.refer import ReferDataset, load_grefcoco
@@ -204,7 +205,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batch: Batch,
 
 
 def _dist_setup(device: str) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = int(env.get("WORLD_SIZE"))
     if world > 1 and not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() and device != "cpu" else "gloo"
         dist.init_process_group(backend)
@@ -213,7 +214,7 @@ def _dist_setup(device: str) -> tuple[int, int, torch.device]:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     if dev.type == "cuda" and world > 1:
-        dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+        dev = torch.device("cuda", int(env.get("LOCAL_RANK", str(rank))))
         torch.cuda.set_device(dev)
     return rank, world, dev
 
