@@ -80,7 +80,7 @@ MODEL = load_model(SETTINGS.weights, "cuda") if on_zerogpu(SETTINGS) else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from deris_core.hardware import DTYPE_CHOICES, DTYPE_HELP
+    from deris_core.dtypes import DTYPE_CHOICES, DTYPE_HELP
     from deris_core.runtime import add_log_level, configure_logging
 
     env = SETTINGS

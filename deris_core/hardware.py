@@ -22,15 +22,11 @@ from functools import lru_cache
 import torch
 
 from . import env
+from .dtypes import DTYPE_CHOICES, DTYPE_HELP  # noqa: F401 - the command lines import them from here too
 from .errors import DerisError
 
 log = logging.getLogger(__name__)
 
-DTYPE_CHOICES = ("auto", "fp32", "bf16", "int8")
-# The --dtype help of every command line (each prefixes its own default): the rule of choose_precision("auto").
-DTYPE_HELP = ("auto: bf16 where the device computes it natively (a CUDA GPU with bf16, a CPU with AVX-512 BF16, AMX or "
-              "ARM BF16), else int8 linears on an x86 CPU with PyTorch's quantized kernels, else fp32; fp32 matches the "
-              "official outputs; bf16 or int8 where they cannot run fall back with a note (docs/precision-and-hardware.md)")
 _ALIASES = {"auto": "auto", "fp32": "fp32", "float32": "fp32", "bf16": "bf16", "bfloat16": "bf16", "int8": "int8"}
 
 # oneDNN's ISA names in increasing order; bf16 arithmetic starts at AVX512_CORE_BF16

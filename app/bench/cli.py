@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from deris_core.hardware import DTYPE_CHOICES
+from deris_core.dtypes import DTYPE_CHOICES
 
 from ..services import Actor, RefService
 from ..store import RefStatus, Store

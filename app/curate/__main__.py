@@ -28,7 +28,7 @@ import sys
 
 import torch
 
-from deris_core.hardware import DTYPE_CHOICES, DTYPE_HELP
+from deris_core.dtypes import DTYPE_CHOICES, DTYPE_HELP
 from deris_core.runtime import add_log_level, configure_logging
 from deris_core.data.nsc import NSCConfig
 
