@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="auto (default): bf16 where the hardware computes it natively, int8 linears on other x86 CPUs, "
                         "else fp32; fp32 matches the "
                         "official outputs; bf16/int8 where they cannot run fall back with a note (docs/precision-and-hardware.md)")
+    p.add_argument("--refiner", default=env.refiner, metavar="grabcut|sam:REPO|sam:FOLDER",
+                   help="what turns the canvas's click and box prompts into masks: grabcut (default, offline, no "
+                        "weights), sam:facebook/sam-vit-base (downloaded once) or sam:/a/local/folder; a SAM that "
+                        "cannot load says so in one line and GrabCut is used (docs/refine.md; also $DERIS_REFINER)")
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
@@ -150,8 +154,16 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from app.services import RefinerHolder
+
+    try:
+        refiner = RefinerHolder.from_spec(args.refiner, device=device)
+    except ValueError as exc:  # an unknown spec
+        print(f"error: --refiner: {exc}", file=sys.stderr)
+        return 2
+    log.info("refiner: %s", refiner.name)
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
-                     users=users)
+                     users=users, refiner=refiner)
     from app.auth import gradio_auth_kwargs
 
     if users is not None:

@@ -1,7 +1,7 @@
 """The application layer between the views / command lines and the store: the shared model and
 its image features (:mod:`.model`), the open image of a session (:mod:`.workspace`), refs and
 their one permission table (:mod:`.refs`, :mod:`.permissions`) and the collection queue
-(:mod:`.queue`) and the verification of proposed negatives (:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors into messages.
+(:mod:`.queue`), the promptable refiner of the canvas (:mod:`.refine`) and the verification of proposed negatives (:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors into messages.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from .model import ModelHolder
 from .negatives import NegativeService
 from .permissions import Actor, can, require
 from .queue import Queue
+from .refine import Refined, RefinerHolder
 from .refs import RefService
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Queue", "RefService", "Refused", "Services", "Workspace",
+__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Queue", "RefService", "Refined", "RefinerHolder", "Refused", "Services", "Workspace",
            "can", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
            "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",
@@ -61,8 +62,10 @@ class Services:
     device: str = "auto"
     switchable: dict[str, str] | None = None  # labels of weights visitors may load -> their specs
     users: Users | None = None
+    refiner: RefinerHolder | None = None  # the canvas's prompt tools (launch.py --refiner); None: GrabCut
 
     def __post_init__(self) -> None:
+        self.refiner = self.refiner if self.refiner is not None else RefinerHolder()
         self.export_dir = Path(self.export_dir) if self.export_dir else export_folder(self.store)
         self.refs = RefService(self.store)
         self.queue = Queue(self.store)
