@@ -456,7 +456,7 @@
     changed(S.noTarget ? 'marked: no target' : 'no-target mark removed');
   }
   S.api = { setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
-    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed, candidateAt, targetAt, status, renderList, rebuild };
+    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed, candidateAt, targetAt, status, renderList, rebuild, relabel };
 
   // ---- the server's value -----------------------------------------------------------------------------
   async function load(v) {
@@ -551,7 +551,7 @@
     if (S.tool === 'select' && !S.readonly && S.cands.length) setHover(targetAt(p.x, p.y) >= 0 ? -1 : candidateAt(p.x, p.y));
     draw();
   });
-  window.addEventListener('mouseup', () => {
+  window.addEventListener('mouseup', (e) => {
     if (S.pan) { S.pan = null; stage.classList.remove('panning'); }
     if (S.stroke) strokeEnd();
     const extra = S.extraTools.find((t) => t.name === S.tool);

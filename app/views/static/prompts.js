@@ -34,8 +34,8 @@
     const [t, snap] = instanceFor();
     t.prompts = t.prompts.concat([p]);  // replaced, never changed in place: undo snapshots share the arrays
     const sent = t.prompts;
+    S.api.relabel(); S.api.rebuild(); S.api.renderList(); S.api.say(`${what}: refining…`); S.api.draw();
     S.refining++; stage.classList.add('refining');
-    S.api.rebuild(); S.api.renderList(); S.api.say(`${what}: refining…`); S.api.draw();
     let r;
     try {
       r = await server.canvas_refine({ image: S.imgKey, w: S.W, h: S.H, prompts: sent, prior: t.prior });
