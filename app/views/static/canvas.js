@@ -338,7 +338,7 @@
       chip.dataset.index = i;
       const [r, g, b] = t.colour;
       const np = S.labels.filter((L) => L.ti === i).length;
-      chip.innerHTML = `<i style="background:rgb(${r},${g},${b})"></i>${t.label}${t.edited ? ' ✎' : ''}${np > 1 ? ` <small>${np} parts</small>` : ''} <b class="eye" title="show / hide (H)">${t.visible ? 'hide' : 'show'}</b>`;
+      chip.innerHTML = `<i style="background:rgb(${r},${g},${b})"></i>${t.label}${t.edited ? ' ✎' : ''}${t.prompts && t.prompts.length ? ` <small>${t.prompts.length} prompt${t.prompts.length > 1 ? 's' : ''}</small>` : ''}${np > 1 ? ` <small>${np} parts</small>` : ''} <b class="eye" title="show / hide (H)">${t.visible ? 'hide' : 'show'}</b>`;
       chip.addEventListener('click', (e) => {
         if (e.target.classList.contains('eye')) { t.visible = !t.visible; relabelParts(); rebuild(); renderList(); draw(); return; }
         S.sel = i === S.sel ? -1 : i; rebuild(); renderList(); status(); draw();

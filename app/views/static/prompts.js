@@ -51,7 +51,7 @@
       S.api.say('Prompt not used: ' + ((r && r.error) || 'no answer'));
       return;
     }
-    t.mask = S.api.decodeRle(r.rle); t.edited = true;
+    t.mask = S.api.decodeRle(r.rle); t.edited = true; group.textContent = `prompts (${r.refiner}):`;
     const area = t.mask.reduce((a, v) => a + v, 0);
     const n = t.prompts.length;
     S.api.changed(`${what} → ${area ? area + ' px' : 'nothing found: add a positive click or a box'} · ${n} prompt${n > 1 ? 's' : ''}, ${r.refiner} ${Math.round(r.ms)} ms · Ctrl+Z takes it back`);
@@ -131,7 +131,7 @@
     }
     if (S.mouse && S.tool === 'click' && !S.space && inImage(S.mouse)) {
       const neg = !!S.alt;
-      badge(ctx, S.mouse.sx + 14, S.mouse.sy + 14, neg);
+      badge(ctx, S.mouse.sx + 12, S.mouse.sy + 14, neg);
     }
     if (S.mouse && S.tool === 'box' && !drag && !S.space && inImage(S.mouse)) {
       ctx.fillStyle = '#fde047'; ctx.strokeStyle = '#000'; ctx.lineWidth = 1;
@@ -147,18 +147,23 @@
     if (positive) { ctx.moveTo(sx, sy - 4); ctx.lineTo(sx, sy + 4); }
     ctx.stroke();
   }
+  // The pointer's hint: a tag, not a disc, so it is never mistaken for a placed point.
   function badge(ctx, sx, sy, negative) {
-    ctx.beginPath(); ctx.arc(sx, sy, 7, 0, 2 * Math.PI);
-    ctx.fillStyle = negative ? '#dc2626' : '#16a34a'; ctx.fill(); ctx.lineWidth = 1.5; ctx.strokeStyle = '#fff'; ctx.stroke();
-    ctx.lineWidth = 2; ctx.beginPath(); ctx.moveTo(sx - 3.5, sy); ctx.lineTo(sx + 3.5, sy);
-    if (!negative) { ctx.moveTo(sx, sy - 3.5); ctx.lineTo(sx, sy + 3.5); }
-    ctx.stroke();
+    const text = negative ? '− remove' : '+ add';
+    ctx.font = 'bold 11px sans-serif'; ctx.textBaseline = 'middle';
+    const w = ctx.measureText(text).width + 8;
+    ctx.fillStyle = 'rgba(17,24,39,0.85)'; ctx.beginPath(); ctx.roundRect(sx, sy - 8, w, 16, 4); ctx.fill();
+    ctx.strokeStyle = negative ? '#f87171' : '#4ade80'; ctx.lineWidth = 1.5; ctx.stroke();
+    ctx.fillStyle = negative ? '#fca5a5' : '#86efac'; ctx.fillText(text, sx + 4, sy + 1);
   }
 
   S.addTool(['c', 'click', 'Click prompts: click the object to grow the selected instance (or make a new one); Alt+click or right-click takes a part away (C)'],
     { down: clickDown, paint });
   S.addTool(['r', 'box', 'Box prompt: drag a box around the object; it refines the selected instance or makes a new one (R; Esc drops the box)'],
     { down: boxDown, move: boxMove, up: boxUp, key: boxKey });
+  const group = document.createElement('span'); group.className = 'dc-group';
+  group.textContent = 'prompts:'; group.title = 'Clicks and a box turned into a mask by the studio\'s refiner; each refines the selected instance or makes a new one';
+  toolsEl.insertBefore(group, toolsEl.querySelector('.dc-tool[data-tool=click]'));
   const fb = document.createElement('button'); fb.className = 'dc-btn dc-refine';
   fb.innerHTML = 'refine <kbd>F</kbd>'; fb.title = 'Refine this candidate: the selected target, or the candidate under the pointer, is refined by the next clicks (F)';
   fb.addEventListener('click', refineThis);
