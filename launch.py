@@ -89,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto: CUDA, then Apple's MPS, then the CPU")
     p.add_argument("--dtype", default=env.dtype, choices=list(DTYPE_CHOICES), help="default: $DERIS_DTYPE, else auto. " + DTYPE_HELP)
+    p.add_argument("--refiner", default=env.refiner, metavar="grabcut|sam:REPO|sam:FOLDER",
+                   help="what turns the canvas's click and box prompts into masks: grabcut (default, offline, no "
+                        "weights), sam:facebook/sam-vit-base (downloaded once) or sam:/a/local/folder; a SAM that "
+                        "cannot load says so in one line and GrabCut is used (docs/refine.md; also $DERIS_REFINER)")
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")
@@ -165,10 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from app.services import RefinerHolder
+
+    try:
+        refiner = RefinerHolder.from_spec(args.refiner, device=device)
+    except ValueError as exc:  # an unknown spec
+        print(f"error: --refiner: {exc}", file=sys.stderr)
+        return 2
+    log.info("refiner: %s", refiner.name)
     # ZeroGPU runs the model only inside its GPU calls: no background encoder there
     model.cache.resize(0 if on_zerogpu() else args.feature_cache_mb << 20)
     demo = build_app(model, store, max_image_side=args.max_image_side, device=device, switchable=switchable or None,
-                     users=users, import_roots=[Path(r).resolve() for r in args.import_root])
+                     users=users, import_roots=[Path(r).resolve() for r in args.import_root], refiner=refiner)
     from app.auth import gradio_auth_kwargs
 
     if users is not None:

@@ -38,6 +38,7 @@ VARIABLES: tuple[Var, ...] = (
     Var("DERIS_DB", None, "`launch.py --db` when not given"),
     Var("DERIS_DB_URL", None, "the database (a PostgreSQL URL) of every command when `--db` and `DERIS_DB` are not given"),
     Var("DERIS_AUTH_FILE", None, "`launch.py --auth-file` when not given"),
+    Var("DERIS_REFINER", "grabcut", "`launch.py --refiner` when not given: grabcut, sam:<Hub repo> or sam:<folder>"),
     Var("SPACE_ID", None, "set by Hugging Face Spaces: running on a Space"),
     Var("SPACES_ZERO_GPU", None, "set by Hugging Face Spaces on ZeroGPU hardware"),
     Var("DERIS_GPU_DURATION", "30", "seconds of GPU one call may hold on ZeroGPU"),
@@ -92,6 +93,7 @@ class Settings:
     default_model: str = "deris-l-grefcoco"  # DERIS_DEFAULT_MODEL: the official weights tried first
     host: str = "127.0.0.1"  # GRADIO_SERVER_NAME
     port: int = 7860  # GRADIO_SERVER_PORT
+    refiner: str = "grabcut"  # DERIS_REFINER: --refiner (grabcut, sam:<hub repo>, sam:<folder>)
     db: str | None = None  # DERIS_DB: --db
     db_url: str | None = None  # DERIS_DB_URL: --db as a PostgreSQL URL (used when DERIS_DB is not set)
     auth_file: str | None = None  # DERIS_AUTH_FILE: --auth-file
@@ -107,7 +109,7 @@ class Settings:
         e = os.environ if env is None else env
         return cls(
             weights=e.get("DERIS_WEIGHTS") or None, dtype=e.get("DERIS_DTYPE", "auto"),
-            default_model=e.get("DERIS_DEFAULT_MODEL", "deris-l-grefcoco"),
+            default_model=e.get("DERIS_DEFAULT_MODEL", "deris-l-grefcoco"), refiner=e.get("DERIS_REFINER") or "grabcut",
             host=e.get("GRADIO_SERVER_NAME", "127.0.0.1"), port=int(e.get("GRADIO_SERVER_PORT", "7860")),
             db=e.get("DERIS_DB") or None, db_url=e.get("DERIS_DB_URL") or None, auth_file=e.get("DERIS_AUTH_FILE") or None,
             space_id=e.get("SPACE_ID") or None, zero_gpu=_flag(e.get("SPACES_ZERO_GPU")),

@@ -14,6 +14,7 @@ handlers; the few links between views are made here. Each browser session has it
 
 from __future__ import annotations
 
+import functools
 import html
 import logging
 import uuid
@@ -22,11 +23,11 @@ from pathlib import Path
 import gradio as gr
 
 from .auth import Users
-from .viewkit.model_info import model_line
-from .services import ModelHolder, Services
-from .viewkit.session import SessionRegistry
+from .services import ModelHolder, RefinerHolder, Services
 from .store import Store
-from .views import add_images, annotate, annotate_layout, dataset_tab, jobs, live, model_panel, review, verify
+from .views import add_images, annotate, annotate_layout, dataset_tab, jobs, live, model_panel, prompts, review, verify
+from .viewkit.model_info import model_line
+from .viewkit.session import SessionRegistry
 from .views.on_screen import keyed
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
@@ -152,7 +153,7 @@ CSS = """
 def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, device: str = "auto",
               switchable: dict[str, str] | None = None, export_dir: Path | None = None,
               sessions: SessionRegistry | None = None, users: "Users | None" = None,
-              import_roots: list[Path] | None = None) -> gr.Blocks:
+              import_roots: list[Path] | None = None, refiner: "RefinerHolder | None" = None) -> gr.Blocks:
     """The studio. ``switchable`` maps the labels of weights the operator allows visitors to load to
     their specs (None: the *Model* panel is not shown); exports are written to ``export_dir``
     (default: next to the database) and old or half-written ones are removed. With ``users``
@@ -163,7 +164,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
     safe_picture_cache()  # Gradio's cached pictures are written once, atomically (many sessions read them)
 
     svc = Services(model, store, sessions if sessions is not None else SessionRegistry(), export_dir, max_image_side,
-                   device, switchable, users, [Path(r) for r in import_roots or []])
+                   device, switchable, users, [Path(r) for r in import_roots or []], refiner)
     clean_stale_exports(svc.export_dir)
     with gr.Blocks(title="DeRIS Studio", delete_cache=(900, 3600)) as demo:
         shell = shell_layout(model_line(model.description, model.predictor, model.note), signed_in=users is not None)
@@ -171,7 +172,7 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         add_ui = add_images.layout(svc.import_roots)
         with gr.Tabs() as tabs:
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
-                annotate_ui = annotate_layout.layout(model.predictor)
+                annotate_ui = annotate_layout.layout(model.predictor, refine=functools.partial(prompts.refine_on_canvas, svc))
             with gr.Tab("Review", elem_id="tab-review") as review_tab:
                 review_ui = review.layout(review_tab)
             with gr.Tab("Negatives", elem_id="tab-verify") as verify_tab:

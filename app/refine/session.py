@@ -76,6 +76,19 @@ class RefineSession:
             self.prompts.append(last)
             raise
 
+    def replay(self, prompts: list[dict]) -> np.ndarray:
+        """Replace the prompts by ``prompts`` (as :meth:`to_dict` writes them) and refine once: the
+        mask of a whole prompt list, as a stateless server computes it for each canvas call."""
+        old = self.prompts
+        try:
+            self.prompts = [Prompt("point", (float(p["x"]), float(p["y"])), 1 if p["label"] else 0)
+                            if p["kind"] == "point" else Prompt("box", box=tuple(float(v) for v in p["box"]))
+                            for p in prompts]
+            return self._run()
+        except Exception:
+            self.prompts = old
+            raise
+
     def clear(self) -> np.ndarray:
         self.prompts.clear()
         return self._run()

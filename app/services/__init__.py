@@ -2,8 +2,9 @@
 its image features (:mod:`.model`), the open image of a session (:mod:`.workspace`), refs and
 their one permission table (:mod:`.refs`, :mod:`.permissions`) and the collection queue
 (:mod:`.queue`), the next image's features prepared in the background (:mod:`.prefetch`, over the
-server's feature cache of :mod:`.features`) and the verification of proposed negatives
-(:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors into messages.
+server's feature cache of :mod:`.features`), the promptable refiner of the canvas (:mod:`.refine`) and the
+verification of proposed negatives (:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors
+into messages.
 """
 
 from __future__ import annotations
@@ -24,11 +25,12 @@ from .negatives import NegativeService
 from .permissions import Actor, can, require
 from .prefetch import Prefetcher
 from .queue import Queue
+from .refine import Refined, RefinerHolder
 from .refs import RefService
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refused",
-           "Services", "UserError", "Workspace",
+__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refined",
+           "RefinerHolder", "Refused", "Services", "UserError", "Workspace",
            "can", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
            "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",
@@ -66,8 +68,10 @@ class Services:
     switchable: dict[str, str] | None = None  # labels of weights visitors may load -> their specs
     users: Users | None = None
     import_roots: list[Path] | None = None  # --import-root: folders of the server operators may import from
+    refiner: RefinerHolder | None = None  # the canvas's prompt tools (launch.py --refiner); None: GrabCut
 
     def __post_init__(self) -> None:
+        self.refiner = self.refiner if self.refiner is not None else RefinerHolder()
         self.export_dir = Path(self.export_dir) if self.export_dir else export_folder(self.store)
         self.refs = RefService(self.store)
         self.queue = Queue(self.store)

@@ -214,5 +214,18 @@ class SessionRegistry:
         sess.release()
         return True
 
+    def image(self, digest: str | None) -> "np.ndarray | None":
+        """The open picture whose content hash is ``digest`` in any live session (the canvas's
+        prompt tools name the picture they show by it), or None."""
+        if not digest:
+            return None
+        with self._lock:
+            live = list(self._live.values())
+        for sess in live:
+            img = sess.image
+            if img is not None and sess.digest == digest:
+                return img
+        return None
+
     def __len__(self) -> int:
         return len(self._live)

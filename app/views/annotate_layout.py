@@ -68,8 +68,9 @@ class AnnotateUI:
         return [self.f_name, self.f_split, self.f_status, self.f_annotator, self.f_order]
 
 
-def layout(predictor) -> AnnotateUI:
-    """Lay the tab out (inside the shell's ``gr.Tab``); ``predictor`` picks the examples and threshold."""
+def layout(predictor, refine=None) -> AnnotateUI:
+    """Lay the tab out (inside the shell's ``gr.Tab``); ``predictor`` picks the examples and threshold;
+    ``refine``: the canvas's prompt tools' server call (:func:`app.views.prompts.refine_on_canvas`), None: no prompt tools."""
     c = SimpleNamespace()  # the widgets as they are made; checked by the dataclass at the end
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -84,7 +85,7 @@ def layout(predictor) -> AnnotateUI:
                                           max_lines=1, elem_id="expression", scale=4)
                 c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=0, min_width=100)
                 c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=0, min_width=120)
-            c.result = make_canvas("canvas", height=400)
+            c.result = make_canvas("canvas", height=400, refine=refine)
             c.parts = gr.HTML("", elem_id="canvas-parts-box")
             c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
                                       elem_id="keep-expr")

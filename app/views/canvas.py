@@ -26,6 +26,7 @@ import threading
 import uuid
 from collections import OrderedDict
 from pathlib import Path
+from typing import Callable
 
 import cv2
 import gradio as gr
@@ -383,9 +384,21 @@ TEMPLATE = """
 """
 
 
-def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520) -> gr.HTML:
-    """The canvas component (``readonly``: no editing tools, per-instance toggles only)."""
+def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520,
+                refine: Callable[[dict], dict] | None = None) -> gr.HTML:
+    """The canvas component (``readonly``: no editing tools, per-instance toggles only). ``refine``:
+    the prompt tools' server call (``payload -> {"rle", ...} | {"error"}``, see
+    :func:`app.views.prompts.refine_on_canvas`); with it the canvas gets the click, box and
+    refine-candidate tools of ``static/prompts.js``."""
     js = _static("canvas.js").replace("__READONLY__", "true" if readonly else "false")
     css = _static("canvas.css").replace("__HEIGHT__", str(int(height)))
+    functions = [canvas_image, canvas_masks]
+    if refine is not None and not readonly:
+        def canvas_refine(payload: dict) -> dict:
+            """Server function: the mask of an instance's prompts (runs the studio's refiner)."""
+            return refine(payload)
+
+        functions.append(canvas_refine)
+        js += "\n" + _static("prompts.js")
     return gr.HTML(value=None, html_template=TEMPLATE, css_template=css, js_on_load=js, elem_id=elem_id,
-                   elem_classes="deris-canvas", server_functions=[canvas_image, canvas_masks], padding=False)
+                   elem_classes="deris-canvas", server_functions=functions, padding=False)

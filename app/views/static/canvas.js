@@ -91,11 +91,11 @@
   }
   function snapshot() {
     return { targets: S.targets.map((t) => ({ runs: packRuns(t.mask), candidate: t.candidate, edited: t.edited,
-      visible: t.visible, fixed: t.fixed })), noTarget: S.noTarget, sel: S.sel };
+      visible: t.visible, fixed: t.fixed, prompts: t.prompts || null, prior: t.prior || null })), noTarget: S.noTarget, sel: S.sel };
   }
   function restore(snap) {
     S.targets = snap.targets.map((t) => ({ mask: unpackRuns(t.runs), candidate: t.candidate, edited: t.edited,
-      visible: t.visible, rle: null, fixed: t.fixed }));
+      visible: t.visible, rle: null, fixed: t.fixed, prompts: t.prompts, prior: t.prior }));
     S.noTarget = snap.noTarget; S.sel = snap.sel;
   }
   function pushUndo() {
@@ -227,6 +227,7 @@
       ctx.stroke();
       S.poly.forEach(([x, y], i) => { const [sx, sy] = toScreen(x, y); ctx.fillStyle = i ? '#fff' : '#fde047'; ctx.fillRect(sx - 3, sy - 3, 6, 6); });
     }
+    for (const t of S.extraTools) if (t.paint) t.paint(ctx, S);
     if (S.mouse && (S.tool === 'brush' || S.tool === 'eraser') && !S.readonly && !S.space) {
       ctx.beginPath(); ctx.arc(S.mouse.sx, S.mouse.sy, S.brush, 0, 2 * Math.PI);
       ctx.lineWidth = 2; ctx.strokeStyle = '#000'; ctx.stroke(); ctx.lineWidth = 1;
@@ -337,7 +338,7 @@
       chip.dataset.index = i;
       const [r, g, b] = t.colour;
       const np = S.labels.filter((L) => L.ti === i).length;
-      chip.innerHTML = `<i style="background:rgb(${r},${g},${b})"></i>${t.label}${t.edited ? ' ✎' : ''}${np > 1 ? ` <small>${np} parts</small>` : ''} <b class="eye" title="show / hide (H)">${t.visible ? 'hide' : 'show'}</b>`;
+      chip.innerHTML = `<i style="background:rgb(${r},${g},${b})"></i>${t.label}${t.edited ? ' ✎' : ''}${t.prompts && t.prompts.length ? ` <small>${t.prompts.length} prompt${t.prompts.length > 1 ? 's' : ''}</small>` : ''}${np > 1 ? ` <small>${np} parts</small>` : ''} <b class="eye" title="show / hide (H)">${t.visible ? 'hide' : 'show'}</b>`;
       chip.addEventListener('click', (e) => {
         if (e.target.classList.contains('eye')) { t.visible = !t.visible; relabelParts(); rebuild(); renderList(); draw(); return; }
         S.sel = i === S.sel ? -1 : i; rebuild(); renderList(); status(); draw();
@@ -357,7 +358,8 @@
     const targets = S.targets.filter((t) => t.mask.some((v) => v)).map((t) => {
       if (t.candidate != null && !t.edited) return { candidate: t.candidate, edited: false };
       if (!t.rle) t.rle = encodeRle(t.mask);
-      return { rle: t.rle, candidate: t.candidate, edited: t.edited };
+      return t.prompts && t.prompts.length ? { rle: t.rle, candidate: t.candidate, edited: t.edited, prompts: t.prompts }
+        : { rle: t.rle, candidate: t.candidate, edited: t.edited };
     });
     S.pending = { targets, no_target: S.noTarget, ops: S.ops };
     props.value = { ...S.base, edit: S.pending };
@@ -409,7 +411,7 @@
     const masks = st.mode === 'brush' ? [st.target.mask] : (st.target ? [st.target.mask] : S.targets.map((t) => t.mask));
     let rect = null;
     for (const m of masks) rect = capsule(m, px, py, x, y, st.r, st.mode === 'brush' ? 1 : 0);
-    for (const t of S.targets) if (masks.includes(t.mask)) { t.edited = true; t.rle = null; }
+    for (const t of S.targets) if (masks.includes(t.mask)) { t.edited = true; t.rle = null; t.prompts = null; }
     if (rect) { rebuild(rect); draw(); }
   }
   function strokeEnd() {
@@ -427,14 +429,14 @@
     pushUndo();
     if (S.tool === 'cut') {
       const from = S.targets[S.sel] ? [S.targets[S.sel]] : S.targets;
-      for (const t of from) { for (let i = 0; i < m.length; i++) if (m[i]) t.mask[i] = 0; t.edited = true; t.rle = null; }
+      for (const t of from) { for (let i = 0; i < m.length; i++) if (m[i]) t.mask[i] = 0; t.edited = true; t.rle = null; t.prompts = null; }
       S.targets = S.targets.filter((t) => t.mask.some((v) => v));
       if (S.sel >= S.targets.length) S.sel = -1;
       changed('cut with the polygon');
     } else {
       let t = S.targets[S.sel];
       if (!t) { t = { mask: m, candidate: null, edited: true, visible: true, rle: null }; S.targets.push(t); S.sel = S.targets.length - 1; }
-      else { for (let i = 0; i < m.length; i++) if (m[i]) t.mask[i] = 1; t.edited = true; t.rle = null; }
+      else { for (let i = 0; i < m.length; i++) if (m[i]) t.mask[i] = 1; t.edited = true; t.rle = null; t.prompts = null; }
       S.noTarget = false;
       changed('outlined');
     }
@@ -454,7 +456,7 @@
     changed(S.noTarget ? 'marked: no target' : 'no-target mark removed');
   }
   S.api = { setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
-    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed };
+    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed, candidateAt, targetAt, status, renderList, rebuild, relabel };
 
   // ---- the server's value -----------------------------------------------------------------------------
   async function load(v) {
@@ -526,9 +528,9 @@
     const p = pos(e); S.mouse = p;
     if (!S.img) return;
     if (e.button === 1 || (e.button === 0 && S.space)) { e.preventDefault(); S.pan = { sx: p.sx, sy: p.sy, tx: S.tx, ty: S.ty }; stage.classList.add('panning'); return; }
+    const extra = S.readonly ? null : S.extraTools.find((t) => t.name === S.tool);
+    if (extra && extra.down && (e.button === 0 || e.button === 2)) { extra.down(p, e, S); return; }  // 2: a right-click prompt
     if (e.button !== 0 || S.readonly) return;
-    const extra = S.extraTools.find((t) => t.name === S.tool);
-    if (extra && extra.down) { extra.down(p, e, S); return; }
     if (S.tool === 'select') pick(p.x, p.y, e.shiftKey);
     else if (S.tool === 'brush' || S.tool === 'eraser') strokeStart(p.x, p.y);
     else if (S.tool === 'polygon' || S.tool === 'cut') {
@@ -542,14 +544,18 @@
     const inside = p.sx >= 0 && p.sy >= 0 && p.sx < cv.width && p.sy < cv.height;
     if (S.pan) { S.tx = S.pan.tx + p.sx - S.pan.sx; S.ty = S.pan.ty + p.sy - S.pan.sy; S.fitOnResize = false; draw(); return; }
     if (!inside && !S.stroke) { if (S.mouse) { S.mouse = null; setHover(-1); draw(); } return; }
-    S.mouse = p;
+    S.mouse = p; S.alt = e.altKey;
     if (S.stroke) { strokeTo(p.x, p.y); return; }
+    const extra = S.extraTools.find((t) => t.name === S.tool);
+    if (extra && extra.move) extra.move(p, e, S);
     if (S.tool === 'select' && !S.readonly && S.cands.length) setHover(targetAt(p.x, p.y) >= 0 ? -1 : candidateAt(p.x, p.y));
     draw();
   });
-  window.addEventListener('mouseup', () => {
+  window.addEventListener('mouseup', (e) => {
     if (S.pan) { S.pan = null; stage.classList.remove('panning'); }
     if (S.stroke) strokeEnd();
+    const extra = S.extraTools.find((t) => t.name === S.tool);
+    if (extra && extra.up && S.img) extra.up(pos(e), e, S);
   });
   cv.addEventListener('wheel', (e) => {
     if (!S.img) return; e.preventDefault();
@@ -583,6 +589,8 @@
       if (e.key === 'Escape') { handled(); S.poly = []; say('polygon dropped'); draw(); return; }
       if (e.key === 'Backspace') { handled(); S.poly.pop(); draw(); return; }
     }
+    const extra = S.extraTools.find((t) => t.name === S.tool);
+    if (extra && extra.key && extra.key(e, S)) { handled(); return; }
     const tool = TOOLS.find(([key]) => key === e.key);
     if (tool) { handled(); setTool(tool[1]); return; }
     if (e.key === '[' || e.key === ']') { handled(); S.brush = Math.max(1, Math.min(200, S.brush + (e.key === ']' ? 2 : -2))); status(); draw(); return; }
