@@ -569,7 +569,7 @@
   // ---- keys (only while this canvas is on screen, never while typing) ---------------------------------
   document.addEventListener('keydown', (e) => {
     if (element.offsetParent === null || !S.img) return;
-    const typing = !!document.activeElement?.matches?.('input, textarea, select, [contenteditable]');
+    const typing = !!document.activeElement?.matches?.('input, textarea, select, [contenteditable]:not([contenteditable="false"])');
     if (typing) return;
     const mod = e.ctrlKey || e.metaKey, k = e.key.toLowerCase();
     const handled = () => { e.preventDefault(); e.stopImmediatePropagation(); };

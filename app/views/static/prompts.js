@@ -172,7 +172,7 @@
   document.addEventListener('keydown', (e) => {
     if (element.offsetParent === null || !S.img) return;
     if (e.key === 'Alt' && S.tool === 'click') { S.alt = true; S.api.draw(); return; }
-    const typing = !!document.activeElement?.matches?.('input, textarea, select, [contenteditable]');
+    const typing = !!document.activeElement?.matches?.('input, textarea, select, [contenteditable]:not([contenteditable="false"])');
     if (typing || e.ctrlKey || e.metaKey || e.altKey || e.key.toLowerCase() !== 'f') return;
     e.preventDefault(); e.stopImmediatePropagation(); refineThis();
   }, true);
