@@ -342,7 +342,7 @@ def test_migrate_only_orchestrates() -> None:
     """Its SQL lives in app/store/transfer.py (#41): app/dataset/migrate.py names no statement."""
     import re
 
-    text = (ROOT / "app" / "migrate.py").read_text(encoding="utf-8")
+    text = (ROOT / "app" / "dataset" / "migrate.py").read_text(encoding="utf-8")
     assert not re.search(r"\b(SELECT|INSERT|UPDATE|DELETE|CREATE|DROP)\b", text)
 
 
