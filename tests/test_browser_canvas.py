@@ -47,7 +47,9 @@ def _state(page, expr: str):
 
 
 def _screen(page, x: float, y: float) -> tuple[float, float]:
-    """Page coordinates of image point (x, y)."""
+    """Page coordinates of image point (x, y), the canvas scrolled into the window first (a mouse event
+    outside the window is lost)."""
+    page.locator("#canvas canvas").first.scroll_into_view_if_needed()
     box = page.locator("#canvas canvas").first.bounding_box()
     sx, sy = _state(page, f"S.api.toScreen({x}, {y})")
     return box["x"] + sx, box["y"] + sy
