@@ -90,12 +90,12 @@ def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None
     svc = _collection(tmp_path, model)
     sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]  # first image without refs
     assert sess.image_id == 5
-    picture, verdict, cands, gallery, targets, sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
+    picture, verdict, cands, gallery, targets, sess, *_ = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
     assert "existence probability" in verdict and len(cands["choices"]) == len(gallery) > 0
     best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
     verdict = annotate.select_candidates(svc, [best], sess)[1]
     assert "1 target instance" in verdict
-    msg, rows, sess, history, to_fix = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
+    msg, rows, sess, history, to_fix, *_ = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
     assert msg.startswith("Saved ref") and len(rows) == 1 and "tester" in history
     with pytest.raises(gr.Error, match="cannot accept it"):  # the same person cannot accept it by saving
         annotate.save(svc, "tester", "val", "reviewed", "same again", "the red circle", sess)

@@ -67,6 +67,12 @@ class AnnotateUI:
         """The queue filter boxes, in the order the handlers take them (name, split, status, annotator, order)."""
         return [self.f_name, self.f_split, self.f_status, self.f_annotator, self.f_order]
 
+    @property
+    def ref_fields(self) -> list:
+        """The boxes that belong to the ref being worked on (paraphrases, split, status, its history), in the
+        order the handlers return them: they follow the ref (app.views.annotate.new_ref_fields)."""
+        return [self.extra, self.split, self.status, self.ref_history]
+
 
 def layout(predictor, refine=None) -> AnnotateUI:
     """Lay the tab out (inside the shell's ``gr.Tab``); ``predictor`` picks the examples and threshold;
