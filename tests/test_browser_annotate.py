@@ -119,3 +119,86 @@ def test_a_paraphrase_typed_then_pgdn_never_reaches_the_next_ref(chromium, studi
     _wait(page, f"document.querySelector({json.dumps(EXTRA)}).value === ''", "Alt+N emptied the box")
     assert errors == []
     page.close()
+
+
+def _focused_in(page, elem_id: str) -> bool:
+    return page.evaluate(f"() => !!document.activeElement?.closest('#{elem_id}')")
+
+
+def test_an_empty_enter_is_ignored_with_a_hint(chromium, studio) -> None:
+    url, _ = studio
+    page, errors = _open(url, chromium)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("PageDown")
+    _queue_at(page, 1)
+    page.wait_for_function(f"{CV}.W > 0 && !!{CV}.img", timeout=60_000)
+    verdict = page.locator("#verdict").inner_text()
+    box = page.locator(EXPR).first
+    for empty in ("", "   "):
+        box.fill(empty)
+        box.press("Enter")
+        hint = page.locator("#expression-hint")
+        hint.wait_for(state="visible", timeout=5_000)
+        assert "Type an expression first" in hint.inner_text()
+    page.wait_for_timeout(1_000)  # had anything been sent, its answer would be here by now
+    assert page.evaluate(f"() => !!{CV}.img && {CV}.W > 0")  # the picture stays
+    assert page.locator("#verdict").inner_text() == verdict
+    assert page.locator(".toast-body.error").count() == 0 and page.locator(".error").count() == 0
+    assert errors == []
+    page.close()
+
+
+def test_letter_keys_navigate_outside_text_boxes_and_never_type(chromium, studio) -> None:
+    url, _ = studio
+    page, errors = _open(url, chromium)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("d")
+    _queue_at(page, 1)
+    page.wait_for_timeout(300)  # after the answer: the focus stays outside, the next D goes on
+    assert not _focused_in(page, "expression")
+    page.keyboard.press("d")
+    _queue_at(page, 2)
+    page.keyboard.press("a")
+    _queue_at(page, 1)
+    assert _value(page, EXPR) == ""
+    page.keyboard.press("/")  # to the expression box: now letters are text
+    page.wait_for_function("!!document.activeElement?.closest('#expression')", timeout=5_000)
+    page.keyboard.type("a dot")
+    assert _value(page, EXPR) == "a dot"
+    page.keyboard.press("PageDown")  # works from the box, and the box keeps the focus
+    _queue_at(page, 2)
+    page.wait_for_function("!!document.activeElement?.closest('#expression')", timeout=5_000)
+    page.keyboard.press("Escape")
+    page.keyboard.press("a")
+    _queue_at(page, 1)
+    assert "PgDn" in page.locator("#next-img").inner_text() and "Esc" in page.locator(".keys-hint").inner_text()
+    assert errors == []
+    page.close()
+
+
+def test_question_mark_opens_one_overlay_with_the_views_keys_and_the_canvas_tools(chromium, studio) -> None:
+    url, _ = studio
+    page, errors = _open(url, chromium)
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("d")
+    _queue_at(page, 1)
+    overlay = page.locator("#keys-overlay")
+    assert not overlay.is_visible()
+    page.keyboard.press("?")
+    overlay.wait_for(state="visible", timeout=5_000)
+    text = overlay.inner_text()
+    for key in ("PgDn / PgUp", "Alt+N", "Ctrl+Enter", "B brush", "X no target", "F refine"):
+        assert key in text, key
+    page.keyboard.press("Escape")
+    overlay.wait_for(state="hidden", timeout=5_000)
+    page.locator("#canvas .dc-help").click()  # the canvas's ? button opens the same overlay
+    overlay.wait_for(state="visible", timeout=5_000)
+    assert page.locator("#keys-overlay").count() == 1
+    page.locator("#keys-overlay .keys-close").click()
+    overlay.wait_for(state="hidden", timeout=5_000)
+    box = page.locator(EXPR).first
+    box.click()
+    page.keyboard.type("which one?")  # in a text box, ? is text
+    assert _value(page, EXPR) == "which one?" and not overlay.is_visible()
+    assert errors == []
+    page.close()

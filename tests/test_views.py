@@ -178,3 +178,18 @@ def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edi
         _end(p)
     msg = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
     assert msg.startswith("Saved ref") and len(svc.store.refs(image_id=sess.image_id)) == 1
+
+
+def test_an_empty_expression_from_the_page_changes_nothing_and_says_what_to_do(tmp_path: Path, model,
+                                                                                monkeypatch) -> None:
+    """Enter on an empty box (the page sends nothing; a stray call still keeps the screen): no output
+    changes, a hint; an API caller gets the error."""
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    hints: list[str] = []
+    monkeypatch.setattr(gr, "Info", hints.append)
+    page = SimpleNamespace(headers={"x-gradio-user": "app"}, session_hash="p")
+    assert annotate.segment(svc, None, "   ", 0.7, 0.5, sess, request=page) == gr.skip()
+    assert hints == [annotate.EMPTY_EXPRESSION_HINT] and sess.prediction is None
+    with pytest.raises(Exception, match="Type an expression first"):
+        annotate.segment(svc, None, "", 0.7, 0.5, sess, request=SimpleNamespace(headers={"x-gradio-user": "api"}))

@@ -25,7 +25,7 @@ from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
 from .canvas import CanvasError, apply_canvas, keep_on_error, part_warnings
-from .shell import Shell, bind, ref_id, render, render_fields, request_user
+from .shell import Shell, bind, from_browser, ref_id, render, render_fields, request_user
 
 
 def image_refs(svc: Services, sess: Session) -> list[list]:
@@ -60,11 +60,18 @@ def queue_html(svc: Services, sess: Session, flt: ImageFilter) -> str:
     return display.queue_html(index, total, svc.workspace.image_name(sess.image_id))
 
 
+EMPTY_EXPRESSION_HINT = "Type an expression first (what to segment), then press Enter."
+
+
 def segment(svc: Services, path: str | None, text: str, st: float, mt: float, sess: Session,
             request: gr.Request = None):
-    """Run the expression on the upload (``path``) or the open image. Outputs: the session outputs,
+    """Run the expression on the upload (``path``) or the open image; an empty one from the page changes
+    nothing and says what to do (an API caller gets the error). Outputs: the session outputs,
     then the per-ref boxes (:func:`new_ref_fields` when this run leaves the saved ref that was open, a
     new expression after a save; kept otherwise)."""
+    if not path and not (text or "").strip() and from_browser(request):  # an empty Enter: ignored, with a hint
+        gr.Info(EMPTY_EXPRESSION_HINT)
+        return gr.skip()  # every output as it was: the picture, the verdict, the boxes
     before, ref_before = sess, sess.ref_id
     if path:
         opened = svc.workspace.open_upload(path, sess)
