@@ -41,7 +41,44 @@ SHORTCUTS_JS = """
   // only buttons of the tab on screen: a hidden tab's buttons are never pressed by a key
   const click = (id) => { const el = document.querySelector(`#${id}`); if (el && el.offsetParent !== null) el.click(); };
   const focusExpression = () => setTimeout(() => document.querySelector('#expression textarea, #expression input')?.focus(), 80);
-  const nav = (id) => { click(id); focusExpression(); };
+  // PgDn / PgUp (anywhere) put the focus in the expression box for the next sentence; the letter keys
+  // (outside text boxes) leave it outside, so that D, D, D goes on and never types into the box
+  const nav = (id, focus = true) => { click(id); if (focus) focusExpression(); };
+  const inExpression = (el) => !!el?.closest?.('#expression');
+  // the ? overlay: the view's keys (app/views/annotate_layout.py ANNOTATE_KEYS) and the canvas's tools
+  const overlay = () => {
+    const el = document.querySelector('#keys-overlay');
+    if (el && el.parentElement !== document.body) document.body.appendChild(el);  // above every panel
+    return el;
+  };
+  const keysOpen = () => { const el = document.querySelector('#keys-overlay'); return !!el && !el.hidden; };
+  const showKeys = (open) => {
+    const el = overlay(); if (!el) return;
+    if (open) {
+      const tips = (document.querySelector('#canvas .dc-help')?.title || '').split(' · ').filter((t) => t.trim());
+      const list = el.querySelector('.keys-canvas'); list.replaceChildren();
+      for (const t of tips) { const li = document.createElement('li'); li.textContent = t; list.appendChild(li); }
+    }
+    el.hidden = !open;
+  };
+  document.addEventListener('click', (e) => {
+    if (e.target.closest?.('#canvas .dc-help')) { e.preventDefault(); showKeys(!keysOpen()); return; }
+    if (keysOpen() && (e.target.closest?.('.keys-close') || !e.target.closest?.('.keys-card'))) showKeys(false);
+  });
+  // Enter in an empty expression box: nothing is sent (the picture and every panel stay), a hint says why
+  const hint = (text) => {
+    const box = document.querySelector('#expression'); if (!box) return;
+    let el = document.querySelector('#expression-hint');
+    if (!el) { el = document.createElement('div'); el.id = 'expression-hint'; el.className = 'expression-hint'; el.setAttribute('role', 'status'); box.appendChild(el); }
+    el.textContent = text; el.hidden = false;
+    clearTimeout(el.timer); el.timer = setTimeout(() => { el.hidden = true; }, 4000);
+  };
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey || e.isComposing) return;
+    if (!inExpression(e.target) || (e.target.value || '').trim()) return;
+    e.preventDefault(); e.stopImmediatePropagation();
+    hint('Type an expression first (what to segment), then press Enter.');
+  }, true);
   // Decisions by key act on what the person saw, once: a key held down (e.repeat) or pressed while the
   // last decision is in flight (its answer has not changed what is on screen, and no error came back)
   // is ignored, and so is a key pressed within SETTLE_MS of a new item appearing (a double tap).
@@ -82,7 +119,15 @@ SHORTCUTS_JS = """
     click('save-btn');
   };
   document.addEventListener('keydown', (e) => {
-    const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
+    const typing = ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement?.tagName) || !!document.activeElement?.isContentEditable;
+    if (keysOpen()) {  // the overlay: Esc or ? closes it, other keys act as usual
+      if (e.key === 'Escape' || (e.key === '?' && !typing)) { e.preventDefault(); showKeys(false); return; }
+    }
+    const annotating = document.querySelector('#expression')?.offsetParent != null;
+    if (annotating && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      if (e.key === '?') { e.preventDefault(); showKeys(true); return; }
+      if (e.key === '/') { e.preventDefault(); focusExpression(); return; }
+    }
     const mod = e.ctrlKey || e.metaKey;
     const reviewing = document.querySelector('#review-next')?.offsetParent != null;  // annotators: no Accept
     const verifying = document.querySelector('#verify-yes')?.offsetParent != null;
@@ -103,9 +148,9 @@ SHORTCUTS_JS = """
     if (e.key === 'PageUp' && !mod) { e.preventDefault(); nav('prev-img'); return; }
     if (e.key === 'Escape' && typing) { document.activeElement.blur(); return; }
     if (!typing && !mod && !e.altKey) {
-      if (e.key === 'd') { e.preventDefault(); nav('next-img'); return; }
-      if (e.key === 'D') { e.preventDefault(); nav('next-empty'); return; }
-      if (e.key === 'a' || e.key === 'A') { e.preventDefault(); nav('prev-img'); return; }
+      if (e.key === 'd') { e.preventDefault(); nav('next-img', false); return; }
+      if (e.key === 'D') { e.preventDefault(); nav('next-empty', false); return; }
+      if (e.key === 'a' || e.key === 'A') { e.preventDefault(); nav('prev-img', false); return; }
     }
     if (mod && !e.shiftKey && e.key.toLowerCase() === 'z' && !typing) { e.preventDefault(); click('undo-btn'); return; }
     if (mod && (e.key.toLowerCase() === 'y' || (e.shiftKey && e.key.toLowerCase() === 'z')) && !typing) {
@@ -147,6 +192,16 @@ CSS = """
 .verdict-domain {background:#fff7ed;color:#7c2d12;border:1px solid #fdba74;padding:6px 12px;border-radius:8px;margin-top:6px}
 .studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
+.keys-hint {font-size:0.85em;opacity:0.75;padding:0 2px}
+.expression-hint {font-size:0.9em;color:#92400e;padding:2px 4px}
+.keys-overlay {position:fixed;inset:0;z-index:1000;background:rgba(0,0,0,0.45);display:flex;align-items:center;justify-content:center}
+.keys-overlay[hidden] {display:none}
+.keys-card {background:var(--background-fill-primary, #fff);color:var(--body-text-color, #111);max-width:760px;max-height:85vh;overflow:auto;padding:16px 22px;border-radius:10px;position:relative}
+.keys-card table {border-collapse:collapse}
+.keys-card td {padding:3px 10px;vertical-align:top}
+.keys-card ul {columns:2;padding-left:1.2em;margin:4px 0}
+.keys-close {position:absolute;top:6px;right:10px;font-size:1.4em;background:none;border:none;cursor:pointer}
+#canvas .dc-help {cursor:pointer}
 """
 
 

@@ -90,12 +90,12 @@ def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None
     svc = _collection(tmp_path, model)
     sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]  # first image without refs
     assert sess.image_id == 5
-    picture, verdict, cands, gallery, targets, sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
+    picture, verdict, cands, gallery, targets, sess, *_ = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
     assert "existence probability" in verdict and len(cands["choices"]) == len(gallery) > 0
     best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
     verdict = annotate.select_candidates(svc, [best], sess)[1]
     assert "1 target instance" in verdict
-    msg, rows, sess, history, to_fix = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
+    msg, rows, sess, history, to_fix, *_ = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
     assert msg.startswith("Saved ref") and len(rows) == 1 and "tester" in history
     with pytest.raises(gr.Error, match="cannot accept it"):  # the same person cannot accept it by saving
         annotate.save(svc, "tester", "val", "reviewed", "same again", "the red circle", sess)
@@ -178,3 +178,18 @@ def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edi
         _end(p)
     msg = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
     assert msg.startswith("Saved ref") and len(svc.store.refs(image_id=sess.image_id)) == 1
+
+
+def test_an_empty_expression_from_the_page_changes_nothing_and_says_what_to_do(tmp_path: Path, model,
+                                                                                monkeypatch) -> None:
+    """Enter on an empty box (the page sends nothing; a stray call still keeps the screen): no output
+    changes, a hint; an API caller gets the error."""
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    hints: list[str] = []
+    monkeypatch.setattr(gr, "Info", hints.append)
+    page = SimpleNamespace(headers={"x-gradio-user": "app"}, session_hash="p")
+    assert annotate.segment(svc, None, "   ", 0.7, 0.5, sess, request=page) == gr.skip()
+    assert hints == [annotate.EMPTY_EXPRESSION_HINT] and sess.prediction is None
+    with pytest.raises(Exception, match="Type an expression first"):
+        annotate.segment(svc, None, "", 0.7, 0.5, sess, request=SimpleNamespace(headers={"x-gradio-user": "api"}))
