@@ -28,7 +28,6 @@ from .store import Store
 from .views import add_images, annotate, annotate_layout, dataset_tab, jobs, live, model_panel, prompts, review, verify
 from .viewkit.model_info import model_line
 from .viewkit.session import SessionRegistry
-from .views.on_screen import keyed
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
 
@@ -250,28 +249,30 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
         # the verification view's N: recorded there, then the sentence opens, run, in the Annotate tab
-        verify_ui.no_btn.click(bind(keyed(verify.refers), svc, soft=False), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show,
-                                                                verify_ui.on_screen],
-                               [verify_ui.msg, verify_ui.handoff, verify_ui.info, verify_ui.picture, verify_ui.sentence,
-                                verify_ui.pos, verify_ui.shown, verify_ui.on_screen], api_name="negative_refers").success(
+        refers = verify.refers_outputs(verify_ui)
+        verify_ui.no_btn.click(refers.bind(verify.refers, svc, soft=False), verify.decision_inputs(verify_ui, shell),
+                               refers.outputs, api_name="negative_refers").success(
             lambda: gr.Tabs(selected="annotate"), None, tabs, api_name=False).then(
             bind(annotate.open_sentence, svc, wrap=gpu),
             [verify_ui.handoff, shell.sess_state, annotate_ui.score_thr, annotate_ui.mask_thr],
             annotate.open_ref_outputs(annotate_ui, shell), api_name=False)
         if switchable:
-            panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],
-                                    [shell.model_md, annotate_ui.score_thr, panel_ui.status], api_name="load_weights")
+            loaded = model_panel.loaded_outputs(panel_ui, shell, annotate_ui.score_thr)
+            panel_ui.load_btn.click(loaded.bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],
+                                    loaded.outputs, api_name="load_weights")
         # a team that sees changes live: every page asks cheap questions of what its tab shows
         tick = dict(api_name=False, show_progress="hidden", concurrency_limit=4)
         tabs.select(live.tab_selected, None, [live_ui.tab], api_name=False, show_progress="hidden")
-        live_ui.timer.tick(bind(live.model_tick, svc), [live_ui.seen_model],
-                           [shell.model_md, live_ui.notice, live_ui.seen_model], **tick)
-        live_ui.timer.tick(bind(live.fix_tick, svc, annotate.fix_rows), [shell.who, live_ui.fix_seen, live_ui.tab],
-                           [annotate_ui.to_fix, live_ui.fix_seen], **tick)
-        live_ui.timer.tick(bind(review.live, svc), [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab],
-                           [review_ui.rv_info, review_ui.rv_picture, review_ui.rv_sentences, review_ui.rv_history,
-                            review_ui.rv_pos, review_ui.rv_ref, review_ui.rv_shown], **tick)
-        live_ui.timer.tick(bind(jobs.live, svc), [live_ui.tab], [jobs_ui.board, jobs_ui.log], **tick)
+        model_tick = live.model_outputs(live_ui, shell.model_md)
+        live_ui.timer.tick(model_tick.bind(live.model_tick, svc), [live_ui.seen_model], model_tick.outputs, **tick)
+        fix_tick = live.fix_outputs(live_ui, annotate_ui.to_fix)
+        live_ui.timer.tick(fix_tick.bind(live.fix_tick, svc, annotate.fix_rows), [shell.who, live_ui.fix_seen, live_ui.tab],
+                           fix_tick.outputs, **tick)
+        review_tick = review.live_outputs(review_ui)
+        live_ui.timer.tick(review_tick.bind(review.live, svc),
+                           [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab], review_tick.outputs, **tick)
+        jobs_tick = jobs.live_outputs(jobs_ui)
+        live_ui.timer.tick(jobs_tick.bind(jobs.live, svc), [live_ui.tab], jobs_tick.outputs, **tick)
         live_ui.timer.tick(bind(dataset_tab.live_counters, svc), [live_ui.tab, dataset_ui.progress],
                            [dataset_ui.progress], **tick)
         # the rejected list: tall enough for its comment column, rows that read as a list
