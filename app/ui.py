@@ -28,7 +28,6 @@ from .store import Store
 from .views import add_images, annotate, annotate_layout, dataset_tab, jobs, live, model_panel, prompts, review, verify
 from .viewkit.model_info import model_line
 from .viewkit.session import SessionRegistry
-from .views.on_screen import keyed
 from .views.shell import bind, shell_layout
 from .zerogpu import gpu
 
@@ -41,7 +40,44 @@ SHORTCUTS_JS = """
   // only buttons of the tab on screen: a hidden tab's buttons are never pressed by a key
   const click = (id) => { const el = document.querySelector(`#${id}`); if (el && el.offsetParent !== null) el.click(); };
   const focusExpression = () => setTimeout(() => document.querySelector('#expression textarea, #expression input')?.focus(), 80);
-  const nav = (id) => { click(id); focusExpression(); };
+  // PgDn / PgUp (anywhere) put the focus in the expression box for the next sentence; the letter keys
+  // (outside text boxes) leave it outside, so that D, D, D goes on and never types into the box
+  const nav = (id, focus = true) => { click(id); if (focus) focusExpression(); };
+  const inExpression = (el) => !!el?.closest?.('#expression');
+  // the ? overlay: the view's keys (app/views/annotate_layout.py ANNOTATE_KEYS) and the canvas's tools
+  const overlay = () => {
+    const el = document.querySelector('#keys-overlay');
+    if (el && el.parentElement !== document.body) document.body.appendChild(el);  // above every panel
+    return el;
+  };
+  const keysOpen = () => { const el = document.querySelector('#keys-overlay'); return !!el && !el.hidden; };
+  const showKeys = (open) => {
+    const el = overlay(); if (!el) return;
+    if (open) {
+      const tips = (document.querySelector('#canvas .dc-help')?.title || '').split(' · ').filter((t) => t.trim());
+      const list = el.querySelector('.keys-canvas'); list.replaceChildren();
+      for (const t of tips) { const li = document.createElement('li'); li.textContent = t; list.appendChild(li); }
+    }
+    el.hidden = !open;
+  };
+  document.addEventListener('click', (e) => {
+    if (e.target.closest?.('#canvas .dc-help')) { e.preventDefault(); showKeys(!keysOpen()); return; }
+    if (keysOpen() && (e.target.closest?.('.keys-close') || !e.target.closest?.('.keys-card'))) showKeys(false);
+  });
+  // Enter in an empty expression box: nothing is sent (the picture and every panel stay), a hint says why
+  const hint = (text) => {
+    const box = document.querySelector('#expression'); if (!box) return;
+    let el = document.querySelector('#expression-hint');
+    if (!el) { el = document.createElement('div'); el.id = 'expression-hint'; el.className = 'expression-hint'; el.setAttribute('role', 'status'); box.appendChild(el); }
+    el.textContent = text; el.hidden = false;
+    clearTimeout(el.timer); el.timer = setTimeout(() => { el.hidden = true; }, 4000);
+  };
+  document.addEventListener('keydown', (e) => {
+    if (e.key !== 'Enter' || e.ctrlKey || e.metaKey || e.shiftKey || e.altKey || e.isComposing) return;
+    if (!inExpression(e.target) || (e.target.value || '').trim()) return;
+    e.preventDefault(); e.stopImmediatePropagation();
+    hint('Type an expression first (what to segment), then press Enter.');
+  }, true);
   // Decisions by key act on what the person saw, once: a key held down (e.repeat) or pressed while the
   // last decision is in flight (its answer has not changed what is on screen, and no error came back)
   // is ignored, and so is a key pressed within SETTLE_MS of a new item appearing (a double tap).
@@ -82,7 +118,15 @@ SHORTCUTS_JS = """
     click('save-btn');
   };
   document.addEventListener('keydown', (e) => {
-    const typing = ['INPUT', 'TEXTAREA'].includes(document.activeElement?.tagName);
+    const typing = ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement?.tagName) || !!document.activeElement?.isContentEditable;
+    if (keysOpen()) {  // the overlay: Esc or ? closes it, other keys act as usual
+      if (e.key === 'Escape' || (e.key === '?' && !typing)) { e.preventDefault(); showKeys(false); return; }
+    }
+    const annotating = document.querySelector('#expression')?.offsetParent != null;
+    if (annotating && !typing && !e.ctrlKey && !e.metaKey && !e.altKey) {
+      if (e.key === '?') { e.preventDefault(); showKeys(true); return; }
+      if (e.key === '/') { e.preventDefault(); focusExpression(); return; }
+    }
     const mod = e.ctrlKey || e.metaKey;
     const reviewing = document.querySelector('#review-next')?.offsetParent != null;  // annotators: no Accept
     const verifying = document.querySelector('#verify-yes')?.offsetParent != null;
@@ -103,9 +147,9 @@ SHORTCUTS_JS = """
     if (e.key === 'PageUp' && !mod) { e.preventDefault(); nav('prev-img'); return; }
     if (e.key === 'Escape' && typing) { document.activeElement.blur(); return; }
     if (!typing && !mod && !e.altKey) {
-      if (e.key === 'd') { e.preventDefault(); nav('next-img'); return; }
-      if (e.key === 'D') { e.preventDefault(); nav('next-empty'); return; }
-      if (e.key === 'a' || e.key === 'A') { e.preventDefault(); nav('prev-img'); return; }
+      if (e.key === 'd') { e.preventDefault(); nav('next-img', false); return; }
+      if (e.key === 'D') { e.preventDefault(); nav('next-empty', false); return; }
+      if (e.key === 'a' || e.key === 'A') { e.preventDefault(); nav('prev-img', false); return; }
     }
     if (mod && !e.shiftKey && e.key.toLowerCase() === 'z' && !typing) { e.preventDefault(); click('undo-btn'); return; }
     if (mod && (e.key.toLowerCase() === 'y' || (e.shiftKey && e.key.toLowerCase() === 'z')) && !typing) {
@@ -147,6 +191,16 @@ CSS = """
 .verdict-domain {background:#fff7ed;color:#7c2d12;border:1px solid #fdba74;padding:6px 12px;border-radius:8px;margin-top:6px}
 .studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
+.keys-hint {font-size:0.85em;opacity:0.75;padding:0 2px}
+.expression-hint {font-size:0.9em;color:#92400e;padding:2px 4px}
+.keys-overlay {position:fixed;inset:0;z-index:1000;background:rgba(0,0,0,0.45);display:flex;align-items:center;justify-content:center}
+.keys-overlay[hidden] {display:none}
+.keys-card {background:var(--background-fill-primary, #fff);color:var(--body-text-color, #111);max-width:760px;max-height:85vh;overflow:auto;padding:16px 22px;border-radius:10px;position:relative}
+.keys-card table {border-collapse:collapse}
+.keys-card td {padding:3px 10px;vertical-align:top}
+.keys-card ul {columns:2;padding-left:1.2em;margin:4px 0}
+.keys-close {position:absolute;top:6px;right:10px;font-size:1.4em;background:none;border:none;cursor:pointer}
+#canvas .dc-help {cursor:pointer}
 """
 
 
@@ -195,28 +249,30 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
                                   annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
         # the verification view's N: recorded there, then the sentence opens, run, in the Annotate tab
-        verify_ui.no_btn.click(bind(keyed(verify.refers), svc, soft=False), [verify_ui.shown, shell.who, verify_ui.pos, verify_ui.show,
-                                                                verify_ui.on_screen],
-                               [verify_ui.msg, verify_ui.handoff, verify_ui.info, verify_ui.picture, verify_ui.sentence,
-                                verify_ui.pos, verify_ui.shown, verify_ui.on_screen], api_name="negative_refers").success(
+        refers = verify.refers_outputs(verify_ui)
+        verify_ui.no_btn.click(refers.bind(verify.refers, svc, soft=False), verify.decision_inputs(verify_ui, shell),
+                               refers.outputs, api_name="negative_refers").success(
             lambda: gr.Tabs(selected="annotate"), None, tabs, api_name=False).then(
             bind(annotate.open_sentence, svc, wrap=gpu),
             [verify_ui.handoff, shell.sess_state, annotate_ui.score_thr, annotate_ui.mask_thr],
             annotate.open_ref_outputs(annotate_ui, shell), api_name=False)
         if switchable:
-            panel_ui.load_btn.click(bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],
-                                    [shell.model_md, annotate_ui.score_thr, panel_ui.status], api_name="load_weights")
+            loaded = model_panel.loaded_outputs(panel_ui, shell, annotate_ui.score_thr)
+            panel_ui.load_btn.click(loaded.bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],
+                                    loaded.outputs, api_name="load_weights")
         # a team that sees changes live: every page asks cheap questions of what its tab shows
         tick = dict(api_name=False, show_progress="hidden", concurrency_limit=4)
         tabs.select(live.tab_selected, None, [live_ui.tab], api_name=False, show_progress="hidden")
-        live_ui.timer.tick(bind(live.model_tick, svc), [live_ui.seen_model],
-                           [shell.model_md, live_ui.notice, live_ui.seen_model], **tick)
-        live_ui.timer.tick(bind(live.fix_tick, svc, annotate.fix_rows), [shell.who, live_ui.fix_seen, live_ui.tab],
-                           [annotate_ui.to_fix, live_ui.fix_seen], **tick)
-        live_ui.timer.tick(bind(review.live, svc), [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab],
-                           [review_ui.rv_info, review_ui.rv_picture, review_ui.rv_sentences, review_ui.rv_history,
-                            review_ui.rv_pos, review_ui.rv_ref, review_ui.rv_shown], **tick)
-        live_ui.timer.tick(bind(jobs.live, svc), [live_ui.tab], [jobs_ui.board, jobs_ui.log], **tick)
+        model_tick = live.model_outputs(live_ui, shell.model_md)
+        live_ui.timer.tick(model_tick.bind(live.model_tick, svc), [live_ui.seen_model], model_tick.outputs, **tick)
+        fix_tick = live.fix_outputs(live_ui, annotate_ui.to_fix)
+        live_ui.timer.tick(fix_tick.bind(live.fix_tick, svc, annotate.fix_rows), [shell.who, live_ui.fix_seen, live_ui.tab],
+                           fix_tick.outputs, **tick)
+        review_tick = review.live_outputs(review_ui)
+        live_ui.timer.tick(review_tick.bind(review.live, svc),
+                           [review_ui.rv_pos, review_ui.rv_ref, *review_ui.filters, live_ui.tab], review_tick.outputs, **tick)
+        jobs_tick = jobs.live_outputs(jobs_ui)
+        live_ui.timer.tick(jobs_tick.bind(jobs.live, svc), [live_ui.tab], jobs_tick.outputs, **tick)
         live_ui.timer.tick(bind(dataset_tab.live_counters, svc), [live_ui.tab, dataset_ui.progress],
                            [dataset_ui.progress], **tick)
         # the rejected list: tall enough for its comment column, rows that read as a list

@@ -85,7 +85,7 @@ def test_segment_select_correct_save_export(server, sample_image: Path, tmp_path
     url, db = server
     c = Client(url, verbose=False)
     out = c.predict(handle_file(str(sample_image)), "the red circle", 0.7, 0.5, api_name="/segment")
-    canvas, verdict, cands, gallery, parts = out
+    canvas, verdict, cands, gallery, parts, *ref_boxes = out  # then the per-ref boxes
     assert canvas["image"] and canvas["w"] > 0 and "existence probability" in verdict
     choices = [v for _, v in cands["choices"]]
     assert len(choices) == 10 and len(gallery) == 10  # every candidate query, with its mask and score

@@ -39,7 +39,7 @@ def opened(tmp_path: Path, model):
     rgb = np.random.default_rng(3).integers(0, 255, (40, 48, 3), dtype=np.uint8)
     svc.store.add_image(rgb, file_name="pic.png")
     sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY)[6]
-    sess = annotate.segment(svc, None, "the red circle", 0.0, 0.5, sess)[-1]
+    sess = annotate.segment(svc, None, "the red circle", 0.0, 0.5, sess)[5]
     return svc, sess
 
 

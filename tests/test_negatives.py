@@ -213,14 +213,15 @@ def test_the_verification_view_handlers_without_a_server(tmp_path: Path) -> None
 
     s, ids = _store(tmp_path)
     svc = Services(None, s)
-    assert "No proposed negatives" in verify.show(svc, 0, "all")[0]
+    assert "No proposed negatives" in verify.show(svc, 0, "all").info
     cfg = NSCConfig(min_text_length=1)
     first = propose(s, per_image=2, cfg=cfg)
     run_negatives(s, _Scripted({first[0].sentence: 0.95}), "scripted|cfg", per_image=2, cfg=cfg, progress=False)
     total = len(first)
-    info, picture, sentence, pos, shown = verify.show(svc, 0, "open")
-    info = _text(info)
-    assert f"1 / {total} to decide" in info and picture is not None and "finds a target" in sentence
+    seen = verify.show(svc, 0, "open")
+    pos, shown = seen.pos, seen.shown
+    assert f"1 / {total} to decide" in _text(seen.info) and seen.picture is not None and "finds a target" in seen.sentence
+    assert seen.on_screen == screen_key(shown)
     with pytest.raises(Refused, match="type your name"):
         verify.refers_to_nothing(svc, shown, "", pos, "open")
     # the page sends the key of the negative it shows: any other is refused, nothing decided
@@ -228,16 +229,17 @@ def test_the_verification_view_handlers_without_a_server(tmp_path: Path) -> None
         verify.refers_to_nothing(svc, shown, "ann", pos, "open", on_screen=f"{shown[0] + 1}:{shown[1]}:{shown[2]}")
     assert negative_queue(s, 0, 100, "open")[1] == total
     key = screen_key(shown)
-    msg, info, picture, sentence, pos, shown = verify.refers_to_nothing(svc, shown, "ann", pos, "open", on_screen=key)
+    decided = verify.refers_to_nothing(svc, shown, "ann", pos, "open", on_screen=key)
+    pos, shown = decided.shown.pos, decided.shown.shown
     with pytest.raises(Refused, match="no longer on screen"):  # a second tap names the one just decided
         verify.refers(svc, shown, "ann", pos, "open", on_screen=key)
-    info = _text(info)
-    assert "no target" in msg and "by ann" in msg and f"1 / {total - 1} to decide" in info
-    msg, handoff, info, *_ = verify.refers(svc, shown, "ann", pos, "open")
-    info = _text(info)
-    assert handoff["sentence"] and handoff["image_id"] in ids and f"1 / {total - 2} to decide" in info
-    assert "Negative" in verify.show(svc, 0, "decided")[0] and "decided: " in verify.show(svc, 0, "decided")[0]
-    assert f"{total} / {total}" in _text(verify.move(svc, 10**6, 0, "all")[0])  # clamped to the end
+    assert "no target" in decided.msg and "by ann" in decided.msg
+    assert f"1 / {total - 1} to decide" in _text(decided.shown.info)
+    refers = verify.refers(svc, shown, "ann", pos, "open")
+    handoff = refers.handoff
+    assert handoff["sentence"] and handoff["image_id"] in ids and f"1 / {total - 2} to decide" in _text(refers.shown.info)
+    assert "Negative" in verify.show(svc, 0, "decided").info and "decided: " in verify.show(svc, 0, "decided").info
+    assert f"{total} / {total}" in _text(verify.move(svc, 10**6, 0, "all").info)  # clamped to the end
 
 
 def test_an_image_without_pixels_is_skipped_and_proposed_on_the_rerun(tmp_path: Path) -> None:

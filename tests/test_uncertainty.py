@@ -122,6 +122,6 @@ def test_the_review_view_orders_by_uncertainty(tmp_path: Path) -> None:
         workspace = Workspace(ModelHolder(None, "no model"), s)
 
     first = review.show(_Svc(), 0, "", "", None, False, True)
-    assert first[5][0] == by_sentence["unsure"] and "1 / 2" in first[0]
-    assert review.show(_Svc(), 0, "", "", None, False, False)[5][0] == by_sentence["clear"]
+    assert first.ref[0] == by_sentence["unsure"] and "1 / 2" in first.info
+    assert review.show(_Svc(), 0, "", "", None, False, False).ref[0] == by_sentence["clear"]
     assert json.loads(s.read("SELECT candidates FROM predictions WHERE ref_id = ?", (by_sentence["unsure"],))[0][0])

@@ -90,12 +90,12 @@ def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None
     svc = _collection(tmp_path, model)
     sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]  # first image without refs
     assert sess.image_id == 5
-    picture, verdict, cands, gallery, targets, sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
+    picture, verdict, cands, gallery, targets, sess, *_ = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
     assert "existence probability" in verdict and len(cands["choices"]) == len(gallery) > 0
     best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
     verdict = annotate.select_candidates(svc, [best], sess)[1]
     assert "1 target instance" in verdict
-    msg, rows, sess, history, to_fix = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
+    msg, rows, sess, history, to_fix, *_ = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
     assert msg.startswith("Saved ref") and len(rows) == 1 and "tester" in history
     with pytest.raises(gr.Error, match="cannot accept it"):  # the same person cannot accept it by saving
         annotate.save(svc, "tester", "val", "reviewed", "same again", "the red circle", sess)
@@ -106,8 +106,9 @@ def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None
 
 def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
     svc = _collection(tmp_path, model)
-    info, picture, sentences, history, pos, shown = review.show(svc, 0, "", "", None)
-    assert "1 / 1" in info and "by <b>ann</b>" in info and shown is not None
+    seen = review.show(svc, 0, "", "", None)
+    info, pos, shown = seen.info, seen.pos, seen.ref
+    assert "1 / 1" in info and "by <b>ann</b>" in info and shown is not None and seen.shown == f"{shown[0]}:{shown[1]}"
     # handlers raise the application layer's errors; app.views.shell.bind shows them as gr.Error
     with pytest.raises(Refused, match="cannot accept it"):
         review.decide(svc, "accept", shown, None, "", "ann", pos, "", "", None, False)
@@ -120,12 +121,14 @@ def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
         review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False,
                       on_screen=f"{shown[0]}:{shown[1] - 1}")
     assert svc.store.ref(shown[0]).status == "done"
-    msg, *rest = review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False,
-                               on_screen=f"{shown[0]}:{shown[1]}")
-    assert msg == f"Ref {shown[0]} accepted by rev." and "Nothing awaits review" in rest[2]
+    decided = review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False,
+                            on_screen=f"{shown[0]}:{shown[1]}")
+    assert decided.msg == f"Ref {shown[0]} accepted by rev." and "Nothing awaits review" in decided.shown.info
+    assert decided.reason is None and decided.comment == "" and decided.shown.shown == ""
     # the same key again (the second of a double tap): the ref it names is no longer on screen
     with pytest.raises(gr.Error, match="Nothing to review"):
-        review.decide(svc, "accept", rest[-1], None, "", "rev", pos, "", "", None, False, on_screen=f"{shown[0]}:{shown[1]}")
+        review.decide(svc, "accept", decided.shown.ref, None, "", "rev", pos, "", "", None, False,
+                      on_screen=f"{shown[0]}:{shown[1]}")
 
 
 def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> None:
@@ -133,8 +136,8 @@ def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> Non
     svc = _collection(tmp_path, model, users)
     for flt, n in ((("", "", ""), 4), (("reviewed", "", ""), 1), (("", "val", ""), 1), (("", "", "ann"), 2),
                    (("draft", "", "ann"), 1)):
-        table, info, page = dataset_tab.refs_page(svc, 1, *flt)
-        assert info.startswith(f"{n} refs") and len(table) == n and page == 1, flt
+        page = dataset_tab.refs_page(svc, 1, *flt)
+        assert page.page_info.startswith(f"{n} refs") and len(page.refs_table) == n and page.page == 1, flt
     ann, rev = SimpleNamespace(username="ann"), SimpleNamespace(username="rev")
     bobs = svc.store.refs(image_id=2)[0]
     with pytest.raises(Refused, match="only a reviewer can delete it"):  # accepted: reviewers only
@@ -147,8 +150,8 @@ def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> Non
     for bad in (float("nan"), float("inf"), -3, 0, 2.5, 2**70, "x", None):  # as an API caller may send them
         with pytest.raises(gr.Error):
             dataset_tab.delete_ref(svc, bad, "", rev)
-    progress, table, info, page = dataset_tab.refresh(svc, 1, "", "", "")
-    assert "<b>2 refs</b>" in progress and info.startswith("2 refs")
+    refreshed = dataset_tab.refresh(svc, 1, "", "", "")
+    assert "<b>2 refs</b>" in refreshed.progress and refreshed.refs.page_info.startswith("2 refs")
 
 
 def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edit(tmp_path: Path, model,
@@ -178,3 +181,18 @@ def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edi
         _end(p)
     msg = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
     assert msg.startswith("Saved ref") and len(svc.store.refs(image_id=sess.image_id)) == 1
+
+
+def test_an_empty_expression_from_the_page_changes_nothing_and_says_what_to_do(tmp_path: Path, model,
+                                                                                monkeypatch) -> None:
+    """Enter on an empty box (the page sends nothing; a stray call still keeps the screen): no output
+    changes, a hint; an API caller gets the error."""
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    hints: list[str] = []
+    monkeypatch.setattr(gr, "Info", hints.append)
+    page = SimpleNamespace(headers={"x-gradio-user": "app"}, session_hash="p")
+    assert annotate.segment(svc, None, "   ", 0.7, 0.5, sess, request=page) == gr.skip()
+    assert hints == [annotate.EMPTY_EXPRESSION_HINT] and sess.prediction is None
+    with pytest.raises(Exception, match="Type an expression first"):
+        annotate.segment(svc, None, "", 0.7, 0.5, sess, request=SimpleNamespace(headers={"x-gradio-user": "api"}))

@@ -29,14 +29,14 @@ def test_only_reviewers_and_operators_switch_the_model_and_a_failed_load_names_t
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not weights")
     svc.switchable = {"junk.safetensors": str(junk), "launched": "bundled"}
-    line, _, status = model_panel.load_weights(svc, "launched", "", _request("ann"))
+    status = model_panel.load_weights(svc, "launched", "", _request("ann")).status
     assert "Only reviewers or operators may switch the shared model" in status
     assert svc.model.version == 0 and svc.model.notice() == ""
-    line, _, status = model_panel.load_weights(svc, "junk.safetensors", "", _request("rev"))
-    assert "Could not load junk.safetensors" in status and "still in use: the launched model" in status
-    assert "the launched model" in line and svc.model.version == 0
-    line, _, status = model_panel.load_weights(svc, "launched", "", _request("op"))
-    assert status.startswith("Loaded") and svc.model.version == 1
+    failed = model_panel.load_weights(svc, "junk.safetensors", "", _request("rev"))
+    assert "Could not load junk.safetensors" in failed.status and "still in use: the launched model" in failed.status
+    assert "the launched model" in failed.model_md and failed.score_thr == gr.update() and svc.model.version == 0
+    loaded = model_panel.load_weights(svc, "launched", "", _request("op"))
+    assert loaded.status.startswith("Loaded") and loaded.score_thr["value"] is not None and svc.model.version == 1
     assert "switched to" in svc.model.notice() and "by op at" in svc.model.notice()
     assert why_not_studio(Actor("ann", frozenset({"annotator"}), accounts=True), "import_folder")
     assert why_not_studio(Actor("x"), "import_folder") is None  # an open studio: its operator chose the flags
@@ -47,12 +47,12 @@ def test_another_session_is_told_who_switched_the_model(tmp_path: Path, model) -
 
     svc = _collection(tmp_path, ModelHolder(model.predictor, "the launched model"))
     svc.switchable = {"launched": "bundled"}
-    _, _, seen = live.model_tick(svc, None)  # the other page's first tick: nothing to tell
-    assert live.model_tick(svc, seen)[1] == gr.update()
+    seen = live.model_tick(svc, None).seen_model  # the other page's first tick: nothing to tell
+    assert live.model_tick(svc, seen).notice == gr.update()
     model_panel.load_weights(svc, "launched", "bob")
-    line, notice, seen2 = live.model_tick(svc, seen)
-    assert "switched to" in notice and "by bob at" in notice and seen2 == seen + 1
-    assert live.model_tick(svc, seen2)[1] == gr.update()  # told once
+    tick = live.model_tick(svc, seen)
+    assert "switched to" in tick.notice and "by bob at" in tick.notice and tick.seen_model == seen + 1
+    assert live.model_tick(svc, tick.seen_model).notice == gr.update()  # told once
 
 
 def test_delete_in_the_dataset_tab_asks_first(tmp_path: Path, model) -> None:  # noqa: F811
@@ -61,19 +61,20 @@ def test_delete_in_the_dataset_tab_asks_first(tmp_path: Path, model) -> None:  #
     users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw")])
     svc = _collection(tmp_path, model, users)
     mine = svc.store.refs(image_id=1)[0]
-    msg, confirm, cancel, pending = dataset_tab.ask_delete(svc, mine.id, "", _request("ann"))
-    assert f"Delete ref {mine.id}" in msg and "a thing" in msg and confirm["visible"] and pending == mine.id
+    asked = dataset_tab.ask_delete(svc, mine.id, "", _request("ann"))
+    assert f"Delete ref {mine.id}" in asked.msg and "a thing" in asked.msg and asked.confirm_btn["visible"]
+    assert asked.cancel_btn["visible"] and asked.pending == mine.id
     assert svc.store.ref(mine.id)  # nothing deleted yet
-    msg, confirm, _, pending = dataset_tab.cancel_delete(pending)
-    assert msg == f"Kept ref {mine.id}." and not confirm["visible"] and pending is None
-    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, None, None, "", _request("ann"))[0]
+    kept = dataset_tab.cancel_delete(asked.pending)
+    assert kept.msg == f"Kept ref {mine.id}." and not kept.confirm_btn["visible"] and kept.pending is None
+    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, None, None, "", _request("ann")).msg
     accepted = svc.store.refs(image_id=2)[0]
     with pytest.raises(Exception, match="only a reviewer can delete it"):  # refused at the first click
         dataset_tab.ask_delete(svc, accepted.id, "", _request("ann"))
-    *_, pending = dataset_tab.ask_delete(svc, mine.id, "", _request("ann"))
+    pending = dataset_tab.ask_delete(svc, mine.id, "", _request("ann")).pending
     page = type("Req", (), {"username": "ann", "headers": {"x-gradio-user": "app"}})()
-    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, pending, None, "", page)[0]  # a page must ask first
-    assert dataset_tab.confirm_delete(svc, None, pending, "", page)[0] == f"Deleted ref {mine.id}."
+    assert "Nothing to delete" in dataset_tab.confirm_delete(svc, pending, None, "", page).msg  # a page must ask first
+    assert dataset_tab.confirm_delete(svc, None, pending, "", page).msg == f"Deleted ref {mine.id}."
     assert not svc.store.refs(image_id=1)
 
 
@@ -96,15 +97,15 @@ def test_small_ones_history_candidates_reviewer_panel_and_reasons(tmp_path: Path
     labels = [label for label, _ in display.candidate_choices(SimpleNamespace(prediction=fake))]
     assert labels == ["candidate 1 · score 0.900 ✓", "candidate 2 · score 0.400"]
     # the decision panel: reviewers only; R needs a reason, said with labels
-    *hidden, note = review.for_user(svc, "", _request("ann"))
-    assert [u["visible"] for u in hidden] == [False] * 4 and "for reviewers" in note
-    *shown, note = review.for_user(svc, "", _request("rev"))
-    assert [u["visible"] for u in shown] == [True] * 4 and note == ""
+    for who, visible in (("ann", False), ("rev", True)):
+        panel = review.for_user(svc, "", _request(who))
+        assert [u["visible"] for u in (panel.accept, panel.reason, panel.comment, panel.reject)] == [visible] * 4
+        assert ("for reviewers" in panel.msg) if not visible else panel.msg == ""
     assert review.reason_chosen(None)["interactive"] is False
     assert review.reason_chosen("wrong_mask")["interactive"] is True
-    info, picture, sentences, history, pos, ref = review.show(svc, 0, "", "", None)
+    seen = review.show(svc, 0, "", "", None)
     with pytest.raises(BadInput) as err:
-        review.decide(svc, "reject", ref, None, "", "", pos, "", "", None, False, request=_request("rev"))
+        review.decide(svc, "reject", seen.ref, None, "", "", seen.pos, "", "", None, False, request=_request("rev"))
     assert "wrong mask; missing referent" in str(err.value) and "wrong_mask" not in str(err.value)
 
 
@@ -136,32 +137,34 @@ def test_the_timer_refreshes_what_the_tab_shows_without_moving_anyone(tmp_path: 
     first = svc.store.refs(image_id=1)[0]
     svc.refs.review(Actor("rev", accounts=True), first.id, "accept", expected_version=first.version)
     empty = review.show(svc, 0, "", "", None)
-    assert "Nothing awaits review" in empty[0] and empty[5] is None
+    assert "Nothing awaits review" in empty.info and empty.ref is None and empty.shown == ""
     assert review.live(svc, 0, None, "", "", None, tab="Annotate") == gr.skip()  # another tab: no query
     assert review.live(svc, 0, None, "", "", None, tab="Review") == gr.skip()  # still nothing
     a = svc.refs.save(Actor("bob"), 5, ["e thing"], no_target=True)
     svc.refs.save(Actor("bob"), 6, ["f thing"], no_target=True)
     out = review.live(svc, 0, None, "", "", None, tab="Review")
-    assert "1 / 2" in out[0] and out[5][0] == a.ref_id  # arrived refs start at 1 / 2
-    out2 = review.live(svc, out[4], out[5], "", "", None, tab="Review")
-    assert "1 / 2" in out2[0] and all(o == gr.skip() for o in out2[1:])  # the ref on screen stays
-    assert "1 / 2" in review.step(svc, 1, 0, None, "", "", None, False)[0]  # → on an empty screen: the first
+    assert "1 / 2" in out.info and out.ref[0] == a.ref_id and out.shown == f"{a.ref_id}:{out.ref[1]}"  # at 1 / 2
+    out2 = review.live(svc, out.pos, out.ref, "", "", None, tab="Review")
+    kept = (out2.picture, out2.sentences, out2.history, out2.pos, out2.ref, out2.shown)
+    assert "1 / 2" in out2.info and all(o == gr.skip() for o in kept)  # the ref on screen stays
+    assert "1 / 2" in review.step(svc, 1, 0, None, "", "", None, False).info  # → on an empty screen: the first
     # the dataset counters, only on the Dataset tab and only when changed
     assert dataset_tab.live_counters(svc, "Review", "") == gr.skip()
     counters = dataset_tab.live_counters(svc, "Dataset", "")
     assert "refs" in counters and dataset_tab.live_counters(svc, "Dataset", counters) == gr.skip()
     # the to-fix list reaches ann without a reload, and is not sent again when unchanged
-    rows, seen = live.fix_tick(svc, annotate.fix_rows, "", None, "Annotate", _request("ann"))
-    assert rows["visible"] is False
+    tick = live.fix_tick(svc, annotate.fix_rows, "", None, "Annotate", _request("ann"))
+    assert tick.to_fix["visible"] is False
     draft = svc.store.refs(image_id=3)[0]
     svc.refs.save(Actor("ann", accounts=True), 3, ["c thing"], no_target=True, ref_id=draft.id,
                   expected_version=draft.version)
     again = svc.store.ref(draft.id)
     svc.refs.review(Actor("rev", accounts=True), draft.id, "reject", "wrong_mask", "look again",
                     expected_version=again.version)
-    rows, seen = live.fix_tick(svc, annotate.fix_rows, "", seen, "Annotate", _request("ann"))
-    assert rows["visible"] is True and rows["value"][0][3] == "look again"
-    assert live.fix_tick(svc, annotate.fix_rows, "", seen, "Annotate", _request("ann"))[0] == gr.skip()
+    tick = live.fix_tick(svc, annotate.fix_rows, "", tick.fix_seen, "Annotate", _request("ann"))
+    assert tick.to_fix["visible"] is True and tick.to_fix["value"][0][3] == "look again"
+    again = live.fix_tick(svc, annotate.fix_rows, "", tick.fix_seen, "Annotate", _request("ann"))
+    assert again.to_fix == gr.skip() and again.fix_seen == tick.fix_seen
 
 
 def test_add_images_from_the_app_uploads_and_a_confined_server_folder(tmp_path: Path, model) -> None:  # noqa: F811
@@ -184,15 +187,15 @@ def test_add_images_from_the_app_uploads_and_a_confined_server_folder(tmp_path: 
     os.symlink(tmp_path / "secret", root / "escape")
     users = Users([User("ann", "pw", frozenset({"annotator"})), User("op", "pw", frozenset({"operator"}))])
     svc = Services(model, Store(tmp_path / "empty.sqlite"), users=users, import_roots=[root])
-    box, msg = add_images.on_load(svc)
-    assert box["open"] is True and "The collection is empty" in msg and "folder of the server" in msg
+    opened = add_images.on_load(svc)
+    assert opened.box["open"] is True and "The collection is empty" in opened.msg and "folder of the server" in opened.msg
     # several files at once, idempotent; a file that is no image is named and skipped
     (tmp_path / "notes.txt").write_text("x")
     files = [str(root / "shoot" / "p0.png"), str(root / "shoot" / "p1.png"), str(tmp_path / "notes.txt")]
-    said, _ = add_images.upload(svc, files, "", _request("ann"))
-    assert said.startswith("Added 2 images") and "notes.txt (not an image file)" in said
-    assert add_images.upload(svc, files[:2], "", _request("ann"))[0].startswith("Added 0 images; 2 already")
-    assert add_images.on_load(svc) == (gr.update(), gr.update())
+    added = add_images.upload(svc, files, "", _request("ann"))
+    assert added.msg.startswith("Added 2 images") and "notes.txt (not an image file)" in added.msg and added.files is None
+    assert add_images.upload(svc, files[:2], "", _request("ann")).msg.startswith("Added 0 images; 2 already")
+    assert add_images.on_load(svc) == add_images.BoxOpened(gr.update(), gr.update())
     # a folder of the server: operators only, confined to the roots, hostile names refused
     with pytest.raises(Refused, match="Only operators may import a folder"):
         add_images.import_folder(svc, str(root / "shoot"), "", _request("ann"))
@@ -296,8 +299,9 @@ def test_jobs_panel_runs_the_commands_with_progress_cancel_and_plain_errors(tmp_
     import_images(store, tmp_path / "syn" / "images" / "train2014", progress=False)
     users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw", frozenset({"reviewer"}))])
     svc = Services(model, store, users=users)
-    start_btn, cancel_btn, why = jobs.for_user(svc, "", _request("ann"))
-    assert start_btn["visible"] is False and "Only reviewers or operators" in why
+    buttons = jobs.for_user(svc, "", _request("ann"))
+    assert buttons.start_btn["visible"] is False and buttons.cancel_btn["visible"] is False
+    assert "Only reviewers or operators" in buttons.msg
     with pytest.raises(Refused):
         jobs.start(svc, "preannotate", "the red circle", 5, False, "", "", _request("ann"))
     with pytest.raises(BadInput, match="type the sentences"):
@@ -308,24 +312,24 @@ def test_jobs_panel_runs_the_commands_with_progress_cancel_and_plain_errors(tmp_
         while svc.jobs.get(job_id).state == "running" and time.time() < deadline:
             time.sleep(0.5)
 
-    msg, job_id, board, _ = jobs.start(svc, "preannotate", "the red circle\nall blue shapes", 5, False, "", "",
-                                       _request("rev"))
-    assert msg.startswith(f"Started job {job_id}") and "Pre-annotation" in board
+    started = jobs.start(svc, "preannotate", "the red circle\nall blue shapes", 5, False, "", "", _request("rev"))
+    job_id = started.job_id
+    assert started.msg.startswith(f"Started job {job_id}") and "Pre-annotation" in started.jobs.board
     with pytest.raises(BadInput, match="running already"):
         jobs.start(svc, "preannotate", "the red circle", 5, False, "", "", _request("rev"))
     wait(job_id)
     job = svc.jobs.get(job_id)
     assert job.state == "finished" and job.result["written"] == 6, job.tail()
-    assert "✓ done" in jobs.board(svc)[0] and len([r for r in store.refs() if r.annotator.startswith("model:")]) == 6
+    assert "✓ done" in jobs.board(svc).board and len([r for r in store.refs() if r.annotator.startswith("model:")]) == 6
     # a failure in plain words (no reviewed refs to learn from), from the command's own error line
-    _, failing, _, _ = jobs.start(svc, "finetune", "", 0.1, False, "", "", _request("rev"))
+    failing = jobs.start(svc, "finetune", "", 0.1, False, "", "", _request("rev")).job_id
     wait(failing)
     bad = svc.jobs.get(failing)
     assert bad.state == "failed" and bad.problem and "Traceback" not in bad.problem, bad.tail()
-    assert "✗ failed" in jobs.board(svc)[0]
+    assert "✗ failed" in jobs.board(svc).board
     # cancel: stopped, said, and what was committed is kept
-    _, running, _, _ = jobs.start(svc, "negatives", "", 5, False, "", "", _request("rev"))
-    said, board, _ = jobs.cancel(svc, running, "", _request("rev"))
-    assert said == f"Job {running} cancelled." and "cancelled by rev" in board
+    running = jobs.start(svc, "negatives", "", 5, False, "", "", _request("rev")).job_id
+    cancelled = jobs.cancel(svc, running, "", _request("rev"))
+    assert cancelled.msg == f"Job {running} cancelled." and "cancelled by rev" in cancelled.jobs.board
     with pytest.raises(BadInput, match="not running"):
         jobs.cancel(svc, running, "", _request("rev"))

@@ -144,6 +144,12 @@ class Session:
         self.redo_stack.clear()
         self.selected = 0
 
+    def start_new_ref(self) -> None:
+        """Leave the ref being worked on (saved or not): no expression, prediction or targets, and the
+        next save makes a new ref (Alt+N, a new upload)."""
+        self.expression, self.prediction, self.ref_id, self.ref_version, self.editing = "", None, None, None, False
+        self.reset_targets()
+
     def selected_candidates(self) -> list[int]:
         return [t.candidate for t in self.targets if t.candidate is not None]
 

@@ -12,6 +12,7 @@ import gradio as gr
 
 from ..services import Services
 from ..services.images import add_folder, add_uploads
+from .records import Outputs
 from .shell import Shell, bind, request_user
 
 
@@ -23,6 +24,20 @@ class AddImagesUI:
     folder: gr.Textbox
     folder_btn: gr.Button
     msg: gr.Markdown
+
+
+@dataclass(frozen=True)
+class BoxOpened:
+    """On a page's load: the box (an update: opened while the collection is empty) and what to do first."""
+    box: dict
+    msg: str | dict
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """After *Add these images*: what was added, and the file box (emptied, or kept as it was)."""
+    msg: str
+    files: list | dict | None
 
 
 def layout(import_roots: list[Path] | None) -> AddImagesUI:
@@ -38,23 +53,23 @@ def layout(import_roots: list[Path] | None) -> AddImagesUI:
     return AddImagesUI(box, files, add_btn, folder, folder_btn, msg)
 
 
-def on_load(svc: Services):
+def on_load(svc: Services) -> BoxOpened:
     """An empty studio opens the box and says what to do first."""
     if svc.dataset.image_count():
-        return gr.update(), gr.update()
-    return gr.update(open=True), ("The collection is empty: add images here (several files at once"
-                                  + (", or a folder of the server" if svc.import_roots else "") + ").")
+        return BoxOpened(gr.update(), gr.update())
+    return BoxOpened(gr.update(open=True), "The collection is empty: add images here (several files at once"
+                     + (", or a folder of the server" if svc.import_roots else "") + ").")
 
 
-def upload(svc: Services, paths, typed: str = "", request: gr.Request = None, progress=gr.Progress()):
-    """Add the uploaded files. Outputs: message, the file box (emptied)."""
+def upload(svc: Services, paths, typed: str = "", request: gr.Request = None, progress=gr.Progress()) -> Uploaded:
+    """Add the uploaded files (the file box is emptied)."""
     if not paths:
-        return "Choose one or more image files first.", gr.update()
+        return Uploaded("Choose one or more image files first.", gr.update())
     items = [(p, Path(str(p)).name) for p in (paths if isinstance(paths, list) else [paths])]
     actor = svc.actor(request_user(request), typed)
     res = add_uploads(svc.store, actor, items, on_progress=lambda k, n: progress((k, n), desc="adding images",
                                                                              unit="images"))
-    return res.line() + " Open the Annotate tab and press D for the first.", None
+    return Uploaded(res.line() + " Open the Annotate tab and press D for the first.", None)
 
 
 def import_folder(svc: Services, folder: str, typed: str = "", request: gr.Request = None,
@@ -66,7 +81,10 @@ def import_folder(svc: Services, folder: str, typed: str = "", request: gr.Reque
 
 
 def wire(svc: Services, ui: AddImagesUI, shell: Shell) -> None:
-    ui.add_btn.click(bind(upload, svc, status=(0, 2)), [ui.files, shell.who], [ui.msg, ui.files], api_name="add_images")
+    uploaded = Outputs.of(Uploaded, ui)
+    ui.add_btn.click(uploaded.bind(upload, svc, status="msg"), [ui.files, shell.who], uploaded.outputs,
+                     api_name="add_images")
     ui.folder_btn.click(bind(import_folder, svc, status=(0, 1)), [ui.folder, shell.who], [ui.msg],
                         api_name="import_folder")
-    shell.load_events.append((bind(on_load, svc), [], [ui.box, ui.msg]))
+    opened = Outputs.of(BoxOpened, ui)
+    shell.load_events.append((opened.bind(on_load, svc), [], opened.outputs))

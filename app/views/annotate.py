@@ -17,7 +17,7 @@ import uuid
 
 import gradio as gr
 
-from ..services import REASONS, ImageFilter, RefStatus, Services, StoreError
+from ..services import REASONS, SPLITS, ImageFilter, RefStatus, Services, StoreError
 from ..services.queue import THUMBS_PER_PAGE, image_filter
 from ..viewkit.session import Session
 from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
@@ -25,7 +25,7 @@ from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
 from .canvas import CanvasError, apply_canvas, keep_on_error, part_warnings
-from .shell import Shell, bind, ref_id, render, render_fields, request_user
+from .shell import Shell, bind, from_browser, ref_id, render, render_fields, request_user
 
 
 def image_refs(svc: Services, sess: Session) -> list[list]:
@@ -33,14 +33,46 @@ def image_refs(svc: Services, sess: Session) -> list[list]:
     return display.ref_rows(svc.refs.of_image(sess.image_id), with_image=False)
 
 
+# --- the per-ref boxes (paraphrases, split, status, the open ref's history) follow the ref -------------
+# Every handler that changes the ref being worked on (another image, Alt+N, a ref opened, an upload, a
+# save, a new expression after a save) also sets these four boxes: cleared for a new ref, reloaded for
+# a saved one. Otherwise what was typed for one ref would be saved with the next one.
+
+KEEP_REF_FIELDS = (gr.update(), gr.update(), gr.update(), gr.update())
+
+
+def new_ref_fields(svc: Services, sess: Session) -> tuple:
+    """The boxes of a ref not saved yet on the open image: no paraphrases, the split the image was
+    imported into (train without one, and for an upload), status done, no history."""
+    split = svc.workspace.image_split(sess.image_id) if sess.image_id is not None else ""
+    return ("", split if split in SPLITS else "train", RefStatus.DONE.value, "")
+
+
+def saved_ref_fields(svc: Services, rid: int) -> tuple:
+    """The boxes of saved ref ``rid`` as stored: its other sentences, split, status and history."""
+    rec = svc.refs.ref(rid)
+    status = rec.status if rec.status != RefStatus.PREDICTED else RefStatus.DONE.value
+    return ("\n".join(rec.sentences[1:]), rec.split, status, history_html(svc.refs.history(rid)))
+
+
 def queue_html(svc: Services, sess: Session, flt: ImageFilter) -> str:
     index, total = svc.queue.position(flt, sess.image_id)
     return display.queue_html(index, total, svc.workspace.image_name(sess.image_id))
 
 
+EMPTY_EXPRESSION_HINT = "Type an expression first (what to segment), then press Enter."
+
+
 def segment(svc: Services, path: str | None, text: str, st: float, mt: float, sess: Session,
             request: gr.Request = None):
-    """Run the expression on the upload (``path``) or the open image."""
+    """Run the expression on the upload (``path``) or the open image; an empty one from the page changes
+    nothing and says what to do (an API caller gets the error). Outputs: the session outputs,
+    then the per-ref boxes (:func:`new_ref_fields` when this run leaves the saved ref that was open, a
+    new expression after a save; kept otherwise)."""
+    if not path and not (text or "").strip() and from_browser(request):  # an empty Enter: ignored, with a hint
+        gr.Info(EMPTY_EXPRESSION_HINT)
+        return gr.skip()  # every output as it was: the picture, the verdict, the boxes
+    before, ref_before = sess, sess.ref_id
     if path:
         opened = svc.workspace.open_upload(path, sess)
         sess = opened.session
@@ -54,7 +86,8 @@ def segment(svc: Services, path: str | None, text: str, st: float, mt: float, se
     warning = svc.workspace.predict(sess, text, st, mt)
     if warning:
         gr.Warning(warning)
-    return render(sess)
+    left = sess is not before or (ref_before is not None and sess.ref_id is None)
+    return (*render(sess), *(new_ref_fields(svc, sess) if left else KEEP_REF_FIELDS))
 
 
 def rethreshold(svc: Services, st: float, mt: float, sess: Session):
@@ -78,17 +111,19 @@ def canvas_edit(svc: Services, value: dict | None, sess: Session):
 def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, text: str, st: float, mt: float,
                flt: ImageFilter, request: gr.Request | None = None):
     """Show a collection image (features computed once); with *keep*, run the kept expression on it.
-    Outputs: upload box, the session outputs, queue position, the image's refs, expression, message."""
+    Outputs: upload box, the session outputs, queue position, the image's refs, expression, message,
+    the per-ref boxes (cleared: a new image starts a new ref)."""
     if image_id is None:
         gr.Info("No more images in this direction" + (" that match the filter." if flt != ImageFilter() else "."))
-        return (gr.update(), *render(sess), queue_html(svc, sess, flt), image_refs(svc, sess), gr.update(), gr.update())
+        return (gr.update(), *render(sess), queue_html(svc, sess, flt), image_refs(svc, sess), gr.update(), gr.update(),
+                *KEEP_REF_FIELDS)
     new = svc.workspace.open_image(image_id)
     svc.sessions.track(getattr(request, "session_hash", None), new)
     expr = text if keep else ""
     if keep and (text or "").strip():
         svc.workspace.predict(new, text, st, mt)
     prefetch_next(svc, image_id, flt, request)
-    return (None, *render(new), queue_html(svc, new, flt), image_refs(svc, new), expr, "")
+    return (None, *render(new), queue_html(svc, new, flt), image_refs(svc, new), expr, "", *new_ref_fields(svc, new))
 
 
 # --- prefetch hook (app.services.prefetch): the next image's features while this one is worked on ---
@@ -233,24 +268,29 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
     kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
     for line in part_warnings([t.mask for t in sess.targets], [n for n, _ in display.target_numbers(sess)]):
         gr.Warning(f"Saved, but {line}.")
+    extra, split, status, history = saved_ref_fields(svc, saved.ref_id)  # the boxes show the ref as stored
     return (f"{'Saved' if saved.created else 'Updated'} ref {saved.ref_id} ({kind}) at {time.strftime('%H:%M:%S')}.",
-            image_refs(svc, sess), sess, history_html(svc.refs.history(saved.ref_id)), to_fix_rows(svc, actor.name))
+            image_refs(svc, sess), sess, history, to_fix_rows(svc, actor.name), extra, split, status)
 
 
 def next_expression(svc: Services, sess: Session):
-    sess.expression, sess.prediction, sess.ref_id, sess.ref_version, sess.editing = "", None, None, None, False
-    sess.reset_targets()
-    return ("", *render(sess))
+    """Alt+N: a new ref on the same image. Outputs: expression, the session outputs, the per-ref boxes (cleared)."""
+    sess.start_new_ref()
+    return ("", *render(sess), *new_ref_fields(svc, sess))
 
 
 def upload(svc: Services, path: str | None, sess: Session, request: gr.Request = None):
+    """A picture put in the upload box opens as a new ref (the same picture again keeps its features).
+    Outputs: the session outputs, queue position, the image's refs, the per-ref boxes (cleared)."""
     if not path:
-        return (*render(sess), display.queue_html(None, svc.queue.size()), image_refs(svc, sess))
+        return (*render(sess), display.queue_html(None, svc.queue.size()), image_refs(svc, sess), *KEEP_REF_FIELDS)
     opened = svc.workspace.open_upload(path, sess)
     if opened.warning:
         gr.Warning(opened.warning)
-    svc.sessions.track(getattr(request, "session_hash", None), opened.session)
-    return (*render(opened.session), display.queue_html(None, svc.queue.size()), image_refs(svc, opened.session))
+    new = opened.session
+    new.start_new_ref()
+    svc.sessions.track(getattr(request, "session_hash", None), new)
+    return (*render(new), display.queue_html(None, svc.queue.size()), image_refs(svc, new), *new_ref_fields(svc, new))
 
 
 def fix_rows(svc: Services, typed: str, request: gr.Request = None):
@@ -279,9 +319,10 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     common = shell.session_outputs
     keep = keep_on_error(len(common))  # a failure never blanks the canvas
     seg_inputs = [ui.image_in, ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state]
-    guarded = lambda h: gpu(keep(h))  # noqa: E731
-    ui.run_btn.click(bind(segment, svc, wrap=guarded), seg_inputs, common, api_name="segment")
-    ui.expression.submit(bind(segment, svc, wrap=guarded), seg_inputs, common, api_name=False)
+    seg_outputs = [*common, *ui.ref_fields]
+    seg_guard = lambda h: gpu(keep_on_error(len(seg_outputs))(h))  # noqa: E731
+    ui.run_btn.click(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name="segment")
+    ui.expression.submit(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name=False)
     thr = [ui.score_thr, ui.mask_thr, shell.sess_state]
     ui.score_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name="rethreshold")
     ui.mask_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name=False)
@@ -290,12 +331,13 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     ui.result.edit(bind(canvas_edit, svc, wrap=keep_on_error(4)), [ui.result, shell.sess_state],
                    [ui.verdict, ui.candidates, ui.parts, shell.sess_state], api_name="canvas_edit",
                    show_progress="hidden", trigger_mode="always_last")
-    ui.next_expr_btn.click(bind(next_expression, svc, wrap=keep_on_error(len(common) + 1)), [shell.sess_state],
-                           [ui.expression, *common], api_name="next_expression")
-    ui.image_in.upload(bind(upload, svc, wrap=gpu), [ui.image_in, shell.sess_state], [*common, ui.queue_pos, ui.image_refs],
-                       api_name=False)
+    next_outputs = [ui.expression, *common, *ui.ref_fields]
+    ui.next_expr_btn.click(bind(next_expression, svc, wrap=keep_on_error(len(next_outputs))), [shell.sess_state],
+                           next_outputs, api_name="next_expression")
+    ui.image_in.upload(bind(upload, svc, wrap=gpu), [ui.image_in, shell.sess_state],
+                       [*common, ui.queue_pos, ui.image_refs, *ui.ref_fields], api_name=False)
     nav_inputs = [shell.sess_state, ui.keep_expr, ui.expression, ui.score_thr, ui.mask_thr, *ui.filters]
-    nav_outputs = [ui.image_in, *common, ui.queue_pos, ui.image_refs, ui.expression, ui.save_msg]
+    nav_outputs = [ui.image_in, *common, ui.queue_pos, ui.image_refs, ui.expression, ui.save_msg, *ui.ref_fields]
     nav_guard = lambda h: gpu(keep_on_error(len(nav_outputs))(h))  # noqa: E731
     for button, delta, without, name in ((ui.prev_img, -1, False, "previous_image"), (ui.next_img, 1, False, "next_image"),
                                          (ui.next_empty, 1, True, "next_image_without_refs")):
@@ -313,7 +355,8 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     ui.image_refs.select(bind(open_image_ref, svc, wrap=gpu), [shell.sess_state], reopened, api_name=False)
     ui.save_btn.click(bind(save, svc), [shell.who, ui.split, ui.status, ui.extra, ui.expression, shell.sess_state,
                                         ui.result],
-                      [ui.save_msg, ui.image_refs, shell.sess_state, ui.ref_history, ui.to_fix], api_name="save")
+                      [ui.save_msg, ui.image_refs, shell.sess_state, ui.ref_history, ui.to_fix, ui.extra, ui.split,
+                       ui.status], api_name="save")
     ui.to_fix.select(bind(open_to_fix, svc, wrap=gpu), [shell.who, shell.sess_state], reopened, api_name=False)
     shell.who.submit(bind(fix_rows, svc), [shell.who], [ui.to_fix], api_name=False)
     shell.load_events.append((bind(fix_rows, svc), [shell.who], [ui.to_fix]))

@@ -16,6 +16,33 @@ from .canvas import make_canvas
 
 REF_HEADERS = ["ref", "sentences", "targets", "status", "who", "when"]
 
+# The view's own keys (app.ui.SHORTCUTS_JS), as the ? overlay lists them; the canvas's tools follow there.
+ANNOTATE_KEYS: tuple[tuple[str, str], ...] = (
+    ("PgDn / PgUp", "next / previous image, anywhere (also from a text box)"),
+    ("Shift+PgDn", "next image without refs, anywhere"),
+    ("D / A", "next / previous image, outside text boxes (the focus stays outside: D again goes on)"),
+    ("Shift+D", "next image without refs, outside text boxes"),
+    ("/", "to the expression box"),
+    ("Enter", "in the expression box: run it (an empty box is ignored)"),
+    ("Ctrl+Enter", "save the targets on the canvas"),
+    ("Alt+N", "next expression: a new ref on this image, empty boxes"),
+    ("Alt+1..9", "tick or untick candidate 1..9"),
+    ("Esc", "leave a text box: the letter keys work again"),
+    ("?", "this list (outside text boxes; also the canvas's ? button); Esc or ? closes it"),
+)
+KEYS_HINT = "PgDn / PgUp anywhere · A / D outside text boxes (Esc leaves one) · <b>?</b> all keys"
+
+
+def keys_overlay_html() -> str:
+    """The ? overlay (hidden until opened): the view's keys; the canvas's tools are added by the page."""
+    import html
+
+    rows = "".join(f"<tr><td><kbd>{html.escape(k)}</kbd></td><td>{html.escape(v)}</td></tr>" for k, v in ANNOTATE_KEYS)
+    return ("<div id='keys-overlay' class='keys-overlay' role='dialog' aria-label='Keys of the Annotate view' hidden>"
+            "<div class='keys-card'><button class='keys-close' title='Close (Esc)'>×</button>"
+            f"<h3>Keys of the Annotate view</h3><table class='keys-view'>{rows}</table>"
+            "<h4>On the canvas (outside text boxes)</h4><ul class='keys-canvas'></ul></div></div>")
+
 
 def _pass_file_through(payload):
     """Pre-processing for the upload: hand over the file untouched, so that
@@ -67,6 +94,12 @@ class AnnotateUI:
         """The queue filter boxes, in the order the handlers take them (name, split, status, annotator, order)."""
         return [self.f_name, self.f_split, self.f_status, self.f_annotator, self.f_order]
 
+    @property
+    def ref_fields(self) -> list:
+        """The boxes that belong to the ref being worked on (paraphrases, split, status, its history), in the
+        order the handlers return them: they follow the ref (app.views.annotate.new_ref_fields)."""
+        return [self.extra, self.split, self.status, self.ref_history]
+
 
 def layout(predictor, refine=None) -> AnnotateUI:
     """Lay the tab out (inside the shell's ``gr.Tab``); ``predictor`` picks the examples and threshold;
@@ -76,10 +109,12 @@ def layout(predictor, refine=None) -> AnnotateUI:
         with gr.Column(scale=3):
             with gr.Row(elem_classes="queue-bar"):
                 c.queue_pos = gr.HTML(display.queue_html(None, 0), elem_id="queue-pos-box")
-                c.prev_img = gr.Button("◀ Prev (A, PgUp)", size="sm", elem_id="prev-img", scale=0, min_width=120)
-                c.next_img = gr.Button("Next ▶ (D, PgDn)", size="sm", elem_id="next-img", scale=0, min_width=120)
-                c.next_empty = gr.Button("Next without refs (Shift+D)", size="sm", elem_id="next-empty", scale=0,
-                                         min_width=200)
+                c.prev_img = gr.Button("◀ Prev (PgUp · A)", size="sm", elem_id="prev-img", scale=0, min_width=120)
+                c.next_img = gr.Button("Next ▶ (PgDn · D)", size="sm", elem_id="next-img", scale=0, min_width=120)
+                c.next_empty = gr.Button("Next without refs (Shift+PgDn · Shift+D)", size="sm", elem_id="next-empty",
+                                         scale=0, min_width=200)
+            gr.HTML(f"<div class='keys-hint'>{KEYS_HINT}</div>{keys_overlay_html()}", elem_id="keys-hint-box",
+                    padding=False)
             with gr.Row(equal_height=True):  # the expression above the picture: typing never scrolls it away
                 c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
                                           max_lines=1, elem_id="expression", scale=4)

@@ -11,6 +11,7 @@ import gradio as gr
 
 from ..services import SPLITS, STATUSES, RefFilter, Services, StoreError, require
 from . import display
+from .records import Outputs, nested
 from .shell import Shell, bind, from_browser, ref_id, request_user
 
 PAGE_SIZE = 50
@@ -46,6 +47,36 @@ class DatasetUI:
         return [self.page, self.f_status, self.f_split, self.f_annotator]
 
 
+@dataclass(frozen=True)
+class RefsPage:
+    """One page of the saved refs: the table's rows, the line that says where it is, the page number."""
+    refs_table: list
+    page_info: str
+    page: int
+
+
+@dataclass(frozen=True)
+class Refreshed:
+    """The progress block and one page of refs."""
+    progress: str
+    refs: RefsPage = nested(RefsPage)
+
+
+@dataclass(frozen=True)
+class DeleteAsked:
+    """The two-step delete: the message, the *Yes, delete it* and *Keep it* buttons (updates), and
+    the ref id asked about (None once done or kept)."""
+    msg: str
+    confirm_btn: dict
+    cancel_btn: dict
+    pending: int | None
+
+    @classmethod
+    def closed(cls, msg: str) -> "DeleteAsked":
+        """The question answered (or never asked): the buttons hidden, nothing pending."""
+        return cls(msg, gr.update(visible=False), gr.update(visible=False), None)
+
+
 def layout(tab: gr.Tab) -> DatasetUI:
     """Lay the tab out inside ``tab`` (the shell's ``gr.Tab``, whose selection refreshes it)."""
     c = SimpleNamespace(tab=tab)
@@ -76,17 +107,17 @@ def layout(tab: gr.Tab) -> DatasetUI:
     return DatasetUI(**vars(c))
 
 
-def refs_page(svc: Services, page_no: float | None, status_f: str, split_f: str, annotator_f: str):
+def refs_page(svc: Services, page_no: float | None, status_f: str, split_f: str, annotator_f: str) -> RefsPage:
     """One page of the saved refs (newest first) with the filters; never the whole table."""
     flt = RefFilter.of(status_f, split_f, (annotator_f or "").strip() or None)
     page = svc.dataset.page(flt, page_no, PAGE_SIZE)  # past the end: the last page
-    return display.ref_rows(page.rows), f"{page.total} refs · page {page.page_no} of {page.pages}", page.page_no
+    return RefsPage(display.ref_rows(page.rows), f"{page.total} refs · page {page.page_no} of {page.pages}", page.page_no)
 
 
-def refresh(svc: Services, page_no, status_f: str, split_f: str, annotator_f: str):
+def refresh(svc: Services, page_no, status_f: str, split_f: str, annotator_f: str) -> Refreshed:
     """Progress and one page of refs."""
-    return (display.progress_html(svc.dataset.progress(), svc.dataset.person_stats()),
-            *refs_page(svc, page_no, status_f, split_f, annotator_f))
+    return Refreshed(display.progress_html(svc.dataset.progress(), svc.dataset.person_stats()),
+                     refs_page(svc, page_no, status_f, split_f, annotator_f))
 
 
 def live_counters(svc: Services, tab: str = "", shown: str = ""):
@@ -98,13 +129,13 @@ def live_counters(svc: Services, tab: str = "", shown: str = ""):
     return gr.skip() if html == shown else html
 
 
-def turn(svc: Services, delta: int, page_no, status_f: str, split_f: str, annotator_f: str):
+def turn(svc: Services, delta: int, page_no, status_f: str, split_f: str, annotator_f: str) -> RefsPage:
     return refs_page(svc, max(1, int(page_no or 1) + delta), status_f, split_f, annotator_f)
 
 
-def ask_delete(svc: Services, rid: float | None, typed: str, request: gr.Request = None):
+def ask_delete(svc: Services, rid: float | None, typed: str, request: gr.Request = None) -> DeleteAsked:
     """The first click of *Delete…*: say what would be deleted and show *Yes, delete it* / *Keep it*
-    (nothing is deleted yet). A refusal is said at once. Outputs: message, confirm, cancel, pending."""
+    (nothing is deleted yet). A refusal is said at once."""
     rid = ref_id(rid)
     rec = svc.refs.ref(rid)
     require(svc.actor(request_user(request), typed), "delete", rec)
@@ -112,20 +143,20 @@ def ask_delete(svc: Services, rid: float | None, typed: str, request: gr.Request
     what = "no target" if rec.no_target else f"{len(rec.instance_ids)} target{'s' if len(rec.instance_ids) != 1 else ''}"
     msg = (f"Delete ref {rid} — “{first}” ({what}, {rec.status}, by {rec.annotator or 'nobody recorded'})? "
            "Its drawn masks go with it; this cannot be undone.")
-    return msg, gr.update(visible=True), gr.update(visible=True), rid
+    return DeleteAsked(msg, gr.update(visible=True), gr.update(visible=True), rid)
 
 
-def confirm_delete(svc: Services, rid, pending, typed: str, request: gr.Request = None):
+def confirm_delete(svc: Services, rid, pending, typed: str, request: gr.Request = None) -> DeleteAsked:
     """The second click: delete the ref *Delete…* asked about (``pending``). An API call has no
-    page state: it names the ref by ``rid``, a deliberate call. Outputs: message, confirm, cancel, pending."""
+    page state: it names the ref by ``rid``, a deliberate call."""
     target = pending if pending is not None else (rid if rid not in (None, "") and not from_browser(request) else None)
     if target is None:
-        return "Nothing to delete: press Delete… first.", gr.update(visible=False), gr.update(visible=False), None
-    return delete_ref(svc, target, typed, request), gr.update(visible=False), gr.update(visible=False), None
+        return DeleteAsked.closed("Nothing to delete: press Delete… first.")
+    return DeleteAsked.closed(delete_ref(svc, target, typed, request))
 
 
-def cancel_delete(pending):
-    return (f"Kept ref {pending}." if pending else ""), gr.update(visible=False), gr.update(visible=False), None
+def cancel_delete(pending) -> DeleteAsked:
+    return DeleteAsked.closed(f"Kept ref {pending}." if pending else "")
 
 
 def delete_ref(svc: Services, rid: float | None, typed: str, request: gr.Request = None) -> str:
@@ -148,22 +179,23 @@ def export(svc: Services, status_f: str | None = "") -> str:
 
 def wire(svc: Services, ui: DatasetUI, shell: Shell) -> None:
     """Attach the handlers (the *Open* button is wired by :mod:`app.ui`: it shows the Annotate tab)."""
-    page_outputs = [ui.refs_table, ui.page_info, ui.page]
-    refreshed = [ui.progress, *page_outputs]
-    ui.refresh_btn.click(bind(refresh, svc), ui.page_inputs, refreshed, api_name="refresh")
-    ui.tab.select(bind(refresh, svc), ui.page_inputs, refreshed, api_name=False)
+    page = Outputs.of(RefsPage, ui)
+    refreshed = Outputs.of(Refreshed, ui)
+    ui.refresh_btn.click(refreshed.bind(refresh, svc), ui.page_inputs, refreshed.outputs, api_name="refresh")
+    ui.tab.select(refreshed.bind(refresh, svc), ui.page_inputs, refreshed.outputs, api_name=False)
     for f in (ui.f_status, ui.f_split):
-        f.input(bind(turn, svc, -10**9), ui.page_inputs, page_outputs, api_name=False)
-    ui.f_annotator.submit(bind(turn, svc, -10**9), ui.page_inputs, page_outputs, api_name=False)
-    ui.prev_btn.click(bind(turn, svc, -1), ui.page_inputs, page_outputs, api_name=False)
-    ui.next_page_btn.click(bind(turn, svc, 1), ui.page_inputs, page_outputs, api_name=False)
-    ui.page.submit(bind(refs_page, svc), ui.page_inputs, page_outputs, api_name="refs_page")
-    asked = [ui.msg, ui.confirm_btn, ui.cancel_btn, ui.pending]
-    ui.delete_btn.click(bind(ask_delete, svc, status=(0, 4)), [ui.ref_id, shell.who], asked, api_name=False)
+        f.input(page.bind(turn, svc, -10**9), ui.page_inputs, page.outputs, api_name=False)
+    ui.f_annotator.submit(page.bind(turn, svc, -10**9), ui.page_inputs, page.outputs, api_name=False)
+    ui.prev_btn.click(page.bind(turn, svc, -1), ui.page_inputs, page.outputs, api_name=False)
+    ui.next_page_btn.click(page.bind(turn, svc, 1), ui.page_inputs, page.outputs, api_name=False)
+    ui.page.submit(page.bind(refs_page, svc), ui.page_inputs, page.outputs, api_name="refs_page")
+    asked = Outputs.of(DeleteAsked, ui)
+    ui.delete_btn.click(asked.bind(ask_delete, svc, status="msg"), [ui.ref_id, shell.who], asked.outputs,
+                        api_name=False)
     # the API's delete_ref (a deliberate call by id) is this second step
-    ui.confirm_btn.click(bind(confirm_delete, svc, status=(0, 4)), [ui.ref_id, ui.pending, shell.who], asked,
-                         api_name="delete_ref").then(
-        bind(refresh, svc), ui.page_inputs, refreshed, api_name=False)
-    ui.cancel_btn.click(cancel_delete, [ui.pending], asked, api_name=False)
+    ui.confirm_btn.click(asked.bind(confirm_delete, svc, status="msg"), [ui.ref_id, ui.pending, shell.who],
+                         asked.outputs, api_name="delete_ref").then(
+        refreshed.bind(refresh, svc), ui.page_inputs, refreshed.outputs, api_name=False)
+    ui.cancel_btn.click(asked.handler(cancel_delete), [ui.pending], asked.outputs, api_name=False)
     ui.export_btn.click(bind(export, svc, soft=False), [ui.export_status], [ui.export_file], api_name="export").success(
         lambda: gr.update(visible=True), None, [ui.export_file], api_name=False)  # the file box appears with a file

@@ -15,7 +15,8 @@ import gradio as gr
 from ..services import Services, StoreError
 from ..services.jobs import KINDS, Job
 from ..services.permissions import why_not_studio
-from .shell import Shell, bind, request_user
+from .records import Outputs, nested
+from .shell import Shell, request_user
 
 
 @dataclass
@@ -32,6 +33,34 @@ class JobsUI:
     msg: gr.Markdown
     board: gr.HTML
     log: gr.Textbox
+
+
+@dataclass(frozen=True)
+class JobBoard:
+    """The jobs of this studio (a table, newest first) and the newest one's log tail."""
+    board: str
+    log: str
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    msg: str
+    job_id: int
+    jobs: JobBoard = nested(JobBoard)
+
+
+@dataclass(frozen=True)
+class JobCancelled:
+    msg: str
+    jobs: JobBoard = nested(JobBoard)
+
+
+@dataclass(frozen=True)
+class JobButtons:
+    """Start and cancel (updates: shown to reviewers and operators) and why not, for others."""
+    start_btn: dict
+    cancel_btn: dict
+    msg: str
 
 
 def layout(tab: gr.Tab) -> JobsUI:
@@ -73,55 +102,62 @@ def _state(job: Job) -> str:
     return f"✗ {job.state}: {html.escape(job.problem)}"
 
 
-def board(svc: Services) -> tuple[str, str]:
+def board(svc: Services) -> JobBoard:
     """The jobs of this studio, newest first, and the newest one's log tail."""
     jobs = svc.jobs.list()
     if not jobs:
-        return "<i>No job yet.</i>", ""
+        return JobBoard("<i>No job yet.</i>", "")
     rows = "".join(f"<tr><td>{j.id}</td><td>{html.escape(KINDS[j.kind])}</td><td>{html.escape(j.started_by or '')}</td>"
                    f"<td>{time.strftime('%H:%M', time.localtime(j.started_at))}</td><td class='job-state'>{_state(j)}</td></tr>"
                    for j in jobs[:20])
     table = (f"<table class='ptable' id='job-table'><tr><th>job</th><th>what</th><th>by</th><th>at</th><th>state</th></tr>"
              f"{rows}</table>")
-    return table, jobs[0].tail()
+    return JobBoard(table, jobs[0].tail())
 
 
 def start(svc: Services, kind: str, sentences: str, minutes, promote: bool, name: str, typed: str = "",
-          request: gr.Request = None):
-    """Start the chosen job. Outputs: message, job id, board, log."""
+          request: gr.Request = None) -> JobStarted:
+    """Start the chosen job."""
     actor = svc.actor(request_user(request), typed)
     job = svc.jobs.start(actor, kind, sentences=sentences, minutes=minutes if minutes is not None else 5.0,
                          promote=bool(promote), name=name or "")
-    return (f"Started job {job.id}: {KINDS[kind].lower()}.", job.id, *board(svc))
+    return JobStarted(f"Started job {job.id}: {KINDS[kind].lower()}.", job.id, board(svc))
 
 
-def cancel(svc: Services, job_id, typed: str = "", request: gr.Request = None):
-    """Cancel a running job. Outputs: message, board, log."""
+def cancel(svc: Services, job_id, typed: str = "", request: gr.Request = None) -> JobCancelled:
+    """Cancel a running job."""
     if job_id in (None, ""):
         raise gr.Error("Type the number of the job to cancel.")
     job = svc.jobs.cancel(svc.actor(request_user(request), typed), int(job_id))
-    return (f"Job {job.id} cancelled.", *board(svc))
+    return JobCancelled(f"Job {job.id} cancelled.", board(svc))
 
 
 def live(svc: Services, tab: str = ""):
-    """The timer's refresh while the Jobs tab is on screen. Outputs: board, log."""
+    """The timer's refresh while the Jobs tab is on screen (:func:`board`; else nothing changes)."""
     return board(svc) if tab == "Jobs" else gr.skip()
 
 
-def for_user(svc: Services, typed: str = "", request: gr.Request = None):
+def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> JobButtons:
     """The start and cancel buttons for reviewers and operators only; others read the board."""
     try:
         why = why_not_studio(svc.actor(request_user(request), typed), "run_jobs")
     except StoreError as exc:
         why = str(exc)
-    return gr.update(visible=why is None), gr.update(visible=why is None), (why or "")
+    return JobButtons(gr.update(visible=why is None), gr.update(visible=why is None), why or "")
 
 
 def wire(svc: Services, ui: JobsUI, shell: Shell) -> None:
-    ui.start_btn.click(bind(start, svc, status=(0, 4)),
+    started, cancelled, jobs_board = Outputs.of(JobStarted, ui), Outputs.of(JobCancelled, ui), Outputs.of(JobBoard, ui)
+    ui.start_btn.click(started.bind(start, svc, status="msg"),
                        [ui.kind, ui.sentences, ui.minutes, ui.promote, ui.name, shell.who],
-                       [ui.msg, ui.job_id, ui.board, ui.log], api_name="start_job")
-    ui.cancel_btn.click(bind(cancel, svc, status=(0, 3)), [ui.job_id, shell.who], [ui.msg, ui.board, ui.log],
+                       started.outputs, api_name="start_job")
+    ui.cancel_btn.click(cancelled.bind(cancel, svc, status="msg"), [ui.job_id, shell.who], cancelled.outputs,
                         api_name="cancel_job")
-    ui.tab.select(bind(board, svc), None, [ui.board, ui.log], api_name=False)
-    shell.load_events.append((bind(for_user, svc), [shell.who], [ui.start_btn, ui.cancel_btn, ui.msg]))
+    ui.tab.select(jobs_board.bind(board, svc), None, jobs_board.outputs, api_name=False)
+    buttons = Outputs.of(JobButtons, ui)
+    shell.load_events.append((buttons.bind(for_user, svc), [shell.who], buttons.outputs))
+
+
+def live_outputs(ui: JobsUI) -> Outputs:
+    """What the live timer's :func:`live` shows (:mod:`app.ui` wires the timer)."""
+    return Outputs.of(JobBoard, ui)

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import gradio as gr
 
 from ..viewkit.model_info import model_line
 from ..services import Services
+from .records import Outputs
 
 RESTART_WATCH_JS = """
 if (!window.__studioWatch) {
@@ -58,6 +59,21 @@ class LiveUI:
     fix_seen: gr.State  # the to-fix rows this page shows (a tick sends them only when they changed)
 
 
+@dataclass(frozen=True)
+class FixTick:
+    """The Annotate tab's to-fix list (``gr.skip()`` when unchanged) and what the page now shows of it."""
+    to_fix: Any
+    fix_seen: str | None
+
+
+@dataclass(frozen=True)
+class ModelTick:
+    """The shell's model line, the notice line and the model version this page now shows."""
+    model_md: str | dict
+    notice: str | dict
+    seen_model: int
+
+
 def layout(start_id: str) -> LiveUI:
     """``start_id``: new at every start of the server (a page of an older start is told to reload)."""
     notice = gr.HTML("", elem_id="studio-notice")
@@ -71,24 +87,35 @@ def tab_selected(evt: gr.SelectData) -> str:
     return str(evt.value)
 
 
-def fix_tick(svc: Services, fix_rows: Callable, typed: str, seen, tab: str = "", request: gr.Request = None):
+def fix_tick(svc: Services, fix_rows: Callable, typed: str, seen, tab: str = "", request: gr.Request = None) -> FixTick:
     """The annotator's "rejected: fix these first" list, refreshed while the Annotate tab is on
     screen and sent only when it changed (so a rejection reaches her without a reload, and her
     image and place in the queue stay). ``fix_rows``: the Annotate view's handler of that list (bound
-    by :mod:`app.ui`, which links views). Outputs: the list, what it now shows."""
+    by :mod:`app.ui`, which links views)."""
     if tab != "Annotate":
-        return gr.skip(), seen
+        return FixTick(gr.skip(), seen)
     rows = fix_rows(svc, typed, request)
     key = repr(rows.get("value") if isinstance(rows, dict) else rows)
-    return (gr.skip(), seen) if key == seen else (rows, key)
+    return FixTick(gr.skip(), seen) if key == seen else FixTick(rows, key)
 
 
-def model_tick(svc: Services, seen: int | None):
+def model_tick(svc: Services, seen: int | None) -> ModelTick:
     """The model line, and a notice when another session switched the model since this page looked
-    (``seen``: the version this page showed; None on its first tick). Outputs: line, notice, seen."""
+    (``seen``: the version this page showed; None on its first tick)."""
     holder = svc.model
     line = model_line(holder.description, holder.predictor, holder.note)
     if seen is None or seen == holder.version:
-        return (line if seen is not None else gr.update(), gr.update(), holder.version)
+        return ModelTick(line if seen is not None else gr.update(), gr.update(), holder.version)
     text = holder.notice()
-    return line, f"<div class='studio-notice' id='model-notice'>{html.escape(text)}</div>" if text else "", holder.version
+    notice = f"<div class='studio-notice' id='model-notice'>{html.escape(text)}</div>" if text else ""
+    return ModelTick(line, notice, holder.version)
+
+
+def fix_outputs(ui: LiveUI, to_fix) -> Outputs:
+    """Where :func:`fix_tick` shows its record (``to_fix``: the Annotate tab's list)."""
+    return Outputs.of(FixTick, ui, to_fix=to_fix)
+
+
+def model_outputs(ui: LiveUI, model_md) -> Outputs:
+    """Where :func:`model_tick` shows its record (``model_md``: the shell's model line)."""
+    return Outputs.of(ModelTick, ui, model_md=model_md)

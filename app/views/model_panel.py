@@ -13,6 +13,7 @@ from ..services import Services
 from ..services.errors import Refused
 from ..services.model import FINE_TUNED
 from ..services.permissions import require_studio
+from .records import Outputs
 from .shell import request_user
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,15 @@ class ModelPanelUI:
     status: gr.Markdown
 
 
+@dataclass(frozen=True)
+class WeightsLoaded:
+    """After *Load weights*: the shell's model line, the Annotate tab's score threshold (an update)
+    and the panel's status line."""
+    model_md: str
+    score_thr: dict
+    status: str
+
+
 def layout(switchable: dict[str, str] | None) -> ModelPanelUI:
     with gr.Accordion("Model", open=False, visible=bool(switchable)):
         weights_in = gr.Dropdown(list(switchable or {}), label="Weights the operator allows to load (for everyone)",
@@ -34,26 +44,35 @@ def layout(switchable: dict[str, str] | None) -> ModelPanelUI:
     return ModelPanelUI(weights_in, load_btn, status)
 
 
-def load_weights(svc: Services, label: str | None, typed: str = "", request: gr.Request = None):
+def load_weights(svc: Services, label: str | None, typed: str = "", request: gr.Request = None) -> WeightsLoaded:
     """Load one of the allowed weights for everyone (reviewers and operators only: the permission
-    table's ``switch_model``). Outputs: the model line, the score threshold and the panel's status.
-    A refusal or a failed load is said in the status line, never as an error badge: the model line
+    table's ``switch_model``). A refusal or a failed load is said in the status line, never as an error badge: the model line
     keeps naming the model still in use."""
-    keep = (model_line(svc.model.description, svc.model.predictor, svc.model.note), gr.update())
+    line = model_line(svc.model.description, svc.model.predictor, svc.model.note)
+
+    def keep(status: str) -> WeightsLoaded:
+        return WeightsLoaded(line, gr.update(), status)
+
     try:
         actor = svc.actor(request_user(request), typed)
         require_studio(actor, "switch_model")
     except Refused as exc:
-        return (*keep, f"⚠ {exc}")
+        return keep(f"⚠ {exc}")
     allowed = svc.switchable or {}
     if label not in allowed:
-        return (*keep, "⚠ Pick one of the weights the operator allowed.")
+        return keep("⚠ Pick one of the weights the operator allowed.")
     try:
         desc = svc.model.load(allowed[label], svc.device, name=label if label.endswith(FINE_TUNED) else "",
                               by=actor.name)
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported, the old model stays
         log.warning("loading %r failed: %s", allowed[label], exc, exc_info=True)
-        return (*keep, f"⚠ Could not load {label} ({type(exc).__name__}); still in use: {svc.model.description}. "
-                       "The server log has the details.")
-    return (model_line(desc, svc.model.predictor), gr.update(value=score_threshold(svc.model.predictor)),
-            f"Loaded {desc} for everyone.")
+        return keep(f"⚠ Could not load {label} ({type(exc).__name__}); still in use: {svc.model.description}. "
+                    "The server log has the details.")
+    return WeightsLoaded(model_line(desc, svc.model.predictor), gr.update(value=score_threshold(svc.model.predictor)),
+                         f"Loaded {desc} for everyone.")
+
+
+def loaded_outputs(ui: ModelPanelUI, shell, score_thr) -> Outputs:
+    """Where :func:`load_weights` shows its record: the shell's model line, the Annotate tab's
+    threshold ``score_thr`` and this panel's status (:mod:`app.ui` links the views)."""
+    return Outputs.of(WeightsLoaded, ui, model_md=shell.model_md, score_thr=score_thr)

@@ -24,6 +24,14 @@ def screen_key(shown: Sequence | None) -> str:
     return ":".join("" if v is None else str(v) for v in shown)
 
 
+def key_of(shown) -> str | dict:
+    """The key box's value for what a record shows: :func:`screen_key`, or ``gr.skip()`` where what is
+    shown is left as it is (a live timer's record that changes only a counter)."""
+    if isinstance(shown, dict) and shown == {"__type__": "update"}:
+        return gr.skip()
+    return screen_key(shown)
+
+
 def key_box(elem_id: str) -> gr.Textbox:
     """The hidden textbox that holds the key of the item on screen (the shortcut script reads it too)."""
     return gr.Textbox("", visible="hidden", elem_id=elem_id, show_label=False, container=False, interactive=False)
@@ -41,8 +49,9 @@ def require_on_screen(shown: Sequence | None, on_screen: str | None, what: str =
 
 
 def keyed(fn: Callable) -> Callable:
-    """``fn`` (a handler whose outputs end with what it shows) with the page's key of it appended, for
-    the :func:`key_box` output; the signature stays ``fn``'s (Gradio injects by annotation)."""
+    """``fn`` (a handler whose outputs are a tuple ending with what it shows) with the page's key of it
+    appended, for the :func:`key_box` output; the signature stays ``fn``'s (Gradio injects by
+    annotation). The views' records carry the key as a field instead (:func:`key_of`)."""
     @functools.wraps(fn)
     def run(*args, **kwargs):
         out = fn(*args, **kwargs)

@@ -7,7 +7,7 @@ the arrows move on (outside text boxes). Who may decide is the permission table'
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import gradio as gr
@@ -16,8 +16,9 @@ from ..services import REASONS, SPLITS, BadInput, RefFilter, RefStatus, Services
 from ..viewkit.session import Session
 from .canvas import canvas_value, make_canvas
 from .display import history_html
-from .on_screen import key_box, keyed, require_on_screen
-from .shell import Shell, bind, request_user
+from .on_screen import key_box, key_of, require_on_screen
+from .records import Outputs, nested
+from .shell import Shell, request_user
 
 
 @dataclass
@@ -46,6 +47,46 @@ class ReviewUI:
     @property
     def filters(self) -> list:
         return [self.rv_annotator, self.rv_split, self.rv_image, self.rv_disagree, self.rv_uncertain]
+
+
+@dataclass(frozen=True)
+class ReviewShown:
+    """What the view shows of the ref at ``pos`` (``ref``: its ``(id, version)``, None for an empty
+    queue); ``shown`` is the page's key of it (:mod:`app.views.on_screen`), derived, never passed."""
+    info: str
+    picture: dict | None  # the read-only canvas's value
+    sentences: str
+    history: str
+    pos: int
+    ref: tuple[int, int] | None
+    shown: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "shown", key_of(self.ref))
+
+    @classmethod
+    def counter(cls, info: str) -> "ReviewShown":
+        """Only the counter line changes (the ref on screen, its reason and comment stay)."""
+        return cls(info, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+
+
+@dataclass(frozen=True)
+class ReviewDecided:
+    """A decision's answer: the message, the reason and comment emptied, and the next ref shown."""
+    msg: str
+    reason: str | None
+    comment: str
+    shown: ReviewShown = nested(ReviewShown)
+
+
+@dataclass(frozen=True)
+class DecisionPanel:
+    """What the signed-in user sees of the decision panel (updates), and the note for non-reviewers."""
+    accept: dict
+    reason: dict
+    comment: dict
+    reject: dict
+    msg: str
 
 
 def layout(tab: gr.Tab) -> ReviewUI:
@@ -84,12 +125,12 @@ def layout(tab: gr.Tab) -> ReviewUI:
 
 
 def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False,
-         by_uncertainty: bool = False):
+         by_uncertainty: bool = False) -> ReviewShown:
     """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
     flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
     item = svc.refs.review_at(pos, flt, by_disagreement, by_uncertainty)
     if item.ref is None:
-        return ("<div id='review-info' class='queue-pos'>Nothing awaits review.</div>", None, "", "", 0, None)
+        return ReviewShown("<div id='review-info' class='queue-pos'>Nothing awaits review.</div>", None, "", "", 0, None)
     row, rec, pos, total = item.row, item.ref, item.pos, item.total
     rgb, ms = svc.workspace.ref_picture(rec)
     pic = None
@@ -102,8 +143,8 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
     verdict = ("<div class='verdict-nt'>NO TARGET</div>" if rec.no_target else
                f"<div class='verdict-t'>{len(rec.instance_ids)} target instance{'s' if len(rec.instance_ids) != 1 else ''}</div>")
     sents = "".join(f"<li>{html.escape(s)}</li>" for s in rec.sentences)
-    return (info, pic, f"{verdict}<ol class='review-sentences'>{sents}</ol>", history_html(svc.refs.history(rec.id)), pos,
-            (rec.id, rec.version))
+    return ReviewShown(info, pic, f"{verdict}<ol class='review-sentences'>{sents}</ol>",
+                       history_html(svc.refs.history(rec.id)), pos, (rec.id, rec.version))
 
 
 def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool = False,
@@ -114,25 +155,25 @@ def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_dis
     if tab != "Review":
         return gr.skip()
     if not shown:
-        out = keyed(show)(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
-        return out if out[5] is not None else gr.skip()
+        out = show(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
+        return out if out.ref is not None else gr.skip()
     flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
     item = svc.refs.review_at(int(pos or 0), flt, by_disagreement, by_uncertainty)
     if item.ref is not None and item.ref.id == shown[0]:
-        info = show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty)[0]
+        info = show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty).info
     else:  # the shown ref was decided or moved meanwhile: say so, keep it on screen
         info = (f"<div id='review-info' class='queue-pos'>Ref <b>{shown[0]}</b> &middot; the queue changed: "
                 f"<b>{item.total}</b> awaiting review (→ for the next)</div>")
-    return (info, *([gr.skip()] * 6))
+    return ReviewShown.counter(info)
 
 
 def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, by_disagreement: bool,
-         by_uncertainty: bool = False):
+         by_uncertainty: bool = False) -> ReviewShown:
     return show(svc, int(pos or 0) + delta, annotator, split, image_id, by_disagreement, by_uncertainty)
 
 
 def step(svc: Services, delta: int, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool,
-         by_uncertainty: bool = False):
+         by_uncertainty: bool = False) -> ReviewShown:
     """← / →: from the ref shown; with nothing shown (an empty queue that filled since), the first."""
     if not shown:
         return show(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
@@ -144,7 +185,7 @@ def reason_chosen(reason: str | None):
     return gr.update(interactive=reason in REASONS)
 
 
-def for_user(svc: Services, typed: str = "", request: gr.Request = None):
+def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> DecisionPanel:
     """What the signed-in user sees of the decision panel: Accept, the reason, the comment and Reject
     only for reviewers (an annotator reads the queue; the table would refuse their decisions)."""
     try:
@@ -152,11 +193,12 @@ def for_user(svc: Services, typed: str = "", request: gr.Request = None):
     except StoreError:
         reviewer = False
     note = "" if reviewer else "You can read the queue; deciding on refs is for reviewers."
-    return (*(gr.update(visible=reviewer) for _ in range(4)), note)
+    return DecisionPanel(*(gr.update(visible=reviewer) for _ in range(4)), note)
 
 
 def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos, annotator, split, image_id,
-           by_disagreement, by_uncertainty=False, on_screen: str | None = None, request: gr.Request = None):
+           by_disagreement, by_uncertainty=False, on_screen: str | None = None,
+           request: gr.Request = None) -> ReviewDecided:
     """Accept or reject the ref on screen (at the version shown); then show the next one.
 
     ``on_screen``: the page's key of the ref it showed (:mod:`app.views.on_screen`); a decision
@@ -173,27 +215,32 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
                     comment if decision == "reject" else "", expected_version=shown[1])
     msg = f"Ref {shown[0]} {decision}ed by {actor.name}."  # accepted / rejected
     # the decided ref leaves the queue: the same position now shows the next one
-    return (msg, None, "", *show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
+    return ReviewDecided(msg, None, "", show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
 
 
 def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
-    shown_outputs = [ui.rv_info, ui.rv_picture, ui.rv_sentences, ui.rv_history, ui.rv_pos, ui.rv_ref, ui.rv_shown]
+    shown = Outputs.of(ReviewShown, ui, prefix="rv_")
     queue_inputs = [ui.rv_pos, *ui.filters]
-    ui.tab.select(bind(keyed(show), svc), queue_inputs, shown_outputs, api_name=False)
+    ui.tab.select(shown.bind(show, svc), queue_inputs, shown.outputs, api_name=False)
     step_inputs = [ui.rv_pos, ui.rv_ref, *ui.filters]
-    ui.rv_prev.click(bind(keyed(step), svc, -1), step_inputs, shown_outputs, api_name="review_previous")
-    ui.rv_next.click(bind(keyed(step), svc, 1), step_inputs, shown_outputs, api_name="review_next")
+    ui.rv_prev.click(shown.bind(step, svc, -1), step_inputs, shown.outputs, api_name="review_previous")
+    ui.rv_next.click(shown.bind(step, svc, 1), step_inputs, shown.outputs, api_name="review_next")
     for f in (ui.rv_annotator, ui.rv_image):
-        f.submit(bind(keyed(move), svc, -10**9), queue_inputs, shown_outputs, api_name=False)
+        f.submit(shown.bind(move, svc, -10**9), queue_inputs, shown.outputs, api_name=False)
     for f in (ui.rv_split, ui.rv_disagree, ui.rv_uncertain):
-        f.input(bind(keyed(move), svc, -10**9), queue_inputs, shown_outputs, api_name=False)
+        f.input(shown.bind(move, svc, -10**9), queue_inputs, shown.outputs, api_name=False)
     decision_inputs = [ui.rv_ref, ui.rv_reason, ui.rv_comment, shell.who, ui.rv_pos, *ui.filters, ui.rv_shown]
-    decision_outputs = [ui.rv_msg, ui.rv_reason, ui.rv_comment, *shown_outputs]
-    said = (0, len(decision_outputs))  # a refusal goes to the message line; the ref stays on screen
-    ui.rv_accept.click(bind(keyed(decide), svc, "accept", status=said), decision_inputs, decision_outputs,
+    decided = Outputs.of(ReviewDecided, ui, prefix="rv_")
+    # a refusal goes to the message line; the ref stays on screen
+    ui.rv_accept.click(decided.bind(decide, svc, "accept", status="msg"), decision_inputs, decided.outputs,
                        api_name="review_accept")
-    ui.rv_reject.click(bind(keyed(decide), svc, "reject", status=said), decision_inputs, decision_outputs,
+    ui.rv_reject.click(decided.bind(decide, svc, "reject", status="msg"), decision_inputs, decided.outputs,
                        api_name="review_reject")
     ui.rv_reason.change(reason_chosen, [ui.rv_reason], [ui.rv_reject], api_name=False, show_progress="hidden")
-    shell.load_events.append((bind(for_user, svc), [shell.who],
-                              [ui.rv_accept, ui.rv_reason, ui.rv_comment, ui.rv_reject, ui.rv_msg]))
+    panel = Outputs.of(DecisionPanel, ui, prefix="rv_")
+    shell.load_events.append((panel.bind(for_user, svc), [shell.who], panel.outputs))
+
+
+def live_outputs(ui: ReviewUI) -> Outputs:
+    """What the live timer's :func:`live` shows (:mod:`app.ui` wires the timer)."""
+    return Outputs.of(ReviewShown, ui, prefix="rv_")

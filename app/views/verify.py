@@ -11,7 +11,7 @@ handlers are module-level functions of ``(services, inputs...)``.
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import gradio as gr
@@ -19,8 +19,9 @@ import numpy as np
 
 from ..viewkit import overlay
 from ..services import DECISIONS, Negative, Services
-from .on_screen import key_box, keyed, require_on_screen
-from .shell import Shell, bind, request_user
+from .on_screen import key_box, key_of, require_on_screen
+from .records import Outputs, nested
+from .shell import Shell, request_user
 
 SHOW_CHOICES = [("to decide", "open"), ("decided", "decided"), ("all", "all")]
 
@@ -41,6 +42,36 @@ class VerifyUI:
     shown: gr.State  # [id, decision, version of its ref or None] of the negative on screen
     handoff: gr.State  # what N hands to the Annotate view: {"image_id", "sentence", "ref_id"}
     on_screen: gr.Textbox  # the page's key of the negative on screen, sent with each decision
+
+
+@dataclass(frozen=True)
+class NegativeShown:
+    """What the view shows of the negative at ``pos`` (``shown``: ``[id, decision, version of its ref]``,
+    None for an empty queue); ``on_screen`` is the page's key of it, derived, never passed."""
+    info: str
+    picture: np.ndarray | None
+    sentence: str
+    pos: int
+    shown: list | None
+    on_screen: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "on_screen", key_of(self.shown))
+
+
+@dataclass(frozen=True)
+class NegativeDecided:
+    """Y's answer: the message and the next negative shown."""
+    msg: str
+    shown: NegativeShown = nested(NegativeShown)
+
+
+@dataclass(frozen=True)
+class NegativeRefers:
+    """N's answer: the message, the hand-off for the Annotate view and the next negative shown."""
+    msg: str
+    handoff: dict
+    shown: NegativeShown = nested(NegativeShown)
 
 
 def layout(tab: gr.Tab) -> VerifyUI:
@@ -86,8 +117,8 @@ def _verdict(neg: Negative) -> str:
             f"existence {neg.existence:.2f})</div>")
 
 
-def show(svc: Services, pos, which: str = "open"):
-    """The negative at ``pos`` of the queue. Outputs: info, picture, sentence, pos, shown."""
+def show(svc: Services, pos, which: str = "open") -> NegativeShown:
+    """The negative at ``pos`` of the queue."""
     at = svc.negatives.at(pos, which or "open")
     neg = at.negative
     if neg is None:
@@ -95,7 +126,7 @@ def show(svc: Services, pos, which: str = "open"):
                          "(propose more with <code>python -m app.curate negatives</code>).",
                  "decided": "No decision yet.", "all": "No proposed negatives: run <code>python -m app.curate "
                                                        "negatives --db DB</code>."}[which or "open"]
-        return f"<div id='verify-info' class='queue-pos'>{empty}</div>", None, "", 0, None
+        return NegativeShown(f"<div id='verify-info' class='queue-pos'>{empty}</div>", None, "", 0, None)
     name = svc.negatives.image_name(neg)
     source = svc.negatives.source_image(neg)
     written = f" &middot; written for image {source}" if source is not None else ""
@@ -105,14 +136,16 @@ def show(svc: Services, pos, which: str = "open"):
     info = (f"<div id='verify-info' class='queue-pos'>Negative <b>{neg.id}</b> &middot; <b>{at.pos + 1} / {at.total}</b> "
             f"{label} &middot; image {neg.image_id} {html.escape(name)}{written}{decided}</div>")
     sentence = (f"<div class='verify-sentence'>“{html.escape(neg.sentence)}”</div>{_verdict(neg)}")
-    return info, _picture(svc, neg), sentence, at.pos, [neg.id, neg.decision, svc.negatives.ref_version(neg)]
+    return NegativeShown(info, _picture(svc, neg), sentence, at.pos,
+                         [neg.id, neg.decision, svc.negatives.ref_version(neg)])
 
 
-def move(svc: Services, delta: int, pos, which: str):
+def move(svc: Services, delta: int, pos, which: str) -> NegativeShown:
     return show(svc, int(pos or 0) + delta, which)
 
 
-def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request, on_screen: str | None = None):
+def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request,
+            on_screen: str | None = None) -> tuple[Negative, str, NegativeShown]:
     if not shown:
         raise gr.Error("Nothing to decide.")
     require_on_screen(shown, on_screen, "negative")
@@ -128,18 +161,19 @@ def _decide(svc: Services, decision: str, shown, who_typed, pos, which, request,
 
 
 def refers_to_nothing(svc: Services, shown, who_typed, pos, which, on_screen: str | None = None,
-                      request: gr.Request = None):
-    """Y: the sentence refers to nothing on this image. Outputs: msg, then :func:`show`'s.
+                      request: gr.Request = None) -> NegativeDecided:
+    """Y: the sentence refers to nothing on this image.
     ``on_screen``: the page's key of the negative it showed (:mod:`app.views.on_screen`)."""
     _, msg, shown_out = _decide(svc, "no_target", shown, who_typed, pos, which, request, on_screen)
-    return (msg, *shown_out)
+    return NegativeDecided(msg, shown_out)
 
 
-def refers(svc: Services, shown, who_typed, pos, which, on_screen: str | None = None, request: gr.Request = None):
-    """N: it does refer to something here. Outputs: msg, the hand-off for the Annotate view, :func:`show`'s."""
+def refers(svc: Services, shown, who_typed, pos, which, on_screen: str | None = None,
+           request: gr.Request = None) -> NegativeRefers:
+    """N: it does refer to something here; the hand-off is for the Annotate view."""
     neg, msg, shown_out = _decide(svc, "refers", shown, who_typed, pos, which, request, on_screen)
     handoff = {"image_id": neg.image_id, "sentence": neg.sentence, "ref_id": neg.ref_id}
-    return (msg + " Mark what it refers to in *Annotate* and save.", handoff, *shown_out)
+    return NegativeRefers(msg + " Mark what it refers to in *Annotate* and save.", handoff, shown_out)
 
 
 def clear_message() -> str:
@@ -148,16 +182,27 @@ def clear_message() -> str:
 
 
 def wire(svc: Services, ui: VerifyUI, shell: Shell) -> None:
-    """Attach the handlers; the app shell chains N's hand-off to the Annotate view (:func:`refers`)."""
-    shown_outputs = [ui.info, ui.picture, ui.sentence, ui.pos, ui.shown, ui.on_screen]
-    ui.tab.select(bind(keyed(show), svc), [ui.pos, ui.show], shown_outputs, api_name=False)
-    ui.show.input(bind(keyed(move), svc, -10**9), [ui.pos, ui.show], shown_outputs, api_name=False).then(
+    """Attach the handlers; the app shell chains N's hand-off to the Annotate view (:func:`refers`,
+    whose outputs are :func:`refers_outputs`)."""
+    shown = Outputs.of(NegativeShown, ui)
+    ui.tab.select(shown.bind(show, svc), [ui.pos, ui.show], shown.outputs, api_name=False)
+    ui.show.input(shown.bind(move, svc, -10**9), [ui.pos, ui.show], shown.outputs, api_name=False).then(
         clear_message, None, [ui.msg], api_name=False)
     # skipping to another sentence: the last decision's message no longer describes what is shown
-    ui.prev_btn.click(bind(keyed(move), svc, -1), [ui.pos, ui.show], shown_outputs, api_name="negative_previous").then(
+    ui.prev_btn.click(shown.bind(move, svc, -1), [ui.pos, ui.show], shown.outputs, api_name="negative_previous").then(
         clear_message, None, [ui.msg], api_name=False)
-    ui.next_btn.click(bind(keyed(move), svc, 1), [ui.pos, ui.show], shown_outputs, api_name="negative_next").then(
+    ui.next_btn.click(shown.bind(move, svc, 1), [ui.pos, ui.show], shown.outputs, api_name="negative_next").then(
         clear_message, None, [ui.msg], api_name=False)
-    ui.yes_btn.click(bind(keyed(refers_to_nothing), svc, status=(0, 7)), [ui.shown, shell.who, ui.pos, ui.show, ui.on_screen],
-                     [ui.msg, *shown_outputs],
+    decided = Outputs.of(NegativeDecided, ui)
+    ui.yes_btn.click(decided.bind(refers_to_nothing, svc, status="msg"), decision_inputs(ui, shell), decided.outputs,
                      api_name="negative_no_target")
+
+
+def decision_inputs(ui: VerifyUI, shell: Shell) -> list:
+    """The inputs of Y and N: what is shown, who decides, where in which queue, the page's key."""
+    return [ui.shown, shell.who, ui.pos, ui.show, ui.on_screen]
+
+
+def refers_outputs(ui: VerifyUI) -> Outputs:
+    """N's outputs (:func:`refers`), wired by :mod:`app.ui` with the hand-off to the Annotate view."""
+    return Outputs.of(NegativeRefers, ui)

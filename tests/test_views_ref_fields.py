@@ -1,0 +1,182 @@
+"""The Annotate view's per-ref boxes (more sentences, split, status, the open ref's history) follow the ref
+(app/views/annotate.py): every handler that changes the ref being worked on clears them (a new ref) or
+reloads them (a saved ref), so that nothing typed for one ref is saved with another. Handlers called
+directly, without a server, as in tests/test_views.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import numpy as np
+import pytest
+
+from app.services import Actor
+from app.viewkit.session import Session
+from app.views import annotate
+from tests.test_views import ANY, _collection, model  # noqa: F401 - the module's model fixture
+
+LEAKED = "both red balls"  # typed for one ref, must never reach another
+CLEARED_TRAIN = ("", "train", "done", "")  # a new ref on an image without a split of its own
+
+
+def _fields(out: tuple) -> tuple:
+    """The four per-ref boxes, the last four outputs of every handler that changes the ref."""
+    return tuple(out[-4:])
+
+
+def _saved_fields(out: tuple) -> tuple:
+    """The same boxes as :func:`save` returns them: message, refs, session, history, to-fix list, then
+    more sentences, split, status (the API's first outputs unchanged)."""
+    return out[5], out[6], out[7], out[3]
+
+
+def _kept(out: tuple) -> bool:
+    return all(isinstance(v, dict) and set(v) <= {"__type__"} for v in _fields(out))
+
+
+def _worked_on(svc, image_id: int = 5) -> Session:
+    """A session with image ``image_id`` open, an expression run and a target picked, and a ref saved
+    with a paraphrase, split val and status draft: the boxes of that ref are full."""
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    while sess.image_id != image_id:
+        sess = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, *ANY)[6]
+    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)[5]
+    best = next((k for k in sess.prediction.order if sess.prediction.mask(k).any()), None)
+    if best is not None:
+        annotate.select_candidates(svc, [best], sess)
+    out = annotate.save(svc, "tester", "val", "draft", LEAKED, "the red circle", sess)
+    assert out[0].startswith("Saved ref") and _saved_fields(out)[:3] == (LEAKED, "val", "draft")
+    return out[2]
+
+
+def _stored_sentences(svc, image_id: int) -> list[list[str]]:
+    return [svc.refs.ref(r.id).sentences for r in svc.refs.of_image(image_id)]
+
+
+@pytest.mark.parametrize("delta, without", [(1, False), (-1, False), (1, True)],
+                         ids=["next image", "previous image", "next without refs"])
+def test_another_image_clears_the_boxes(tmp_path: Path, model, delta, without) -> None:  # noqa: F811
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    out = annotate.step_image(svc, delta, without, sess, False, "", 0.7, 0.5, *ANY)
+    new = out[6]
+    assert new.image_id != 5 and new.ref_id is None
+    assert _fields(out) == CLEARED_TRAIN
+
+
+def test_the_imported_split_is_the_new_refs_split(tmp_path: Path, model) -> None:  # noqa: F811
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    other = svc.store.add_image(np.zeros((40, 48, 3), np.uint8), file_name="v.png", split="val")
+    out = annotate.open_image(svc, other, sess, False, "", 0.7, 0.5, annotate.image_filter(*ANY))
+    assert _fields(out) == ("", "val", "done", "")
+
+
+def test_a_thumbnail_opened_clears_the_boxes(tmp_path: Path, model) -> None:  # noqa: F811
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    evt = SimpleNamespace(value={"caption": "6 · photo_6.png"}, index=5)
+    out = annotate.jump_thumb(svc, 0, sess, False, "", 0.7, 0.5, *ANY, "", evt)
+    assert out[6].image_id == 6 and _fields(out) == CLEARED_TRAIN
+
+
+def test_no_more_images_keeps_the_ref_and_its_boxes(tmp_path: Path, model) -> None:  # noqa: F811
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc, 6)  # the last image: nothing after it
+    out = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, *ANY)
+    assert out[6] is sess and sess.ref_id is not None and _kept(out)
+
+
+def test_next_expression_clears_the_boxes_and_the_ref(tmp_path: Path, model) -> None:  # noqa: F811
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    out = annotate.next_expression(svc, sess)
+    assert out[0] == "" and sess.ref_id is None and not sess.targets
+    assert _fields(out) == CLEARED_TRAIN
+
+
+def test_a_new_expression_after_a_save_clears_the_boxes(tmp_path: Path, model) -> None:  # noqa: F811
+    """Typing another sentence and Enter after a save starts a new ref: the saved one's boxes go."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    out = annotate.segment(svc, None, "the blue square", 0.7, 0.5, sess)
+    assert sess.ref_id is None and _fields(out) == CLEARED_TRAIN
+    out = annotate.segment(svc, None, "the green square", 0.7, 0.5, sess)  # still the same new ref
+    assert _kept(out)
+
+
+def test_rewording_an_opened_ref_keeps_its_boxes(tmp_path: Path, model) -> None:  # noqa: F811
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    rid = sess.ref_id
+    sess = annotate.open_ref(svc, rid, sess)[11]
+    out = annotate.segment(svc, None, "the round red thing", 0.7, 0.5, sess)
+    assert sess.ref_id == rid and _kept(out)
+
+
+def _reloaded(out: tuple, rid: int) -> None:
+    """open_ref_outputs: upload, expression, more sentences, split, status, who, session outputs (6),
+    queue, the image's refs, message, history."""
+    assert out[11].ref_id == rid
+    assert (out[2], out[3], out[4]) == (LEAKED, "val", "draft") and "tester" in out[-1]
+
+
+def test_opening_a_ref_reloads_its_own_boxes(tmp_path: Path, model) -> None:  # noqa: F811
+    """The Dataset tab's Open, a row of the image's refs, a row of the to-fix list: the ref's own values,
+    and a ref without paraphrases opened over one with them shows none."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    rid = sess.ref_id
+    fresh = annotate.next_expression(svc, sess)[6]
+    _reloaded(annotate.open_ref(svc, rid, fresh), rid)  # the Dataset tab's Open
+    _reloaded(annotate.open_image_ref(svc, fresh, SimpleNamespace(index=[0, 1])), rid)
+    other = annotate.open_ref(svc, 1, fresh)  # ann's ref on image 1: one sentence, train, done
+    assert (other[2], other[3], other[4]) == ("", "train", "done") and other[11].ref_id == 1
+    # the to-fix list: the reviewer rejects it, its author opens it from there
+    rec = svc.refs.ref(rid)
+    svc.refs.review(Actor("rev"), rid, "reject", "wrong_mask", "the left one", expected_version=rec.version)
+    out = annotate.open_to_fix(svc, "tester", other[11], SimpleNamespace(index=[0, 0]))
+    assert out[11].ref_id == rid and (out[2], out[3]) == (LEAKED, "val") and out[4] == "done"  # a fix is saved as done
+
+
+def test_a_new_upload_clears_the_boxes_and_the_ref(tmp_path: Path, model) -> None:  # noqa: F811
+    from PIL import Image
+
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    path = tmp_path / "up.png"
+    Image.fromarray(np.full((30, 30, 3), 200, np.uint8)).save(path)
+    out = annotate.upload(svc, str(path), sess)
+    new = out[5]
+    assert new.ref_id is None and new.image_id is None and _fields(out) == CLEARED_TRAIN
+    again = annotate.upload(svc, str(path), new)  # the same picture again: still a new ref
+    assert again[5].ref_id is None and _fields(again) == CLEARED_TRAIN
+    assert _kept(annotate.upload(svc, None, again[5]))  # the box emptied: nothing changes
+
+
+def test_a_save_shows_the_ref_as_stored_and_the_next_one_gets_only_its_own_sentences(tmp_path: Path,
+                                                                                      model) -> None:  # noqa: F811
+    """The leak as reported: a paraphrase typed, the next image, a new ref saved there."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    out = annotate.save(svc, "tester", "val", "draft", f"\n  {LEAKED}\n\n", "the red circle", sess)  # an update
+    assert out[0].startswith("Updated") and _saved_fields(out)[:3] == (LEAKED, "val", "draft")
+    out = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, *ANY)
+    sess, extra, split, status, _ = out[6], *_fields(out)
+    sess = annotate.segment(svc, None, "the purple star", 0.7, 0.5, sess)[5]
+    out = annotate.save(svc, "tester", split, status, extra, "the purple star", sess)
+    assert out[0].startswith("Saved ref") and _saved_fields(out)[:3] == ("", "train", "done")
+    assert _stored_sentences(svc, sess.image_id) == [["the purple star"]]
+    assert _stored_sentences(svc, 5) == [["the red circle", LEAKED]]
+
+
+def test_an_api_save_without_the_new_outputs_still_works(tmp_path: Path, model) -> None:  # noqa: F811
+    """Unchanged inputs: a caller of /save sends what it sent before (the outputs only grew at the end)."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    msg, rows, *_ = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)
+    assert msg.startswith("Updated") and len(rows) == 1
+    with pytest.raises(gr.Error):
+        annotate.save(svc, "tester", "val", "done", "", "", Session())
