@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-VIEWS_SHARED = {"app.views.shell", "app.views.display", "app.views.on_screen", "app.views.canvas"}  # helpers every view may use; canvas: a shared widget
+VIEWS_SHARED = {"app.views.shell", "app.views.display", "app.views.on_screen", "app.views.canvas", "app.views.records"}  # helpers every view may use; canvas: a shared widget
 OWN_LAYOUT = {"app.views.annotate": {"app.views.annotate_layout"}}
 
 
