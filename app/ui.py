@@ -192,6 +192,9 @@ CSS = """
 .studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
 .keys-hint {font-size:0.85em;opacity:0.75;padding:0 2px}
+/* empty notice and the restart watcher take no room (the picture moves up; the restart banner is fixed) */
+#studio-notice:not(:has(.studio-notice)) {display:none !important}
+#restart-watch {height:0 !important;min-height:0 !important;padding:0 !important;margin:0 !important;overflow:hidden;border:0 !important}
 .expression-hint {font-size:0.9em;color:#92400e;padding:2px 4px}
 .keys-overlay {position:fixed;inset:0;z-index:1000;background:rgba(0,0,0,0.45);display:flex;align-items:center;justify-content:center}
 .keys-overlay[hidden] {display:none}
