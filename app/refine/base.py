@@ -9,6 +9,8 @@ returns a state that ``refine`` reuses for every click on that image.
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -66,6 +68,30 @@ class Refiner(Protocol):
 
     def refine(self, image_state: Any, points=None, labels=None, box=None, prior_mask=None) -> RefineResult:
         """Masks for these prompts (points, box in original pixels; prior ``[H, W]``)."""
+
+
+class StateCache:
+    """The last ``size`` images' refiner states by image key, least recently used out first; one lock,
+    so that sessions refining at once never see a half-updated cache."""
+
+    def __init__(self, size: int = 4) -> None:
+        self.size = size
+        self._items: OrderedDict[str, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> Any | None:
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: str, state: Any) -> Any:
+        with self._lock:
+            self._items[key] = state
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return state
 
 
 def image_key(image: np.ndarray) -> str:

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
-from .base import RefineResult, check_image, check_prompts, empty_result, image_key
+from .base import RefineResult, StateCache, check_image, check_prompts, empty_result, image_key
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +52,14 @@ class GrabCutRefiner:
         self.work_side, self.iterations, self.init = work_side, iterations, init
         self.flood_tolerance, self.margin, self.flood_margin = flood_tolerance, margin, flood_margin
         self.click_radius = click_radius
-        self._cache: OrderedDict[str, GrabCutState] = OrderedDict()
-        self._cache_images = cache_images
+        self._cache = StateCache(cache_images)
 
     def set_image(self, image: np.ndarray, key: str | None = None) -> GrabCutState:
         """The working copies of ``image`` (RGB), made once per ``key``."""
         image = check_image(image)
         key = key or image_key(image)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        if (cached := self._cache.get(key)) is not None:
+            return cached
         t0 = time.perf_counter()
         h, w = image.shape[:2]
         scale = min(1.0, self.work_side / max(h, w))
@@ -71,9 +68,7 @@ class GrabCutRefiner:
             bgr = cv2.resize(bgr, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         smooth = cv2.GaussianBlur(bgr, (5, 5), 0)
         state = GrabCutState(key, (h, w), scale, bgr, smooth, {"set_image_s": time.perf_counter() - t0})
-        self._cache[key] = state
-        while len(self._cache) > self._cache_images:
-            self._cache.popitem(last=False)
+        self._cache.put(key, state)
         return state
 
     # --- seeds ----------------------------------------------------------------------------

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .base import RefineResult, check_image, check_prompts, empty_result, image_key
+from .base import RefineResult, StateCache, check_image, check_prompts, empty_result, image_key
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +92,7 @@ class SamRefiner:
         size = processor.image_processor.size
         self.longest = int(size["longest_edge"] if isinstance(size, dict) else size.longest_edge)
         self.encoder_calls = 0
-        self._cache: OrderedDict[str, SamState] = OrderedDict()
-        self._cache_images = cache_images
+        self._cache = StateCache(cache_images)
 
     @classmethod
     def load(cls, source: str, device: str = "auto", dtype: str | None = None) -> "SamRefiner":
@@ -131,9 +129,8 @@ class SamRefiner:
         """The image embedding, computed once per ``key`` (default: a digest of the pixels)."""
         image = check_image(image)
         key = key or image_key(image)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+        if (cached := self._cache.get(key)) is not None:
+            return cached
         t0 = time.perf_counter()
         inputs = self.processor.image_processor(images=image, return_tensors="pt")
         pixels = inputs["pixel_values"].to(self.device, self.dtype)
@@ -142,9 +139,7 @@ class SamRefiner:
         size = (int(image.shape[0]), int(image.shape[1]))
         state = SamState(key, size, resized_size(size, self.longest), self.longest, emb,
                          {"embedding_s": time.perf_counter() - t0})
-        self._cache[key] = state
-        while len(self._cache) > self._cache_images:
-            self._cache.popitem(last=False)
+        self._cache.put(key, state)
         return state
 
     @torch.inference_mode()
