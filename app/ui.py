@@ -87,9 +87,13 @@ SHORTCUTS_JS = """
   const marker = (id) => { const el = document.querySelector(`#${id} textarea, #${id} input`); return el ? el.value : null; };
   const errors = () => document.querySelectorAll('.toast-body.error').length;
   const seen = {}, pending = {};
+  const VIEW_BUTTON = { 'review-shown': '#review-next', 'verify-shown': '#verify-next' };
   const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
   const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
+      // a view left (another tab): its decision is no longer in flight for keys (they do not reach it),
+      // so the first key after coming back acts
+      if (document.querySelector(VIEW_BUTTON[id])?.offsetParent == null) pending[id] = null;
       const k = marker(id);
       if (k !== null && (!seen[id] || seen[id].key !== k)) seen[id] = { key: k, since: performance.now() };
       if (pending[id] && (k !== pending[id].key || errors() !== pending[id].errors)) pending[id] = null;

@@ -4,14 +4,12 @@ ref never reaches the next one (the per-ref boxes follow the ref, app/views/anno
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.test_app import start_server
+
+from tests.test_browser_canvas import scene_studio
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.browser
@@ -23,21 +21,7 @@ EXTRA = "#extra textarea, #extra input"
 
 @pytest.fixture(scope="module")
 def studio(studio_weights, tmp_path_factory):
-    from deris_core.synthetic import generate
-
-    tmp = tmp_path_factory.mktemp("annotate")
-    generate(tmp / "syn", seed=7, images=3)
-    folder = tmp / "photos"
-    shutil.copytree(tmp / "syn" / "images" / "train2014", folder)
-    db = tmp / "a.sqlite"
-    run = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(folder), "--db", str(db)],
-                         cwd=ROOT, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    weights, tok = studio_weights
-    proc, url = start_server(weights, tok, db)
-    yield url, db
-    proc.terminate()
-    proc.wait(timeout=30)
+    yield from scene_studio(studio_weights, tmp_path_factory, "annotate", 7)
 
 
 def _wait(page, js: str, what: str, timeout: int = 30_000) -> None:

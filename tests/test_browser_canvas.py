@@ -23,16 +23,17 @@ pytestmark = pytest.mark.browser
 CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas).__canvas"
 
 
-@pytest.fixture(scope="module")
-def studio(studio_weights, tmp_path_factory):
+def scene_studio(studio_weights, tmp_path_factory, name: str, seed: int):
+    """A studio server on three synthetic scenes imported from a folder (as a person would):
+    yields its URL and database."""
     from deris_core.synthetic import generate
 
-    tmp = tmp_path_factory.mktemp("canvas")
-    generate(tmp / "syn", seed=5, images=3)
+    tmp = tmp_path_factory.mktemp(name)
+    generate(tmp / "syn", seed=seed, images=3)
     folder = tmp / "photos"
     shutil.copytree(tmp / "syn" / "images" / "train2014", folder)
-    db = tmp / "c.sqlite"
-    run = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(folder), "--db", str(db)],
+    db = tmp / f"{name}.sqlite"
+    run = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(folder), "--db", str(db)],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     weights, tok = studio_weights
@@ -40,6 +41,11 @@ def studio(studio_weights, tmp_path_factory):
     yield url, db
     proc.terminate()
     proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def studio(studio_weights, tmp_path_factory):
+    yield from scene_studio(studio_weights, tmp_path_factory, "canvas", 5)
 
 
 def _state(page, expr: str):

@@ -81,7 +81,7 @@ def test_the_annotators_loop_on_a_collection(page, studio_weights, tmp_path: Pat
     shutil.copytree(tmp_path / "syn" / "images" / "train2014", folder)
     (folder / "broken.jpg").write_bytes(b"not a picture")
     db = tmp_path / "collection.sqlite"
-    run = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(folder), "--db", str(db)],
+    run = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(folder), "--db", str(db)],
                          cwd=ROOT, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)

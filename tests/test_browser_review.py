@@ -58,7 +58,7 @@ def test_annotator_and_reviewer(browser, studio_weights, tmp_path: Path) -> None
 
     generate(tmp_path / "syn", seed=4, images=3)
     db = tmp_path / "team.sqlite"
-    subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(tmp_path / "syn" / "images" / "train2014"),
+    subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(tmp_path / "syn" / "images" / "train2014"),
                     "--db", str(db)], cwd=ROOT, check=True, capture_output=True)
     weights, tok = studio_weights
     proc, url = start_server(weights, tok, db, ["--auth", "ann:ann-pw:annotator", "--auth", "rev:rev-pw:reviewer"])
@@ -114,7 +114,7 @@ def test_annotator_and_reviewer(browser, studio_weights, tmp_path: Path) -> None
         proc.terminate()
         proc.wait(timeout=30)
     out = tmp_path / "reviewed.zip"
-    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "export", "--db", str(db), "--out", str(out), "--status",
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "export", "--db", str(db), "--out", str(out), "--status",
                         "reviewed"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     with zipfile.ZipFile(out) as zf:

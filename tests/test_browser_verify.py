@@ -34,7 +34,7 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
     generate(tmp_path / "syn", seed=3, images=8)
     db = tmp_path / "team.sqlite"
     weights, tok = studio_weights
-    for cmd in (["app.dataset.cli", "import-grefcoco", "--db", str(db), str(tmp_path / "syn")],
+    for cmd in (["app.dataset", "import-grefcoco", "--db", str(db), str(tmp_path / "syn")],
                 ["app.curate", "negatives", "--db", str(db), "--weights", str(weights), "--per-image", "3", "--json"]):
         r = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr
@@ -122,7 +122,7 @@ def test_a_held_y_or_a_double_tap_decides_one_negative(chromium, studio_weights,
     generate(tmp_path / "syn", seed=3, images=8)
     db = tmp_path / "team.sqlite"
     weights, tok = studio_weights
-    for cmd in (["app.dataset.cli", "import-grefcoco", "--db", str(db), str(tmp_path / "syn")],
+    for cmd in (["app.dataset", "import-grefcoco", "--db", str(db), str(tmp_path / "syn")],
                 ["app.curate", "negatives", "--db", str(db), "--weights", str(weights), "--per-image", "3", "--json"]):
         r = subprocess.run([sys.executable, "-m", *cmd], cwd=ROOT, capture_output=True, text=True, timeout=600)
         assert r.returncode == 0, r.stderr

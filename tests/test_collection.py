@@ -85,7 +85,7 @@ def test_names_that_are_not_utf8_or_hold_control_characters_are_imported(db_at, 
     again = import_images(store, folder, progress=False)
     assert again.added == 0 and again.known == len(NAMES) + 1
     # the CLI: no traceback, the bad file listed, the rest imported
-    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(folder), "--db", str(tmp_path / "c.sqlite")],
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(folder), "--db", str(tmp_path / "c.sqlite")],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     assert json.loads(r.stdout)["added"] == len(NAMES) + 1

@@ -182,7 +182,7 @@ def test_import_plain_coco_and_cli(db_at, tmp_path: Path) -> None:
             "categories": [{"id": 3, "name": "cup"}]}
     (tmp_path / "instances.json").write_text(json.dumps(coco))
     db = db_at("c.sqlite")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "app.dataset.cli", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
+    run = lambda *a: subprocess.run([sys.executable, "-m", "app.dataset", *a], cwd=ROOT, capture_output=True, text=True)  # noqa: E731
     r = run("import-coco", str(tmp_path / "instances.json"), str(img_dir), "--db", str(db))
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["instances"] == 2
@@ -261,7 +261,7 @@ def test_many_exports_at_once_all_succeed(tmp_path: Path) -> None:
             errors.append(exc)
 
     same = tmp_path / "shared.zip"  # processes exporting to one path at the same time
-    procs = [subprocess.Popen([sys.executable, "-m", "app.dataset.cli", "export", "--db", str(store.path), "--out", str(same)],
+    procs = [subprocess.Popen([sys.executable, "-m", "app.dataset", "export", "--db", str(store.path), "--out", str(same)],
                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     threads = [threading.Thread(target=press_export) for _ in range(6)]
     for t in threads:

@@ -231,7 +231,7 @@ def test_cli_names_every_problem_and_exits_2(db_at, tmp_path: Path) -> None:
     bad["annotations"][1]["segmentation"] = m_sum_wrong
     (tmp_path / "instances.json").write_text(json.dumps(bad))
     db = db_at("c.sqlite")
-    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-coco", str(tmp_path / "instances.json"),
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "import-coco", str(tmp_path / "instances.json"),
                         str(tmp_path), "--db", str(db)], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "2 problems" in r.stderr
@@ -281,6 +281,6 @@ def test_lone_surrogates_in_a_dataset_are_a_one_line_refusal(db_at, tmp_path: Pa
     assert "\n" not in str(err.value) and store.stats()["refs"] == 0 and store.stats()["images"] == 0
     str(err.value).encode("utf-8")  # printable
     if where == "file_name":  # the CLI: one error line, exit 2
-        r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-grefcoco", str(root), "--db",
+        r = subprocess.run([sys.executable, "-m", "app.dataset", "import-grefcoco", str(root), "--db",
                             str(tmp_path / "e.sqlite")], cwd=ROOT, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and "not valid Unicode" in r.stderr and "Traceback" not in r.stderr

@@ -35,7 +35,7 @@ def team(studio_weights, pg_server, tmp_path_factory):
     generate(root / "syn", seed=4, images=4)
     images = sorted((root / "syn" / "images" / "train2014").glob("*.png"))
     db = pg_server.new_database("team")
-    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(root / "syn" / "images"), "--db", db],
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(root / "syn" / "images"), "--db", db],
                        cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     weights, tok = studio_weights

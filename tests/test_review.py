@@ -145,7 +145,7 @@ def test_export_by_status_split_and_annotator(db_at, tmp_path: Path) -> None:
         assert {g["ref_id"] for g in grefs} == expected
         assert meta["filter"] == {"status": kwargs.get("status"), "split": kwargs.get("split"),
                                   "annotator": kwargs.get("annotator")} == summary["filter"]
-    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "export", "--db", str(db_at("r.sqlite")), "--out",
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "export", "--db", str(db_at("r.sqlite")), "--out",
                         str(tmp_path / "cli.zip"), "--status", "reviewed", "--annotator", "bob"], cwd=ROOT,
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr

@@ -44,7 +44,7 @@ def test_db_values_paths_and_urls() -> None:
 
 def test_a_url_is_never_taken_for_a_path(tmp_path: Path) -> None:
     (tmp_path / "pics").mkdir()
-    r = subprocess.run([sys.executable, "-m", "app.dataset.cli", "import-images", str(tmp_path / "pics"), "--db",
+    r = subprocess.run([sys.executable, "-m", "app.dataset", "import-images", str(tmp_path / "pics"), "--db",
                         "postgresql://nobody:hunter2@127.0.0.1:1/studio"], cwd=tmp_path, capture_output=True, text=True,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
@@ -70,7 +70,7 @@ def test_a_mistyped_url_is_refused_in_one_line_with_the_password_masked() -> Non
 def test_launch_and_the_clis_refuse_a_mistyped_url_without_a_folder_or_the_password(tmp_path: Path, typo: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for cmd in ([str(ROOT / "launch.py"), "--db", typo, "--weights", "bundled"],
-                ["-m", "app.dataset.cli", "stats", "--db", typo],
+                ["-m", "app.dataset", "stats", "--db", typo],
                 ["-m", "app.curate", "qa", "--db", typo]):
         r = subprocess.run([sys.executable, *cmd], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 2, (cmd, r.stderr)
