@@ -86,17 +86,27 @@ SHORTCUTS_JS = """
   const SETTLE_MS = 250, MAX_WAIT_MS = 10000;
   const marker = (id) => { const el = document.querySelector(`#${id} textarea, #${id} input`); return el ? el.value : null; };
   const errors = () => document.querySelectorAll('.toast-body.error').length;
-  const seen = {}, pending = {};
+  const pending = {};
   const VIEW_BUTTON = { 'review-shown': '#review-next', 'verify-shown': '#verify-next' };
+  // When the item on screen last changed, seen by a MutationObserver (it runs right after the page
+  // changes, so a busy page cannot make a key look early or late): its sentence or its picture.
+  const SHOWN_IN = { 'review-shown': '#review-sentences, #review-picture', 'verify-shown': '#verify-sentence, #verify-picture' };
+  const shownAt = {};
+  new MutationObserver((records) => {
+    const now = performance.now();
+    for (const r of records) {
+      const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
+      if (!el) continue;
+      for (const [id, sel] of Object.entries(SHOWN_IN)) if (el.closest(sel)) shownAt[id] = now;
+    }
+  }).observe(document.documentElement, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['src'] });
   const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
   const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
       // a view left (another tab): its decision is no longer in flight for keys (they do not reach it),
       // so the first key after coming back acts
       if (document.querySelector(VIEW_BUTTON[id])?.offsetParent == null) pending[id] = null;
-      const k = marker(id);
-      if (k !== null && (!seen[id] || seen[id].key !== k)) seen[id] = { key: k, since: performance.now() };
-      if (pending[id] && (k !== pending[id].key || errors() !== pending[id].errors)) pending[id] = null;
+      if (pending[id] && (marker(id) !== pending[id].key || errors() !== pending[id].errors)) pending[id] = null;
     }
     if (pending.save && (saveText() !== pending.save.key || errors() !== pending.save.errors)) pending.save = null;
   };
@@ -108,7 +118,7 @@ SHORTCUTS_JS = """
     track();
     const now = performance.now(), key = marker(id);
     if (!key || inFlight(pending[id], now)) return;
-    if (seen[id] && now - seen[id].since < SETTLE_MS) return;
+    if (shownAt[id] !== undefined && now - shownAt[id] < SETTLE_MS) return;
     pending[id] = { key, at: now, errors: errors() };
     click(button);
   };
