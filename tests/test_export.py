@@ -199,6 +199,9 @@ def test_import_plain_coco_and_cli(db_at, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     coco2, grefs = read_zip(tmp_path / "e.zip")
     assert grefs[0]["ref_id"] == rid and grefs[0]["ann_id"] == [1] and grefs[0]["category_id"] == [3]
+    r = run("export", "--db", str(db), "--out", str(tmp_path / "earlier"))  # no suffix: the zip gets one
+    assert r.returncode == 0 and json.loads(r.stdout)["out"] == str(tmp_path / "earlier.zip")
+    assert read_zip(tmp_path / "earlier.zip")[1][0]["ref_id"] == rid and not (tmp_path / "earlier").exists()
     r = run("import-grefcoco", str(tmp_path / "nowhere"), "--db", str(db))
     assert r.returncode == 2 and "official layout" in r.stderr and "Traceback" not in r.stderr
     r = run("stats", "--db", str(tmp_path / "missing.sqlite"))

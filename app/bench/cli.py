@@ -5,7 +5,7 @@
     python -m app.bench annotate [--weights bundled] [--actions 50]
     python -m app.bench preannotate [--model deris-b-grefcoco --model bundled] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
-    python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR] [--store DB]   (fine-tune from reviewed refs, measured)
+    python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR] [--store DB [--replay DIR]]   (fine-tune from reviewed refs, measured)
     python -m app.bench refine [--refiner grabcut|sam:facebook/sam-vit-base] [--objects 40]   (app.refine.bench)
 
 ``store``: a database with N refs and R review decisions (made once in bulk), then the median
@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("--replay-share", type=float, default=0.85,
                     help="share of each epoch's sentences replayed from the set's train split, its images taking "
                          "turns (0: none)")
+    lp.add_argument("--replay", default=None, metavar="DIR",
+                    help="replay this gRefCOCO folder's train split instead of the synthetic set's (e.g. a team's "
+                         "own earlier reviewed refs, exported with python -m app.dataset export)")
     lp.add_argument("--threads", type=int, default=1, help="the runs of docs/learning-loop.md: 1, two at a time on 2 cores")
     lp.add_argument("--store", default=None, help="fine-tune from this store's reviewed refs (a SQLite file or a "
                     "postgresql:// URL) instead of a store the bench makes from testB refs; nothing is imported into it")
@@ -378,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # training's log lines
                 res = bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images,
-                                 args.eval_seed, args.eval_images, args.threads, args.lr, args.replay_share, args.store)
+                                 args.eval_seed, args.eval_images, args.threads, args.lr, args.replay_share, args.store,
+                                 args.replay)
         except StoreError as exc:  # a store that is not there or cannot be fine-tuned from: one line
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -17,6 +17,8 @@ another seed and reviewed across every split): the bench fine-tunes from that st
 as they are (nothing imported, nothing changed but the fine-tune's lock while it runs), replays the
 synthetic set's train split when ``--replay-share`` is above 0, and evaluates on the same independent
 set; the result also carries the store's held-out figures and whether the run would be promoted.
+``--replay DIR`` replays another gRefCOCO folder's train split instead (a team without the parent's
+training data replaying its own earlier reviewed refs, exported from its store).
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ def import_reviewed(store, root: Path, refs: int, split: str = "testB") -> dict:
 
 def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 21, images: int = 1000,
                eval_seed: int = 7, eval_images: int = 1000, threads: int = 1, lr: float | None = None,
-               replay_share: float = 0.85, store_db: str | None = None) -> dict:
+               replay_share: float = 0.85, store_db: str | None = None, replay_dir: str | None = None) -> dict:
     import dataclasses
 
     import torch
@@ -67,7 +69,9 @@ def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 2
         loc = parse_db(store_db)
         if not loc.is_postgres and not loc.path.is_file():
             raise StoreError(f"store not found: {loc.shown}")
-    if (store_db is None or replay_share) and not (source / "grefcoco" / "grefs(unc).json").is_file():
+    if replay_dir is not None and not (Path(replay_dir) / "grefcoco" / "grefs(unc).json").is_file():
+        raise StoreError(f"--replay {replay_dir}: not a gRefCOCO folder (no grefcoco/grefs(unc).json)")
+    if (store_db is None or (replay_share and replay_dir is None)) and not (source / "grefcoco" / "grefs(unc).json").is_file():
         generate(source, seed=seed, images=images)
     if not (evalset / "grefcoco" / "grefs(unc).json").is_file():
         generate(evalset, seed=eval_seed, images=eval_images)
@@ -79,14 +83,16 @@ def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 2
         run = work / "run"
     else:
         store, db = Store(loc), store_db
-        run = work / f"run_store_replay{replay_share:g}"
+        run = work / (f"run_store_replay{replay_share:g}" + (f"_{Path(replay_dir).name}" if replay_dir and replay_share else ""))
     recipe = dataclasses.replace(RECIPE, **({"lr": lr} if lr else {}))
     t0 = time.perf_counter()
-    replay = {"replay": str(source), "replay_share": replay_share} if replay_share else {}
+    replay_from = Path(replay_dir) if replay_dir else source
+    replay = {"replay": str(replay_from), "replay_share": replay_share} if replay_share else {}
     res = finetune(store, Options(str(db), "bundled", str(run), minutes=minutes, recipe=recipe, threads=threads, **replay))
     train_s = time.perf_counter() - t0
     out = {"store": store.location.shown if store_db else "made by the bench", "refs": res["snapshot"]["refs"],
-           "minutes": minutes, "promotion_problem": res["promotion_problem"], "replay_share": replay_share or 0, "source_seed": seed, "eval_seed": eval_seed, "fine_tune_s": round(train_s, 1),
+           "minutes": minutes, "promotion_problem": res["promotion_problem"], "replay_share": replay_share or 0,
+           "replay": str(replay_from) if replay_share else None, "source_seed": seed, "eval_seed": eval_seed, "fine_tune_s": round(train_s, 1),
            "store_held_out": {"before": res["before"], "after": res["after"]}, "snapshot": res["snapshot"]}
     keys = ("gIoU", "cIoU", "N_acc", "T_acc")
     for split in ("testB", "testA"):

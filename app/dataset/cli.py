@@ -21,6 +21,7 @@ import argparse
 import json
 import sys
 import zipfile
+from pathlib import Path
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -95,7 +96,7 @@ def _import_coco(args: argparse.Namespace, store: Store) -> dict:
 
 def _export_arguments(p: argparse.ArgumentParser) -> None:
     _db_argument(p)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", required=True, help="the zip to write (.zip is added when the name has no suffix)")
     p.add_argument("--no-images", action="store_true", help="annotations only")
     p.add_argument("--status", choices=STATUSES, help="only refs with this review status (default: every ref)")
     p.add_argument("--split", choices=SPLITS, help="only refs of this split")
@@ -103,7 +104,10 @@ def _export_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _export(args: argparse.Namespace, store: Store) -> dict:
-    return export_zip(store, args.out, include_images=not args.no_images, status=args.status, split=args.split,
+    out = Path(args.out)
+    if not out.suffix and not out.is_dir():  # "--out earlier" meant a zip, not a file with no suffix
+        out = out.with_name(out.name + ".zip")
+    return export_zip(store, out, include_images=not args.no_images, status=args.status, split=args.split,
                       annotator=args.annotator)
 
 
