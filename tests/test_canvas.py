@@ -1,7 +1,7 @@
 """The canvas's server side without a browser (app/views/canvas.py): what the browser is sent (the
 picture from memory, the candidates' RLE masks once per prediction, the target set), and what it
-sends back for every tool (pick, brush, eraser, polygon add and cut, new and delete instance,
-no-target, undo) decoded into the session and saved pixel for pixel."""
+sends back for every tool (pick, brush, eraser, polygon add and cut, outline vertex drag, new and
+delete instance, no-target, undo) decoded into the session and saved pixel for pixel."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from pycocotools import mask as mask_utils
 from app.services import ModelHolder, Services
 from app.viewkit.session import Session
 from app.views import annotate, canvas
-from app.views.canvas import CanvasError, apply_canvas, canvas_value, decode_mask, encode_mask, polygon_mask, stroke_mask
+from app.views.canvas import (CanvasError, apply_canvas, canvas_value, decode_mask, encode_mask, outline_edit_mask, polygon_mask,
+                              stroke_mask)
 
 ANY = ("", "", "", "")
 
@@ -118,6 +119,33 @@ def test_every_tool_decodes_into_the_session_and_saves_pixel_for_pixel(opened) -
     annotate.canvas_edit(svc, _edit(value, targets), sess)
     assert not sess.no_target and len(sess.targets) == 2
 
+
+
+def test_a_dragged_outline_vertex_changes_only_the_pixels_between_the_two_outlines(opened) -> None:
+    svc, sess = opened
+    shape = (40, 48)
+    square = [(5, 5), (25, 5), (25, 25), (5, 25)]
+    hole = polygon_mask(shape, [(12, 12), (18, 12), (18, 18), (12, 18)])
+    other = polygon_mask(shape, [(32, 30), (44, 30), (44, 38), (32, 38)])  # a second part of the target
+    mask = (polygon_mask(shape, square) & ~hole) | other
+    assert (outline_edit_mask(mask, square, square) == mask).all()  # an untouched outline changes nothing
+    out = [(5, 5), (31, 5), (25, 25), (5, 25)]  # a corner dragged 6 px to the right: a wedge is added
+    grown = outline_edit_mask(mask, square, out)
+    wedge = polygon_mask(shape, out) & ~polygon_mask(shape, square)
+    assert wedge.sum() > 40 and (grown == mask | wedge).all()
+    inward = [(5, 5), (20, 10), (25, 25), (5, 25)]  # the same corner dragged in: a wedge is cut away
+    cut = outline_edit_mask(mask, square, inward)
+    lost = polygon_mask(shape, square) & ~polygon_mask(shape, inward)
+    assert lost.sum() > 40 and (cut == mask & ~lost).all()
+    assert not (cut & hole).any() and (cut & other).sum() == other.sum()  # the hole and the other part stay
+    # as the browser sends it: taken into the session and saved pixel for pixel
+    value = canvas_value(sess)
+    edit = _edit(value, [{"rle": encode_mask(grown), "candidate": None, "edited": True}])
+    msg, *_ = annotate.save(svc, "ann", "train", "done", "", "the red circle", sess, None, edit)
+    assert msg.startswith("Saved ref")
+    ref = svc.store.refs(image_id=1)[0]
+    stored = [i.mask for i in svc.store.instances(image_id=1) if i.id in ref.instance_ids]
+    assert len(stored) == 1 and (stored[0] == grown).all()
 
 def test_bad_or_stale_canvas_values_are_refused_and_lose_nothing(opened) -> None:
     svc, sess = opened

@@ -12,8 +12,9 @@ What travels, and when:
   which the server reads with :func:`apply_canvas` (the save, and a light ``edit`` event that
   refreshes the verdict).
 
-The rasterising rules are the browser's, repeated here (:func:`stroke_mask`, :func:`polygon_mask`)
-so tests can compute, pixel for pixel, the mask that a stroke or an outline must give.
+The rasterising rules are the browser's, repeated here (:func:`stroke_mask`, :func:`polygon_mask`,
+:func:`outline_edit_mask`) so tests can compute, pixel for pixel, the mask that a stroke, an outline or
+a dragged vertex must give.
 """
 
 from __future__ import annotations
@@ -265,6 +266,18 @@ def polygon_mask(shape: tuple[int, int], points: list[tuple[float, float]]) -> n
             if hi > lo:
                 out[y, lo:hi] = True
     return out
+
+
+def outline_edit_mask(mask: np.ndarray, before: list[tuple[float, float]],
+                      after: list[tuple[float, float]]) -> np.ndarray:
+    """The mask after a vertex of its outline is dragged (the outline tool, ``static/outline.js``).
+
+    Only the pixels between the outline ``before`` and the outline ``after`` change (both filled by
+    :func:`polygon_mask`, the polygon tool's rule): ``(mask AND NOT old) OR (new AND (mask OR NOT old))``.
+    So an untouched outline changes nothing, and holes and other parts of the target stay."""
+    old = polygon_mask(mask.shape, before)
+    new = polygon_mask(mask.shape, after)
+    return (mask & ~old) | (new & (mask | ~old))
 
 
 # --- parts of a target --------------------------------------------------------------------------
