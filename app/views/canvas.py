@@ -7,8 +7,8 @@ What travels, and when:
   and gets a data URI from server memory (no cache file exists that another request could rewrite);
 - the candidates' masks, once per prediction (:func:`canvas_masks`, COCO RLE strings);
 - the target set, as the component's value (:func:`canvas_value`): unedited candidates by number,
-  drawn or edited masks as COCO RLE. The browser edits it (pick, brush, eraser, polygon, new,
-  delete, no-target, undo/redo) without the server and writes the new set back into the value,
+  drawn or edited masks as COCO RLE. The browser edits it (pick, brush, eraser, polygon, outline
+  vertices, new, delete, no-target, undo/redo) without the server and writes the new set back into the value,
   which the server reads with :func:`apply_canvas` (the save, and a light ``edit`` event that
   refreshes the verdict).
 
@@ -399,7 +399,8 @@ TEMPLATE = """
 
 def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520,
                 refine: Callable[[dict], dict] | None = None) -> gr.HTML:
-    """The canvas component (``readonly``: no editing tools, per-instance toggles only). ``refine``:
+    """The canvas component (``readonly``: no editing tools, per-instance toggles only; otherwise the
+    outline tool of ``static/outline.js`` comes with it). ``refine``:
     the prompt tools' server call (``payload -> {"rle", ...} | {"error"}``, see
     :func:`app.views.prompts.refine_on_canvas`); with it the canvas gets the click, box and
     refine-candidate tools of ``static/prompts.js``."""
@@ -413,5 +414,7 @@ def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520,
 
         functions.append(canvas_refine)
         js += "\n" + _static("prompts.js")
+    if not readonly:
+        js += "\n" + _static("outline.js")
     return gr.HTML(value=None, html_template=TEMPLATE, css_template=css, js_on_load=js, elem_id=elem_id,
                    elem_classes="deris-canvas", server_functions=functions, padding=False)

@@ -17,7 +17,8 @@
     ['e', 'eraser', 'Eraser: erase from the selected instance, or from all (E; size [ ])'],
     ['p', 'polygon', 'Polygon: click vertices, Enter closes and adds (P)'],
     ['k', 'cut', 'Cut polygon: click vertices, Enter closes and cuts (K)'],
-  ];
+    ['o', 'outline', 'Outline: drag a vertex of the selected target\'s outline; click a target, or another part of it, to outline that part (O; Esc drops a drag)'],
+  ];  // the outline tool's handlers are in static/outline.js
   const S = {
     readonly: __READONLY__, seq: null, doc: null, key: null, W: 0, H: 0, img: null, imgKey: null,
     predKey: null, cands: [], palette: [], targets: [], noTarget: false, sel: -1, tool: 'select',
@@ -456,7 +457,8 @@
     changed(S.noTarget ? 'marked: no target' : 'no-target mark removed');
   }
   S.api = { setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
-    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed, candidateAt, targetAt, status, renderList, rebuild, relabel };
+    toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed, candidateAt, targetAt, status, renderList, rebuild, relabel,
+    polygonFill };
 
   // ---- the server's value -----------------------------------------------------------------------------
   async function load(v) {
@@ -517,7 +519,7 @@
   element.querySelector('.dc-opacity').addEventListener('input', (e) => { S.opacity = e.target.value / 100; draw(); });
   element.querySelector('.dc-help').title = S.readonly
     ? 'Wheel or + / − zoom, 0 fits, space-drag or middle-drag pans, H hides the selected instance.'
-    : 'V select · B brush · E eraser · P polygon (Enter closes, Esc drops, Backspace takes a vertex back) · K cut · [ ] brush size · N new instance · Delete removes it · X no target · H hide · Ctrl+Z / Ctrl+Shift+Z undo/redo · wheel, + − zoom · 0 fit · space-drag or middle-drag pan';
+    : 'V select · B brush · E eraser · P polygon (Enter closes, Esc drops, Backspace takes a vertex back) · K cut · O outline (drag a vertex of the selected target; click a part to outline it) · [ ] brush size · N new instance · Delete removes it · X no target · H hide · Ctrl+Z / Ctrl+Shift+Z undo/redo · wheel, + − zoom · 0 fit · space-drag or middle-drag pan';
 
   // ---- mouse -------------------------------------------------------------------------------------------
   function pos(e) { const r = cv.getBoundingClientRect(); const sx = e.clientX - r.left, sy = e.clientY - r.top; const [x, y] = toImage(sx, sy); return { sx, sy, x, y }; }
