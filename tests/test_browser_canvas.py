@@ -79,25 +79,20 @@ def _verdict(page, text: str) -> None:
                              f"{_state(page, '[S.targets.length, S.message, S.ops]')}") from None
 
 
-def test_every_tool_on_the_canvas_and_the_saved_mask_is_what_was_drawn(chromium, studio) -> None:
-    from app.store import Store
-    from app.views.canvas import decode_mask, polygon_mask, stroke_mask
 
-    url, db = studio
-    page = chromium.new_page(viewport={"width": 1440, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
+def _segment_an_image(page, url: str, text: str) -> tuple[int, int]:
+    """Open the queue's next image, run ``text`` on it and clear the target set (no-target on and off),
+    the focus left outside the text box so the canvas's keys work: returns the picture's size."""
     page.goto(url)
     page.wait_for_selector("#queue-pos")
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("d")
     page.wait_for_function(f"{CV}.W > 0", timeout=60_000)
     box = page.locator("#expression textarea, #expression input").first
-    box.fill("the red circle")
+    box.fill(text)
     box.press("Enter")
     _verdict(page, "existence probability")
     page.wait_for_function(f"{CV}.cands.length > 0", timeout=30_000)
-    w, h = _state(page, "[S.W, S.H]")
     page.keyboard.press("Escape")  # out of the text box: the canvas's keys work
     page.evaluate("window.scrollTo(0, 0)")
     page.keyboard.press("x")  # no-target clears the set, so every later target is ours
@@ -106,12 +101,29 @@ def test_every_tool_on_the_canvas_and_the_saved_mask_is_what_was_drawn(chromium,
         page.keyboard.press("x")
     assert not _state(page, "S.noTarget")
     _verdict(page, "No instance selected")
-    # pick: a click on a candidate adds it (the picture changes in the browser; the server learns the set)
+    return tuple(_state(page, "[S.W, S.H]"))
+
+
+def _inside_a_candidate(page) -> tuple[float, float]:
+    """An image point well inside the first candidate that has one (its pixel and 4 neighbours set)."""
     spot = _state(page, """(() => { for (const c of S.cands) { const m = S.api.decodeRle(c.rle); let best = null;
         for (let y = 2; y < S.H - 2 && !best; y++) for (let x = 2; x < S.W - 2; x++) {
           const i = y * S.W + x; if (m[i] && m[i - 1] && m[i + 1] && m[i - S.W] && m[i + S.W]) { best = [x + 0.5, y + 0.5]; break; } }
         if (best) return best; } return null; })()""")
     assert spot is not None
+    return tuple(spot)
+
+def test_every_tool_on_the_canvas_and_the_saved_mask_is_what_was_drawn(chromium, studio) -> None:
+    from app.store import Store
+    from app.views.canvas import decode_mask, polygon_mask, stroke_mask
+
+    url, db = studio
+    page = chromium.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    w, h = _segment_an_image(page, url, "the red circle")
+    # pick: a click on a candidate adds it (the picture changes in the browser; the server learns the set)
+    spot = _inside_a_candidate(page)
     px, py = _screen(page, *spot)
     under = page.evaluate(f"() => {{ const e = document.elementFromPoint({px}, {py}); return e.tagName + '.' + e.className; }}")
     page.mouse.click(px, py)
@@ -178,6 +190,77 @@ def test_every_tool_on_the_canvas_and_the_saved_mask_is_what_was_drawn(chromium,
     assert errors == []
     page.close()
 
+
+
+def test_outline_tool_drags_a_vertex_and_the_saved_mask_is_the_rule(chromium, studio) -> None:
+    """O: a click on a target outlines it; dragging a vertex outward changes only the pixels between the
+    old and the new outline (app.views.canvas.outline_edit_mask, computed here from the vertices the
+    canvas shows); saved as shown; Ctrl+Z gives the mask, and the outline, back exactly."""
+    from app.store import Store
+    from app.views.canvas import decode_mask, outline_edit_mask
+
+    url, db = studio
+    page = chromium.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    text = "the shape whose outline moves"
+    w, h = _segment_an_image(page, url, text)
+    spot = _inside_a_candidate(page)
+    page.mouse.click(*_screen(page, *spot))
+    assert _state(page, "S.targets.length") == 1
+    page.keyboard.press("n")  # nothing selected: the outline tool's click selects the target
+    page.keyboard.press("o")
+    assert _state(page, "[S.tool, S.sel]") == ["outline", -1]
+    page.mouse.click(*_screen(page, *spot))
+    page.wait_for_function(f"{CV}.outline && {CV}.outline.pts.length >= 3", timeout=10_000)
+    assert _state(page, "S.sel") == 0 and "vertices" in _state(page, "S.message")
+    before = [tuple(p) for p in _state(page, "S.outline.pts")]
+    mask0 = decode_mask(_state(page, "S.api.encodeRle(S.targets[0].mask)"), h, w)
+    # the vertex farthest from the outline's centre, dragged 6 image pixels away from it
+    cx, cy = sum(x for x, _ in before) / len(before), sum(y for _, y in before) / len(before)
+    i = max(range(len(before)), key=lambda k: (before[k][0] - cx) ** 2 + (before[k][1] - cy) ** 2)
+    vx, vy = before[i]
+    norm = ((vx - cx) ** 2 + (vy - cy) ** 2) ** 0.5
+    tx, ty = vx + 6 * (vx - cx) / norm, vy + 6 * (vy - cy) / norm
+    page.mouse.move(*_screen(page, vx, vy))
+    assert _state(page, "S.outline.hover") == i  # the handle under the pointer is highlighted, the cursor moves
+    assert page.evaluate("() => document.querySelector('#canvas .dc-stage').classList.contains('dc-vertex')")
+    page.mouse.down()
+    page.mouse.move(*_screen(page, tx, ty), steps=5)
+    page.wait_for_timeout(100)
+    SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT_DIR / "canvas_outline_drag.png"))
+    page.mouse.up()
+    last = _state(page, "S.lastOutline")
+    after = [tuple(p) for p in last["after"]]
+    assert [tuple(p) for p in last["before"]] == before and last["index"] == i
+    assert [k for k in range(len(before)) if after[k] != before[k]] == [i]
+    assert abs(after[i][0] - tx) <= 1 and abs(after[i][1] - ty) <= 1  # on the pixel corner nearest the drop
+    expected = outline_edit_mask(mask0, before, after)
+    assert expected.sum() > mask0.sum()  # outward: pixels were added
+    on_page = decode_mask(_state(page, "S.api.encodeRle(S.targets[0].mask)"), h, w)
+    assert (on_page == expected).all()
+    assert [tuple(p) for p in _state(page, "S.outline.pts")] == after  # the outline stays as dragged
+    page.screenshot(path=str(SCREENSHOT_DIR / "canvas_outline.png"))
+    _verdict(page, "1 target instance")
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function("document.querySelector('#save-msg')?.innerText.includes('Saved ref')", timeout=30_000)
+    store = Store(db)
+    try:
+        ref = next(r for r in store.refs() if r.sentences[0] == text)
+        stored = {m.id: m.mask for m in store.instances(image_id=ref.image_id)}
+        masks = [stored[k] for k in ref.instance_ids]
+    finally:
+        store.close()
+    assert len(masks) == 1 and (masks[0] == expected).all()
+    # one undo entry: Ctrl+Z gives back the mask exactly, and the outline is traced again as it was
+    page.keyboard.press("Control+z")
+    back = decode_mask(_state(page, "S.api.encodeRle(S.targets[0].mask)"), h, w)
+    assert (back == mask0).all()
+    page.wait_for_timeout(100)
+    assert [tuple(p) for p in _state(page, "S.outline.pts")] == before
+    assert errors == []
+    page.close()
 
 def test_twelve_sessions_open_the_same_picture_at_once(chromium, studio) -> None:
     """Every session gets the whole picture (it is served from memory; no file is rewritten)."""
