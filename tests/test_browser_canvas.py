@@ -1,7 +1,7 @@
 """The annotation canvas in a real browser (chromium): open an image, pick, paint, erase, outline a
-polygon, undo/redo across the tools, no-target, save; the stored masks are compared pixel by pixel
-with the strokes the browser drew (app/views/canvas.py's rasterising rules) and with the canvas's
-own masks. Twelve sessions opening the same picture at once all get it whole. Saves screenshots."""
+polygon, drag a vertex of a target's outline, undo/redo across the tools, no-target, save; the stored
+masks are compared pixel by pixel with the strokes, outlines and vertex drags the browser drew
+(app/views/canvas.py's rasterising rules) and with the canvas's own masks. Twelve sessions opening the same picture at once all get it whole. Saves screenshots."""
 
 from __future__ import annotations
 
