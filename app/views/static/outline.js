@@ -168,9 +168,11 @@
   }
 
   // ---- drawing: the outline, a small handle per vertex (close ones skipped), the hovered one large --------
+  let hinted = false;  // what to do, said once each time the tool is switched on
   function paint(ctx) {
-    if (S.tool !== 'outline' || S.readonly) return;
+    if (S.tool !== 'outline' || S.readonly) { hinted = false; if (S.outline && S.outline.drag) key({ key: 'Escape' }); return; }
     const o = current();
+    if (!hinted) { hinted = true; S.api.say(o ? hint(o) : 'Click a target to outline it, then drag a vertex.'); }
     if (!o) return;
     const scr = o.pts.map(([x, y]) => S.api.toScreen(x, y)), live = o.drag ? o.drag.i : o.hover;
     ctx.save();
