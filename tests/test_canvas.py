@@ -178,3 +178,10 @@ def test_parts_far_apart_or_tiny_are_named() -> None:
     far = m.copy()
     far[80:95, 80:95] = True
     assert "1 part far from the rest" in canvas.part_warnings([far], ["3"])[0]
+
+
+def test_the_outline_tool_comes_with_every_editing_canvas_only() -> None:
+    with gr.Blocks():
+        editing, readonly = canvas.make_canvas("a"), canvas.make_canvas("b", readonly=True)
+    assert "['o', 'outline'" in editing.js_on_load and "name: 'outline'" in editing.js_on_load
+    assert "name: 'outline'" not in readonly.js_on_load
