@@ -9,6 +9,10 @@ machine's throughput on a linear layer of the size the network spends its time i
 768x3072) in fp32 (oneDNN, packed) and int8 (PyTorch's dynamic quantized kernels). Their ratio
 is the floor of what the GEMMs alone cost, which says how far a precision can take a model on
 this CPU: the rest (norms, activations, the deformable sampling, copies) comes on top.
+
+``--profile`` also times one full forward in ``--dtype`` (default ``auto``) with the PyTorch
+profiler and splits its time by kind of operation (:data:`KINDS`): how much goes to the products
+and at what GFLOP/s against the measured peak in that precision, and how much to everything else.
 """
 
 from __future__ import annotations
@@ -111,10 +115,115 @@ def gemm_peak(m: int = 600, k: int = 768, n: int = 3072, runs: int = 30) -> dict
     return out
 
 
+# Kinds of operation, by the aten names the profiler reports (first match wins; the rest is "other").
+KINDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("linear layers", ("mkldnn::_linear_pointwise", "aten::addmm", "aten::linear", "quantized::linear_dynamic",
+                       "aten::mm")),
+    ("convolutions", ("aten::mkldnn_convolution", "aten::convolution", "aten::_convolution", "aten::conv2d")),
+    ("attention products", ("aten::_scaled_dot_product_flash_attention_for_cpu", "aten::bmm", "aten::baddbmm",
+                            "aten::matmul")),
+    ("softmax", ("aten::_softmax", "aten::softmax")),
+    ("norms", ("aten::native_layer_norm", "aten::native_group_norm", "aten::native_batch_norm",
+               "aten::_native_batch_norm_legit_no_training")),
+    ("deformable sampling", ("aten::grid_sampler_2d", "aten::grid_sampler")),
+    ("activations", ("aten::gelu", "aten::relu", "aten::sigmoid", "aten::silu", "aten::tanh", "aten::clamp_min")),
+    ("copies and layout", ("aten::copy_", "aten::clone", "aten::cat", "aten::contiguous", "aten::index",
+                           "aten::index_select", "aten::gather", "aten::constant_pad_nd", "aten::roll",
+                           "aten::_to_copy", "aten::fill_", "aten::zero_", "aten::stack", "aten::scatter_")),
+    ("element-wise arithmetic", ("aten::add", "aten::add_", "aten::mul", "aten::mul_", "aten::sub", "aten::div",
+                                 "aten::div_", "aten::where", "aten::masked_fill", "aten::pow", "aten::sum",
+                                 "aten::mean", "aten::max", "aten::topk", "aten::exp", "aten::log")),
+)
+
+
+def _kind(name: str) -> str:
+    for kind, names in KINDS:
+        if name in names:
+            return kind
+    return "other"
+
+
+def profile_forward(config: str, dtype: str = "auto", runs: int = 3) -> dict:
+    """Self CPU time of one full forward (``set_image`` then ``predict``) by kind of operation, the best
+    of ``runs`` after one warm-up; ``total_s`` is its wall time (the profiler's overhead included)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .bench_setup import build
+
+    predictor, fixed = build(config, "cpu", dtype)
+    image = np.random.default_rng(0).integers(0, 256, (300, 451, 3), dtype=np.uint8)
+    ids, mask = fixed.batch(1)
+
+    def forward() -> None:
+        state = predictor.set_image(image)
+        _ = predictor.predict_tokens(ids, mask, image=state)[0].union_mask
+
+    forward()
+    best: dict | None = None
+    for _ in range(runs):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            t0 = time.perf_counter()
+            forward()
+            wall = time.perf_counter() - t0
+        kinds: Counter[str] = Counter()
+        for ev in prof.key_averages():
+            kinds[_kind(ev.key)] += ev.self_cpu_time_total / 1e6
+        if best is None or wall < best["total_s"]:
+            best = {"dtype": predictor.precision.describe(), "total_s": wall, "self_cpu_s": dict(kinds)}
+    assert best is not None
+    return best
+
+
+def bf16_gemm_peak(m: int = 600, k: int = 768, n: int = 3072, runs: int = 30) -> float | None:
+    """GFLOP/s of one bf16 linear layer (oneDNN packed), or None where oneDNN has no bf16 path here."""
+    if not torch.backends.mkldnn.is_available():
+        return None
+    x, w, b = torch.randn(m, k).bfloat16(), torch.randn(n, k).bfloat16(), torch.randn(n).bfloat16()
+    try:
+        with torch.inference_mode():
+            packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
+            fn = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")  # noqa: E731
+            for _ in range(5):
+                fn()
+            times = []
+            for _ in range(runs):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+    except RuntimeError:
+        return None
+    return 2 * m * k * n / sorted(times)[len(times) // 10] / 1e9
+
+
+def print_profile(prof: dict, flops: dict[str, dict[str, float]], peak: dict[str, float]) -> None:
+    """The profile as a table: time and share by kind, and the products' GFLOP/s against the peak."""
+    cpu = prof["self_cpu_s"]
+    total = sum(cpu.values())
+    print(f"\nfull forward in {prof['dtype']}: {prof['total_s'] * 1000:.0f} ms wall, {total * 1000:.0f} ms of CPU "
+          f"time in operations")
+    print(f"  {'kind':<26}{'CPU ms':>9}{'share':>8}")
+    for kind, s in sorted(cpu.items(), key=lambda kv: -kv[1]):
+        print(f"  {kind:<26}{s * 1000:>9.1f}{s / total:>8.1%}")
+    linear = sum(k.get("linear", 0.0) for k in flops.values())
+    products = linear + sum(k.get("other matrix products", 0.0) + k.get("attention", 0.0) for k in flops.values())
+    allflop = sum(sum(k.values()) for k in flops.values())
+    key = {"bf16": "bf16_gflops", "int8": "int8_gflops"}.get(prof["dtype"].split()[0], "fp32_gflops")
+    lin_s = cpu.get("linear layers", 0.0)
+    if lin_s:
+        print(f"  linear layers: {linear:.1f} GFLOP in {lin_s * 1000:.0f} ms of CPU = {linear / lin_s:.0f} GFLOP/s of CPU "
+              f"time" + (f" (one {key.split('_')[0]} GEMM measures {peak[key]:.0f} GFLOP/s over the same threads)"
+                         if key in peak else ""))
+    print(f"  whole forward: {allflop:.1f} GFLOP ({products:.1f} in products) in {prof['total_s'] * 1000:.0f} ms = "
+          f"{allflop / prof['total_s']:.0f} GFLOP/s of wall time"
+          + (f", {allflop / prof['total_s'] / peak[key]:.0%} of the GEMM peak" if key in peak else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deris_core.tools.bench flops", description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="deris-b-grefcoco")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--profile", action="store_true", help="also time a full forward by kind of operation")
+    ap.add_argument("--dtype", default="auto", help="the precision --profile times (auto, fp32, bf16, int8)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -125,8 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     peak = gemm_peak()
+    bf16 = bf16_gemm_peak()
+    if bf16 is not None:
+        peak["bf16_gflops"] = bf16
     info = cpu_info()
     r = {"config": args.config, "cpu": info.summary(), "threads": args.threads, "gflop": flops, "peak": peak}
+    if args.profile:
+        r["profile"] = profile_forward(args.config, args.dtype)
     if args.json:
         print(json.dumps(r))
         return 0
@@ -139,10 +253,15 @@ def main(argv: list[str] | None = None) -> int:
                                                              sorted(kinds.items(), key=lambda kv: -kv[1])) + ")")
     linear = sum(kinds.get("linear", 0.0) for kinds in flops.values())
     print(f"full forward: {total:.1f} GFLOP, {linear:.1f} of them in linear layers")
-    for name, key in (("fp32", "fp32_gflops"), ("int8", "int8_gflops")):
+    for name, key in (("fp32", "fp32_gflops"), ("int8", "int8_gflops")):  # bf16 below
         if key in peak:
             print(f"  {name} linear layer: {peak[key]:.0f} GFLOP/s measured -> the linear layers alone take at "
                   f"least {linear / peak[key]:.3f} s")
+    if "bf16_gflops" in peak:
+        print(f"  bf16 linear layer: {peak['bf16_gflops']:.0f} GFLOP/s measured (oneDNN; emulated where the CPU has no "
+              f"bf16 instructions) -> at least {linear / peak['bf16_gflops']:.3f} s")
+    if args.profile:
+        print_profile(r["profile"], flops, peak)
     return 0
 
 
