@@ -108,7 +108,64 @@ def test_a_rejection_from_before_the_masks_were_kept_says_so() -> None:
 
 @pytest.fixture
 def review_services(tmp_path: Path):
-    """Services over a SQLite store of one 30x30 image, without a model (Review needs none)."""
+    """Services over a SQLite store, without a model (Review needs none)."""
     from app.services import ModelHolder, Services
 
-    return Services(ModelHolder(None, "no model"), Store(tmp_path / "v.sqlite"))
+    svc = Services(ModelHolder(None, "no model"), Store(tmp_path / "v.sqlite"))
+    yield svc
+    svc.store.close()
+
+
+def test_the_review_handler_sends_both_versions_and_says_what_changed(review_services) -> None:
+    from app.views import review as review_view
+    from app.views.canvas import decode_mask
+
+    svc = review_services
+    img = svc.store.add_image(np.random.default_rng(1).integers(0, 255, (30, 30, 3), dtype=np.uint8), file_name="b.png")
+    plain = svc.refs.save(ANN, img, ["the top strip"], masks=[box(0, 0, 2, 30)])
+    made = svc.refs.save(ANN, img, ["the left box", "a square"], masks=[box(2, 2, 12, 12)])
+    v = svc.refs.review(REV, made.ref_id, "reject", "wrong_mask", "the corner is cut", expected_version=made.version)
+    svc.refs.save(ANN, img, ["the left box", "the box on the left"], masks=[box(2, 2, 12, 14), box(20, 20, 26, 26)],
+                  ref_id=made.ref_id, expected_version=v)
+
+    first = review_view.show(svc, 0, "", "", None)  # the oldest change first: the ref never rejected
+    assert first.ref[0] == plain.ref_id and first.changes == "" and "before" not in first.picture
+    assert "sent-new" not in first.sentences and "removed since" not in first.sentences
+
+    shown = review_view.show(svc, 1, "", "", None)
+    assert shown.ref[0] == made.ref_id
+    assert "Fixed after a rejection</b> by rev (wrong mask)" in shown.changes and "<kbd>B</kbd>" in shown.changes
+    assert "title='the corner is cut'" in shown.changes
+    assert ("target 1: 20 px changed (+20 / −0); target 2 added; sentences: 1 added, 1 removed"
+            in shown.changes)
+    pic = shown.picture
+    now = [decode_mask(t["rle"], 30, 30) for t in pic["targets"]]
+    before = [decode_mask(t["rle"], 30, 30) for t in pic["before"]["targets"]]
+    assert [t["label"] for t in pic["before"]["targets"]] == ["1"] and pic["before"]["no_target"] is False
+    assert (before[0] == box(2, 2, 12, 12)).all() and (now[0] == box(2, 2, 12, 14)).all() and len(now) == 2
+    assert "the box on the left <span class='sent-new'>new</span>" in shown.sentences
+    assert "removed since the rejection: <s>a square</s>" in shown.sentences
+    assert review_view.ReviewShown.counter("x").changes == {"__type__": "update"}  # the live timer leaves it
+
+
+def test_review_of_refs_rejected_before_the_masks_were_kept(review_services, tmp_path: Path) -> None:
+    """A schema-5 database (tests/data/studio_v5.sqlite): ref 2 was rejected and fixed before the
+    upgrade, its old mask is gone: the line says so and the canvas gets no before to switch to; ref 4
+    was fixed to no target."""
+    import shutil
+
+    from app.services import ModelHolder, Services
+    from app.views import review as review_view
+
+    db = tmp_path / "old.sqlite"
+    shutil.copy(Path(__file__).parent / "data" / "studio_v5.sqlite", db)
+    svc = Services(ModelHolder(None, "no model"), Store(db))
+    try:
+        two, four = (review_view.show(svc, k, "", "", None) for k in (0, 1))
+        assert two.ref[0] == 2 and four.ref[0] == 4
+        assert ("by rev (missing referent): <span id='review-diff'>the rejected masks were not kept (1 target then, "
+                "2 now); sentences: 1 added</span></div>") in two.changes
+        assert "<kbd>B</kbd>" not in two.changes and (two.picture is None or "before" not in two.picture)
+        assert "was 1 target, now no target; sentences unchanged" in four.changes
+    finally:
+        svc.store.close()

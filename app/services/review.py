@@ -155,8 +155,10 @@ def _target_parts(c: Changes) -> list[str]:
     if c.no_target_before != c.no_target_after:
         parts.append(f"was no target, now {_n(c.counts[1], 'target')}" if c.no_target_before
                      else f"was {_n(c.counts[0], 'target')}, now no target")
-    if not c.masks_kept:
-        return parts + [f"the rejected masks were not kept ({_n(c.counts[0], 'target')} then, {c.counts[1]} now)"]
+    if not c.masks_kept:  # nothing to compare pixel by pixel (said only when there are targets now)
+        kept = [] if c.no_target_after else [f"the rejected masks were not kept ({_n(c.counts[0], 'target')} then, "
+                                             f"{c.counts[1]} now)"]
+        return parts + kept
     same = 0
     for t in c.targets:
         if t.before is None and not c.no_target_before:  # after a no-target version every target is new: said above
