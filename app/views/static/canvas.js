@@ -488,8 +488,10 @@
   // ---- the server's value -----------------------------------------------------------------------------
   async function load(v) {
     if (!v || !v.image) {
-      S.base = null; S.img = null; S.W = 0; S.targets = []; S.cands = []; S.labels = []; S.noTarget = false;
-      S.versions = null; S.version = 'after'; renderVersions();
+      // forget the picture and candidates too: the next value may bring the same ones back (Review: a queue that
+      // emptied, then the same image's ref fixed), and they must be fetched again, not left blank
+      S.base = null; S.img = null; S.imgKey = null; S.predKey = null; S.W = 0; S.targets = []; S.cands = []; S.labels = [];
+      S.noTarget = false; S.versions = null; S.version = 'after'; renderVersions();
       emptyEl.style.display = ''; renderList(); status(); draw(); return;
     }
     if (v.seq === S.seq) return;  // our own edit coming back
