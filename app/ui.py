@@ -201,7 +201,6 @@ CSS = """
 /* Review: a fixed ref's before / after line (no room when empty), sentences new or removed since the rejection */
 #review-changes:not(:has(.review-changes)) {display:none !important}
 .review-changes {background:#fef3c7;color:#111;padding:5px 10px;border-radius:6px;font-size:0.92em}
-.review-changes kbd {font:0.85em monospace;border:1px solid #92400e;border-radius:3px;padding:0 3px}
 .sent-new {font-size:0.75em;background:#bbf7d0;color:#14532d;border-radius:8px;padding:0 6px;margin-left:4px}
 .sent-removed {font-size:0.9em;opacity:0.75;padding-left:4px}
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}

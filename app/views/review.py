@@ -151,7 +151,7 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
             f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
             f"{html.escape(row.file_name)} &middot; split {html.escape(rec.split)}</div>")
     return ReviewShown(info, pic, sentences_html(rec, changes), history_html(svc.refs.history(rec.id)), pos,
-                       (rec.id, rec.version), changes_html(rejected, changes, switchable=pic is not None and before is not None))
+                       (rec.id, rec.version), changes_html(rejected, changes))
 
 
 def sentences_html(rec: RefRecord, changes: Changes | None = None) -> str:
@@ -169,17 +169,16 @@ def sentences_html(rec: RefRecord, changes: Changes | None = None) -> str:
     return f"{verdict}<ol class='review-sentences'>{sents}</ol>{gone}"
 
 
-def changes_html(rejected: Rejection | None, changes: Changes | None, switchable: bool = True) -> str:
-    """One line for a fixed ref: who rejected it why, and what changed since (empty for a ref never rejected).
-    ``switchable``: the canvas has the rejected version (B switches before / after)."""
+def changes_html(rejected: Rejection | None, changes: Changes | None) -> str:
+    """One line for a fixed ref: who rejected it why, and what changed since (empty for a ref never
+    rejected); the full comment is its tooltip. The switch itself is on the canvas (B, before / after)."""
     if rejected is None or changes is None:
         return ""
     why = f" ({html.escape(rejected.reason_label)})" if rejected.reason_label else ""
     comment = f" title='{html.escape(rejected.comment, quote=True)}'" if rejected.comment else ""
-    key = " &middot; <kbd>B</kbd> before / after" if switchable else ""
     return (f"<div class='review-changes'{comment}><b>Fixed after a rejection</b> by "
             f"{html.escape(rejected.reviewer or '(anonymous)')}{why}: "
-            f"<span id='review-diff'>{html.escape(changes.summary())}</span>{key}</div>")
+            f"<span id='review-diff'>{html.escape(changes.summary())}</span></div>")
 
 
 def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool = False,
