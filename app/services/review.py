@@ -102,6 +102,7 @@ class Changes:
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union of two boolean masks (0 for two empty ones)."""
     union = int(np.logical_or(a, b).sum())
     return int(np.logical_and(a, b).sum()) / union if union else 0.0
 
@@ -146,6 +147,7 @@ def compare(rejected: Rejection, sentences: Sequence[str], masks: Sequence[np.nd
 
 
 def _n(k: int, word: str) -> str:
+    """``1 target``, ``2 targets``."""
     return f"{k} {word}{'' if k == 1 else 's'}"
 
 

@@ -45,6 +45,7 @@ def _targets_of(db, ref_id: int) -> list[dict]:
 
 def _insert(db, event_id: int, ref_id: int, version: int, at: float, sentences: list[str], no_target: bool,
             targets: list[dict]) -> None:
+    """One row of ``rejected_versions`` (sentences and targets as JSON)."""
     db.execute("INSERT INTO rejected_versions (event_id, ref_id, version, at, sentences, no_target, targets) "
                "VALUES (?,?,?,?,?,?,?)", (event_id, ref_id, version, at, json.dumps(sentences), int(no_target),
                                           json.dumps(targets)))
@@ -97,6 +98,7 @@ def _content(d: dict) -> dict | None:
 
 
 def _is_rejection(action: str, d: dict) -> bool:
+    """Whether an event moved its ref to ``rejected`` (older review events may lack ``to``)."""
     return d.get("to") == RefStatus.REJECTED or (action == "review" and d.get("decision") == "reject")
 
 
