@@ -198,6 +198,11 @@ CSS = """
 .ptable td, .ptable th {padding:2px 10px;border-bottom:1px solid #e5e7eb;text-align:right}
 .ptable td:first-child, .ptable th:first-child {text-align:left}
 .history {padding-left:1.1em;font-size:0.9em}
+/* Review: a fixed ref's before / after line (no room when empty), sentences new or removed since the rejection */
+#review-changes:not(:has(.review-changes)) {display:none !important}
+.review-changes {background:#fef3c7;color:#111;padding:5px 10px;border-radius:6px;font-size:0.92em}
+.sent-new {font-size:0.75em;background:#bbf7d0;color:#14532d;border-radius:8px;padding:0 6px;margin-left:4px}
+.sent-removed {font-size:0.9em;opacity:0.75;padding-left:4px}
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}
 .review-sentences {font-size:1.15em}
 #to-fix td {cursor:pointer}

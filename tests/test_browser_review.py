@@ -180,3 +180,121 @@ def test_a_held_key_or_a_double_tap_accepts_one_ref(browser, studio_weights, tmp
         proc.terminate()
         proc.wait(timeout=30)
     assert Store(db).refs_page(status="reviewed")[1] == 3
+
+
+RV = "[...document.querySelectorAll('#review-picture, #review-picture *')].find(e => e.__canvas).__canvas"
+ANNOTATE_CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas).__canvas"
+
+
+def _canvas_masks(page, cv: str, h: int, w: int) -> list:
+    """The masks the canvas ``cv`` shows now (its targets, in order), decoded here."""
+    from app.views.canvas import decode_mask
+
+    rles = page.evaluate(f"() => {{ const S = {cv}; return S.targets.map(t => S.api.encodeRle(t.mask)); }}")
+    return [decode_mask(r, h, w) for r in rles]
+
+
+def _drag_on(page, cv: str, selector: str, points: list[tuple[float, float]]) -> None:
+    """A mouse drag through image points on the canvas ``cv`` (scrolled into the window first)."""
+    page.locator(f"{selector} canvas").first.scroll_into_view_if_needed()
+    box = page.locator(f"{selector} canvas").first.bounding_box()
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        sx, sy = page.evaluate(f"() => {cv}.api.toScreen({x}, {y})")
+        return box["x"] + sx, box["y"] + sy
+
+    page.mouse.move(*at(*points[0]))
+    page.mouse.down()
+    for p in points[1:]:
+        page.mouse.move(*at(*p), steps=4)
+    page.mouse.up()
+
+
+def test_the_reviewer_sees_before_and_after_of_a_fixed_ref(browser, studio_weights, tmp_path: Path) -> None:
+    """rev rejects ann's ref (wrong mask), ann trims the mask with the eraser and saves, rev opens the ref
+    again: the line says what changed, and B / the buttons switch the read-only canvas between the
+    rejected masks and the fixed ones (compared pixel for pixel with the store)."""
+    import numpy as np
+
+    from app.services import RefService, compare
+    from app.store import Store
+
+    h, w = 120, 160
+    yy, xx = np.mgrid[0:h, 0:w]
+    picture = np.stack([xx * 255 // w, yy * 255 // h, np.full((h, w), 90)], -1).astype(np.uint8)
+    mask = np.zeros((h, w), bool)
+    mask[30:80, 40:120] = True
+    db = tmp_path / "fix.sqlite"
+    s = Store(db)
+    ref_id = s.save_ref(s.add_image(picture, file_name="gradient.png"), ["the big rectangle"], masks=[mask], author="ann")
+    s.close()
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, db, ["--auth", "ann:ann-pw:annotator", "--auth", "rev:rev-pw:reviewer"])
+    errors: list[str] = []
+    try:
+        rev = _login(browser, url, "rev", "rev-pw")
+        rev.set_viewport_size({"width": 1440, "height": 900})
+        rev.on("pageerror", lambda e: errors.append(str(e)))
+        rev.get_by_role("tab", name="Review").click()
+        _wait_text(rev, "#review-sentences", "the big rectangle")
+        assert not rev.locator("#review-changes").is_visible()  # never rejected: no line, no switch
+        rev.wait_for_function(f"{RV}.W > 0 && {RV}.versions === null", timeout=30_000)
+        rev.locator("#review-reason input").first.click()
+        rev.get_by_role("option", name="wrong mask (the outline is off)").click()
+        rev.locator("#review-comment textarea").fill("the right part is not the rectangle")
+        rev.locator("#review-reject").click()
+        _wait_text(rev, "#review-info", "Nothing awaits review")
+
+        ann = _login(browser, url, "ann", "ann-pw")
+        ann.on("pageerror", lambda e: errors.append(str(e)))
+        _wait_text(ann, "#to-fix", "the right part is not the rectangle")
+        ann.locator("#to-fix [role=gridcell]", has_text="the big rectangle").first.click()
+        _wait_text(ann, "#save-msg", "Rejected by rev")
+        ann.wait_for_function(f"{ANNOTATE_CV}.W > 0 && {ANNOTATE_CV}.targets.length === 1", timeout=30_000)
+        ann.locator("body").click(position={"x": 5, "y": 5})
+        ann.keyboard.press("e")  # the eraser, on every target: trim the right part
+        _drag_on(ann, ANNOTATE_CV, "#canvas", [(112, 20), (112, 100)])
+        ann.wait_for_function(f"{ANNOTATE_CV}.targets[0].edited", timeout=10_000)
+        ann.keyboard.press("Control+Enter")
+        _wait_text(ann, "#save-msg", "Updated ref")
+
+        s = Store(db)
+        rejected = RefService(s).rejection(ref_id)
+        rec = s.ref(ref_id)
+        now = [{i.id: i.mask for i in s.instances(rec.image_id)}[i] for i in rec.instance_ids]
+        summary = compare(rejected, rec.sentences, now, rec.no_target).summary()
+        s.close()
+        assert rec.status == "done" and (rejected.masks[0] == mask).all() and not (now[0] == mask).all()
+        assert summary.startswith("target 1: ") and "(+0 / −" in summary and summary.endswith("sentences unchanged")
+
+        rev.locator("#review-next").click()  # the fixed ref is back in the queue
+        _wait_text(rev, "#review-changes", "Fixed after a rejection")
+        _wait_text(rev, "#review-diff", summary)
+        assert "by rev (wrong mask)" in rev.locator("#review-changes").inner_text()
+        rev.wait_for_function(f"{RV}.versions !== null && {RV}.version === 'after'", timeout=30_000)
+        shown = _canvas_masks(rev, RV, h, w)
+        assert len(shown) == 1 and (shown[0] == now[0]).all()
+        rev.locator("body").click(position={"x": 5, "y": 5})
+        rev.keyboard.press("b")  # before: the masks as they were rejected
+        assert rev.evaluate(f"() => {RV}.version") == "before"
+        shown = _canvas_masks(rev, RV, h, w)
+        assert len(shown) == 1 and (shown[0] == mask).all()
+        assert rev.evaluate(f"() => {RV}.img !== null && {RV}.W === {w}")  # the picture stays
+        assert "before: as rejected" in rev.locator("#review-picture .dc-status").inner_text()
+        rev.wait_for_timeout(300)
+        SCREENSHOT_DIR.mkdir(parents=True, exist_ok=True)
+        rev.screenshot(path=str(SCREENSHOT_DIR / "review_before.png"))
+        rev.locator("#review-picture .dc-version[data-version=after]").click()  # the button does the same
+        assert rev.evaluate(f"() => {RV}.version") == "after"
+        assert (_canvas_masks(rev, RV, h, w)[0] == now[0]).all()
+        rev.wait_for_timeout(300)
+        rev.screenshot(path=str(SCREENSHOT_DIR / "review_after.png"))
+        rev.wait_for_timeout(300)  # a decision key acts on what was on screen for 0.25 s
+        rev.keyboard.press("y")  # the decision is on the ref as it is now
+        _wait_text(rev, "#review-msg", "accepted by rev")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert errors == []
+    s = Store(db)
+    assert s.ref(ref_id).status == "reviewed" and [e.action for e in s.events(ref_id)] == ["create", "review", "edit", "review"]

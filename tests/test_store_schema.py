@@ -140,7 +140,7 @@ def test_a_version_4_database_migrates_and_gains_save_keys_and_sign_in_failures(
     db = tmp_path / "studio.sqlite"
     shutil.copy(V4_DB, db)
     s = Store(db)
-    assert s.migrated_from == 4 and s.schema_version() == SCHEMA_VERSION == 5
+    assert s.migrated_from == 4 and s.schema_version() == SCHEMA_VERSION
     assert (tmp_path / "studio.sqlite.v4.bak").is_file() and s.integrity_check() == "ok"
     refs = {r.id: r for r in s.refs()}
     assert sorted(refs) == [1, 2] and refs[1].status == "reviewed" and refs[2].no_target
@@ -173,3 +173,75 @@ def test_a_version_4_postgres_database_migrates(pg_server, tmp_path: Path) -> No
     assert s.migrated_from == 4 and s.schema_version() == SCHEMA_VERSION
     assert [r.sentences for r in s.refs()] == [["kept"]]
     assert s.read("SELECT COUNT(*) FROM save_keys") == [(0,)] and s.read("SELECT COUNT(*) FROM sign_in_failures") == [(0,)]
+
+
+V5_DB = ROOT / "tests" / "data" / "studio_v5.sqlite"  # made by the schema-5 code (commit 4c2003e)
+
+
+def _box(y0: int, x0: int, y1: int, x1: int) -> np.ndarray:
+    m = np.zeros((24, 24), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_a_version_5_database_migrates_and_keeps_what_its_rejections_can_tell(tmp_path: Path) -> None:
+    """Schema 6 keeps each rejected version (for Review's before / after). A schema-5 store gets them
+    from its history: ref 1 (rejected, not fixed yet) with its mask; ref 2 (rejected, then fixed: the
+    old drawn instance is gone) with its sentences but no mask; ref 4's old instance id now belongs to
+    a newer instance (SQLite gave the id again), which is not taken for the old one; refs 3 and 5
+    were never rejected."""
+    from app.services import Actor, RefService
+
+    db = tmp_path / "studio.sqlite"
+    shutil.copy(V5_DB, db)
+    s = Store(db)
+    assert s.migrated_from == 5 and s.schema_version() == SCHEMA_VERSION
+    assert (tmp_path / "studio.sqlite.v5.bak").is_file() and s.integrity_check() == "ok"
+    service = RefService(s)
+    one = service.rejection(1)
+    assert (one.reviewer, one.reason, one.comment, one.sentences, one.version) == (
+        "rev", "wrong_mask", "the corner is cut", ["the left box"], 1)
+    assert one.masks_kept and (one.masks[0] == _box(2, 2, 10, 8)).all()
+    two = service.rejection(2)
+    assert (two.reason, two.sentences, two.masks, two.masks_kept) == ("missing_referent", ["the right box"], [None], False)
+    assert service.rejection(4).masks == [None] and service.rejection(3) is None and service.rejection(5) is None
+    # ref 1 is fixed after the upgrade: its rejected version keeps the old mask, which the fix removed
+    ann = Actor("ann", frozenset({"annotator"}), accounts=True)
+    old = s.ref(1)
+    service.save(ann, old.image_id, ["the left box"], masks=[_box(2, 2, 12, 8)], ref_id=1, expected_version=old.version)
+    assert old.instance_ids[0] not in {i.id for i in s.instances()}
+    assert (service.rejection(1).masks[0] == _box(2, 2, 10, 8)).all()
+    s.close()
+    assert Store(db).migrated_from == SCHEMA_VERSION
+
+
+def test_a_version_5_postgres_database_migrates_and_keeps_its_rejection(pg_server, tmp_path: Path) -> None:
+    """A PostgreSQL store made by the schema-5 code, with a rejected ref, upgrades in place and keeps the
+    rejected version's mask."""
+    import os
+    import subprocess
+    import sys
+
+    from app.services import RefService
+
+    old = tmp_path / "v5code"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "4c2003e", "app", "deris_core"], capture_output=True)
+    if archive.returncode != 0:
+        pytest.skip("the schema-5 commit is not in this clone's history")
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    url = pg_server.new_database()
+    script = ("import sys, numpy as np; from app.store import Store; from app.store.review import review; "
+              "s = Store(sys.argv[1]); i = s.add_image(np.full((8, 8, 3), 7, np.uint8)); m = np.zeros((8, 8), bool); "
+              "m[1:4, 2:6] = True; r = s.save_ref(i, ['the box'], masks=[m], author='ann'); "
+              "review(s, r, 'reject', 'rev', 'wrong_mask', 'too small', expected_version=1); print(s.schema_version(), r)")
+    made = subprocess.run([sys.executable, "-c", script, url], cwd=old, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(old)}, timeout=300)
+    assert made.returncode == 0 and made.stdout.split() == ["5", "1"], made.stderr
+    s = Store(url)
+    assert s.migrated_from == 5 and s.schema_version() == SCHEMA_VERSION
+    rejected = RefService(s).rejection(1)
+    assert (rejected.reviewer, rejected.reason, rejected.comment, rejected.sentences) == ("rev", "wrong_mask", "too small",
+                                                                                         ["the box"])
+    assert int(rejected.masks[0].sum()) == 12
+    s.close()

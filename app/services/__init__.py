@@ -27,11 +27,12 @@ from .prefetch import Prefetcher
 from .queue import Queue
 from .refine import Refined, RefinerHolder
 from .refs import RefService
+from .review import Changes, Rejection, compare
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refined",
-           "RefinerHolder", "Refused", "Services", "UserError", "Workspace",
-           "can", "export_folder", "require", "studio_cache", "thumbnail_folder",
+__all__ = ["Actor", "BadInput", "Changes", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refined",
+           "RefinerHolder", "Refused", "Rejection", "Services", "UserError", "Workspace",
+           "can", "compare", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
            "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",
            "RefAction", "RefFilter", "RefRecord", "RefRow", "RefStatus", "SPLITS", "STATUSES", "StoreError", "image_digest"]

@@ -19,6 +19,7 @@ from ..store.provenance import content_authors
 from ..store.review import Decision, decision_change, last_decision, review_queue, to_fix
 from .errors import Refused
 from .permissions import Actor, personal, require, wrote_content
+from .review import Rejection, last_rejection
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,10 @@ class RefService:
 
     def last_decision(self, ref_id: int) -> Decision | None:
         return last_decision(self.store, ref_id)
+
+    def rejection(self, ref_id: int) -> Rejection | None:
+        """The ref's last rejected version (sentences, masks, who rejected it why); None: never rejected."""
+        return last_rejection(self.store, ref_id)
 
     def to_fix(self, annotator: str) -> list:
         """An annotator's rejected refs with the rejection (oldest first)."""

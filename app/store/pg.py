@@ -27,6 +27,7 @@ from .errors import StoreError
 from .location import DbLocation
 from .schema import INDEXES, SCHEMA_VERSION, TABLES
 from .timeouts import DbTimeouts, application_name
+from .versions import backfill
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +56,14 @@ def _new_tables(conn: "PgConnection") -> None:
             conn.execute(stmt)
 
 
+def _rejected_versions(conn: "PgConnection") -> None:
+    """Schema 6: the table of rejected versions, and the copies the history allows."""
+    _new_tables(conn)
+    backfill(conn)
+
+
 # from version -> function(conn) bringing a PostgreSQL store to version + 1 (v4 is the first on PostgreSQL)
-PG_MIGRATIONS: dict[int, Any] = {4: _new_tables}  # 5: save keys and sign-in failures
+PG_MIGRATIONS: dict[int, Any] = {4: _new_tables, 5: _rejected_versions}  # 5: save keys and sign-in failures; 6: rejected versions
 
 
 def pg_ddl(sqlite_ddl: str) -> str:

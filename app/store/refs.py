@@ -20,6 +20,7 @@ from .names import control_character, not_utf8
 from .records import Event, RefRecord, RefRow
 from .filters import RefFilter
 from .status import RefStatus, ref_status
+from .versions import write_rejected_version
 
 log = logging.getLogger(__name__)
 
@@ -287,8 +288,11 @@ class RefsMixin:
             raise StoreError(f"no ref with id {ref_id}")
         if expected_version is not None and row[0] != expected_version:
             raise ConflictError(f"ref {ref_id} was changed by someone else meanwhile (now version {row[0]})")
-        db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, time.time(), ref_id))
-        self._event(db, ref_id, actor, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
+        now = time.time()
+        db.execute("UPDATE refs SET status=?, updated_at=?, version=version+1 WHERE id=?", (status, now, ref_id))
+        event_id = self._event(db, ref_id, actor, action, {**(detail or {}), "from": row[1], "to": status, "author": row[2]})
+        if status == RefStatus.REJECTED:  # kept for Review's before / after, whatever the fix removes later
+            write_rejected_version(db, ref_id, event_id, row[0], now)
         log.debug("ref %s v%s %s by %s: %s -> %s", ref_id, row[0] + 1, action, actor or "-", row[1], status)
         return row[0] + 1
 

@@ -32,6 +32,11 @@ Version 5 (teams under faults) adds:
 - ``sign_in_failures``: the wrong-password counters and lock-outs of :mod:`app.auth`, shared by
   every server of a team.
 
+Version 6 (Review's before / after) adds ``rejected_versions``: at each rejection, a copy of the ref's
+content as it was rejected (sentences, no-target flag, every target's instance id and exact mask), so
+that the reviewer of the fix sees what changed even after the fix removed the old drawn instances; the
+migration makes the copies the history allows (:func:`app.store.versions.backfill`).
+
 Before a migration the database is copied next to itself (``<name>.v<old>.bak``).
 """
 
@@ -42,8 +47,9 @@ import sqlite3
 from pathlib import Path
 
 from .names import safe_file_name
+from .versions import backfill
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 TABLES = """
 CREATE TABLE IF NOT EXISTS images (
@@ -105,6 +111,15 @@ CREATE TABLE IF NOT EXISTS events (
     user TEXT NOT NULL DEFAULT '',
     action TEXT NOT NULL,
     detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS rejected_versions (
+    event_id INTEGER PRIMARY KEY,
+    ref_id INTEGER NOT NULL REFERENCES refs(id) ON DELETE CASCADE,
+    version INTEGER NOT NULL,
+    at REAL NOT NULL,
+    sentences TEXT NOT NULL,
+    no_target INTEGER NOT NULL DEFAULT 0,
+    targets TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS predictions (
     id INTEGER PRIMARY KEY,
@@ -191,6 +206,7 @@ CREATE INDEX IF NOT EXISTS idx_refs_annotator ON refs(annotator);
 CREATE INDEX IF NOT EXISTS idx_sentences_ref ON sentences(ref_id);
 CREATE INDEX IF NOT EXISTS idx_ref_instances_instance ON ref_instances(instance_id);
 CREATE INDEX IF NOT EXISTS idx_events_ref ON events(ref_id);
+CREATE INDEX IF NOT EXISTS idx_rejected_versions_ref ON rejected_versions(ref_id);
 CREATE UNIQUE INDEX IF NOT EXISTS idx_predictions_pair ON predictions(image_id, sentence, model);
 CREATE INDEX IF NOT EXISTS idx_qa_iou ON qa(iou);
 CREATE INDEX IF NOT EXISTS idx_predictions_uncertainty ON predictions(uncertainty);
@@ -284,7 +300,13 @@ def _migrate_4_to_5(db: sqlite3.Connection) -> None:
     """Nothing to change: the new tables (save keys, sign-in failures) come from ``TABLES``."""
 
 
-MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5}  # from version -> function that brings it to version + 1
+def _migrate_5_to_6(db: sqlite3.Connection) -> None:
+    """The rejected versions the history allows (the table comes from ``TABLES``, made here first)."""
+    _run(db, TABLES)
+    backfill(db)
+
+
+MIGRATIONS = {1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4, 4: _migrate_4_to_5, 5: _migrate_5_to_6}  # from version -> function that brings it to version + 1
 
 
 def current_version(db: sqlite3.Connection) -> int:

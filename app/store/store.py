@@ -316,9 +316,11 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
         return self._query(sql, args)
 
     @staticmethod
-    def _event(db: sqlite3.Connection, ref_id: int, actor: str, action: str, detail: dict | None = None) -> None:
-        db.execute('INSERT INTO events (ref_id, at, "user", action, detail) VALUES (?,?,?,?,?)',
-                   (ref_id, time.time(), actor or "", action, json.dumps(detail or {})))
+    def _event(db: sqlite3.Connection, ref_id: int, actor: str, action: str, detail: dict | None = None) -> int:
+        """Append an event to the ref's history; returns its id."""
+        cur = db.execute('INSERT INTO events (ref_id, at, "user", action, detail) VALUES (?,?,?,?,?)',
+                         (ref_id, time.time(), actor or "", action, json.dumps(detail or {})))
+        return int(cur.lastrowid)
 
     # --- images and categories ----------------------------------------------------------------
 

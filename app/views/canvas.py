@@ -161,9 +161,18 @@ def _candidate_rows(sess: Session) -> list[dict]:
     return rows
 
 
+def _numbered(masks: list[np.ndarray]) -> list[dict]:
+    """Fixed targets numbered 1..N in order (read-only pictures: Review, Negatives)."""
+    return [{"rle": encode_mask(m), "candidate": None, "edited": False, "label": str(n + 1)} for n, m in enumerate(masks)]
+
+
 def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarray] | None = None,
-                 no_target: bool | None = None, image: np.ndarray | None = None, doc: str | None = None) -> dict | None:
-    """The component's value for a session (or, read-only, for given ``image`` / ``masks``)."""
+                 no_target: bool | None = None, image: np.ndarray | None = None, doc: str | None = None,
+                 before: tuple[list[np.ndarray], bool] | None = None) -> dict | None:
+    """The component's value for a session (or, read-only, for given ``image`` / ``masks``).
+
+    ``before``: another version's ``(masks, no_target)`` (Review: the ref as it was rejected); the
+    read-only canvas then switches between it and ``masks`` in the browser (B, or its two buttons)."""
     rgb = image if image is not None else sess.image
     if rgb is None:
         return None
@@ -179,8 +188,7 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
         pred_key = prediction_key(sess)
         PAYLOADS.put("pred:" + pred_key, lambda: _candidate_rows(sess))
     if masks is not None:
-        targets = [{"rle": encode_mask(m), "candidate": None, "edited": False, "label": str(n + 1)}
-                   for n, m in enumerate(masks)]
+        targets = _numbered(masks)
         nt = bool(no_target)
     else:
         targets = []
@@ -190,9 +198,12 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
             else:
                 targets.append({"rle": encode_mask(t.mask), "candidate": t.candidate, "edited": bool(t.edited)})
         nt = sess.no_target
-    return {"seq": next(_seq), "doc": doc or f"{key}:{pred_key}:{sess.ref_id}", "image": key, "w": int(w), "h": int(h),
-            "pred": pred_key, "targets": targets, "no_target": bool(nt), "readonly": readonly,
-            "palette": COLOURS.tolist()}
+    value = {"seq": next(_seq), "doc": doc or f"{key}:{pred_key}:{sess.ref_id}", "image": key, "w": int(w), "h": int(h),
+             "pred": pred_key, "targets": targets, "no_target": bool(nt), "readonly": readonly,
+             "palette": COLOURS.tolist()}
+    if before is not None:
+        value["before"] = {"targets": _numbered(before[0]), "no_target": bool(before[1])}
+    return value
 
 
 def apply_canvas(value: dict | None, sess: Session) -> bool:

@@ -1,7 +1,9 @@
 """The review view: refs awaiting review (status ``done``), oldest first, one at a time, with the
 image on the read-only canvas (:mod:`.canvas`: zoom, pan, per-instance visibility), every sentence,
 the targets (numbered, outlined) or the no-target flag, and the ref's history. Y accepts (→ ``reviewed``), R rejects with a reason and a comment (→ ``rejected``),
-the arrows move on (outside text boxes). Who may decide is the permission table's
+the arrows move on (outside text boxes). A ref fixed after a rejection also gets its rejected version:
+the canvas switches between *before* (as rejected) and *after* (now) in the browser (B), and one line
+says who rejected it why and what the fix changed (:func:`app.services.compare`). Who may decide is the permission table's
 (:mod:`app.services.permissions`); handlers are module-level functions of ``(services, inputs...)``."""
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..services import REASONS, SPLITS, BadInput, RefFilter, RefStatus, Services, StoreError
+from ..services import (REASONS, SPLITS, BadInput, Changes, RefFilter, RefRecord, RefStatus, Rejection, Services,
+                        StoreError, compare)
 from ..viewkit.session import Session
 from .canvas import canvas_value, make_canvas
 from .display import history_html
@@ -25,6 +28,7 @@ from .shell import Shell, request_user
 class ReviewUI:
     tab: gr.Tab
     rv_info: gr.HTML
+    rv_changes: gr.HTML  # a fixed ref: who rejected it why, what changed (empty otherwise: takes no room)
     rv_picture: gr.HTML  # the read-only canvas
     rv_prev: gr.Button
     rv_next: gr.Button
@@ -59,6 +63,7 @@ class ReviewShown:
     history: str
     pos: int
     ref: tuple[int, int] | None
+    changes: str = ""  # the before / after line of a fixed ref ("" otherwise)
     shown: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -67,7 +72,7 @@ class ReviewShown:
     @classmethod
     def counter(cls, info: str) -> "ReviewShown":
         """Only the counter line changes (the ref on screen, its reason and comment stay)."""
-        return cls(info, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        return cls(info, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,7 @@ def layout(tab: gr.Tab) -> ReviewUI:
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             c.rv_info = gr.HTML("<div id='review-info' class='queue-pos'>Open this tab to load the review queue.</div>")
+            c.rv_changes = gr.HTML("", elem_id="review-changes")
             c.rv_picture = make_canvas("review-picture", readonly=True, height=520)
         with gr.Column(scale=2):
             with gr.Row():
@@ -126,25 +132,53 @@ def layout(tab: gr.Tab) -> ReviewUI:
 
 def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disagreement: bool = False,
          by_uncertainty: bool = False) -> ReviewShown:
-    """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets."""
+    """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets; a fixed ref also with
+    its rejected version (before / after) and what changed."""
     flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
     item = svc.refs.review_at(pos, flt, by_disagreement, by_uncertainty)
     if item.ref is None:
         return ReviewShown("<div id='review-info' class='queue-pos'>Nothing awaits review.</div>", None, "", "", 0, None)
     row, rec, pos, total = item.row, item.ref, item.pos, item.total
     rgb, ms = svc.workspace.ref_picture(rec)
+    rejected = svc.refs.rejection(rec.id)
+    changes = compare(rejected, rec.sentences, ms, rec.no_target) if rejected is not None else None
+    before = (list(rejected.masks), rejected.no_target) if rejected is not None and rejected.masks_kept else None
     pic = None
     if rgb is not None:
         pic = canvas_value(Session(), readonly=True, masks=ms, no_target=rec.no_target, image=rgb,
-                           doc=f"ref:{rec.id}:{rec.version}")
+                           doc=f"ref:{rec.id}:{rec.version}", before=before)
     info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
             f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
             f"{html.escape(row.file_name)} &middot; split {html.escape(rec.split)}</div>")
+    return ReviewShown(info, pic, sentences_html(rec, changes), history_html(svc.refs.history(rec.id)), pos,
+                       (rec.id, rec.version), changes_html(rejected, changes))
+
+
+def sentences_html(rec: RefRecord, changes: Changes | None = None) -> str:
+    """The verdict and every sentence; after a fix, sentences new since the rejection are marked and the
+    ones dropped are listed, struck through."""
     verdict = ("<div class='verdict-nt'>NO TARGET</div>" if rec.no_target else
                f"<div class='verdict-t'>{len(rec.instance_ids)} target instance{'s' if len(rec.instance_ids) != 1 else ''}</div>")
-    sents = "".join(f"<li>{html.escape(s)}</li>" for s in rec.sentences)
-    return ReviewShown(info, pic, f"{verdict}<ol class='review-sentences'>{sents}</ol>",
-                       history_html(svc.refs.history(rec.id)), pos, (rec.id, rec.version))
+    added = set(changes.sentences_added) if changes is not None else set()
+    new = " <span class='sent-new'>new</span>"
+    sents = "".join(f"<li>{html.escape(s)}{new if s in added else ''}</li>" for s in rec.sentences)
+    gone = ""
+    if changes is not None and changes.sentences_removed:
+        gone = ("<div class='sent-removed'>removed since the rejection: "
+                + " · ".join(f"<s>{html.escape(s)}</s>" for s in changes.sentences_removed) + "</div>")
+    return f"{verdict}<ol class='review-sentences'>{sents}</ol>{gone}"
+
+
+def changes_html(rejected: Rejection | None, changes: Changes | None) -> str:
+    """One line for a fixed ref: who rejected it why, and what changed since (empty for a ref never
+    rejected); the full comment is its tooltip. The switch itself is on the canvas (B, before / after)."""
+    if rejected is None or changes is None:
+        return ""
+    why = f" ({html.escape(rejected.reason_label)})" if rejected.reason_label else ""
+    comment = f" title='{html.escape(rejected.comment, quote=True)}'" if rejected.comment else ""
+    return (f"<div class='review-changes'{comment}><b>Fixed after a rejection</b> by "
+            f"{html.escape(rejected.reviewer or '(anonymous)')}{why}: "
+            f"<span id='review-diff'>{html.escape(changes.summary())}</span></div>")
 
 
 def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_disagreement: bool = False,

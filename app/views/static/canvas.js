@@ -10,6 +10,9 @@
   const listEl = element.querySelector('.dc-list');
   const toolsEl = element.querySelector('.dc-tools');
   const emptyEl = element.querySelector('.dc-empty');
+  const versionsEl = document.createElement('span');  // Review's before / after switch (only for a fixed ref)
+  versionsEl.className = 'dc-versions'; versionsEl.hidden = true;
+  toolsEl.before(versionsEl);
   const MAX_UNDO = 50;
   const TOOLS = [  // key, name, title; new tools (e.g. point / box prompts) are added to this list
     ['v', 'select', 'Select: click an object to add it, click a target to remove it; Shift+click selects (V)'],
@@ -25,6 +28,7 @@
     brush: 12, opacity: 0.45, scale: 1, tx: 0, ty: 0, hover: -1, undo: [], redo: [], poly: [],
     mouse: null, space: false, pan: null, stroke: null, lastStroke: null, lastPolygon: null, ops: 0,
     labels: [], ov: null, ed: null, hv: null, base: null, pending: null, message: '', extraTools: [],
+    versions: null, version: 'after',  // read-only: {before, after} target sets of a fixed ref (Review), the one shown
   };
   element.__canvas = S;  // for tests and for tools added later (S.extraTools, S.api)
 
@@ -234,6 +238,11 @@
       ctx.lineWidth = 2; ctx.strokeStyle = '#000'; ctx.stroke(); ctx.lineWidth = 1;
       ctx.strokeStyle = S.tool === 'eraser' ? '#f87171' : '#fff'; ctx.stroke();
     }
+    if (S.version === 'before') {
+      ctx.font = 'bold 14px sans-serif'; const tag = 'BEFORE: as rejected', tw = ctx.measureText(tag).width + 16;
+      ctx.fillStyle = 'rgba(180,83,9,0.92)'; ctx.fillRect(8, 8, tw, 24);
+      ctx.fillStyle = '#fff'; ctx.textBaseline = 'middle'; ctx.fillText(tag, 16, 21);
+    }
     if (S.noTarget) {
       ctx.strokeStyle = '#b91c1c'; ctx.lineWidth = 8; ctx.strokeRect(4, 4, cw - 8, ch - 8);
       ctx.fillStyle = 'rgba(185,28,28,0.9)'; ctx.fillRect(cw / 2 - 90, 12, 180, 32);
@@ -325,7 +334,8 @@
   // ---- edits ------------------------------------------------------------------------------------------
   function say(msg) { S.message = msg; status(); }
   function status() {
-    const t = S.readonly ? 'read-only' : `tool: ${S.tool}` + ((S.tool === 'brush' || S.tool === 'eraser') ? ` · size ${S.brush}px` : '');
+    const t = S.readonly ? 'read-only' + (S.versions ? (S.version === 'before' ? ' · before: as rejected' : ' · after: now') : '')
+      : `tool: ${S.tool}` + ((S.tool === 'brush' || S.tool === 'eraser') ? ` · size ${S.brush}px` : '');
     const sel = S.targets[S.sel] ? ` · selected ${S.targets[S.sel].label}` : (S.readonly ? '' : ' · new instance');
     const z = S.W ? ` · ${S.W}×${S.H} at ${Math.round(S.scale * 100)}%` : '';
     statusEl.textContent = `${t}${sel}${z}${S.message ? ' — ' + S.message : ''}`;
@@ -456,14 +466,34 @@
     pushUndo(); S.noTarget = !S.noTarget; if (S.noTarget) { S.targets = []; S.sel = -1; }
     changed(S.noTarget ? 'marked: no target' : 'no-target mark removed');
   }
-  S.api = { setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
+  // ---- before / after (read-only: a fixed ref's rejected version and the ref now) -----------------------
+  function renderVersions() {
+    versionsEl.hidden = !S.versions;
+    if (!S.versions) { versionsEl.innerHTML = ''; return; }
+    versionsEl.innerHTML = '';
+    for (const [name, label, title] of [['before', 'before', 'The targets as they were rejected (B)'], ['after', 'after', 'The targets now, as fixed (B)']]) {
+      const b = document.createElement('button'); b.className = 'dc-btn dc-version' + (S.version === name ? ' on' : '');
+      b.dataset.version = name; b.title = title; b.innerHTML = label;
+      b.addEventListener('click', () => showVersion(name)); versionsEl.appendChild(b);
+    }
+    versionsEl.insertAdjacentHTML('beforeend', '<kbd class="dc-kbd">B</kbd>');
+  }
+  function showVersion(name) {
+    if (!S.versions || !S.versions[name]) return;
+    S.version = name; S.targets = S.versions[name].targets; S.noTarget = S.versions[name].noTarget; S.sel = -1;
+    relabel(); rebuild(); relabelParts(); renderList(); renderVersions(); status(); draw();
+  }
+  S.api = { showVersion, setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
     toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed, candidateAt, targetAt, status, renderList, rebuild, relabel,
     polygonFill };
 
   // ---- the server's value -----------------------------------------------------------------------------
   async function load(v) {
     if (!v || !v.image) {
-      S.base = null; S.img = null; S.W = 0; S.targets = []; S.cands = []; S.labels = []; S.noTarget = false;
+      // forget the picture and candidates too: the next value may bring the same ones back (Review: a queue that
+      // emptied, then the same image's ref fixed), and they must be fetched again, not left blank
+      S.base = null; S.img = null; S.imgKey = null; S.predKey = null; S.W = 0; S.targets = []; S.cands = []; S.labels = [];
+      S.noTarget = false; S.versions = null; S.version = 'after'; renderVersions();
       emptyEl.style.display = ''; renderList(); status(); draw(); return;
     }
     if (v.seq === S.seq) return;  // our own edit coming back
@@ -484,12 +514,16 @@
       const sameDoc = S.doc === v.doc;
       if (sameDoc && S.base) pushUndo(); else { S.undo = []; S.redo = []; S.ops = 0; }
       S.doc = v.doc; S.base = { ...v }; delete S.base.edit;
-      S.targets = v.targets.map((t) => {
+      const fromValue = (t) => {
         const c = t.rle == null ? candByID(t.candidate) : null;
         return { mask: c ? candMask(c).slice() : decodeRle(t.rle), candidate: t.candidate, edited: !!t.edited, visible: true, rle: t.rle || null,
           fixed: t.label || null };
-      });
+      };
+      S.targets = v.targets.map(fromValue);
       S.noTarget = !!v.no_target; S.sel = -1; S.poly = [];
+      S.versions = S.readonly && v.before ? { after: { targets: S.targets, noTarget: S.noTarget },
+        before: { targets: v.before.targets.map(fromValue), noTarget: !!v.before.no_target } } : null;
+      S.version = 'after'; renderVersions();
       emptyEl.style.display = 'none';
       relabel(); rebuild(); relabelParts(); renderList(); say(''); draw();
     } catch (err) {
@@ -518,7 +552,7 @@
   element.querySelector('.dc-zoom-out').addEventListener('click', () => zoomAt(0.8, cv.width / 2, cv.height / 2));
   element.querySelector('.dc-opacity').addEventListener('input', (e) => { S.opacity = e.target.value / 100; draw(); });
   element.querySelector('.dc-help').title = S.readonly
-    ? 'Wheel or + / − zoom, 0 fits, space-drag or middle-drag pans, H hides the selected instance.'
+    ? 'Wheel or + / − zoom, 0 fits, space-drag or middle-drag pans, H hides the selected instance, B switches a fixed ref between before (as rejected) and after.'
     : 'V select · B brush · E eraser · P polygon (Enter closes, Esc drops, Backspace takes a vertex back) · K cut · O outline (drag a vertex of the selected target; click a part to outline it) · [ ] brush size · N new instance · Delete removes it · X no target · H hide · Ctrl+Z / Ctrl+Shift+Z undo/redo · wheel, + − zoom · 0 fit · space-drag or middle-drag pan';
 
   // ---- mouse -------------------------------------------------------------------------------------------
@@ -580,6 +614,7 @@
       if (e.key === '+' || e.key === '=') { zoomAt(1.25, cv.width / 2, cv.height / 2); handled(); return; }
       if (e.key === '-' || e.key === '_') { zoomAt(0.8, cv.width / 2, cv.height / 2); handled(); return; }
       if (e.key === '0') { fit(); handled(); return; }
+      if (k === 'b' && S.readonly && S.versions) { showVersion(S.version === 'before' ? 'after' : 'before'); handled(); return; }
       if (k === 'h' && S.targets[S.sel]) { const t = S.targets[S.sel]; t.visible = !t.visible; relabelParts(); rebuild(); renderList(); draw(); handled(); return; }
     }
     if (S.readonly) return;
