@@ -69,20 +69,36 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index(window), persistent=False)
         self.qkv = Linear(dim, 3 * dim)
         self.proj = Linear(dim, dim)
+        self._bias_cache: tuple[tuple, Tensor] | None = None  # see position_bias
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+
+    def position_bias(self, dtype: torch.dtype) -> Tensor:
+        """The relative position bias ``[h, n, n]`` in ``dtype``.
+
+        It depends on the weights only, so without autograd it is kept until the table changes (its
+        version counter moves on any in-place write: a load or an optimizer step). The shifted
+        windows' mask is added per forward: kept, it would hold ``nw`` copies for every block."""
+        table = self.relative_position_bias_table
+        key = (table._version, table.data_ptr(), dtype)
+        if self._bias_cache is not None and self._bias_cache[0] == key and not torch.is_grad_enabled():
+            return self._bias_cache[1]
+        n = self.window * self.window
+        bias = table[self.relative_position_index.view(-1)].view(n, n, -1).permute(2, 0, 1).to(dtype).contiguous()
+        if not torch.is_grad_enabled():
+            self._bias_cache = (key, bias)
+        return bias
 
     def forward(self, x: Tensor, shift_mask: Tensor | None) -> Tensor:
         bw, n, c = x.shape
         h = self.num_heads
         q, k, v = self.qkv(x).view(bw, n, 3, h, c // h).permute(2, 0, 3, 1, 4)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
-        bias = bias.view(n, n, h).permute(2, 0, 1)  # [h, n, n]
+        bias = self.position_bias(q.dtype)
         if shift_mask is not None:
             nw = shift_mask.shape[0]
-            bias = bias[None] + shift_mask[:, None]  # [nw, h, n, n]
+            bias = bias[None] + shift_mask[:, None].to(q.dtype)  # [nw, h, n, n]
             if bw != nw:  # several images: the same masks for each (no copy for a single image)
                 bias = bias.repeat(bw // nw, 1, 1, 1)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype))
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
