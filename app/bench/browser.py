@@ -1,10 +1,12 @@
 """The annotator's round trip as a browser feels it: key or click -> the canvas painted.
 
-    python -m app.bench.browser [--model bundled|deris-b] [--runs 10] [--think 3] [--json]
+    python -m app.bench.browser [--model bundled|deris-b] [--pictures scenes|photos|large] [--runs 10] [--think 3] [--json]
 
 Starts the studio (``launch.py``) on 127.0.0.1 with a collection imported from a folder (the
 synthetic scenes for the bundled model; 1024x768 photo-like pictures for DeRIS-B with random
-weights, written to a temporary safetensors file), drives Debian's chromium through Playwright
+weights, written to a temporary safetensors file; ``--pictures`` chooses: ``scenes``, the synthetic
+128x128 scenes, ``photos``, 1024x768 photo-like pictures, ``large``, 4096x3072 ones for zoom and pan),
+drives Debian's chromium through Playwright
 and times, in the page itself (``performance.now()``, from the key or mouse event to the canvas's next
 paint, :mod:`app.views.canvas`), these actions:
 
@@ -72,19 +74,32 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare(model: str, folder: Path) -> tuple[str, int]:
-    """Pictures for the collection and the weights to serve; returns (weights, number of pictures)."""
+PICTURES = {"scenes": None, "photos": (768, 1024), "large": (3072, 4096)}  # (height, width) of photo-like ones
+
+
+def prepare(model: str, folder: Path, pictures: str | None = None) -> tuple[str, int]:
+    """Pictures for the collection and the weights to serve; returns (weights, number of pictures).
+    ``pictures`` defaults to the model's own kind: scenes for the bundled model, photos for DeRIS-B."""
     import cv2
+
+    from .latency import synthetic_photo
 
     images = folder / "pictures"
     images.mkdir(parents=True)
-    if model == "bundled":
+    pictures = pictures or ("scenes" if model == "bundled" else "photos")
+    if pictures == "scenes":
         from deris_core.synthetic import generate
 
         generate(folder / "syn", seed=5, images=24)
         for p in sorted((folder / "syn" / "images" / "train2014").iterdir()):
             shutil.copy(p, images / p.name)
-        return "bundled", len(list(images.iterdir()))
+    else:
+        h, w = PICTURES[pictures]
+        for i in range(16 if pictures == "photos" else 6):
+            cv2.imwrite(str(images / f"photo_{i:02d}.jpg"), synthetic_photo(h, w, seed=i)[:, :, ::-1])
+    count = len(list(images.iterdir()))
+    if model == "bundled":
+        return "bundled", count
     import torch
 
     from deris_core.checkpoint import save_weights
@@ -92,17 +107,13 @@ def prepare(model: str, folder: Path) -> tuple[str, int]:
     from deris_core.model import build_deris
     from deris_core.weights import BUNDLED_DIR
 
-    from .latency import synthetic_photo
-
-    for i in range(16):
-        cv2.imwrite(str(images / f"photo_{i:02d}.jpg"), synthetic_photo(768, 1024, seed=i)[:, :, ::-1])
     torch.manual_seed(0)
     cfg = get_config("deris-b-grefcoco")
     weights = folder / "deris-b-random" / "model.safetensors"
     weights.parent.mkdir()
     save_weights(build_deris(cfg), weights, cfg)
     shutil.copy(BUNDLED_DIR / "tokenizer.spm", weights.parent / "tokenizer.spm")
-    return str(weights), 16
+    return str(weights), count
 
 
 def serve(weights: str, db: Path, dtype: str) -> tuple[subprocess.Popen, str]:
@@ -239,7 +250,7 @@ def _median(rows: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0) -> dict:
+def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0, pictures: str | None = None) -> dict:
     from deris_core.hardware import choose_precision, cpu_info
 
     from ..dataset.collection import import_images
@@ -247,12 +258,13 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
 
     with tempfile.TemporaryDirectory(prefix="deris_browser_bench_") as tmp:
         folder = Path(tmp)
-        weights, total = prepare(model, folder)
+        weights, total = prepare(model, folder, pictures)
         db = folder / "studio.sqlite"
         store = Store(str(db))
         import_images(store, folder / "pictures")
         store.close()
-        expression = "the red circle" if model == "bundled" else "the cat on the left"
+        pictures = pictures or ("scenes" if model == "bundled" else "photos")
+        expression = "the red circle" if pictures == "scenes" else "the cat on the left"
         where = _click_targets(weights, db, expression, dtype)
         proc, url = serve(weights, db, dtype)
         try:
@@ -261,7 +273,7 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
             proc.kill()
             proc.wait(timeout=30)
     info = cpu_info()
-    result: dict = {"model": model, "runs": runs, "cpu": info.summary(), "precision": choose_precision(dtype).describe(),
+    result: dict = {"model": model, "pictures": pictures, "runs": runs, "cpu": info.summary(), "precision": choose_precision(dtype).describe(),
                     "loadavg": list(os.getloadavg()), "think_s": think}
     for kind, rs in rows.items():
         unit = "fps" if kind == "zoom_fps" else "ms"
@@ -272,6 +284,9 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app.bench.browser", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="bundled", choices=["bundled", "deris-b"])
+    ap.add_argument("--pictures", default=None, choices=list(PICTURES),
+                    help="scenes (128x128), photos (1024x768) or large (4096x3072); default: scenes for the bundled "
+                         "model, photos for DeRIS-B")
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--think", type=float, default=0.0,
@@ -281,12 +296,12 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).is_file():
         print(f"error: chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
         return 2
-    r = run(args.model, args.runs, args.dtype, args.think)
+    r = run(args.model, args.runs, args.dtype, args.think, args.pictures)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"CPU: {r['cpu']}; load average {' '.join(f'{x:.2f}' for x in r['loadavg'])}")
-    print(f"{r['model']} model, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium"
+    print(f"{r['model']} model on {r['pictures']}, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium"
           f"{f', {args.think:g} s on each image before PgDn' if args.think else ''}:")
     for kind, label in (("next_image", "PgDn -> next image painted"), ("enter", "Enter -> targets painted"),
                         ("click", "click (toggle) -> painted"), ("opacity", "opacity -> painted"),
