@@ -74,6 +74,7 @@ def _verdict(page, text: str) -> None:
     try:
         page.wait_for_function(f"document.querySelector('#verdict')?.innerText.includes({json.dumps(text)})",
                                timeout=30_000)
+        page.wait_for_function(f"!{CV}.loading", timeout=30_000)  # the answer's canvas value shown too
     except Exception:  # noqa: BLE001 - any failure to wait is reported with what the page shows
         raise AssertionError(f"wanted {text!r}; verdict {page.locator('#verdict').inner_text()!r}, canvas "
                              f"{_state(page, '[S.targets.length, S.message, S.ops]')}") from None
@@ -95,7 +96,14 @@ def _segment_an_image(page, url: str, text: str) -> tuple[int, int]:
     page.wait_for_function(f"{CV}.cands.length > 0", timeout=30_000)
     page.keyboard.press("Escape")  # out of the text box: the canvas's keys work
     page.evaluate("window.scrollTo(0, 0)")
-    page.keyboard.press("x")  # no-target clears the set, so every later target is ours
+    # no-target clears the set, so every later target is ours; an edit key pressed while a new value is
+    # still loading is held back and acts once it is shown (here the loading is held from the page)
+    was = _state(page, "S.noTarget")
+    page.evaluate(f"() => {{ {CV}.loading = new Promise((resolve) => {{ window.__release = resolve; }}); }}")
+    page.keyboard.press("x")
+    assert _state(page, "S.noTarget") == was
+    page.evaluate(f"() => {{ {CV}.loading = null; window.__release(); }}")
+    page.wait_for_function(f"{CV}.noTarget === {json.dumps(not was)}", timeout=10_000)
     if _state(page, "S.noTarget"):  # it was off (with targets): now on, and once more off
         _verdict(page, "NO TARGET")
         page.keyboard.press("x")

@@ -23,7 +23,7 @@
     ['o', 'outline', 'Outline: drag a vertex of the selected target\'s outline; click a target, or another part of it, to outline that part (O; Esc drops a drag)'],
   ];  // the outline tool's handlers are in static/outline.js
   const S = {
-    readonly: __READONLY__, seq: null, doc: null, key: null, W: 0, H: 0, img: null, imgKey: null,
+    readonly: __READONLY__, seq: null, doc: null, key: null, loadToken: 0, loading: null, W: 0, H: 0, img: null, imgKey: null,
     predKey: null, cands: [], palette: [], targets: [], noTarget: false, sel: -1, tool: 'select',
     brush: 12, opacity: 0.45, scale: 1, tx: 0, ty: 0, hover: -1, undo: [], redo: [], poly: [],
     mouse: null, space: false, pan: null, stroke: null, lastStroke: null, lastPolygon: null, ops: 0,
@@ -496,7 +496,9 @@
       S.noTarget = false; S.versions = null; S.version = 'after'; renderVersions();
       emptyEl.style.display = ''; renderList(); status(); draw(); return;
     }
-    if (v.seq === S.seq) return;  // our own edit coming back
+    if (v.edit || v.seq === S.seq) return;  // our own edit coming back
+    const token = ++S.loadToken;
+    let loaded; S.loading = new Promise((resolve) => { loaded = resolve; });
     S.seq = v.seq; S.readonly = v.readonly || __READONLY__; S.palette = v.palette || S.palette;
     root.classList.toggle('readonly', S.readonly);
     try {
@@ -504,12 +506,14 @@
         const uri = await server.canvas_image(v.image);
         if (!uri) throw new Error('the picture is no longer in the server\'s memory: reopen the image');
         const img = new Image(); img.src = uri; await img.decode();
+        if (token !== S.loadToken) return;  // a newer value came meanwhile: it is the one shown
         S.img = img; S.imgKey = v.image; S.W = v.w; S.H = v.h;
         S.ov = layer(); S.ed = layer(); S.hv = layer(); S.hover = -1; fit();
       }
       if (S.predKey !== v.pred) {
-        S.cands = v.pred ? (await server.canvas_masks(v.pred)) || [] : [];
-        S.predKey = v.pred;
+        const cands = v.pred ? (await server.canvas_masks(v.pred)) || [] : [];
+        if (token !== S.loadToken) return;
+        S.cands = cands; S.predKey = v.pred;
       }
       const sameDoc = S.doc === v.doc;
       if (sameDoc && S.base) pushUndo(); else { S.undo = []; S.redo = []; S.ops = 0; }
@@ -528,6 +532,8 @@
       relabel(); rebuild(); relabelParts(); renderList(); say(''); draw();
     } catch (err) {
       say('Could not show the picture: ' + (err && err.message || err));  // the last picture stays
+    } finally {  // keys held back meanwhile act once the newest value is shown
+      if (token === S.loadToken) { S.loading = null; loaded(); } else if (S.loading) S.loading.then(loaded); else loaded();
     }
   }
   watch('value', () => load(props.value));
@@ -618,23 +624,37 @@
       if (k === 'h' && S.targets[S.sel]) { const t = S.targets[S.sel]; t.visible = !t.visible; relabelParts(); rebuild(); renderList(); draw(); handled(); return; }
     }
     if (S.readonly) return;
-    if (mod && k === 'z') { handled(); (e.shiftKey ? redo : undo)(); return; }
-    if (mod && k === 'y') { handled(); redo(); return; }
-    if (mod || e.altKey) return;
+    // an edit key while the server's new value is still loading acts on that value, once it is shown
+    // (else the value arriving a moment later would silently undo it)
+    if (S.loading && editKey(e, handled, true)) { handled(); S.loading.then(() => editKey(e, () => {})); return; }
+    editKey(e, handled);
+  }, true);
+  // The editing keys; ``dryRun``: only say whether ``e`` is one of the built-in ones (a tool's own
+  // keys, static/prompts.js and outline.js, act at once).
+  function editKey(e, handled, dryRun = false) {
+    const mod = e.ctrlKey || e.metaKey, k = e.key.toLowerCase();
+    if (dryRun) {
+      return (mod && (k === 'z' || k === 'y')) || (!mod && !e.altKey && (!!S.poly.length || TOOLS.some(([key]) => key === e.key)
+        || ['[', ']', 'Delete', 'Backspace'].includes(e.key) || (k === 'n' && !e.shiftKey) || k === 'x'));
+    }
+    if (mod && k === 'z') { handled(); (e.shiftKey ? redo : undo)(); return true; }
+    if (mod && k === 'y') { handled(); redo(); return true; }
+    if (mod || e.altKey) return false;
     if (S.poly.length) {
-      if (e.key === 'Enter') { handled(); closePolygon(); return; }
-      if (e.key === 'Escape') { handled(); S.poly = []; say('polygon dropped'); draw(); return; }
-      if (e.key === 'Backspace') { handled(); S.poly.pop(); draw(); return; }
+      if (e.key === 'Enter') { handled(); closePolygon(); return true; }
+      if (e.key === 'Escape') { handled(); S.poly = []; say('polygon dropped'); draw(); return true; }
+      if (e.key === 'Backspace') { handled(); S.poly.pop(); draw(); return true; }
     }
     const extra = S.extraTools.find((t) => t.name === S.tool);
-    if (extra && extra.key && extra.key(e, S)) { handled(); return; }
+    if (extra && extra.key && extra.key(e, S)) { handled(); return true; }
     const tool = TOOLS.find(([key]) => key === e.key);
-    if (tool) { handled(); setTool(tool[1]); return; }
-    if (e.key === '[' || e.key === ']') { handled(); S.brush = Math.max(1, Math.min(200, S.brush + (e.key === ']' ? 2 : -2))); status(); draw(); return; }
-    if (k === 'n' && !e.shiftKey) { handled(); newInstance(); return; }
-    if (e.key === 'Delete' || e.key === 'Backspace') { handled(); deleteInstance(); return; }
-    if (k === 'x') { handled(); toggleNoTarget(); return; }
-  }, true);
+    if (tool) { handled(); setTool(tool[1]); return true; }
+    if (e.key === '[' || e.key === ']') { handled(); S.brush = Math.max(1, Math.min(200, S.brush + (e.key === ']' ? 2 : -2))); status(); draw(); return true; }
+    if (k === 'n' && !e.shiftKey) { handled(); newInstance(); return true; }
+    if (e.key === 'Delete' || e.key === 'Backspace') { handled(); deleteInstance(); return true; }
+    if (k === 'x') { handled(); toggleNoTarget(); return true; }
+    return false;
+  }
   document.addEventListener('keyup', (e) => { if (e.key === ' ') { S.space = false; stage.classList.remove('space'); } });
 
   new ResizeObserver(resize).observe(stage);
