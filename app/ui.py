@@ -103,6 +103,20 @@ SHORTCUTS_JS = """
       for (const [id, sel] of Object.entries(SHOWN_IN)) if (el.closest(sel)) shownAt[id] = now;
     }
   }).observe(document.documentElement, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['src'] });
+  // the thumbnails: each one's whole caption as its title (a narrow one cuts the file name) and its state
+  // (the caption's second part: no refs, rejected, to do, done) as data-state, which colours the caption
+  let badging = false;
+  const badgeThumbs = () => {
+    badging = false;
+    for (const item of document.querySelectorAll('#thumbs .thumbnail-item')) {
+      const caption = (item.querySelector('.caption-label')?.textContent || item.querySelector('img')?.alt || '').trim();
+      if (!caption || item.title === caption) continue;
+      item.title = caption;
+      item.dataset.state = (caption.split(' · ')[1] || '').replace(/ /g, '-');
+    }
+  };
+  new MutationObserver(() => { if (!badging) { badging = true; requestAnimationFrame(badgeThumbs); } })
+    .observe(document.documentElement, { subtree: true, childList: true });
   const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
   const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
@@ -243,8 +257,15 @@ CSS = """
 #queue-pos-box .html-container, #keys-hint-box .html-container {padding:2px 4px}
 #add-images {padding:6px 12px !important}
 .queue-pos {white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
-/* the thumbnails: as many columns as fit (never cut on the right) */
+/* the thumbnails: as many columns as fit (never cut on the right), each with its status */
 #thumbs .grid-container {grid-template-columns:repeat(auto-fill, minmax(96px, 1fr)) !important}
+#thumbs .grid-wrap {padding-top:30px}
+#thumbs .caption-label {color:#111;left:3px;right:3px;bottom:3px;max-width:none;font-size:11px;padding:1px 4px;
+  text-align:left}
+#thumbs .thumbnail-item[data-state=no-refs] .caption-label {background:#e5e7eb}
+#thumbs .thumbnail-item[data-state=to-do] .caption-label {background:#fef3c7}
+#thumbs .thumbnail-item[data-state=done] .caption-label {background:#bbf7d0}
+#thumbs .thumbnail-item[data-state=rejected] .caption-label {background:#fecaca}
 /* the page's margins: Gradio's 16px 32px, 6px 8px on a phone (the page's .main sits outside the scope
    Gradio gives rules in @media, so the width decides through clamp: below 640px the middle term is negative) */
 .main.app {padding:clamp(6px, (100vw - 640px) * 100, 16px) clamp(8px, (100vw - 640px) * 100, 32px) !important}
