@@ -61,6 +61,9 @@ SHORTCUTS_JS = """
     el.hidden = !open;
   };
   document.addEventListener('click', (e) => {
+    // the model line, shortened to one line on a phone (two on a wider screen): a tap shows it whole
+    const line = e.target.closest?.('#model-line');
+    if (line) { line.classList.toggle('open'); return; }
     if (e.target.closest?.('#canvas .dc-help')) { e.preventDefault(); showKeys(!keysOpen()); return; }
     if (keysOpen() && (e.target.closest?.('.keys-close') || !e.target.closest?.('.keys-card'))) showKeys(false);
   });
@@ -100,6 +103,20 @@ SHORTCUTS_JS = """
       for (const [id, sel] of Object.entries(SHOWN_IN)) if (el.closest(sel)) shownAt[id] = now;
     }
   }).observe(document.documentElement, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['src'] });
+  // the thumbnails: each one's whole caption as its title (a narrow one cuts the file name) and its state
+  // (the caption's second part: no refs, rejected, to do, done) as data-state, which colours the caption
+  let badging = false;
+  const badgeThumbs = () => {
+    badging = false;
+    for (const item of document.querySelectorAll('#thumbs .thumbnail-item')) {
+      const caption = (item.querySelector('.caption-label')?.textContent || item.querySelector('img')?.alt || '').trim();
+      if (!caption || item.title === caption) continue;
+      item.title = caption;
+      item.dataset.state = (caption.split(' · ')[1] || '').replace(/ /g, '-');
+    }
+  };
+  new MutationObserver(() => { if (!badging) { badging = true; requestAnimationFrame(badgeThumbs); } })
+    .observe(document.documentElement, { subtree: true, childList: true });
   const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
   const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
@@ -211,9 +228,10 @@ CSS = """
 .studio-notice {background:#dbeafe;color:#111;padding:6px 12px;border-radius:6px}
 .verify-sentence {font-size:1.6em;font-weight:600;padding:10px 4px 14px}
 .keys-hint {font-size:0.85em;opacity:0.75;padding:0 2px}
-/* empty notice and the restart watcher take no room (the picture moves up; the restart banner is fixed) */
+/* empty notice and the restart watcher take no room, not even a gap (the picture moves up; the restart banner is fixed) */
 #studio-notice:not(:has(.studio-notice)) {display:none !important}
-#restart-watch {height:0 !important;min-height:0 !important;padding:0 !important;margin:0 !important;overflow:hidden;border:0 !important}
+#restart-watch {position:absolute !important;height:0 !important;min-height:0 !important;padding:0 !important;margin:0 !important;
+  overflow:hidden !important;border:0 !important;pointer-events:none}
 .expression-hint {font-size:0.9em;color:#92400e;padding:2px 4px}
 .keys-overlay {position:fixed;inset:0;z-index:1000;background:rgba(0,0,0,0.45);display:flex;align-items:center;justify-content:center}
 .keys-overlay[hidden] {display:none}
@@ -223,6 +241,59 @@ CSS = """
 .keys-card ul {columns:2;padding-left:1.2em;margin:4px 0}
 .keys-close {position:absolute;top:6px;right:10px;font-size:1.4em;background:none;border:none;cursor:pointer}
 #canvas .dc-help {cursor:pointer}
+/* the header: one compact line (title, model line, who is working), the Annotator label beside its box */
+#studio-header {align-items:center;flex-wrap:nowrap;gap:12px}
+#title {flex:0 0 auto !important;min-width:0 !important;width:auto !important}
+#title h2 {margin:0;white-space:nowrap}
+#model-line {flex:1 1 0 !important;min-width:0 !important}
+#model-line .model-note {display:-webkit-box;-webkit-box-orient:vertical;-webkit-line-clamp:2;overflow:hidden;cursor:pointer}
+#model-line.open .model-note {display:block}
+#annotator {padding:4px 10px !important}
+#annotator label {display:flex;align-items:center;gap:8px}
+#annotator label > [data-testid=block-info] {margin:0;white-space:nowrap}
+#annotator label > .input-container {flex:1;min-width:0}
+#signed-in {flex:0 1 auto !important;width:auto !important;max-width:40%;min-width:0 !important;font-size:0.9em}
+/* Annotate at a laptop's 1440x900: the queue bar on one line (the file name shortened, whole in its
+   title), tighter rows, so the whole picture and the save box are above the fold */
+#tab-annotate .column {gap:8px}
+.queue-bar {flex-wrap:nowrap}
+.queue-bar > button {flex:0 0 auto !important;min-width:0 !important;width:auto !important}
+#queue-pos-box {flex:1 1 0 !important;min-width:0 !important}
+#queue-pos-box .html-container, #keys-hint-box .html-container {padding:2px 4px}
+#add-images {padding:6px 12px !important}
+.queue-pos {white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+/* the thumbnails: as many columns as fit (never cut on the right), each with its status */
+#thumbs .grid-container {grid-template-columns:repeat(auto-fill, minmax(96px, 1fr)) !important}
+#thumbs .grid-wrap {padding-top:30px}
+#thumbs .caption-label {color:#111;left:3px;right:3px;bottom:3px;max-width:none;font-size:11px;padding:1px 4px;
+  text-align:left}
+#thumbs .thumbnail-item[data-state=no-refs] .caption-label {background:#e5e7eb}
+#thumbs .thumbnail-item[data-state=to-do] .caption-label {background:#fef3c7}
+#thumbs .thumbnail-item[data-state=done] .caption-label {background:#bbf7d0}
+#thumbs .thumbnail-item[data-state=rejected] .caption-label {background:#fecaca}
+/* the page's margins: Gradio's 16px 32px, 6px 8px on a phone (the page's .main sits outside the scope
+   Gradio gives rules in @media, so the width decides through clamp: below 640px the middle term is negative) */
+.main.app {padding:clamp(6px, (100vw - 640px) * 100, 16px) clamp(8px, (100vw - 640px) * 100, 32px) !important}
+@media (max-width: 640px) {
+  /* a phone: the header takes two short lines; the picture starts in the first screen */
+  .column {--layout-gap:8px}
+  #studio-header {flex-wrap:wrap;gap:2px 8px}
+  #title h2 {font-size:1.15em}
+  #model-line {order:3;flex:1 0 100% !important}
+  #model-line .model-note {display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis;font-size:0.8em;cursor:pointer}
+  #model-line.open .model-note {white-space:normal}
+  #studio-header > .form {flex:1 1 0 !important;min-width:0 !important}
+  #annotator {flex:1 1 auto !important;padding:2px 6px !important}
+  #annotator textarea {padding:4px 6px;height:30px !important}
+  #signed-in {flex:1 1 0 !important;max-width:none;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+  #add-images > .label-wrap {padding:2px 0}
+  #keys-hint-box {display:none !important}
+  .queue-bar {flex-wrap:wrap}
+  #queue-pos-box {flex:1 0 100% !important}
+  .queue-bar > button {flex:1 1 0 !important;font-size:0.8em}
+  #expression-row > .form {flex:1 0 100% !important}
+  #expression-row > button {flex:1 1 0 !important;min-width:0 !important;padding:6px 8px;font-size:0.9em}
+}
 """
 
 

@@ -40,6 +40,28 @@ def test_the_queue_order_positions_and_filters(db_at, tmp_path: Path) -> None:
     assert "1 / 6" in html and "2 / 6" in html and "ann" in html
 
 
+def test_each_image_of_a_page_says_its_state(db_at, tmp_path: Path) -> None:
+    """A thumbnail's badge: no refs, done (handed in or accepted), to do (a draft or the model's), rejected
+    (one sent back, whatever the others are)."""
+    from app.services.queue import thumb_caption
+
+    store, folder = picture_folder(tmp_path, 5, db=db_at("c.sqlite"))
+    import_images(store, folder, progress=False)
+    ids = [r.id for r in image_page(store, ImageFilter(), 0, 100)[0]]
+    store.save_ref(ids[1], ["a"], no_target=True, status="done")
+    store.save_ref(ids[1], ["b"], no_target=True, status="reviewed")
+    store.save_ref(ids[2], ["c"], no_target=True, status="done")
+    store.save_ref(ids[2], ["d"], no_target=True, status="predicted")
+    store.save_ref(ids[3], ["e"], no_target=True, status="draft")
+    store.save_ref(ids[3], ["f"], no_target=True, status="rejected")
+    for flt in (ImageFilter(), ImageFilter(name="p", order="uncertain")):  # the arguments stay in their places
+        rows = image_page(store, flt, 0, 10)[0]
+        assert [(r.state, r.refs) for r in rows] == [("no refs", 0), ("done", 2), ("to do", 2), ("rejected", 2),
+                                                     ("no refs", 0)]
+    caption = thumb_caption(image_page(store, ImageFilter(), 0, 10)[0][1])
+    assert caption.startswith(f"{ids[1]} · done · ") and caption.endswith(" · 2 refs")
+
+
 def test_the_image_ref_list_shows_every_ref_of_that_image(db_at, tmp_path: Path) -> None:
     store, folder = picture_folder(tmp_path, 3, db=db_at("c.sqlite"))
     import_images(store, folder, progress=False)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..dataset.collection import thumbnail_file
 from ..store import Store
-from ..store.queue import ImageFilter, image_page, neighbour, nth, position
+from ..store.queue import ImageFilter, ImageRow, image_page, neighbour, nth, position
 from .errors import BadInput
 
 THUMBS_PER_PAGE = 24
@@ -23,8 +23,15 @@ def image_filter(name: str | None = "", split: str | None = "", status: str | No
 
 @dataclass
 class ThumbPage:
-    items: list[tuple[str, str]]  # (thumbnail file, caption starting with the image id)
+    items: list[tuple[str, str]]  # (thumbnail file, caption starting with the image id: thumb_caption)
     page: int
+
+
+def thumb_caption(row: ImageRow) -> str:
+    """A thumbnail's caption: the image id, its state (no refs, rejected, to do, done), the file name and
+    the number of refs, in the order a narrow thumbnail still shows (the page shows it whole as its title)."""
+    refs = "1 ref" if row.refs == 1 else f"{row.refs} refs"
+    return f"{row.id} · {row.state} · {row.file_name} · {refs}"
 
 
 class Queue:
@@ -58,5 +65,5 @@ class Queue:
         for r in rows:
             f: Path | None = thumbnail_file(self.store, r.id)
             if f is not None:
-                items.append((str(f), f"{r.id} · {r.file_name} · {r.refs} ref{'s' if r.refs != 1 else ''}"))
+                items.append((str(f), thumb_caption(r)))
         return ThumbPage(items, page)

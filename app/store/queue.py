@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .filters import ImageFilter, RefFilter
-from .status import OPEN, RefStatus
+from .status import OPEN, RefStatus, image_state
 from .store import Store
 
 __all__ = ["ImageFilter", "ImageRow", "RefFilter", "image_ids", "image_page", "neighbour", "nth", "position", "progress",
@@ -38,6 +38,13 @@ class ImageRow:
     refs: int
     width: int
     height: int
+    open_refs: int = 0  # refs still in draft or to verify (status.OPEN)
+    rejected: int = 0  # refs sent back by a reviewer
+
+    @property
+    def state(self) -> str:
+        """One word for the image: no refs, rejected, to do or done (:func:`.status.image_state`)."""
+        return image_state(self.refs, self.open_refs, self.rejected)
 
 
 def _order_by(flt: ImageFilter, forward: bool = True) -> str:
@@ -63,9 +70,13 @@ def image_page(store: Store, flt: ImageFilter, offset: int = 0, limit: int = 30)
     """One page of the queue (in its order) and the number of images that pass the filter."""
     where, args = flt.where(store.dialect.like)
     total = store._query(f"SELECT COUNT(*) FROM images i{where}", args)[0][0]
+    open_in = ",".join("?" * len(OPEN))
     rows = store._query(
-        f"SELECT i.id, i.file_name, i.split, (SELECT COUNT(*) FROM refs r WHERE r.image_id = i.id), i.width, i.height "
-        f"FROM images i{where} ORDER BY {_order_by(flt)} LIMIT ? OFFSET ?", [*args, max(1, limit), max(0, offset)])
+        f"SELECT i.id, i.file_name, i.split, (SELECT COUNT(*) FROM refs r WHERE r.image_id = i.id), i.width, i.height, "
+        f"(SELECT COUNT(*) FROM refs r WHERE r.image_id = i.id AND r.status IN ({open_in})), "
+        f"(SELECT COUNT(*) FROM refs r WHERE r.image_id = i.id AND r.status = ?) "
+        f"FROM images i{where} ORDER BY {_order_by(flt)} LIMIT ? OFFSET ?",
+        [*(s.value for s in OPEN), RefStatus.REJECTED.value, *args, max(1, limit), max(0, offset)])
     return [ImageRow(*r) for r in rows], int(total)
 
 

@@ -50,6 +50,20 @@ _SAVED_AS = {RefStatus.DRAFT: RefAction.SAVE_DRAFT, RefStatus.DONE: RefAction.SU
              RefStatus.REVIEWED: RefAction.ACCEPT, RefStatus.REJECTED: RefAction.REJECT}
 
 
+def image_state(refs: int, open_refs: int = 0, rejected: int = 0) -> str:
+    """One word for an image of the queue (its thumbnail's badge), from how many refs it has, how many of
+    them are still open (:data:`OPEN`: a draft, or the model's, to verify) and how many were rejected:
+    ``no refs``; ``rejected`` (one was sent back: fix it first); ``to do`` (the queue filter's *to do*);
+    else ``done`` (every ref handed in or accepted)."""
+    if refs <= 0:
+        return "no refs"
+    if rejected > 0:
+        return RefStatus.REJECTED.value
+    if open_refs > 0:
+        return "to do"
+    return RefStatus.DONE.value
+
+
 def ref_status(value: str | RefStatus) -> RefStatus:
     """The status named ``value``, or a StoreError listing the known ones."""
     try:

@@ -356,7 +356,8 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     ui.save_btn.click(bind(save, svc), [shell.who, ui.split, ui.status, ui.extra, ui.expression, shell.sess_state,
                                         ui.result],
                       [ui.save_msg, ui.image_refs, shell.sess_state, ui.ref_history, ui.to_fix, ui.extra, ui.split,
-                       ui.status], api_name="save")
+                       ui.status], api_name="save").success(  # the thumbnails show the image's new state
+        bind(thumbs, svc), pages, [ui.thumbs, ui.thumb_page], api_name=False, show_progress="hidden")
     ui.to_fix.select(bind(open_to_fix, svc, wrap=gpu), [shell.who, shell.sess_state], reopened, api_name=False)
     shell.who.submit(bind(fix_rows, svc), [shell.who], [ui.to_fix], api_name=False)
     shell.load_events.append((bind(fix_rows, svc), [shell.who], [ui.to_fix]))

@@ -115,7 +115,7 @@ def layout(predictor, refine=None) -> AnnotateUI:
                                          scale=0, min_width=200)
             gr.HTML(f"<div class='keys-hint'>{KEYS_HINT}</div>{keys_overlay_html()}", elem_id="keys-hint-box",
                     padding=False)
-            with gr.Row(equal_height=True):  # the expression above the picture: typing never scrolls it away
+            with gr.Row(equal_height=True, elem_id="expression-row"):  # the expression above the picture: typing never scrolls it away
                 c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
                                           max_lines=1, elem_id="expression", scale=4)
                 c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=0, min_width=100)
@@ -136,9 +136,6 @@ def layout(predictor, refine=None) -> AnnotateUI:
                 if examples:
                     gr.Examples([[str(p)] for p in examples], inputs=[c.image_in], label="Examples")
         with gr.Column(scale=2):
-            c.to_fix = gr.Dataframe(headers=["ref", "sentences", "reason", "comment", "reviewer"], value=[],
-                                    interactive=False, elem_id="to-fix", wrap=True, max_height=180, visible=False,
-                                    label="Rejected: fix these first (click a row to open it)")
             c.verdict = gr.HTML(display.verdict_html(Session()), elem_id="verdict-box")
             with gr.Group(elem_id="save-box"):  # saving sits beside the picture, above the fold
                 with gr.Row():
@@ -148,6 +145,10 @@ def layout(predictor, refine=None) -> AnnotateUI:
                     c.save_btn = gr.Button("Save (Ctrl+Enter)", variant="primary", scale=1, elem_id="save-btn")
                 c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, elem_id="extra")
             c.save_msg = gr.Markdown("", elem_id="save-msg")
+            # below the save box, so that a long list never pushes Save below the fold
+            c.to_fix = gr.Dataframe(headers=["ref", "sentences", "reason", "comment", "reviewer"], value=[],
+                                    interactive=False, elem_id="to-fix", wrap=True, max_height=180, visible=False,
+                                    label="Rejected: fix these first (click a row to open it)")
             c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
                                             choices=[], elem_id="candidates")
             c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",

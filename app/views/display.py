@@ -137,8 +137,9 @@ def progress_html(p: dict, people: list[dict] | None = None) -> str:
 def queue_html(index: int | None, total: int, file_name: str = "") -> str:
     if index is None or total == 0:
         return f"<div id='queue-pos' class='queue-pos'>No collection image open &middot; {total:,} in the queue</div>"
-    return (f"<div id='queue-pos' class='queue-pos'>Image <b>{index + 1:,} / {total:,}</b> &middot; "
-            f"{html.escape(file_name)}</div>")
+    name = html.escape(file_name, quote=True)  # a long name is cut on screen (CSS): whole in the title
+    return (f"<div id='queue-pos' class='queue-pos' title='{name}'>Image <b>{index + 1:,} / {total:,}</b> &middot; "
+            f"{name}</div>")
 
 
 PAST = {"create": "created", "edit": "edited"}

@@ -35,10 +35,13 @@ def shell_layout(model_line: str, signed_in: bool) -> Shell:
     """The header row: title, model line and who is working."""
     from ..viewkit.session import Session
 
-    with gr.Row():
+    # one compact line (app.ui CSS): the title, the model line (one line on a phone, a tap shows it
+    # whole) and who is working, the label beside the box
+    with gr.Row(elem_id="studio-header", equal_height=False):
         gr.Markdown("## DeRIS Studio", elem_id="title")
-        model_md = gr.Markdown(model_line)
-        who = gr.Textbox(label="Annotator", value="", scale=0, min_width=200, elem_id="annotator", visible=not signed_in)
+        model_md = gr.Markdown(model_line, elem_id="model-line")
+        who = gr.Textbox(label="Annotator", value="", scale=0, min_width=200, elem_id="annotator", visible=not signed_in,
+                         placeholder="your name")
         signed = gr.Markdown("", elem_id="signed-in", visible=signed_in)
     return Shell(gr.State(Session()), who, signed, model_md)
 
