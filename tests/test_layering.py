@@ -179,10 +179,13 @@ def status_violations(name: str, source: str) -> list[str]:
 
 
 def store_import_violations(name: str, source: str, known: set[str]) -> list[str]:
-    """A view importing the store, or the store importing the model's cache folder."""
+    """A view importing the store or reaching it through the services (``svc.store``), or the store
+    importing the model's cache folder."""
     deps = imports_of(name, source, known, name.endswith("__init__"))
     if name.startswith("app.views"):
-        return [f"{name} imports {d}" for d in sorted(deps) if d == "app.store" or d.startswith("app.store.")]
+        reached = [f"{name}:{n.lineno} uses svc.store" for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)
+                   and n.attr == "store" and isinstance(n.value, ast.Name) and n.value.id == "svc"]
+        return reached + [f"{name} imports {d}" for d in sorted(deps) if d == "app.store" or d.startswith("app.store.")]
     if name.startswith("app.store"):
         return [f"{name} imports {d}" for d in sorted(deps) if d == "deris_core.weight_cache"]
     return []
@@ -218,6 +221,8 @@ def test_the_door_checks_catch_what_they_guard_against() -> None:
     assert store_import_violations("app.views.x", "from ..store import StoreError\n", known) == ["app.views.x imports app.store"]
     assert store_import_violations("app.views.x", "from ..store.review import REASONS\n", known) == \
         ["app.views.x imports app.store.review"]
+    assert store_import_violations("app.views.x", "def f(svc):\n    return svc.store.stats()\n", known) == \
+        ["app.views.x:2 uses svc.store"]
     assert store_import_violations("app.store.x", "def f():\n    from deris_core.weight_cache import cache_dir\n", known) == \
         ["app.store.x imports deris_core.weight_cache"]
 

@@ -20,6 +20,7 @@ from ..store.negatives import DECISIONS, Negative
 from ..store.review import REASONS, Decision
 from .dataset import DatasetService
 from .errors import BadInput, NoModel, Refused, UserError
+from .images import ImageService
 from .model import ModelHolder
 from .negatives import NegativeService
 from .permissions import Actor, can, require
@@ -30,7 +31,7 @@ from .refs import RefService
 from .review import Changes, Rejection, compare
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "Changes", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refined",
+__all__ = ["Actor", "BadInput", "Changes", "ImageService", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refined",
            "RefinerHolder", "Refused", "Rejection", "Services", "UserError", "Workspace",
            "can", "compare", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
@@ -77,6 +78,7 @@ class Services:
         self.refs = RefService(self.store)
         self.queue = Queue(self.store)
         self.negatives = NegativeService(self.store)
+        self.images = ImageService(self.store, self.import_roots or [])
         self.workspace = Workspace(self.model, self.store, self.max_image_side)
         self.dataset = DatasetService(self.store, self.export_dir)
         self.prefetch = Prefetcher(self.model, self.store, self.max_image_side)

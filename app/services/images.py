@@ -120,3 +120,20 @@ def add_folder(store: Store, actor: Actor, folder: str, roots: Sequence[Path], s
     done: FolderImport = import_images(store, real, split, progress=progress)
     log.info("%s imported folder %s: %d added, %d known", actor.name or "someone", real, done.added, done.known)
     return Added(done.added, done.known, list(done.skipped))
+
+
+@dataclass
+class ImageService:
+    """Adding images for a studio: its store and the server folders operators may import from."""
+
+    store: Store
+    roots: Sequence[Path] = ()
+
+    def add_uploads(self, actor: Actor, files: Sequence[tuple[str | Path, str]],
+                    on_progress: Callable[[int, int], None] | None = None) -> Added:
+        """See :func:`add_uploads`."""
+        return add_uploads(self.store, actor, files, on_progress=on_progress)
+
+    def add_folder(self, actor: Actor, folder: str) -> Added:
+        """See :func:`add_folder` (under this studio's ``--import-root`` folders)."""
+        return add_folder(self.store, actor, folder, self.roots)

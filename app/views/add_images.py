@@ -11,7 +11,6 @@ from pathlib import Path
 import gradio as gr
 
 from ..services import Services
-from ..services.images import add_folder, add_uploads
 from .records import Outputs
 from .shell import Shell, bind, request_user
 
@@ -67,8 +66,8 @@ def upload(svc: Services, paths, typed: str = "", request: gr.Request = None, pr
         return Uploaded("Choose one or more image files first.", gr.update())
     items = [(p, Path(str(p)).name) for p in (paths if isinstance(paths, list) else [paths])]
     actor = svc.actor(request_user(request), typed)
-    res = add_uploads(svc.store, actor, items, on_progress=lambda k, n: progress((k, n), desc="adding images",
-                                                                             unit="images"))
+    res = svc.images.add_uploads(actor, items, on_progress=lambda k, n: progress((k, n), desc="adding images",
+                                                                                unit="images"))
     return Uploaded(res.line() + " Open the Annotate tab and press D for the first.", None)
 
 
@@ -76,7 +75,7 @@ def import_folder(svc: Services, folder: str, typed: str = "", request: gr.Reque
                   progress=gr.Progress(track_tqdm=True)):
     """Import a folder of the server (operators, under an ``--import-root``). Output: message."""
     actor = svc.actor(request_user(request), typed)
-    res = add_folder(svc.store, actor, folder or "", svc.import_roots or [])
+    res = svc.images.add_folder(actor, folder or "")
     return res.line()
 
 
