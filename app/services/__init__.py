@@ -72,13 +72,17 @@ class Services:
     import_roots: list[Path] | None = None  # --import-root: folders of the server operators may import from
     refiner: RefinerHolder | None = None  # the canvas's prompt tools (launch.py --refiner); None: GrabCut
 
+    @property
+    def images(self) -> ImageService:
+        """Adding images, under the ``--import-root`` folders as they are now."""
+        return ImageService(self.store, list(self.import_roots or []))
+
     def __post_init__(self) -> None:
         self.refiner = self.refiner if self.refiner is not None else RefinerHolder()
         self.export_dir = Path(self.export_dir) if self.export_dir else export_folder(self.store)
         self.refs = RefService(self.store)
         self.queue = Queue(self.store)
         self.negatives = NegativeService(self.store)
-        self.images = ImageService(self.store, self.import_roots or [])
         self.workspace = Workspace(self.model, self.store, self.max_image_side)
         self.dataset = DatasetService(self.store, self.export_dir)
         self.prefetch = Prefetcher(self.model, self.store, self.max_image_side)
