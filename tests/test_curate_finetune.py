@@ -151,6 +151,11 @@ def test_promotion_refused_when_metrics_fall_and_names_are_kept(tmp_path):
     with pytest.raises(StoreError, match=r"N-acc fell by 1.50 points"):
         ft.promote(store, nacc)
     assert store.models() == []
+    # on a small held-out set the reason says what one no-target ref weighs
+    assert ft.promotion_problem({"gIoU": 50.0, "N_acc": 95.0}, {"gIoU": 51.0, "N_acc": 92.5}, no_target_refs=40).endswith(
+        "at most 1 allowed; one of the 40 held-out no-target refs weighs 2.50 points: hold out more images to judge it finer)")
+    # without replay the held-out figures cannot see what the parent knew beyond the store: said, in the card too
+    assert "no replay" in ft.held_out_caveat({"replay": None}) and ft.held_out_caveat({"replay": {"share": 0.85}}) is None
     good = _finished_run(tmp_path, "good", {"gIoU": 50.0, "N_acc": 90.0}, {"gIoU": 60.0, "N_acc": 89.5}, "p.sqlite")
     rec = ft.promote(store, good, user="ann")
     assert rec.name == "good" and rec.created_by == "ann" and store.model("good").metrics_after["gIoU"] == 60.0

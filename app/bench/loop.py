@@ -91,7 +91,7 @@ def bench_loop(work: Path, refs: int = 400, minutes: float = 12.0, seed: int = 2
     res = finetune(store, Options(str(db), "bundled", str(run), minutes=minutes, recipe=recipe, threads=threads, **replay))
     train_s = time.perf_counter() - t0
     out = {"store": store.location.shown if store_db else "made by the bench", "refs": res["snapshot"]["refs"],
-           "minutes": minutes, "promotion_problem": res["promotion_problem"], "replay_share": replay_share or 0,
+           "minutes": minutes, "promotion_problem": res["promotion_problem"], "caveat": res.get("caveat"), "replay_share": replay_share or 0,
            "replay": str(replay_from) if replay_share else None, "source_seed": seed, "eval_seed": eval_seed, "fine_tune_s": round(train_s, 1),
            "store_held_out": {"before": res["before"], "after": res["after"]}, "snapshot": res["snapshot"]}
     keys = ("gIoU", "cIoU", "N_acc", "T_acc")

@@ -293,6 +293,8 @@ def _finetune(args: argparse.Namespace, ctx: Context) -> dict | None:
         res = finetune(ctx.store, opts)
     if not res:  # another torchrun rank: rank 0 reports
         return None
+    if res.get("caveat"):
+        print(f"note: {res['caveat']}", file=sys.stderr)
     if args.promote:
         if res["promotion_problem"]:
             res["promoted"] = None
