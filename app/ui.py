@@ -169,7 +169,16 @@ SHORTCUTS_JS = """
     }
     if (reviewing && !typing && !mod && !e.altKey) {
       if (e.key === 'y' || e.key === 'Y') { decide(e, 'review-shown', 'review-accept'); return; }
-      if (e.key === 'r' || e.key === 'R') { decide(e, 'review-shown', 'review-reject'); return; }
+      if (e.key === 'r' || e.key === 'R') {
+        // Reject waits for a reason: R before one is chosen opens the list of reasons (never silently nothing)
+        if (document.querySelector('#review-reject')?.disabled) {
+          e.preventDefault();
+          const reason = document.querySelector('#review-reason input');
+          if (reason) { reason.focus(); reason.click(); }
+          return;
+        }
+        decide(e, 'review-shown', 'review-reject'); return;
+      }
       if (e.key === 'ArrowRight') { e.preventDefault(); click('review-next'); return; }
       if (e.key === 'ArrowLeft') { e.preventDefault(); click('review-prev'); return; }
     }

@@ -64,6 +64,11 @@ class ReviewShown:
     pos: int
     ref: tuple[int, int] | None
     changes: str = ""  # the before / after line of a fixed ref ("" otherwise)
+    # the decision boxes belong to the ref shown: emptied whenever a ref is shown (← / →, a filter, after a
+    # decision), so a reason or comment written for one ref never rejects another; Reject waits for a reason
+    reason: str | None = None
+    comment: str = ""
+    reject: dict = field(default_factory=lambda: gr.update(interactive=False))
     shown: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,15 +77,14 @@ class ReviewShown:
     @classmethod
     def counter(cls, info: str) -> "ReviewShown":
         """Only the counter line changes (the ref on screen, its reason and comment stay)."""
-        return cls(info, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        skip = gr.skip
+        return cls(info, skip(), skip(), skip(), skip(), skip(), skip(), skip(), skip(), skip())
 
 
 @dataclass(frozen=True)
 class ReviewDecided:
-    """A decision's answer: the message, the reason and comment emptied, and the next ref shown."""
+    """A decision's answer: the message, and the next ref shown (its reason and comment empty)."""
     msg: str
-    reason: str | None
-    comment: str
     shown: ReviewShown = nested(ReviewShown)
 
 
@@ -249,7 +253,7 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
                     comment if decision == "reject" else "", expected_version=shown[1])
     msg = f"Ref {shown[0]} {decision}ed by {actor.name}."  # accepted / rejected
     # the decided ref leaves the queue: the same position now shows the next one
-    return ReviewDecided(msg, None, "", show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
+    return ReviewDecided(msg, show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
 
 
 def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
