@@ -164,12 +164,15 @@ def test_the_first_day_from_the_app_alone(chromium, studio_weights, tmp_path: Pa
         page = chromium.new_context(viewport={"width": 1440, "height": 900}).new_page()
         page.goto(url)
         _wait_text(page, "#add-images-msg", "The collection is empty")
-        page.locator("#add-files input[type=file]").set_input_files([str(p) for p in pictures[:2]])
-        page.wait_for_function("document.querySelectorAll('#add-files a, #add-files .file-name').length >= 2 || "
-                               "(document.querySelector('#add-files')?.innerText || '').includes('.png')",
-                               timeout=30_000)
+        notes = tmp_path / "notes.txt"  # a file that is no image, dropped with the pictures
+        notes.write_text("not a picture")
+        page.locator("#add-files input[type=file]").set_input_files([str(p) for p in pictures[:2]] + [str(notes)])
+        page.wait_for_function("(document.querySelector('#add-files')?.innerText || '').includes('.txt')",
+                               timeout=30_000)  # the list of chosen files names it (name and suffix apart)
+        assert page.locator("#add-files .error:visible").count() == 0  # no red Error badge over the files
         page.locator("#add-files-btn").click()
-        _wait_text(page, "#add-images-msg", "Added 2 images")
+        _wait_text(page, "#add-images-msg", "Added 2 images; skipped 1: notes.txt (not an image file)")
+        _wait_text(page, "#queue-pos", "2 in the queue")  # the Annotate view counts them at once
         page.locator("#add-folder textarea, #add-folder input").first.fill("syn")
         page.locator("#add-folder-btn").click()
         _wait_text(page, "#add-images-msg", "Added 1 image; 2 already in the collection", timeout=60_000)

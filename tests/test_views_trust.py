@@ -228,7 +228,10 @@ def test_add_images_from_the_app_uploads_and_a_confined_server_folder(tmp_path: 
     files = [str(root / "shoot" / "p0.png"), str(root / "shoot" / "p1.png"), str(tmp_path / "notes.txt")]
     added = add_images.upload(svc, files, "", _request("ann"))
     assert added.msg.startswith("Added 2 images") and "notes.txt (not an image file)" in added.msg and added.files is None
-    assert add_images.upload(svc, files[:2], "", _request("ann")).msg.startswith("Added 0 images; 2 already")
+    assert added.box == gr.update()  # a skipped file: the box stays open, its message naming the file
+    again = add_images.upload(svc, files[:2], "", _request("ann"))
+    assert again.msg.startswith("Added 0 images; 2 already") and "PgDn" in again.msg
+    assert again.box == gr.update(open=False)  # nothing skipped: the box closes, the picture comes back up
     assert add_images.on_load(svc) == add_images.BoxOpened(gr.update(), gr.update())
     # a folder of the server: operators only, confined to the roots, hostile names refused
     with pytest.raises(Refused, match="Only operators may import a folder"):
