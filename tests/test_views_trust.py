@@ -101,6 +101,8 @@ def test_small_ones_history_candidates_reviewer_panel_and_reasons(tmp_path: Path
         panel = review.for_user(svc, "", _request(who))
         assert [u["visible"] for u in (panel.accept, panel.reason, panel.comment, panel.reject)] == [visible] * 4
         assert ("for reviewers" in panel.msg) if not visible else panel.msg == ""
+    # moving on (← / →) empties the message line, except an annotator's note
+    assert review.moved_on(svc, "", _request("rev")) == "" and "for reviewers" in review.moved_on(svc, "", _request("ann"))
     assert review.reason_chosen(None)["interactive"] is False
     assert review.reason_chosen("wrong_mask")["interactive"] is True
     seen = review.show(svc, 0, "", "", None)

@@ -21,7 +21,7 @@ from .canvas import canvas_value, make_canvas
 from .display import history_html
 from .on_screen import key_box, key_of, require_on_screen
 from .records import Outputs, nested
-from .shell import Shell, request_user
+from .shell import Shell, bind, request_user
 
 
 @dataclass
@@ -223,6 +223,12 @@ def reason_chosen(reason: str | None):
     return gr.update(interactive=reason in REASONS)
 
 
+def moved_on(svc: Services, typed: str = "", request: gr.Request = None) -> str:
+    """The message line after ← / →: the last decision's message is about another ref, so it goes; an
+    annotator keeps the note that deciding is for reviewers."""
+    return for_user(svc, typed, request).msg
+
+
 def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> DecisionPanel:
     """What the signed-in user sees of the decision panel: Accept, the reason, the comment and Reject
     only for reviewers (an annotator reads the queue; the table would refuse their decisions)."""
@@ -261,8 +267,10 @@ def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
     queue_inputs = [ui.rv_pos, *ui.filters]
     ui.tab.select(shown.bind(show, svc), queue_inputs, shown.outputs, api_name=False)
     step_inputs = [ui.rv_pos, ui.rv_ref, *ui.filters]
-    ui.rv_prev.click(shown.bind(step, svc, -1), step_inputs, shown.outputs, api_name="review_previous")
-    ui.rv_next.click(shown.bind(step, svc, 1), step_inputs, shown.outputs, api_name="review_next")
+    for button, delta, name in ((ui.rv_prev, -1, "review_previous"), (ui.rv_next, 1, "review_next")):
+        # moving on empties the message line: "Ref 5 rejected by bob." stayed beside ref 5's fixed version
+        button.click(shown.bind(step, svc, delta), step_inputs, shown.outputs, api_name=name).success(
+            bind(moved_on, svc), [shell.who], [ui.rv_msg], api_name=False, show_progress="hidden")
     for f in (ui.rv_annotator, ui.rv_image):
         f.submit(shown.bind(move, svc, -10**9), queue_inputs, shown.outputs, api_name=False)
     for f in (ui.rv_split, ui.rv_disagree, ui.rv_uncertain):
