@@ -169,7 +169,16 @@ SHORTCUTS_JS = """
     }
     if (reviewing && !typing && !mod && !e.altKey) {
       if (e.key === 'y' || e.key === 'Y') { decide(e, 'review-shown', 'review-accept'); return; }
-      if (e.key === 'r' || e.key === 'R') { decide(e, 'review-shown', 'review-reject'); return; }
+      if (e.key === 'r' || e.key === 'R') {
+        // Reject waits for a reason: R before one is chosen opens the list of reasons (never silently nothing)
+        if (document.querySelector('#review-reject')?.disabled) {
+          e.preventDefault();
+          const reason = document.querySelector('#review-reason input');
+          if (reason) { reason.focus(); reason.click(); }
+          return;
+        }
+        decide(e, 'review-shown', 'review-reject'); return;
+      }
       if (e.key === 'ArrowRight') { e.preventDefault(); click('review-next'); return; }
       if (e.key === 'ArrowLeft') { e.preventDefault(); click('review-prev'); return; }
     }
@@ -336,7 +345,12 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         review.wire(svc, review_ui, shell)
         verify.wire(svc, verify_ui, shell)
         dataset_tab.wire(svc, dataset_ui, shell)
-        add_images.wire(svc, add_ui, shell)
+        for imported in add_images.wire(svc, add_ui, shell):
+            # images added: the Annotate view's queue line and thumbnails count them at once (the line said
+            # "0 in the queue" after the first day's upload)
+            imported.success(bind(annotate.refilter, svc), [shell.sess_state, *annotate_ui.filters],
+                             [annotate_ui.thumbs, annotate_ui.thumb_page, annotate_ui.queue_pos], api_name=False,
+                             show_progress="hidden")
         jobs.wire(svc, jobs_ui, shell)
         # links between views, through the same handlers and services
         dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],

@@ -103,6 +103,8 @@ def test_annotator_and_reviewer(browser, studio_weights, tmp_path: Path) -> None
 
         rev.locator("#review-next").click()
         _wait_text(rev, "#review-sentences", "the large blue square")
+        # moving on empties the message line ("Ref N rejected by rev." is not about the ref now shown)
+        rev.wait_for_function("(document.querySelector('#review-msg')?.innerText || '').trim() === ''", timeout=10_000)
         rev.locator("body").click(position={"x": 5, "y": 5})
         rev.wait_for_timeout(300)  # a decision key acts on a ref shown for at least 0.25 s (app/ui.py)
         rev.keyboard.press("y")

@@ -49,12 +49,29 @@ def test_a_team_round_without_silent_surprises(chromium, studio_weights, tmp_pat
         rev.locator("body").click(position={"x": 5, "y": 5})
         rev.keyboard.press("r")
         rev.wait_for_timeout(500)
-        assert "1 / 1" in rev.locator("#review-info").inner_text()  # nothing happened, nothing blanked
+        assert "1 / 1" in rev.locator("#review-info").inner_text()  # nothing decided, nothing blanked
         assert rev.locator(".error:visible").count() == 0
+        # ... but not silently nothing: R opened the list of reasons
+        rev.get_by_role("option", name="wrong mask (the outline is off)").wait_for(timeout=5_000)
+        rev.keyboard.press("Escape")
+        rev.locator("body").click(position={"x": 5, "y": 5})
         # a second ref arrives while rev looks at the first: the counter follows, the ref stays
         RefService(store).save(ann, 2, ["the blue square"], no_target=True)
         _wait_text(rev, "#review-info", "1 / 2", timeout=20_000)
         assert "the red circle" in rev.locator("#review-sentences").inner_text()
+        # a reason and comment written for this ref stay with it: → shows the next ref with empty boxes and
+        # Reject disabled (they used to wait there, and R rejected the next ref with them)
+        rev.locator("#review-reason input").first.click()
+        rev.get_by_role("option", name="wrong referent (a masked object is not what the sentence means)").click()
+        rev.locator("#review-comment textarea").fill("meant for the red circle")
+        rev.wait_for_function("!document.querySelector('#review-reject').disabled", timeout=10_000)
+        rev.locator("#review-next").click()
+        _wait_text(rev, "#review-info", "2 / 2")
+        rev.wait_for_function("document.querySelector('#review-reject').disabled", timeout=10_000)
+        assert rev.locator("#review-comment textarea").input_value() == ""
+        assert rev.locator("#review-reason input").first.input_value() == ""
+        rev.locator("#review-prev").click()
+        _wait_text(rev, "#review-info", "1 / 2")
 
         annp = _login(chromium, url, "ann", "ann-pw")
         annp.get_by_role("tab", name="Review").click()
@@ -147,12 +164,15 @@ def test_the_first_day_from_the_app_alone(chromium, studio_weights, tmp_path: Pa
         page = chromium.new_context(viewport={"width": 1440, "height": 900}).new_page()
         page.goto(url)
         _wait_text(page, "#add-images-msg", "The collection is empty")
-        page.locator("#add-files input[type=file]").set_input_files([str(p) for p in pictures[:2]])
-        page.wait_for_function("document.querySelectorAll('#add-files a, #add-files .file-name').length >= 2 || "
-                               "(document.querySelector('#add-files')?.innerText || '').includes('.png')",
-                               timeout=30_000)
+        notes = tmp_path / "notes.txt"  # a file that is no image, dropped with the pictures
+        notes.write_text("not a picture")
+        page.locator("#add-files input[type=file]").set_input_files([str(p) for p in pictures[:2]] + [str(notes)])
+        page.wait_for_function("(document.querySelector('#add-files')?.innerText || '').includes('.txt')",
+                               timeout=30_000)  # the list of chosen files names it (name and suffix apart)
+        assert page.locator("#add-files .error:visible").count() == 0  # no red Error badge over the files
         page.locator("#add-files-btn").click()
-        _wait_text(page, "#add-images-msg", "Added 2 images")
+        _wait_text(page, "#add-images-msg", "Added 2 images; skipped 1: notes.txt (not an image file)")
+        _wait_text(page, "#queue-pos", "2 in the queue")  # the Annotate view counts them at once
         page.locator("#add-folder textarea, #add-folder input").first.fill("syn")
         page.locator("#add-folder-btn").click()
         _wait_text(page, "#add-images-msg", "Added 1 image; 2 already in the collection", timeout=60_000)

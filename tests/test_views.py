@@ -124,7 +124,7 @@ def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
     decided = review.decide(svc, "accept", shown, None, "", "rev", pos, "", "", None, False,
                             on_screen=f"{shown[0]}:{shown[1]}")
     assert decided.msg == f"Ref {shown[0]} accepted by rev." and "Nothing awaits review" in decided.shown.info
-    assert decided.reason is None and decided.comment == "" and decided.shown.shown == ""
+    assert decided.shown.reason is None and decided.shown.comment == "" and decided.shown.shown == ""
     # the same key again (the second of a double tap): the ref it names is no longer on screen
     with pytest.raises(gr.Error, match="Nothing to review"):
         review.decide(svc, "accept", decided.shown.ref, None, "", "rev", pos, "", "", None, False,

@@ -94,6 +94,7 @@ def test_next_expression_clears_the_boxes_and_the_ref(tmp_path: Path, model) -> 
     sess = _worked_on(svc)
     out = annotate.next_expression(svc, sess)
     assert out[0] == "" and sess.ref_id is None and not sess.targets
+    assert out[1] == ""  # the last "Saved ref N" went with the ref it was about
     assert _fields(out) == CLEARED_TRAIN
 
 
@@ -129,7 +130,7 @@ def test_opening_a_ref_reloads_its_own_boxes(tmp_path: Path, model) -> None:  # 
     svc = _collection(tmp_path, model)
     sess = _worked_on(svc)
     rid = sess.ref_id
-    fresh = annotate.next_expression(svc, sess)[6]
+    fresh = annotate.next_expression(svc, sess)[7]
     _reloaded(annotate.open_ref(svc, rid, fresh), rid)  # the Dataset tab's Open
     _reloaded(annotate.open_image_ref(svc, fresh, SimpleNamespace(index=[0, 1])), rid)
     other = annotate.open_ref(svc, 1, fresh)  # ann's ref on image 1: one sentence, train, done

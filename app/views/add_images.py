@@ -5,7 +5,7 @@ line's import, idempotent) with a progress bar."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import gradio as gr
@@ -34,15 +34,18 @@ class BoxOpened:
 
 @dataclass(frozen=True)
 class Uploaded:
-    """After *Add these images*: what was added, and the file box (emptied, or kept as it was)."""
+    """After *Add these images*: what was added, the file box (emptied, or kept as it was) and the box
+    itself (closed after an add that skipped nothing, so that the picture is back above the fold)."""
     msg: str
     files: list | dict | None
+    box: dict = field(default_factory=gr.update)
 
 
 def layout(import_roots: list[Path] | None) -> AddImagesUI:
     with gr.Accordion("Add images", open=False, elem_id="add-images") as box:
-        files = gr.File(file_count="multiple", file_types=["image"], label="Images from this computer (several at once)",
-                        elem_id="add-files")
+        # no file_types: the browser's own filter refused a whole drop with one red Error badge when one file
+        # was not an image; the server names and skips such files (app.services.images.add_uploads)
+        files = gr.File(file_count="multiple", label="Images from this computer (several at once)", elem_id="add-files")
         add_btn = gr.Button("Add these images", variant="primary", elem_id="add-files-btn")
         roots = ", ".join(str(r) for r in import_roots or [])
         folder = gr.Textbox(label=f"A folder of the server, under {roots} (operators)", elem_id="add-folder",
@@ -61,14 +64,19 @@ def on_load(svc: Services) -> BoxOpened:
 
 
 def upload(svc: Services, paths, typed: str = "", request: gr.Request = None, progress=gr.Progress()) -> Uploaded:
-    """Add the uploaded files (the file box is emptied)."""
+    """Add the uploaded files (the file box is emptied). When nothing was skipped the box closes and
+    the result is also said in a toast; a skipped file keeps it open, with the message naming it."""
     if not paths:
         return Uploaded("Choose one or more image files first.", gr.update())
     items = [(p, Path(str(p)).name) for p in (paths if isinstance(paths, list) else [paths])]
     actor = svc.actor(request_user(request), typed)
     res = svc.images.add_uploads(actor, items, on_progress=lambda k, n: progress((k, n), desc="adding images",
                                                                                 unit="images"))
-    return Uploaded(res.line() + " Open the Annotate tab and press D for the first.", None)
+    line = res.line() + " PgDn (or D outside a text box) opens the next image of the queue."
+    if res.skipped or not (res.added or res.known):
+        return Uploaded(line, None)
+    gr.Info(line)
+    return Uploaded(line, None, gr.update(open=False))
 
 
 def import_folder(svc: Services, folder: str, typed: str = "", request: gr.Request = None,
@@ -79,11 +87,13 @@ def import_folder(svc: Services, folder: str, typed: str = "", request: gr.Reque
     return res.line()
 
 
-def wire(svc: Services, ui: AddImagesUI, shell: Shell) -> None:
+def wire(svc: Services, ui: AddImagesUI, shell: Shell) -> list:
+    """Attach the handlers; returns the two import events (app.ui refreshes the Annotate queue after them)."""
     uploaded = Outputs.of(Uploaded, ui)
-    ui.add_btn.click(uploaded.bind(upload, svc, status="msg"), [ui.files, shell.who], uploaded.outputs,
-                     api_name="add_images")
-    ui.folder_btn.click(bind(import_folder, svc, status=(0, 1)), [ui.folder, shell.who], [ui.msg],
-                        api_name="import_folder")
+    added = ui.add_btn.click(uploaded.bind(upload, svc, status="msg"), [ui.files, shell.who], uploaded.outputs,
+                             api_name="add_images")
+    imported = ui.folder_btn.click(bind(import_folder, svc, status=(0, 1)), [ui.folder, shell.who], [ui.msg],
+                                   api_name="import_folder")
     opened = Outputs.of(BoxOpened, ui)
     shell.load_events.append((opened.bind(on_load, svc), [], opened.outputs))
+    return [added, imported]

@@ -274,9 +274,10 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
 
 
 def next_expression(svc: Services, sess: Session):
-    """Alt+N: a new ref on the same image. Outputs: expression, the session outputs, the per-ref boxes (cleared)."""
+    """Alt+N: a new ref on the same image. Outputs: expression, the save message (emptied: the last "Saved
+    ref N" belongs to the ref just left), the session outputs, the per-ref boxes (cleared)."""
     sess.start_new_ref()
-    return ("", *render(sess), *new_ref_fields(svc, sess))
+    return ("", "", *render(sess), *new_ref_fields(svc, sess))
 
 
 def upload(svc: Services, path: str | None, sess: Session, request: gr.Request = None):
@@ -331,7 +332,7 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     ui.result.edit(bind(canvas_edit, svc, wrap=keep_on_error(4)), [ui.result, shell.sess_state],
                    [ui.verdict, ui.candidates, ui.parts, shell.sess_state], api_name="canvas_edit",
                    show_progress="hidden", trigger_mode="always_last")
-    next_outputs = [ui.expression, *common, *ui.ref_fields]
+    next_outputs = [ui.expression, ui.save_msg, *common, *ui.ref_fields]
     ui.next_expr_btn.click(bind(next_expression, svc, wrap=keep_on_error(len(next_outputs))), [shell.sess_state],
                            next_outputs, api_name="next_expression")
     ui.image_in.upload(bind(upload, svc, wrap=gpu), [ui.image_in, shell.sess_state],

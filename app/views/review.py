@@ -21,7 +21,7 @@ from .canvas import canvas_value, make_canvas
 from .display import history_html
 from .on_screen import key_box, key_of, require_on_screen
 from .records import Outputs, nested
-from .shell import Shell, request_user
+from .shell import Shell, bind, request_user
 
 
 @dataclass
@@ -64,6 +64,11 @@ class ReviewShown:
     pos: int
     ref: tuple[int, int] | None
     changes: str = ""  # the before / after line of a fixed ref ("" otherwise)
+    # the decision boxes belong to the ref shown: emptied whenever a ref is shown (← / →, a filter, after a
+    # decision), so a reason or comment written for one ref never rejects another; Reject waits for a reason
+    reason: str | None = None
+    comment: str = ""
+    reject: dict = field(default_factory=lambda: gr.update(interactive=False))
     shown: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -72,15 +77,14 @@ class ReviewShown:
     @classmethod
     def counter(cls, info: str) -> "ReviewShown":
         """Only the counter line changes (the ref on screen, its reason and comment stay)."""
-        return cls(info, gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip())
+        skip = gr.skip
+        return cls(info, skip(), skip(), skip(), skip(), skip(), skip(), skip(), skip(), skip())
 
 
 @dataclass(frozen=True)
 class ReviewDecided:
-    """A decision's answer: the message, the reason and comment emptied, and the next ref shown."""
+    """A decision's answer: the message, and the next ref shown (its reason and comment empty)."""
     msg: str
-    reason: str | None
-    comment: str
     shown: ReviewShown = nested(ReviewShown)
 
 
@@ -219,6 +223,12 @@ def reason_chosen(reason: str | None):
     return gr.update(interactive=reason in REASONS)
 
 
+def moved_on(svc: Services, typed: str = "", request: gr.Request = None) -> str:
+    """The message line after ← / →: the last decision's message is about another ref, so it goes; an
+    annotator keeps the note that deciding is for reviewers."""
+    return for_user(svc, typed, request).msg
+
+
 def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> DecisionPanel:
     """What the signed-in user sees of the decision panel: Accept, the reason, the comment and Reject
     only for reviewers (an annotator reads the queue; the table would refuse their decisions)."""
@@ -249,7 +259,7 @@ def decide(svc: Services, decision: str, shown, reason, comment, who_typed, pos,
                     comment if decision == "reject" else "", expected_version=shown[1])
     msg = f"Ref {shown[0]} {decision}ed by {actor.name}."  # accepted / rejected
     # the decided ref leaves the queue: the same position now shows the next one
-    return ReviewDecided(msg, None, "", show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
+    return ReviewDecided(msg, show(svc, pos, annotator, split, image_id, by_disagreement, by_uncertainty))
 
 
 def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
@@ -257,8 +267,10 @@ def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
     queue_inputs = [ui.rv_pos, *ui.filters]
     ui.tab.select(shown.bind(show, svc), queue_inputs, shown.outputs, api_name=False)
     step_inputs = [ui.rv_pos, ui.rv_ref, *ui.filters]
-    ui.rv_prev.click(shown.bind(step, svc, -1), step_inputs, shown.outputs, api_name="review_previous")
-    ui.rv_next.click(shown.bind(step, svc, 1), step_inputs, shown.outputs, api_name="review_next")
+    for button, delta, name in ((ui.rv_prev, -1, "review_previous"), (ui.rv_next, 1, "review_next")):
+        # moving on empties the message line: "Ref 5 rejected by bob." stayed beside ref 5's fixed version
+        button.click(shown.bind(step, svc, delta), step_inputs, shown.outputs, api_name=name).success(
+            bind(moved_on, svc), [shell.who], [ui.rv_msg], api_name=False, show_progress="hidden")
     for f in (ui.rv_annotator, ui.rv_image):
         f.submit(shown.bind(move, svc, -10**9), queue_inputs, shown.outputs, api_name=False)
     for f in (ui.rv_split, ui.rv_disagree, ui.rv_uncertain):
