@@ -92,31 +92,20 @@ SHORTCUTS_JS = """
   const pending = {};
   const VIEW_BUTTON = { 'review-shown': '#review-next', 'verify-shown': '#verify-next' };
   // When the item on screen last changed, seen by a MutationObserver (it runs right after the page
-  // changes, so a busy page cannot make a key look early or late): its sentence or its picture.
-  const SHOWN_IN = { 'review-shown': '#review-sentences, #review-picture', 'verify-shown': '#verify-sentence, #verify-picture' };
-  const shownAt = {};
-  new MutationObserver((records) => {
+  // changes, so a busy page cannot make a key look early or late): the text of its sentences and, in
+  // Negatives, its picture's address. Re-renders that show the same item (a live refresh, the canvas's
+  // own status line) change neither, so they do not hold a key back.
+  const SHOWN_IN = { 'review-shown': ['#review-sentences', null], 'verify-shown': ['#verify-sentence', '#verify-picture img'] };
+  const shownAt = {}, shownSig = {};
+  const signature = ([text, picture]) => (document.querySelector(text)?.textContent ?? '') + '\u0000'
+    + (picture ? document.querySelector(picture)?.getAttribute('src') ?? '' : '');
+  new MutationObserver(() => {
     const now = performance.now();
-    for (const r of records) {
-      const el = r.target.nodeType === 1 ? r.target : r.target.parentElement;
-      if (!el) continue;
-      for (const [id, sel] of Object.entries(SHOWN_IN)) if (el.closest(sel)) shownAt[id] = now;
+    for (const [id, where] of Object.entries(SHOWN_IN)) {
+      const sig = signature(where);
+      if (sig !== shownSig[id]) { shownSig[id] = sig; shownAt[id] = now; }
     }
   }).observe(document.documentElement, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['src'] });
-  // the thumbnails: each one's whole caption as its title (a narrow one cuts the file name) and its state
-  // (the caption's second part: no refs, rejected, to do, done) as data-state, which colours the caption
-  let badging = false;
-  const badgeThumbs = () => {
-    badging = false;
-    for (const item of document.querySelectorAll('#thumbs .thumbnail-item')) {
-      const caption = (item.querySelector('.caption-label')?.textContent || item.querySelector('img')?.alt || '').trim();
-      if (!caption || item.title === caption) continue;
-      item.title = caption;
-      item.dataset.state = (caption.split(' · ')[1] || '').replace(/ /g, '-');
-    }
-  };
-  new MutationObserver(() => { if (!badging) { badging = true; requestAnimationFrame(badgeThumbs); } })
-    .observe(document.documentElement, { subtree: true, childList: true });
   const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
   const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
