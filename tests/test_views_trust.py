@@ -291,7 +291,8 @@ def test_verdict_colour_and_words_follow_the_decision_and_say_out_of_domain(tmp_
     assert "verdict-t'" in display.verdict_html(sess(0.9, 2))
     assert "verdict-warn" in display.verdict_html(sess(0.9, 0, no_target=True))
     assert "verdict-nt" in display.verdict_html(sess(0.1, 0, no_target=True))
-    assert "Out of the" in display.verdict_html(sess(0.9, 2, note="Out of the bundled model's domain"))
+    outside = display.verdict_html(sess(0.9, 2, note="Out of the bundled model's domain"))
+    assert "Out of the" in outside and "verdict-warn" in outside and "verdict-t'" not in outside  # never green there
     # the domain test: generated scenes pass, the photos of assets/photos do not, other models never warn
     generate(tmp_path / "syn", seed=21, images=24)
     scenes = sorted((tmp_path / "syn" / "images" / "train2014").glob("*.png"))

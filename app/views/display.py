@@ -61,6 +61,9 @@ def verdict_html(sess: Session) -> str:
     if p is not None and p.existence < 0.5:  # targets shown, but the model leans to "nothing": not green
         return (f"<div class='verdict-warn' id='verdict'>{what} shown &mdash; but the existence probability is only "
                 f"{p.existence:.2f}: the model leans to <b>no target</b>; check before saving</div>{note}")
+    if note:  # the model is out of its domain: its confidence is no reason for green
+        return (f"<div class='verdict-warn' id='verdict'>{what}{ex} &mdash; on a picture unlike the model's own: "
+                f"check each target</div>{note}")
     return f"<div class='verdict-t' id='verdict'>{what}{ex}</div>{note}"
 
 
