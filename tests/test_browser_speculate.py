@@ -4,13 +4,12 @@ counts a hit and runs nothing more), and an expression entered without a pause r
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 
 import numpy as np
 import pytest
 
+from app.bench.browser import background_stats
 from tests.test_browser_canvas import scene_studio
 
 pytestmark = pytest.mark.browser
@@ -23,18 +22,6 @@ TEXTS = ("the two stars", "the orange triangle", "all orange shapes", "the right
 @pytest.fixture(scope="module")
 def studio(studio_weights, tmp_path_factory):
     yield from scene_studio(studio_weights, tmp_path_factory, "speculate", 9)
-
-
-def background_stats(url: str) -> dict:
-    """The server's counts of its background work (the studio's undocumented ``background_stats`` endpoint)."""
-    base = url.rstrip("/") + "/gradio_api/call/background_stats"
-    req = urllib.request.Request(base, data=b'{"data": []}', headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as r:
-        event = json.loads(r.read())["event_id"]
-    with urllib.request.urlopen(f"{base}/{event}", timeout=30) as r:
-        lines = r.read().decode().splitlines()
-    data = [ln[len("data:"):].strip() for ln in lines if ln.startswith("data:")]
-    return json.loads(data[-1])[0]
 
 
 def _expected(weights, db, st: float) -> tuple[str, list[np.ndarray]]:
@@ -50,6 +37,14 @@ def _expected(weights, db, st: float) -> tuple[str, list[np.ndarray]]:
         if pred.referred:
             return text, [pred.mask(k) > 0 for k in pred.referred]
     pytest.fail("no text of TEXTS refers to anything on image 1")
+
+
+def _wait(page, js: str, what: str, timeout: int = 90_000) -> None:
+    try:
+        page.wait_for_function(js, timeout=timeout)
+    except Exception:  # noqa: BLE001 - any failure to wait is reported with what the page shows
+        raise AssertionError(f"waited for {what}; verdict {page.locator('#verdict').inner_text()!r}, queue "
+                             f"{page.locator('#queue-pos').inner_text()!r}") from None
 
 
 def _wait_stats(url: str, cond, what: str, timeout: float = 60.0) -> dict:
@@ -75,8 +70,8 @@ def test_enter_after_a_typing_pause_shows_the_targets_of_the_run_made_meanwhile(
     page.wait_for_selector("#queue-pos")
     page.locator("body").click(position={"x": 5, "y": 5})
     page.keyboard.press("PageDown")
-    page.wait_for_function("document.querySelector('#queue-pos')?.innerText.includes('1 /')", timeout=60_000)
-    page.wait_for_function(f"{CV}.W > 0", timeout=60_000)
+    _wait(page, "document.querySelector('#queue-pos')?.innerText.includes('1 /')", "image 1")
+    _wait(page, f"{CV}.W > 0", "the picture")
     from deris_core.weights import load_predictor
 
     st = score_threshold(load_predictor(str(studio_weights[0])))  # where the slider starts
@@ -88,9 +83,8 @@ def test_enter_after_a_typing_pause_shows_the_targets_of_the_run_made_meanwhile(
     stats = _wait_stats(url, lambda s: s["ran"] > before["ran"], "the run while typing")
     assert stats["scheduled"] == before["scheduled"] + 1, stats
     box.press("Enter")
-    page.wait_for_function(f"{CV}.targets.length === {len(masks)}", timeout=60_000)
-    page.wait_for_function("document.querySelector('#verdict')?.innerText.includes('existence probability')",
-                           timeout=60_000)
+    _wait(page, f"{CV}.targets.length === {len(masks)}", f"{len(masks)} targets on the canvas")
+    _wait(page, "document.querySelector('#verdict')?.innerText.includes('existence probability')", "the verdict")
     h, w = masks[0].shape
     shown = [decode_mask(r, h, w) > 0 for r in page.evaluate(f"() => {{ const S = {CV}; "
                                                                "return S.targets.map(t => S.api.encodeRle(t.mask)); }")]

@@ -192,6 +192,7 @@ def refilter(svc: Services, sess: Session, name: str, split: str, status: str, a
 
 def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
     """Reopen a saved ref in this view (from any tab). Outputs: :func:`open_ref_outputs`."""
+    svc.workspace.left_image(getattr(request, "session_hash", None))
     opened = svc.workspace.reopen(ref_id(rid), sess, svc.refs.last_decision)
     new = opened.session
     svc.sessions.track(getattr(request, "session_hash", None), new)
@@ -210,6 +211,7 @@ def open_sentence(svc: Services, handoff: dict | None, sess: Session, st: float,
         raise gr.Error("Nothing to open.")
     text = handoff["sentence"]
     rid = handoff.get("ref_id")
+    svc.workspace.left_image(getattr(request, "session_hash", None))
     if rid is not None and svc.refs.exists(int(rid)):
         opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
         new, split, status, note = opened.session, opened.split, opened.status, display.reopened_note(opened)
