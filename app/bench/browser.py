@@ -60,7 +60,7 @@ _PAINTED_AFTER = f"""
 ([seq, frames, needSeq]) => {{ const S = {CV}; return S.frames > frames && S.painted > window.__rt.t0
   && (!needSeq || S.seq !== seq); }}
 """
-_MEASURE = f"() => {{ const S = {CV}; return {{total: S.painted - window.__rt.t0}}; }}"
+_MEASURE = f"() => {{ const S = {CV}; return {{total: S.painted - window.__rt.t0, targets: S.targets.length}}; }}"
 _ZOOM_FPS = f"""
 async () => {{
   const S = {CV}; const steps = 60; const t = performance.now();
@@ -155,24 +155,44 @@ def _timed(page, action, server: bool = True) -> dict:
 
 
 def _inside(mask) -> tuple[int, int]:
-    """The pixel of ``mask`` farthest from its border (a click there cannot miss)."""
+    """The pixel of ``mask`` farthest from its border and from the image's (a click there cannot miss;
+    a mask over the whole picture, as random weights give, is clicked in the middle, not on the edge
+    where a rounded mouse position falls outside the canvas)."""
     import cv2
     import numpy as np
 
-    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    framed = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform(framed, cv2.DIST_L2, 3)[1:-1, 1:-1]
     y, x = np.unravel_index(int(dist.argmax()), dist.shape)
     return int(x), int(y)
 
 
 def _screen(page, x: float, y: float) -> tuple[float, float]:
-    """Page coordinates of the centre of image pixel (x, y) on the canvas."""
-    box = page.locator("#canvas canvas").first.bounding_box()
+    """Page coordinates of the centre of image pixel (x, y) on the canvas, the window scrolled first when
+    that point is outside it (a mouse event outside the window is lost: the canvas reaches below the fold)."""
+    canvas = page.locator("#canvas canvas").first
     sx, sy = page.evaluate(f"{CV}.api.toScreen({x + 0.5}, {y + 0.5})")
+    box = canvas.bounding_box()
+    height = page.viewport_size["height"]
+    if not 0 <= box["y"] + sy < height:
+        page.evaluate(f"window.scrollBy(0, {box['y'] + sy - height / 2})")
+        box = canvas.bounding_box()
     return box["x"] + sx, box["y"] + sy
 
 
+def _set_score_threshold(page, value: float) -> None:
+    """Move the score threshold slider to ``value`` (its number box, in the Thresholds accordion)."""
+    page.get_by_text("Thresholds", exact=True).first.click()
+    box = page.locator("#score-thr input[type=number]").first
+    box.fill(f"{value:g}")
+    box.press("Tab")
+    page.wait_for_function(f"Number(document.querySelector('#score-thr input[type=range]')?.value) === {value}",
+                           timeout=10_000)
+
+
 def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other: str = "the thing on the right",
-          enter_pause: float = ENTER_PAUSE_S, key_delay_ms: float = KEY_DELAY_MS) -> dict[str, list[dict]]:
+          enter_pause: float = ENTER_PAUSE_S, key_delay_ms: float = KEY_DELAY_MS,
+          score_threshold: float | None = None) -> dict[str, list[dict]]:
     """Open the studio in chromium and time ``runs`` actions of each kind (after one warm-up each),
     ``think`` seconds spent on each image before PgDn (the time the next image is prefetched in).
     On each image Enter is timed twice: ``other`` put in the box and Enter at once (the model runs on
@@ -193,6 +213,8 @@ def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other
         page.wait_for_function("document.querySelector('#queue-pos')?.innerText.includes('in the queue')",
                                timeout=120_000)
         page.evaluate(_PROBE)
+        if score_threshold is not None:
+            _set_score_threshold(page, score_threshold)
         page.locator("body").click(position={"x": 5, "y": 5})
         _timed(page, lambda: page.keyboard.press("d"))  # the first image
         box = page.locator("#expression textarea, #expression input").first
@@ -272,7 +294,7 @@ def _median(rows: list[dict], key: str) -> float | None:
 
 
 def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0,
-        enter_pause: float = ENTER_PAUSE_S) -> dict:
+        enter_pause: float = ENTER_PAUSE_S, score_threshold: float | None = None) -> dict:
     from deris_core.hardware import choose_precision, cpu_info
 
     from ..dataset.collection import import_images
@@ -290,7 +312,7 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
         where = _click_targets(weights, db, expression, dtype)
         proc, url = serve(weights, db, dtype)
         try:
-            rows = drive(url, runs, expression, where, think, other, enter_pause)
+            rows = drive(url, runs, expression, where, think, other, enter_pause, score_threshold=score_threshold)
             background = background_stats(url)
         finally:
             proc.kill()
@@ -298,10 +320,12 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
     info = cpu_info()
     result: dict = {"model": model, "runs": runs, "cpu": info.summary(), "precision": choose_precision(dtype).describe(),
                     "loadavg": list(os.getloadavg()), "think_s": think, "enter_pause_s": enter_pause,
+                    "score_threshold": score_threshold,
                     "background": background}
     for kind, rs in rows.items():
         unit = "fps" if kind == "zoom_fps" else "ms"
-        result[kind] = {f"median_{unit}": _median(rs, "total"), f"all_{unit}": [round(r["total"], 1) for r in rs]}
+        result[kind] = {f"median_{unit}": _median(rs, "total"), f"all_{unit}": [round(r["total"], 1) for r in rs],
+                        "median_targets": _median(rs, "targets")}
     return result
 
 
@@ -316,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="seconds between the last key of the typed expression and Enter, for the second Enter "
                          f"on each image (default {ENTER_PAUSE_S:g}: a person who reads the sentence over; the "
                          "first Enter follows the text at once)")
+    ap.add_argument("--score-threshold", type=float, default=None,
+                    help="move the score threshold slider here first (default: the model's own; random DeRIS-B "
+                         "weights refer to 19 of 20 candidates at it, 0.84 to a few: what Enter draws)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.enter_pause < 0:
@@ -323,18 +350,20 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).is_file():
         print(f"error: chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
         return 2
-    r = run(args.model, args.runs, args.dtype, args.think, args.enter_pause)
+    r = run(args.model, args.runs, args.dtype, args.think, args.enter_pause, args.score_threshold)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"CPU: {r['cpu']}; load average {' '.join(f'{x:.2f}' for x in r['loadavg'])}")
     print(f"{r['model']} model, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium"
-          f"{f', {args.think:g} s on each image before PgDn' if args.think else ''}:")
+          f"{f', {args.think:g} s on each image before PgDn' if args.think else ''}"
+          f"{f', score threshold {args.score_threshold:g}' if args.score_threshold is not None else ''}:")
     for kind, label in (("next_image", "PgDn -> next image painted"), ("enter", "Enter at once -> painted"),
                         ("enter_after_pause", f"Enter {args.enter_pause:g} s after the last key -> painted"),
                         ("click", "click (toggle) -> painted"), ("opacity", "opacity -> painted"),
                         ("brush_move", "brush move -> painted")):
-        print(f"  {label:<38} {r[kind]['median_ms'] or 0:7.1f} ms")
+        targets = f" ({r[kind]['median_targets']:g} targets drawn)" if kind.startswith("enter") else ""
+        print(f"  {label:<38} {r[kind]['median_ms'] or 0:7.1f} ms{targets}")
     print(f"  {'zoom':<38} {r['zoom_fps']['median_fps'] or 0:7.1f} frames/s")
     spec = r["background"]["speculation"]
     print(f"  expression run while typing: {spec['hits']} Enters answered from it, {spec['waited']} waited for it, "
