@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-image-side", type=int, default=4096, help="larger images are scaled down to this side")
     p.add_argument("--feature-cache-mb", type=int, default=1024,
                    help="memory for the server's cache of image features (opened and prefetched images, least "
-                        "recently used evicted first; 0 turns it and the prefetch of the next image off; docs/performance.md, "
-                        "\"Prefetch\")")
+                        "recently used evicted first; 0 turns it, the prefetch of the next image and the expression run "
+                        "while typing off; docs/performance.md, \"Prefetch\")")
     p.add_argument("--allow-weights", action="append", default=[], metavar="NAME_OR_PATH",
                    help="weights visitors may load for everyone from the Model panel, or the name of a model registered in "
                         "the database by python -m app.curate promote (repeatable; without it the "

@@ -14,6 +14,7 @@ handlers; the few links between views are made here. Each browser session has it
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import html
 import logging
@@ -80,6 +81,21 @@ SHORTCUTS_JS = """
     if (!inExpression(e.target) || (e.target.value || '').trim()) return;
     e.preventDefault(); e.stopImmediatePropagation();
     hint('Type an expression first (what to segment), then press Enter.');
+  }, true);
+  // The expression run while typing (app/services/speculate.py): once the box's text has been still for
+  // SPECULATE_PAUSE_MS, the hidden #speculate-btn asks the server to predict it on the open image in the
+  // background (no outputs, no progress); Enter with that text then finds the answer. Enter itself (or an
+  // emptied box) drops a pending request: Enter runs the text anyway.
+  const SPECULATE_PAUSE_MS = 350;
+  let speculateTimer = 0;
+  document.addEventListener('input', (e) => {
+    if (!inExpression(e.target)) return;
+    clearTimeout(speculateTimer);
+    if (!(e.target.value || '').trim()) return;
+    speculateTimer = setTimeout(() => document.querySelector('#speculate-btn')?.click(), SPECULATE_PAUSE_MS);
+  }, true);
+  document.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && inExpression(e.target)) clearTimeout(speculateTimer);
   }, true);
   // Decisions by key act on what the person saw, once: a key held down (e.repeat) or pressed while the
   // last decision is in flight (its answer has not changed what is on screen, and no error came back)
@@ -387,12 +403,20 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
 
         def client_left(request: gr.Request):
             svc.prefetch.cancel(getattr(request, "session_hash", None))  # its next image is not wanted
+            svc.workspace.left_image(getattr(request, "session_hash", None))  # nor its typed expression
             if svc.sessions.release(getattr(request, "session_hash", None)):
                 log.info("a client left: its session was freed (%d live)", len(svc.sessions))
 
         demo.unload(client_left)
+        # what the background work did (tests, benchmarks): callable by a client, not in the API page
+        gr.api(functools.partial(background_stats, svc), api_name="background_stats", api_visibility="undocumented")
     without_share_buttons(demo)
     return demo
+
+
+def background_stats(svc: Services) -> dict:
+    """The counts of the background work: the next image's prefetch and the expression run while typing."""
+    return {"prefetch": dataclasses.asdict(svc.prefetch.stats), "speculation": svc.speculation.counts()}
 
 
 def without_share_buttons(demo: gr.Blocks) -> None:

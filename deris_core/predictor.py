@@ -322,7 +322,12 @@ class Predictor:
                                     features=features)
 
     def _install_pause_points(self) -> None:
-        """Hooks before each encoder block that call the running thread's ``pause`` (installed once)."""
+        """Hooks before each encoder block and each block of the expression's pass (every BEiT-3 layer,
+        every decoder cross-attention and loopback step) that call the running thread's ``pause``
+        (installed once; a thread without a ``pause`` only pays a thread-local look-up)."""
+        from .model.beit3 import MultiwayBlock
+        from .model.layers import CrossAttentionLayer
+        from .model.loopback import LoopbackStep
         from .model.pixel_decoder import DeformableEncoderLayer, PixelDecoder
         from .model.swin import SwinBlock
 
@@ -334,6 +339,7 @@ class Predictor:
                 if isinstance(m, PixelDecoder):  # its stride-4 output conv is the encoder's longest step
                     points += [m.output, m.mask_features]
             points.append(self.model.cognition.beit3.patch_embed)
+            points += [m for m in self.model.modules() if isinstance(m, (MultiwayBlock, CrossAttentionLayer, LoopbackStep))]
             for m in points:
                 m.register_forward_pre_hook(_pause_hook)
             self._pause_points = True
@@ -361,9 +367,12 @@ class Predictor:
         image: ImageState | None = None,
         score_threshold: float | None = None,
         mask_threshold: float | None = None,
+        pause: Callable[[], None] | None = None,
     ) -> Prediction:
-        """Segment what ``expression`` refers to in the cached image."""
-        return self.predict_batch([expression], image=image, score_threshold=score_threshold, mask_threshold=mask_threshold)[0]
+        """Segment what ``expression`` refers to in the cached image. ``pause``: as for
+        :meth:`set_image`, called before each block of the expression's pass (a background caller's)."""
+        return self.predict_batch([expression], image=image, score_threshold=score_threshold, mask_threshold=mask_threshold,
+                                  pause=pause)[0]
 
     def predict_batch(
         self,
@@ -372,8 +381,9 @@ class Predictor:
         image: ImageState | None = None,
         score_threshold: float | None = None,
         mask_threshold: float | None = None,
+        pause: Callable[[], None] | None = None,
     ) -> list[Prediction]:
-        """Several expressions on one image in one batched pass."""
+        """Several expressions on one image in one batched pass (``pause``: see :meth:`predict`)."""
         if isinstance(expressions, str):
             raise TypeError("predict_batch takes a list of expressions")
         if not expressions:
@@ -386,7 +396,7 @@ class Predictor:
         t0 = time.perf_counter()
         ids, mask, encoded = self.tokenizer.encode_batch(list(expressions))
         t1 = time.perf_counter()
-        preds = self._predict_tokens(state, ids, mask, list(expressions), encoded, st, mt)
+        preds = self._predict_tokens(state, ids, mask, list(expressions), encoded, st, mt, pause=pause)
         for p in preds:
             p.timings["tokenize"] = (t1 - t0) / len(preds)
         return preds
@@ -407,19 +417,26 @@ class Predictor:
         st: float,
         mt: float,
         features: ImageFeatures | None = None,
+        pause: Callable[[], None] | None = None,
     ) -> list[Prediction]:
         """``state``: the image of every expression, or one image per expression (then ``features``
         holds theirs, batched)."""
         states = state if isinstance(state, list) else [state] * len(expressions)
         t0 = time.perf_counter()
-        with torch.inference_mode():
-            out = self.model.decode(features if features is not None else states[0].features, ids.to(self.device),
-                                    mask.to(self.device))
-            scores = referring_scores(out.refer_logits).cpu().numpy()
-            existence = out.existence_logit.float().sigmoid()[:, 0].cpu().numpy()
-            logits = out.decoder.mask_logits[-1].float().cpu()  # 96x96; upsampled per expression
-            size = (self.cfg.swin.img_size, self.cfg.swin.img_size)
-            boxes = [boxes_to_original(b, size, s.scale_factor).cpu().numpy() for b, s in zip(out.boxes, states)]
+        if pause is not None:
+            self._install_pause_points()
+        _PAUSE.fn = pause
+        try:
+            with torch.inference_mode():
+                out = self.model.decode(features if features is not None else states[0].features, ids.to(self.device),
+                                        mask.to(self.device))
+                scores = referring_scores(out.refer_logits).cpu().numpy()
+                existence = out.existence_logit.float().sigmoid()[:, 0].cpu().numpy()
+                logits = out.decoder.mask_logits[-1].float().cpu()  # 96x96; upsampled per expression
+                size = (self.cfg.swin.img_size, self.cfg.swin.img_size)
+                boxes = [boxes_to_original(b, size, s.scale_factor).cpu().numpy() for b, s in zip(out.boxes, states)]
+        finally:
+            _PAUSE.fn = None
         self._sync()
         t1 = time.perf_counter()
         with self._lock:

@@ -1,6 +1,7 @@
 """The annotator's round trip as a browser feels it: key or click -> the canvas painted.
 
-    python -m app.bench.browser [--model bundled|deris-b] [--pictures scenes|photos|large] [--runs 10] [--think 3] [--json]
+    python -m app.bench.browser [--model bundled|deris-b] [--pictures scenes|photos|large] [--runs 10] [--think 3]
+        [--enter-pause 1] [--score-threshold V] [--json]
 
 Starts the studio (``launch.py``) on 127.0.0.1 with a collection imported from a folder (the
 synthetic scenes for the bundled model; 1024x768 photo-like pictures for DeRIS-B with random
@@ -11,14 +12,19 @@ and times, in the page itself (``performance.now()``, from the key or mouse even
 paint, :mod:`app.views.canvas`), these actions:
 
 * *next image*: PgDn -> the next picture painted on the canvas;
-* *Enter*: Enter in the expression box -> the model's targets painted;
+* *Enter*: Enter in the expression box right after the text was put there (no pause: the model runs on
+  Enter) -> the model's targets painted;
+* *Enter after a pause*: another expression typed key by key, ``--enter-pause`` seconds between the last
+  key and Enter (the time the page's expression run while typing has, :mod:`app.services.speculate`)
+  -> painted;
 * *click*: a click on the picture (pick or un-pick a candidate; no server round trip) -> painted;
 * *opacity*: the opacity slider moved -> painted;
 * *brush move*: one mouse move of a brush stroke -> the stroke painted under the cursor;
 * *zoom*: frames per second while zooming step by step (``zoom_fps``).
 
 The server's own handler times are those of ``python -m app.bench annotate``. Medians over
-``--runs`` actions of each kind after one warm-up; the CPU and load average are printed.
+``--runs`` actions of each kind after one warm-up; the CPU and load average are printed, and the
+server's counts of its background work (:func:`background_stats`).
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from .. import settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = settings.get("DERIS_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+ENTER_PAUSE_S = 1.0  # the last key -> Enter of --enter-pause: a sentence read over before it is run
+KEY_DELAY_MS = 60  # between the keys of the typed expression (a quick typist; the page waits 350 ms)
 
 # In-page instrumentation: the time of the last key/mouse press; the canvas records its paints.
 _PROBE = """
@@ -55,7 +63,7 @@ _PAINTED_AFTER = f"""
 ([seq, frames, needSeq]) => {{ const S = {CV}; return S.frames > frames && S.painted > window.__rt.t0
   && (!needSeq || S.seq !== seq); }}
 """
-_MEASURE = f"() => {{ const S = {CV}; return {{total: S.painted - window.__rt.t0}}; }}"
+_MEASURE = f"() => {{ const S = {CV}; return {{total: S.painted - window.__rt.t0, targets: S.targets.length}}; }}"
 _ZOOM_FPS = f"""
 async () => {{
   const S = {CV}; const steps = 60; const t = performance.now();
@@ -135,6 +143,21 @@ def serve(weights: str, db: Path, dtype: str) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the studio did not start:\n" + "".join(lines[-20:]))
 
 
+def background_stats(url: str) -> dict:
+    """The studio's counts of its background work (its undocumented ``background_stats`` endpoint):
+    ``{"prefetch": {...}, "speculation": {...}}``."""
+    import urllib.request
+
+    base = url.rstrip("/") + "/gradio_api/call/background_stats"
+    req = urllib.request.Request(base, data=b'{"data": []}', headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        event = json.loads(r.read())["event_id"]
+    with urllib.request.urlopen(f"{base}/{event}", timeout=30) as r:
+        lines = r.read().decode().splitlines()
+    data = [ln[len("data:"):].strip() for ln in lines if ln.startswith("data:")]
+    return json.loads(data[-1])[0]
+
+
 def _timed(page, action, server: bool = True) -> dict:
     """Run ``action`` and time it to the canvas's next paint (after a new server value if ``server``)."""
     seq, frames = page.evaluate(_STATE)
@@ -144,32 +167,56 @@ def _timed(page, action, server: bool = True) -> dict:
 
 
 def _inside(mask) -> tuple[int, int]:
-    """The pixel of ``mask`` farthest from its border (a click there cannot miss)."""
+    """The pixel of ``mask`` farthest from its border and from the image's (a click there cannot miss;
+    a mask over the whole picture, as random weights give, is clicked in the middle, not on the edge
+    where a rounded mouse position falls outside the canvas)."""
     import cv2
     import numpy as np
 
-    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
+    framed = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform(framed, cv2.DIST_L2, 3)[1:-1, 1:-1]
     y, x = np.unravel_index(int(dist.argmax()), dist.shape)
     return int(x), int(y)
 
 
 def _screen(page, x: float, y: float) -> tuple[float, float]:
-    """Page coordinates of the centre of image pixel (x, y) on the canvas."""
-    box = page.locator("#canvas canvas").first.bounding_box()
+    """Page coordinates of the centre of image pixel (x, y) on the canvas, the window scrolled first when
+    that point is outside it (a mouse event outside the window is lost: the canvas reaches below the fold)."""
+    canvas = page.locator("#canvas canvas").first
     sx, sy = page.evaluate(f"{CV}.api.toScreen({x + 0.5}, {y + 0.5})")
+    box = canvas.bounding_box()
+    height = page.viewport_size["height"]
+    if not 0 <= box["y"] + sy < height:
+        page.evaluate(f"window.scrollBy(0, {box['y'] + sy - height / 2})")
+        box = canvas.bounding_box()
     return box["x"] + sx, box["y"] + sy
 
 
-def drive(url: str, runs: int, expression: str, where, think: float = 0.0) -> dict[str, list[dict]]:
+def _set_score_threshold(page, value: float) -> None:
+    """Move the score threshold slider to ``value`` (its number box, in the Thresholds accordion)."""
+    page.get_by_text("Thresholds", exact=True).first.click()
+    box = page.locator("#score-thr input[type=number]").first
+    box.fill(f"{value:g}")
+    box.press("Tab")
+    page.wait_for_function(f"Number(document.querySelector('#score-thr input[type=range]')?.value) === {value}",
+                           timeout=10_000)
+
+
+def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other: str = "the thing on the right",
+          enter_pause: float = ENTER_PAUSE_S, key_delay_ms: float = KEY_DELAY_MS,
+          score_threshold: float | None = None) -> dict[str, list[dict]]:
     """Open the studio in chromium and time ``runs`` actions of each kind (after one warm-up each),
     ``think`` seconds spent on each image before PgDn (the time the next image is prefetched in).
+    On each image Enter is timed twice: ``other`` put in the box and Enter at once (the model runs on
+    Enter), then ``expression`` typed key by key (``key_delay_ms`` apart) and Enter ``enter_pause``
+    seconds after the last key.
 
     ``where(position)`` gives the image pixel to click on the queue's ``position``-th image (inside
     the best candidate, so that the click adds or removes it) and the display scale."""
     from playwright.sync_api import sync_playwright
 
-    out: dict[str, list[dict]] = {"next_image": [], "enter": [], "click": [], "opacity": [], "brush_move": [],
-                                  "zoom_fps": []}
+    out: dict[str, list[dict]] = {"next_image": [], "enter": [], "enter_after_pause": [], "click": [], "opacity": [],
+                                  "brush_move": [], "zoom_fps": []}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                     args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -178,6 +225,8 @@ def drive(url: str, runs: int, expression: str, where, think: float = 0.0) -> di
         page.wait_for_function("document.querySelector('#queue-pos')?.innerText.includes('in the queue')",
                                timeout=120_000)
         page.evaluate(_PROBE)
+        if score_threshold is not None:
+            _set_score_threshold(page, score_threshold)
         page.locator("body").click(position={"x": 5, "y": 5})
         _timed(page, lambda: page.keyboard.press("d"))  # the first image
         box = page.locator("#expression textarea, #expression input").first
@@ -187,10 +236,16 @@ def drive(url: str, runs: int, expression: str, where, think: float = 0.0) -> di
             r = _timed(page, lambda: page.keyboard.press("PageDown"))
             if i:
                 out["next_image"].append(r)
-            box.fill(expression)
+            box.fill(other)
             r = _timed(page, lambda: box.press("Enter"))
             if i:
                 out["enter"].append(r)
+            box.fill("")
+            box.press_sequentially(expression, delay=key_delay_ms)
+            time.sleep(enter_pause)
+            r = _timed(page, lambda: box.press("Enter"))
+            if i:
+                out["enter_after_pause"].append(r)
             pos = int(page.locator("#queue-pos").inner_text().split("/")[0].split()[-1])
             x, y, _ = where(pos)
             page.keyboard.press("Escape")
@@ -250,7 +305,8 @@ def _median(rows: list[dict], key: str) -> float | None:
     return statistics.median(vals) if vals else None
 
 
-def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0, pictures: str | None = None) -> dict:
+def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0,
+        enter_pause: float = ENTER_PAUSE_S, score_threshold: float | None = None, pictures: str | None = None) -> dict:
     from deris_core.hardware import choose_precision, cpu_info
 
     from ..dataset.collection import import_images
@@ -265,19 +321,25 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
         store.close()
         pictures = pictures or ("scenes" if model == "bundled" else "photos")
         expression = "the red circle" if pictures == "scenes" else "the cat on the left"
+        other = "all blue squares" if pictures == "scenes" else "the dog on the right"
         where = _click_targets(weights, db, expression, dtype)
         proc, url = serve(weights, db, dtype)
         try:
-            rows = drive(url, runs, expression, where, think)
+            rows = drive(url, runs, expression, where, think, other, enter_pause, score_threshold=score_threshold)
+            background = background_stats(url)
         finally:
             proc.kill()
             proc.wait(timeout=30)
     info = cpu_info()
-    result: dict = {"model": model, "pictures": pictures, "runs": runs, "cpu": info.summary(), "precision": choose_precision(dtype).describe(),
-                    "loadavg": list(os.getloadavg()), "think_s": think}
+    result: dict = {"model": model, "pictures": pictures, "runs": runs, "cpu": info.summary(),
+                    "precision": choose_precision(dtype).describe(),
+                    "loadavg": list(os.getloadavg()), "think_s": think, "enter_pause_s": enter_pause,
+                    "score_threshold": score_threshold,
+                    "background": background}
     for kind, rs in rows.items():
         unit = "fps" if kind == "zoom_fps" else "ms"
-        result[kind] = {f"median_{unit}": _median(rs, "total"), f"all_{unit}": [round(r["total"], 1) for r in rs]}
+        result[kind] = {f"median_{unit}": _median(rs, "total"), f"all_{unit}": [round(r["total"], 1) for r in rs],
+                        "median_targets": _median(rs, "targets")}
     return result
 
 
@@ -291,23 +353,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto")
     ap.add_argument("--think", type=float, default=0.0,
                     help="seconds spent on each image before PgDn (3: the next image was prefetched meanwhile)")
+    ap.add_argument("--enter-pause", type=float, default=ENTER_PAUSE_S,
+                    help="seconds between the last key of the typed expression and Enter, for the second Enter "
+                         f"on each image (default {ENTER_PAUSE_S:g}: a person who reads the sentence over; the "
+                         "first Enter follows the text at once)")
+    ap.add_argument("--score-threshold", type=float, default=None,
+                    help="move the score threshold slider here first (default: the model's own; random DeRIS-B "
+                         "weights refer to 19 of 20 candidates at it, 0.84 to a few: what Enter draws)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
+    if args.enter_pause < 0:
+        ap.error("--enter-pause must be 0 or more")
     if not Path(CHROMIUM).is_file():
         print(f"error: chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
         return 2
-    r = run(args.model, args.runs, args.dtype, args.think, args.pictures)
+    r = run(args.model, args.runs, args.dtype, args.think, args.enter_pause, args.score_threshold, args.pictures)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"CPU: {r['cpu']}; load average {' '.join(f'{x:.2f}' for x in r['loadavg'])}")
     print(f"{r['model']} model on {r['pictures']}, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium"
-          f"{f', {args.think:g} s on each image before PgDn' if args.think else ''}:")
-    for kind, label in (("next_image", "PgDn -> next image painted"), ("enter", "Enter -> targets painted"),
+          f"{f', {args.think:g} s on each image before PgDn' if args.think else ''}"
+          f"{f', score threshold {args.score_threshold:g}' if args.score_threshold is not None else ''}:")
+    for kind, label in (("next_image", "PgDn -> next image painted"), ("enter", "Enter at once -> painted"),
+                        ("enter_after_pause", f"Enter {args.enter_pause:g} s after the last key -> painted"),
                         ("click", "click (toggle) -> painted"), ("opacity", "opacity -> painted"),
                         ("brush_move", "brush move -> painted")):
-        print(f"  {label:<28} {r[kind]['median_ms'] or 0:7.1f} ms")
-    print(f"  {'zoom':<28} {r['zoom_fps']['median_fps'] or 0:7.1f} frames/s")
+        targets = f" ({r[kind]['median_targets']:g} targets drawn)" if kind.startswith("enter") else ""
+        print(f"  {label:<38} {r[kind]['median_ms'] or 0:7.1f} ms{targets}")
+    print(f"  {'zoom':<38} {r['zoom_fps']['median_fps'] or 0:7.1f} frames/s")
+    spec = r["background"]["speculation"]
+    print(f"  expression run while typing: {spec['hits']} Enters answered from it, {spec['waited']} waited for it, "
+          f"{spec['misses']} ran the model ({spec['ran']} runs, {spec['cancelled']} cancelled)")
     return 0
 
 

@@ -2,9 +2,9 @@
 its image features (:mod:`.model`), the open image of a session (:mod:`.workspace`), refs and
 their one permission table (:mod:`.refs`, :mod:`.permissions`) and the collection queue
 (:mod:`.queue`), the next image's features prepared in the background (:mod:`.prefetch`, over the
-server's feature cache of :mod:`.features`), the promptable refiner of the canvas (:mod:`.refine`) and the
-verification of proposed negatives (:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors
-into messages.
+server's feature cache of :mod:`.features`), the typed expression run before Enter (:mod:`.speculate`),
+the promptable refiner of the canvas (:mod:`.refine`) and the verification of proposed negatives
+(:mod:`.negatives`). Nothing here knows Gradio; the views turn its errors into messages.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ from .queue import Queue
 from .refine import Refined, RefinerHolder
 from .refs import RefService
 from .review import Changes, Rejection, compare
+from .speculate import Speculator
 from .workspace import Workspace
 
-__all__ = ["Actor", "BadInput", "Changes", "ImageService", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue", "RefService", "Refined",
-           "RefinerHolder", "Refused", "Rejection", "Services", "UserError", "Workspace",
+__all__ = ["Actor", "BadInput", "Changes", "ImageService", "ModelHolder", "NegativeService", "NoModel", "Prefetcher", "Queue",
+           "RefService", "Refined", "RefinerHolder", "Refused", "Rejection", "Services", "Speculator", "UserError", "Workspace",
            "can", "compare", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
            "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",
@@ -83,7 +84,8 @@ class Services:
         self.refs = RefService(self.store)
         self.queue = Queue(self.store)
         self.negatives = NegativeService(self.store)
-        self.workspace = Workspace(self.model, self.store, self.max_image_side)
+        self.speculation = Speculator(self.model)  # the expression run while the annotator types
+        self.workspace = Workspace(self.model, self.store, self.max_image_side, self.speculation)
         self.dataset = DatasetService(self.store, self.export_dir)
         self.prefetch = Prefetcher(self.model, self.store, self.max_image_side)
         from .jobs import Jobs

@@ -22,6 +22,7 @@ from ..store import RefAction, RefRecord, RefStatus, Store, StoreError, image_di
 from ..store.review import Decision
 from .errors import BadInput
 from .model import ModelHolder
+from .speculate import Ask, Speculator, normalised
 
 
 def fit(rgb: np.ndarray, max_side: int) -> tuple[np.ndarray, bool]:
@@ -65,8 +66,10 @@ class Reopened:
 class Workspace:
     """Opening images and refs into sessions, over the shared model and the store."""
 
-    def __init__(self, model: ModelHolder, store: Store, max_image_side: int = 4096) -> None:
+    def __init__(self, model: ModelHolder, store: Store, max_image_side: int = 4096,
+                 speculation: Speculator | None = None) -> None:
         self.model, self.store, self.max_image_side = model, store, max_image_side
+        self.speculation = speculation  # the expression run while typing (None: every Enter runs the model)
 
     def _session(self, rgb: np.ndarray, image_id: int | None, source: str, digest: str | None = None) -> Session:
         return Session(image=rgb, image_state=self.model.features(source, rgb), image_id=image_id,
@@ -110,19 +113,46 @@ class Workspace:
             sess.image_state = self.model.encode(sess.image)
             sess.features_key = self.model.features_key(sess.digest or image_digest(sess.image))
 
-    def predict(self, sess: Session, text: str, score_threshold: float, mask_threshold: float) -> str | None:
-        """Run ``text`` on the open image; the referred candidates become the target set.
-        Returns a warning for the user (a truncated expression) or None."""
-        text = " ".join((text or "").split())
+    def _ask(self, sess: Session, text: str, score_threshold: float, mask_threshold: float) -> Ask | None:
+        """What a run of ``text`` on the open image is kept under (None: no current features to run it on)."""
+        if sess.image_state is None or not self.model.is_current(sess.features_key):
+            return None
+        return Ask.of(sess.features_key, text, score_threshold, mask_threshold)
+
+    def speculate(self, sess: Session, text: str, score_threshold: float, mask_threshold: float,
+                  client: str | None) -> bool:
+        """The expression box's text has been still for a moment: predict it on the open image in the
+        background, so that Enter finds it done (:mod:`.speculate`). False: nothing was started."""
+        ask = self._ask(sess, text, score_threshold, mask_threshold)
+        if self.speculation is None or ask is None:
+            return False
+        return self.speculation.schedule(client, ask, sess.image_state)
+
+    def left_image(self, client: str | None) -> None:
+        """The session opened another image (or left): its run while typing is no longer wanted."""
+        if self.speculation is not None:
+            self.speculation.cancel(client)
+
+    def predict(self, sess: Session, text: str, score_threshold: float, mask_threshold: float,
+                client: str | None = None) -> str | None:
+        """Run ``text`` on the open image; the referred candidates become the target set. The run made
+        while the annotator typed (``client``'s, or any session's of the same ask) is used when there is
+        one. Returns a warning for the user (a truncated expression) or None."""
+        text = normalised(text)
         if not text:
             raise BadInput("Type an expression first.")
         predictor = self.model.get()
-        try:
-            with self.model.priority.interactive():
-                pred = predictor.predict(text, image=sess.image_state, score_threshold=score_threshold,
-                                         mask_threshold=mask_threshold)
-        except TokenizerError as exc:
-            raise BadInput(f"Cannot use this expression: {exc}") from None
+        ask = self._ask(sess, text, score_threshold, mask_threshold) if self.speculation is not None else None
+        pred = self.speculation.take(client, ask) if ask is not None else None
+        if pred is None:
+            try:
+                with self.model.priority.interactive():
+                    pred = predictor.predict(text, image=sess.image_state, score_threshold=score_threshold,
+                                             mask_threshold=mask_threshold)
+            except TokenizerError as exc:
+                raise BadInput(f"Cannot use this expression: {exc}") from None
+            if ask is not None:
+                self.speculation.keep(ask, pred)
         sess.apply_prediction(pred)
         sess.expression = text
         sess.domain_note = self._domain_note(sess)

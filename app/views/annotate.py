@@ -5,7 +5,9 @@ Handlers are module-level functions of ``(services, inputs...)``: tests call the
 server. :func:`wire` attaches them to the widgets of :class:`~.annotate_layout.AnnotateUI`.
 
 Keys (see ``app.ui.SHORTCUTS_JS``): A / D previous / next image and Shift+D the next image
-without refs (outside text boxes), Enter runs the expression, Ctrl+Enter saves. The picture is the
+without refs (outside text boxes), Enter runs the expression, Ctrl+Enter saves. While the annotator
+types, the page asks the server to run the text once it has been still a moment (:func:`speculate`):
+Enter then finds the answer computed. The picture is the
 canvas of :mod:`.canvas`: picking, painting, outlining and undo happen in the browser, with its own
 keys; the server learns the target set from the canvas's value (:func:`canvas_edit`, :func:`save`).
 """
@@ -82,12 +84,20 @@ def segment(svc: Services, path: str | None, text: str, st: float, mt: float, se
         raise gr.Error("Give an image first: open one of the collection, or upload, paste or pick an example.")
     else:
         svc.workspace.ensure_features(sess)  # the model changed meanwhile
-    svc.sessions.track(getattr(request, "session_hash", None), sess)
-    warning = svc.workspace.predict(sess, text, st, mt)
+    client = getattr(request, "session_hash", None)
+    svc.sessions.track(client, sess)
+    warning = svc.workspace.predict(sess, text, st, mt, client=client)  # the run made while typing, if any
     if warning:
         gr.Warning(warning)
     left = sess is not before or (ref_before is not None and sess.ref_id is None)
     return (*render(sess), *(new_ref_fields(svc, sess) if left else KEEP_REF_FIELDS))
+
+
+def speculate(svc: Services, text: str, st: float, mt: float, sess: Session, request: gr.Request = None) -> None:
+    """The page's signal that the expression box's text has been still for a moment: the server predicts
+    it on the open image in the background, so that Enter finds the answer (:mod:`app.services.speculate`).
+    No outputs: nothing on the page changes, and nothing is said if it cannot run (Enter will)."""
+    svc.workspace.speculate(sess, text, st, mt, getattr(request, "session_hash", None))
 
 
 def rethreshold(svc: Services, st: float, mt: float, sess: Session):
@@ -117,6 +127,7 @@ def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, t
         gr.Info("No more images in this direction" + (" that match the filter." if flt != ImageFilter() else "."))
         return (gr.update(), *render(sess), queue_html(svc, sess, flt), image_refs(svc, sess), gr.update(), gr.update(),
                 *KEEP_REF_FIELDS)
+    svc.workspace.left_image(getattr(request, "session_hash", None))  # its run while typing is not wanted
     new = svc.workspace.open_image(image_id)
     svc.sessions.track(getattr(request, "session_hash", None), new)
     expr = text if keep else ""
@@ -181,6 +192,7 @@ def refilter(svc: Services, sess: Session, name: str, split: str, status: str, a
 
 def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
     """Reopen a saved ref in this view (from any tab). Outputs: :func:`open_ref_outputs`."""
+    svc.workspace.left_image(getattr(request, "session_hash", None))
     opened = svc.workspace.reopen(ref_id(rid), sess, svc.refs.last_decision)
     new = opened.session
     svc.sessions.track(getattr(request, "session_hash", None), new)
@@ -199,6 +211,7 @@ def open_sentence(svc: Services, handoff: dict | None, sess: Session, st: float,
         raise gr.Error("Nothing to open.")
     text = handoff["sentence"]
     rid = handoff.get("ref_id")
+    svc.workspace.left_image(getattr(request, "session_hash", None))
     if rid is not None and svc.refs.exists(int(rid)):
         opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
         new, split, status, note = opened.session, opened.split, opened.status, display.reopened_note(opened)
@@ -285,6 +298,7 @@ def upload(svc: Services, path: str | None, sess: Session, request: gr.Request =
     Outputs: the session outputs, queue position, the image's refs, the per-ref boxes (cleared)."""
     if not path:
         return (*render(sess), display.queue_html(None, svc.queue.size()), image_refs(svc, sess), *KEEP_REF_FIELDS)
+    svc.workspace.left_image(getattr(request, "session_hash", None))
     opened = svc.workspace.open_upload(path, sess)
     if opened.warning:
         gr.Warning(opened.warning)
@@ -324,6 +338,9 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     seg_guard = lambda h: gpu(keep_on_error(len(seg_outputs))(h))  # noqa: E731
     ui.run_btn.click(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name="segment")
     ui.expression.submit(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name=False)
+    # the page clicks the hidden button once the typed text has been still (app.ui SHORTCUTS_JS)
+    ui.speculate.click(bind(speculate, svc), [ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state], None,
+                       api_name=False, show_progress="hidden", trigger_mode="always_last")
     thr = [ui.score_thr, ui.mask_thr, shell.sess_state]
     ui.score_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name="rethreshold")
     ui.mask_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name=False)

@@ -62,6 +62,7 @@ class AnnotateUI:
     parts: gr.HTML
     expression: gr.Textbox
     run_btn: gr.Button
+    speculate: gr.Button  # hidden: the page clicks it once the typed expression has been still a moment
     next_expr_btn: gr.Button
     keep_expr: gr.Checkbox
     score_thr: gr.Slider
@@ -119,6 +120,7 @@ def layout(predictor, refine=None) -> AnnotateUI:
                 c.expression = gr.Textbox(label="Expression (Enter runs)", placeholder="e.g. the two red circles", lines=1,
                                           max_lines=1, elem_id="expression", scale=4)
                 c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=0, min_width=100)
+                c.speculate = gr.Button("", visible="hidden", elem_id="speculate-btn", scale=0, min_width=0)
                 c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=0, min_width=120)
             c.result = make_canvas("canvas", height=400, refine=refine)
             c.parts = gr.HTML("", elem_id="canvas-parts-box")

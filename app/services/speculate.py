@@ -1,0 +1,279 @@
+"""The expression run while the annotator types: Enter finds its answer computed.
+
+When the expression box's text has been still for a moment (the page waits
+``SPECULATE_PAUSE_MS``, :mod:`app.ui`), the page asks :meth:`Speculator.schedule` to predict that
+text on the session's open image; one background worker runs it on the image's cached features
+and keeps the prediction in a small least-recently-used table of the server, under an
+:class:`Ask` (the features key, which names the model and the image, the expression as the model
+gets it, and both thresholds). Enter asks :meth:`Speculator.take` first: a kept prediction is
+used as it is (no network); one still being computed for the same ask is waited for, at full
+speed, instead of starting a second; anything else (another text, other thresholds, another
+model) runs the model as it always did.
+
+Bounds, as for the prefetch of :mod:`.prefetch`: one run per session (a newer request of the
+session replaces its older one and stops it if it is running; so do another image, a model
+switch, the client leaving, and an Enter on another text); interactive work first
+(:class:`~.features.Priority`): a run starts only when no interactive request runs and pauses
+before each block of the expression's pass while one does; ``max_results`` predictions kept for
+the whole server. Off where the feature cache is (``--feature-cache-mb 0``, ZeroGPU).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from deris_core.predictor import ImageState, Prediction
+
+from .model import ModelHolder
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_RESULTS = 64  # DeRIS-B: 20 candidates of 96x96 float logits, 0.74 MB each, 47 MB at most
+WAIT_S = 60.0  # an Enter waits at most this long for the run under way (then runs the model itself)
+_POLL_S = 0.025  # how often a paused run looks whether it was cancelled or is now awaited
+
+
+def normalised(text: str | None) -> str:
+    """The expression as the model gets it (runs of white space as one space, none at the ends)."""
+    return " ".join((text or "").split())
+
+
+@dataclass(frozen=True)
+class Ask:
+    """One expression on one image under one model and thresholds: what a run computes, what Enter looks up."""
+
+    key: str  # the features key (ModelHolder.features_key): the model's version and the image
+    text: str
+    score_threshold: float
+    mask_threshold: float
+
+    @classmethod
+    def of(cls, key: str, text: str | None, score_threshold: float, mask_threshold: float) -> "Ask":
+        return cls(str(key), normalised(text), float(score_threshold), float(mask_threshold))
+
+
+class _Cancelled(Exception):
+    """Raised at a pause point to abandon a run."""
+
+
+@dataclass
+class _Job:
+    client: str
+    ask: Ask
+    state: ImageState
+    seq: int
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    urgent: threading.Event = field(default_factory=threading.Event)  # an Enter waits for it: no more pauses
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Prediction | None = None
+
+
+@dataclass
+class SpeculationStats:
+    scheduled: int = 0
+    ran: int = 0  # predictions computed and kept
+    already: int = 0  # the ask was kept already (or asked again while under way)
+    cancelled: int = 0
+    failed: int = 0  # the model raised (an Enter on that text reports it)
+    hits: int = 0  # Enters answered from a kept prediction
+    waited: int = 0  # Enters answered by the run under way, waited for
+    misses: int = 0  # expressions run by the model interactively (an Enter, a kept expression on the next image)
+
+
+def detached(pred: Prediction) -> Prediction:
+    """A copy of ``pred`` for one session: the same logits, its own lazily computed masks (a kept
+    prediction stays small and is never changed by the session that uses it)."""
+    return dataclasses.replace(pred, timings=dict(pred.timings), _cache={})
+
+
+class Speculator:
+    """One background worker predicting each session's typed expression, interactive work first."""
+
+    def __init__(self, model: ModelHolder, max_results: int = DEFAULT_MAX_RESULTS) -> None:
+        self.model, self.max_results = model, int(max_results)
+        self.stats = SpeculationStats()
+        self._results: OrderedDict[Ask, Prediction] = OrderedDict()
+        self._jobs: dict[str, _Job] = {}  # waiting, one per session
+        self._running: _Job | None = None
+        self._seq = itertools.count()
+        self._wake = threading.Condition()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether runs are made and kept: a model, room for features (not ``--feature-cache-mb 0``, not ZeroGPU)."""
+        return (not self._closed and self.model is not None and self.model.predictor is not None
+                and self.model.cache.cap_bytes > 0 and self.max_results > 0)
+
+    # --- what the workspace calls ---------------------------------------------------------
+
+    def schedule(self, client: str | None, ask: Ask, state: ImageState | None) -> bool:
+        """Predict ``ask`` on ``state`` in the background for ``client`` (replacing its earlier request);
+        False when nothing was scheduled (off, nothing to run, kept already, or under way already)."""
+        if not client or state is None or not ask.text or not self.enabled or not self.model.is_current(ask.key):
+            return False
+        with self._wake:
+            if ask in self._results:
+                self.stats.already += 1
+                return False
+            mine = self._jobs.get(client) or (self._running if self._running and self._running.client == client else None)
+            if mine is not None and mine.ask == ask and not mine.cancelled.is_set():
+                return False  # the same text again (a key pressed and taken back): under way already
+            self._cancel_locked(client)
+            self._jobs[client] = _Job(client, ask, state, next(self._seq))
+            self.stats.scheduled += 1
+            self._idle.clear()
+            self._start_locked()
+            self._wake.notify()
+        return True
+
+    def cancel(self, client: str | None) -> None:
+        """The session's image changed, or it left: drop its waiting or running run."""
+        if client:
+            with self._wake:
+                self._cancel_locked(client)
+
+    def take(self, client: str | None, ask: Ask, timeout: float = WAIT_S) -> Prediction | None:
+        """Enter's look-up: the kept prediction of ``ask`` (a copy), else the one under way (waited for,
+        at full speed), else None (then the caller runs the model and :meth:`keep` s it). A run of the
+        session for another text is stopped: the annotator pressed Enter on something else."""
+        if not self.enabled:
+            return None
+        with self._wake:
+            kept = self._results.get(ask)
+            if kept is not None:
+                self._results.move_to_end(ask)
+                self.stats.hits += 1
+                log.debug("speculation: Enter took the run made while typing (hits %d)", self.stats.hits)
+                return detached(kept)
+            running = self._running if self._running is not None and self._running.ask == ask else None
+            if running is None or running.cancelled.is_set():
+                waiting = self._jobs.get(client or "")
+                if waiting is not None and waiting.ask == ask:  # not started: the Enter runs it itself
+                    del self._jobs[waiting.client]
+                if client:
+                    self._cancel_locked(client)
+                self.stats.misses += 1
+                return None
+            running.urgent.set()
+        with self.model.priority.interactive():  # background work holds off; the run itself no longer pauses
+            running.done.wait(timeout)
+        result = running.result
+        with self._wake:
+            if result is None:
+                self.stats.misses += 1
+                return None
+            self.stats.waited += 1
+            log.debug("speculation: Enter waited for the run under way (waited %d)", self.stats.waited)
+        return detached(result)
+
+    def keep(self, ask: Ask, pred: Prediction) -> None:
+        """Keep an Enter's own prediction too: a request for that text arriving late finds it done."""
+        if self.enabled and self.model.is_current(ask.key):
+            with self._wake:
+                self._keep_locked(ask, pred)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Until nothing waits or runs (tests, benchmarks)."""
+        return self._idle.wait(timeout)
+
+    def close(self) -> None:
+        with self._wake:
+            self._closed = True
+            for client in list(self._jobs):
+                self._cancel_locked(client)
+            if self._running is not None:
+                self._running.cancelled.set()
+            self._wake.notify_all()
+
+    def counts(self) -> dict[str, int]:
+        """The statistics as a plain dict (the studio's ``/background_stats``)."""
+        return dataclasses.asdict(self.stats) | {"kept": len(self._results)}
+
+    # --- the worker -------------------------------------------------------------------
+
+    def _keep_locked(self, ask: Ask, pred: Prediction) -> None:
+        self._results[ask] = detached(pred)
+        self._results.move_to_end(ask)
+        while len(self._results) > self.max_results:
+            self._results.popitem(last=False)
+
+    def _cancel_locked(self, client: str) -> None:
+        job = self._jobs.pop(client, None)
+        if job is not None:
+            job.cancelled.set()
+            job.done.set()
+            self.stats.cancelled += 1
+        running = self._running
+        if running is not None and running.client == client and not running.cancelled.is_set() \
+                and not running.urgent.is_set():  # an Enter waits for it: it finishes
+            running.cancelled.set()
+            self.stats.cancelled += 1
+
+    def _start_locked(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._work, name="deris-speculate", daemon=True)
+            self._thread.start()
+
+    def _next_job(self) -> _Job | None:
+        with self._wake:
+            while not self._jobs and not self._closed:
+                self._running = None
+                self._idle.set()
+                self._wake.wait()
+            if self._closed:
+                self._running = None
+                self._idle.set()
+                return None
+            client = max(self._jobs, key=lambda c: self._jobs[c].seq)  # the newest first: its Enter comes soonest
+            self._running = self._jobs.pop(client)
+            return self._running
+
+    def _work(self) -> None:
+        while True:
+            job = self._next_job()
+            if job is None:
+                return
+            try:
+                self._run(job)
+            except _Cancelled:
+                log.debug("speculation for %s cancelled", job.client)
+            except Exception as exc:  # noqa: BLE001 - the Enter on that text runs the model and reports it
+                with self._wake:
+                    self.stats.failed += 1
+                log.debug("speculation on %r failed: %s", job.ask.text, exc)
+            finally:
+                job.done.set()
+
+    def _pause(self, job: _Job) -> None:
+        """Before each block: wait while interactive work runs (unless an Enter awaits this run);
+        stop if cancelled or the model changed."""
+        while not job.urgent.is_set() and not job.cancelled.is_set() and not self.model.priority.wait_idle(_POLL_S):
+            pass
+        if job.cancelled.is_set() or not self.model.is_current(job.ask.key):
+            raise _Cancelled
+
+    def _run(self, job: _Job) -> None:
+        self._pause(job)
+        with self._wake:
+            if job.ask in self._results:
+                self.stats.already += 1
+                job.result = self._results[job.ask]
+                return
+        ask = job.ask
+        pred = self.model.get().predict(ask.text, image=job.state, score_threshold=ask.score_threshold,
+                                        mask_threshold=ask.mask_threshold, pause=lambda: self._pause(job))
+        if not self.model.is_current(ask.key):
+            raise _Cancelled
+        with self._wake:
+            self._keep_locked(ask, pred)
+            self.stats.ran += 1
+        job.result = pred
