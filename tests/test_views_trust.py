@@ -341,7 +341,9 @@ def test_jobs_panel_runs_the_commands_with_progress_cancel_and_plain_errors(tmp_
     svc = Services(model, store, users=users)
     buttons = jobs.for_user(svc, "", _request("ann"))
     assert buttons.start_btn["visible"] is False and buttons.cancel_btn["visible"] is False
+    assert buttons.kind["visible"] is False and buttons.sentences["visible"] is False  # the form too: they read the board
     assert "Only reviewers or operators" in buttons.msg
+    assert jobs.for_user(svc, "", _request("rev")).kind["visible"] is True
     with pytest.raises(Refused):
         jobs.start(svc, "preannotate", "the red circle", 5, False, "", "", _request("ann"))
     with pytest.raises(BadInput, match="type the sentences"):

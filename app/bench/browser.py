@@ -212,7 +212,8 @@ def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other
     seconds after the last key.
 
     ``where(position)`` gives the image pixel to click on the queue's ``position``-th image (inside
-    the best candidate, so that the click adds or removes it) and the display scale."""
+    the best candidate that covers pixels, so that the click adds or removes it) and the display scale,
+    or None when none does (that image's click is not timed)."""
     from playwright.sync_api import sync_playwright
 
     out: dict[str, list[dict]] = {"next_image": [], "enter": [], "enter_after_pause": [], "click": [], "opacity": [],
@@ -247,12 +248,14 @@ def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other
             if i:
                 out["enter_after_pause"].append(r)
             pos = int(page.locator("#queue-pos").inner_text().split("/")[0].split()[-1])
-            x, y, _ = where(pos)
+            spot = where(pos)
             page.keyboard.press("Escape")
             page.evaluate("window.scrollTo(0, 0)")
-            r = _timed(page, lambda: page.mouse.click(*_screen(page, x, y)), server=False)
-            if i:
-                out["click"].append(r)
+            if spot is not None:
+                x, y, _ = spot
+                r = _timed(page, lambda: page.mouse.click(*_screen(page, x, y)), server=False)
+                if i:
+                    out["click"].append(r)
             slider = page.locator("#canvas .dc-opacity")
             r = _timed(page, lambda: slider.fill(str(30 + 10 * (i % 5))), server=False)
             if i:
@@ -289,12 +292,13 @@ def _click_targets(weights: str, db: Path, expression: str, dtype: str):
     store = Store(str(db))
     cache: dict[int, tuple[int, int, float]] = {}
 
-    def where(position: int) -> tuple[int, int, float]:
+    def where(position: int) -> tuple[int, int, float] | None:
+        """None when no candidate covers a pixel (a model out of its domain): no click to time there."""
         if position not in cache:
             rgb = store.load_image(position)
             pred = predictor.predict(expression, image=predictor.set_image(rgb))
-            x, y = _inside(pred.mask(int(pred.order[0])) > 0)
-            cache[position] = (x, y, view_scale(rgb.shape))
+            masks = [m for m in (pred.mask(int(k)) > 0 for k in pred.order) if m.sum() >= 9]
+            cache[position] = (*_inside(masks[0]), view_scale(rgb.shape)) if masks else None
         return cache[position]
 
     return where

@@ -57,10 +57,17 @@ class JobCancelled:
 
 @dataclass(frozen=True)
 class JobButtons:
-    """Start and cancel (updates: shown to reviewers and operators) and why not, for others."""
+    """The job form, start and cancel (updates: shown to reviewers and operators) and why not, for others
+    (who read the board and the log only)."""
     start_btn: dict
     cancel_btn: dict
     msg: str
+    kind: dict
+    sentences: dict
+    minutes: dict
+    promote: dict
+    name: dict
+    job_id: dict
 
 
 def layout(tab: gr.Tab) -> JobsUI:
@@ -143,7 +150,8 @@ def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> JobB
         why = why_not_studio(svc.actor(request_user(request), typed), "run_jobs")
     except StoreError as exc:
         why = str(exc)
-    return JobButtons(gr.update(visible=why is None), gr.update(visible=why is None), why or "")
+    shown = gr.update(visible=why is None)
+    return JobButtons(shown, shown, why or "", shown, shown, shown, shown, shown, shown)
 
 
 def wire(svc: Services, ui: JobsUI, shell: Shell) -> None:
