@@ -90,6 +90,13 @@ def test_a_team_round_without_silent_surprises(chromium, studio_weights, tmp_pat
         _wait_text(rev, "#review-msg", "rejected by rev")
         _wait_text(annp, "#to-fix", "there is a red circle", timeout=20_000)
         assert "1 / 3" in annp.locator("#queue-pos").inner_text()
+        # a clicked cell opens its ref: no edit ring, handle or menu that would make it look editable
+        annp.locator("#to-fix [role=gridcell]", has_text="there is a red circle").first.click()
+        annp.wait_for_timeout(300)
+        assert annp.evaluate("""() => [...document.querySelectorAll('#to-fix .cell-selected')].every(
+            (c) => getComputedStyle(c).boxShadow === 'none')""")
+        assert annp.evaluate("""() => [...document.querySelectorAll('#to-fix .cell-menu-button, #to-fix .selection-button')]
+            .every((b) => getComputedStyle(b).display === 'none')""")
 
         # the Dataset tab's delete asks first
         annp.get_by_role("tab", name="Dataset").click()

@@ -149,7 +149,7 @@ def layout(predictor, refine=None) -> AnnotateUI:
             c.save_msg = gr.Markdown("", elem_id="save-msg")
             # below the save box, so that a long list never pushes Save below the fold
             c.to_fix = gr.Dataframe(headers=["ref", "sentences", "reason", "comment", "reviewer"], value=[],
-                                    interactive=False, elem_id="to-fix", wrap=True, max_height=180, visible=False,
+                                    interactive=False, elem_id="to-fix", wrap=True, max_height=300, visible=False,
                                     label="Rejected: fix these first (click a row to open it)")
             c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
                                             choices=[], elem_id="candidates")
