@@ -122,6 +122,20 @@ SHORTCUTS_JS = """
       if (sig !== shownSig[id]) { shownSig[id] = sig; shownAt[id] = now; }
     }
   }).observe(document.documentElement, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['src'] });
+  // the thumbnails: each one's whole caption as its title (a narrow one cuts the file name) and its state
+  // (the caption's second part: no refs, rejected, to do, done) as data-state, which colours the caption
+  let badging = false;
+  const badgeThumbs = () => {
+    badging = false;
+    for (const item of document.querySelectorAll('#thumbs .thumbnail-item')) {
+      const caption = (item.querySelector('.caption-label')?.textContent || item.querySelector('img')?.alt || '').trim();
+      if (!caption || item.title === caption) continue;
+      item.title = caption;
+      item.dataset.state = (caption.split(' · ')[1] || '').replace(/ /g, '-');
+    }
+  };
+  new MutationObserver(() => { if (!badging) { badging = true; requestAnimationFrame(badgeThumbs); } })
+    .observe(document.documentElement, { subtree: true, childList: true });
   const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
   const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
