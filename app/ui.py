@@ -108,20 +108,17 @@ SHORTCUTS_JS = """
   const pending = {};
   const VIEW_BUTTON = { 'review-shown': '#review-next', 'verify-shown': '#verify-next' };
   // When the item on screen last changed, seen by a MutationObserver (it runs right after the page
-  // changes, so a busy page cannot make a key look early or late): the text of its sentences and, in
-  // Negatives, its picture's address. Re-renders that show the same item (a live refresh, the canvas's
-  // own status line) change neither, so they do not hold a key back.
-  const SHOWN_IN = { 'review-shown': ['#review-sentences', null], 'verify-shown': ['#verify-sentence', '#verify-picture img'] };
-  const shownAt = {}, shownSig = {};
-  const signature = ([text, picture]) => (document.querySelector(text)?.textContent ?? '') + '\u0000'
-    + (picture ? document.querySelector(picture)?.getAttribute('src') ?? '' : '');
+  // changes, so a busy page cannot make a key look early or late): the item's key (#review-shown /
+  // #verify-shown) changed. Re-renders of the same item (a live refresh, the before/after line, the
+  // canvas's status) leave the key as it is, so they do not hold a key back.
+  const shownAt = {}, shownKey = {};
   new MutationObserver(() => {
     const now = performance.now();
-    for (const [id, where] of Object.entries(SHOWN_IN)) {
-      const sig = signature(where);
-      if (sig !== shownSig[id]) { shownSig[id] = sig; shownAt[id] = now; }
+    for (const id of ['review-shown', 'verify-shown']) {
+      const k = marker(id);
+      if (k !== null && k !== shownKey[id]) { shownKey[id] = k; shownAt[id] = now; }
     }
-  }).observe(document.documentElement, { subtree: true, childList: true, characterData: true, attributes: true, attributeFilter: ['src'] });
+  }).observe(document.documentElement, { subtree: true, childList: true, characterData: true, attributes: true });
   // the thumbnails: each one's whole caption as its title (a narrow one cuts the file name) and its state
   // (the caption's second part: no refs, rejected, to do, done) as data-state, which colours the caption
   let badging = false;
