@@ -81,19 +81,24 @@ def count_flops(config: str) -> dict[str, dict[str, float]]:
             (("image", image_part), ("text", text_part))}
 
 
+def _near_best(fn, runs: int) -> float:
+    """Seconds of ``fn`` after 5 warm-up calls: the 10th percentile of ``runs`` (near-best, not a lucky outlier)."""
+    for _ in range(5):
+        fn()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 10]
+
+
 def gemm_peak(m: int = 600, k: int = 768, n: int = 3072, runs: int = 30) -> dict[str, float]:
     """GFLOP/s of one linear layer, fp32 (oneDNN packed) and int8 (dynamic), near-best of ``runs``."""
     x, w, b = torch.randn(m, k), torch.randn(n, k), torch.randn(n)
 
     def best(fn) -> float:
-        for _ in range(5):
-            fn()
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return sorted(times)[len(times) // 10]
+        return _near_best(fn, runs)
 
     flop = 2 * m * k * n
     out: dict[str, float] = {}
@@ -182,17 +187,10 @@ def bf16_gemm_peak(m: int = 600, k: int = 768, n: int = 3072, runs: int = 30) ->
     try:
         with torch.inference_mode():
             packed = torch.ops.mkldnn._reorder_linear_weight(w, m)
-            fn = lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")  # noqa: E731
-            for _ in range(5):
-                fn()
-            times = []
-            for _ in range(runs):
-                t0 = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t0)
+            seconds = _near_best(lambda: torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], ""), runs)
     except RuntimeError:
         return None
-    return 2 * m * k * n / sorted(times)[len(times) // 10] / 1e9
+    return 2 * m * k * n / seconds / 1e9
 
 
 def print_profile(prof: dict, flops: dict[str, dict[str, float]], peak: dict[str, float]) -> None:
