@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from app.services import ModelHolder, Services
-from app.services.features import FeatureCache, state_nbytes
+from app.services import image_digest
+from app.services.features import FeatureCache, Priority, state_nbytes
 from app.viewkit.session import Session
 from app.store import Store
 from app.views import annotate
@@ -147,7 +148,7 @@ def test_an_interactive_request_never_waits_for_a_running_prefetch(tmp_path: Pat
         other = svc.workspace.open_image(4)
         svc.model.predictor = slow
         annotate.prefetch_next(svc, 1, annotate.image_filter(*ANY), _request("a"))  # prefetches image 2
-        time.sleep(0.2)  # the prefetch is inside its 1 s encode
+        time.sleep(svc.prefetch.settle_s + 0.2)  # the prefetch is inside its 1 s encode
         assert slow.encodes == 1
         t0 = time.perf_counter()
         annotate.segment(svc, None, "the red circle", 0.5, 0.5, other, request=_request("b"))
@@ -179,6 +180,67 @@ def test_a_prefetch_pauses_between_encoder_blocks_while_interactive_work_runs(tm
         assert len(slow.steps_done) == 20
     finally:
         svc.prefetch.close()
+
+
+def test_a_prefetch_starts_once_the_page_had_time_to_draw_the_image_it_opened(tmp_path: Path, predictor) -> None:
+    counting = CountingPredictor(predictor)
+    svc = _services(tmp_path, counting)
+    svc.prefetch.settle_s = 0.6
+    try:
+        svc.workspace.open_image(1)
+        annotate.prefetch_next(svc, 1, annotate.image_filter(*ANY), _request("a"))
+        time.sleep(0.3)
+        assert counting.encodes == counting.interactive_encodes, "the prefetch started while the page drew"
+        assert svc.prefetch.wait_idle(30) and svc.prefetch.stats.encoded == 1
+    finally:
+        svc.prefetch.close()
+
+
+def test_background_work_holds_off_a_moment_after_an_interactive_request() -> None:
+    priority = Priority(quiet_s=0.3)
+    assert priority.wait_idle(0)
+    with priority.interactive():
+        assert not priority.wait_idle(0.05)
+    t0 = time.monotonic()
+    assert not priority.wait_idle(0.1), "background work started while the page drew the answer"
+    assert priority.wait_idle(2) and time.monotonic() - t0 >= 0.25
+
+
+def test_the_kept_expression_runs_on_the_next_image_and_its_picture_is_ready(tmp_path: Path, predictor) -> None:
+    """PgDn with the expression kept costs the drawing only: the next image's features, its encoded
+    picture and the kept expression's prediction were made in the background."""
+    from app.views.canvas import PAYLOADS, prepare_picture
+
+    counting = CountingPredictor(predictor)
+    svc = _services(tmp_path, counting)
+    svc.prefetch.on_ready(prepare_picture)  # as the Annotate view's wiring does
+    PAYLOADS.clear()
+    try:
+        sess = _step(svc, Session(), "a", text="the red circle")  # image 1, its run; image 2 prepared
+        assert svc.prefetch.wait_idle(30) and svc.speculation.wait_idle(30)
+        assert PAYLOADS.get("img:" + image_digest(svc.store.load_image(2))) is not None, "the picture was not encoded"
+        runs = len(counting.predict_started)
+        sess = _step(svc, sess, "a", text="the red circle")
+        assert sess.image_id == 2 and sess.prediction.expression == "the red circle"
+        assert len(counting.predict_started) == runs, "opening the next image ran the model"
+        assert svc.speculation.stats.hits == 1
+        # a new text typed on image 2 (kept): the run on image 3 follows it
+        assert svc.prefetch.wait_idle(30) and svc.speculation.wait_idle(30)
+        annotate.speculate(svc, "the blue square", 0.5, 0.5, sess, True, request=_request("a"))
+        assert svc.speculation.wait_idle(30)
+        runs = len(counting.predict_started)
+        sess = _step(svc, sess, "a", text="the blue square")
+        assert sess.image_id == 3 and len(counting.predict_started) == runs
+        assert sess.prediction.expression == "the blue square" and svc.speculation.stats.hits == 2
+        # without the expression kept, nothing is run on the next image
+        assert svc.prefetch.wait_idle(30) and svc.speculation.wait_idle(30)
+        ran = svc.speculation.stats.ran
+        sess = _step(svc, sess, "a")
+        assert svc.prefetch.wait_idle(30) and svc.speculation.wait_idle(30)
+        assert sess.image_id == 4 and svc.speculation.stats.ran == ran
+    finally:
+        svc.prefetch.close()
+        svc.speculation.close()
 
 
 def test_the_feature_cache_evicts_the_least_recently_used_first(predictor) -> None:

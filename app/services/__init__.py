@@ -87,7 +87,7 @@ class Services:
         self.speculation = Speculator(self.model)  # the expression run while the annotator types
         self.workspace = Workspace(self.model, self.store, self.max_image_side, self.speculation)
         self.dataset = DatasetService(self.store, self.export_dir)
-        self.prefetch = Prefetcher(self.model, self.store, self.max_image_side)
+        self.prefetch = Prefetcher(self.model, self.store, self.max_image_side, self.speculation)
         from .jobs import Jobs
 
         self.jobs = Jobs(self.store)

@@ -9,7 +9,9 @@ instead of starting it again.
 :class:`Priority` is the one rule between interactive work and background work: interactive
 requests (an image opened, an expression run) never wait for anything it knows of; background work
 (:mod:`.prefetch`) starts only when no interactive request is running, and pauses between encoder
-blocks while one is (``Predictor.set_image(pause=...)``).
+blocks while one is (``Predictor.set_image(pause=...)``). It also holds off for a moment after one
+ended (``quiet_s``): the page that asked is still drawing the answer, often on the same CPU (the
+studio on a laptop), and a background encoder started at once would slow that drawing down.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import contextlib
 import dataclasses
 import logging
 import threading
+import time
 from collections import OrderedDict
 from typing import Any, Iterator
 
@@ -143,10 +146,15 @@ class FeatureCache:
 
 
 class Priority:
-    """Interactive requests first: background work waits while any is running (see the module doc)."""
+    """Interactive requests first: background work waits while any is running, and ``quiet_s`` after
+    the last one ended (see the module doc)."""
 
-    def __init__(self) -> None:
+    QUIET_S = 0.3  # the page draws what it got (a picture, a few targets) in about this long
+
+    def __init__(self, quiet_s: float = QUIET_S) -> None:
+        self.quiet_s = float(quiet_s)
         self._running = 0
+        self._last_end = float("-inf")
         self._idle = threading.Condition()
 
     @contextlib.contextmanager
@@ -159,6 +167,7 @@ class Priority:
         finally:
             with self._idle:
                 self._running -= 1
+                self._last_end = time.monotonic()
                 if not self._running:
                     self._idle.notify_all()
 
@@ -167,6 +176,20 @@ class Priority:
         return self._running > 0
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Block while interactive work runs (background work calls this before and during each step)."""
+        """Block while interactive work runs or ended less than ``quiet_s`` ago (background work calls
+        this before and during each step); False when ``timeout`` passed first."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._idle:
-            return self._idle.wait_for(lambda: self._running == 0, timeout)
+            while True:
+                now = time.monotonic()
+                left = None if deadline is None else deadline - now
+                if self._running == 0:
+                    quiet_left = self._last_end + self.quiet_s - now
+                    if quiet_left <= 0:
+                        return True
+                    wait = quiet_left if left is None else min(quiet_left, left)
+                else:
+                    wait = left
+                if left is not None and left <= 0:
+                    return False
+                self._idle.wait(wait)

@@ -156,8 +156,7 @@ class Speculator:
                 return detached(kept)
             running = self._running if self._running is not None and self._running.ask == ask else None
             if running is None or running.cancelled.is_set():
-                waiting = self._jobs.get(client or "")
-                if waiting is not None and waiting.ask == ask:  # not started: the Enter runs it itself
+                for waiting in [j for j in self._jobs.values() if j.ask == ask]:  # not started: the Enter runs it
                     del self._jobs[waiting.client]
                 if client:
                     self._cancel_locked(client)

@@ -26,7 +26,7 @@ from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewh
 from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
-from .canvas import CanvasError, apply_canvas, keep_on_error, part_warnings
+from .canvas import CanvasError, apply_canvas, keep_on_error, part_warnings, prepare_picture
 from .shell import Shell, bind, from_browser, ref_id, render, render_fields, request_user
 
 
@@ -93,11 +93,15 @@ def segment(svc: Services, path: str | None, text: str, st: float, mt: float, se
     return (*render(sess), *(new_ref_fields(svc, sess) if left else KEEP_REF_FIELDS))
 
 
-def speculate(svc: Services, text: str, st: float, mt: float, sess: Session, request: gr.Request = None) -> None:
+def speculate(svc: Services, text: str, st: float, mt: float, sess: Session, keep: bool = False,
+              request: gr.Request = None) -> None:
     """The page's signal that the expression box's text has been still for a moment: the server predicts
-    it on the open image in the background, so that Enter finds the answer (:mod:`app.services.speculate`).
+    it on the open image in the background, so that Enter finds the answer (:mod:`app.services.speculate`);
+    with *keep*, the run on the prefetched next image follows the new text too.
     No outputs: nothing on the page changes, and nothing is said if it cannot run (Enter will)."""
-    svc.workspace.speculate(sess, text, st, mt, getattr(request, "session_hash", None))
+    client = getattr(request, "session_hash", None)
+    svc.workspace.speculate(sess, text, st, mt, client)
+    svc.prefetch.follow(client, kept_expression(keep, text, st, mt))
 
 
 def rethreshold(svc: Services, st: float, mt: float, sess: Session):
@@ -133,15 +137,22 @@ def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, t
     expr = text if keep else ""
     if keep and (text or "").strip():
         svc.workspace.predict(new, text, st, mt)
-    prefetch_next(svc, image_id, flt, request)
+    prefetch_next(svc, image_id, flt, request, kept_expression(keep, text, st, mt))
     return (None, *render(new), queue_html(svc, new, flt), image_refs(svc, new), expr, "", *new_ref_fields(svc, new))
 
 
 # --- prefetch hook (app.services.prefetch): the next image's features while this one is worked on ---
 
-def prefetch_next(svc: Services, image_id: int, flt: ImageFilter, request: gr.Request | None) -> None:
-    """After an image opened: prepare the one PgDn / D opens next under ``flt``."""
-    svc.prefetch.schedule(getattr(request, "session_hash", None), flt, image_id)
+def kept_expression(keep: bool, text: str | None, st: float, mt: float) -> tuple[str, float, float] | None:
+    """What the next image will run when it opens (*keep*: the box's text and thresholds), else None."""
+    return (text, st, mt) if keep and (text or "").strip() else None
+
+
+def prefetch_next(svc: Services, image_id: int, flt: ImageFilter, request: gr.Request | None,
+                  expression: tuple[str, float, float] | None = None) -> None:
+    """After an image opened: prepare the one PgDn / D opens next under ``flt`` (its features, its
+    picture, and the kept ``expression``'s run on it)."""
+    svc.prefetch.schedule(getattr(request, "session_hash", None), flt, image_id, expression)
 
 
 def prefetch_refiltered(svc: Services, sess: Session, flt: ImageFilter, request: gr.Request | None) -> None:
@@ -339,7 +350,9 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
     ui.run_btn.click(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name="segment")
     ui.expression.submit(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name=False)
     # the page clicks the hidden button once the typed text has been still (app.ui SHORTCUTS_JS)
-    ui.speculate.click(bind(speculate, svc), [ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state], None,
+    svc.prefetch.on_ready(prepare_picture)  # the next image's picture is encoded with its features
+    ui.speculate.click(bind(speculate, svc), [ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state,
+                                              ui.keep_expr], None,
                        api_name=False, show_progress="hidden", trigger_mode="always_last")
     thr = [ui.score_thr, ui.mask_thr, shell.sess_state]
     ui.score_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name="rethreshold")

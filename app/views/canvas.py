@@ -72,6 +72,10 @@ class _Payloads:
             while len(self._items) > self.limit:
                 self._items.popitem(last=False)
 
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
     def get(self, key: str):
         with self._lock:
             value = self._items.get(key)
@@ -141,6 +145,14 @@ def _picture_uri(rgb: np.ndarray) -> str:
         Image.fromarray(rgb).save(buf, "JPEG", quality=92)
         kind = "jpeg"
     return f"data:image/{kind};base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def prepare_picture(image_id: int, rgb: np.ndarray) -> None:
+    """Encode a picture the page is about to be sent (the prefetched next image), under the key that
+    :func:`canvas_value` looks it up by: opening it then costs no encoding."""
+    from ..services import image_digest
+
+    PAYLOADS.put("img:" + image_digest(rgb), lambda: _picture_uri(rgb))
 
 
 def prediction_key(sess: Session) -> str | None:
