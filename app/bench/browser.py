@@ -1,7 +1,7 @@
 """The annotator's round trip as a browser feels it: key or click -> the canvas painted.
 
-    python -m app.bench.browser [--model bundled|deris-b] [--pictures scenes|photos|large] [--runs 10] [--think 3]
-        [--enter-pause 1] [--score-threshold V] [--json]
+    python -m app.bench.browser [--model bundled|deris-b|deris-l] [--pictures scenes|photos|large] [--runs 10] [--think 3]
+        [--enter-pause 1] [--score-threshold V] [--keep] [--json]
 
 Starts the studio (``launch.py``) on 127.0.0.1 with a collection imported from a folder (the
 synthetic scenes for the bundled model; 1024x768 photo-like pictures for DeRIS-B with random
@@ -11,7 +11,8 @@ drives Debian's chromium through Playwright
 and times, in the page itself (``performance.now()``, from the key or mouse event to the canvas's next
 paint, :mod:`app.views.canvas`), these actions:
 
-* *next image*: PgDn -> the next picture painted on the canvas;
+* *next image*: PgDn -> the next picture painted on the canvas (with ``--keep``, and the kept
+  expression's targets);
 * *Enter*: Enter in the expression box right after the text was put there (no pause: the model runs on
   Enter) -> the model's targets painted;
 * *Enter after a pause*: another expression typed key by key, ``--enter-pause`` seconds between the last
@@ -87,7 +88,8 @@ PICTURES = {"scenes": None, "photos": (768, 1024), "large": (3072, 4096)}  # (he
 
 def prepare(model: str, folder: Path, pictures: str | None = None) -> tuple[str, int]:
     """Pictures for the collection and the weights to serve; returns (weights, number of pictures).
-    ``pictures`` defaults to the model's own kind: scenes for the bundled model, photos for DeRIS-B."""
+    ``pictures`` defaults to the model's own kind: scenes for the bundled model, photos for DeRIS-B / L
+    (random weights of that size)."""
     import cv2
 
     from .latency import synthetic_photo
@@ -116,8 +118,8 @@ def prepare(model: str, folder: Path, pictures: str | None = None) -> tuple[str,
     from deris_core.weights import BUNDLED_DIR
 
     torch.manual_seed(0)
-    cfg = get_config("deris-b-grefcoco")
-    weights = folder / "deris-b-random" / "model.safetensors"
+    cfg = get_config(f"{model}-grefcoco")
+    weights = folder / f"{model}-random" / "model.safetensors"
     weights.parent.mkdir()
     save_weights(build_deris(cfg), weights, cfg)
     shutil.copy(BUNDLED_DIR / "tokenizer.spm", weights.parent / "tokenizer.spm")
@@ -204,7 +206,7 @@ def _set_score_threshold(page, value: float) -> None:
 
 def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other: str = "the thing on the right",
           enter_pause: float = ENTER_PAUSE_S, key_delay_ms: float = KEY_DELAY_MS,
-          score_threshold: float | None = None) -> dict[str, list[dict]]:
+          score_threshold: float | None = None, keep: bool = False) -> dict[str, list[dict]]:
     """Open the studio in chromium and time ``runs`` actions of each kind (after one warm-up each),
     ``think`` seconds spent on each image before PgDn (the time the next image is prefetched in).
     On each image Enter is timed twice: ``other`` put in the box and Enter at once (the model runs on
@@ -213,7 +215,8 @@ def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other
 
     ``where(position)`` gives the image pixel to click on the queue's ``position``-th image (inside
     the best candidate that covers pixels, so that the click adds or removes it) and the display scale,
-    or None when none does (that image's click is not timed)."""
+    or None when none does (that image's click is not timed). ``keep``: the *keep the expression* box is
+    ticked, so PgDn also runs the last typed ``expression`` on the next image."""
     from playwright.sync_api import sync_playwright
 
     out: dict[str, list[dict]] = {"next_image": [], "enter": [], "enter_after_pause": [], "click": [], "opacity": [],
@@ -228,6 +231,8 @@ def drive(url: str, runs: int, expression: str, where, think: float = 0.0, other
         page.evaluate(_PROBE)
         if score_threshold is not None:
             _set_score_threshold(page, score_threshold)
+        if keep:
+            page.locator("#keep-expr input").check()
         page.locator("body").click(position={"x": 5, "y": 5})
         _timed(page, lambda: page.keyboard.press("d"))  # the first image
         box = page.locator("#expression textarea, #expression input").first
@@ -310,7 +315,8 @@ def _median(rows: list[dict], key: str) -> float | None:
 
 
 def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: float = 0.0,
-        enter_pause: float = ENTER_PAUSE_S, score_threshold: float | None = None, pictures: str | None = None) -> dict:
+        enter_pause: float = ENTER_PAUSE_S, score_threshold: float | None = None, pictures: str | None = None,
+        keep: bool = False) -> dict:
     from deris_core.hardware import choose_precision, cpu_info
 
     from ..dataset.collection import import_images
@@ -329,7 +335,8 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
         where = _click_targets(weights, db, expression, dtype)
         proc, url = serve(weights, db, dtype)
         try:
-            rows = drive(url, runs, expression, where, think, other, enter_pause, score_threshold=score_threshold)
+            rows = drive(url, runs, expression, where, think, other, enter_pause, score_threshold=score_threshold,
+                         keep=keep)
             background = background_stats(url)
         finally:
             proc.kill()
@@ -338,7 +345,7 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
     result: dict = {"model": model, "pictures": pictures, "runs": runs, "cpu": info.summary(),
                     "precision": choose_precision(dtype).describe(),
                     "loadavg": list(os.getloadavg()), "think_s": think, "enter_pause_s": enter_pause,
-                    "score_threshold": score_threshold,
+                    "score_threshold": score_threshold, "keep": keep,
                     "background": background}
     for kind, rs in rows.items():
         unit = "fps" if kind == "zoom_fps" else "ms"
@@ -349,7 +356,7 @@ def run(model: str = "bundled", runs: int = 10, dtype: str = "auto", think: floa
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m app.bench.browser", description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="bundled", choices=["bundled", "deris-b"])
+    ap.add_argument("--model", default="bundled", choices=["bundled", "deris-b", "deris-l"])
     ap.add_argument("--pictures", default=None, choices=list(PICTURES),
                     help="scenes (128x128), photos (1024x768) or large (4096x3072); default: scenes for the bundled "
                          "model, photos for DeRIS-B")
@@ -364,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--score-threshold", type=float, default=None,
                     help="move the score threshold slider here first (default: the model's own; random DeRIS-B "
                          "weights refer to 19 of 20 candidates at it, 0.84 to a few: what Enter draws)")
+    ap.add_argument("--keep", action="store_true",
+                    help="tick 'keep the expression for the next image': PgDn also runs the typed expression there")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     if args.enter_pause < 0:
@@ -371,13 +380,15 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(CHROMIUM).is_file():
         print(f"error: chromium not found at {CHROMIUM} (apt-get install chromium)", file=sys.stderr)
         return 2
-    r = run(args.model, args.runs, args.dtype, args.think, args.enter_pause, args.score_threshold, args.pictures)
+    r = run(args.model, args.runs, args.dtype, args.think, args.enter_pause, args.score_threshold, args.pictures,
+            args.keep)
     if args.json:
         print(json.dumps(r))
         return 0
     print(f"CPU: {r['cpu']}; load average {' '.join(f'{x:.2f}' for x in r['loadavg'])}")
     print(f"{r['model']} model on {r['pictures']}, {r['precision']}; medians of {r['runs']} after one warm-up, in chromium"
           f"{f', {args.think:g} s on each image before PgDn' if args.think else ''}"
+          f"{', the expression kept for the next image' if args.keep else ''}"
           f"{f', score threshold {args.score_threshold:g}' if args.score_threshold is not None else ''}:")
     for kind, label in (("next_image", "PgDn -> next image painted"), ("enter", "Enter at once -> painted"),
                         ("enter_after_pause", f"Enter {args.enter_pause:g} s after the last key -> painted"),
