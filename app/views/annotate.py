@@ -26,7 +26,7 @@ from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewh
 from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
-from .canvas import CanvasError, apply_canvas, keep_on_error, part_warnings, prepare_picture
+from .canvas import CanvasError, apply_canvas, keep_on_error, prepare_picture, session_part_warnings
 from .shell import Shell, bind, from_browser, ref_id, render, render_fields, request_user
 
 
@@ -290,7 +290,7 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
     sess.save_nonce = uuid.uuid4().hex  # the next save is a new attempt
     sess.ref_id, sess.ref_version, sess.expression, sess.editing = saved.ref_id, saved.version, text, False
     kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
-    for line in part_warnings([t.mask for t in sess.targets], [n for n, _ in display.target_numbers(sess)]):
+    for line in session_part_warnings(sess, [n for n, _ in display.target_numbers(sess)]):
         gr.Warning(f"Saved, but {line}.")
     extra, split, status, history = saved_ref_fields(svc, saved.ref_id)  # the boxes show the ref as stored
     return (f"{'Saved' if saved.created else 'Updated'} ref {saved.ref_id} ({kind}) at {time.strftime('%H:%M:%S')}.",

@@ -312,34 +312,58 @@ def part_warnings(masks: list[np.ndarray], labels: list[str]) -> list[str]:
     ``TINY_PART_SHARE`` (2%) of its target; parts are *far apart* when the gap between the
     bounding box of a smaller part and that of the largest part is wider than the largest part's
     own bounding-box diagonal. Saving still goes ahead; the annotator is told."""
-    out = []
-    for label, m in zip(labels, masks):
-        n, _, stats, _ = cv2.connectedComponentsWithStats(m.astype(np.uint8), connectivity=8)
-        if n <= 2:
+    return [f"target {label} has {problem}: check it is one object"
+            for label, m in zip(labels, masks) if (problem := _part_problem(m))]
+
+
+def _part_problem(mask: np.ndarray) -> str:
+    """What looks accidental about one mask's parts (:func:`part_warnings`' rule), "" when nothing.
+    Counted on the mask's bounding box only (the same parts, a fraction of the pixels)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return ""
+    crop = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    n, _, stats, _ = cv2.connectedComponentsWithStats(crop.astype(np.uint8), connectivity=8)
+    if n <= 2:
+        return ""
+    parts = stats[1:]
+    total = int(parts[:, cv2.CC_STAT_AREA].sum())
+    big = parts[int(parts[:, cv2.CC_STAT_AREA].argmax())]
+    bx, by, bw, bh = (int(v) for v in big[:4])
+    diag = float(np.hypot(bw, bh))
+    tiny = far = 0
+    for part in parts:
+        if part is big:
             continue
-        parts = stats[1:]
-        total = int(parts[:, cv2.CC_STAT_AREA].sum())
-        big = parts[int(parts[:, cv2.CC_STAT_AREA].argmax())]
-        bx, by, bw, bh = (int(v) for v in big[:4])
-        diag = float(np.hypot(bw, bh))
-        tiny = far = 0
-        for p in parts:
-            if p is big:
-                continue
-            x, y, pw, ph, area = (int(v) for v in p[:5])
-            if area < TINY_PART_PX or area < TINY_PART_SHARE * total:
-                tiny += 1
-            gap_x = max(0, max(bx, x) - min(bx + bw, x + pw))
-            gap_y = max(0, max(by, y) - min(by + bh, y + ph))
-            if np.hypot(gap_x, gap_y) > diag:
-                far += 1
-        what = []
-        if tiny:
-            what.append(f"{tiny} tiny part{'s' if tiny > 1 else ''}")
-        if far:
-            what.append(f"{far} part{'s' if far > 1 else ''} far from the rest")
-        if what:
-            out.append(f"target {label} has {n - 1} parts ({', '.join(what)}): check it is one object")
+        x, y, pw, ph, area = (int(v) for v in part[:5])
+        if area < TINY_PART_PX or area < TINY_PART_SHARE * total:
+            tiny += 1
+        gap_x = max(0, max(bx, x) - min(bx + bw, x + pw))
+        gap_y = max(0, max(by, y) - min(by + bh, y + ph))
+        if np.hypot(gap_x, gap_y) > diag:
+            far += 1
+    what = []
+    if tiny:
+        what.append(f"{tiny} tiny part{'s' if tiny > 1 else ''}")
+    if far:
+        what.append(f"{far} part{'s' if far > 1 else ''} far from the rest")
+    return f"{n - 1} parts ({', '.join(what)})" if what else ""
+
+
+def session_part_warnings(sess: Session, labels: list[str]) -> list[str]:
+    """:func:`part_warnings` for the session's targets; a candidate taken as the model gave it is
+    judged once per prediction (a click or an edit elsewhere does not count its parts again)."""
+    known = sess.prediction._cache.setdefault("part_problems", {}) if sess.prediction is not None else {}
+    out = []
+    for label, t in zip(labels, sess.targets):
+        if t.candidate is not None and not t.edited and sess.prediction is not None:
+            if t.candidate not in known:
+                known[t.candidate] = _part_problem(t.mask)
+            problem = known[t.candidate]
+        else:
+            problem = _part_problem(t.mask)
+        if problem:
+            out.append(f"target {label} has {problem}: check it is one object")
     return out
 
 
@@ -347,7 +371,7 @@ def parts_html(sess: Session, labels: list[str]) -> str:
     """The per-target parts line under the picture (server side, refreshed after each edit)."""
     if sess.image is None or not sess.targets:
         return "<div id='canvas-parts' class='canvas-parts'></div>"
-    warn = part_warnings([t.mask for t in sess.targets], labels)
+    warn = session_part_warnings(sess, labels)
     text = " · ".join(warn) if warn else "every target is one connected part or its parts are close together"
     cls = "canvas-parts warn" if warn else "canvas-parts"
     return f"<div id='canvas-parts' class='{cls}'>{text}</div>"
