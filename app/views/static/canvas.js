@@ -126,20 +126,29 @@
     const w = x1 - x0, h = y1 - y0;
     const fill = new ImageData(w, h), edge = new ImageData(w, h);
     const vis = S.targets.filter((t) => t.visible && !S.noTarget);
+    // each pixel shows the last visible target that covers it (its colour; its outline where the pixel is on
+    // that target's border): find that owner in one tight pass per target, then colour each pixel once
+    const owner = new Uint16Array(w * h);
     for (let k = 0; k < vis.length; k++) {
-      const m = vis[k].mask, [r, g, b] = vis[k].colour, sel = S.targets[S.sel] === vis[k];
+      const m = vis[k].mask, id = k + 1;
       for (let y = y0; y < y1; y++) {
-        const row = y * W;
-        for (let x = x0; x < x1; x++) {
-          const i = row + x;
-          if (!m[i]) continue;
-          const o = ((y - y0) * w + (x - x0)) * 4;
-          fill.data[o] = r; fill.data[o + 1] = g; fill.data[o + 2] = b; fill.data[o + 3] = 255;
-          const isEdge = x === 0 || y === 0 || x === W - 1 || y === H - 1 || !m[i - 1] || !m[i + 1] || !m[i - W] || !m[i + W];
-          if (isEdge) {
-            edge.data[o] = sel ? 255 : r; edge.data[o + 1] = sel ? 255 : g; edge.data[o + 2] = sel ? 255 : b;
-            edge.data[o + 3] = 255;
-          } else if (edge.data[o + 3]) edge.data[o + 3] = 0;
+        const row = y * W, o = (y - y0) * w - x0;
+        for (let x = x0; x < x1; x++) if (m[row + x]) owner[o + x] = id;
+      }
+    }
+    const masks = vis.map((t) => t.mask), fills = vis.map((t) => t.colour);
+    const edges = vis.map((t) => (S.targets[S.sel] === t ? [255, 255, 255] : t.colour));
+    const fd = fill.data, ed = edge.data;
+    for (let y = y0; y < y1; y++) {
+      const row = y * W, orow = (y - y0) * w - x0;
+      for (let x = x0; x < x1; x++) {
+        const id = owner[orow + x];
+        if (!id) continue;
+        const m = masks[id - 1], c = fills[id - 1], i = row + x, o = (orow + x) * 4;
+        fd[o] = c[0]; fd[o + 1] = c[1]; fd[o + 2] = c[2]; fd[o + 3] = 255;
+        if (x === 0 || y === 0 || x === W - 1 || y === H - 1 || !m[i - 1] || !m[i + 1] || !m[i - W] || !m[i + W]) {
+          const e = edges[id - 1];
+          ed[o] = e[0]; ed[o + 1] = e[1]; ed[o + 2] = e[2]; ed[o + 3] = 255;
         }
       }
     }
