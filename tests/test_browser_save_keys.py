@@ -43,7 +43,8 @@ def _segment(page, expression: str) -> None:
 def _saved(page, before: str) -> str:
     """Wait for a save's answer (the message line changed to "Saved ref ...")."""
     page.wait_for_function(f"(() => {{ const t = document.querySelector('#save-msg')?.innerText ?? '';"
-                           f" return t !== {json.dumps(before)} && t.includes('Saved ref'); }})()", timeout=60_000)
+                           f" return t !== {json.dumps(before)} && !t.includes('processing') && t.includes('Saved ref'); }})()",
+                           timeout=60_000)
     return page.locator("#save-msg").inner_text().strip()
 
 
