@@ -186,7 +186,9 @@ SHORTCUTS_JS = """
     if (reviewing && !typing && !mod && !e.altKey) {
       if (e.key === 'y' || e.key === 'Y') { decide(e, 'review-shown', 'review-accept'); return; }
       if (e.key === 'r' || e.key === 'R') {
-        // Reject waits for a reason: R before one is chosen opens the list of reasons (never silently nothing)
+        // Reject waits for a reason: R before one is chosen opens the list of reasons (never silently nothing);
+        // a held R's repeats do neither (the reason list of the next ref stays shut, its filter box empty)
+        if (e.repeat) { e.preventDefault(); return; }
         if (document.querySelector('#review-reject')?.disabled) {
           e.preventDefault();
           const reason = document.querySelector('#review-reason input');

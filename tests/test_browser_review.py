@@ -184,6 +184,57 @@ def test_a_held_key_or_a_double_tap_accepts_one_ref(browser, studio_weights, tmp
     assert Store(db).refs_page(status="reviewed")[1] == 3
 
 
+
+def _choose_reason(page, reason: str = "wrong mask (the outline is off)") -> None:
+    """Pick a rejection reason for the ref on screen (Reject waits for one), then leave the list."""
+    page.locator("#review-reason input").first.click()
+    page.get_by_role("option", name=reason).click()
+    page.wait_for_function("!document.querySelector('#review-reject').disabled", timeout=10_000)
+    page.locator("body").click(position={"x": 5, "y": 5})
+
+
+def test_a_held_or_double_tapped_r_rejects_one_ref(browser, studio_weights, tmp_path: Path) -> None:
+    """With a reason chosen, holding R for 1.2 s, or tapping it twice 80 ms apart, rejects the ref on
+    screen and nothing else (the next ref waits for its own reason)."""
+    import numpy as np
+
+    from app.store import Store
+
+    db = tmp_path / "held_r.sqlite"
+    s = Store(db)
+    img = s.add_image(np.full((32, 32, 3), 90, np.uint8), file_name="a.png")
+    for k in range(12):
+        s.save_ref(img, [f"the grey square {k}"], no_target=True, author="ann")
+    s.close()
+    weights, tok = studio_weights
+    proc, url = start_server(weights, tok, db, ["--auth", "ann:ann-pw:annotator", "--auth", "rev:rev-pw:reviewer"])
+    try:
+        rev = _login(browser, url, "rev", "rev-pw")
+        rev.get_by_role("tab", name="Review").click()
+        _wait_text(rev, "#review-info", "1 / 12")
+        rev.wait_for_timeout(500)
+        _choose_reason(rev)
+        hold_key(rev, "r")
+        _wait_text(rev, "#review-msg", "rejected by rev")
+        rev.wait_for_timeout(1500)  # anything still on its way lands meanwhile
+        assert Store(db).refs_page(status="rejected")[1] == 1
+        _wait_text(rev, "#review-info", "1 / 11")
+        # the repeats opened no list of reasons: the next ref's reason is still to be chosen
+        assert rev.get_by_role("option").count() == 0
+        assert rev.locator("#review-reason input").first.input_value() == ""
+        _choose_reason(rev)
+        rev.keyboard.press("r")
+        rev.wait_for_timeout(80)
+        rev.keyboard.press("r")
+        _wait_text(rev, "#review-info", "1 / 10")
+        rev.wait_for_timeout(1500)
+        assert Store(db).refs_page(status="rejected")[1] == 2
+        _wait_text(rev, "#review-info", "1 / 10")  # nothing else left the queue
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert Store(db).refs_page(status="rejected")[1] == 2 and Store(db).refs_page(status="done")[1] == 10
+
 RV = "[...document.querySelectorAll('#review-picture, #review-picture *')].find(e => e.__canvas).__canvas"
 ANNOTATE_CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas).__canvas"
 

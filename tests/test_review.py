@@ -307,3 +307,52 @@ def test_nobody_accepts_content_they_wrote_that_reached_them_through_consensus(d
     assert RefService(moved).review(Actor("bob"), cons.id, "accept") == cons.version + 1
     svc.review(Actor("bob"), cons.id, "accept")
     assert s.ref(cons.id).status == "reviewed"
+
+
+def test_nobody_accepts_content_they_wrote_that_reached_them_through_an_import(db_at, tmp_path: Path) -> None:
+    """alice's ref and the consensus copy of it leave in an export and come back through an import into
+    another store (their history stays behind; the import event names who wrote them): alice cannot
+    accept either there, nor can bob the consensus ref he is a party to; carol can."""
+    from app.curate.quality import agreement
+    from app.dataset.cli import import_grefcoco
+    from app.services.errors import Refused
+    from app.services.permissions import Actor
+    from app.services.refs import RefService
+    from app.store.provenance import content_authors
+
+    s, img = _store(db_at)
+    s.save_ref(img, ["the box"], masks=[_mask()], author="alice")
+    s.save_ref(img, ["The box"], masks=[_mask()], author="bob")
+    assert agreement(s, merge=True, min_iou=0.7, quorum=2)["merged"] == 1
+    export_zip(s, tmp_path / "out.zip")
+    with zipfile.ZipFile(tmp_path / "out.zip") as zf:
+        zf.extractall(tmp_path / "out")
+    other = Store(db_at("other.sqlite"))
+    assert import_grefcoco(other, tmp_path / "out")["refs"] == 3
+    by_author = {r.annotator: r for r in other.refs()}
+    alices, cons = by_author["alice"], by_author["consensus(alice,bob)"]
+    assert [e.action for e in other.events(cons.id)] == ["import"]
+    with other.transaction() as db:
+        assert content_authors(db, alices.id) == {"alice"}
+        assert content_authors(db, cons.id) == {"consensus(alice,bob)", "alice", "bob"}
+    svc = RefService(other)
+    with pytest.raises(Refused, match="cannot accept"):
+        svc.review(Actor("alice"), alices.id, "accept")
+    for who in ("alice", "bob"):
+        with pytest.raises(Refused, match=f"You wrote the content of ref {cons.id}.*through agreement"):
+            svc.review(Actor(who), cons.id, "accept")
+    with pytest.raises(Refused, match="cannot"):  # accepting by saving is refused as well
+        svc.save(Actor("alice"), cons.image_id, cons.sentences, instance_ids=cons.instance_ids, status="reviewed",
+                 ref_id=cons.id, expected_version=cons.version)
+    assert {r.status for r in other.refs()} == {"done"}
+    # carol moves the imported consensus ref to another split (she becomes its author of record: a
+    # consensus is no person's ref), its content stays alice's and bob's, as the import event says
+    moved = svc.save(Actor("carol"), cons.image_id, cons.sentences, instance_ids=cons.instance_ids,
+                     split="val", ref_id=cons.id, expected_version=cons.version)
+    with other.transaction() as db:
+        assert {"alice", "bob"} <= content_authors(db, cons.id) and "carol" not in content_authors(db, cons.id)
+    with pytest.raises(Refused, match=f"You wrote the content of ref {cons.id}"):
+        svc.review(Actor("alice"), cons.id, "accept")
+    assert svc.review(Actor("dave"), cons.id, "accept") == moved.version + 1
+    assert svc.review(Actor("carol"), alices.id, "accept") == alices.version + 1
+    assert other.ref(cons.id).status == other.ref(alices.id).status == "reviewed"

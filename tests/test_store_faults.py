@@ -106,10 +106,12 @@ def test_application_name_and_timeouts_from_the_environment(monkeypatch) -> None
 class CommitCutter:
     """A TCP proxy to the PostgreSQL server on 127.0.0.1 that, once armed, cuts the connection that sends
     COMMIT: after forwarding it (``after=True``: the server commits, the answer is lost) or instead of
-    forwarding it (``after=False``: nothing is committed)."""
+    forwarding it (``after=False``: nothing is committed). ``down_after_cut``: from the cut on, the server
+    cannot be reached through it (each new connection is closed at once) until ``down`` is set False."""
 
     def __init__(self, port: int) -> None:
         self.target, self.armed, self.after, self.cut = port, False, True, 0
+        self.down_after_cut = self.down = False
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
@@ -120,6 +122,9 @@ class CommitCutter:
                 client, _ = self.sock.accept()
             except OSError:
                 return
+            if self.down:
+                client.close()
+                continue
             server = socket.create_connection(("127.0.0.1", self.target))
             dead = threading.Event()  # this connection is being cut: nothing more reaches the client
             threading.Thread(target=self._pipe, args=(client, server, True, dead), daemon=True).start()
@@ -134,6 +139,7 @@ class CommitCutter:
                     self.armed = False
                     dead.set()
                     self.cut += 1
+                    self.down = self.down_after_cut
                     if self.after:
                         dst.sendall(data)
                         time.sleep(0.5)  # the server commits; its answer never reaches the client
@@ -178,6 +184,37 @@ def test_a_lost_commit_answer_is_reported_truthfully(pg_server, after: bool) -> 
             assert proxy.cut == 1 and "\n" not in str(err.value)
             assert [r.sentences for r in s.refs()] == [["the first ref"]]
             assert service.save(ann, img, ["the second ref"], no_target=True, save_key=key).ref_id > first.ref_id
+        s.close()
+    finally:
+        proxy.close()
+
+
+def test_a_lost_commit_answer_while_the_server_stays_unreachable_says_the_outcome_is_unknown(pg_server) -> None:
+    """COMMIT reached the server, its answer was lost, and the server cannot be reached to look the save
+    up: the person hears that it is not known whether it was stored and to reopen and check before
+    saving again (never "nothing was saved, try again"); once it can be reached, the same attempt finds
+    the save it made (no duplicate)."""
+    url = pg_server.new_database()
+    proxy = CommitCutter(pg_server.port)
+    try:
+        s = Store(url.replace(f":{pg_server.port}/", f":{proxy.port}/"))
+        img = s.add_image(noise_image())
+        service, ann = RefService(s), Actor("ann")
+        first = service.save(ann, img, ["the first ref"], no_target=True)
+        key = s.new_save_key()
+        proxy.armed, proxy.after, proxy.down_after_cut = True, True, True
+        t0 = time.monotonic()
+        with pytest.raises(StoreError) as err:
+            service.save(ann, img, ["the second ref"], no_target=True, save_key=key)
+        msg = str(err.value)
+        assert proxy.cut == 1 and time.monotonic() - t0 < 30
+        assert "nothing was saved" not in msg and "try again" not in msg and "\n" not in msg, msg
+        assert "cannot be reached to check whether the save was stored" in msg, msg
+        assert "reopen it to check before saving again" in msg, msg
+        proxy.down = False  # the server is back
+        assert [r.sentences for r in s.refs()] == [["the first ref"], ["the second ref"]]  # it was committed
+        again = service.save(ann, img, ["the second ref"], no_target=True, save_key=key)  # the same attempt
+        assert again.ref_id == first.ref_id + 1 and len(s.refs()) == 2
         s.close()
     finally:
         proxy.close()

@@ -131,6 +131,29 @@ def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
                       on_screen=f"{shown[0]}:{shown[1]}")
 
 
+def test_a_rejection_for_a_ref_no_longer_on_screen_is_refused(tmp_path: Path, model) -> None:
+    """Review's R, as Y: with a reason chosen, a rejection whose page key names another ref (a held key,
+    a double tap, a stale page) or another version of it is refused and writes nothing."""
+    svc = _collection(tmp_path, model)
+    seen = review.show(svc, 0, "", "", None)
+    shown, pos = seen.ref, seen.pos
+    before = (svc.store.ref(shown[0]).status, svc.store.ref(shown[0]).version, len(svc.store.events(shown[0])))
+    for stale in (f"{shown[0] + 1}:1", f"{shown[0]}:{shown[1] - 1}", f"{shown[0]}:{shown[1] + 1}"):
+        with pytest.raises(Refused, match="no longer on screen"):
+            review.decide(svc, "reject", shown, "wrong_mask", "the outline is off", "rev", pos, "", "", None, False,
+                          on_screen=stale)
+    after = svc.store.ref(shown[0])
+    assert (after.status, after.version, len(svc.store.events(shown[0]))) == before == ("done", shown[1], before[2])
+    decided = review.decide(svc, "reject", shown, "wrong_mask", "the outline is off", "rev", pos, "", "", None, False,
+                            on_screen=seen.shown)
+    assert decided.msg == f"Ref {shown[0]} rejected by rev." and svc.store.ref(shown[0]).status == "rejected"
+    # the second R of a double tap still names the rejected ref: nothing more is written
+    with pytest.raises(gr.Error, match="Nothing to review"):
+        review.decide(svc, "reject", decided.shown.ref, "wrong_mask", "", "rev", pos, "", "", None, False,
+                      on_screen=seen.shown)
+    assert len(svc.store.events(shown[0])) == before[2] + 1
+
+
 def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> None:
     users = Users([User("ann", "pw", frozenset({"annotator"})), User("rev", "pw")])
     svc = _collection(tmp_path, model, users)
@@ -153,6 +176,30 @@ def test_dataset_handlers_filter_delete_and_refuse(tmp_path: Path, model) -> Non
     refreshed = dataset_tab.refresh(svc, 1, "", "", "")
     assert "<b>2 refs</b>" in refreshed.progress and refreshed.refs.page_info.startswith("2 refs")
 
+
+
+def test_the_save_handler_twice_with_the_same_content_makes_one_ref(tmp_path: Path, model) -> None:
+    """Ctrl+Enter held or double-tapped, as the server sees it: the save handler called again with the same
+    session and content updates the ref it made, and a second call carrying the session as it was before
+    the first save (its answer lost on the way) is the same save attempt (its key): one ref either way."""
+    import copy
+
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)[5]
+    best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
+    annotate.select_candidates(svc, [best], sess)
+    before_save = copy.copy(sess)  # what a request sent before the first answer came back carries
+    first = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
+    rid = sess.ref_id
+    assert first.startswith(f"Saved ref {rid} ") and len(svc.store.refs(image_id=sess.image_id)) == 1
+    again = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
+    assert again.startswith(f"Updated ref {rid} ") and sess.ref_id == rid
+    lost = annotate.save(svc, "tester", "val", "done", "", "the red circle", before_save)[0]
+    assert f"ref {rid} " in lost and before_save.ref_id == rid
+    refs = svc.store.refs(image_id=sess.image_id)
+    assert [r.id for r in refs] == [rid] and refs[0].sentences == ["the red circle"]
+    assert [e.action for e in svc.store.events(rid)].count("create") == 1
 
 def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edit(tmp_path: Path, model,
                                                                                   monkeypatch) -> None:

@@ -290,9 +290,13 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
         with self._lock:
             try:
                 return self.save_key_in(self._db, key)
-            except self.dialect.db_errors as exc:
+            except (StoreError, *self.dialect.db_errors) as exc:
+                # the connection is opened again on the way: a refused reconnect is a StoreError of its own;
+                # either way the reason in brackets must not say "nothing was saved" (it is not known)
+                why = str(exc) if isinstance(exc, StoreError) else self.dialect.message(exc)
+                why = why.split(": nothing was saved")[0]
                 raise StoreError("the connection to the database server was lost while saving, and it cannot be "
-                                 f"reached to check whether the save was stored ({self.dialect.message(exc)}); "
+                                 f"reached to check whether the save was stored ({why}); "
                                  "reopen it to check before saving again") from None
 
     def transaction(self) -> "contextlib.AbstractContextManager[sqlite3.Connection]":
