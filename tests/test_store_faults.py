@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from app.services import Actor, RefService
-from app.store import DatabaseBusy, Store, StoreError
+from app.store import DatabaseBusy, OutcomeUnknown, Store, StoreError
 from app.store.timeouts import DbTimeouts, application_name
 from tests.builders import noise_image
 
@@ -211,6 +211,7 @@ def test_a_lost_commit_answer_while_the_server_stays_unreachable_says_the_outcom
         assert "nothing was saved" not in msg and "try again" not in msg and "\n" not in msg, msg
         assert "cannot be reached to check whether the save was stored" in msg, msg
         assert "reopen it to check before saving again" in msg, msg
+        assert isinstance(err.value, OutcomeUnknown)  # the Annotate view does not put "Not saved:" before it
         proxy.down = False  # the server is back
         assert [r.sentences for r in s.refs()] == [["the first ref"], ["the second ref"]]  # it was committed
         again = service.save(ann, img, ["the second ref"], no_target=True, save_key=key)  # the same attempt

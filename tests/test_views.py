@@ -201,6 +201,29 @@ def test_the_save_handler_twice_with_the_same_content_makes_one_ref(tmp_path: Pa
     assert [r.id for r in refs] == [rid] and refs[0].sentences == ["the red circle"]
     assert [e.action for e in svc.store.events(rid)].count("create") == 1
 
+
+def test_a_save_whose_outcome_is_unknown_is_not_called_not_saved(tmp_path: Path, model, monkeypatch) -> None:
+    """The COMMIT answer was lost and the server cannot be reached to look it up: the message says so,
+    without the "Not saved:" that other refusals start with (it may have been saved)."""
+    from app.services import OutcomeUnknown
+
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)[5]
+
+    def lost(*a, **k):
+        raise OutcomeUnknown("the connection to the database server was lost while saving, and it cannot be "
+                             "reached to check whether the save was stored; reopen it to check before saving again")
+
+    monkeypatch.setattr(svc.refs, "save", lost)
+    with pytest.raises(gr.Error) as err:
+        annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)
+    assert not err.value.message.startswith("Not saved") and "cannot be reached to check" in err.value.message
+    monkeypatch.setattr(svc.refs, "save", lambda *a, **k: (_ for _ in ()).throw(StoreError("the disk is full")))
+    with pytest.raises(gr.Error, match="^Not saved: the disk is full"):
+        annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)
+
+
 def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edit(tmp_path: Path, model,
                                                                                   monkeypatch) -> None:
     """A stopped process holds the writers' lock: the person hears so within seconds, the edit stays in

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from ..auth import Users
 from ..viewkit.session import SessionRegistry
-from ..store import (SPLITS, STATUSES, ConflictError, Event, ImageFilter, RefAction, RefFilter, RefRecord, RefRow,
-                     RefStatus, Store, StoreError, image_digest)
+from ..store import (SPLITS, STATUSES, ConflictError, Event, ImageFilter, OutcomeUnknown, RefAction, RefFilter,
+                     RefRecord, RefRow, RefStatus, Store, StoreError, image_digest)
 from ..store.negatives import DECISIONS, Negative
 from ..store.review import REASONS, Decision
 from .dataset import DatasetService
@@ -37,7 +37,7 @@ __all__ = ["Actor", "BadInput", "Changes", "ImageService", "ModelHolder", "Negat
            "can", "compare", "export_folder", "require", "studio_cache", "thumbnail_folder",
            # the store's vocabulary the views speak (views import the services, never the store)
            "ConflictError", "DECISIONS", "DatasetService", "Decision", "Event", "ImageFilter", "Negative", "REASONS",
-           "RefAction", "RefFilter", "RefRecord", "RefRow", "RefStatus", "SPLITS", "STATUSES", "StoreError", "image_digest"]
+           "RefAction", "RefFilter", "RefRecord", "RefRow", "RefStatus", "SPLITS", "STATUSES", "StoreError", "OutcomeUnknown", "image_digest"]
 
 
 def thumbnail_folder(store: Store) -> Path:

@@ -1,6 +1,6 @@
 """The annotation store (SQLite) and its plain records; nothing here knows Gradio."""
 
-from .errors import CommitUnknown, ConflictError, DatabaseBusy, StoreError, os_error_message
+from .errors import CommitUnknown, ConflictError, DatabaseBusy, OutcomeUnknown, StoreError, os_error_message
 from .models import ModelRecord, model_name_problem
 from .masks import decode_mask, encode_mask, mask_bbox, rle_problem
 from .names import safe_file_name, unique_names
@@ -12,7 +12,7 @@ from .filters import ImageFilter, RefFilter
 from .store import Store, image_digest
 
 __all__ = [
-    "CommitUnknown", "ConflictError", "DatabaseBusy", "DEFAULT_CATEGORY", "ModelRecord", "model_name_problem", "Event", "ImageRecord", "InstanceRecord", "MAX_SENTENCES", "MAX_SENTENCE_CHARS",
+    "CommitUnknown", "ConflictError", "DatabaseBusy", "OutcomeUnknown", "DEFAULT_CATEGORY", "ModelRecord", "model_name_problem", "Event", "ImageRecord", "InstanceRecord", "MAX_SENTENCES", "MAX_SENTENCE_CHARS",
     "ImageFilter", "RefAction", "RefFilter", "RefStatus", "next_status", "ref_status", "save_action",
     "RefRecord", "RefRow", "SCHEMA_VERSION", "SPLITS", "STATUSES", "Snapshot", "Store", "StoreError", "clean_sentences",
     "decode_mask", "encode_mask", "image_digest", "mask_bbox", "os_error_message", "rle_problem", "safe_file_name",

@@ -30,6 +30,11 @@ class CommitUnknown(StoreError):
     not be stored. Callers that wrote a save key look it up (:meth:`Store.saved_by_key`) to tell."""
 
 
+class OutcomeUnknown(StoreError):
+    """After :class:`CommitUnknown`, the server could not be reached to look the save up: whether it
+    was stored is not known (the person is told to reopen and check, never "not saved")."""
+
+
 def os_error_message(exc: BaseException) -> str:
     """What a failed write means for the user; nothing committed is lost when this is raised."""
     text = str(exc).lower()

@@ -40,7 +40,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from .dialect import PostgresDialect, SqliteDialect, pg_error_message
-from .errors import CommitUnknown, DatabaseBusy, StoreError, os_error_message
+from .errors import CommitUnknown, DatabaseBusy, OutcomeUnknown, StoreError, os_error_message
 from .location import DbLocation, parse_db
 from .masks import decode_mask, encode_mask, mask_bbox
 from .names import safe_file_name
@@ -286,7 +286,7 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
 
     def saved_by_key(self, key: str) -> tuple[int | None, int | None] | None:
         """After :class:`CommitUnknown`: ``(ref id, version)`` when the save with ``key`` was stored, None when
-        it was not (the connection is opened again; StoreError when the server still cannot be reached)."""
+        it was not (the connection is opened again; :class:`OutcomeUnknown` when the server still cannot be reached)."""
         with self._lock:
             try:
                 return self.save_key_in(self._db, key)
@@ -295,7 +295,7 @@ class Store(RefsMixin, ModelsMixin, SignInMixin):
                 # either way the reason in brackets must not say "nothing was saved" (it is not known)
                 why = str(exc) if isinstance(exc, StoreError) else self.dialect.message(exc)
                 why = why.split(": nothing was saved")[0]
-                raise StoreError("the connection to the database server was lost while saving, and it cannot be "
+                raise OutcomeUnknown("the connection to the database server was lost while saving, and it cannot be "
                                  f"reached to check whether the save was stored ({why}); "
                                  "reopen it to check before saving again") from None
 

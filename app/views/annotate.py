@@ -19,7 +19,7 @@ import uuid
 
 import gradio as gr
 
-from ..services import REASONS, SPLITS, ImageFilter, RefStatus, Services, StoreError
+from ..services import REASONS, SPLITS, ImageFilter, OutcomeUnknown, RefStatus, Services, StoreError
 from ..services.queue import THUMBS_PER_PAGE, image_filter
 from ..viewkit.session import Session
 from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
@@ -286,7 +286,8 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
                               save_key=sess.save_key(actor.name, sentences, split_v, status_v))
     except StoreError as exc:
         kept = " Your version is still on screen." if "meanwhile" in str(exc) else ""
-        raise gr.Error(f"Not saved: {exc}{kept}") from None
+        said = "" if isinstance(exc, OutcomeUnknown) else "Not saved: "  # it may have been: the message says so
+        raise gr.Error(f"{said}{exc}{kept}") from None
     sess.save_nonce = uuid.uuid4().hex  # the next save is a new attempt
     sess.ref_id, sess.ref_version, sess.expression, sess.editing = saved.ref_id, saved.version, text, False
     kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
