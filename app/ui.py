@@ -248,7 +248,7 @@ CSS = """
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}
 .review-sentences {font-size:1.15em}
 #to-fix td {cursor:pointer}
-#to-fix th, #to-fix th * {white-space:nowrap}
+:is(#to-fix, #image-refs) th, :is(#to-fix, #image-refs) th * {white-space:nowrap}
 #to-fix td:focus, #to-fix td.focus, #to-fix td.editing {outline:none; box-shadow:none}
 /* the read-only tables: a clicked cell opens its row, it is not edited, so no edit ring, handle or menu */
 :is(#to-fix, #image-refs, #refs-table) .body-cell.cell-selected {box-shadow:none !important}

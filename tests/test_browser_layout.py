@@ -19,7 +19,7 @@ CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas)
 EXPR = "#expression textarea, #expression input"
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1440, "height": 900}
-FIXER = "lay"  # an annotator with rejected refs (on image 3)
+FIXER = "alice"  # an annotator with rejected refs (on image 3)
 COMMENT = "the outline misses the left half of the shape; redraw it around the whole shape please"
 
 
@@ -183,9 +183,34 @@ def test_the_thumbnails_fit_and_each_says_its_images_state(chromium, studio) -> 
         page.close()
 
 
+LINES_JS = """(cells) => cells.filter((c) => c.innerText.trim()).map((c) => {
+    const tops = new Set(), walk = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);
+    const box = c.getBoundingClientRect(); let inside = true;
+    for (let t = walk.nextNode(); t; t = walk.nextNode()) {
+      if (!t.textContent.trim()) continue;
+      const r = document.createRange(); r.selectNodeContents(t);
+      for (const b of r.getClientRects()) if (b.width > 0) {
+        tops.add(Math.round(b.top)); inside = inside && b.left >= box.left - 1 && b.right <= box.right + 1; } }
+    return [c.innerText.trim(), tops.size, Math.round(box.width), inside]; })"""
+
+
+def _lines(page, selector: str) -> list:
+    """Each non-empty cell's text, its number of lines on screen, its width and whether it is whole inside."""
+    return page.locator(selector).evaluate_all(LINES_JS)
+
+
+def _no_word_broken(page, table: str) -> None:
+    """No one-word cell of the table's body is broken over lines (as "alic / e" was) or cut."""
+    cells = _lines(page, f"{table} [role=gridcell]")
+    assert cells, f"{table} has no cells"
+    broken = [c for c in cells if " " not in c[0] and not (c[1] == 1 and c[3])]
+    assert not broken, f"words broken over lines or cut in {table} (text, lines, width, whole): {broken}"
+
+
 def test_the_to_fix_tables_headers_stay_on_one_line_and_its_comment_is_readable(chromium, studio) -> None:
     """At 1440x900 the "fix these first" table's headers never wrap ("re / f", "revi / ewer" did) and its
-    comment column is wide enough to read a comment, wrapped inside its cell."""
+    comment column is wide enough to read a comment, wrapped inside its cell; the image's refs table
+    neither wraps a header nor breaks an author's name ("alic / e")."""
     url, _ = studio
     page, errors = _open(chromium, url, LAPTOP)
     who = page.locator("#annotator textarea, #annotator input").first
@@ -193,19 +218,11 @@ def test_the_to_fix_tables_headers_stay_on_one_line_and_its_comment_is_readable(
     who.press("Enter")
     page.locator("#to-fix").wait_for(state="visible", timeout=30_000)
     page.wait_for_function("document.querySelector('#to-fix')?.innerText.includes('redraw it')", timeout=30_000)
-    # each header's text on one line: the distinct line boxes of its text nodes
-    lines = page.evaluate("""() => [...document.querySelectorAll('#to-fix thead th')].filter((th) => th.innerText.trim())
-        .map((th) => { const tops = new Set(), walk = document.createTreeWalker(th, NodeFilter.SHOW_TEXT);
-          const box = th.getBoundingClientRect(); let inside = true;
-          for (let t = walk.nextNode(); t; t = walk.nextNode()) {
-            if (!t.textContent.trim()) continue;
-            const r = document.createRange(); r.selectNodeContents(t);
-            for (const b of r.getClientRects()) if (b.width > 0) {
-              tops.add(Math.round(b.top)); inside = inside && b.left >= box.left - 1 && b.right <= box.right + 1; } }
-          return [th.innerText.trim(), tops.size, Math.round(box.width), inside]; })""")
+    lines = _lines(page, "#to-fix thead th")
     assert [name for name, *_ in lines] == ["ref", "sentences", "reason", "comment", "reviewer"], lines
     assert all(n == 1 and inside for _, n, _, inside in lines), \
         f"headers on more than one line or cut (name, lines, width, whole): {lines}"
+    _no_word_broken(page, "#to-fix")
     # the comment column: inside the table's box, wide enough, the whole comment shown (wrapped)
     table = _box(page, "#to-fix")
     heads = page.locator("#to-fix thead th")
@@ -220,6 +237,13 @@ def test_the_to_fix_tables_headers_stay_on_one_line_and_its_comment_is_readable(
                 new Set(rects.map((b) => Math.round(b.top))).size]; }""")
     assert shown[0] and shown[1] >= 2, f"the comment is cut, or not wrapped: {shown}"
     page.screenshot(path=str(SCREENSHOT_DIR / "layout_to_fix_1440x900.png"))
+    # the image's refs (a row of the list opened): its headers on one line, no author cut ("alic / e")
+    page.locator("#to-fix [role=gridcell]", has_text="redraw it").first.click()
+    page.wait_for_function(f"document.querySelector('#image-refs')?.innerText.includes({json.dumps(FIXER)})",
+                           timeout=30_000)
+    heads = _lines(page, "#image-refs thead th")
+    assert len(heads) == 6 and all(n == 1 and inside for _, n, _, inside in heads), heads
+    _no_word_broken(page, "#image-refs")
     assert errors == []
     page.close()
 

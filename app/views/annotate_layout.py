@@ -157,7 +157,7 @@ def layout(predictor, refine=None) -> AnnotateUI:
             c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
                                             choices=[], elem_id="candidates")
             c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
-                                        column_widths=["11%", "33%", "16%", "14%", "11%", "15%"],
+                                        column_widths=["10%", "25%", "17%", "19%", "15%", "14%"],
                                         label="Refs on this image (click a row to reopen it)", wrap=True, max_height=240)
             with gr.Accordion("History of the open ref", open=False):
                 c.ref_history = gr.HTML("", elem_id="ref-history")
