@@ -250,6 +250,7 @@ CSS = """
 .history .when {opacity:0.7;font-variant-numeric:tabular-nums}
 .review-sentences {font-size:1.15em}
 #to-fix td {cursor:pointer}
+:is(#to-fix, #image-refs) th, :is(#to-fix, #image-refs) th * {white-space:nowrap}
 #to-fix td:focus, #to-fix td.focus, #to-fix td.editing {outline:none; box-shadow:none}
 /* the read-only tables: a clicked cell opens its row, it is not edited, so no edit ring, handle or menu */
 :is(#to-fix, #image-refs, #refs-table) .body-cell.cell-selected {box-shadow:none !important}
@@ -404,9 +405,6 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         live_ui.timer.tick(jobs_tick.bind(jobs.live, svc), [live_ui.tab], jobs_tick.outputs, **tick)
         live_ui.timer.tick(bind(dataset_tab.live_counters, svc), [live_ui.tab, dataset_ui.progress],
                            [dataset_ui.progress], **tick)
-        # the rejected list: tall enough for its comment column, rows that read as a list
-        annotate_ui.to_fix.max_height = 420
-        annotate_ui.to_fix.column_widths = ["7%", "30%", "24%", "27%", "12%"]
         if users is not None:
             def signed_in(request: gr.Request):
                 user = users.get(getattr(request, "username", None))

@@ -12,6 +12,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.test_app import start_server
@@ -269,6 +270,55 @@ def test_outline_tool_drags_a_vertex_and_the_saved_mask_is_the_rule(chromium, st
     assert [tuple(p) for p in _state(page, "S.outline.pts")] == before
     assert errors == []
     page.close()
+
+def test_a_polygon_vertex_on_the_pictures_edge_takes_the_last_row_and_column(chromium, studio) -> None:
+    """The fitted picture leaves a margin on the canvas, and a polygon click within a couple of screen
+    pixels of the picture's right or bottom edge (just inside, on the last row or column, or just
+    outside, in the margin) puts the vertex on that edge (x = W, y = H): the drawn and the saved mask
+    take the last row and column (a click just below the picture used to be off the canvas)."""
+    from app.store import Store
+    from app.views.canvas import decode_mask, polygon_mask
+
+    url, db = studio
+    page = chromium.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    text = "the bottom right corner"
+    w, h = _segment_an_image(page, url, text)
+    page.keyboard.press("0")  # fitted
+    x0, y0 = _state(page, "S.api.toScreen(0, 0)")
+    x1, y1 = _state(page, f"S.api.toScreen({w}, {h})")
+    cw, ch = page.evaluate("() => { const c = document.querySelector('#canvas canvas'); return [c.width, c.height]; }")
+    assert min(x0, y0, cw - x1, ch - y1) >= 4, (x0, y0, x1, y1, cw, ch)  # a margin on every side
+    page.keyboard.press("p")
+    ex, ey = _screen(page, w, h)  # the picture's bottom-right corner on the page
+    mx, my = _screen(page, w * 0.6, h * 0.6)
+    clicks = [(mx, my), (ex + 1, my), (ex + 2, ey + 2), (mx, ey - 1)]  # out right, out corner, in the last row
+    for c in clicks:
+        page.mouse.click(*c)
+    page.keyboard.press("Enter")
+    _verdict(page, "1 target instance")
+    poly = [tuple(p) for p in _state(page, "S.lastPolygon.points")]
+    assert poly[1][0] == w and poly[2] == (w, h) and poly[3][1] == h, poly
+    assert abs(poly[0][0] - w * 0.6) < 1 and abs(poly[3][0] - w * 0.6) < 1  # a vertex away from the edge stays
+    drawn = polygon_mask((h, w), poly)
+    lo_x, lo_y = int(np.ceil(w * 0.6 + 1)), int(np.ceil(h * 0.6 + 1))
+    assert drawn[h - 1, lo_x:].all() and drawn[lo_y:, w - 1].all()  # the last row and column taken
+    on_page = decode_mask(_state(page, "S.api.encodeRle(S.targets[0].mask)"), h, w)
+    assert (on_page == drawn).all()
+    page.keyboard.press("Control+Enter")
+    page.wait_for_function("document.querySelector('#save-msg')?.innerText.includes('Saved ref')", timeout=30_000)
+    store = Store(db)
+    try:
+        ref = next(r for r in store.refs() if r.sentences[0] == text)
+        stored = {m.id: m.mask for m in store.instances(image_id=ref.image_id)}
+        masks = [stored[k] for k in ref.instance_ids]
+    finally:
+        store.close()
+    assert len(masks) == 1 and (masks[0] == drawn).all() and masks[0][h - 1].any() and masks[0][:, w - 1].any()
+    assert errors == []
+    page.close()
+
 
 def test_twelve_sessions_open_the_same_picture_at_once(chromium, studio) -> None:
     """Every session gets the whole picture (it is served from memory; no file is rewritten)."""

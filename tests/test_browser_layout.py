@@ -19,18 +19,21 @@ CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas)
 EXPR = "#expression textarea, #expression input"
 PHONE = {"width": 390, "height": 844}
 LAPTOP = {"width": 1440, "height": 900}
-FIXER = "lay"  # an annotator with rejected refs (on image 3)
+FIXER = "alice"  # an annotator with rejected refs (on image 3)
+COMMENT = "the outline misses the left half of the shape; redraw it around the whole shape please"
 
 
 @pytest.fixture(scope="module")
 def studio(studio_weights, tmp_path_factory):
     from app.store import Store
+    from app.store.review import review
 
     for url, db in scene_studio(studio_weights, tmp_path_factory, "layout", 9):
         store = Store(db)
         try:
             for k in range(6):  # a "fix these first" list taller than the room above the save box
-                store.save_ref(3, [f"the rejected sentence number {k}"], no_target=True, author=FIXER, status="rejected")
+                rid = store.save_ref(3, [f"the rejected sentence number {k}"], no_target=True, author=FIXER)
+                review(store, rid, "reject", "reviewer", "wrong_mask", COMMENT if k == 0 else "")
         finally:
             store.close()
         yield url, db
@@ -178,3 +181,91 @@ def test_the_thumbnails_fit_and_each_says_its_images_state(chromium, studio) -> 
         assert states[3] == "rejected" and states[2] == "no refs", states
         assert errors == []
         page.close()
+
+
+LINES_JS = """(cells) => cells.filter((c) => c.innerText.trim()).map((c) => {
+    const tops = new Set(), walk = document.createTreeWalker(c, NodeFilter.SHOW_TEXT);
+    const box = c.getBoundingClientRect(); let inside = true;
+    for (let t = walk.nextNode(); t; t = walk.nextNode()) {
+      if (!t.textContent.trim()) continue;
+      const r = document.createRange(); r.selectNodeContents(t);
+      for (const b of r.getClientRects()) if (b.width > 0) {
+        tops.add(Math.round(b.top)); inside = inside && b.left >= box.left - 1 && b.right <= box.right + 1; } }
+    return [c.innerText.trim(), tops.size, Math.round(box.width), inside]; })"""
+
+
+def _lines(page, selector: str) -> list:
+    """Each non-empty cell's text, its number of lines on screen, its width and whether it is whole inside."""
+    return page.locator(selector).evaluate_all(LINES_JS)
+
+
+def _no_word_broken(page, table: str) -> None:
+    """No one-word cell of the table's body is broken over lines (as "alic / e" was) or cut."""
+    cells = _lines(page, f"{table} [role=gridcell]")
+    assert cells, f"{table} has no cells"
+    broken = [c for c in cells if " " not in c[0] and not (c[1] == 1 and c[3])]
+    assert not broken, f"words broken over lines or cut in {table} (text, lines, width, whole): {broken}"
+
+
+def test_the_to_fix_tables_headers_stay_on_one_line_and_its_comment_is_readable(chromium, studio) -> None:
+    """At 1440x900 the "fix these first" table's headers never wrap ("re / f", "revi / ewer" did) and its
+    comment column is wide enough to read a comment, wrapped inside its cell; the image's refs table
+    neither wraps a header nor breaks an author's name ("alic / e")."""
+    url, _ = studio
+    page, errors = _open(chromium, url, LAPTOP)
+    who = page.locator("#annotator textarea, #annotator input").first
+    who.fill(FIXER)
+    who.press("Enter")
+    page.locator("#to-fix").wait_for(state="visible", timeout=30_000)
+    page.wait_for_function("document.querySelector('#to-fix')?.innerText.includes('redraw it')", timeout=30_000)
+    lines = _lines(page, "#to-fix thead th")
+    assert [name for name, *_ in lines] == ["ref", "sentences", "reason", "comment", "reviewer"], lines
+    assert all(n == 1 and inside for _, n, _, inside in lines), \
+        f"headers on more than one line or cut (name, lines, width, whole): {lines}"
+    _no_word_broken(page, "#to-fix")
+    # the comment column: inside the table's box, wide enough, the whole comment shown (wrapped)
+    table = _box(page, "#to-fix")
+    heads = page.locator("#to-fix thead th")
+    comment_head = heads.nth([name for name, *_ in lines].index("comment") + (heads.count() - len(lines))).bounding_box()
+    assert comment_head["width"] >= 120, comment_head
+    assert table["x"] <= comment_head["x"] and comment_head["x"] + comment_head["width"] <= table["x"] + table["width"] + 1
+    cell = page.locator("#to-fix [role=gridcell]", has_text="redraw it").first
+    assert cell.evaluate("(c) => c.innerText.replace(/\\s+/g, ' ').trim()") == COMMENT
+    shown = cell.evaluate("""(c) => { const r = document.createRange(); r.selectNodeContents(c);
+        const box = c.getBoundingClientRect(), rects = [...r.getClientRects()].filter((b) => b.width > 0);
+        return [rects.every((b) => b.right <= box.right + 1 && b.left >= box.left - 1),
+                new Set(rects.map((b) => Math.round(b.top))).size]; }""")
+    assert shown[0] and shown[1] >= 2, f"the comment is cut, or not wrapped: {shown}"
+    page.screenshot(path=str(SCREENSHOT_DIR / "layout_to_fix_1440x900.png"))
+    # the image's refs (a row of the list opened): its headers on one line, no author cut ("alic / e")
+    page.locator("#to-fix [role=gridcell]", has_text="redraw it").first.click()
+    page.wait_for_function(f"document.querySelector('#image-refs')?.innerText.includes({json.dumps(FIXER)})",
+                           timeout=30_000)
+    heads = _lines(page, "#image-refs thead th")
+    assert len(heads) == 6 and all(n == 1 and inside for _, n, _, inside in heads), heads
+    _no_word_broken(page, "#image-refs")
+    assert errors == []
+    page.close()
+
+
+def test_an_empty_id_box_shows_no_zero(chromium, studio) -> None:
+    """The Dataset tab's ref id, the Jobs tab's job and the review filter's image id are empty boxes with
+    a hint (a number box showed 0, and Delete… then said "0 is not a ref id"); Delete… on the empty box
+    asks for a ref id."""
+    url, _ = studio
+    page, errors = _open(chromium, url, LAPTOP)
+    boxes = {"Dataset": "#ref-id input", "Jobs": "#job-id input", "Review": "#review-image input"}
+    for tab, selector in boxes.items():
+        page.get_by_role("tab", name=tab).click()
+        if tab == "Review":
+            page.get_by_text("Filter the queue").click()
+        box = page.locator(selector).first
+        box.wait_for(state="visible", timeout=30_000)
+        assert box.input_value() == "", f"{tab}: {box.input_value()!r}"
+        assert box.get_attribute("placeholder"), tab
+    page.get_by_role("tab", name="Dataset").click()
+    page.locator("#delete-ref-btn").click()
+    page.wait_for_function("document.querySelector('#dataset-msg')?.innerText.includes('Type a ref id')", timeout=30_000)
+    assert not page.locator("#confirm-delete-btn").is_visible()
+    assert errors == []
+    page.close()

@@ -26,6 +26,11 @@ def _to_decide(page) -> int:
     return int(text.split(" / ")[1].split()[0])
 
 
+def _message_gone(page) -> None:
+    """The message line is empty (the Negatives tab's ← / → / filter empty it: it spoke of the sentence left)."""
+    page.wait_for_function("(document.querySelector('#verify-msg')?.innerText || '').trim() === ''", timeout=10_000)
+
+
 def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
     from app.store import Store
     from app.store.negatives import negative, negative_queue
@@ -60,6 +65,9 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
         ref = store.ref(first.ref_id)
         assert ref.no_target and ref.annotator == "ann" and ref.status == "done" and ref.sentences == [queue[0].sentence]
 
+        page.keyboard.press("ArrowLeft")  # at the first already: the same place, the message goes
+        _wait_text(page, "#verify-info", f"1 / {total - 1} to decide")
+        _message_gone(page)  # "no target" spoke of the sentence decided, no longer shown
         page.keyboard.press("ArrowRight")
         _wait_text(page, "#verify-info", f"2 / {total - 1} to decide")
         _wait_text(page, "#verify-sentence", queue[2].sentence)
@@ -86,8 +94,10 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
         t0 = time.perf_counter()
         for k in range(n):
             if k % 4 == 3:  # look at the next one, then back
+                _wait_text(page, "#verify-msg", "no target")
                 page.keyboard.press("ArrowRight")
                 _wait_text(page, "#verify-info", f"2 / {left} to decide")
+                _message_gone(page)
                 page.keyboard.press("ArrowLeft")
                 _wait_text(page, "#verify-info", f"1 / {left} to decide")
             page.wait_for_timeout(300)  # what a person needs at least to see the new sentence (keys sooner are ignored)
@@ -98,6 +108,11 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
             else:
                 _wait_text(page, "#verify-info", "Nothing to decide")
         seconds = time.perf_counter() - t0
+        # the last Y's message, then a change of the filter: the line empties
+        _wait_text(page, "#verify-msg", "no target")
+        page.locator("#verify-show input").first.click()
+        page.get_by_role("option", name="decided", exact=True).click()
+        _message_gone(page)
         rate = n / seconds * 60
         (SCREENSHOT_DIR / "verify_rate.json").write_text(json.dumps(
             {"decisions": n, "arrow_pairs": n // 4, "seconds": round(seconds, 2), "decisions_per_min": round(rate, 1)}))

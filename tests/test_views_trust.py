@@ -78,6 +78,36 @@ def test_delete_in_the_dataset_tab_asks_first(tmp_path: Path, model) -> None:  #
     assert not svc.store.refs(image_id=1)
 
 
+def test_an_empty_id_box_is_empty_and_means_type_an_id(tmp_path: Path, model) -> None:  # noqa: F811
+    """The ref id, job and image-filter boxes are text boxes that look empty when they are (a
+    ``gr.Number`` shows 0, and "0 is not a ref id" answered a person who typed nothing): empty asks
+    for an id (or, for the review filter, means every image), a typed number is read as one,
+    anything else is named in a clear message."""
+    from app.views import dataset_tab, jobs, review
+
+    svc = _collection(tmp_path, model)
+    mine = svc.store.refs(image_id=1)[0]
+    for empty in ("", "   ", None):
+        with pytest.raises(gr.Error, match="Type a ref id"):
+            dataset_tab.ask_delete(svc, empty, "ann")
+        with pytest.raises(gr.Error, match="Type the number of the job"):
+            jobs.cancel(svc, empty, "rev")
+    for bad, said in (("abc", "'abc' is not a ref id"), ("0", "0 is not a ref id"), ("2.5", "2.5 is not a ref id")):
+        with pytest.raises(gr.Error, match=said):
+            dataset_tab.ask_delete(svc, bad, "ann")
+    assert f"Delete ref {mine.id}" in dataset_tab.ask_delete(svc, f" {mine.id} ", "ann").msg  # typed: a string
+    with pytest.raises(gr.Error, match="'x' is not a job number"):
+        jobs.cancel(svc, "x", "rev")
+    # the review queue's image filter: empty is every image, a number filters, a word is said
+    everyone = review.show(svc, 0, "", "", "")
+    assert "1 / 1" in everyone.info and "image 1" in everyone.info
+    assert "Nothing awaits review" in review.show(svc, 0, "", "", "5").info
+    assert "image 1" in review.show(svc, 0, "", "", " 1 ").info
+    with pytest.raises(gr.Error, match="'one' is not an image id"):
+        review.show(svc, 0, "", "", "one")
+    assert review.live(svc, 0, None, "", "", "one", tab="Review") == gr.skip()  # the timer stays quiet
+
+
 def test_small_ones_history_candidates_reviewer_panel_and_reasons(tmp_path: Path, model) -> None:  # noqa: F811
     from app.services.errors import BadInput
     from app.views import display, review

@@ -148,13 +148,16 @@ def layout(predictor, refine=None) -> AnnotateUI:
                 c.extra = gr.Textbox(label="More sentences for the same targets (one per line)", lines=1, elem_id="extra")
             c.save_msg = gr.Markdown("", elem_id="save-msg")
             # below the save box, so that a long list never pushes Save below the fold
+            # tall enough for its comment column; at 1440x900 no header wraps ("re / f", "revi / ewer" at
+            # 7% and 12%) and the comment, the widest column, wraps inside its cell
             c.to_fix = gr.Dataframe(headers=["ref", "sentences", "reason", "comment", "reviewer"], value=[],
-                                    interactive=False, elem_id="to-fix", wrap=True, max_height=300, visible=False,
+                                    interactive=False, elem_id="to-fix", wrap=True, max_height=420, visible=False,
+                                    column_widths=["10%", "23%", "20%", "28%", "19%"],
                                     label="Rejected: fix these first (click a row to open it)")
             c.candidates = gr.CheckboxGroup(label="Candidates (best first; numbers match the picture; Alt+1..9)",
                                             choices=[], elem_id="candidates")
             c.image_refs = gr.Dataframe(headers=REF_HEADERS, value=[], interactive=False, elem_id="image-refs",
-                                        column_widths=["11%", "33%", "16%", "14%", "11%", "15%"],
+                                        column_widths=["10%", "25%", "17%", "19%", "15%", "14%"],
                                         label="Refs on this image (click a row to reopen it)", wrap=True, max_height=240)
             with gr.Accordion("History of the open ref", open=False):
                 c.ref_history = gr.HTML("", elem_id="ref-history")

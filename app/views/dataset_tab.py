@@ -12,7 +12,7 @@ import gradio as gr
 from ..services import SPLITS, STATUSES, RefFilter, Services, StoreError, require
 from . import display
 from .records import Outputs, nested
-from .shell import Shell, bind, from_browser, ref_id, request_user
+from .shell import Shell, bind, from_browser, id_box, ref_id, request_user
 
 PAGE_SIZE = 50
 HEADERS = ["ref", "image", "sentences", "targets", "status", "split", "who", "updated"]
@@ -30,7 +30,7 @@ class DatasetUI:
     next_page_btn: gr.Button
     page_info: gr.Markdown
     refs_table: gr.Dataframe
-    ref_id: gr.Number
+    ref_id: gr.Textbox  # id_box: empty looks empty
     open_btn: gr.Button
     delete_btn: gr.Button
     confirm_btn: gr.Button  # shown after Delete: the second, deliberate click
@@ -91,7 +91,7 @@ def layout(tab: gr.Tab) -> DatasetUI:
     c.page_info = gr.Markdown("", elem_id="page-info")
     c.refs_table = gr.Dataframe(headers=HEADERS, interactive=False, elem_id="refs-table", wrap=True)
     with gr.Row():
-        c.ref_id = gr.Number(label="Ref id", value=None, precision=0, elem_id="ref-id")
+        c.ref_id = id_box("Ref id", "ref-id", "a ref id from the table")
         c.open_btn = gr.Button("Open", elem_id="open-btn")
         c.delete_btn = gr.Button("Delete…", variant="stop", elem_id="delete-ref-btn")
         c.confirm_btn = gr.Button("Yes, delete it", variant="stop", elem_id="confirm-delete-btn", visible=False)

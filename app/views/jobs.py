@@ -16,7 +16,7 @@ from ..services import Services, StoreError
 from ..services.jobs import KINDS, Job
 from ..services.permissions import why_not_studio
 from .records import Outputs, nested
-from .shell import Shell, request_user
+from .shell import Shell, id_box, request_user, whole_number
 
 
 @dataclass
@@ -28,7 +28,7 @@ class JobsUI:
     promote: gr.Checkbox
     name: gr.Textbox
     start_btn: gr.Button
-    job_id: gr.Number
+    job_id: gr.Textbox  # id_box: empty looks empty
     cancel_btn: gr.Button
     msg: gr.Markdown
     board: gr.HTML
@@ -84,7 +84,7 @@ def layout(tab: gr.Tab) -> JobsUI:
             c.name = gr.Textbox(label="Model name (fine-tune, with register)", elem_id="job-name")
             c.start_btn = gr.Button("Start", variant="primary", elem_id="job-start")
             with gr.Row():
-                c.job_id = gr.Number(label="Job", value=None, precision=0, elem_id="job-id", scale=1)
+                c.job_id = id_box("Job", "job-id", "the job's number on the board", scale=1)
                 c.cancel_btn = gr.Button("Cancel this job", variant="stop", elem_id="job-cancel", scale=1)
             c.msg = gr.Markdown("", elem_id="job-msg")
         with gr.Column(scale=3):
@@ -133,9 +133,10 @@ def start(svc: Services, kind: str, sentences: str, minutes, promote: bool, name
 
 def cancel(svc: Services, job_id, typed: str = "", request: gr.Request = None) -> JobCancelled:
     """Cancel a running job."""
-    if job_id in (None, ""):
-        raise gr.Error("Type the number of the job to cancel.")
-    job = svc.jobs.cancel(svc.actor(request_user(request), typed), int(job_id))
+    number = whole_number(job_id, "a job number")
+    if number is None:
+        raise gr.Error("Type the number of the job to cancel (the board's first column).")
+    job = svc.jobs.cancel(svc.actor(request_user(request), typed), number)
     return JobCancelled(f"Job {job.id} cancelled.", board(svc))
 
 

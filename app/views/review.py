@@ -21,7 +21,7 @@ from .canvas import canvas_value, make_canvas
 from .display import history_html
 from .on_screen import key_box, key_of, require_on_screen
 from .records import Outputs, nested
-from .shell import Shell, bind, request_user
+from .shell import Shell, bind, id_box, request_user, whole_number
 
 
 @dataclass
@@ -40,7 +40,7 @@ class ReviewUI:
     rv_msg: gr.Markdown
     rv_annotator: gr.Textbox
     rv_split: gr.Dropdown
-    rv_image: gr.Number
+    rv_image: gr.Textbox  # id_box: empty looks empty (every image)
     rv_disagree: gr.Checkbox
     rv_uncertain: gr.Checkbox
     rv_history: gr.HTML
@@ -121,7 +121,7 @@ def layout(tab: gr.Tab) -> ReviewUI:
             with gr.Accordion("Filter the queue", open=False):
                 c.rv_annotator = gr.Textbox(label="Annotator", elem_id="review-annotator")
                 c.rv_split = gr.Dropdown(["", *SPLITS], value="", label="Split", elem_id="review-split")
-                c.rv_image = gr.Number(label="Image id", value=None, precision=0, elem_id="review-image")
+                c.rv_image = id_box("Image id", "review-image", "any image")
                 c.rv_disagree = gr.Checkbox(label="Where the model disagrees most first (after python -m app.curate qa)",
                                             value=False, elem_id="review-disagree")
                 c.rv_uncertain = gr.Checkbox(label="Most uncertain first (where the model's prediction was least sure)",
@@ -138,6 +138,7 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
          by_uncertainty: bool = False) -> ReviewShown:
     """The ref at ``pos`` of the filtered queue (clamped), drawn with its targets; a fixed ref also with
     its rejected version (before / after) and what changed."""
+    image_id = whole_number(image_id, "an image id")  # the filter's box: empty for every image
     flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
     item = svc.refs.review_at(pos, flt, by_disagreement, by_uncertainty)
     if item.ref is None:
@@ -191,6 +192,10 @@ def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_dis
     refs arrived, the first one is shown (at 1 / N, never at the end); with a ref shown, only the
     counter line changes (the ref, the reason and comment being typed stay). Outputs: :func:`show`'s."""
     if tab != "Review":
+        return gr.skip()
+    try:
+        image_id = whole_number(image_id, "an image id")
+    except gr.Error:  # being typed: the filter's submit says what is wrong, the timer stays quiet
         return gr.skip()
     if not shown:
         out = show(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)

@@ -108,15 +108,35 @@ def bind(fn: Callable, *bound, wrap: Callable[[Callable], Callable] | None = Non
     return wrap(handler) if wrap else handler
 
 
-def ref_id(value) -> int:
-    """A ref id typed or sent through the API: a whole number in SQLite's range, else a clear error."""
+def id_box(label: str, elem_id: str, placeholder: str, **kw) -> gr.Textbox:
+    """A box for an id (a ref, an image, a job) that looks empty when it is: Gradio's ``gr.Number``
+    shows 0 for no value, and "0 is not a ref id" then answers a person who typed nothing. The
+    handler reads it with :func:`whole_number` (or :func:`ref_id`)."""
+    return gr.Textbox(label=label, value="", placeholder=placeholder, max_lines=1, lines=1, elem_id=elem_id, **kw)
+
+
+def whole_number(value, what: str) -> int | None:
+    """An id typed in an :func:`id_box` or sent through the API: ``None`` when the box is empty, the
+    number when it is a whole number from 1 (in SQLite's range), else a clear error naming ``what``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
     try:
-        number = float(value)
+        number = float(value.strip() if isinstance(value, str) else value)
     except (TypeError, ValueError):
-        raise gr.Error("Type a ref id.") from None
+        raise gr.Error(f"{str(value).strip()[:40]!r} is not {what} (a whole number from 1).") from None
     if not math.isfinite(number) or number != int(number) or not 0 < number < 2**63:
-        raise gr.Error(f"{value!r} is not a ref id (a whole number from 1).")
+        shown = str(value).strip()[:40] if isinstance(value, str) else repr(value)
+        raise gr.Error(f"{shown} is not {what} (a whole number from 1).")
     return int(number)
+
+
+def ref_id(value) -> int:
+    """A ref id typed or sent through the API: a whole number in SQLite's range, else a clear error
+    (an empty box: "Type a ref id")."""
+    number = whole_number(value, "a ref id")
+    if number is None:
+        raise gr.Error("Type a ref id (the number in the table's first column).")
+    return number
 
 
 def request_user(request: gr.Request | None) -> str | None:

@@ -300,10 +300,21 @@
     const w = Math.max(50, Math.round(r.width)), h = Math.max(50, Math.round(r.height));
     if (cv.width !== w || cv.height !== h) { cv.width = w; cv.height = h; if (S.fitOnResize) fit(); draw(); }
   }
+  const FIT_MARGIN = 8;  // screen pixels left around the fitted picture, so that its edges can be clicked
+  const EDGE_SNAP = 3;  // a polygon click this close to the picture's edge (screen pixels) is on the edge
   function fit() {
     if (!S.W) return;
-    S.scale = Math.min(cv.width / S.W, cv.height / S.H); S.tx = (cv.width - S.W * S.scale) / 2; S.ty = (cv.height - S.H * S.scale) / 2;
+    const m = Math.min(FIT_MARGIN, cv.width / 8, cv.height / 8);
+    S.scale = Math.min((cv.width - 2 * m) / S.W, (cv.height - 2 * m) / S.H);
+    S.tx = (cv.width - S.W * S.scale) / 2; S.ty = (cv.height - S.H * S.scale) / 2;
     S.fitOnResize = true; draw();
+  }
+  // a vertex clicked within EDGE_SNAP screen pixels of the picture's border (inside or out) goes on the
+  // border: x = 0 or W, y = 0 or H, so a polygon can take the first and last rows and columns whole
+  function snapToEdge(x, y) {
+    const d = EDGE_SNAP / S.scale;
+    const snap = (v, n) => (v > -d && v < d ? 0 : v > n - d && v < n + d ? n : v);
+    return [snap(x, S.W), snap(y, S.H)];
   }
   function zoomAt(f, sx, sy) {
     const s = Math.min(64, Math.max(0.05, S.scale * f)); f = s / S.scale;
@@ -586,7 +597,7 @@
     else if (S.tool === 'brush' || S.tool === 'eraser') strokeStart(p.x, p.y);
     else if (S.tool === 'polygon' || S.tool === 'cut') {
       if (S.poly.length >= 3) { const [fx, fy] = toScreen(...S.poly[0]); if (Math.hypot(fx - p.sx, fy - p.sy) < 8) { closePolygon(); return; } }
-      S.poly.push([p.x, p.y]); draw();
+      S.poly.push(snapToEdge(p.x, p.y)); draw();
     }
   });
   window.addEventListener('mousemove', (e) => {
