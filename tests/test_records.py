@@ -73,7 +73,7 @@ def test_every_view_wires_its_records_to_widgets_that_exist(tmp_path) -> None:
 
 def test_the_annotate_views_records_keep_the_outputs_of_its_former_tuples() -> None:
     """The Annotate view's handlers return records; each event's outputs list is what the tuples had, in
-    the same order (the API's outputs unchanged)."""
+    the same order (the API's outputs unchanged; a run's answer only grew the message line at the end)."""
     import gradio as gr
 
     from app.views import annotate, annotate_layout
@@ -90,7 +90,7 @@ def test_the_annotate_views_records_keep_the_outputs_of_its_former_tuples() -> N
     boxes = [ui.extra, ui.split, ui.status, ui.ref_history]
     assert outputs(Rendered) == common
     assert outputs(CanvasFields) == [ui.verdict, ui.candidates, ui.parts, shell.sess_state]
-    assert outputs(annotate.Segmented) == [*common, *boxes]
+    assert outputs(annotate.Segmented) == [*common, *boxes, ui.save_msg]
     assert outputs(annotate.NextExpression) == [ui.expression, ui.save_msg, *common, *boxes]
     assert outputs(annotate.Uploaded) == [*common, ui.queue_pos, ui.image_refs, *boxes]
     assert outputs(annotate.ImageOpened) == [ui.image_in, *common, ui.queue_pos, ui.image_refs, ui.expression,

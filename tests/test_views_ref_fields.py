@@ -107,13 +107,57 @@ def test_a_new_expression_after_a_save_clears_the_boxes(tmp_path: Path, model) -
     assert _kept(out)
 
 
-def test_rewording_an_opened_ref_keeps_its_boxes(tmp_path: Path, model) -> None:  # noqa: F811
+def test_a_new_run_after_a_save_empties_the_saved_message(tmp_path: Path, model) -> None:  # noqa: F811
+    """"Saved ref N" is about the ref just left: Enter on a new expression empties it; a run that stays on
+    the same (new) ref keeps the message line as it is."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    out = annotate.segment(svc, None, "the blue square", 0.7, 0.5, sess)
+    assert out.save_msg == "" and sess.ref_id is None
+    out = annotate.segment(svc, None, "the green square", 0.7, 0.5, sess)  # the same new ref: nothing to say
+    assert out.save_msg == gr.update()
+
+
+def test_a_new_sentence_on_a_reopened_ref_starts_a_new_ref(tmp_path: Path, model) -> None:  # noqa: F811
+    """Enter on another sentence while a saved ref is open leaves that ref as saved: the run is a new ref
+    (its boxes cleared, the line says so), and saving it adds a ref instead of rewriting the old one."""
     svc = _collection(tmp_path, model)
     sess = _worked_on(svc)
     rid = sess.ref_id
     sess = annotate.open_ref(svc, rid, sess).rendered.sess
     out = annotate.segment(svc, None, "the round red thing", 0.7, 0.5, sess)
-    assert sess.ref_id == rid and _kept(out)
+    assert sess.ref_id is None and sess.ref_version is None and not sess.editing
+    assert _fields(out) == CLEARED_TRAIN
+    assert out.save_msg == f"New ref (ref {rid} is unchanged)."
+    saved = annotate.save(svc, "tester", *CLEARED_TRAIN[1:3], "", "the round red thing", sess)
+    assert saved.save_msg.startswith("Saved ref") and saved.sess.ref_id != rid
+    assert sorted(_stored_sentences(svc, 5)) == [["the red circle", LEAKED], ["the round red thing"]]
+
+
+def test_rerunning_a_reopened_refs_own_sentence_keeps_editing_it(tmp_path: Path, model) -> None:  # noqa: F811
+    """The same sentence (white space and case aside) run again on a reopened ref: still that ref."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    rid = sess.ref_id
+    sess = annotate.open_ref(svc, rid, sess).rendered.sess
+    out = annotate.segment(svc, None, "  The red  circle ", 0.7, 0.5, sess)
+    assert sess.ref_id == rid and sess.editing and _kept(out) and out.save_msg == gr.update()
+
+
+def test_rewording_a_reopened_ref_without_a_run_rewrites_it(tmp_path: Path, model) -> None:  # noqa: F811
+    """A typo fixed in the sentence of a reopened ref, saved without running the model: the same ref,
+    reworded, and the save line says what changed."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    rid = sess.ref_id
+    opened = annotate.open_ref(svc, rid, sess)
+    sess = opened.rendered.sess
+    out = annotate.save(svc, "tester", opened.split, opened.status, opened.extra, "the red circel", sess)
+    assert out.save_msg.startswith(f"Updated ref {rid}") and out.sess.ref_id == rid
+    assert f"Ref {rid}'s sentence changed: 'the red circle' → 'the red circel'." in out.save_msg
+    assert _stored_sentences(svc, 5) == [["the red circel", LEAKED]]
+    same = annotate.save(svc, "tester", "val", "draft", LEAKED, "the red circel", out.sess)
+    assert "sentence changed" not in same.save_msg
 
 
 def _reloaded(out: annotate.RefOpened, rid: int) -> None:

@@ -74,9 +74,11 @@ def saved_ref_fields(svc: Services, rid: int) -> RefFields:
 
 @dataclass(frozen=True)
 class Segmented:
-    """A run of the expression: the session and the per-ref boxes."""
+    """A run of the expression: the session, the per-ref boxes, and the message line (emptied when the
+    run leaves the ref the message was about; kept otherwise)."""
     rendered: Rendered = nested(Rendered)
     fields: RefFields = nested(RefFields)
+    save_msg: Any
 
 
 @dataclass(frozen=True)
@@ -168,11 +170,13 @@ def segment(svc: Services, path: str | None, text: str, st: float, mt: float, se
     """Run the expression on the upload (``path``) or the open image; an empty one from the page changes
     nothing and says what to do (an API caller gets the error). The per-ref boxes are
     :func:`new_ref_fields` when this run leaves the saved ref that was open (a new expression after a
-    save), kept otherwise."""
+    save, or on a reopened ref: see :meth:`Session.apply_prediction`), kept otherwise; the message line is
+    emptied when the run leaves a ref (its "Saved ref N" was about that one) and says so when it leaves a
+    reopened ref unchanged."""
     if not path and not (text or "").strip() and from_browser(request):  # an empty Enter: ignored, with a hint
         gr.Info(EMPTY_EXPRESSION_HINT)
         return gr.skip()  # every output as it was: the picture, the verdict, the boxes
-    before, ref_before = sess, sess.ref_id
+    before, ref_before, editing_before = sess, sess.ref_id, sess.editing
     if path:
         opened = svc.workspace.open_upload(path, sess)
         sess = opened.session
@@ -188,7 +192,13 @@ def segment(svc: Services, path: str | None, text: str, st: float, mt: float, se
     if warning:
         gr.Warning(warning)
     left = sess is not before or (ref_before is not None and sess.ref_id is None)
-    return Segmented(render(sess), new_ref_fields(svc, sess) if left else KEEP_REF_FIELDS)
+    if not left:
+        msg: Any = gr.update()
+    elif editing_before and sess is before:  # a new sentence on a reopened ref: a new ref, the old one as saved
+        msg = f"New ref (ref {ref_before} is unchanged)."
+    else:
+        msg = ""
+    return Segmented(render(sess), new_ref_fields(svc, sess) if left else KEEP_REF_FIELDS, msg)
 
 
 def speculate(svc: Services, text: str, st: float, mt: float, sess: Session, request: gr.Request = None) -> None:
@@ -374,6 +384,9 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
     actor = svc.actor(request_user(request), typed)
     sentences = [text] + [s for s in (more or "").splitlines() if s.strip()]
     try:
+        # an update that rewords the ref's sentence (typed over without running the model) says so
+        old = svc.refs.ref(sess.ref_id).sentences[0] if sess.ref_id is not None else text
+        reworded = (old, text) if old != text else None
         saved = svc.refs.save(actor, svc.workspace.keep_image(sess), sentences, masks=[t.mask for t in sess.targets],
                               no_target=sess.no_target, split=split_v, status=status_v, ref_id=sess.ref_id,
                               expected_version=sess.ref_version,
@@ -388,6 +401,8 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
         gr.Warning(f"Saved, but {line}.")
     stored = saved_ref_fields(svc, saved.ref_id)  # the boxes show the ref as stored
     msg = f"{'Saved' if saved.created else 'Updated'} ref {saved.ref_id} ({kind}) at {time.strftime('%H:%M:%S')}."
+    if reworded is not None:
+        msg += f" Ref {saved.ref_id}'s sentence changed: '{reworded[0]}' → '{reworded[1]}'."
     return Saved(msg, image_refs(svc, sess), sess, stored.ref_history, to_fix_rows(svc, actor.name), stored.extra,
                  stored.split, stored.status)
 
