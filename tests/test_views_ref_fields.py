@@ -226,3 +226,23 @@ def test_an_api_save_without_the_new_outputs_still_works(tmp_path: Path, model) 
     with pytest.raises(gr.Error):
         annotate.save(svc, "tester", "val", "done", "", "", Session())
 
+
+def test_the_negatives_hand_off_loads_the_boxes_of_the_ref_it_opens(tmp_path: Path, model) -> None:  # noqa: F811
+    """The Negatives tab's N (open_sentence): the ref it names is opened with its own boxes; a sentence
+    with no ref (or one deleted meanwhile) is a new ref on the image, its boxes cleared, never the boxes
+    of the ref that was open before."""
+    svc = _collection(tmp_path, model)
+    sess = _worked_on(svc)
+    rid = sess.ref_id
+    other = annotate.open_ref(svc, 1, sess).rendered.sess  # ann's ref on image 1: other boxes on screen
+    out = annotate.open_sentence(svc, {"image_id": 5, "sentence": "the red circle", "ref_id": rid}, other, 0.7, 0.5)
+    assert out.rendered.sess.ref_id == rid and out.rendered.sess.editing and out.expression == "the red circle"
+    assert _fields(out)[:3] == (LEAKED, "val", "draft") and "tester" in out.ref_history
+    assert out.save_msg.startswith(f"Editing ref {rid}")
+    for gone in (None, 10**6):
+        out = annotate.open_sentence(svc, {"image_id": 6, "sentence": "the blue square", "ref_id": gone},
+                                     out.rendered.sess, 0.7, 0.5)
+        assert out.rendered.sess.image_id == 6 and out.rendered.sess.ref_id is None
+        assert _fields(out) == CLEARED_TRAIN and out.expression == "the blue square"
+    with pytest.raises(gr.Error):
+        annotate.open_sentence(svc, None, out.rendered.sess, 0.7, 0.5)

@@ -316,26 +316,32 @@ def open_sentence(svc: Services, handoff: dict | None, sess: Session, st: float,
                   request: gr.Request = None) -> RefOpened:
     """A sentence to annotate on a collection image, run at once (the verification view's *It does
     refer*): the model's predicted ref of it is opened for editing when there is one, so saving
-    updates that ref. ``handoff``: ``{"image_id", "sentence", "ref_id"}``."""
+    updates that ref. ``handoff``: ``{"image_id", "sentence", "ref_id"}``. The per-ref boxes are that
+    ref's, or a new ref's (no paraphrases, the image's split, done, no history)."""
     if not handoff:
         raise gr.Error("Nothing to open.")
     text = handoff["sentence"]
     rid = handoff.get("ref_id")
     svc.workspace.left_image(getattr(request, "session_hash", None))
+    opened = None
     if rid is not None and svc.refs.exists(int(rid)):
         opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
-        new, split, status, note = opened.session, opened.split, opened.status, display.reopened_note(opened)
-        history = history_html(svc.refs.history(new.ref_id))
+        new = opened.session
     else:
         new = svc.workspace.open_image(int(handoff["image_id"]))
-        split, status, note, history = (svc.workspace.image_split(new.image_id) or "train"), RefStatus.DONE.value, "", ""
     svc.sessions.track(getattr(request, "session_hash", None), new)
     warning = svc.workspace.predict(new, text, st, mt)
     if warning:
         gr.Warning(warning)
-    note = (note + " " if note else "") + "Mark what the sentence refers to (click the objects), then save."
-    return RefOpened(None, text, "", split, status, gr.update(), render(new), queue_html(svc, new, ImageFilter()),
-                     image_refs(svc, new), note, history)
+    if opened is not None and new.ref_id == opened.ref_id:  # still that ref (its own sentence): its boxes
+        note = display.reopened_note(opened) + " "
+        fields = RefFields("\n".join(opened.sentences[1:]), opened.split, opened.status,
+                           history_html(svc.refs.history(new.ref_id)))
+    else:  # a new ref on the image
+        note, fields = "", new_ref_fields(svc, new)
+    note += "Mark what the sentence refers to (click the objects), then save."
+    return RefOpened(None, text, fields.extra, fields.split, fields.status, gr.update(), render(new),
+                     queue_html(svc, new, ImageFilter()), image_refs(svc, new), note, fields.ref_history)
 
 
 def rendered_outputs(ui: AnnotateUI, shell: Shell, record: type = Rendered) -> Outputs:
