@@ -361,9 +361,6 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
             with gr.Tab("Jobs", elem_id="tab-jobs") as jobs_tab:
                 jobs_ui = jobs.layout(jobs_tab)
         panel_ui = model_panel.layout(switchable)
-        # what shows the session: the Annotate tab's canvas, lists and the targets' parts line
-        shell.session_outputs = [annotate_ui.result, annotate_ui.verdict, annotate_ui.candidates, annotate_ui.gallery,
-                                 annotate_ui.parts, shell.sess_state]
         annotate.wire(svc, annotate_ui, shell)
         review.wire(svc, review_ui, shell)
         verify.wire(svc, verify_ui, shell)
@@ -371,21 +368,22 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         for imported in add_images.wire(svc, add_ui, shell):
             # images added: the Annotate view's queue line and thumbnails count them at once (the line said
             # "0 in the queue" after the first day's upload)
-            imported.success(bind(annotate.refilter, svc), [shell.sess_state, *annotate_ui.filters],
-                             [annotate_ui.thumbs, annotate_ui.thumb_page, annotate_ui.queue_pos], api_name=False,
-                             show_progress="hidden")
+            refiltered = annotate.refiltered_outputs(annotate_ui)
+            imported.success(refiltered.bind(annotate.refilter, svc), [shell.sess_state, *annotate_ui.filters],
+                             refiltered.outputs, api_name=False, show_progress="hidden")
         jobs.wire(svc, jobs_ui, shell)
         # links between views, through the same handlers and services
-        dataset_ui.open_btn.click(bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
-                                  annotate.open_ref_outputs(annotate_ui, shell), api_name="open_ref")
+        opened = annotate.open_ref_outputs(annotate_ui, shell)
+        dataset_ui.open_btn.click(opened.bind(annotate.open_ref, svc, wrap=gpu), [dataset_ui.ref_id, shell.sess_state],
+                                  opened.outputs, api_name="open_ref")
         # the verification view's N: recorded there, then the sentence opens, run, in the Annotate tab
         refers = verify.refers_outputs(verify_ui)
         verify_ui.no_btn.click(refers.bind(verify.refers, svc, soft=False), verify.decision_inputs(verify_ui, shell),
                                refers.outputs, api_name="negative_refers").success(
             lambda: gr.Tabs(selected="annotate"), None, tabs, api_name=False).then(
-            bind(annotate.open_sentence, svc, wrap=gpu),
+            opened.bind(annotate.open_sentence, svc, wrap=gpu),
             [verify_ui.handoff, shell.sess_state, annotate_ui.score_thr, annotate_ui.mask_thr],
-            annotate.open_ref_outputs(annotate_ui, shell), api_name=False)
+            opened.outputs, api_name=False)
         if switchable:
             loaded = model_panel.loaded_outputs(panel_ui, shell, annotate_ui.score_thr)
             panel_ui.load_btn.click(loaded.bind(model_panel.load_weights, svc), [panel_ui.weights_in, shell.who],

@@ -39,8 +39,8 @@ def opened(tmp_path: Path, model):
     svc = Services(model, Store(tmp_path / "c.sqlite"))
     rgb = np.random.default_rng(3).integers(0, 255, (40, 48, 3), dtype=np.uint8)
     svc.store.add_image(rgb, file_name="pic.png")
-    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY)[6]
-    sess = annotate.segment(svc, None, "the red circle", 0.0, 0.5, sess)[5]
+    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess
+    sess = annotate.segment(svc, None, "the red circle", 0.0, 0.5, sess).rendered.sess
     return svc, sess
 
 
@@ -103,12 +103,12 @@ def test_every_tool_decodes_into_the_session_and_saves_pixel_for_pixel(opened) -
     final = added & ~polygon_mask(shape, [(35.0, 0.0), (40.0, 0.0), (40.0, 40.0), (35.0, 40.0)])
     targets = [{"candidate": first, "edited": False}, {"rle": encode_mask(final), "candidate": None, "edited": True}]
     msg_sess = annotate.canvas_edit(svc, _edit(value, targets), sess)
-    assert "2 target instances" in msg_sess[0] and (sess.targets[1].mask == final).all()
+    assert "2 target instances" in msg_sess.verdict and (sess.targets[1].mask == final).all()
     # delete instance (the first), new instance (a second drawn one), then save: stored as drawn
     second = polygon_mask(shape, [(1, 30), (12, 30), (12, 39), (1, 39)])
     targets = [{"rle": encode_mask(final), "candidate": None, "edited": True},
                {"rle": encode_mask(second), "candidate": None, "edited": True}]
-    msg, *_ = annotate.save(svc, "ann", "train", "done", "", "the red circle", sess, None, _edit(value, targets))
+    msg = annotate.save(svc, "ann", "train", "done", "", "the red circle", sess, None, _edit(value, targets)).save_msg
     assert msg.startswith("Saved ref")
     ref = svc.store.refs(image_id=1)[0]
     stored = [i.mask for i in svc.store.instances(image_id=1) if i.id in ref.instance_ids]
@@ -141,7 +141,7 @@ def test_a_dragged_outline_vertex_changes_only_the_pixels_between_the_two_outlin
     # as the browser sends it: taken into the session and saved pixel for pixel
     value = canvas_value(sess)
     edit = _edit(value, [{"rle": encode_mask(grown), "candidate": None, "edited": True}])
-    msg, *_ = annotate.save(svc, "ann", "train", "done", "", "the red circle", sess, None, edit)
+    msg = annotate.save(svc, "ann", "train", "done", "", "the red circle", sess, None, edit).save_msg
     assert msg.startswith("Saved ref")
     ref = svc.store.refs(image_id=1)[0]
     stored = [i.mask for i in svc.store.instances(image_id=1) if i.id in ref.instance_ids]

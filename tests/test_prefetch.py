@@ -76,7 +76,7 @@ def _request(client: str) -> SimpleNamespace:
 
 def _step(svc: Services, sess: Session, client: str, flt=ANY, text: str = "", order: str = ""):
     out = annotate.step_image(svc, 1, False, sess, bool(text), text, 0.5, 0.5, *flt, order, request=_request(client))
-    return out[6]  # the new session
+    return out.rendered.sess  # the new session
 
 
 def test_the_next_image_opens_on_prefetched_features_without_the_encoder(tmp_path: Path, predictor) -> None:

@@ -86,7 +86,7 @@ def test_refine_this_candidate_starts_from_its_mask_and_the_saved_mask_is_the_re
     value["edit"] = {"targets": [{"rle": encode_mask(refined), "candidate": 0, "edited": True,
                                   "prompts": [{"kind": "point", "x": 62, "y": 60, "label": 1}]}], "no_target": False, "ops": 1}
     assert apply_canvas(value, sess)
-    msg, *_ = annotate.save(svc, "ann", "train", "done", "", "the blue disc", sess, canvas=value)
+    msg = annotate.save(svc, "ann", "train", "done", "", "the blue disc", sess, canvas=value).save_msg
     assert msg.startswith("Saved ref")
     stored = svc.store.instances(image_id=sess.image_id)
     assert len(stored) == 1 and (stored[0].mask == refined).all()

@@ -69,3 +69,35 @@ def test_every_view_wires_its_records_to_widgets_that_exist(tmp_path) -> None:
     demo = build_app(ModelHolder(None, "no model"), Store(tmp_path / "s.sqlite"), switchable={"w": "bundled"})
     names = {d.get("api_name") for d in demo.config["dependencies"]}
     assert {"review_accept", "negative_refers", "load_weights", "start_job", "delete_ref"} <= names
+
+
+def test_the_annotate_views_records_keep_the_outputs_of_its_former_tuples() -> None:
+    """The Annotate view's handlers return records; each event's outputs list is what the tuples had, in
+    the same order (the API's outputs unchanged; a run's answer only grew the message line at the end)."""
+    import gradio as gr
+
+    from app.views import annotate, annotate_layout
+    from app.views.shell import CanvasFields, Rendered, shell_layout
+
+    with gr.Blocks():
+        shell = shell_layout("no model", signed_in=False)
+        ui = annotate_layout.layout(None)
+
+    def outputs(record):
+        return annotate.rendered_outputs(ui, shell, record).outputs
+
+    common = [ui.result, ui.verdict, ui.candidates, ui.gallery, ui.parts, shell.sess_state]
+    boxes = [ui.extra, ui.split, ui.status, ui.ref_history]
+    assert outputs(Rendered) == common
+    assert outputs(CanvasFields) == [ui.verdict, ui.candidates, ui.parts, shell.sess_state]
+    assert outputs(annotate.Segmented) == [*common, *boxes, ui.save_msg]
+    assert outputs(annotate.NextExpression) == [ui.expression, ui.save_msg, *common, *boxes]
+    assert outputs(annotate.Uploaded) == [*common, ui.queue_pos, ui.image_refs, *boxes]
+    assert outputs(annotate.ImageOpened) == [ui.image_in, *common, ui.queue_pos, ui.image_refs, ui.expression,
+                                             ui.save_msg, *boxes]
+    assert annotate.open_ref_outputs(ui, shell).outputs == [ui.image_in, ui.expression, ui.extra, ui.split, ui.status,
+                                                            shell.who, *common, ui.queue_pos, ui.image_refs,
+                                                            ui.save_msg, ui.ref_history]
+    assert outputs(annotate.Saved) == [ui.save_msg, ui.image_refs, shell.sess_state, ui.ref_history, ui.to_fix,
+                                       ui.extra, ui.split, ui.status]
+    assert annotate.refiltered_outputs(ui).outputs == [ui.thumbs, ui.thumb_page, ui.queue_pos]

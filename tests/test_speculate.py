@@ -100,7 +100,7 @@ def test_enter_after_a_pause_takes_the_run_made_while_typing(tmp_path: Path, pre
         np.testing.assert_array_equal(pred.scores, expected.scores)
         np.testing.assert_array_equal(pred.low_res_logits.numpy(), expected.low_res_logits.numpy())
         assert [t.candidate for t in sess.targets] == expected.referred
-        assert "existence probability" in out[1]  # the verdict, as after any Enter
+        assert "existence probability" in out.rendered.verdict  # the verdict, as after any Enter
     finally:
         svc.speculation.close()
 

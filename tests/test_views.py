@@ -57,15 +57,16 @@ def test_each_annotate_filter_changes_the_queue_and_the_thumbnails(tmp_path: Pat
                 ("", "", "reviewed", ""): 1, ("", "val", "", ""): 1, ("", "", "", "ann"): 2, ("photo_5", "", "", ""): 1,
                 ("", "train", "done", "ann"): 1}
     for flt, n in expected.items():
-        items, page, queue = annotate.refilter(svc, sess, *flt)
+        shown = annotate.refilter(svc, sess, *flt)
+        items, page, queue = shown.thumbs, shown.thumb_page, shown.queue_pos
         assert (_total(queue), len(items), page) == (n, n, 0), flt
     # moving through the queue follows the filter: images without refs are 5 and 6
     out = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "")
-    sess = out[6]
-    assert sess.image_id == 5 and "1 / 2" in out[7]
-    sess = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "")[6]
+    sess = out.rendered.sess
+    assert sess.image_id == 5 and "1 / 2" in out.queue_pos
+    sess = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "").rendered.sess
     assert sess.image_id == 6
-    assert annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "")[6] is sess  # the end
+    assert annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, "", "", "none", "").rendered.sess is sess  # the end
 
 
 def test_the_annotate_queue_in_the_most_uncertain_first_order(tmp_path: Path, model) -> None:
@@ -77,31 +78,35 @@ def test_the_annotate_queue_in_the_most_uncertain_first_order(tmp_path: Path, mo
     write_results(svc.store, [PairResult(5, "sure", 0.99, 0.5, 0.5, [(0, 0.99, rle)]),
                               PairResult(6, "unsure", 0.5, 0.5, 0.5, [(0, 0.6, rle)])], "m|cfg")
     order = ("", "", "predicted", "", "uncertain")
-    items, page, queue = annotate.refilter(svc, Session(), *order)
+    shown = annotate.refilter(svc, Session(), *order)
+    items, queue = shown.thumbs, shown.queue_pos
     assert [int(c.split(" ·")[0]) for _, c in items] == [6, 5, 4] and _total(queue) == 3
-    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *order)[6]
+    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *order).rendered.sess
     assert sess.image_id == 6
     out = annotate.step_image(svc, 1, False, sess, False, "", 0.7, 0.5, *order)
-    assert out[6].image_id == 5 and "2 / 3" in out[7]
-    assert annotate.thumbs_turn(svc, 0, 0, *order)[0] == items
+    assert out.rendered.sess.image_id == 5 and "2 / 3" in out.queue_pos
+    assert annotate.thumbs_turn(svc, 0, 0, *order).thumbs == items
 
 
 def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None:
     svc = _collection(tmp_path, model)
-    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]  # first image without refs
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess  # first image without refs
     assert sess.image_id == 5
-    picture, verdict, cands, gallery, targets, sess, *_ = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)
+    shown = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess).rendered
+    verdict, cands, gallery, sess = shown.verdict, shown.candidates, shown.gallery, shown.sess
     assert "existence probability" in verdict and len(cands["choices"]) == len(gallery) > 0
     best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
-    verdict = annotate.select_candidates(svc, [best], sess)[1]
+    verdict = annotate.select_candidates(svc, [best], sess).verdict
     assert "1 target instance" in verdict
-    msg, rows, sess, history, to_fix, *_ = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
+    saved = annotate.save(svc, "tester", "val", "done", "same again", "the red circle", sess)
+    msg, rows, sess, history = saved.save_msg, saved.image_refs, saved.sess, saved.ref_history
     assert msg.startswith("Saved ref") and len(rows) == 1 and "tester" in history
     with pytest.raises(gr.Error, match="cannot accept it"):  # the same person cannot accept it by saving
         annotate.save(svc, "tester", "val", "reviewed", "same again", "the red circle", sess)
     rid = sess.ref_id
     out = annotate.open_ref(svc, rid, Session())
-    assert out[1] == "the red circle" and out[2] == "same again" and out[3] == "val" and out[11].ref_id == rid
+    assert (out.expression, out.extra, out.split) == ("the red circle", "same again", "val")
+    assert out.rendered.sess.ref_id == rid
 
 
 def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
@@ -234,8 +239,8 @@ def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edi
 
     monkeypatch.setenv("DERIS_DB_LOCK_WAIT", "1")
     svc = _collection(tmp_path, model)
-    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
-    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)[5]
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess
+    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess).rendered.sess
     best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
     annotate.select_candidates(svc, [best], sess)
     targets = [t.mask.copy() for t in sess.targets]
@@ -249,7 +254,7 @@ def test_a_save_while_a_stopped_job_holds_the_lock_is_answered_and_keeps_the_edi
         assert all((t.mask == m).all() for t, m in zip(sess.targets, targets))
     finally:
         _end(p)
-    msg = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
+    msg = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess).save_msg
     assert msg.startswith("Saved ref") and len(svc.store.refs(image_id=sess.image_id)) == 1
 
 
@@ -258,7 +263,7 @@ def test_an_empty_expression_from_the_page_changes_nothing_and_says_what_to_do(t
     """Enter on an empty box (the page sends nothing; a stray call still keeps the screen): no output
     changes, a hint; an API caller gets the error."""
     svc = _collection(tmp_path, model)
-    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY)[6]
+    sess = annotate.step_image(svc, 1, False, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess
     hints: list[str] = []
     monkeypatch.setattr(gr, "Info", hints.append)
     page = SimpleNamespace(headers={"x-gradio-user": "app"}, session_hash="p")

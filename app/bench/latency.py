@@ -46,8 +46,7 @@ def render_and_encode(sess: Session, cache_dir: str) -> None:
     candidate list, gallery, parts line), the gallery's images encoded the way Gradio does
     (also used by ``python -m app.bench annotate``)."""
     assert sess.image is not None
-    _, _, _, gallery, _, _ = render(sess)
-    _encode([g for g, _ in gallery], cache_dir)
+    _encode([g for g, _ in render(sess).gallery], cache_dir)
 
 
 def _median_ms(fn: Callable[[], None], runs: int, warmup: int) -> dict[str, float]:

@@ -188,6 +188,7 @@ class Workspace:
         new = Session(image=rgb, image_state=state, image_id=rec.image_id,
                       features_key=self.model.features_key(f"store:{rec.image_id}"), digest=image_digest(rgb),
                       expression=rec.sentences[0], ref_id=rec.id, ref_version=rec.version, editing=True,
+                      fixing=rec.status == RefStatus.REJECTED,
                       no_target=rec.no_target, targets=[Target(masks[i], None) for i in rec.instance_ids])
         status = next_status(rec.status, RefAction.REOPEN)
         rejection = None

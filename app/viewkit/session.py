@@ -31,6 +31,11 @@ def _candidate_mask(pred: Prediction, k: int) -> np.ndarray:
     return m.view(bool) if m.dtype == np.uint8 else m.astype(bool)
 
 
+def same_sentence(a: str | None, b: str | None) -> bool:
+    """Whether two sentences are the same expression (white space and case aside)."""
+    return " ".join((a or "").split()).casefold() == " ".join((b or "").split()).casefold()
+
+
 @dataclass
 class Target:
     mask: np.ndarray  # bool HxW at the original image size
@@ -86,7 +91,8 @@ class Session:
     no_target: bool = False
     ref_id: int | None = None  # editing a saved ref ...
     ref_version: int | None = None  # ... opened at this version
-    editing: bool = False  # a saved ref was opened: re-running the model keeps editing it
+    editing: bool = False  # a saved ref was opened: re-running the model on its sentence keeps editing it
+    fixing: bool = False  # ... a rejected one, to fix: any run keeps editing it (its sentence may be the fault)
     selected: int = 0  # target index shown in the editor
     domain_note: str = ""  # the verdict's warning when the model runs out of its domain (app.services.scene_domain)
     undo_stack: list[_Step] = field(default_factory=list)
@@ -148,6 +154,7 @@ class Session:
         """Leave the ref being worked on (saved or not): no expression, prediction or targets, and the
         next save makes a new ref (Alt+N, a new upload)."""
         self.expression, self.prediction, self.ref_id, self.ref_version, self.editing = "", None, None, None, False
+        self.fixing = False
         self.reset_targets()
 
     def selected_candidates(self) -> list[int]:
@@ -171,7 +178,13 @@ class Session:
     def apply_prediction(self, pred: Prediction) -> None:
         """A new expression's result: the referred candidates become the target set (history restarts).
 
-        It starts a new ref, unless a saved ref was opened for editing (then saving updates that ref)."""
+        It starts a new ref, unless a saved ref was opened for editing and this is a run of its own
+        sentence (then saving updates that ref). A run of another sentence leaves the reopened ref as it
+        is saved: the session edits it no more, and the next save makes a new ref (rewording a ref without
+        running the model, then saving, still rewrites it). A rejected ref opened to be fixed stays the
+        ref being edited whatever sentence runs: the rejection may be about the sentence itself."""
+        if self.editing and not self.fixing and not same_sentence(pred.expression, self.expression):
+            self.editing = False
         self.expression, self.prediction = pred.expression, pred
         if not self.editing:
             self.ref_id, self.ref_version = None, None

@@ -14,8 +14,11 @@ keys; the server learns the target set from the canvas's value (:func:`canvas_ed
 
 from __future__ import annotations
 
+import functools
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Any
 
 import gradio as gr
 
@@ -27,7 +30,8 @@ from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
 from .canvas import CanvasError, apply_canvas, keep_on_error, prepare_picture, session_part_warnings
-from .shell import Shell, bind, from_browser, ref_id, render, render_fields, request_user
+from .records import Outputs, nested
+from .shell import CanvasFields, Rendered, Shell, bind, from_browser, ref_id, render, render_fields, request_user
 
 
 def image_refs(svc: Services, sess: Session) -> list[list]:
@@ -37,24 +41,120 @@ def image_refs(svc: Services, sess: Session) -> list[list]:
 
 # --- the per-ref boxes (paraphrases, split, status, the open ref's history) follow the ref -------------
 # Every handler that changes the ref being worked on (another image, Alt+N, a ref opened, an upload, a
-# save, a new expression after a save) also sets these four boxes: cleared for a new ref, reloaded for
-# a saved one. Otherwise what was typed for one ref would be saved with the next one.
+# save, a new expression after a save or on a reopened ref) also sets these four boxes: cleared for a new
+# ref, reloaded for a saved one. Otherwise what was typed for one ref would be saved with the next one.
 
-KEEP_REF_FIELDS = (gr.update(), gr.update(), gr.update(), gr.update())
+@dataclass(frozen=True)
+class RefFields:
+    """The per-ref boxes: more sentences, split, status, the open ref's history (``gr.update()``: kept)."""
+    extra: Any
+    split: Any
+    status: Any
+    ref_history: Any
 
 
-def new_ref_fields(svc: Services, sess: Session) -> tuple:
+KEEP_REF_FIELDS = RefFields(gr.update(), gr.update(), gr.update(), gr.update())
+
+
+def new_ref_fields(svc: Services, sess: Session) -> RefFields:
     """The boxes of a ref not saved yet on the open image: no paraphrases, the split the image was
     imported into (train without one, and for an upload), status done, no history."""
     split = svc.workspace.image_split(sess.image_id) if sess.image_id is not None else ""
-    return ("", split if split in SPLITS else "train", RefStatus.DONE.value, "")
+    return RefFields("", split if split in SPLITS else "train", RefStatus.DONE.value, "")
 
 
-def saved_ref_fields(svc: Services, rid: int) -> tuple:
+def saved_ref_fields(svc: Services, rid: int) -> RefFields:
     """The boxes of saved ref ``rid`` as stored: its other sentences, split, status and history."""
     rec = svc.refs.ref(rid)
     status = rec.status if rec.status != RefStatus.PREDICTED else RefStatus.DONE.value
-    return ("\n".join(rec.sentences[1:]), rec.split, status, history_html(svc.refs.history(rid)))
+    return RefFields("\n".join(rec.sentences[1:]), rec.split, status, history_html(svc.refs.history(rid)))
+
+
+# --- what the handlers return (app.views.records: each field is shown by the widget of its name) ------
+
+@dataclass(frozen=True)
+class Segmented:
+    """A run of the expression: the session, the per-ref boxes, and the message line (emptied when the
+    run leaves the ref the message was about; kept otherwise)."""
+    rendered: Rendered = nested(Rendered)
+    fields: RefFields = nested(RefFields)
+    save_msg: Any
+
+
+@dataclass(frozen=True)
+class ImageOpened:
+    """Another collection image (PgDn / D, a thumbnail): the upload box emptied, the session, the queue
+    line, the image's refs, the expression, the message, the per-ref boxes."""
+    image_in: Any
+    rendered: Rendered = nested(Rendered)
+    queue_pos: Any
+    image_refs: Any
+    expression: Any
+    save_msg: Any
+    fields: RefFields = nested(RefFields)
+
+
+@dataclass(frozen=True)
+class RefOpened:
+    """A saved ref (or a sentence to annotate) opened in the view (:func:`open_ref_outputs`)."""
+    image_in: Any
+    expression: Any
+    extra: Any
+    split: Any
+    status: Any
+    who: Any
+    rendered: Rendered = nested(Rendered)
+    queue_pos: Any
+    image_refs: Any
+    save_msg: Any
+    ref_history: Any
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A save's answer (the API's first outputs as they always were): the message, the image's refs, the
+    session, then the saved ref's boxes as stored and the to-fix list."""
+    save_msg: str
+    image_refs: list
+    sess: Session
+    ref_history: str
+    to_fix: Any
+    extra: str
+    split: str
+    status: str
+
+
+@dataclass(frozen=True)
+class NextExpression:
+    """Alt+N: the expression and the message emptied, the session, the per-ref boxes cleared."""
+    expression: str
+    save_msg: str
+    rendered: Rendered = nested(Rendered)
+    fields: RefFields = nested(RefFields)
+
+
+@dataclass(frozen=True)
+class Uploaded:
+    """A picture put in the upload box: the session, the queue line, the image's refs, the per-ref boxes."""
+    rendered: Rendered = nested(Rendered)
+    queue_pos: Any
+    image_refs: Any
+    fields: RefFields = nested(RefFields)
+
+
+@dataclass(frozen=True)
+class Thumbs:
+    """One page of thumbnails and the page number shown."""
+    thumbs: list
+    thumb_page: int
+
+
+@dataclass(frozen=True)
+class Refiltered:
+    """A filter changed: the first page of thumbnails and the open image's place in the new queue."""
+    thumbs: list
+    thumb_page: int
+    queue_pos: str
 
 
 def queue_html(svc: Services, sess: Session, flt: ImageFilter) -> str:
@@ -66,15 +166,17 @@ EMPTY_EXPRESSION_HINT = "Type an expression first (what to segment), then press 
 
 
 def segment(svc: Services, path: str | None, text: str, st: float, mt: float, sess: Session,
-            request: gr.Request = None):
+            request: gr.Request = None) -> Segmented:
     """Run the expression on the upload (``path``) or the open image; an empty one from the page changes
-    nothing and says what to do (an API caller gets the error). Outputs: the session outputs,
-    then the per-ref boxes (:func:`new_ref_fields` when this run leaves the saved ref that was open, a
-    new expression after a save; kept otherwise)."""
+    nothing and says what to do (an API caller gets the error). The per-ref boxes are
+    :func:`new_ref_fields` when this run leaves the saved ref that was open (a new expression after a
+    save, or on a reopened ref: see :meth:`Session.apply_prediction`), kept otherwise; the message line is
+    emptied when the run leaves a ref (its "Saved ref N" was about that one) and says so when it leaves a
+    reopened ref unchanged."""
     if not path and not (text or "").strip() and from_browser(request):  # an empty Enter: ignored, with a hint
         gr.Info(EMPTY_EXPRESSION_HINT)
         return gr.skip()  # every output as it was: the picture, the verdict, the boxes
-    before, ref_before = sess, sess.ref_id
+    before, ref_before, editing_before = sess, sess.ref_id, sess.editing
     if path:
         opened = svc.workspace.open_upload(path, sess)
         sess = opened.session
@@ -90,7 +192,13 @@ def segment(svc: Services, path: str | None, text: str, st: float, mt: float, se
     if warning:
         gr.Warning(warning)
     left = sess is not before or (ref_before is not None and sess.ref_id is None)
-    return (*render(sess), *(new_ref_fields(svc, sess) if left else KEEP_REF_FIELDS))
+    if not left:
+        msg: Any = gr.update()
+    elif editing_before and sess is before:  # a new sentence on a reopened ref: a new ref, the old one as saved
+        msg = f"New ref (ref {ref_before} is unchanged)."
+    else:
+        msg = ""
+    return Segmented(render(sess), new_ref_fields(svc, sess) if left else KEEP_REF_FIELDS, msg)
 
 
 def speculate(svc: Services, text: str, st: float, mt: float, sess: Session, keep: bool = False,
@@ -104,18 +212,18 @@ def speculate(svc: Services, text: str, st: float, mt: float, sess: Session, kee
     svc.prefetch.follow(client, kept_expression(keep, text, st, mt))
 
 
-def rethreshold(svc: Services, st: float, mt: float, sess: Session):
+def rethreshold(svc: Services, st: float, mt: float, sess: Session) -> Rendered:
     sess.rethreshold(st, mt)
     return render(sess)
 
 
-def select_candidates(svc: Services, wanted: list[int] | None, sess: Session):
+def select_candidates(svc: Services, wanted: list[int] | None, sess: Session) -> Rendered:
     if sess.prediction is not None:
         sess.toggle_candidates([int(k) for k in (wanted or [])])
     return render(sess)
 
 
-def canvas_edit(svc: Services, value: dict | None, sess: Session):
+def canvas_edit(svc: Services, value: dict | None, sess: Session) -> CanvasFields:
     """The canvas's ``edit`` event: the browser has drawn the change already; the session takes the
     new target set (for the verdict, the candidate list and the parts line)."""
     apply_canvas(value, sess)
@@ -123,14 +231,13 @@ def canvas_edit(svc: Services, value: dict | None, sess: Session):
 
 
 def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, text: str, st: float, mt: float,
-               flt: ImageFilter, request: gr.Request | None = None):
+               flt: ImageFilter, request: gr.Request | None = None) -> ImageOpened:
     """Show a collection image (features computed once); with *keep*, run the kept expression on it.
-    Outputs: upload box, the session outputs, queue position, the image's refs, expression, message,
-    the per-ref boxes (cleared: a new image starts a new ref)."""
+    The message is emptied and the per-ref boxes cleared: a new image starts a new ref."""
     if image_id is None:
         gr.Info("No more images in this direction" + (" that match the filter." if flt != ImageFilter() else "."))
-        return (gr.update(), *render(sess), queue_html(svc, sess, flt), image_refs(svc, sess), gr.update(), gr.update(),
-                *KEEP_REF_FIELDS)
+        return ImageOpened(gr.update(), render(sess), queue_html(svc, sess, flt), image_refs(svc, sess), gr.update(),
+                           gr.update(), KEEP_REF_FIELDS)
     svc.workspace.left_image(getattr(request, "session_hash", None))  # its run while typing is not wanted
     new = svc.workspace.open_image(image_id)
     svc.sessions.track(getattr(request, "session_hash", None), new)
@@ -138,7 +245,8 @@ def open_image(svc: Services, image_id: int | None, sess: Session, keep: bool, t
     if keep and (text or "").strip():
         svc.workspace.predict(new, text, st, mt)
     prefetch_next(svc, image_id, flt, request, kept_expression(keep, text, st, mt))
-    return (None, *render(new), queue_html(svc, new, flt), image_refs(svc, new), expr, "", *new_ref_fields(svc, new))
+    return ImageOpened(None, render(new), queue_html(svc, new, flt), image_refs(svc, new), expr, "",
+                       new_ref_fields(svc, new))
 
 
 # --- prefetch hook (app.services.prefetch): the next image's features while this one is worked on ---
@@ -163,7 +271,8 @@ def prefetch_refiltered(svc: Services, sess: Session, flt: ImageFilter, request:
 
 
 def step_image(svc: Services, delta: int, without_refs: bool, sess: Session, keep: bool, text: str, st: float,
-               mt: float, name: str, split: str, status: str, annotator: str, order: str = "", request: gr.Request = None):
+               mt: float, name: str, split: str, status: str, annotator: str, order: str = "",
+               request: gr.Request = None) -> ImageOpened:
     """The previous / next (``delta``) image of the filtered queue, or the next one without refs."""
     flt = image_filter(name, split, status, annotator, order)
     target = svc.queue.neighbour(flt, sess.image_id, delta, without_refs=without_refs)
@@ -171,7 +280,8 @@ def step_image(svc: Services, delta: int, without_refs: bool, sess: Session, kee
 
 
 def jump_thumb(svc: Services, page_no, sess: Session, keep: bool, text: str, st: float, mt: float, name: str,
-               split: str, status: str, annotator: str, order: str, evt: gr.SelectData, request: gr.Request = None):
+               split: str, status: str, annotator: str, order: str, evt: gr.SelectData,
+               request: gr.Request = None) -> ImageOpened:
     flt = image_filter(name, split, status, annotator, order)
     caption = (evt.value or {}).get("caption") if isinstance(evt.value, dict) else None
     try:  # the caption starts with the image id (robust to thumbnails that could not be made)
@@ -181,68 +291,79 @@ def jump_thumb(svc: Services, page_no, sess: Session, keep: bool, text: str, st:
     return open_image(svc, target, sess, keep, text, st, mt, flt, request)
 
 
-def thumbs(svc: Services, page_no, name: str, split: str, status: str, annotator: str, order: str = ""):
+def thumbs(svc: Services, page_no, name: str, split: str, status: str, annotator: str, order: str = "") -> Thumbs:
     """One page of thumbnails of the filtered queue and the page number shown."""
     page = svc.queue.thumbnails(image_filter(name, split, status, annotator, order), page_no)
-    return page.items, page.page
+    return Thumbs(page.items, page.page)
 
 
 def thumbs_turn(svc: Services, delta: int, page_no, name: str, split: str, status: str, annotator: str,
-                order: str = ""):
+                order: str = "") -> Thumbs:
     return thumbs(svc, max(0, int(page_no or 0) + delta), name, split, status, annotator, order)
 
 
 def refilter(svc: Services, sess: Session, name: str, split: str, status: str, annotator: str, order: str = "",
-             request: gr.Request = None):
+             request: gr.Request = None) -> Refiltered:
     """A filter changed: the first page of thumbnails and the open image's place in the new queue."""
     flt = image_filter(name, split, status, annotator, order)
     prefetch_refiltered(svc, sess, flt, request)
-    items, page_no = thumbs(svc, 0, name, split, status, annotator, order)
-    return items, page_no, queue_html(svc, sess, flt)
+    page = thumbs(svc, 0, name, split, status, annotator, order)
+    return Refiltered(page.thumbs, page.thumb_page, queue_html(svc, sess, flt))
 
 
-def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None):
-    """Reopen a saved ref in this view (from any tab). Outputs: :func:`open_ref_outputs`."""
+def open_ref(svc: Services, rid, sess: Session, request: gr.Request = None) -> RefOpened:
+    """Reopen a saved ref in this view (from any tab): its sentences, boxes and history."""
     svc.workspace.left_image(getattr(request, "session_hash", None))
     opened = svc.workspace.reopen(ref_id(rid), sess, svc.refs.last_decision)
     new = opened.session
     svc.sessions.track(getattr(request, "session_hash", None), new)
     typed = gr.update()  # the box names who is working now, not the ref's author
-    return (None, opened.sentences[0], "\n".join(opened.sentences[1:]), opened.split, opened.status, typed,
-            *render(new), queue_html(svc, new, ImageFilter()), image_refs(svc, new), display.reopened_note(opened),
-            history_html(svc.refs.history(new.ref_id)))
+    return RefOpened(None, opened.sentences[0], "\n".join(opened.sentences[1:]), opened.split, opened.status, typed,
+                     render(new), queue_html(svc, new, ImageFilter()), image_refs(svc, new),
+                     display.reopened_note(opened), history_html(svc.refs.history(new.ref_id)))
 
 
 def open_sentence(svc: Services, handoff: dict | None, sess: Session, st: float, mt: float,
-                  request: gr.Request = None):
+                  request: gr.Request = None) -> RefOpened:
     """A sentence to annotate on a collection image, run at once (the verification view's *It does
     refer*): the model's predicted ref of it is opened for editing when there is one, so saving
-    updates that ref. ``handoff``: ``{"image_id", "sentence", "ref_id"}``. Outputs: :func:`open_ref_outputs`."""
+    updates that ref. ``handoff``: ``{"image_id", "sentence", "ref_id"}``. The per-ref boxes are that
+    ref's, or a new ref's (no paraphrases, the image's split, done, no history)."""
     if not handoff:
         raise gr.Error("Nothing to open.")
     text = handoff["sentence"]
     rid = handoff.get("ref_id")
     svc.workspace.left_image(getattr(request, "session_hash", None))
+    opened = None
     if rid is not None and svc.refs.exists(int(rid)):
         opened = svc.workspace.reopen(int(rid), sess, svc.refs.last_decision)
-        new, split, status, note = opened.session, opened.split, opened.status, display.reopened_note(opened)
-        history = history_html(svc.refs.history(new.ref_id))
+        new = opened.session
     else:
         new = svc.workspace.open_image(int(handoff["image_id"]))
-        split, status, note, history = (svc.workspace.image_split(new.image_id) or "train"), RefStatus.DONE.value, "", ""
     svc.sessions.track(getattr(request, "session_hash", None), new)
     warning = svc.workspace.predict(new, text, st, mt)
     if warning:
         gr.Warning(warning)
-    note = (note + " " if note else "") + "Mark what the sentence refers to (click the objects), then save."
-    return (None, text, "", split, status, gr.update(), *render(new), queue_html(svc, new, ImageFilter()),
-            image_refs(svc, new), note, history)
+    if opened is not None and new.ref_id == opened.ref_id:  # still that ref (its own sentence): its boxes
+        note = display.reopened_note(opened) + " "
+        fields = RefFields("\n".join(opened.sentences[1:]), opened.split, opened.status,
+                           history_html(svc.refs.history(new.ref_id)))
+    else:  # a new ref on the image
+        note, fields = "", new_ref_fields(svc, new)
+    note += "Mark what the sentence refers to (click the objects), then save."
+    return RefOpened(None, text, fields.extra, fields.split, fields.status, gr.update(), render(new),
+                     queue_html(svc, new, ImageFilter()), image_refs(svc, new), note, fields.ref_history)
 
 
-def open_ref_outputs(ui: AnnotateUI, shell: Shell) -> list:
-    """Where :func:`open_ref` shows the ref (the app shell wires the Dataset tab's *Open* to it)."""
-    return [ui.image_in, ui.expression, ui.extra, ui.split, ui.status, shell.who, *shell.session_outputs,
-            ui.queue_pos, ui.image_refs, ui.save_msg, ui.ref_history]
+def rendered_outputs(ui: AnnotateUI, shell: Shell, record: type = Rendered) -> Outputs:
+    """The outputs of a record of this view: its fields' widgets by name, the session on the shell's state."""
+    return Outputs.of(record, ui, shell, sess=shell.sess_state)
+
+
+def open_ref_outputs(ui: AnnotateUI, shell: Shell) -> Outputs:
+    """Where :func:`open_ref` and :func:`open_sentence` show the ref (the app shell wires the Dataset tab's
+    *Open* and the Negatives tab's N to them)."""
+    return rendered_outputs(ui, shell, RefOpened)
 
 
 def to_fix_rows(svc: Services, who: str):
@@ -254,7 +375,7 @@ def to_fix_rows(svc: Services, who: str):
     return gr.update(visible=bool(rows), value=rows)
 
 
-def open_image_ref(svc: Services, sess: Session, evt: gr.SelectData, request: gr.Request = None):
+def open_image_ref(svc: Services, sess: Session, evt: gr.SelectData, request: gr.Request = None) -> RefOpened:
     if sess.image_id is None or evt is None or evt.index is None:
         raise gr.Error("Open an image of the collection first.")
     rows = svc.refs.of_image(sess.image_id)
@@ -265,7 +386,7 @@ def open_image_ref(svc: Services, sess: Session, evt: gr.SelectData, request: gr
 
 
 def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text: str, sess: Session,
-         request: gr.Request = None, canvas: dict | None = None):
+         request: gr.Request = None, canvas: dict | None = None) -> Saved:
     """Save the target set as a new ref, or update the ref being edited (versioned), as the user who
     works now; what they may not do is refused by the permission table (nothing is written).
     ``canvas``: the canvas's value, whose edited target set is what is saved, pixel for pixel. A
@@ -280,6 +401,9 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
     actor = svc.actor(request_user(request), typed)
     sentences = [text] + [s for s in (more or "").splitlines() if s.strip()]
     try:
+        # an update that rewords the ref's sentence (typed over without running the model) says so
+        old = svc.refs.ref(sess.ref_id).sentences[0] if sess.ref_id is not None else text
+        reworded = (old, text) if old != text else None
         saved = svc.refs.save(actor, svc.workspace.keep_image(sess), sentences, masks=[t.mask for t in sess.targets],
                               no_target=sess.no_target, split=split_v, status=status_v, ref_id=sess.ref_id,
                               expected_version=sess.ref_version,
@@ -290,26 +414,31 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
         raise gr.Error(f"{said}{exc}{kept}") from None
     sess.save_nonce = uuid.uuid4().hex  # the next save is a new attempt
     sess.ref_id, sess.ref_version, sess.expression, sess.editing = saved.ref_id, saved.version, text, False
+    sess.fixing = False
     kind = "no-target" if sess.no_target else f"{len(sess.targets)} instance(s)"
     for line in session_part_warnings(sess, [n for n, _ in display.target_numbers(sess)]):
         gr.Warning(f"Saved, but {line}.")
-    extra, split, status, history = saved_ref_fields(svc, saved.ref_id)  # the boxes show the ref as stored
-    return (f"{'Saved' if saved.created else 'Updated'} ref {saved.ref_id} ({kind}) at {time.strftime('%H:%M:%S')}.",
-            image_refs(svc, sess), sess, history, to_fix_rows(svc, actor.name), extra, split, status)
+    stored = saved_ref_fields(svc, saved.ref_id)  # the boxes show the ref as stored
+    msg = f"{'Saved' if saved.created else 'Updated'} ref {saved.ref_id} ({kind}) at {time.strftime('%H:%M:%S')}."
+    if reworded is not None:
+        msg += f" Ref {saved.ref_id}'s sentence changed: '{reworded[0]}' → '{reworded[1]}'."
+    return Saved(msg, image_refs(svc, sess), sess, stored.ref_history, to_fix_rows(svc, actor.name), stored.extra,
+                 stored.split, stored.status)
 
 
-def next_expression(svc: Services, sess: Session):
-    """Alt+N: a new ref on the same image. Outputs: expression, the save message (emptied: the last "Saved
-    ref N" belongs to the ref just left), the session outputs, the per-ref boxes (cleared)."""
+def next_expression(svc: Services, sess: Session) -> NextExpression:
+    """Alt+N: a new ref on the same image: the expression and the message emptied (the last "Saved ref N"
+    belongs to the ref just left), the per-ref boxes cleared."""
     sess.start_new_ref()
-    return ("", "", *render(sess), *new_ref_fields(svc, sess))
+    return NextExpression("", "", render(sess), new_ref_fields(svc, sess))
 
 
-def upload(svc: Services, path: str | None, sess: Session, request: gr.Request = None):
-    """A picture put in the upload box opens as a new ref (the same picture again keeps its features).
-    Outputs: the session outputs, queue position, the image's refs, the per-ref boxes (cleared)."""
+def upload(svc: Services, path: str | None, sess: Session, request: gr.Request = None) -> Uploaded:
+    """A picture put in the upload box opens as a new ref (the same picture again keeps its features), the
+    per-ref boxes cleared; an emptied box changes nothing."""
     if not path:
-        return (*render(sess), display.queue_html(None, svc.queue.size()), image_refs(svc, sess), *KEEP_REF_FIELDS)
+        return Uploaded(render(sess), display.queue_html(None, svc.queue.size()), image_refs(svc, sess),
+                        KEEP_REF_FIELDS)
     svc.workspace.left_image(getattr(request, "session_hash", None))
     opened = svc.workspace.open_upload(path, sess)
     if opened.warning:
@@ -317,7 +446,8 @@ def upload(svc: Services, path: str | None, sess: Session, request: gr.Request =
     new = opened.session
     new.start_new_ref()
     svc.sessions.track(getattr(request, "session_hash", None), new)
-    return (*render(new), display.queue_html(None, svc.queue.size()), image_refs(svc, new), *new_ref_fields(svc, new))
+    return Uploaded(render(new), display.queue_html(None, svc.queue.size()), image_refs(svc, new),
+                    new_ref_fields(svc, new))
 
 
 def fix_rows(svc: Services, typed: str, request: gr.Request = None):
@@ -328,7 +458,7 @@ def fix_rows(svc: Services, typed: str, request: gr.Request = None):
     return to_fix_rows(svc, who)
 
 
-def open_to_fix(svc: Services, typed: str, sess: Session, evt: gr.SelectData, request: gr.Request = None):
+def open_to_fix(svc: Services, typed: str, sess: Session, evt: gr.SelectData, request: gr.Request = None) -> RefOpened:
     rows = svc.refs.to_fix(svc.actor(request_user(request), typed).name)
     row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
     if not 0 <= int(row) < len(rows):
@@ -342,56 +472,67 @@ def first_view(svc: Services):
 
 
 def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
-    """Attach the handlers to the tab's widgets (and the shell's session outputs)."""
-    common = shell.session_outputs
-    keep = keep_on_error(len(common))  # a failure never blanks the canvas
+    """Attach the handlers to the tab's widgets (and the shell's session state)."""
+    outs = functools.partial(rendered_outputs, ui, shell)
+    common = outs(Rendered)
+    keep = keep_on_error(len(common.outputs))  # a failure never blanks the canvas
     seg_inputs = [ui.image_in, ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state]
-    seg_outputs = [*common, *ui.ref_fields]
-    seg_guard = lambda h: gpu(keep_on_error(len(seg_outputs))(h))  # noqa: E731
-    ui.run_btn.click(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name="segment")
-    ui.expression.submit(bind(segment, svc, wrap=seg_guard), seg_inputs, seg_outputs, api_name=False)
+    seg = outs(Segmented)
+    seg_guard = lambda h: gpu(keep_on_error(len(seg.outputs))(h))  # noqa: E731
+    ui.run_btn.click(seg.bind(segment, svc, wrap=seg_guard), seg_inputs, seg.outputs, api_name="segment")
+    ui.expression.submit(seg.bind(segment, svc, wrap=seg_guard), seg_inputs, seg.outputs, api_name=False)
     # the page clicks the hidden button once the typed text has been still (app.ui SHORTCUTS_JS)
     svc.prefetch.on_ready(prepare_picture)  # the next image's picture is encoded with its features
     ui.speculate.click(bind(speculate, svc), [ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state,
                                               ui.keep_expr], None,
                        api_name=False, show_progress="hidden", trigger_mode="always_last")
     thr = [ui.score_thr, ui.mask_thr, shell.sess_state]
-    ui.score_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name="rethreshold")
-    ui.mask_thr.release(bind(rethreshold, svc, wrap=keep), thr, common, api_name=False)
-    ui.candidates.input(bind(select_candidates, svc, wrap=keep), [ui.candidates, shell.sess_state], common,
-                        api_name="select_candidates")
-    ui.result.edit(bind(canvas_edit, svc, wrap=keep_on_error(4)), [ui.result, shell.sess_state],
-                   [ui.verdict, ui.candidates, ui.parts, shell.sess_state], api_name="canvas_edit",
-                   show_progress="hidden", trigger_mode="always_last")
-    next_outputs = [ui.expression, ui.save_msg, *common, *ui.ref_fields]
-    ui.next_expr_btn.click(bind(next_expression, svc, wrap=keep_on_error(len(next_outputs))), [shell.sess_state],
-                           next_outputs, api_name="next_expression")
-    ui.image_in.upload(bind(upload, svc, wrap=gpu), [ui.image_in, shell.sess_state],
-                       [*common, ui.queue_pos, ui.image_refs, *ui.ref_fields], api_name=False)
+    ui.score_thr.release(common.bind(rethreshold, svc, wrap=keep), thr, common.outputs, api_name="rethreshold")
+    ui.mask_thr.release(common.bind(rethreshold, svc, wrap=keep), thr, common.outputs, api_name=False)
+    ui.candidates.input(common.bind(select_candidates, svc, wrap=keep), [ui.candidates, shell.sess_state],
+                        common.outputs, api_name="select_candidates")
+    edited = outs(CanvasFields)
+    ui.result.edit(edited.bind(canvas_edit, svc, wrap=keep_on_error(len(edited.outputs))), [ui.result, shell.sess_state],
+                   edited.outputs, api_name="canvas_edit", show_progress="hidden", trigger_mode="always_last")
+    nxt = outs(NextExpression)
+    ui.next_expr_btn.click(nxt.bind(next_expression, svc, wrap=keep_on_error(len(nxt.outputs))), [shell.sess_state],
+                           nxt.outputs, api_name="next_expression")
+    uploaded = outs(Uploaded)
+    ui.image_in.upload(uploaded.bind(upload, svc, wrap=gpu), [ui.image_in, shell.sess_state], uploaded.outputs,
+                       api_name=False)
     nav_inputs = [shell.sess_state, ui.keep_expr, ui.expression, ui.score_thr, ui.mask_thr, *ui.filters]
-    nav_outputs = [ui.image_in, *common, ui.queue_pos, ui.image_refs, ui.expression, ui.save_msg, *ui.ref_fields]
-    nav_guard = lambda h: gpu(keep_on_error(len(nav_outputs))(h))  # noqa: E731
+    nav = outs(ImageOpened)
+    nav_guard = lambda h: gpu(keep_on_error(len(nav.outputs))(h))  # noqa: E731
     for button, delta, without, name in ((ui.prev_img, -1, False, "previous_image"), (ui.next_img, 1, False, "next_image"),
                                          (ui.next_empty, 1, True, "next_image_without_refs")):
-        button.click(bind(step_image, svc, delta, without, wrap=nav_guard), nav_inputs, nav_outputs, api_name=name)
-    ui.thumbs.select(bind(jump_thumb, svc, wrap=nav_guard), [ui.thumb_page, *nav_inputs], nav_outputs, api_name=False)
-    pages = [ui.thumb_page, *ui.filters]
-    ui.thumb_prev.click(bind(thumbs_turn, svc, -1), pages, [ui.thumbs, ui.thumb_page], api_name=False)
-    ui.thumb_next.click(bind(thumbs_turn, svc, 1), pages, [ui.thumbs, ui.thumb_page], api_name=False)
-    refiltered = [ui.thumbs, ui.thumb_page, ui.queue_pos]
+        button.click(nav.bind(step_image, svc, delta, without, wrap=nav_guard), nav_inputs, nav.outputs, api_name=name)
+    ui.thumbs.select(nav.bind(jump_thumb, svc, wrap=nav_guard), [ui.thumb_page, *nav_inputs], nav.outputs,
+                     api_name=False)
+    pages, page = [ui.thumb_page, *ui.filters], Outputs.of(Thumbs, ui)
+    ui.thumb_prev.click(page.bind(thumbs_turn, svc, -1), pages, page.outputs, api_name=False)
+    ui.thumb_next.click(page.bind(thumbs_turn, svc, 1), pages, page.outputs, api_name=False)
+    refiltered = refiltered_outputs(ui)
     for f in (ui.f_split, ui.f_status, ui.f_order):
-        f.input(bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered, api_name=False)
+        f.input(refiltered.bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered.outputs, api_name=False)
     for f in (ui.f_name, ui.f_annotator):
-        f.submit(bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered, api_name=False)
+        f.submit(refiltered.bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered.outputs, api_name=False)
     reopened = open_ref_outputs(ui, shell)
-    ui.image_refs.select(bind(open_image_ref, svc, wrap=gpu), [shell.sess_state], reopened, api_name=False)
-    ui.save_btn.click(bind(save, svc), [shell.who, ui.split, ui.status, ui.extra, ui.expression, shell.sess_state,
-                                        ui.result],
-                      [ui.save_msg, ui.image_refs, shell.sess_state, ui.ref_history, ui.to_fix, ui.extra, ui.split,
-                       ui.status], api_name="save").success(  # the thumbnails show the image's new state
-        bind(thumbs, svc), pages, [ui.thumbs, ui.thumb_page], api_name=False, show_progress="hidden")
-    ui.to_fix.select(bind(open_to_fix, svc, wrap=gpu), [shell.who, shell.sess_state], reopened, api_name=False)
+    ui.image_refs.select(reopened.bind(open_image_ref, svc, wrap=gpu), [shell.sess_state], reopened.outputs,
+                         api_name=False)
+    saved = outs(Saved)
+    ui.save_btn.click(saved.bind(save, svc), [shell.who, ui.split, ui.status, ui.extra, ui.expression, shell.sess_state,
+                                              ui.result],
+                      saved.outputs, api_name="save").success(  # the thumbnails show the image's new state
+        page.bind(thumbs, svc), pages, page.outputs, api_name=False, show_progress="hidden")
+    ui.to_fix.select(reopened.bind(open_to_fix, svc, wrap=gpu), [shell.who, shell.sess_state], reopened.outputs,
+                     api_name=False)
     shell.who.submit(bind(fix_rows, svc), [shell.who], [ui.to_fix], api_name=False)
     shell.load_events.append((bind(fix_rows, svc), [shell.who], [ui.to_fix]))
-    shell.load_events.append((bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered))
+    shell.load_events.append((refiltered.bind(refilter, svc), [shell.sess_state, *ui.filters], refiltered.outputs))
     shell.load_events.append((bind(first_view, svc), [], [ui.upload_box]))
+
+
+def refiltered_outputs(ui: AnnotateUI) -> Outputs:
+    """Where :func:`refilter` shows the thumbnails and the queue line (the app shell wires the Add images
+    panel's import to it too)."""
+    return Outputs.of(Refiltered, ui)

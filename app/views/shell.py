@@ -27,7 +27,6 @@ class Shell:
     who: gr.Textbox  # the annotator's name (hidden with accounts)
     signed_in: gr.Markdown
     model_md: gr.Markdown
-    session_outputs: list = field(default_factory=list)  # what shows the session (see render), set by app.ui
     load_events: list[tuple[Callable, list, list]] = field(default_factory=list)
 
 
@@ -144,12 +143,35 @@ def request_user(request: gr.Request | None) -> str | None:
     return getattr(request, "username", None)
 
 
-def render(sess) -> tuple:
-    """Values of the shell's session outputs (``Shell.session_outputs``): the canvas's value, verdict,
-    candidates, gallery, the targets' parts line, state; what most handlers of the Annotate tab end with."""
+@dataclass(frozen=True)
+class Rendered:
+    """What shows the session in the Annotate tab (most of its handlers end with it): the canvas's
+    value, the verdict, the candidates, the gallery, the targets' parts line, and the session itself.
+    Each field is shown by the Annotate layout's widget of that name (``sess``: the shell's state)."""
+
+    result: dict  # the canvas's value
+    verdict: str
+    candidates: dict  # an update of the checkbox group: its choices and the ticked ones
+    gallery: list
+    parts: str
+    sess: object  # the Session (gr.State)
+
+
+@dataclass(frozen=True)
+class CanvasFields:
+    """What an edit on the canvas changes besides the picture (the browser has drawn it already)."""
+
+    verdict: str
+    candidates: dict
+    parts: str
+    sess: object
+
+
+def render(sess) -> Rendered:
+    """The session as the Annotate tab shows it (:class:`Rendered`)."""
     from . import canvas, display
 
-    return (
+    return Rendered(
         canvas.canvas_value(sess),
         display.verdict_html(sess),
         gr.update(choices=display.candidate_choices(sess), value=sess.selected_candidates()),
@@ -159,11 +181,10 @@ def render(sess) -> tuple:
     )
 
 
-def render_fields(sess) -> tuple:
-    """What an edit on the canvas changes besides the picture (the browser has drawn it already):
-    verdict, candidates, the parts line, state."""
+def render_fields(sess) -> CanvasFields:
+    """:class:`CanvasFields` of the session (after an edit on the canvas)."""
     from . import canvas, display
 
-    return (display.verdict_html(sess),
-            gr.update(choices=display.candidate_choices(sess), value=sess.selected_candidates()),
-            canvas.parts_html(sess, [n for n, _ in display.target_numbers(sess)]), sess)
+    return CanvasFields(display.verdict_html(sess),
+                        gr.update(choices=display.candidate_choices(sess), value=sess.selected_candidates()),
+                        canvas.parts_html(sess, [n for n, _ in display.target_numbers(sess)]), sess)
