@@ -283,3 +283,53 @@ def test_the_folder_checks_catch_what_they_guard_against(tmp_path: Path) -> None
         "deris_core.data.training -> deris_core.train.nsc: data imports train",
         "app.viewkit.session -> app.store: a view helper reaches up the layers",
         "deris_core.predictor -> deris_core.tools.bench: the library imports a tool"]
+
+
+# --- the issue's greps, as tests -------------------------------------------------------------------
+
+SQL_WORDS = re.compile(r"SELECT|INSERT|UPDATE|DELETE")  # the issue's `rg "SELECT|INSERT|UPDATE|DELETE" app --glob '!app/store/**'`
+
+
+def sql_word_hits(files: dict[str, str]) -> list[str]:
+    """``path:line`` of every line that spells an upper-case SQL verb, as the issue's ``rg`` finds them
+    (any text, comments and scripts included)."""
+    return [f"{path}:{i}" for path, text in files.items() for i, line in enumerate(text.splitlines(), 1)
+            if SQL_WORDS.search(line)]
+
+
+def _app_files_outside_the_store() -> dict[str, str]:
+    store = ROOT / "app" / "store"
+    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted((ROOT / "app").rglob("*")) if p.is_file() and store not in p.parents
+            and "__pycache__" not in p.parts}
+
+
+def test_the_grep_for_sql_verbs_outside_the_store_finds_nothing() -> None:
+    assert sql_word_hits(_app_files_outside_the_store()) == []
+
+
+PREDICTION_TABLES = re.compile(r"\b(FROM|JOIN|INTO|UPDATE|TABLE|EXISTS)\s+(predictions|qa)\b", re.IGNORECASE)
+PREDICTION_OWNERS = {"app.store.predictions", "app.store.schema", "app.store.pg"}  # the door, and what creates or copies tables
+
+
+def prediction_table_violations(name: str, source: str) -> list[str]:
+    """Where a store module other than :mod:`app.store.predictions` names the ``predictions`` or ``qa``
+    table in SQL text (a table name alone, e.g. a list of tables to copy, is not SQL)."""
+    if not name.startswith("app.store") or name in PREDICTION_OWNERS:
+        return []
+    tree = ast.parse(source)
+    return [f"{name}:{c.lineno}: {c.value[:60]!r}" for c in _strings(tree) if PREDICTION_TABLES.search(c.value)]
+
+
+def test_only_the_predictions_module_spells_the_predictions_and_qa_sql() -> None:
+    assert [v for m, src in _app_sources().items() for v in prediction_table_violations(m, src)] == []
+
+
+def test_the_grep_checks_catch_what_they_guard_against() -> None:
+    assert sql_word_hits({"app/ui.py": "x = 1\nconst t = ['INPUT', 'SELECT'].includes(tag);\n"}) == ["app/ui.py:2"]
+    assert sql_word_hits({"app/ui.py": "el.matches('input, textarea, select')\n"}) == []
+    assert prediction_table_violations("app.store.review", 'J = " LEFT JOIN qa q ON q.ref_id = r.id"\n') == \
+        ["app.store.review:1: ' LEFT JOIN qa q ON q.ref_id = r.id'"]
+    assert prediction_table_violations("app.store.models", 'def f(t):\n    return f"SELECT COUNT(*) FROM predictions"\n') != []
+    assert prediction_table_violations("app.store.predictions", 'Q = "SELECT 1 FROM predictions"\n') == []
+    assert prediction_table_violations("app.store.pg", 'T = ("predictions", "qa")\n') == []

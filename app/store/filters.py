@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from .predictions import image_uncertainty_sql
 from .records import RefRecord
 from .status import OPEN, RefStatus, ref_status
 
@@ -31,8 +32,7 @@ class ImageFilter:
         """The SQL sort key of an image (descending), None for the id order."""
         if self.order != "uncertain":
             return None
-        return ("COALESCE((SELECT MAX(p.uncertainty) FROM refs r JOIN predictions p ON p.ref_id = r.id "
-                f"WHERE r.image_id = {alias}.id AND r.status = '{RefStatus.PREDICTED.value}'), -1.0)")
+        return image_uncertainty_sql(alias)
 
     def where(self, like: str = "LIKE") -> tuple[str, list]:
         """The SQL condition on images ``i`` and its arguments; ``like``: the store's case-insensitive LIKE."""
