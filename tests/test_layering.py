@@ -178,14 +178,19 @@ def status_violations(name: str, source: str) -> list[str]:
     return [f"{name}:{c.lineno}: {c.value!r}" for c in _strings(tree) if c.value in STATUSES and id(c) not in keys]
 
 
+VIEWS_NEVER_IMPORT = ("app.store", "app.dataset", "app.curate", "app.bench")  # views reach these through a service
+
+
 def store_import_violations(name: str, source: str, known: set[str]) -> list[str]:
-    """A view importing the store or reaching it through the services (``svc.store``), or the store
-    importing the model's cache folder."""
+    """A view importing the store, the dataset tools, the batch tools or the benches (each through a
+    service), or reaching the store through the services (``svc.store``); or the store importing
+    the model's cache folder."""
     deps = imports_of(name, source, known, name.endswith("__init__"))
     if name.startswith("app.views"):
         reached = [f"{name}:{n.lineno} uses svc.store" for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)
                    and n.attr == "store" and isinstance(n.value, ast.Name) and n.value.id == "svc"]
-        return reached + [f"{name} imports {d}" for d in sorted(deps) if d == "app.store" or d.startswith("app.store.")]
+        return reached + [f"{name} imports {d}" for d in sorted(deps)
+                          if any(d == p or d.startswith(p + ".") for p in VIEWS_NEVER_IMPORT)]
     if name.startswith("app.store"):
         return [f"{name} imports {d}" for d in sorted(deps) if d == "deris_core.weight_cache"]
     return []
@@ -223,6 +228,12 @@ def test_the_door_checks_catch_what_they_guard_against() -> None:
         ["app.views.x imports app.store.review"]
     assert store_import_violations("app.views.x", "def f(svc):\n    return svc.store.stats()\n", known) == \
         ["app.views.x:2 uses svc.store"]
+    assert store_import_violations("app.views.x", "from ..dataset.export import export_coco\n", known) == \
+        ["app.views.x imports app.dataset.export"]
+    assert store_import_violations("app.views.x", "def f():\n    import app.curate.preannotate\n", known) == \
+        ["app.views.x imports app.curate.preannotate"]
+    assert store_import_violations("app.views.x", "from app.bench import latency\n", known) == \
+        ["app.views.x imports app.bench.latency"]
     assert store_import_violations("app.store.x", "def f():\n    from deris_core.weight_cache import cache_dir\n", known) == \
         ["app.store.x imports deris_core.weight_cache"]
 
@@ -333,3 +344,30 @@ def test_the_grep_checks_catch_what_they_guard_against() -> None:
     assert prediction_table_violations("app.store.models", 'def f(t):\n    return f"SELECT COUNT(*) FROM predictions"\n') != []
     assert prediction_table_violations("app.store.predictions", 'Q = "SELECT 1 FROM predictions"\n') == []
     assert prediction_table_violations("app.store.pg", 'T = ("predictions", "qa")\n') == []
+
+
+MARKUP = re.compile(r"<(div|span|b|i|p|br|code|table|a)\b|</\w|\*\*")  # HTML tags, markdown bold
+
+
+def markup_violations(name: str, source: str) -> list[str]:
+    """Where a service (``app.services``) spells HTML or markdown in a string (docstrings aside):
+    services return data, and the views render it."""
+    if not name.startswith("app.services"):
+        return []
+    tree = ast.parse(source)
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [f"{name}:{c.lineno}: {c.value[:60]!r}" for c in _strings(tree) if id(c) not in docs and MARKUP.search(c.value)]
+
+
+def test_services_return_data_not_markup() -> None:
+    assert [v for m, src in _app_sources().items() for v in markup_violations(m, src)] == []
+
+
+def test_the_markup_check_catches_what_it_guards_against() -> None:
+    assert markup_violations("app.services.x", 'def f(who):\n    return f"**Rejected by {who}**"\n') != []
+    assert markup_violations("app.services.x", 'def f(n):\n    return f"<div class=\'x\'>{n}</div>"\n') != []
+    assert markup_violations("app.services.x", 'def f(n):\n    return "<b>" + n\n') == ["app.services.x:2: \'<b>\'"]
+    assert markup_violations("app.services.x", 'def f(**kw):\n    """A **bold** word in a docstring."""\n    return "a < b"\n') == []
+    assert markup_violations("app.views.x", 'T = "<div>**x**</div>"\n') == []
