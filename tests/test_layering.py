@@ -371,3 +371,40 @@ def test_the_markup_check_catches_what_it_guards_against() -> None:
     assert markup_violations("app.services.x", 'def f(n):\n    return "<b>" + n\n') == ["app.services.x:2: \'<b>\'"]
     assert markup_violations("app.services.x", 'def f(**kw):\n    """A **bold** word in a docstring."""\n    return "a < b"\n') == []
     assert markup_violations("app.views.x", 'T = "<div>**x**</div>"\n') == []
+
+
+# --- subcommands register themselves --------------------------------------------------------------
+
+SUBCOMMAND_DESTS = {"cmd", "command", "subcommand"}
+
+
+def subcommand_chain_violations(name: str, source: str) -> list[str]:
+    """Where a command line (a module importing argparse) picks its subcommand by comparing
+    ``args.cmd`` (or ``.command``) with a name: the subcommands belong in a table of commands
+    (``COMMANDS``), each registering its options and its run."""
+    if "argparse" not in source:
+        return []
+    out = []
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in n.ops):
+            for side in (n.left, *n.comparators):
+                if isinstance(side, ast.Attribute) and side.attr in SUBCOMMAND_DESTS and isinstance(side.value, ast.Name):
+                    out.append(f"{name}:{n.lineno}: {side.value.id}.{side.attr} compared with a subcommand name")
+                    break
+    return out
+
+
+def test_subcommands_register_themselves() -> None:
+    sources = {m: p.read_text(encoding="utf-8") for m, p in _modules().items()}
+    assert [v for m, src in sources.items() for v in subcommand_chain_violations(m, src)] == []
+
+
+def test_the_subcommand_check_catches_what_it_guards_against() -> None:
+    chain = ("import argparse\n\ndef main(argv=None):\n    args = build().parse_args(argv)\n"
+             "    if args.cmd == 'store':\n        return 1\n    elif args.cmd == 'team':\n        return 2\n")
+    assert subcommand_chain_violations("app.bench.cli", chain) == [
+        "app.bench.cli:5: args.cmd compared with a subcommand name", "app.bench.cli:7: args.cmd compared with a subcommand name"]
+    assert subcommand_chain_violations("x", "import argparse\n\ndef f(a):\n    return 'push' == a.command\n") != []
+    table = "import argparse\n\ndef main(argv=None):\n    args = build().parse_args(argv)\n    return args.command.run(args)\n"
+    assert subcommand_chain_violations("app.bench.cli", table) == []
+    assert subcommand_chain_violations("app.views.display", "def f(e):\n    return e.action == 'review'\n") == []
