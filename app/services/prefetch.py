@@ -19,6 +19,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from ..errors import StudioError
 from ..store import Store
 from ..store.queue import ImageFilter
 from .model import ModelHolder
@@ -27,7 +28,7 @@ from .queue import Queue
 log = logging.getLogger(__name__)
 
 
-class _Cancelled(Exception):
+class _Cancelled(StudioError):
     """Raised at an encoder pause point to abandon a prefetch."""
 
 

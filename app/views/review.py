@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..services import (REASONS, SPLITS, BadInput, Changes, RefFilter, RefRecord, RefStatus, Rejection, Services,
-                        StoreError, compare)
+from ..services import (REASONS, SPLITS, BadInput, Changes, RefFilter, RefRecord, RefStatus, Refused, Rejection,
+                        Services, StoreError, compare)
 from ..viewkit.session import Session
 from .canvas import canvas_value, make_canvas
 from .display import history_html
@@ -234,7 +234,7 @@ def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> Deci
     only for reviewers (an annotator reads the queue; the table would refuse their decisions)."""
     try:
         reviewer = svc.actor(request_user(request), typed).reviewer
-    except StoreError:
+    except (StoreError, Refused):
         reviewer = False
     note = "" if reviewer else "You can read the queue; deciding on refs is for reviewers."
     return DecisionPanel(*(gr.update(visible=reviewer) for _ in range(4)), note)
