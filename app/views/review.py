@@ -152,7 +152,7 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
         pic = canvas_value(Session(), readonly=True, masks=ms, no_target=rec.no_target, image=rgb,
                            doc=f"ref:{rec.id}:{rec.version}", before=before)
     info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
-            f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
+            f"review &middot; by <b>{html.escape(rec.author or '(anonymous)')}</b> &middot; image {rec.image_id} "
             f"{html.escape(row.file_name)} &middot; split {html.escape(rec.split)}</div>")
     return ReviewShown(info, pic, sentences_html(rec, changes), history_html(svc.refs.history(rec.id)), pos,
                        (rec.id, rec.version), changes_html(rejected, changes))
