@@ -408,3 +408,28 @@ def test_the_subcommand_check_catches_what_it_guards_against() -> None:
     table = "import argparse\n\ndef main(argv=None):\n    args = build().parse_args(argv)\n    return args.command.run(args)\n"
     assert subcommand_chain_violations("app.bench.cli", table) == []
     assert subcommand_chain_violations("app.views.display", "def f(e):\n    return e.action == 'review'\n") == []
+
+
+# --- one name for a person per role (docs/doors-and-states.md) --------------------------------------
+
+ROLE_NAMES = {"actor", "author", "editor"}
+OTHER_NAMES = {"annotator", "user"}  # column names of the store, never a record's field
+
+
+def role_violations(classes: list[type]) -> list[str]:
+    """Fields of the store's records and filters that name a person otherwise than actor, author or editor."""
+    import dataclasses
+
+    return [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if f.name in OTHER_NAMES]
+
+
+def test_records_name_a_person_by_role() -> None:
+    import dataclasses
+
+    from app.store import Event, RefFilter, RefRecord, RefRow
+
+    classes = [RefRecord, RefRow, RefFilter, Event]
+    assert role_violations(classes) == []
+    assert {f.name for c in classes for f in dataclasses.fields(c)} >= ROLE_NAMES
+    bad = dataclasses.make_dataclass("Old", [("annotator", str), ("user", str)])
+    assert role_violations([bad]) == ["Old.annotator", "Old.user"]
