@@ -165,7 +165,7 @@ SHORTCUTS_JS = """
     click('save-btn');
   };
   document.addEventListener('keydown', (e) => {
-    const typing = ['INPUT', 'TEXTAREA', 'SELECT'].includes(document.activeElement?.tagName) || !!document.activeElement?.isContentEditable;
+    const typing = !!document.activeElement?.matches?.('input, textarea, select') || !!document.activeElement?.isContentEditable;
     if (keysOpen()) {  // the overlay: Esc or ? closes it, other keys act as usual
       if (e.key === 'Escape' || (e.key === '?' && !typing)) { e.preventDefault(); showKeys(false); return; }
     }

@@ -125,7 +125,7 @@ def test_annotator_and_reviewer(browser, studio_weights, tmp_path: Path) -> None
     fixed = next(g for g in grefs if g["sentences"][0]["raw"] == "the big blue square")
     assert [s["raw"] for s in fixed["sentences"]] == ["the big blue square", "the large blue square"]
     s = Store(db)
-    history = [(e.action, e.user, e.detail.get("decision")) for e in s.events(fixed["ref_id"])]
+    history = [(e.action, e.actor, e.detail.get("decision")) for e in s.events(fixed["ref_id"])]
     assert history == [("create", "ann", None), ("review", "rev", "reject"), ("edit", "ann", None),
                        ("review", "rev", "accept")]
     assert s.events(fixed["ref_id"])[1].detail["comment"] == "the second square is missing"

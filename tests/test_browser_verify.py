@@ -63,7 +63,7 @@ def test_verification_by_keys(chromium, studio_weights, tmp_path: Path) -> None:
         first = negative(store, queue[0].id)
         assert (first.decision, first.decided_by) == ("no_target", "ann")
         ref = store.ref(first.ref_id)
-        assert ref.no_target and ref.annotator == "ann" and ref.status == "done" and ref.sentences == [queue[0].sentence]
+        assert ref.no_target and ref.author == "ann" and ref.status == "done" and ref.sentences == [queue[0].sentence]
 
         page.keyboard.press("ArrowLeft")  # at the first already: the same place, the message goes
         _wait_text(page, "#verify-info", f"1 / {total - 1} to decide")

@@ -64,7 +64,7 @@ def _content(db: Path) -> list:
         row = s.read("SELECT model, existence, candidates FROM predictions WHERE ref_id = ?", (rec.id,))[0]
         masks = sorted(json.dumps(i.rle) for i in s.instances(rec.image_id) if i.id in rec.instance_ids)
         cands = [(c["query"], round(c["score"], 5), json.dumps(c["rle"])) for c in json.loads(row[2])]
-        out.append((rec.image_id, rec.sentences, rec.no_target, rec.status, rec.annotator, masks, row[0],
+        out.append((rec.image_id, rec.sentences, rec.no_target, rec.status, rec.author, masks, row[0],
                     round(row[1], 5), cands))
     return sorted(out, key=lambda r: (r[0], r[1]))
 
@@ -255,8 +255,8 @@ def test_agreement_on_hand_built_masks_and_consensus(tmp_path: Path) -> None:
     assert res["mean_iou"] == round((0.8 + 0 + 0 + 1) / 4, 4) and res["no_target_agreement"] == 1.0
     merged = agreement(s, merge=True, min_iou=0.75, quorum=2)
     assert merged["merged"] == 2
-    cons = [r for r in s.refs() if r.annotator.startswith("consensus")]
-    assert {r.annotator for r in cons} == {"consensus(ann,bob)"}
+    cons = [r for r in s.refs() if r.author.startswith("consensus")]
+    assert {r.author for r in cons} == {"consensus(ann,bob)"}
     dog = next(r for r in cons if not r.no_target)
     # the consensus copies the answer closest to the others (ann's or bob's, never cat's)
     assert dog.instance_ids in (s.ref(ann_dog).instance_ids, s.ref(bob_dog).instance_ids)
@@ -365,5 +365,5 @@ def test_pairs_a_person_already_answered_are_skipped_and_counted(collection: Pat
     summary = run(s, load_predictor("bundled"), pairs_from_sentences(s, SENTENCES), "k", progress=False)
     assert summary.answered_by_people == 1 and summary.written == 17
     assert summary.as_dict()["skipped_answered_by_people"] == 1
-    made = [(r.image_id, r.sentences[0]) for r in s.refs() if r.annotator == "model:k"]
+    made = [(r.image_id, r.sentences[0]) for r in s.refs() if r.author == "model:k"]
     assert (1, "the red circle") not in made and (2, "the red circle") in made and (1, "all blue shapes") in made

@@ -260,7 +260,7 @@ def test_agreement_merge_is_idempotent_for_non_ascii(db_at, tmp_path: Path) -> N
     assert agreement(s, merge=True)["merged"] == len(NON_ASCII)
     assert agreement(s, merge=True)["merged"] == 0
     assert agreement(s, merge=True)["merged"] == 0
-    assert sum(r.annotator.startswith("consensus") for r in s.refs()) == len(NON_ASCII)
+    assert sum(r.author.startswith("consensus") for r in s.refs()) == len(NON_ASCII)
 
 
 def test_two_merges_at_once_add_each_consensus_once(db_at, tmp_path: Path) -> None:
@@ -287,7 +287,7 @@ def test_two_merges_at_once_add_each_consensus_once(db_at, tmp_path: Path) -> No
         t.join()
     groups = len(NON_ASCII) + 20
     assert sum(merged) == groups
-    cons = [r for r in Store(path).refs() if r.annotator.startswith("consensus")]
+    cons = [r for r in Store(path).refs() if r.author.startswith("consensus")]
     assert len(cons) == groups
 
 

@@ -15,19 +15,47 @@ from deris_core.errors import DerisError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _error_classes(package: str, skip: tuple[str, ...] = ()) -> list[type]:
-    """Every class named ``*Error``/``*Refused`` defined at the top level of ``package``'s modules."""
-    out = []
+def exception_classes(sources: dict[str, str]) -> list[tuple[str, str]]:
+    """``(module, class)`` of every class of ``sources`` (module name -> text) that derives from an
+    exception, whatever its name: a built-in exception or, transitively, another such class of the
+    sources (read from the code: base names, any nesting)."""
+    import builtins
+
+    defined: list[tuple[str, str, list[str]]] = []
+    for module, text in sources.items():
+        for n in ast.walk(ast.parse(text)):
+            if isinstance(n, ast.ClassDef):
+                bases = [b.id if isinstance(b, ast.Name) else b.attr if isinstance(b, ast.Attribute) else "" for b in n.bases]
+                defined.append((module, n.name, bases))
+    errors = {k for k, v in vars(builtins).items() if isinstance(v, type) and issubclass(v, BaseException)}
+    grown = True
+    while grown:
+        grown = False
+        for _, name, bases in defined:
+            if name not in errors and any(b in errors for b in bases):
+                errors.add(name)
+                grown = True
+    return [(m, c) for m, c, _ in defined if c in errors]
+
+
+def _sources(package: str) -> dict[str, str]:
+    out = {}
     for path in sorted((ROOT / package).rglob("*.py")):
         rel = path.relative_to(ROOT).with_suffix("")
-        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
-        if name.startswith(skip):
-            continue
-        tree = ast.parse(path.read_text(encoding="utf-8"))
-        found = [n.name for n in tree.body if isinstance(n, ast.ClassDef) and n.name.endswith(("Error", "Refused", "NoModel"))]
-        if found:
-            module = importlib.import_module(name)
-            out += [getattr(module, c) for c in found]
+        out[".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)] = path.read_text(encoding="utf-8")
+    return out
+
+
+def _error_classes(package: str) -> list[type]:
+    """Every exception class defined in ``package``'s modules, imported (a nested class by its path)."""
+    out = []
+    for module, name in exception_classes(_sources(package)):
+        mod = importlib.import_module(module)
+        found = getattr(mod, name, None) or next(
+            (getattr(v, name) for v in vars(mod).values() if isinstance(v, type) and isinstance(getattr(v, name, None), type)),
+            None)
+        assert found is not None, f"{module}.{name} not found"
+        out.append(found)
     return out
 
 
@@ -47,9 +75,15 @@ def test_every_core_error_has_the_one_root_and_keeps_its_base():
 
 
 def test_every_app_error_is_a_studio_error():
-    # the views' own widget errors (app/views) are theirs; the rest of the app has one root
-    classes = _error_classes("app", skip=("app.views",))
-    assert [c.__name__ for c in classes if not issubclass(c, StudioError)] == []
+    classes = _error_classes("app")  # every one, the views' and the internal ones (a cancelled prefetch) included
+    assert len(classes) >= 15 and {"CanvasError", "SamUnavailable", "_Cancelled"} <= {c.__name__ for c in classes}
+    assert [f"{c.__module__}.{c.__name__}" for c in classes if not issubclass(c, StudioError)] == []
+
+
+def test_the_error_walk_finds_any_exception_whatever_its_name():
+    src = {"m": "class Oops(RuntimeError):\n    pass\n\nclass Worse(Oops):\n    pass\n\nclass Plain:\n    pass\n",
+           "n": "from m import Worse\n\ndef f():\n    class Inner(Worse):\n        pass\n"}
+    assert exception_classes(src) == [("m", "Oops"), ("m", "Worse"), ("n", "Inner")]
 
 
 def test_user_errors_apart_from_bugs():
@@ -59,6 +93,13 @@ def test_user_errors_apart_from_bugs():
     assert issubclass(UserError, StudioError) and issubclass(StoreError, UserError) and issubclass(StoreError, ValueError)
     assert issubclass(NoModel, UserError) and not issubclass(NoModel, StoreError)  # the services' refusal
     assert all(issubclass(c, UserError) for c in (Refused, BadInput, AuthError))
+    assert not any(issubclass(c, StoreError) for c in (Refused, BadInput))  # the services' word, not the store's
+    assert all(issubclass(c, ValueError) for c in (Refused, BadInput))  # older ``except ValueError`` still catch them
+    from app.refine.sam import SamUnavailable
+    from app.views.canvas import CanvasError
+
+    assert issubclass(SamUnavailable, UserError) and issubclass(SamUnavailable, RuntimeError)
+    assert issubclass(CanvasError, UserError) and issubclass(CanvasError, ValueError)
     assert not issubclass(KeyError, StudioError)
 
 

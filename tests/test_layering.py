@@ -178,14 +178,19 @@ def status_violations(name: str, source: str) -> list[str]:
     return [f"{name}:{c.lineno}: {c.value!r}" for c in _strings(tree) if c.value in STATUSES and id(c) not in keys]
 
 
+VIEWS_NEVER_IMPORT = ("app.store", "app.dataset", "app.curate", "app.bench")  # views reach these through a service
+
+
 def store_import_violations(name: str, source: str, known: set[str]) -> list[str]:
-    """A view importing the store or reaching it through the services (``svc.store``), or the store
-    importing the model's cache folder."""
+    """A view importing the store, the dataset tools, the batch tools or the benches (each through a
+    service), or reaching the store through the services (``svc.store``); or the store importing
+    the model's cache folder."""
     deps = imports_of(name, source, known, name.endswith("__init__"))
     if name.startswith("app.views"):
         reached = [f"{name}:{n.lineno} uses svc.store" for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Attribute)
                    and n.attr == "store" and isinstance(n.value, ast.Name) and n.value.id == "svc"]
-        return reached + [f"{name} imports {d}" for d in sorted(deps) if d == "app.store" or d.startswith("app.store.")]
+        return reached + [f"{name} imports {d}" for d in sorted(deps)
+                          if any(d == p or d.startswith(p + ".") for p in VIEWS_NEVER_IMPORT)]
     if name.startswith("app.store"):
         return [f"{name} imports {d}" for d in sorted(deps) if d == "deris_core.weight_cache"]
     return []
@@ -223,6 +228,12 @@ def test_the_door_checks_catch_what_they_guard_against() -> None:
         ["app.views.x imports app.store.review"]
     assert store_import_violations("app.views.x", "def f(svc):\n    return svc.store.stats()\n", known) == \
         ["app.views.x:2 uses svc.store"]
+    assert store_import_violations("app.views.x", "from ..dataset.export import export_coco\n", known) == \
+        ["app.views.x imports app.dataset.export"]
+    assert store_import_violations("app.views.x", "def f():\n    import app.curate.preannotate\n", known) == \
+        ["app.views.x imports app.curate.preannotate"]
+    assert store_import_violations("app.views.x", "from app.bench import latency\n", known) == \
+        ["app.views.x imports app.bench.latency"]
     assert store_import_violations("app.store.x", "def f():\n    from deris_core.weight_cache import cache_dir\n", known) == \
         ["app.store.x imports deris_core.weight_cache"]
 
@@ -283,3 +294,142 @@ def test_the_folder_checks_catch_what_they_guard_against(tmp_path: Path) -> None
         "deris_core.data.training -> deris_core.train.nsc: data imports train",
         "app.viewkit.session -> app.store: a view helper reaches up the layers",
         "deris_core.predictor -> deris_core.tools.bench: the library imports a tool"]
+
+
+# --- the issue's greps, as tests -------------------------------------------------------------------
+
+SQL_WORDS = re.compile(r"SELECT|INSERT|UPDATE|DELETE")  # the issue's `rg "SELECT|INSERT|UPDATE|DELETE" app --glob '!app/store/**'`
+
+
+def sql_word_hits(files: dict[str, str]) -> list[str]:
+    """``path:line`` of every line that spells an upper-case SQL verb, as the issue's ``rg`` finds them
+    (any text, comments and scripts included)."""
+    return [f"{path}:{i}" for path, text in files.items() for i, line in enumerate(text.splitlines(), 1)
+            if SQL_WORDS.search(line)]
+
+
+def _app_files_outside_the_store() -> dict[str, str]:
+    store = ROOT / "app" / "store"
+    return {str(p.relative_to(ROOT)): p.read_text(encoding="utf-8", errors="replace")
+            for p in sorted((ROOT / "app").rglob("*")) if p.is_file() and store not in p.parents
+            and "__pycache__" not in p.parts}
+
+
+def test_the_grep_for_sql_verbs_outside_the_store_finds_nothing() -> None:
+    assert sql_word_hits(_app_files_outside_the_store()) == []
+
+
+PREDICTION_TABLES = re.compile(r"\b(FROM|JOIN|INTO|UPDATE|TABLE|EXISTS)\s+(predictions|qa)\b", re.IGNORECASE)
+PREDICTION_OWNERS = {"app.store.predictions", "app.store.schema", "app.store.pg"}  # the door, and what creates or copies tables
+
+
+def prediction_table_violations(name: str, source: str) -> list[str]:
+    """Where a store module other than :mod:`app.store.predictions` names the ``predictions`` or ``qa``
+    table in SQL text (a table name alone, e.g. a list of tables to copy, is not SQL)."""
+    if not name.startswith("app.store") or name in PREDICTION_OWNERS:
+        return []
+    tree = ast.parse(source)
+    return [f"{name}:{c.lineno}: {c.value[:60]!r}" for c in _strings(tree) if PREDICTION_TABLES.search(c.value)]
+
+
+def test_only_the_predictions_module_spells_the_predictions_and_qa_sql() -> None:
+    assert [v for m, src in _app_sources().items() for v in prediction_table_violations(m, src)] == []
+
+
+def test_the_grep_checks_catch_what_they_guard_against() -> None:
+    assert sql_word_hits({"app/ui.py": "x = 1\nconst t = ['INPUT', 'SELECT'].includes(tag);\n"}) == ["app/ui.py:2"]
+    assert sql_word_hits({"app/ui.py": "el.matches('input, textarea, select')\n"}) == []
+    assert prediction_table_violations("app.store.review", 'J = " LEFT JOIN qa q ON q.ref_id = r.id"\n') == \
+        ["app.store.review:1: ' LEFT JOIN qa q ON q.ref_id = r.id'"]
+    assert prediction_table_violations("app.store.models", 'def f(t):\n    return f"SELECT COUNT(*) FROM predictions"\n') != []
+    assert prediction_table_violations("app.store.predictions", 'Q = "SELECT 1 FROM predictions"\n') == []
+    assert prediction_table_violations("app.store.pg", 'T = ("predictions", "qa")\n') == []
+
+
+MARKUP = re.compile(r"<(div|span|b|i|p|br|code|table|a)\b|</\w|\*\*")  # HTML tags, markdown bold
+
+
+def markup_violations(name: str, source: str) -> list[str]:
+    """Where a service (``app.services``) spells HTML or markdown in a string (docstrings aside):
+    services return data, and the views render it."""
+    if not name.startswith("app.services"):
+        return []
+    tree = ast.parse(source)
+    docs = {id(n.body[0].value) for n in ast.walk(tree)
+            if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
+            and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [f"{name}:{c.lineno}: {c.value[:60]!r}" for c in _strings(tree) if id(c) not in docs and MARKUP.search(c.value)]
+
+
+def test_services_return_data_not_markup() -> None:
+    assert [v for m, src in _app_sources().items() for v in markup_violations(m, src)] == []
+
+
+def test_the_markup_check_catches_what_it_guards_against() -> None:
+    assert markup_violations("app.services.x", 'def f(who):\n    return f"**Rejected by {who}**"\n') != []
+    assert markup_violations("app.services.x", 'def f(n):\n    return f"<div class=\'x\'>{n}</div>"\n') != []
+    assert markup_violations("app.services.x", 'def f(n):\n    return "<b>" + n\n') == ["app.services.x:2: \'<b>\'"]
+    assert markup_violations("app.services.x", 'def f(**kw):\n    """A **bold** word in a docstring."""\n    return "a < b"\n') == []
+    assert markup_violations("app.views.x", 'T = "<div>**x**</div>"\n') == []
+
+
+# --- subcommands register themselves --------------------------------------------------------------
+
+SUBCOMMAND_DESTS = {"cmd", "command", "subcommand"}
+
+
+def subcommand_chain_violations(name: str, source: str) -> list[str]:
+    """Where a command line (a module importing argparse) picks its subcommand by comparing
+    ``args.cmd`` (or ``.command``) with a name: the subcommands belong in a table of commands
+    (``COMMANDS``), each registering its options and its run."""
+    if "argparse" not in source:
+        return []
+    out = []
+    for n in ast.walk(ast.parse(source)):
+        if isinstance(n, ast.Compare) and any(isinstance(op, (ast.Eq, ast.NotEq, ast.In, ast.NotIn)) for op in n.ops):
+            for side in (n.left, *n.comparators):
+                if isinstance(side, ast.Attribute) and side.attr in SUBCOMMAND_DESTS and isinstance(side.value, ast.Name):
+                    out.append(f"{name}:{n.lineno}: {side.value.id}.{side.attr} compared with a subcommand name")
+                    break
+    return out
+
+
+def test_subcommands_register_themselves() -> None:
+    sources = {m: p.read_text(encoding="utf-8") for m, p in _modules().items()}
+    assert [v for m, src in sources.items() for v in subcommand_chain_violations(m, src)] == []
+
+
+def test_the_subcommand_check_catches_what_it_guards_against() -> None:
+    chain = ("import argparse\n\ndef main(argv=None):\n    args = build().parse_args(argv)\n"
+             "    if args.cmd == 'store':\n        return 1\n    elif args.cmd == 'team':\n        return 2\n")
+    assert subcommand_chain_violations("app.bench.cli", chain) == [
+        "app.bench.cli:5: args.cmd compared with a subcommand name", "app.bench.cli:7: args.cmd compared with a subcommand name"]
+    assert subcommand_chain_violations("x", "import argparse\n\ndef f(a):\n    return 'push' == a.command\n") != []
+    table = "import argparse\n\ndef main(argv=None):\n    args = build().parse_args(argv)\n    return args.command.run(args)\n"
+    assert subcommand_chain_violations("app.bench.cli", table) == []
+    assert subcommand_chain_violations("app.views.display", "def f(e):\n    return e.action == 'review'\n") == []
+
+
+# --- one name for a person per role (docs/doors-and-states.md) --------------------------------------
+
+ROLE_NAMES = {"actor", "author", "editor"}
+OTHER_NAMES = {"annotator", "user"}  # column names of the store, never a record's field
+
+
+def role_violations(classes: list[type]) -> list[str]:
+    """Fields of the store's records and filters that name a person otherwise than actor, author or editor."""
+    import dataclasses
+
+    return [f"{c.__name__}.{f.name}" for c in classes for f in dataclasses.fields(c) if f.name in OTHER_NAMES]
+
+
+def test_records_name_a_person_by_role() -> None:
+    import dataclasses
+
+    from app.store import Event, RefFilter, RefRecord, RefRow
+
+    classes = [RefRecord, RefRow, RefFilter, Event]
+    assert role_violations(classes) == []
+    assert {f.name for c in classes for f in dataclasses.fields(c)} >= ROLE_NAMES
+    bad = dataclasses.make_dataclass("Old", [("annotator", str), ("user", str)])
+    assert role_violations([bad]) == ["Old.annotator", "Old.user"]

@@ -52,3 +52,29 @@ def test_an_import_and_a_batch_summary_at_info(tmp_path, caplog):
     lines = _lines(caplog, logging.INFO, "app.dataset.collection")
     assert lines[0] == f"images from {folder}: {res.added} added, 0 already there, 1 skipped" and res.added == 3
     assert lines[1].startswith("skipped broken.png: ")
+
+
+def test_a_refused_import_and_a_refused_negative_decision_at_info_with_their_reason(tmp_path, caplog):
+    from app.dataset.imports import ImportRefused, plan_import
+    from app.services import NegativeService
+
+    store, _ = picture_folder(tmp_path, n=1)
+    caplog.set_level(logging.INFO, logger="app")
+    with pytest.raises(ImportRefused):
+        plan_import({"images": "not a list"}, None, None)
+    lines = _lines(caplog, logging.INFO, "app.dataset.imports")
+    assert len(lines) == 1 and lines[0].startswith("import refused (") and "nothing written" in lines[0], lines
+    with pytest.raises(StoreError):
+        NegativeService(store).decide(Actor("ann"), 999, "maybe")
+    lines = _lines(caplog, logging.INFO, "app.services.negatives")
+    assert lines == ["negative 999: ann's decision 'maybe' not written (StoreError): unknown decision 'maybe'; "
+                     "expected one of no_target, refers"], lines
+
+
+def test_a_comparison_with_the_rejection_at_debug(caplog):
+    from app.services.review import Rejection, compare
+
+    caplog.set_level(logging.DEBUG, logger="app.services")
+    compare(Rejection(7, 2, 0.0, "rev", "wrong_mask", "", ["the box"], False, [None]), ["the box"], [rect_mask()], False)
+    lines = _lines(caplog, logging.DEBUG, "app.services.review")
+    assert len(lines) == 1 and lines[0].startswith("ref 7 against its rejected v2: the rejected masks were not kept"), lines

@@ -48,7 +48,7 @@ def _counts(store: Store) -> dict[str, int]:
 def test_a_store_goes_to_postgres_and_back_unchanged(tmp_path: Path, pg_server) -> None:
     src = _team_store(tmp_path / "team.sqlite")
     before = _counts(src)
-    src_refs = [(r.id, r.sentences, r.status, r.version, r.annotator) for r in src.refs()]
+    src_refs = [(r.id, r.sentences, r.status, r.version, r.author) for r in src.refs()]
     src.close()
     url = pg_server.new_database()
     res = migrate(str(tmp_path / "team.sqlite"), url)
@@ -56,7 +56,7 @@ def test_a_store_goes_to_postgres_and_back_unchanged(tmp_path: Path, pg_server) 
     assert "locks" not in res["copied"]  # a lock belongs to a process working on the source
     pg = Store(url)
     assert _counts(pg) == before and pg.read("SELECT COUNT(*) FROM locks")[0][0] == 0
-    assert [(r.id, r.sentences, r.status, r.version, r.annotator) for r in pg.refs()] == src_refs
+    assert [(r.id, r.sentences, r.status, r.version, r.author) for r in pg.refs()] == src_refs
     assert [m.name for m in pg.models()] == ["team-v1"]
     assert all(pg.image_bytes(i) is not None for (i,) in pg.read("SELECT id FROM images"))
     new = pg.save_ref(1, ["a new ref after the move"], no_target=True, author="ann")
@@ -68,7 +68,7 @@ def test_a_store_goes_to_postgres_and_back_unchanged(tmp_path: Path, pg_server) 
     assert res2["identical_export"] and res2["images_without_pixels"] == 0
     again = Store(back)
     assert _counts(again)["refs"] == before["refs"] and again.load_image(4) is not None
-    assert [(r.id, r.sentences, r.status, r.version, r.annotator) for r in again.refs()] == src_refs
+    assert [(r.id, r.sentences, r.status, r.version, r.author) for r in again.refs()] == src_refs
     again.close()
     with pytest.raises(StoreError, match="is not empty"):
         migrate(str(tmp_path / "team.sqlite"), url)

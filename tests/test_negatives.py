@@ -122,7 +122,7 @@ def test_the_models_verdict_is_stored_and_found_targets_come_first(tmp_path: Pat
         assert origin == "negatives" and doubt is not None and ref_id == n.ref_id
         if not n.found_target:
             rec = s.ref(n.ref_id)
-            assert rec.no_target and rec.status == "predicted" and rec.annotator == "model:scripted"
+            assert rec.no_target and rec.status == "predicted" and rec.author == "model:scripted"
             assert rec.sentences == [n.sentence] and rec.image_id == n.image_id
     # a rerun proposes nothing new and asks the model nothing
     again = _Scripted(found)
@@ -155,11 +155,11 @@ def test_decisions_are_the_persons_and_go_through_the_permission_table(tmp_path:
     done = svc.decide(Actor("ann"), hit.id, "no_target")
     rec = s.ref(done.ref_id)
     assert (done.decision, done.decided_by) == ("no_target", "ann") and done.decided_at
-    assert rec.no_target and rec.status == "done" and rec.annotator == "ann" and rec.sentences == [hit.sentence]
+    assert rec.no_target and rec.status == "done" and rec.author == "ann" and rec.sentences == [hit.sentence]
     # Y on a ref someone changed meanwhile (in Annotate): refused, nothing written
     seen = s.ref(predicted.ref_id).version
     s.save_ref(predicted.image_id, [predicted.sentence, "said another way"], no_target=True, status="predicted",
-               author=s.ref(predicted.ref_id).annotator, ref_id=predicted.ref_id, expected_version=seen, actor="carl")
+               author=s.ref(predicted.ref_id).author, ref_id=predicted.ref_id, expected_version=seen, actor="carl")
     with pytest.raises(ConflictError, match=f"ref {predicted.ref_id} of negative {predicted.id} was changed meanwhile by carl"):
         svc.decide(Actor("bob"), predicted.id, "no_target", seen="", seen_version=seen)
     assert svc.get(predicted.id).decision == ""
@@ -167,7 +167,7 @@ def test_decisions_are_the_persons_and_go_through_the_permission_table(tmp_path:
     done = svc.decide(Actor("bob"), predicted.id, "no_target", seen="", seen_version=s.ref(predicted.ref_id).version)
     assert done.ref_id == predicted.ref_id
     rec = s.ref(done.ref_id)
-    assert rec.status == "done" and rec.annotator == "bob" and [e.action for e in s.events(rec.id)] == ["predict", "edit", "edit"]
+    assert rec.status == "done" and rec.author == "bob" and [e.action for e in s.events(rec.id)] == ["predict", "edit", "edit"]
     assert s.events(rec.id)[-1].detail["negative"] == predicted.id
     # someone decided meanwhile: the screen's decision is refused, nothing changes
     with pytest.raises(ConflictError, match="decided meanwhile by bob"):

@@ -85,7 +85,7 @@ def test_rewriting_someone_elses_ref_then_accepting_it_is_refused(db_at, tmp_pat
     edited = refs.save(REV, img, ["the box", "a square"], masks=[_mask(4)], ref_id=bobs.ref_id,
                        expected_version=bobs.version)
     rec = s.ref(bobs.ref_id)
-    assert rec.annotator == "bob" and rec.editor == "rev"  # the author stays, the content is rev's
+    assert rec.author == "bob" and rec.editor == "rev"  # the author stays, the content is rev's
     with pytest.raises(Refused, match="cannot accept it"):
         refs.review(REV, rec.id, "accept", expected_version=edited.version)
     with pytest.raises(Refused, match="cannot accept it"):  # nor by saving it as reviewed
@@ -97,7 +97,7 @@ def test_rewriting_someone_elses_ref_then_accepting_it_is_refused(db_at, tmp_pat
     rec = s.ref(rec.id)
     assert rec.status == "reviewed" and rec.editor == "rev" and rec.version == accepted.version
     last = s.events(rec.id)[-1]
-    assert last.action == "review" and last.user == "boss" and last.detail["decision"] == "accept"
+    assert last.action == "review" and last.actor == "boss" and last.detail["decision"] == "accept"
 
 
 def test_accepted_consensus_and_imported_refs_resist_annotators(db_at, tmp_path: Path) -> None:
@@ -112,7 +112,7 @@ def test_accepted_consensus_and_imported_refs_resist_annotators(db_at, tmp_path:
             refs.save(ANN, img, ["mine now"], masks=[_mask()], ref_id=rec.id, expected_version=rec.version)
         with pytest.raises(Refused, match="only a reviewer can delete it"):
             refs.delete(ANN, rec.id)
-        assert s.ref(rec.id).annotator == author and s.ref(rec.id).status == "reviewed"
+        assert s.ref(rec.id).author == author and s.ref(rec.id).status == "reviewed"
 
 
 # --- the table, row by row (as CVAT's rule tests do: one generated case per row) --------------------
@@ -162,7 +162,7 @@ def test_every_row_of_the_table_decides_its_own_case(n: int, rule, action: str) 
     if why is not None:
         assert "{" not in why  # every placeholder filled in
         assert why == rule.why.format(who=actor.name or "this user", id=ref.id if ref else "",
-                                      author=ref.annotator if ref else "", verb="change" if action == "edit" else action)
+                                      author=ref.author if ref else "", verb="change" if action == "edit" else action)
 
 
 def test_every_role_condition_and_action_of_the_table_is_known_and_nothing_falls_through() -> None:

@@ -74,7 +74,7 @@ def test_every_change_is_an_event_with_its_author(db_at, tmp_path: Path) -> None
     s.set_status(rid, "done", actor="boss")
     s.delete_ref(rid, actor="boss")
     events = s.events(rid)
-    assert [(e.action, e.user) for e in events] == [("create", "ann"), ("edit", "ann"), ("review", "rev"),
+    assert [(e.action, e.actor) for e in events] == [("create", "ann"), ("edit", "ann"), ("review", "rev"),
                                                     ("edit", "ann"), ("review", "rev"), ("status", "boss"),
                                                     ("delete", "boss")]
     assert events[1].detail["sentences"] == ["the box", "a square"]
@@ -206,8 +206,8 @@ def test_signed_in_roles_guard_edits_deletes_and_self_review(db_at, studio_weigh
         proc.terminate()
         proc.wait(timeout=30)
     s = Store(db)
-    assert s.ref(rid).annotator == "bob" and s.ref(rid).sentences == ["the grey square", "a grey box"]
-    assert [(e.action, e.user) for e in s.events(rid)] == [("create", "bob"), ("edit", "rev")]
+    assert s.ref(rid).author == "bob" and s.ref(rid).sentences == ["the grey square", "a grey box"]
+    assert [(e.action, e.actor) for e in s.events(rid)] == [("create", "bob"), ("edit", "rev")]
 
 
 def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_reviewers_only(db_at,
@@ -262,8 +262,8 @@ def test_signed_in_nobody_accepts_their_own_content_and_accepted_consensus_is_re
     s = Store(db)
     assert s.ref(consensus.ref_id).sentences == ["the grey square"] and s.ref(consensus.ref_id).status == "reviewed"
     rec = s.ref(bobs.ref_id)
-    assert (rec.annotator, rec.editor, rec.status) == ("bob", "rev", "reviewed")
-    assert [(e.action, e.user) for e in s.events(bobs.ref_id)][-1] == ("review", "boss")
+    assert (rec.author, rec.editor, rec.status) == ("bob", "rev", "reviewed")
+    assert [(e.action, e.actor) for e in s.events(bobs.ref_id)][-1] == ("review", "boss")
     cats = [r for r in s.refs(image_id=img) if r.sentences == ["a cat"]]
     assert len(cats) == 1 and cats[0].status == "done"
 
@@ -282,7 +282,7 @@ def test_nobody_accepts_content_they_wrote_that_reached_them_through_consensus(d
     mine = s.save_ref(img, ["the box"], masks=[_mask()], author="alice")
     bobs = s.save_ref(img, ["The box"], masks=[_mask()], author="bob")
     assert agreement(s, merge=True, min_iou=0.7, quorum=2)["merged"] == 1
-    cons = next(r for r in s.refs() if r.annotator == "consensus(alice,bob)")
+    cons = next(r for r in s.refs() if r.author == "consensus(alice,bob)")
     assert cons.id not in (mine, bobs) and s.events(cons.id)[0].detail["copied_from"] == mine
     with s.transaction() as db:
         assert "alice" in content_authors(db, cons.id) and "bob" not in content_authors(db, cons.id)

@@ -26,7 +26,7 @@ def test_a_stale_edit_cannot_overwrite_another_annotators_ref(db_at, tmp_path: P
     s.save_ref(img_a, ["the left box"], masks=[rect_mask()], ref_id=rid, expected_version=1, author="ann")
     with pytest.raises(ConflictError, match="changed by someone else"):
         s.save_ref(img_a, ["the right box"], masks=[rect_mask()], ref_id=rid, expected_version=1, author="bob")
-    assert s.ref(rid).sentences == ["the left box"] and s.ref(rid).annotator == "ann"
+    assert s.ref(rid).sentences == ["the left box"] and s.ref(rid).author == "ann"
     # an id held by a stale session cannot touch a ref of another image
     with pytest.raises(StoreError, match="belongs to image"):
         s.save_ref(img_b, ["hijack"], no_target=True, ref_id=rid, expected_version=2)

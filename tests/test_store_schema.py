@@ -29,7 +29,7 @@ def test_a_database_of_the_previous_version_opens_with_every_ref(tmp_path: Path)
     refs = {r.id: r for r in s.refs()}
     assert sorted(refs) == [1, 2, 3, 4]
     assert refs[1].sentences == ["the two boxes", "both squares"] and refs[1].split == "val" and refs[1].status == "draft"
-    assert refs[1].annotator == "ann" and len(refs[1].instance_ids) == 2 and refs[1].version == 1
+    assert refs[1].author == "ann" and len(refs[1].instance_ids) == 2 and refs[1].version == 1
     assert refs[3].no_target and refs[3].status == "reviewed" and refs[3].instance_ids == []
     assert refs[4].sentences == ["the corner box"] and refs[4].instance_ids == refs[1].instance_ids[1:]
     np.testing.assert_array_equal(s.instances(1)[0].mask, rect_mask((2, 3, 10, 12)))
@@ -70,12 +70,12 @@ def test_a_version_2_database_migrates_and_knows_who_wrote_each_refs_content(tmp
     refs = {r.id: r for r in s.refs()}
     assert sorted(refs) == [1, 2, 3, 4, 5]
     # 1: ann's ref, rewritten by rev, then accepted by bob: the content is rev's
-    assert (refs[1].annotator, refs[1].editor, refs[1].status, refs[1].version) == ("ann", "rev", "reviewed", 3)
+    assert (refs[1].author, refs[1].editor, refs[1].status, refs[1].version) == ("ann", "rev", "reviewed", 3)
     assert refs[1].sentences == ["the left box", "a square"] and len(refs[1].instance_ids) == 1
-    assert (refs[2].annotator, refs[2].editor, refs[2].status) == ("bob", "bob", "done")
-    assert (refs[3].annotator, refs[3].editor) == ("consensus(ann,bob)", "agreement")
+    assert (refs[2].author, refs[2].editor, refs[2].status) == ("bob", "bob", "done")
+    assert (refs[3].author, refs[3].editor) == ("consensus(ann,bob)", "agreement")
     assert (refs[4].editor, refs[4].status) == ("ann", "rejected")
-    assert (refs[5].annotator, refs[5].editor, refs[5].status) == ("model:bundled", "model:bundled", "predicted")
+    assert (refs[5].author, refs[5].editor, refs[5].status) == ("model:bundled", "model:bundled", "predicted")
     assert [e.action for e in s.events(1)] == ["create", "edit", "review"]
     # the migrated database works as a new one, with the new rule
     service = RefService(s)
@@ -103,7 +103,7 @@ def test_a_version_2_history_with_odd_event_details_still_migrates(tmp_path: Pat
     con.close()
     s = Store(db)
     assert s.schema_version() == SCHEMA_VERSION and s.integrity_check() == "ok"
-    assert s.ref(2).annotator == "bob"
+    assert s.ref(2).author == "bob"
     s.close()
 
 
@@ -118,7 +118,7 @@ def test_a_version_3_database_migrates_and_keeps_its_predictions(tmp_path: Path)
     refs = {r.id: r for r in s.refs()}
     assert sorted(refs) == [1, 2, 4]  # 3 was deleted; ids stay as they were
     assert (refs[1].status, refs[1].editor, refs[1].sentences) == ("reviewed", "ann", ["the left box", "a square"])
-    assert refs[2].no_target and refs[4].status == "predicted" and refs[4].annotator == "model:bundled"
+    assert refs[2].no_target and refs[4].status == "predicted" and refs[4].author == "model:bundled"
     assert [e.action for e in s.events(1)] == ["create", "review"]
     assert s.read("SELECT ref_id, origin, uncertainty FROM predictions") == [(4, "preannotate", None)]
     for table in ("models", "negatives", "locks"):

@@ -58,7 +58,7 @@ def varied(db_at) -> Store:
 
 
 FILTERS = [RefFilter(), RefFilter.of("done"), RefFilter.of(("done", "reviewed")), RefFilter.of(split="val"),
-           RefFilter.of(annotator="ann"), RefFilter.of(annotator=""), RefFilter.of(image_id=1),
+           RefFilter.of(author="ann"), RefFilter.of(author=""), RefFilter.of(image_id=1),
            RefFilter.of(("done", "reviewed", "rejected"), people_only=True), RefFilter.of("done", "train", "ann", 1)]
 
 

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 from app.auth import User, Users
-from app.services import Actor, ModelHolder, Refused, Services
-from app.store import StoreError
+from app.services import Actor, BadInput, ModelHolder, Refused, Services, StoreError
 from app.viewkit.session import Session
 from app.views import annotate, dataset_tab, review
 
@@ -117,7 +116,7 @@ def test_review_handlers_accept_and_refuse(tmp_path: Path, model) -> None:
     # handlers raise the application layer's errors; app.views.shell.bind shows them as gr.Error
     with pytest.raises(Refused, match="cannot accept it"):
         review.decide(svc, "accept", shown, None, "", "ann", pos, "", "", None, False)
-    with pytest.raises(StoreError, match="Choose a reason for the rejection first: wrong mask; missing referent"):
+    with pytest.raises(BadInput, match="Choose a reason for the rejection first: wrong mask; missing referent"):
         review.decide(svc, "reject", shown, None, "", "rev", pos, "", "", None, False)
     # a decision sent for another ref than the one on screen (a held key, a double tap) is refused
     with pytest.raises(Refused, match="no longer on screen"):

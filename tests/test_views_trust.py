@@ -392,7 +392,7 @@ def test_jobs_panel_runs_the_commands_with_progress_cancel_and_plain_errors(tmp_
     wait(job_id)
     job = svc.jobs.get(job_id)
     assert job.state == "finished" and job.result["written"] == 6, job.tail()
-    assert "✓ done" in jobs.board(svc).board and len([r for r in store.refs() if r.annotator.startswith("model:")]) == 6
+    assert "✓ done" in jobs.board(svc).board and len([r for r in store.refs() if r.author.startswith("model:")]) == 6
     # a failure in plain words (no reviewed refs to learn from), from the command's own error line
     failing = jobs.start(svc, "finetune", "", 0.1, False, "", "", _request("rev")).job_id
     wait(failing)

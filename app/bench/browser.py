@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from deris_core.dtypes import DTYPE_CHOICES
+
 from .. import settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="scenes (128x128), photos (1024x768) or large (4096x3072); default: scenes for the bundled "
                          "model, photos for DeRIS-B")
     ap.add_argument("--runs", type=int, default=10)
-    ap.add_argument("--dtype", default="auto")
+    ap.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="as launch.py --dtype")
     ap.add_argument("--think", type=float, default=0.0,
                     help="seconds spent on each image before PgDn (3: the next image was prefetched meanwhile)")
     ap.add_argument("--enter-pause", type=float, default=ENTER_PAUSE_S,

@@ -25,7 +25,9 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -291,38 +293,93 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("store", help="save and page-load times with many refs")
+# --- the subcommands: each its options and its run, one table ---------------------------------------
+
+
+def _store_arguments(s: argparse.ArgumentParser) -> None:
     s.add_argument("--refs", type=int, default=100_000)
     s.add_argument("--reviews", type=int, default=50_000, help="review decisions among the refs")
     s.add_argument("--db", help="reuse (or create) this database (a SQLite file or a postgresql:// URL) instead of "
                                 "a temporary SQLite file")
     s.add_argument("--json", action="store_true")
-    a = sub.add_parser("annotate", help="server-side latency of Enter, a click and the next image")
+
+
+def _store(args: argparse.Namespace) -> dict:
+    return bench_store(args.refs, args.db, reviews=args.reviews)
+
+
+def _annotate_arguments(a: argparse.ArgumentParser) -> None:
     a.add_argument("--weights", default="bundled")
     a.add_argument("--actions", type=int, default=50)
     a.add_argument("--threads", type=int, default=2)
     a.add_argument("--json", action="store_true")
-    b = sub.add_parser("preannotate", help="images and sentences per hour of pre-annotation: batched across images, "
-                                            "per image, one pair at a time")
+
+
+def _annotate(args: argparse.Namespace) -> dict:
+    return bench_annotate(args.weights, args.actions, args.threads)
+
+
+def _preannotate_arguments(b: argparse.ArgumentParser) -> None:
     b.add_argument("--model", action="append", default=None,
                    help="bundled, or a config name such as deris-b-grefcoco (random weights); repeatable "
                         "(default: deris-b-grefcoco and bundled)")
-    b.add_argument("--dtype", default="auto", choices=["auto", "fp32", "bf16", "int8"], help="as launch.py --dtype")
+    b.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="as launch.py --dtype")
     b.add_argument("--images", type=int, default=3)
     b.add_argument("--sentences", type=int, default=8)
     b.add_argument("--threads", type=int, default=2)
     b.add_argument("--json", action="store_true")
-    t = sub.add_parser("latency", help="the Annotate view's Enter and threshold change (median of 20 after 3 warm-up)")
+
+
+def _preannotate(args: argparse.Namespace) -> int:
+    """Each model's images and sentences per hour, three ways; prints its own table."""
+    from deris_core.hardware import cpu_info
+
+    cpu = cpu_info().summary()
+    runs = [bench_preannotate(m, args.images, args.sentences, args.threads, args.dtype)
+            for m in (args.model or ["deris-b-grefcoco", "bundled"])]
+    if args.json:
+        print(json.dumps({"cpu": cpu, "load_average_1min": round(os.getloadavg()[0], 2), "runs": runs}))
+        return 0
+    print(f"pre-annotation on {cpu}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}")
+    for r in runs:
+        print(f"{r['model']} ({r['dtype']}), {r['images']} images of {r['image']} x {r['sentences_per_image']} "
+              "sentences:")
+        for way in ("batched_across_images", "batched_per_image", "one_pair_at_a_time"):
+            v = r[way]
+            print(f"  {way.replace('_', ' '):24s} {v['images_per_hour']:>9,} images/hour  "
+                  f"{v['sentences_per_hour']:>10,} sentences/hour")
+    return 0
+
+
+def _latency_arguments(t: argparse.ArgumentParser) -> None:
     t.add_argument("--config", default="deris-b-grefcoco", help="a published config (random weights) or bundled")
     t.add_argument("--device", default="cpu")
-    t.add_argument("--dtype", default="fp32", choices=list(DTYPE_CHOICES),
-                   help="as deris_core.tools.bench --dtype")
+    t.add_argument("--dtype", default="fp32", choices=DTYPE_CHOICES, help="as deris_core.tools.bench --dtype")
     t.add_argument("--threads", type=int, default=None)
     t.add_argument("--json", action="store_true")
-    m = sub.add_parser("team", help="N studio servers x M gradio_client annotators on one database (app.bench.team)")
+
+
+def _latency(args: argparse.Namespace) -> dict | int:
+    """The Annotate view's latency: a table of its own, or the figures for ``--json``."""
+    import torch
+
+    from .latency import app_latency
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    res = app_latency(args.config, args.device, args.dtype)
+    if args.json:
+        return res
+    print(f"{res['config']} app latency ({res['dtype']} on {res['device']}, image {res['image_size'][1]}x"
+          f"{res['image_size'][0]}, {res['candidates']} candidates, {res['image_format']} images), "
+          "median of 20 after 3 warm-up, seconds [min, max]:")
+    for k in ("enter", "threshold_change"):
+        v = res[k]
+        print(f"  {k:<34} {v['median_s']:.4f}  [{v['min_s']:.4f}, {v['max_s']:.4f}]")
+    return 0
+
+
+def _team_arguments(m: argparse.ArgumentParser) -> None:
     m.add_argument("--db", help="a postgresql:// URL or a SQLite file (default: a temporary SQLite file)")
     m.add_argument("--servers", type=int, default=2)
     m.add_argument("--clients", type=int, default=8, help="annotators per server")
@@ -332,8 +389,15 @@ def main(argv: list[str] | None = None) -> int:
     m.add_argument("--think", type=float, default=0.0,
                    help="mean pause before each action, seconds (0: a saturation test, clients fire back to back)")
     m.add_argument("--json", action="store_true")
-    lp = sub.add_parser("loop", help="the learning loop: reviewed refs of unseen colour-shape pairs -> fine-tune -> "
-                                     "testB/testA before and after (app/bench/loop.py)")
+
+
+def _team(args: argparse.Namespace) -> dict:
+    from .team import bench_team
+
+    return bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights, args.think)
+
+
+def _loop_arguments(lp: argparse.ArgumentParser) -> None:
     lp.add_argument("--refs", type=int, default=400)
     lp.add_argument("--minutes", type=float, default=12.0, help="fine-tuning time (the runs of docs/learning-loop.md: 12)")
     lp.add_argument("--seed", type=int, default=21, help="the synthetic set the reviewed refs come from")
@@ -353,77 +417,86 @@ def main(argv: list[str] | None = None) -> int:
     lp.add_argument("--work", type=Path, default=None, help="keep the sets, the store and the run here (default: a "
                     "temporary folder); the same folder again resumes the run")
     lp.add_argument("--json", action="store_true")
-    rf = sub.add_parser("refine", help="clicks to 85/90%% IoU and per-click latency of a refiner (app/refine/bench.py)")
+
+
+def _loop(args: argparse.Namespace) -> dict | int:
+    """The learning loop's figures; a store that cannot be fine-tuned from is one ``error:`` line (exit 2)."""
+    from ..store import StoreError
+    from .loop import bench_loop
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # training's log lines
+            return bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images,
+                              args.eval_seed, args.eval_images, args.threads, args.lr, args.replay_share, args.store,
+                              args.replay)
+    except StoreError as exc:  # a store that is not there or cannot be fine-tuned from: one line
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _refine_arguments(rf: argparse.ArgumentParser) -> None:
     rf.add_argument("--refiner", default="grabcut", help="grabcut, sam:facebook/sam-vit-base or sam:/local/folder")
     rf.add_argument("--objects", type=int, default=40, help="synthetic objects (testA + testB of seed 7)")
     rf.add_argument("--weights", default="bundled", help="the DeRIS model whose best candidate is the start")
     rf.add_argument("--threads", type=int, default=2)
     rf.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    if args.cmd == "refine":
-        from ..refine.bench import bench_refine, print_table
 
-        res = bench_refine(args.refiner, args.objects, args.weights, args.threads)
-        if args.json:
-            print(json.dumps(res))
-        else:
-            print_table(res)
-        return 0
-    if args.cmd == "team":
-        from .team import bench_team
 
-        res = bench_team(args.db, args.servers, args.clients, args.seconds, args.images, args.weights, args.think)
-    elif args.cmd == "loop":
-        from .loop import bench_loop
+def _refine(args: argparse.Namespace) -> int:
+    """Clicks and latency of a refiner, printed as its own table (or JSON, without the CPU fields)."""
+    from ..refine.bench import bench_refine, print_table
 
-        from ..store import StoreError
-
-        try:
-            with tempfile.TemporaryDirectory() as tmp, contextlib.redirect_stdout(sys.stderr):  # training's log lines
-                res = bench_loop(args.work or Path(tmp), args.refs, args.minutes, args.seed, args.images,
-                                 args.eval_seed, args.eval_images, args.threads, args.lr, args.replay_share, args.store,
-                                 args.replay)
-        except StoreError as exc:  # a store that is not there or cannot be fine-tuned from: one line
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    elif args.cmd == "latency":
-        import torch
-
-        from .latency import app_latency
-
-        if args.threads:
-            torch.set_num_threads(args.threads)
-        res = app_latency(args.config, args.device, args.dtype)
-        if not args.json:
-            print(f"{res['config']} app latency ({res['dtype']} on {res['device']}, image {res['image_size'][1]}x"
-                  f"{res['image_size'][0]}, {res['candidates']} candidates, {res['image_format']} images), "
-                  "median of 20 after 3 warm-up, seconds [min, max]:")
-            for k in ("enter", "threshold_change"):
-                v = res[k]
-                print(f"  {k:<34} {v['median_s']:.4f}  [{v['min_s']:.4f}, {v['max_s']:.4f}]")
-            return 0
-    elif args.cmd == "store":
-        res = bench_store(args.refs, args.db, reviews=args.reviews)
-    elif args.cmd == "annotate":
-        res = bench_annotate(args.weights, args.actions, args.threads)
+    res = bench_refine(args.refiner, args.objects, args.weights, args.threads)
+    if args.json:
+        print(json.dumps(res))
     else:
-        from deris_core.hardware import cpu_info
+        print_table(res)
+    return 0
 
-        cpu = cpu_info().summary()
-        runs = [bench_preannotate(m, args.images, args.sentences, args.threads, args.dtype)
-                for m in (args.model or ["deris-b-grefcoco", "bundled"])]
-        if args.json:
-            print(json.dumps({"cpu": cpu, "load_average_1min": round(os.getloadavg()[0], 2), "runs": runs}))
-            return 0
-        print(f"pre-annotation on {cpu}, {args.threads} threads, load average {os.getloadavg()[0]:.2f}")
-        for r in runs:
-            print(f"{r['model']} ({r['dtype']}), {r['images']} images of {r['image']} x {r['sentences_per_image']} "
-                  "sentences:")
-            for way in ("batched_across_images", "batched_per_image", "one_pair_at_a_time"):
-                v = r[way]
-                print(f"  {way.replace('_', ' '):24s} {v['images_per_hour']:>9,} images/hour  "
-                      f"{v['sentences_per_hour']:>10,} sentences/hour")
-        return 0
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its name and help, its options, and its run. A run returns an exit status (it
+    printed its own output) or the figures, printed by :func:`main` with the load average and CPU."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], dict | int]
+
+
+COMMANDS: tuple[Command, ...] = (  # in the order --help lists them
+    Command("store", "save and page-load times with many refs", _store_arguments, _store),
+    Command("annotate", "server-side latency of Enter, a click and the next image", _annotate_arguments, _annotate),
+    Command("preannotate", "images and sentences per hour of pre-annotation: batched across images, per image, one "
+            "pair at a time", _preannotate_arguments, _preannotate),
+    Command("latency", "the Annotate view's Enter and threshold change (median of 20 after 3 warm-up)",
+            _latency_arguments, _latency),
+    Command("team", "N studio servers x M gradio_client annotators on one database (app.bench.team)",
+            _team_arguments, _team),
+    Command("loop", "the learning loop: reviewed refs of unseen colour-shape pairs -> fine-tune -> testB/testA before "
+            "and after (app/bench/loop.py)", _loop_arguments, _loop),
+    Command("refine", "clicks to 85/90%% IoU and per-click latency of a refiner (app/refine/bench.py)",
+            _refine_arguments, _refine),
+)
+
+
+def build_parser(commands: tuple[Command, ...] = COMMANDS) -> argparse.ArgumentParser:
+    """The command line: one subparser per command of the table."""
+    p = argparse.ArgumentParser(prog="python -m app.bench", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    for command in commands:
+        sp = sub.add_parser(command.name, help=command.help)
+        command.add_arguments(sp)
+        sp.set_defaults(command=command)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    res = args.command.run(args)
+    if isinstance(res, int):
+        return res
     res["load_average_1min"] = round(os.getloadavg()[0], 2)  # other work on the machine skews the figures
     res["cpu"] = _cpu_model()
     if args.json:

@@ -433,7 +433,7 @@ def apply_threshold(store: Store, key: str, score_threshold: float) -> int:
         rec = store.ref(rid)
         try:
             with store.transaction() as db:
-                RefService(store).save(Actor.tool(rec.annotator), rec.image_id, rec.sentences, masks=masks,
+                RefService(store).save(Actor.tool(rec.author), rec.image_id, rec.sentences, masks=masks,
                                        no_target=no_target, split=rec.split, status=RefStatus.PREDICTED, ref_id=rid,
                                        expected_version=version, db=db, source="model")
                 pred = predictions.of_ref_in(db, rid)

@@ -99,7 +99,7 @@ def qa(store: Store, predictor, key: str, *, statuses: tuple[str, ...] = PEOPLE_
             for start in range(0, len(usable), batch):
                 for pred in predictor.predict_batch(usable[start:start + batch], image=state):
                     pm = pred.union_mask.astype(bool)
-                    for acc in (overall, groups[f"annotator={rec.annotator}"], groups[f"split={rec.split}"]):
+                    for acc in (overall, groups[f"annotator={rec.author}"], groups[f"split={rec.split}"]):
                         acc.add(pm, gt, rec.no_target, pred.no_target)
                     worst = min(worst, mask_iou(pm, gt, pred.no_target, rec.no_target))
                     nt_agree &= pred.no_target == rec.no_target
@@ -148,10 +148,10 @@ class PairAgreement:
 def _groups(store: Store) -> dict[tuple[int, str], list]:
     groups: dict[tuple[int, str], list] = defaultdict(list)
     for rec in store.refs():
-        if rec.annotator.startswith("model:") or rec.annotator.startswith("consensus") or not rec.sentences:
+        if rec.author.startswith("model:") or rec.author.startswith("consensus") or not rec.sentences:
             continue
         groups[(rec.image_id, sentence_key(rec.sentences[0]))].append(rec)
-    return {k: v for k, v in groups.items() if len({r.annotator for r in v}) >= 2}
+    return {k: v for k, v in groups.items() if len({r.author for r in v}) >= 2}
 
 
 def agreement(store: Store, merge: bool = False, min_iou: float = 0.7, quorum: int = 2) -> dict:
@@ -164,15 +164,15 @@ def agreement(store: Store, merge: bool = False, min_iou: float = 0.7, quorum: i
         masks = {r.id: merged_mask(store, r.id, (im.height, im.width), cache) for r in recs}
         ious = {}
         for a, b in itertools.combinations(recs, 2):
-            if a.annotator == b.annotator:
+            if a.author == b.author:
                 continue
             iou = mask_iou(masks[a.id], masks[b.id], a.no_target, b.no_target)
             ious[(a.id, b.id)] = ious[(b.id, a.id)] = iou
-            pairs.append(PairAgreement(image_id, sentence, a.id, b.id, a.annotator, b.annotator, iou,
+            pairs.append(PairAgreement(image_id, sentence, a.id, b.id, a.author, b.author, iou,
                                        a.no_target == b.no_target))
         if merge:
             medoid = max(recs, key=lambda r: sum(ious.get((r.id, o.id), 0.0) for o in recs if o.id != r.id))
-            agree = {medoid.annotator} | {o.annotator for o in recs if ious.get((medoid.id, o.id), 0.0) >= min_iou}
+            agree = {medoid.author} | {o.author for o in recs if ious.get((medoid.id, o.id), 0.0) >= min_iou}
             if len(agree) >= quorum and _add_consensus(store, medoid, sentence, "consensus(" + ",".join(sorted(agree))[:80] + ")"):
                 merged += 1
     n = len(pairs)

@@ -109,7 +109,7 @@ def to_grefcoco(snap: Snapshot) -> tuple[dict, list[dict]]:
             "category_id": [inst_by_id[i].category_id for i in targets] or [-1],
             "sentences": sents, "sent_ids": [s["sent_id"] for s in sents],
             "file_name": names[images[r.image_id].id], "no_target": not targets,
-            "annotator": r.annotator, "status": r.status,
+            "annotator": r.author, "status": r.status,
         })
     return coco, grefs
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ..store.masks import polygons_problem, rle_problem, size_problem
 from ..store.names import display_name, not_utf8, relative_name_problem
 
 MAX_PROBLEMS_SHOWN = 8
+log = logging.getLogger(__name__)
 
 
 class ImportRefused(StoreError):
@@ -36,6 +38,12 @@ class ImportRefused(StoreError):
         shown = "; ".join(problems[:MAX_PROBLEMS_SHOWN])
         more = f" (and {len(problems) - MAX_PROBLEMS_SHOWN} more)" if len(problems) > MAX_PROBLEMS_SHOWN else ""
         super().__init__(f"import refused, the database was not changed: {shown}{more}")
+
+
+def _refused(problems: list[str]) -> ImportRefused:
+    """The refusal of an import, logged at INFO with its first reason (the whole list goes to the person)."""
+    log.info("import refused (%d problem(s)), nothing written: %s", len(problems), problems[0] if problems else "-")
+    return ImportRefused(problems)
 
 
 @dataclass
@@ -70,17 +78,17 @@ def read_json(path: Path) -> tuple[object, bytes]:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        raise ImportRefused([f"{path.name}: the file is missing"]) from None
+        raise _refused([f"{path.name}: the file is missing"]) from None
     except OSError as exc:
-        raise ImportRefused([f"{path.name}: cannot be read ({exc.strerror})"]) from None
+        raise _refused([f"{path.name}: cannot be read ({exc.strerror})"]) from None
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ImportRefused([f"{path.name}: not UTF-8 text (byte {exc.start})"]) from None
+        raise _refused([f"{path.name}: not UTF-8 text (byte {exc.start})"]) from None
     try:
         return json.loads(text), data
     except json.JSONDecodeError as exc:
-        raise ImportRefused([f"{path.name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"]) from None
+        raise _refused([f"{path.name}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"]) from None
 
 
 def _segmentation_rle(a: dict, h: int, w: int, where: str, chk: _Checker) -> dict | None:
@@ -261,7 +269,7 @@ def plan_import(coco: object, grefs: object | None, image_dir: Path | None, coco
     """Validate a whole dataset and return what to write (ImportRefused with every problem otherwise)."""
     bad_text = _text_problems(coco, coco_name) + (_text_problems(grefs, grefs_name) if grefs is not None else [])
     if bad_text:
-        raise ImportRefused(bad_text)
+        raise _refused(bad_text)
     chk = _Checker(coco_name)
     images, annotations, anns = _check_instances(coco, image_dir, chk)
     refs: list[PlannedRef] = []
@@ -270,7 +278,8 @@ def plan_import(coco: object, grefs: object | None, image_dir: Path | None, coco
         refs = _check_refs(grefs, {im.src_id: im for im in images}, anns, rchk)
         chk.problems.extend(rchk.problems)
     if chk.problems:
-        raise ImportRefused(chk.problems)
+        raise _refused(chk.problems)
+    log.debug("import checked: %d images, %d instances, %d refs to write", len(images), len(annotations), len(refs))
     return ImportPlan(images, annotations, refs)
 
 
@@ -293,7 +302,7 @@ def import_grefcoco(store: Store, root: str | Path) -> dict:
     """Import ``root/grefcoco/{grefs(unc).json, instances.json}`` with images in ``root/images/train2014``."""
     root = Path(root)
     if not (root / "grefcoco").is_dir():
-        raise ImportRefused([f"{root.name}: expected the official layout DIR/grefcoco/{{instances.json, grefs(unc).json}}"])
+        raise _refused([f"{root.name}: expected the official layout DIR/grefcoco/{{instances.json, grefs(unc).json}}"])
     coco, cdata = read_json(root / "grefcoco" / "instances.json")
     grefs, gdata = read_json(root / "grefcoco" / "grefs(unc).json")
     image_dir = root / "images" / "train2014"

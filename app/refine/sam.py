@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import UserError
 from .base import RefineResult, StateCache, check_image, check_prompts, empty_result, image_key
 
 log = logging.getLogger(__name__)
@@ -31,8 +32,9 @@ log = logging.getLogger(__name__)
 PRIOR_LOGIT = 8.0  # a binary prior mask as SAM's mask input: +8 inside, -8 outside (its logits' scale)
 
 
-class SamUnavailable(RuntimeError):
-    """SAM cannot be loaded here (no transformers, no weights, offline): one line saying why."""
+class SamUnavailable(UserError, RuntimeError):
+    """SAM cannot be loaded here (no transformers, no weights, offline): one line saying why, for the
+    operator to act on (a :class:`~app.errors.UserError`; ``RuntimeError`` kept for older callers)."""
 
 
 @dataclass(frozen=True)

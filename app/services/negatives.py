@@ -12,16 +12,20 @@ review as the person's answer).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..errors import UserError
 from ..store import ConflictError, RefAction, Store, StoreError, decode_mask, next_status
 from ..store import predictions
 from ..store.negatives import (DECISIONS, Negative, negative, negative_in, negative_queue, ref_version, source_image,
                                write_decision)
 from .permissions import Actor, require
 from .refs import RefService
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -79,6 +83,17 @@ class NegativeService:
         ``seen``: the decision the person saw on screen (``""``: none); ``seen_version``: the version of
         the negative's ref then. When someone else decided, or changed that ref (in Annotate, say),
         meanwhile, the decision is refused with :class:`ConflictError` (nothing is written)."""
+        try:
+            self._decide(actor, negative_id, decision, seen, seen_version)
+        except UserError as exc:  # a conflict, an unknown negative or decision, a refusal: nothing was written
+            log.info("negative %s: %s's decision %r not written (%s): %s", negative_id, actor.name, decision,
+                     type(exc).__name__, exc)
+            raise
+        log.info("negative %s decided %r by %s", negative_id, decision, actor.name)
+        return negative(self.store, negative_id)
+
+    def _decide(self, actor: Actor, negative_id: int, decision: str, seen: str | None, seen_version: int | None) -> None:
+        """:meth:`decide`'s checks and writes, in one store transaction."""
         if decision not in DECISIONS:
             raise StoreError(f"unknown decision {decision!r}; expected one of {', '.join(DECISIONS)}")
         with self.store.transaction() as db:
@@ -105,4 +120,3 @@ class NegativeService:
                 self.refs.move(actor, ref.id, RefAction.TAKE_BACK, db=db, expected_version=ref.version, event="edit",
                                detail={"negative": neg.id, "decision": "refers"})
             write_decision(db, neg.id, decision, actor.name, ref_id)
-        return negative(self.store, negative_id)

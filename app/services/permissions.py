@@ -102,9 +102,9 @@ CONDITIONS: dict[str, Callable[[Actor, "RefRecord | None"], bool]] = {
     "always": lambda a, r: True,
     "no ref": lambda a, r: r is None,
     "wrote its content": lambda a, r: r is not None and bool(a.name) and r.editor == a.name,  # nameless: nobody to tell apart
-    "own ref": lambda a, r: r is not None and personal(r.annotator) and r.annotator == a.name,
+    "own ref": lambda a, r: r is not None and personal(r.author) and r.author == a.name,
     "accepted": lambda a, r: r is not None and r.status == RefStatus.REVIEWED,
-    "no personal author": lambda a, r: r is not None and not personal(r.annotator),
+    "no personal author": lambda a, r: r is not None and not personal(r.author),
 }
 
 
@@ -165,7 +165,7 @@ def why_not(actor: Actor, action: str, ref: RefRecord | None) -> str | None:
     if rule.decision == ALLOW:
         return None
     return rule.why.format(who=actor.name or "this user", id=ref.id if ref is not None else "",
-                           author=ref.annotator if ref is not None else "",
+                           author=ref.author if ref is not None else "",
                            verb="change" if as_action == "edit" else as_action)
 
 
@@ -176,7 +176,7 @@ def wrote_content(actor: Actor, ref: RefRecord, authors: set[str]) -> str | None
     if not actor.name or actor.name not in authors:
         return None
     return (f"You wrote the content of ref {ref.id} (it reached ref {ref.id} through "
-            f"{'agreement' if str(ref.annotator).startswith('consensus') else 'a copy'}), so you cannot accept it: "
+            f"{'agreement' if str(ref.author).startswith('consensus') else 'a copy'}), so you cannot accept it: "
             "another reviewer decides on it.")
 
 

@@ -28,6 +28,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import StudioError
 from ..store import Store
 from ..store.queue import ImageFilter
 from .model import ModelHolder
@@ -40,7 +41,7 @@ SETTLE_S = 0.4  # a prefetch starts this long after its image opened (the page d
 NEXT = "#next"  # the speculation slot of a session's next image: ``client + NEXT``
 
 
-class _Cancelled(Exception):
+class _Cancelled(StudioError):
     """Raised at an encoder pause point to abandon a prefetch."""
 
 

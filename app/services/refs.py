@@ -91,7 +91,7 @@ class RefService:
             require(actor, act.value, None)  # the role, before anything else
         if old is not None:
             require(actor, "edit", old)
-            keep = old.annotator if personal(old.annotator) else (author or actor.name)
+            keep = old.author if personal(old.author) else (author or actor.name)
         else:
             require(actor, "create", None)
             keep = author if author is not None else actor.name

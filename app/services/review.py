@@ -14,6 +14,7 @@ different object is "removed" and "added".
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -23,6 +24,7 @@ from ..store import Store, decode_mask
 from ..store.review import REASONS
 from ..store.versions import last_rejected_version
 
+log = logging.getLogger(__name__)
 MATCH_IOU = 0.1  # a rejected target and a target of now with at least this IoU are one object, reshaped
 
 
@@ -57,6 +59,7 @@ def last_rejection(store: Store, ref_id: int) -> Rejection | None:
     if v is None:
         return None
     masks = [decode_mask(r) if r is not None else None for r in v.rles]
+    log.debug("ref %d: last rejected at v%d by %s (%s)", ref_id, v.version, v.reviewer or "-", v.reason or "no reason")
     return Rejection(v.ref_id, v.version, v.at, v.reviewer, v.reason, v.comment, v.sentences, v.no_target, masks)
 
 
@@ -140,10 +143,14 @@ def compare(rejected: Rejection, sentences: Sequence[str], masks: Sequence[np.nd
     removed = tuple(s for s in rejected.sentences if s not in sentences)
     counts = (len(rejected.masks), len(masks))
     if not rejected.masks_kept:
-        return Changes((), added, removed, rejected.no_target, bool(no_target), False, counts)
-    before = [np.asarray(m, bool) for m in rejected.masks if m is not None]
-    after = [np.asarray(m, bool) for m in masks]
-    return Changes(target_changes(before, after), added, removed, rejected.no_target, bool(no_target), True, counts)
+        changes = Changes((), added, removed, rejected.no_target, bool(no_target), False, counts)
+    else:
+        before = [np.asarray(m, bool) for m in rejected.masks if m is not None]
+        after = [np.asarray(m, bool) for m in masks]
+        changes = Changes(target_changes(before, after), added, removed, rejected.no_target, bool(no_target), True, counts)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("ref %d against its rejected v%d: %s", rejected.ref_id, rejected.version, changes.summary())
+    return changes
 
 
 def _n(k: int, word: str) -> str:

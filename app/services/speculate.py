@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from deris_core.predictor import ImageState, Prediction
 
+from ..errors import StudioError
 from .model import ModelHolder
 
 log = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Ask:
         return cls(str(key), normalised(text), float(score_threshold), float(mask_threshold))
 
 
-class _Cancelled(Exception):
+class _Cancelled(StudioError):
     """Raised at a pause point to abandon a run."""
 
 

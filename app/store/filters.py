@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
+from .predictions import image_uncertainty_sql
 from .records import RefRecord
 from .status import OPEN, RefStatus, ref_status
 
@@ -31,8 +32,7 @@ class ImageFilter:
         """The SQL sort key of an image (descending), None for the id order."""
         if self.order != "uncertain":
             return None
-        return ("COALESCE((SELECT MAX(p.uncertainty) FROM refs r JOIN predictions p ON p.ref_id = r.id "
-                f"WHERE r.image_id = {alias}.id AND r.status = '{RefStatus.PREDICTED.value}'), -1.0)")
+        return image_uncertainty_sql(alias)
 
     def where(self, like: str = "LIKE") -> tuple[str, list]:
         """The SQL condition on images ``i`` and its arguments; ``like``: the store's case-insensitive LIKE."""
@@ -68,12 +68,12 @@ class RefFilter:
     selection, a qa run); empty fields do not filter. One filter, two renderings: SQL
     (:meth:`where`) for the store's queries and a predicate (:meth:`matches`) for a snapshot.
 
-    ``annotator`` None: anyone (``""`` is the anonymous author); ``people_only``: not made by the
+    ``author`` None: anyone (``""`` is the anonymous author); ``people_only``: not made by the
     model (``model:...``) nor by consensus (``consensus(...)``)."""
 
     statuses: tuple[RefStatus, ...] = ()
     split: str = ""
-    annotator: str | None = None
+    author: str | None = None  # the ``refs.annotator`` column
     image_id: int | None = None
     people_only: bool = False
 
@@ -82,11 +82,11 @@ class RefFilter:
         object.__setattr__(self, "statuses", tuple(ref_status(s) for s in statuses))
 
     @classmethod
-    def of(cls, status: str | Iterable[str] | None = None, split: str | None = None, annotator: str | None = None,
+    def of(cls, status: str | Iterable[str] | None = None, split: str | None = None, author: str | None = None,
            image_id: int | None = None, people_only: bool = False) -> "RefFilter":
         """From the boxes of a view or the options of a command line (``None`` / ``""``: no filter)."""
         statuses = () if not status else (status,) if isinstance(status, str) else tuple(status)
-        return cls(statuses, split or "", annotator, None if image_id in (None, "") else int(image_id), people_only)
+        return cls(statuses, split or "", author, None if image_id in (None, "") else int(image_id), people_only)
 
     def where(self, alias: str = "r") -> tuple[str, list]:
         """The SQL condition on refs ``alias`` (``" WHERE ..."`` or ``""``) and its arguments."""
@@ -94,7 +94,7 @@ class RefFilter:
         if self.statuses:
             cond.append(f"{alias}.status IN ({','.join('?' * len(self.statuses))})")
             args += [s.value for s in self.statuses]
-        for col, val in (("split", self.split or None), ("annotator", self.annotator), ("image_id", self.image_id)):
+        for col, val in (("split", self.split or None), ("annotator", self.author), ("image_id", self.image_id)):
             if val is not None:
                 cond.append(f"{alias}.{col} = ?")
                 args.append(val)
@@ -106,9 +106,9 @@ class RefFilter:
     def matches(self, ref: RefRecord) -> bool:
         """The same condition on a ref record."""
         return ((not self.statuses or ref.status in self.statuses) and (not self.split or ref.split == self.split)
-                and (self.annotator is None or ref.annotator == self.annotator)
+                and (self.author is None or ref.author == self.author)
                 and (self.image_id is None or ref.image_id == self.image_id)
-                and (not self.people_only or not ref.annotator.startswith(("model:", "consensus"))))
+                and (not self.people_only or not ref.author.startswith(("model:", "consensus"))))
 
     @property
     def empty(self) -> bool:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .errors import StoreError
+from .predictions import model_use_counts_sql
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +102,8 @@ class ModelsMixin:
         like = [f"%|sha256:{digest[:16]}|%", f"%|sha256:{digest[:16]}"] if digest else []  # hex: no wildcard in it
         cond = " OR ".join(["SUBSTR(model, 1, ?) = ?"] + ["model LIKE ?" for _ in like])
         n = 0
-        for table in ("predictions", "qa"):
-            n += int(self._query(f"SELECT COUNT(*) FROM {table} WHERE {cond}", [len(prefix), prefix, *like])[0][0])
+        for query in model_use_counts_sql(cond):
+            n += int(self._query(query, [len(prefix), prefix, *like])[0][0])
         return n
 
     def register_model(self, rec: ModelRecord, in_use: Callable[[str], int] | None = None) -> ModelRecord:

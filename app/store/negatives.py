@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 
 from .errors import StoreError
+from .predictions import PREDICTED_PAIRS_SQL
 from .status import RefStatus
 from .store import Store
 
@@ -60,7 +61,7 @@ def asked(store: Store) -> dict[int, set[str]]:
     out: dict[int, set[str]] = {}
     for image_id, text in store.read(
             "SELECT r.image_id, s.raw FROM refs r JOIN sentences s ON s.ref_id = r.id "
-            "UNION SELECT image_id, sentence FROM predictions UNION SELECT image_id, sentence FROM negatives"):
+            f"UNION {PREDICTED_PAIRS_SQL} UNION SELECT image_id, sentence FROM negatives"):
         out.setdefault(int(image_id), set()).add(text)
     return out
 

@@ -14,11 +14,17 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from .errors import StoreError
 from .status import RefStatus
-from .store import Store
+
+
+class Store(Protocol):
+    """What the reads need of :class:`app.store.Store`: its read query. A protocol, not an import of the
+    store, because the store's own modules (models, filters) take their SQL from this module."""
+
+    def read(self, sql: str, args: Sequence = ()) -> list[tuple]: ...
 
 PREANNOTATE, NEGATIVES = "preannotate", "negatives"  # predictions.origin: which job asked the model
 _COLUMNS = ("id, ref_id, image_id, sentence, model, score_threshold, mask_threshold, existence, candidates, "
@@ -58,6 +64,25 @@ class QaResult:
     no_target_agree: bool
     model_no_target: bool
     at: float
+
+
+# --- SQL fragments for the other store modules' queries (they name neither table themselves) ---------
+
+PREDICTED_PAIRS_SQL = "SELECT image_id, sentence FROM predictions"  # every (image id, sentence) the model was asked
+REVIEW_JOINS = " LEFT JOIN qa q ON q.ref_id = r.id LEFT JOIN predictions p ON p.ref_id = r.id"  # ``q.*``, ``p.*`` per ref ``r``
+
+
+def model_use_counts_sql(cond: str) -> list[str]:
+    """One ``COUNT(*)`` query per table a model key is written to (``predictions``, ``qa``), each with
+    ``cond`` (a condition on the ``model`` column) as its WHERE: what makes a model "in use"."""
+    return [f"SELECT COUNT(*) FROM {table} WHERE {cond}" for table in ("predictions", "qa")]
+
+
+def image_uncertainty_sql(alias: str) -> str:
+    """The SQL value of an image ``alias``: the highest uncertainty of its refs still to verify
+    (status ``predicted``), -1 where it has none (the queue's "most uncertain first" key)."""
+    return ("COALESCE((SELECT MAX(p.uncertainty) FROM refs r JOIN predictions p ON p.ref_id = r.id "
+            f"WHERE r.image_id = {alias}.id AND r.status = '{RefStatus.PREDICTED.value}'), -1.0)")
 
 
 def _prediction(row) -> Prediction:

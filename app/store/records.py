@@ -45,7 +45,7 @@ class RefRecord:
     instance_ids: list[int]
     no_target: bool
     split: str
-    annotator: str
+    author: str  # who the ref is by (the ``refs.annotator`` column)
     status: str
     created_at: float
     updated_at: float
@@ -66,7 +66,7 @@ class RefRow:
     no_target: bool
     split: str
     status: str
-    annotator: str
+    author: str  # ``refs.annotator``
     updated_at: float
     version: int
 
@@ -76,7 +76,7 @@ class Event:
     id: int
     ref_id: int
     at: float
-    user: str
+    actor: str  # who did it (the ``events.user`` column)
     action: str  # create, edit, status, delete, import
     detail: dict
 

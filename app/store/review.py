@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .errors import StoreError
 from .filters import RefFilter
+from .predictions import REVIEW_JOINS
 from .records import RefRow
 from .status import RefAction, RefStatus, next_status
 from .store import Store
@@ -73,7 +74,7 @@ def review_queue(store: Store, offset: int = 0, limit: int = 50, *, annotator: s
     order = (("q.iou IS NULL, q.iou ASC, q.no_target_agree ASC, " if by_disagreement else "")
              + ("p.uncertainty IS NULL, p.uncertainty DESC, " if by_uncertainty else "") + "r.updated_at ASC, r.id ASC")
     rows, total = store.ref_rows(flt, offset, limit, order,
-                                 joins=" LEFT JOIN qa q ON q.ref_id = r.id LEFT JOIN predictions p ON p.ref_id = r.id")
+                                 joins=REVIEW_JOINS)
     return rows, int(total)
 
 

@@ -22,7 +22,8 @@ from typing import Any
 
 import gradio as gr
 
-from ..services import REASONS, SPLITS, ImageFilter, OutcomeUnknown, RefStatus, Services, StoreError
+from ..services import (REASONS, SPLITS, BadInput, ImageFilter, OutcomeUnknown, Refused, RefStatus, Services,
+                        StoreError)
 from ..services.queue import THUMBS_PER_PAGE, image_filter
 from ..viewkit.session import Session
 from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewhere
@@ -408,7 +409,7 @@ def save(svc: Services, typed: str, split_v: str, status_v: str, more: str, text
                               no_target=sess.no_target, split=split_v, status=status_v, ref_id=sess.ref_id,
                               expected_version=sess.ref_version,
                               save_key=sess.save_key(actor.name, sentences, split_v, status_v))
-    except StoreError as exc:
+    except (StoreError, Refused, BadInput) as exc:  # a conflict, a refusal, bad input: nothing saved
         kept = " Your version is still on screen." if "meanwhile" in str(exc) else ""
         said = "" if isinstance(exc, OutcomeUnknown) else "Not saved: "  # it may have been: the message says so
         raise gr.Error(f"{said}{exc}{kept}") from None
@@ -453,7 +454,7 @@ def upload(svc: Services, path: str | None, sess: Session, request: gr.Request =
 def fix_rows(svc: Services, typed: str, request: gr.Request = None):
     try:
         who = svc.actor(request_user(request), typed).name
-    except StoreError:
+    except (StoreError, Refused):
         return gr.update(visible=False, value=[])
     return to_fix_rows(svc, who)
 

@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from ..errors import UserError
 from ..viewkit.overlay import COLOURS
 from ..viewkit.session import Session, Target, _candidate_mask
 
@@ -48,8 +49,9 @@ TINY_PART_SHARE = 0.02
 _seq = itertools.count(1)
 
 
-class CanvasError(ValueError):
-    """What the canvas sent cannot be used (one line, says what to do)."""
+class CanvasError(UserError, ValueError):
+    """What the canvas sent cannot be used (one line, says what to do): a :class:`~app.errors.UserError`
+    the views show as it is; ``ValueError`` kept for older callers."""
 
 
 class _Payloads:
@@ -393,8 +395,6 @@ def keep_on_error(n_outputs: int):
     Callers of the API (gradio_client, which marks its requests ``x-gradio-user: api``) still get the
     error itself when the handler takes the request."""
     import functools
-
-    from ..services import UserError
 
     def wrap(fn):
         @functools.wraps(fn)

@@ -141,7 +141,7 @@ def ask_delete(svc: Services, rid: float | None, typed: str, request: gr.Request
     require(svc.actor(request_user(request), typed), "delete", rec)
     first = rec.sentences[0] if rec.sentences else ""
     what = "no target" if rec.no_target else f"{len(rec.instance_ids)} target{'s' if len(rec.instance_ids) != 1 else ''}"
-    msg = (f"Delete ref {rid} — “{first}” ({what}, {rec.status}, by {rec.annotator or 'nobody recorded'})? "
+    msg = (f"Delete ref {rid} — “{first}” ({what}, {rec.status}, by {rec.author or 'nobody recorded'})? "
            "Its drawn masks go with it; this cannot be undone.")
     return DeleteAsked(msg, gr.update(visible=True), gr.update(visible=True), rid)
 

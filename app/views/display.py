@@ -100,7 +100,7 @@ def ref_rows(rows: list[RefRow], with_image: bool = True) -> list[list]:
     out = []
     for r in rows:
         targets = "no target" if r.no_target else str(r.targets)
-        row = [r.id, r.sentences, targets, r.status, r.annotator or "", time.strftime("%m-%d %H:%M", time.localtime(r.updated_at))]
+        row = [r.id, r.sentences, targets, r.status, r.author or "", time.strftime("%m-%d %H:%M", time.localtime(r.updated_at))]
         if with_image:
             row[1:1] = [f"{r.image_id} {r.file_name}"]
             row.insert(5, r.split)
@@ -154,7 +154,7 @@ def history_html(events: list[Event]) -> str:
     for e in events:
         d = e.detail
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.at))
-        who = html.escape(e.user or "(anonymous)")
+        who = html.escape(e.actor or "(anonymous)")
         if e.action == "review":
             what = "accepted" if d.get("decision") == "accept" else \
                 f"rejected: {html.escape(REASONS.get(d.get('reason') or '', d.get('reason') or ''))}"

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..services import Services, StoreError
+from ..services import Refused, Services, StoreError
 from ..services.jobs import KINDS, Job
 from ..services.permissions import why_not_studio
 from .records import Outputs, nested
@@ -149,7 +149,7 @@ def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> JobB
     """The start and cancel buttons for reviewers and operators only; others read the board."""
     try:
         why = why_not_studio(svc.actor(request_user(request), typed), "run_jobs")
-    except StoreError as exc:
+    except (StoreError, Refused) as exc:
         why = str(exc)
     shown = gr.update(visible=why is None)
     return JobButtons(shown, shown, why or "", shown, shown, shown, shown, shown, shown)

@@ -10,7 +10,7 @@ each time; the picture is found by its content hash among the open sessions. A p
 
 from __future__ import annotations
 
-from ..services import Services, StoreError
+from ..services import BadInput, Refused, Services, StoreError
 from .canvas import CanvasError, decode_mask, encode_mask
 
 
@@ -35,7 +35,7 @@ def refine_on_canvas(svc: Services, payload: dict | None) -> dict:
             raise CanvasError("The picture on the page is not the open image: reopen the image.")
         prior = decode_mask(payload["prior"], h, w) if payload.get("prior") else None
         out = svc.refiner.refine(image, str(payload["image"]), payload.get("prompts"), prior)
-    except (CanvasError, StoreError) as exc:
+    except (CanvasError, StoreError, Refused, BadInput) as exc:
         return {"error": str(exc)}
     return {"rle": encode_mask(out.mask), "score": round(out.score, 3), "ms": round(out.seconds * 1000, 1),
             "area": int(out.mask.sum()), "refiner": svc.refiner.name}

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from ..services import (REASONS, SPLITS, BadInput, Changes, RefFilter, RefRecord, RefStatus, Rejection, Services,
-                        StoreError, compare)
+from ..services import (REASONS, SPLITS, BadInput, Changes, RefFilter, RefRecord, RefStatus, Refused, Rejection,
+                        Services, StoreError, compare)
 from ..viewkit.session import Session
 from .canvas import canvas_value, make_canvas
 from .display import history_html
@@ -153,7 +153,7 @@ def show(svc: Services, pos: int, annotator: str, split: str, image_id, by_disag
         pic = canvas_value(Session(), readonly=True, masks=ms, no_target=rec.no_target, image=rgb,
                            doc=f"ref:{rec.id}:{rec.version}", before=before)
     info = (f"<div id='review-info' class='queue-pos'>Ref <b>{rec.id}</b> &middot; <b>{pos + 1} / {total}</b> awaiting "
-            f"review &middot; by <b>{html.escape(rec.annotator or '(anonymous)')}</b> &middot; image {rec.image_id} "
+            f"review &middot; by <b>{html.escape(rec.author or '(anonymous)')}</b> &middot; image {rec.image_id} "
             f"{html.escape(row.file_name)} &middot; split {html.escape(rec.split)}</div>")
     return ReviewShown(info, pic, sentences_html(rec, changes), history_html(svc.refs.history(rec.id)), pos,
                        (rec.id, rec.version), changes_html(rejected, changes))
@@ -239,7 +239,7 @@ def for_user(svc: Services, typed: str = "", request: gr.Request = None) -> Deci
     only for reviewers (an annotator reads the queue; the table would refuse their decisions)."""
     try:
         reviewer = svc.actor(request_user(request), typed).reviewer
-    except StoreError:
+    except (StoreError, Refused):
         reviewer = False
     note = "" if reviewer else "You can read the queue; deciding on refs is for reviewers."
     return DecisionPanel(*(gr.update(visible=reviewer) for _ in range(4)), note)

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from ..dtypes import DTYPE_CHOICES
 from ..hardware import cpu_info, int8_supported
 
 log = logging.getLogger(__name__)
@@ -221,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="deris-b-grefcoco")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--profile", action="store_true", help="also time a full forward by kind of operation")
-    ap.add_argument("--dtype", default="auto", help="the precision --profile times (auto, fp32, bf16, int8)")
+    ap.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES, help="the precision --profile times")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
