@@ -1,0 +1,210 @@
+"""SAM and SAM 2 speed on this CPU with random weights: ``python -m app.refine.speed``.
+
+Speed does not depend on the weights' values, so the architectures are built from their configs with
+random weights (no download): SAM ViT-B (``SamConfig()``'s defaults, as ``facebook/sam-vit-base``) and
+SAM 2.1's Hiera tiny / small / base-plus (``Sam2Config`` with the backbones of
+``facebook/sam2.1-hiera-*``). For each model and precision it prints the image embedding time (the
+per-image work: preprocessing and the image encoder) and one click's time (prompt encoder, mask
+decoder and the chosen mask at the image's size) at 1024x768, with the CPU, the threads and the load
+average. SAM runs through :class:`app.refine.sam.SamRefiner` (what the studio runs); SAM 2 through
+``Sam2Model`` with the same steps (its image processor needs torchvision, so the image is resized to
+1024x1024 and normalised here, as ``Sam2ImageProcessor`` does).
+
+``--tiny`` builds tiny configs instead (the tests' check that the command runs; its figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MODELS = ("sam-vit-b", "sam2-tiny", "sam2-small", "sam2-base-plus")
+
+# SAM 2.1 Hiera backbones (facebook/sam2.1-hiera-*/config.json); the rest of Sam2Config is shared
+HIERA = {
+    "sam2-tiny": dict(hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 7, 2],
+                      embed_dim_per_stage=[96, 192, 384, 768], global_attention_blocks=[5, 7, 9],
+                      window_positional_embedding_background_size=[7, 7]),
+    "sam2-small": dict(hidden_size=96, num_attention_heads=1, blocks_per_stage=[1, 2, 11, 2],
+                       embed_dim_per_stage=[96, 192, 384, 768], global_attention_blocks=[7, 10, 13],
+                       window_positional_embedding_background_size=[7, 7]),
+    "sam2-base-plus": dict(hidden_size=112, num_attention_heads=2, blocks_per_stage=[2, 3, 16, 3],
+                           embed_dim_per_stage=[112, 224, 448, 896], global_attention_blocks=[12, 16, 20],
+                           window_positional_embedding_background_size=[14, 14]),
+}
+MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
+
+
+def sam_model(tiny: bool = False):
+    """(SamModel with random weights, SamProcessor): ViT-B, or a 2-layer 32-wide model at side 256."""
+    from transformers import SamConfig, SamModel, SamProcessor
+    from transformers.models.sam import SamImageProcessor
+
+    if not tiny:
+        return SamModel(SamConfig()), SamProcessor(SamImageProcessor())
+    side = 256
+    cfg = SamConfig(
+        vision_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=side, patch_size=16,
+                           output_channels=32, window_size=4, global_attn_indexes=[1], mlp_dim=64, num_pos_feats=16),
+        prompt_encoder_config=dict(hidden_size=32, image_size=side, patch_size=16, mask_input_channels=4),
+        mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                                 iou_head_hidden_dim=32))
+    proc = SamProcessor(SamImageProcessor(size={"longest_edge": side}, pad_size={"height": side, "width": side}))
+    return SamModel(cfg), proc
+
+
+def sam2_model(name: str, tiny: bool = False):
+    """(Sam2Model with random weights, input side): a SAM 2.1 Hiera backbone, or a tiny one."""
+    from transformers import Sam2Config, Sam2Model
+
+    if not tiny:
+        hiera = HIERA[name]
+        vision = dict(backbone_config=dict(model_type="sam2_hiera_det_model", **hiera),
+                      backbone_channel_list=list(reversed(hiera["embed_dim_per_stage"])))
+        return Sam2Model(Sam2Config(vision_config=vision)), 1024
+    side = 256
+    hiera = dict(model_type="sam2_hiera_det_model", hidden_size=16, num_attention_heads=1, blocks_per_stage=[1, 1, 2, 1],
+                 embed_dim_per_stage=[16, 32, 64, 128], num_attention_heads_per_stage=[1, 1, 2, 2],
+                 window_size_per_stage=[4, 4, 4, 4], global_attention_blocks=[3], image_size=[side, side],
+                 window_positional_embedding_background_size=[4, 4])
+    vision = dict(backbone_config=hiera, backbone_channel_list=[128, 64, 32, 16], fpn_hidden_size=32,
+                  backbone_feature_sizes=[[side // 4] * 2, [side // 8] * 2, [side // 16] * 2])
+    cfg = Sam2Config(vision_config=vision,
+                     prompt_encoder_config=dict(hidden_size=32, image_size=side, patch_size=16, mask_input_channels=4),
+                     mask_decoder_config=dict(hidden_size=32, mlp_dim=64, num_hidden_layers=2, num_attention_heads=2,
+                                              iou_head_hidden_dim=32))
+    return Sam2Model(cfg), side
+
+
+class Sam2Clicks:
+    """SAM 2 timed as SamRefiner is: ``embed`` (preprocess + image encoder), ``click`` (one point: prompt
+    encoder + mask decoder, its three masks, the best by predicted IoU upsampled to the image's size)."""
+
+    def __init__(self, model, side: int, dtype: torch.dtype) -> None:
+        self.model, self.side, self.dtype = model.to(dtype=dtype).eval(), side, dtype
+
+    @torch.inference_mode()
+    def embed(self, image: np.ndarray):
+        import cv2
+
+        x = cv2.resize(image, (self.side, self.side), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
+        x = torch.from_numpy((x - MEAN) / STD).permute(2, 0, 1)[None].to(self.dtype)
+        return self.model.get_image_embeddings(x), image.shape[:2]
+
+    @torch.inference_mode()
+    def click(self, state, x: float, y: float) -> np.ndarray:
+        emb, (h, w) = state
+        pts = torch.tensor([[[[x * self.side / w, y * self.side / h]]]], dtype=self.dtype)
+        out = self.model(image_embeddings=emb, input_points=pts, input_labels=torch.ones(1, 1, 1, dtype=torch.long),
+                         multimask_output=True)
+        best = int(out.iou_scores[0, 0].float().argmax())
+        low = out.pred_masks[0, 0, best:best + 1].float()
+        return (F.interpolate(low[None], (h, w), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
+
+
+class SamClicks:
+    """SAM through SamRefiner: ``embed`` is ``set_image`` (cache off: a new key each time), ``click`` one point."""
+
+    def __init__(self, model, processor, dtype: torch.dtype) -> None:
+        from .sam import SamRefiner
+
+        self.refiner = SamRefiner(model, processor, "cpu", dtype, cache_images=1)
+        self._n = 0
+
+    def embed(self, image: np.ndarray):
+        self._n += 1
+        return self.refiner.set_image(image, key=f"speed-{self._n}")
+
+    def click(self, state, x: float, y: float) -> np.ndarray:
+        return self.refiner.refine(state, [(x, y)], [1]).mask
+
+
+def parameters(model) -> float:
+    return sum(p.numel() for p in model.parameters()) / 1e6
+
+
+def measure(name: str, dtype: torch.dtype, image: np.ndarray, embeds: int, clicks: int, tiny: bool) -> dict:
+    """Embedding seconds (each of ``embeds`` runs; the first includes warm-up) and per-click ms (median of ``clicks``
+    after one warm-up click) for one model in one precision."""
+    torch.manual_seed(0)
+    if name == "sam-vit-b":
+        model, proc = sam_model(tiny)
+        runner = SamClicks(model, proc, dtype)
+    else:
+        model, side = sam2_model(name, tiny)
+        runner = Sam2Clicks(model, side, dtype)
+    params = parameters(model)
+    emb_s, state = [], None
+    for _ in range(embeds):
+        t0 = time.perf_counter()
+        state = runner.embed(image)
+        emb_s.append(time.perf_counter() - t0)
+    h, w = image.shape[:2]
+    rng = np.random.default_rng(0)
+    xy = [(float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))) for _ in range(clicks + 1)]
+    click_ms = []
+    for i, (x, y) in enumerate(xy):
+        t0 = time.perf_counter()
+        mask = runner.click(state, x, y)
+        if i:  # the first click warms up
+            click_ms.append((time.perf_counter() - t0) * 1000)
+        assert mask.shape == (h, w)
+    return {"model": name, "dtype": "bf16" if dtype == torch.bfloat16 else "fp32", "params_m": params,
+            "embedding_s": emb_s, "click_ms": statistics.median(click_ms), "click_ms_all": click_ms}
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(prog="python -m app.refine.speed", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, of {', '.join(MODELS)}")
+    ap.add_argument("--dtypes", default="fp32,bf16", help="fp32, bf16 (bf16 only where oneDNN computes it on this CPU)")
+    ap.add_argument("--size", default="1024x768", help="the image, WxH")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--embeds", type=int, default=2, help="embeddings per model (the first includes warm-up)")
+    ap.add_argument("--clicks", type=int, default=5, help="timed clicks per model (median), after one warm-up click")
+    ap.add_argument("--tiny", action="store_true", help="tiny configs: checks that the command runs, figures mean nothing")
+    args = ap.parse_args(argv)
+    from deris_core.hardware import cpu_info
+
+    torch.set_num_threads(args.threads)
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    image = np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)
+    names = [m.strip() for m in args.models.split(",") if m.strip()]
+    for m in names:
+        if m not in MODELS:
+            ap.error(f"unknown model {m!r}: use {', '.join(MODELS)}")
+    info = cpu_info()
+    dtypes = []
+    for d in (d.strip() for d in args.dtypes.split(",") if d.strip()):
+        if d == "bf16" and not info.onednn_bf16:
+            print("bf16 skipped: oneDNN does not compute bf16 on this CPU")
+            continue
+        dtypes.append({"fp32": torch.float32, "bf16": torch.bfloat16}[d])
+    import transformers
+
+    load0 = os.getloadavg()
+    print(f"CPU: {info.summary()}; threads {args.threads}; torch {torch.__version__}, transformers "
+          f"{transformers.__version__}; image {w}x{h}; random weights{' (TINY configs)' if args.tiny else ''}")
+    print(f"load average at the start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
+    print("| model | params | precision | embedding (s, each run; the first warms up) | one click (ms, median) |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for m in names:
+        for dt in dtypes:
+            r = measure(m, dt, image, args.embeds, args.clicks, args.tiny)
+            rows.append(r)
+            emb = " / ".join(f"{s:.2f}" for s in r["embedding_s"])
+            print(f"| {m} | {r['params_m']:.1f} M | {r['dtype']} | {emb} | {r['click_ms']:.0f} |", flush=True)
+    load1 = os.getloadavg()
+    print(f"load average at the end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
