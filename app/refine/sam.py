@@ -144,8 +144,9 @@ class SamRefiner:
 
     @torch.inference_mode()
     def refine(self, image_state: SamState, points=None, labels=None, box=None, prior_mask=None) -> RefineResult:
-        """Masks from the prompt encoder and the mask decoder on the cached embedding (three for one
-        click alone, SAM's ambiguity outputs; the best by predicted IoU is shown)."""
+        """The mask from the prompt encoder and the mask decoder on the cached embedding: for one click
+        alone SAM gives three (its ambiguity outputs) and the best by predicted IoU is the one returned
+        (``masks`` ``[1, H, W]``, ``scores`` its predicted IoU)."""
         t0 = time.perf_counter()
         st = image_state
         p = check_prompts(st.size, points, labels, box, prior_mask)
@@ -168,8 +169,10 @@ class SamRefiner:
             kw["input_masks"] = prior_to_mask_input(p.prior, st.input_size, st.longest, side).to(self.device, self.dtype)
         multimask = len(p.points) == 1 and bx is None
         out = self.model(image_embeddings=st.embeddings, multimask_output=multimask, **kw)
-        low = out.pred_masks[0, 0].float()  # [K, s, s]
         scores = out.iou_scores[0, 0].float().cpu().numpy()
-        masks = (to_original(low, st.size, st.input_size, st.longest) > 0).cpu().numpy()
         best = int(np.argmax(scores))
-        return RefineResult(masks, scores, best, {"refine_s": time.perf_counter() - t0})
+        # only the chosen mask is upsampled to the image's size (the others are never shown; bilinear
+        # resizing is per channel, so it is the same mask as when all three were)
+        low = out.pred_masks[0, 0, best:best + 1].float()  # [1, s, s]
+        mask = (to_original(low, st.size, st.input_size, st.longest) > 0).cpu().numpy()
+        return RefineResult(mask, scores[best:best + 1], 0, {"refine_s": time.perf_counter() - t0})
