@@ -5,8 +5,9 @@ random weights (no download): SAM ViT-B (``SamConfig()``'s defaults, as ``facebo
 SAM 2.1's Hiera tiny / small / base-plus (``Sam2Config`` with the backbones of
 ``facebook/sam2.1-hiera-*``). For each model and precision it prints the image embedding time (the
 per-image work: preprocessing and the image encoder) and one click's time (prompt encoder, mask
-decoder and the chosen mask at the image's size) at 1024x768, with the CPU, the threads and the load
-average. SAM runs through :class:`app.refine.sam.SamRefiner` (what the studio runs); SAM 2 through
+decoder and the chosen mask at the image's size) at 1024x768, wall and CPU time (the process's, all
+threads: on a shared machine the wall time includes waiting for a core), with the CPU, the threads and
+the load average. SAM runs through :class:`app.refine.sam.SamRefiner` (what the studio runs); SAM 2 through
 ``Sam2Model`` with the same steps (its image processor needs torchvision, so the image is resized to
 1024x1024 and normalised here, as ``Sam2ImageProcessor`` does).
 
@@ -141,23 +142,26 @@ def measure(name: str, dtype: torch.dtype, image: np.ndarray, embeds: int, click
         model, side = sam2_model(name, tiny)
         runner = Sam2Clicks(model, side, dtype)
     params = parameters(model)
-    emb_s, state = [], None
+    emb_s, emb_cpu, state = [], [], None
     for _ in range(embeds):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         state = runner.embed(image)
         emb_s.append(time.perf_counter() - t0)
+        emb_cpu.append(time.process_time() - c0)
     h, w = image.shape[:2]
     rng = np.random.default_rng(0)
     xy = [(float(rng.uniform(0, w - 1)), float(rng.uniform(0, h - 1))) for _ in range(clicks + 1)]
-    click_ms = []
+    click_ms, click_cpu = [], []
     for i, (x, y) in enumerate(xy):
-        t0 = time.perf_counter()
+        c0, t0 = time.process_time(), time.perf_counter()
         mask = runner.click(state, x, y)
         if i:  # the first click warms up
             click_ms.append((time.perf_counter() - t0) * 1000)
+            click_cpu.append((time.process_time() - c0) * 1000)
         assert mask.shape == (h, w)
     return {"model": name, "dtype": "bf16" if dtype == torch.bfloat16 else "fp32", "params_m": params,
-            "embedding_s": emb_s, "click_ms": statistics.median(click_ms), "click_ms_all": click_ms}
+            "embedding_s": emb_s, "embedding_cpu_s": emb_cpu, "click_ms": statistics.median(click_ms),
+            "click_ms_min": min(click_ms), "click_cpu_ms": statistics.median(click_cpu), "click_ms_all": click_ms}
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -192,15 +196,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     print(f"CPU: {info.summary()}; threads {args.threads}; torch {torch.__version__}, transformers "
           f"{transformers.__version__}; image {w}x{h}; random weights{' (TINY configs)' if args.tiny else ''}")
     print(f"load average at the start: {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}")
-    print("| model | params | precision | embedding (s, each run; the first warms up) | one click (ms, median) |")
-    print("|---|---|---|---|---|")
+    print("| model | params | precision | embedding, wall s (each run; the first warms up) | embedding, CPU s "
+          "(all threads) | one click, wall ms (median / min) | one click, CPU ms (median) |")
+    print("|---|---|---|---|---|---|---|")
     rows = []
     for m in names:
         for dt in dtypes:
             r = measure(m, dt, image, args.embeds, args.clicks, args.tiny)
             rows.append(r)
             emb = " / ".join(f"{s:.2f}" for s in r["embedding_s"])
-            print(f"| {m} | {r['params_m']:.1f} M | {r['dtype']} | {emb} | {r['click_ms']:.0f} |", flush=True)
+            cpu = " / ".join(f"{s:.2f}" for s in r["embedding_cpu_s"])
+            print(f"| {m} | {r['params_m']:.1f} M | {r['dtype']} | {emb} | {cpu} | {r['click_ms']:.0f} / "
+                  f"{r['click_ms_min']:.0f} | {r['click_cpu_ms']:.0f} |", flush=True)
     load1 = os.getloadavg()
     print(f"load average at the end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
     return rows
