@@ -131,10 +131,12 @@ def parameters(model) -> float:
     return sum(p.numel() for p in model.parameters()) / 1e6
 
 
-def measure(name: str, dtype: torch.dtype, image: np.ndarray, embeds: int, clicks: int, tiny: bool) -> dict:
+def measure(name: str, dtype: torch.dtype, image: np.ndarray, embeds: int, clicks: int, tiny: bool,
+            threads: int = 2) -> dict:
     """Embedding seconds (each of ``embeds`` runs; the first includes warm-up) and per-click ms (median of ``clicks``
     after one warm-up click) for one model in one precision."""
     torch.manual_seed(0)
+    torch.set_num_threads(threads)
     if name == "sam-vit-b":
         model, proc = sam_model(tiny)
         runner = SamClicks(model, proc, dtype)
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = ap.parse_args(argv)
     from deris_core.hardware import cpu_info
 
-    torch.set_num_threads(args.threads)
+    threads_before = torch.get_num_threads()
     w, h = (int(v) for v in args.size.lower().split("x"))
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)
     names = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -202,7 +204,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     rows = []
     for m in names:
         for dt in dtypes:
-            r = measure(m, dt, image, args.embeds, args.clicks, args.tiny)
+            try:
+                r = measure(m, dt, image, args.embeds, args.clicks, args.tiny, args.threads)
+            finally:
+                torch.set_num_threads(threads_before)
             rows.append(r)
             emb = " / ".join(f"{s:.2f}" for s in r["embedding_s"])
             cpu = " / ".join(f"{s:.2f}" for s in r["embedding_cpu_s"])
