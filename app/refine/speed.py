@@ -7,9 +7,8 @@ SAM 2.1's Hiera tiny / small / base-plus (``Sam2Config`` with the backbones of
 per-image work: preprocessing and the image encoder) and one click's time (prompt encoder, mask
 decoder and the chosen mask at the image's size) at 1024x768, wall and CPU time (the process's, all
 threads: on a shared machine the wall time includes waiting for a core), with the CPU, the threads and
-the load average. SAM runs through :class:`app.refine.sam.SamRefiner` (what the studio runs); SAM 2 through
-``Sam2Model`` with the same steps (its image processor needs torchvision, so the image is resized to
-1024x1024 and normalised here, as ``Sam2ImageProcessor`` does).
+the load average. SAM runs through :class:`app.refine.sam.SamRefiner`, SAM 2 through
+:class:`app.refine.sam2.Sam2Refiner` (what the studio runs with ``--refiner sam:`` / ``sam2:``).
 
 ``--tiny`` builds tiny configs instead (the tests' check that the command runs; its figures mean nothing).
 """
@@ -24,7 +23,6 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 MODELS = ("sam-vit-b", "sam2-tiny", "sam2-small", "sam2-base-plus")
 
@@ -40,7 +38,6 @@ HIERA = {
                            embed_dim_per_stage=[112, 224, 448, 896], global_attention_blocks=[12, 16, 20],
                            window_positional_embedding_background_size=[14, 14]),
 }
-MEAN, STD = np.array([0.485, 0.456, 0.406], np.float32), np.array([0.229, 0.224, 0.225], np.float32)
 
 
 def sam_model(tiny: bool = False):
@@ -84,39 +81,12 @@ def sam2_model(name: str, tiny: bool = False):
     return Sam2Model(cfg), side
 
 
-class Sam2Clicks:
-    """SAM 2 timed as SamRefiner is: ``embed`` (preprocess + image encoder), ``click`` (one point: prompt
-    encoder + mask decoder, its three masks, the best by predicted IoU upsampled to the image's size)."""
-
-    def __init__(self, model, side: int, dtype: torch.dtype) -> None:
-        self.model, self.side, self.dtype = model.to(dtype=dtype).eval(), side, dtype
-
-    @torch.inference_mode()
-    def embed(self, image: np.ndarray):
-        import cv2
-
-        x = cv2.resize(image, (self.side, self.side), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-        x = torch.from_numpy((x - MEAN) / STD).permute(2, 0, 1)[None].to(self.dtype)
-        return self.model.get_image_embeddings(x), image.shape[:2]
-
-    @torch.inference_mode()
-    def click(self, state, x: float, y: float) -> np.ndarray:
-        emb, (h, w) = state
-        pts = torch.tensor([[[[x * self.side / w, y * self.side / h]]]], dtype=self.dtype)
-        out = self.model(image_embeddings=emb, input_points=pts, input_labels=torch.ones(1, 1, 1, dtype=torch.long),
-                         multimask_output=True)
-        best = int(out.iou_scores[0, 0].float().argmax())
-        low = out.pred_masks[0, 0, best:best + 1].float()
-        return (F.interpolate(low[None], (h, w), mode="bilinear", align_corners=False)[0, 0] > 0).numpy()
-
-
 class SamClicks:
-    """SAM through SamRefiner: ``embed`` is ``set_image`` (cache off: a new key each time), ``click`` one point."""
+    """SAM / SAM 2 as the studio runs them (SamRefiner / Sam2Refiner): ``embed`` is ``set_image`` (a new key
+    each time: no cache), ``click`` one point (three masks, the best by predicted IoU upsampled)."""
 
-    def __init__(self, model, processor, dtype: torch.dtype) -> None:
-        from .sam import SamRefiner
-
-        self.refiner = SamRefiner(model, processor, "cpu", dtype, cache_images=1)
+    def __init__(self, refiner) -> None:
+        self.refiner = refiner
         self._n = 0
 
     def embed(self, image: np.ndarray):
@@ -138,11 +108,15 @@ def measure(name: str, dtype: torch.dtype, image: np.ndarray, embeds: int, click
     torch.manual_seed(0)
     torch.set_num_threads(threads)
     if name == "sam-vit-b":
+        from .sam import SamRefiner
+
         model, proc = sam_model(tiny)
-        runner = SamClicks(model, proc, dtype)
+        runner = SamClicks(SamRefiner(model, proc, "cpu", dtype, cache_images=1))
     else:
+        from .sam2 import Sam2Refiner
+
         model, side = sam2_model(name, tiny)
-        runner = Sam2Clicks(model, side, dtype)
+        runner = SamClicks(Sam2Refiner(model, side, "cpu", dtype, cache_images=1))
     params = parameters(model)
     emb_s, emb_cpu, state = [], [], None
     for _ in range(embeds):
