@@ -46,6 +46,7 @@ def start_server(weights: Path, tok: Path, db: Path, extra: list[str] | None = N
         line = proc.stdout.readline()
         lines.append(line)
         if "Running on local URL" in line:
+            proc.startup_lines = lines  # what it printed until it served (tests read its warnings)
             return proc, url
         if proc.poll() is not None:
             break

@@ -183,5 +183,12 @@ def test_click_negative_click_box_undo_and_save_on_a_photo(chromium, photo_studi
                "refined_candidate": bool(refined_candidate), "cpu_count": os.cpu_count()}
     print("prompt latency (click to painted):", json.dumps(latency))
     (SCREENSHOT_DIR / "prompt_latency.json").write_text(json.dumps(latency))
+    # a re-render from the server (a candidate ticked in the list: the canvas's value comes from the session)
+    # gives the instances' prompts back: they are kept with the instance in the session since the save
+    seq = _state(page, "S.base.seq")
+    page.locator("#candidates input[type=checkbox]").first.click()
+    page.wait_for_function(f"{CV}.base && {CV}.base.seq !== {seq}", timeout=30_000)
+    back = _state(page, "S.targets.filter(t => t.prompts && t.prompts.length).map(t => [t.prompts, t.prior])")
+    assert [cup_prompts, None] in back, back  # the cup started from nothing: no prior
     assert errors == []
     page.close()

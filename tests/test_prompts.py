@@ -131,3 +131,49 @@ def test_the_canvas_has_the_prompt_tools_only_with_a_refiner() -> None:
     names = lambda c: [f.__name__ for f in c.server_fns]  # noqa: E731
     assert "canvas_refine" not in names(plain) and "canvas_refine" not in names(readonly)
     assert "canvas_refine" in names(with_refiner) and "addTool(['c', 'click'" in with_refiner.js_on_load
+
+
+def test_an_instances_prompts_are_kept_in_the_session_and_sent_back_to_the_canvas(studio) -> None:
+    svc, sess, disc, half = studio
+    pos = {"kind": "point", "x": 62, "y": 60, "label": 1}
+    box = {"kind": "box", "box": [20, 30, 85, 95]}
+    refined = _mask(_ask(svc, sess, [pos, box], prior=half), sess)
+    value = canvas_value(sess)
+    value["edit"] = {"targets": [{"rle": encode_mask(refined), "candidate": 0, "edited": True, "prompts": [pos, box],
+                                  "prior": encode_mask(half)}, {"candidate": 1, "edited": False}], "no_target": False, "ops": 1}
+    assert apply_canvas(value, sess)
+    assert sess.targets[0].prompts == (pos, box) and sess.targets[1].prompts is None
+    back = canvas_value(sess)["targets"]  # a re-render from the server (e.g. after a save) gives them back
+    assert back[0]["prompts"] == [pos, box] and (decode_mask(back[0]["prior"], *refined.shape) == half).all()
+    assert (decode_mask(back[0]["rle"], *refined.shape) == refined).all() and "prompts" not in back[1]
+    # the server's undo history keeps them too
+    sess.change()
+    sess.targets = []
+    assert sess.undo() and sess.targets[0].prompts == (pos, box) and sess.targets[0].prior == encode_mask(half)
+    # replayed with the prior that came back, the same prompts give the same mask
+    np.testing.assert_array_equal(_mask(_ask(svc, sess, back[0]["prompts"], prior=half), sess), refined)
+
+
+@pytest.mark.parametrize("bad, says", [
+    ("not a list", "not a list"),
+    ([{"kind": "point", "x": 500, "y": 3, "label": 1}], "outside the 160x120 picture"),
+    ([{"kind": "point", "x": float("nan"), "y": 3, "label": 1}], "outside the 160x120 picture"),
+    ([{"kind": "box", "box": [0, 0, 10, -4]}], "outside the 160x120 picture"),
+    ([{"kind": "box", "box": [0, 0, 10]}], "cannot be used"),
+    ([{"kind": "scribble"}], "cannot be used"),
+    ([{"kind": "point", "x": 1, "y": 1, "label": 1}] * 201, "at most 200"),
+])
+def test_malformed_prompts_from_the_canvas_are_refused_with_one_line_and_change_nothing(studio, bad, says) -> None:
+    from app.views.canvas import CanvasError
+
+    svc, sess, disc, _ = studio
+    before = list(sess.targets)
+    value = canvas_value(sess)
+    value["edit"] = {"targets": [{"rle": encode_mask(disc), "candidate": None, "edited": True, "prompts": bad}],
+                     "no_target": False, "ops": 1}
+    with pytest.raises(CanvasError, match=says) as err:
+        apply_canvas(value, sess)
+    assert "\n" not in str(err.value) and sess.targets == before
+    value["edit"]["targets"][0].update(prompts=[{"kind": "point", "x": 1, "y": 1, "label": 1}], prior="zz")
+    with pytest.raises(CanvasError, match="cannot be decoded"):
+        apply_canvas(value, sess)

@@ -97,12 +97,11 @@ def test_embedding_is_computed_once_per_image_and_reused_across_clicks(tiny_sam)
     image = np.random.default_rng(1).integers(0, 255, (90, 140, 3), np.uint8)
     state = r.set_image(image)
     points, labels = [], []
-    for k, (x, y, lab) in enumerate([(20, 30, 1), (100, 60, 0), (70, 45, 1)]):
+    for x, y, lab in [(20, 30, 1), (100, 60, 0), (70, 45, 1)]:
         points.append((x, y))
         labels.append(lab)
         res = r.refine(r.set_image(image), points, labels)  # the canvas asks for the state on every click
-        assert res.masks.shape[1:] == (90, 140) and res.masks.dtype == bool
-        assert len(res.masks) == (3 if k == 0 else 1)  # one click alone: SAM's three ambiguity outputs
+        assert res.masks.shape == (1, 90, 140) and res.masks.dtype == bool  # the chosen mask alone
     res = r.refine(state, None, None, (10, 10, 120, 80), np.ones((90, 140), bool))
     assert res.mask.shape == (90, 140)
     assert len(calls) == 1 and r.encoder_calls == 1
@@ -117,7 +116,25 @@ def test_bf16_on_cpu_runs_where_the_cpu_offers_it(tiny_sam):
     assert r.dtype == (torch.bfloat16 if cpu_info().onednn_bf16 else torch.float32) or r.dtype == torch.float32
     image = np.random.default_rng(2).integers(0, 255, (64, 48, 3), np.uint8)
     res = r.refine(r.set_image(image), [(10, 10)], [1])
-    assert res.masks.shape == (3, 64, 48) and np.isfinite(res.scores).all()
+    assert res.masks.shape == (1, 64, 48) and np.isfinite(res.scores).all()
+
+
+@pytest.mark.parametrize("size", [(90, 140), (140, 90)])
+def test_one_click_gives_the_best_of_the_three_masks_upsampled_alone_as_when_all_three_were(tiny_sam, size):
+    r = SamRefiner.load(str(tiny_sam), device="cpu", dtype="fp32")
+    image = np.random.default_rng(3).integers(0, 255, (*size, 3), np.uint8)
+    state = r.set_image(image)
+    for x, y in [(5, 7), (size[1] // 2, size[0] // 3), (size[1] - 3, size[0] - 2)]:
+        res = r.refine(state, [(x, y)], [1])
+        pts = torch.tensor(to_input(np.array([[x, y]], np.float64), state.size, state.input_size), dtype=torch.float32)
+        with torch.inference_mode():
+            out = r.model(image_embeddings=state.embeddings, multimask_output=True, input_points=pts[None, None],
+                          input_labels=torch.ones(1, 1, 1, dtype=torch.long))
+        scores = out.iou_scores[0, 0].numpy()
+        every = to_original(out.pred_masks[0, 0], state.size, state.input_size, state.longest) > 0  # all three, as before
+        best = int(np.argmax(scores))
+        assert len(scores) == 3 and res.score == pytest.approx(float(scores[best]))
+        np.testing.assert_array_equal(res.mask, every[best].numpy())
 
 
 def test_sam_from_the_stand_in_hub_then_offline_from_the_cache(tiny_sam, stand_in_hub, monkeypatch, tmp_path):

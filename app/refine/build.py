@@ -1,4 +1,5 @@
-"""``--refiner`` specs: ``grabcut`` (the default), ``sam:<hub repo>`` or ``sam:<local folder>``.
+"""``--refiner`` specs: ``grabcut`` (the default), ``sam:<hub repo>`` or ``sam:<local folder>``, and SAM 2:
+``sam2:<hub repo>`` (``facebook/sam2.1-hiera-tiny``) or ``sam2:<local folder>``.
 
 A SAM spec whose weights cannot be had (offline, no network, a missing folder, transformers not
 installed) logs one line saying so and returns the GrabCut default: the studio still starts and
@@ -15,6 +16,7 @@ from .grabcut import GrabCutRefiner
 log = logging.getLogger(__name__)
 
 DEFAULT_SAM = "facebook/sam-vit-base"
+DEFAULT_SAM2 = "facebook/sam2.1-hiera-tiny"
 
 
 def build_refiner(spec: str | None = "grabcut", *, device: str = "auto", dtype: str | None = None) -> Refiner:
@@ -34,4 +36,16 @@ def build_refiner(spec: str | None = "grabcut", *, device: str = "auto", dtype: 
         except SamUnavailable as exc:
             log.warning("refiner: %s; using the offline GrabCut refiner", exc)
             return GrabCutRefiner()
-    raise ValueError(f"unknown refiner {spec!r}: use 'grabcut', 'sam:{DEFAULT_SAM}' or 'sam:/path/to/folder'")
+    if spec.lower().startswith("sam2:"):
+        source = spec.split(":", 1)[1].strip() or DEFAULT_SAM2
+        try:
+            from .sam2 import Sam2Refiner
+            from .sam import SamUnavailable
+            return Sam2Refiner.load(source, device=device, dtype=dtype)
+        except ImportError as exc:  # pragma: no cover - torch missing
+            log.warning("refiner: SAM 2 is not available (%s); using the offline GrabCut refiner", exc)
+        except SamUnavailable as exc:
+            log.warning("refiner: %s; using the offline GrabCut refiner", exc)
+        return GrabCutRefiner()
+    raise ValueError(f"unknown refiner {spec!r}: use 'grabcut', 'sam:{DEFAULT_SAM}', 'sam2:{DEFAULT_SAM2}' "
+                     "or 'sam:/path/to/folder'")

@@ -81,6 +81,30 @@ def prior_to_mask_input(prior: np.ndarray, input_size: tuple[int, int], longest:
     return (t * 2 - 1) * PRIOR_LOGIT
 
 
+def weights_folder(source: str, what: str) -> Path:
+    """A local folder, or a Hub repository's snapshot (downloaded once); :class:`SamUnavailable` otherwise."""
+    from deris_core.hub import HubError, looks_like_repo_id, snapshot
+
+    folder = Path(source).expanduser()
+    if folder.is_dir():
+        return folder
+    if not looks_like_repo_id(source):
+        raise SamUnavailable(f"{what} weights '{source}' are neither a folder nor a Hugging Face repository id")
+    try:
+        return snapshot(source, ["*.json", "*.safetensors", "*.txt"])
+    except HubError as exc:
+        raise SamUnavailable(str(exc)) from None
+
+
+def device_dtype(device: str, dtype: str | None) -> tuple[torch.device, torch.dtype]:
+    """The device and the dtype the DeRIS predictor would choose (bf16 where it is native, else fp32)."""
+    from deris_core.hardware import choose_precision, resolve_device
+
+    dev = resolve_device(device)
+    precision = choose_precision(dtype, dev)
+    return dev, torch.bfloat16 if precision.dtype == torch.bfloat16 and not precision.int8 else torch.float32
+
+
 class SamRefiner:
     """SAM on a device and dtype; ``encoder_calls`` counts image embeddings computed (the cache's test)."""
 
@@ -103,26 +127,14 @@ class SamRefiner:
             from transformers import SamModel, SamProcessor
         except ImportError:
             raise SamUnavailable("SAM needs transformers (pip install 'transformers>=4.40')") from None
-        from deris_core.hardware import choose_precision, resolve_device
-        from deris_core.hub import HubError, looks_like_repo_id, snapshot
-
-        folder = Path(source).expanduser()
-        if not folder.is_dir():
-            if not looks_like_repo_id(source):
-                raise SamUnavailable(f"SAM weights '{source}' are neither a folder nor a Hugging Face repository id")
-            try:
-                folder = snapshot(source, ["*.json", "*.safetensors", "*.txt"])
-            except HubError as exc:
-                raise SamUnavailable(str(exc)) from None
+        folder = weights_folder(source, "SAM")
         try:
             model = SamModel.from_pretrained(folder)
             processor = SamProcessor.from_pretrained(folder)
         except (OSError, ValueError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise SamUnavailable(f"SAM weights in '{source}' could not be loaded: {first[:200]}") from None
-        dev = resolve_device(device)
-        precision = choose_precision(dtype, dev)
-        torch_dtype = torch.bfloat16 if precision.dtype == torch.bfloat16 and not precision.int8 else torch.float32
+        dev, torch_dtype = device_dtype(device, dtype)
         log.info("refiner: SAM from %s on %s in %s", source, dev, "bf16" if torch_dtype == torch.bfloat16 else "fp32")
         return cls(model, processor, dev, torch_dtype, source)
 
@@ -146,8 +158,9 @@ class SamRefiner:
 
     @torch.inference_mode()
     def refine(self, image_state: SamState, points=None, labels=None, box=None, prior_mask=None) -> RefineResult:
-        """Masks from the prompt encoder and the mask decoder on the cached embedding (three for one
-        click alone, SAM's ambiguity outputs; the best by predicted IoU is shown)."""
+        """The mask from the prompt encoder and the mask decoder on the cached embedding: for one click
+        alone SAM gives three (its ambiguity outputs) and the best by predicted IoU is the one returned
+        (``masks`` ``[1, H, W]``, ``scores`` its predicted IoU)."""
         t0 = time.perf_counter()
         st = image_state
         p = check_prompts(st.size, points, labels, box, prior_mask)
@@ -166,12 +179,15 @@ class SamRefiner:
             b = to_input(np.asarray(bx, np.float64).reshape(2, 2), st.size, st.input_size).reshape(-1)
             kw["input_boxes"] = torch.tensor(b, dtype=self.dtype, device=self.device)[None, None]
         if p.prior is not None and p.prior.any():
-            side = 4 * int(st.embeddings.shape[-1])
+            last = st.embeddings[-1] if isinstance(st.embeddings, (list, tuple)) else st.embeddings  # SAM 2: levels
+            side = 4 * int(last.shape[-1])
             kw["input_masks"] = prior_to_mask_input(p.prior, st.input_size, st.longest, side).to(self.device, self.dtype)
         multimask = len(p.points) == 1 and bx is None
         out = self.model(image_embeddings=st.embeddings, multimask_output=multimask, **kw)
-        low = out.pred_masks[0, 0].float()  # [K, s, s]
         scores = out.iou_scores[0, 0].float().cpu().numpy()
-        masks = (to_original(low, st.size, st.input_size, st.longest) > 0).cpu().numpy()
         best = int(np.argmax(scores))
-        return RefineResult(masks, scores, best, {"refine_s": time.perf_counter() - t0})
+        # only the chosen mask is upsampled to the image's size (the others are never shown; bilinear
+        # resizing is per channel, so it is the same mask as when all three were)
+        low = out.pred_masks[0, 0, best:best + 1].float()  # [1, s, s]
+        mask = (to_original(low, st.size, st.input_size, st.longest) > 0).cpu().numpy()
+        return RefineResult(mask, scores[best:best + 1], 0, {"refine_s": time.perf_counter() - t0})

@@ -41,6 +41,12 @@ class Target:
     mask: np.ndarray  # bool HxW at the original image size
     candidate: int | None = None  # query index when it came from a prediction
     edited: bool = False
+    # the canvas's prompts that made ``mask`` (``[{"kind": "point", "x", "y", "label"} | {"kind": "box",
+    # "box"}]``, original pixels, checked by app.views.canvas) and ``prior``, the mask (COCO RLE string) it
+    # had before the first prompt; kept in the session so that a re-render gives them back to the canvas,
+    # never stored in the dataset (gRefCOCO has no place for them)
+    prompts: tuple[dict, ...] | None = None
+    prior: str | None = None
 
 
 @dataclass(frozen=True)
@@ -50,22 +56,31 @@ class _Step:
 
     items: tuple[tuple[dict | float, int | None, bool], ...]
     no_target: bool
+    prompts: tuple[tuple[tuple[dict, ...] | None, str | None], ...] = ()  # per item: (prompts, prior), when any
 
     @property
     def nbytes(self) -> int:
-        return 64 + sum(48 + (len(r["counts"]) if isinstance(r, dict) else 8) for r, _, _ in self.items)
+        return (64 + sum(48 + (len(r["counts"]) if isinstance(r, dict) else 8) for r, _, _ in self.items)
+                + sum(64 * len(p or ()) + len(prior or "") for p, prior in self.prompts))
 
     @classmethod
     def of(cls, targets: list[Target], no_target: bool, pred: Prediction | None) -> "_Step":
         items = []
         for t in targets:
-            if t.candidate is not None and not t.edited and pred is not None:
+            if t.candidate is not None and not t.edited and not t.prompts and pred is not None:
                 items.append((pred.mask_threshold, t.candidate, False))
             else:
                 items.append((mask_utils.encode(np.asfortranarray(t.mask.astype(np.uint8))), t.candidate, t.edited))
-        return cls(tuple(items), no_target)
+        prompts = tuple((t.prompts, t.prior) for t in targets) if any(t.prompts for t in targets) else ()
+        return cls(tuple(items), no_target, prompts)
 
     def restore(self, pred: Prediction | None) -> tuple[list[Target], bool]:
+        out = self._targets(pred)
+        for t, (p, prior) in zip(out, self.prompts):
+            t.prompts, t.prior = p, prior
+        return out, self.no_target
+
+    def _targets(self, pred: Prediction | None) -> list[Target]:
         out = []
         for r, c, e in self.items:
             if isinstance(r, dict):
@@ -75,7 +90,7 @@ class _Step:
             else:  # another mask threshold: this candidate's mask under it, as its own array
                 assert pred is not None
                 out.append(Target(pred.with_thresholds(mask_threshold=float(r)).mask(c).astype(bool), c, False))
-        return out, self.no_target
+        return out
 
 
 @dataclass

@@ -207,10 +207,12 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
     else:
         targets = []
         for t in sess.targets:
-            if t.candidate is not None and not t.edited and pred_key is not None:
+            if t.candidate is not None and not t.edited and not t.prompts and pred_key is not None:
                 targets.append({"candidate": int(t.candidate), "edited": False})
             else:
                 targets.append({"rle": encode_mask(t.mask), "candidate": t.candidate, "edited": bool(t.edited)})
+                if t.prompts:  # the canvas restores them (prompts.js replays them with the prior on the next prompt)
+                    targets[-1].update(prompts=[dict(p) for p in t.prompts], prior=t.prior)
         nt = sess.no_target
     value = {"seq": next(_seq), "doc": doc or f"{key}:{pred_key}:{sess.ref_id}", "image": key, "w": int(w), "h": int(h),
              "pred": pred_key, "targets": targets, "no_target": bool(nt), "readonly": readonly,
@@ -218,6 +220,36 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
     if before is not None:
         value["before"] = {"targets": _numbered(before[0]), "no_target": bool(before[1])}
     return value
+
+
+def target_prompts(item: dict, h: int, w: int) -> tuple[tuple[dict, ...] | None, str | None]:
+    """The prompts (and the prior mask, RLE) a canvas target carries, checked: a list of at most
+    ``MAX_PROMPTS`` points and boxes whose numbers are finite and lie in the ``w`` x ``h`` picture;
+    ``(None, None)`` when it has none; :class:`CanvasError` with one line otherwise."""
+    import math
+
+    from ..services.errors import BadInput
+    from ..services.refine import MAX_PROMPTS, parse_prompts
+
+    raw, prior = item.get("prompts"), item.get("prior")
+    if raw is None or raw == []:
+        return None, None
+    if not isinstance(raw, list):
+        raise CanvasError("An instance's prompts from the canvas are not a list: reload the page.")
+    if len(raw) > MAX_PROMPTS:
+        raise CanvasError(f"An instance from the canvas has {len(raw)} prompts: at most {MAX_PROMPTS}; reload the page.")
+    try:
+        prompts = parse_prompts(raw)
+    except BadInput as exc:
+        raise CanvasError(str(exc)) from None
+    for p in prompts:
+        xs, ys = ([p["x"]], [p["y"]]) if p["kind"] == "point" else (p["box"][0::2], p["box"][1::2])
+        if not all(math.isfinite(v) and 0 <= v <= w for v in xs) or not all(math.isfinite(v) and 0 <= v <= h for v in ys):
+            where = f"({p['x']:g}, {p['y']:g})" if p["kind"] == "point" else "(" + ", ".join(f"{v:g}" for v in p["box"]) + ")"
+            raise CanvasError(f"A {p['kind']} prompt from the canvas at {where} lies outside the {w}x{h} picture: reload the page.")
+    if prior is not None:
+        decode_mask(prior, h, w)  # a clear CanvasError when it is not a mask of this picture
+    return tuple(prompts), prior
 
 
 def apply_canvas(value: dict | None, sess: Session) -> bool:
@@ -242,8 +274,9 @@ def apply_canvas(value: dict | None, sess: Session) -> bool:
             targets.append(Target(_candidate_mask(sess.prediction, cand), cand, False))
             continue
         mask = decode_mask(item["rle"], h, w)
+        prompts, prior = target_prompts(item, h, w)
         if mask.any():
-            targets.append(Target(mask, cand, bool(item.get("edited", True))))
+            targets.append(Target(mask, cand, bool(item.get("edited", True)), prompts, prior))
     sess.targets = targets
     sess.no_target = bool(edit.get("no_target")) and not targets
     sess.editing = sess.editing or bool(edit.get("ops"))

@@ -389,7 +389,7 @@
     const targets = S.targets.filter((t) => t.mask.some((v) => v)).map((t) => {
       if (t.candidate != null && !t.edited) return { candidate: t.candidate, edited: false };
       if (!t.rle) t.rle = encodeRle(t.mask);
-      return t.prompts && t.prompts.length ? { rle: t.rle, candidate: t.candidate, edited: t.edited, prompts: t.prompts }
+      return t.prompts && t.prompts.length ? { rle: t.rle, candidate: t.candidate, edited: t.edited, prompts: t.prompts, prior: t.prior || null }
         : { rle: t.rle, candidate: t.candidate, edited: t.edited };
     });
     S.pending = { targets, no_target: S.noTarget, ops: S.ops };
@@ -540,8 +540,10 @@
       S.doc = v.doc; S.base = { ...v }; delete S.base.edit;
       const fromValue = (t) => {
         const c = t.rle == null ? candByID(t.candidate) : null;
+        // an instance's prompts and prior come back with it (kept in the server's session, not in the dataset)
+        const pr = Array.isArray(t.prompts) && t.prompts.length ? { prompts: t.prompts, prior: t.prior || null } : {};
         return { mask: c ? candMask(c).slice() : decodeRle(t.rle), candidate: t.candidate, edited: !!t.edited, visible: true, rle: t.rle || null,
-          fixed: t.label || null };
+          fixed: t.label || null, ...pr };
       };
       S.targets = v.targets.map(fromValue);
       S.noTarget = !!v.no_target; S.sel = -1; S.poly = [];
