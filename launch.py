@@ -89,10 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"],
                    help="auto: CUDA, then Apple's MPS, then the CPU")
     p.add_argument("--dtype", default=env.dtype, choices=list(DTYPE_CHOICES), help="default: $DERIS_DTYPE, else auto. " + DTYPE_HELP)
-    p.add_argument("--refiner", default=env.refiner, metavar="grabcut|sam:REPO|sam:FOLDER",
+    p.add_argument("--refiner", default=env.refiner, metavar="grabcut|sam2:REPO|sam:REPO|FOLDER",
                    help="what turns the canvas's click and box prompts into masks: grabcut (default, offline, no "
-                        "weights), sam:facebook/sam-vit-base (downloaded once) or sam:/a/local/folder; a SAM that "
-                        "cannot load says so in one line and GrabCut is used (docs/refine.md; also $DERIS_REFINER)")
+                        "weights), sam2:facebook/sam2.1-hiera-tiny (the faster on a CPU), sam:facebook/sam-vit-base "
+                        "(downloaded once) or sam:/a/local/folder; a SAM that cannot load says so in one line and "
+                        "GrabCut is used (docs/refine.md; also $DERIS_REFINER)")
     p.add_argument("--host", default=env.host)
     p.add_argument("--port", type=int, default=env.port)
     p.add_argument("--share", action="store_true", help="create a public Gradio link")

@@ -189,17 +189,17 @@ def test_the_save_handler_twice_with_the_same_content_makes_one_ref(tmp_path: Pa
     import copy
 
     svc = _collection(tmp_path, model)
-    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
-    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)[5]
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess
+    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess).rendered.sess
     best = next(k for k in sess.prediction.order if sess.prediction.mask(k).any())
     annotate.select_candidates(svc, [best], sess)
     before_save = copy.copy(sess)  # what a request sent before the first answer came back carries
-    first = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
+    first = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess).save_msg
     rid = sess.ref_id
     assert first.startswith(f"Saved ref {rid} ") and len(svc.store.refs(image_id=sess.image_id)) == 1
-    again = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess)[0]
+    again = annotate.save(svc, "tester", "val", "done", "", "the red circle", sess).save_msg
     assert again.startswith(f"Updated ref {rid} ") and sess.ref_id == rid
-    lost = annotate.save(svc, "tester", "val", "done", "", "the red circle", before_save)[0]
+    lost = annotate.save(svc, "tester", "val", "done", "", "the red circle", before_save).save_msg
     assert f"ref {rid} " in lost and before_save.ref_id == rid
     refs = svc.store.refs(image_id=sess.image_id)
     assert [r.id for r in refs] == [rid] and refs[0].sentences == ["the red circle"]
@@ -212,8 +212,8 @@ def test_a_save_whose_outcome_is_unknown_is_not_called_not_saved(tmp_path: Path,
     from app.services import OutcomeUnknown
 
     svc = _collection(tmp_path, model)
-    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY)[6]
-    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess)[5]
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess
+    sess = annotate.segment(svc, None, "the red circle", 0.7, 0.5, sess).rendered.sess
 
     def lost(*a, **k):
         raise OutcomeUnknown("the connection to the database server was lost while saving, and it cannot be "

@@ -6,7 +6,7 @@
     python -m app.bench preannotate [--model deris-b-grefcoco --model bundled] [--images 3] [--sentences 8]
     python -m app.bench latency [--config deris-b-grefcoco|bundled] [--device cpu] [--dtype fp32|bf16]
     python -m app.bench loop [--refs 400] [--minutes 15] [--work DIR] [--store DB [--replay DIR]]   (fine-tune from reviewed refs, measured)
-    python -m app.bench refine [--refiner grabcut|sam:facebook/sam-vit-base] [--objects 40]   (app.refine.bench)
+    python -m app.bench refine [--refiner grabcut|sam2:facebook/sam2.1-hiera-tiny|sam:facebook/sam-vit-base] [--objects 40]   (app.refine.bench)
 
 ``store``: a database with N refs and R review decisions (made once in bulk), then the median
 time of what an annotator waits for: saving a new ref (a drawn 640x480 mask), saving an edit
@@ -435,7 +435,8 @@ def _loop(args: argparse.Namespace) -> dict | int:
 
 
 def _refine_arguments(rf: argparse.ArgumentParser) -> None:
-    rf.add_argument("--refiner", default="grabcut", help="grabcut, sam:facebook/sam-vit-base or sam:/local/folder")
+    rf.add_argument("--refiner", default="grabcut", help="grabcut, sam2:facebook/sam2.1-hiera-tiny, sam:facebook/sam-vit-base or "
+                                                                "sam:/local/folder")
     rf.add_argument("--objects", type=int, default=40, help="synthetic objects (testA + testB of seed 7)")
     rf.add_argument("--weights", default="bundled", help="the DeRIS model whose best candidate is the start")
     rf.add_argument("--threads", type=int, default=2)
