@@ -329,7 +329,7 @@ def test_nobody_accepts_content_they_wrote_that_reached_them_through_an_import(d
         zf.extractall(tmp_path / "out")
     other = Store(db_at("other.sqlite"))
     assert import_grefcoco(other, tmp_path / "out")["refs"] == 3
-    by_author = {r.annotator: r for r in other.refs()}
+    by_author = {r.author: r for r in other.refs()}
     alices, cons = by_author["alice"], by_author["consensus(alice,bob)"]
     assert [e.action for e in other.events(cons.id)] == ["import"]
     with other.transaction() as db:

@@ -10,9 +10,9 @@ import pytest
 
 from app.curate.preannotate import PairResult, apply_threshold, fill_uncertainty, write_results
 from app.curate.uncertainty import closeness, parts, uncertainty
-from app.services import Actor, RefService
+from app.services import Actor, BadInput, RefService
 from app.services.queue import Queue, image_filter
-from app.store import Store, StoreError, encode_mask
+from app.store import Store, encode_mask
 from app.store.queue import ImageFilter, image_page, neighbour, position
 from app.store.review import review_queue
 from tests.builders import noise_image, rect_mask
@@ -87,7 +87,7 @@ def test_the_annotate_queue_most_uncertain_first(tmp_path: Path) -> None:
                        expected_version=rec.version)
     assert [r.id for r in image_page(s, flt)[0]] == [ids[2], ids[0], ids[1]]  # ties (0.04) by id
     assert [r.id for r in image_page(s, ImageFilter(status="predicted"))[0]] == [ids[0], ids[1], ids[2]]  # by id
-    with pytest.raises(StoreError, match="unknown queue order"):
+    with pytest.raises(BadInput, match="unknown queue order"):
         image_filter("", "", "", "", "random")
 
 
