@@ -253,7 +253,8 @@ CSS = """
 :is(#to-fix, #image-refs) th, :is(#to-fix, #image-refs) th * {white-space:nowrap}
 #to-fix td:focus, #to-fix td.focus, #to-fix td.editing {outline:none; box-shadow:none}
 /* the read-only tables: a clicked cell opens its row, it is not edited, so no edit ring, handle or menu */
-:is(#to-fix, #image-refs, #refs-table) .body-cell.cell-selected {box-shadow:none !important}
+:is(#to-fix, #image-refs, #refs-table) .body-cell.cell-selected,
+:is(#to-fix, #image-refs, #refs-table) .body-cell.cell-selected * {box-shadow:none !important; outline:none !important}
 :is(#to-fix, #image-refs, #refs-table) :is(.cell-menu-button, .selection-button) {display:none !important}
 :is(#to-fix, #image-refs) tr:hover td {background:var(--table-row-focus, #fff7ed)}
 .verdict-domain {background:#fff7ed;color:#7c2d12;border:1px solid #fdba74;padding:6px 12px;border-radius:8px;margin-top:6px}

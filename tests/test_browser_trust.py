@@ -93,8 +93,8 @@ def test_a_team_round_without_silent_surprises(chromium, studio_weights, tmp_pat
         # a clicked cell opens its ref: no edit ring, handle or menu that would make it look editable
         annp.locator("#to-fix [role=gridcell]", has_text="there is a red circle").first.click()
         annp.wait_for_timeout(300)
-        assert annp.evaluate("""() => [...document.querySelectorAll('#to-fix .cell-selected')].every(
-            (c) => getComputedStyle(c).boxShadow === 'none')""")
+        assert annp.evaluate("""() => [...document.querySelectorAll('#to-fix .cell-selected, #to-fix .cell-selected *')]
+            .every((c) => getComputedStyle(c).boxShadow === 'none')""")  # the wrapped text's span had an orange frame
         assert annp.evaluate("""() => [...document.querySelectorAll('#to-fix .cell-menu-button, #to-fix .selection-button')]
             .every((b) => getComputedStyle(b).display === 'none')""")
 

@@ -208,11 +208,14 @@ def test_the_timer_refreshes_what_the_tab_shows_without_moving_anyone(tmp_path: 
     assert review.live(svc, 0, None, "", "", None, tab="Review") == gr.skip()  # still nothing
     a = svc.refs.save(Actor("bob"), 5, ["e thing"], no_target=True)
     svc.refs.save(Actor("bob"), 6, ["f thing"], no_target=True)
-    out = review.live(svc, 0, None, "", "", None, tab="Review")
+    arrived = review.live(svc, 0, None, "", "", None, tab="Review")
+    out = arrived.shown
     assert "1 / 2" in out.info and out.ref[0] == a.ref_id and out.shown == f"{a.ref_id}:{out.ref[1]}"  # at 1 / 2
-    out2 = review.live(svc, out.pos, out.ref, "", "", None, tab="Review")
-    kept = (out2.picture, out2.sentences, out2.history, out2.pos, out2.ref, out2.shown)
-    assert "1 / 2" in out2.info and all(o == gr.skip() for o in kept)  # the ref on screen stays
+    assert arrived.msg == ""  # "Ref 1 accepted by rev." was about another ref (the walk's remark D)
+    again = review.live(svc, out.pos, out.ref, "", "", None, tab="Review")
+    out2 = again.shown
+    kept = (out2.picture, out2.sentences, out2.history, out2.pos, out2.ref, out2.shown, again.msg)
+    assert "1 / 2" in out2.info and all(o == gr.skip() for o in kept)  # the ref on screen (and its message) stay
     assert "1 / 2" in review.step(svc, 1, 0, None, "", "", None, False).info  # → on an empty screen: the first
     # the dataset counters, only on the Dataset tab and only when changed
     assert dataset_tab.live_counters(svc, "Review", "") == gr.skip()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass, field
 from types import SimpleNamespace
+from typing import Any
 
 import gradio as gr
 
@@ -79,6 +80,14 @@ class ReviewShown:
         """Only the counter line changes (the ref on screen, its reason and comment stay)."""
         skip = gr.skip
         return cls(info, skip(), skip(), skip(), skip(), skip(), skip(), skip(), skip(), skip())
+
+
+@dataclass(frozen=True)
+class LiveShown:
+    """The live timer's answer: what is shown, and the message line, emptied when the timer shows a ref
+    that had arrived in an empty queue (the last decision's message was about another ref)."""
+    shown: ReviewShown = nested(ReviewShown)
+    msg: Any = field(default_factory=gr.skip)
 
 
 @dataclass(frozen=True)
@@ -199,7 +208,7 @@ def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_dis
         return gr.skip()
     if not shown:
         out = show(svc, 0, annotator, split, image_id, by_disagreement, by_uncertainty)
-        return out if out.ref is not None else gr.skip()
+        return LiveShown(out, "") if out.ref is not None else gr.skip()
     flt = RefFilter.of(RefStatus.DONE, split, (annotator or "").strip() or None, image_id)
     item = svc.refs.review_at(int(pos or 0), flt, by_disagreement, by_uncertainty)
     if item.ref is not None and item.ref.id == shown[0]:
@@ -207,7 +216,7 @@ def live(svc: Services, pos, shown, annotator: str, split: str, image_id, by_dis
     else:  # the shown ref was decided or moved meanwhile: say so, keep it on screen
         info = (f"<div id='review-info' class='queue-pos'>Ref <b>{shown[0]}</b> &middot; the queue changed: "
                 f"<b>{item.total}</b> awaiting review (→ for the next)</div>")
-    return ReviewShown.counter(info)
+    return LiveShown(ReviewShown.counter(info))
 
 
 def move(svc: Services, delta: int, pos, annotator: str, split: str, image_id, by_disagreement: bool,
@@ -294,4 +303,4 @@ def wire(svc: Services, ui: ReviewUI, shell: Shell) -> None:
 
 def live_outputs(ui: ReviewUI) -> Outputs:
     """What the live timer's :func:`live` shows (:mod:`app.ui` wires the timer)."""
-    return Outputs.of(ReviewShown, ui, prefix="rv_")
+    return Outputs.of(LiveShown, ui, prefix="rv_")
