@@ -102,7 +102,7 @@ SHORTCUTS_JS = """
   // is ignored, and so is a key pressed within SETTLE_MS of a new item appearing (a double tap).
   // Each decision sends the key of the item shown (#review-shown / #verify-shown); the server refuses
   // any other (app/views/on_screen.py).
-  const SETTLE_MS = 250, MAX_WAIT_MS = 10000;
+  const SETTLE_MS = 250, MAX_WAIT_MS = 10000, DOUBLE_TAP_MS = 400;
   const marker = (id) => { const el = document.querySelector(`#${id} textarea, #${id} input`); return el ? el.value : null; };
   const errors = () => document.querySelectorAll('.toast-body.error').length;
   const pending = {};
@@ -133,7 +133,10 @@ SHORTCUTS_JS = """
   };
   new MutationObserver(() => { if (!badging) { badging = true; requestAnimationFrame(badgeThumbs); } })
     .observe(document.documentElement, { subtree: true, childList: true });
-  const saveText = () => document.querySelector('#save-msg')?.innerText ?? '';
+  // the message itself, not Gradio's 'processing | 0.1s' over it (that changed the text at once, so a second
+  // Ctrl+Enter 80 ms later counted as after the answer and saved again: CI)
+  const saveText = () => (document.querySelector('#save-msg [data-testid="markdown"]')
+    ?? document.querySelector('#save-msg'))?.innerText ?? '';
   const track = () => {  // a decision's answer has come when what it changes changed (or an error showed)
     for (const id of ['review-shown', 'verify-shown']) {
       // a view left (another tab): its decision is no longer in flight for keys (they do not reach it),
@@ -155,12 +158,15 @@ SHORTCUTS_JS = """
     pending[id] = { key, at: now, errors: errors() };
     click(button);
   };
-  const save = (e) => {  // Ctrl+Enter in Annotate: once per press, not again until the save has answered
+  let lastSave = -Infinity;
+  const save = (e) => {  // Ctrl+Enter in Annotate: once per press, not again until the save has answered,
+    // and a second tap right after the first (a double tap) is the same save even when its answer was quick
     e.preventDefault();
     if (e.repeat) return;
     track();
     const now = performance.now();
-    if (inFlight(pending.save, now)) return;
+    if (inFlight(pending.save, now) || now - lastSave < DOUBLE_TAP_MS) return;
+    lastSave = now;
     pending.save = { key: saveText(), at: now, errors: errors() };
     click('save-btn');
   };

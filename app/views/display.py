@@ -42,8 +42,9 @@ def picture(sess: Session) -> np.ndarray | None:
 
 def verdict_html(sess: Session) -> str:
     if sess.image is None:
-        return ("<div class='verdict-none' id='verdict'>Open an image of the collection (D), or upload, paste or pick an "
-                "example under <i>Add an image</i>; then type an expression and press Enter.</div>")
+        return ("<div class='verdict-none' id='verdict'>Open an image of the collection (D; an empty collection: add "
+                "images under <i>Add images</i> above), or upload, paste or pick an example under <i>Add an image</i>; "
+                "then type an expression and press Enter.</div>")
     p = sess.prediction
     ex = f" &middot; existence probability {p.existence:.2f}" if p is not None else ""
     note = (f"<div class='verdict-domain' id='verdict-domain'>{html.escape(sess.domain_note)}</div>"
