@@ -96,6 +96,12 @@ def weights_folder(source: str, what: str) -> Path:
         raise SamUnavailable(str(exc)) from None
 
 
+def unloadable(what: str, source: str, exc: BaseException) -> SamUnavailable:
+    """The one line saying why ``what``'s weights in ``source`` could not be loaded (its first line)."""
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return SamUnavailable(f"{what} weights in '{source}' could not be loaded: {first[:200]}")
+
+
 def device_dtype(device: str, dtype: str | None) -> tuple[torch.device, torch.dtype]:
     """The device and the dtype the DeRIS predictor would choose (bf16 where it is native, else fp32)."""
     from deris_core.hardware import choose_precision, resolve_device
@@ -132,8 +138,7 @@ class SamRefiner:
             model = SamModel.from_pretrained(folder)
             processor = SamProcessor.from_pretrained(folder)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SamUnavailable(f"SAM weights in '{source}' could not be loaded: {first[:200]}") from None
+            raise unloadable("SAM", source, exc) from None
         dev, torch_dtype = device_dtype(device, dtype)
         log.info("refiner: SAM from %s on %s in %s", source, dev, "bf16" if torch_dtype == torch.bfloat16 else "fp32")
         return cls(model, processor, dev, torch_dtype, source)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .base import check_image, image_key
-from .sam import SamRefiner, SamState, SamUnavailable, device_dtype, weights_folder
+from .sam import SamRefiner, SamState, SamUnavailable, device_dtype, unloadable, weights_folder
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +53,7 @@ class Sam2Refiner(SamRefiner):
         try:
             model = Sam2Model.from_pretrained(folder)
         except (OSError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise SamUnavailable(f"SAM 2 weights in '{source}' could not be loaded: {first[:200]}") from None
+            raise unloadable("SAM 2", source, exc) from None
         pre = {}
         if (folder / "preprocessor_config.json").is_file():
             pre = json.loads((folder / "preprocessor_config.json").read_text())
