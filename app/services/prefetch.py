@@ -19,7 +19,6 @@ or the order cancels the session's prefetch.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import threading
 import time
@@ -34,6 +33,7 @@ from ..store.queue import ImageFilter
 from .model import ModelHolder
 from .queue import Queue
 from .speculate import Ask, Speculator
+from .worker import SessionWorker
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,10 @@ class PrefetchStats:
     failed: int = 0
 
 
-class Prefetcher:
+class Prefetcher(SessionWorker):
     """One background worker computing each session's next image, interactive work first."""
+
+    thread_name = "deris-prefetch"
 
     def __init__(self, model: ModelHolder, store: Store, max_image_side: int = 4096,
                  speculation: Speculator | None = None, settle_s: float = SETTLE_S) -> None:
@@ -75,14 +77,7 @@ class Prefetcher:
         self.stats = PrefetchStats()
         self._ready: list[Callable[[int, np.ndarray], None]] = []
         self._prepared: dict[str, str] = {}  # client -> the features key of the next image prepared for it
-        self._jobs: dict[str, _Job] = {}  # waiting, one per session
-        self._running: _Job | None = None
-        self._seq = itertools.count()
-        self._wake = threading.Condition()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        super().__init__()
 
     # --- what the views call ---------------------------------------------------------------
 
@@ -142,19 +137,6 @@ class Prefetcher:
             with self._wake:
                 self._cancel_locked(client)
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Until nothing waits or runs (tests, benchmarks)."""
-        return self._idle.wait(timeout)
-
-    def close(self) -> None:
-        with self._wake:
-            self._closed = True
-            for client in list(self._jobs):
-                self._cancel_locked(client)
-            if self._running is not None:
-                self._running.cancelled.set()
-            self._wake.notify_all()
-
     # --- the worker ---------------------------------------------------------------------
 
     def _cancel_locked(self, client: str, count: bool = True) -> None:
@@ -169,24 +151,8 @@ class Prefetcher:
             running.cancelled.set()
             self.stats.cancelled += 1
 
-    def _start_locked(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._work, name="deris-prefetch", daemon=True)
-            self._thread.start()
-
-    def _next_job(self) -> _Job | None:
-        with self._wake:
-            while not self._jobs and not self._closed:
-                self._running = None
-                self._idle.set()
-                self._wake.wait()
-            if self._closed:
-                self._running = None
-                self._idle.set()
-                return None
-            client = min(self._jobs, key=lambda c: self._jobs[c].seq)  # oldest request first
-            self._running = self._jobs.pop(client)
-            return self._running
+    def _pick(self, jobs: dict[str, _Job]) -> str:
+        return min(jobs, key=lambda c: jobs[c].seq)  # the oldest request first
 
     def _work(self) -> None:
         while True:

@@ -21,7 +21,6 @@ the whole server. Off where the feature cache is (``--feature-cache-mb 0``, Zero
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import threading
 from collections import OrderedDict
@@ -31,6 +30,7 @@ from deris_core.predictor import ImageState, Prediction
 
 from ..errors import StudioError
 from .model import ModelHolder
+from .worker import SessionWorker
 
 log = logging.getLogger(__name__)
 
@@ -92,21 +92,16 @@ def detached(pred: Prediction) -> Prediction:
     return dataclasses.replace(pred, timings=dict(pred.timings), _cache={})
 
 
-class Speculator:
+class Speculator(SessionWorker):
     """One background worker predicting each session's typed expression, interactive work first."""
+
+    thread_name = "deris-speculate"
 
     def __init__(self, model: ModelHolder, max_results: int = DEFAULT_MAX_RESULTS) -> None:
         self.model, self.max_results = model, int(max_results)
         self.stats = SpeculationStats()
         self._results: OrderedDict[Ask, Prediction] = OrderedDict()
-        self._jobs: dict[str, _Job] = {}  # waiting, one per session
-        self._running: _Job | None = None
-        self._seq = itertools.count()
-        self._wake = threading.Condition()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._thread: threading.Thread | None = None
-        self._closed = False
+        super().__init__()
 
     @property
     def enabled(self) -> bool:
@@ -181,19 +176,6 @@ class Speculator:
             with self._wake:
                 self._keep_locked(ask, pred)
 
-    def wait_idle(self, timeout: float | None = None) -> bool:
-        """Until nothing waits or runs (tests, benchmarks)."""
-        return self._idle.wait(timeout)
-
-    def close(self) -> None:
-        with self._wake:
-            self._closed = True
-            for client in list(self._jobs):
-                self._cancel_locked(client)
-            if self._running is not None:
-                self._running.cancelled.set()
-            self._wake.notify_all()
-
     def counts(self) -> dict[str, int]:
         """The statistics as a plain dict (the studio's ``/background_stats``)."""
         return dataclasses.asdict(self.stats) | {"kept": len(self._results)}
@@ -218,24 +200,8 @@ class Speculator:
             running.cancelled.set()
             self.stats.cancelled += 1
 
-    def _start_locked(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._work, name="deris-speculate", daemon=True)
-            self._thread.start()
-
-    def _next_job(self) -> _Job | None:
-        with self._wake:
-            while not self._jobs and not self._closed:
-                self._running = None
-                self._idle.set()
-                self._wake.wait()
-            if self._closed:
-                self._running = None
-                self._idle.set()
-                return None
-            client = max(self._jobs, key=lambda c: self._jobs[c].seq)  # the newest first: its Enter comes soonest
-            self._running = self._jobs.pop(client)
-            return self._running
+    def _pick(self, jobs: dict[str, _Job]) -> str:
+        return max(jobs, key=lambda c: jobs[c].seq)  # the newest first: its Enter comes soonest
 
     def _work(self) -> None:
         while True:
