@@ -188,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
         log.info("accounts: %s", ", ".join(users.names()))
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, share=args.share, **gradio_auth_kwargs(users), show_error=True, js=SHORTCUTS_JS, css=CSS,
+        # Gradio's run history would copy every event's inputs and outputs (masks, sentences) into the
+        # browser's localStorage, re-writing up to 100 of them on each message: slow on every key, and a
+        # team's data left in the browser
+        run_history=False,
         allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store)),
                        str(thumbnail_folder(store))],
     )

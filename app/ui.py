@@ -358,7 +358,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         add_ui = add_images.layout(svc.import_roots)
         with gr.Tabs() as tabs:
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
-                annotate_ui = annotate_layout.layout(model.predictor, refine=functools.partial(prompts.refine_on_canvas, svc))
+                annotate_ui = annotate_layout.layout(model.predictor, refine=functools.partial(prompts.refine_on_canvas, svc),
+                                                    upcoming=functools.partial(annotate.upcoming_for, svc))
             with gr.Tab("Review", elem_id="tab-review") as review_tab:
                 review_ui = review.layout(review_tab)
             with gr.Tab("Negatives", elem_id="tab-verify") as verify_tab:

@@ -243,6 +243,34 @@ def test_the_kept_expression_runs_on_the_next_image_and_its_picture_is_ready(tmp
         svc.speculation.close()
 
 
+def test_the_page_learns_the_prepared_next_picture_by_its_own_ticket_only(tmp_path: Path, predictor) -> None:
+    """The canvas asks (``upcoming_for``, its ``canvas_upcoming`` server call) for the picture PgDn will
+    open: nothing before the prefetch prepared it, then that picture's key and size; another ticket
+    gets nothing; a filter change withdraws it until the new next image is prepared."""
+    from app.views.canvas import PAYLOADS, canvas_value, prepare_picture
+
+    svc = _services(tmp_path, CountingPredictor(predictor, encode_s=0.3, steps=3))
+    svc.prefetch.on_ready(prepare_picture)
+    PAYLOADS.clear()
+    try:
+        sess = _step(svc, Session(), "a")  # image 1 open, image 2 asked for
+        ticket = canvas_value(sess)["upcoming"]
+        assert ticket == sess.ticket and annotate.upcoming_for(svc, ticket) is None  # not prepared yet
+        assert svc.prefetch.wait_idle(30)
+        rgb = svc.store.load_image(2)
+        assert annotate.upcoming_for(svc, ticket) == {"image": image_digest(rgb), "w": 48, "h": 40}
+        assert annotate.upcoming_for(svc, Session().ticket) is None and annotate.upcoming_for(svc, "") is None
+        annotate.refilter(svc, sess, "photo_4", "", "", "", "", request=_request("a"))
+        assert annotate.upcoming_for(svc, ticket) is None  # withdrawn at once
+        assert svc.prefetch.wait_idle(30)
+        assert annotate.upcoming_for(svc, ticket)["image"] == image_digest(svc.store.load_image(5))
+        sess = _step(svc, sess, "a")  # another image opened: its session has a new ticket, asked for anew
+        assert annotate.upcoming_for(svc, ticket) is None
+        assert canvas_value(sess, readonly=True).get("upcoming") is None  # read-only canvases never ask
+    finally:
+        svc.prefetch.close()
+
+
 def test_the_feature_cache_evicts_the_least_recently_used_first(predictor) -> None:
     state = predictor.set_image(np.zeros((40, 48, 3), np.uint8))
     size = state_nbytes(state)

@@ -77,6 +77,7 @@ class Prefetcher(SessionWorker):
         self.stats = PrefetchStats()
         self._ready: list[Callable[[int, np.ndarray], None]] = []
         self._prepared: dict[str, str] = {}  # client -> the features key of the next image prepared for it
+        self._upcoming: dict[str, int] = {}  # client -> the id of that image (its page may load its picture)
         super().__init__()
 
     # --- what the views call ---------------------------------------------------------------
@@ -131,6 +132,12 @@ class Prefetcher(SessionWorker):
         if state is not None:
             self.speculation.schedule(client + NEXT, Ask.of(key, *expression), state)
 
+    def upcoming(self, client: str | None) -> int | None:
+        """The id of the next image prepared for ``client`` (its features and the views' hooks are done),
+        or None while it is not (or was cancelled): the page loads that picture ahead of PgDn."""
+        with self._wake:
+            return self._upcoming.get(client or "")
+
     def cancel(self, client: str | None) -> None:
         """The session's filter or order changed (or it left): drop its waiting or running prefetch."""
         if client:
@@ -143,6 +150,7 @@ class Prefetcher(SessionWorker):
         if self.speculation is not None:  # the kept expression's run on the next image is not wanted either
             self.speculation.cancel(client + NEXT)
         self._prepared.pop(client, None)
+        self._upcoming.pop(client, None)
         job = self._jobs.pop(client, None)
         if job is not None and count:
             self.stats.cancelled += 1
@@ -224,6 +232,9 @@ class Prefetcher(SessionWorker):
                 hook(target, state.image)
             except Exception:  # noqa: BLE001 - a convenience: opening the image does it again if needed
                 log.exception("preparing image %s for the page failed", target)
+        with self._wake:
+            if not job.cancelled.is_set():
+                self._upcoming[job.client] = target
         if job.expression is not None and self.speculation is not None and not job.cancelled.is_set():
             text, score_threshold, mask_threshold = job.expression
             self.speculation.schedule(job.client + NEXT, Ask.of(key, text, score_threshold, mask_threshold), state)

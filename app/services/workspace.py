@@ -144,16 +144,18 @@ class Workspace:
         predictor = self.model.get()
         ask = self._ask(sess, text, score_threshold, mask_threshold) if self.speculation is not None else None
         pred = self.speculation.take(client, ask) if ask is not None else None
-        if pred is None:
-            try:
-                with self.model.priority.interactive():
+        # interactive, also when the run made while typing answers: the target masks are made here, and a
+        # prefetch's encoder block beside them would double their time on a small CPU
+        with self.model.priority.interactive():
+            if pred is None:
+                try:
                     pred = predictor.predict(text, image=sess.image_state, score_threshold=score_threshold,
                                              mask_threshold=mask_threshold)
-            except TokenizerError as exc:
-                raise BadInput(f"Cannot use this expression: {exc}") from None
-            if ask is not None:
-                self.speculation.keep(ask, pred)
-        sess.apply_prediction(pred)
+                except TokenizerError as exc:
+                    raise BadInput(f"Cannot use this expression: {exc}") from None
+                if ask is not None:
+                    self.speculation.keep(ask, pred)
+            sess.apply_prediction(pred)
         sess.expression = text
         sess.domain_note = self._domain_note(sess)
         if pred.truncated:

@@ -115,6 +115,9 @@ class Session:
     # names this session's save attempts (with their content): a save whose outcome was lost and is tried
     # again with the same content carries the same key, so it is never stored twice; new after each save
     save_nonce: str = field(default_factory=lambda: uuid.uuid4().hex)
+    # names this session to its own page only (the canvas asks for the prefetched next picture by it,
+    # :meth:`SessionRegistry.client_of`); unguessable, so no page can ask for another session's
+    ticket: str = field(default_factory=lambda: uuid.uuid4().hex)
 
     def save_key(self, *content: object) -> str:
         """The key of a save of ``content`` (plus the targets and the ref being edited) in this session."""
@@ -247,6 +250,13 @@ class SessionRegistry:
             return False
         sess.release()
         return True
+
+    def client_of(self, ticket: str | None) -> str | None:
+        """The client whose live session carries ``ticket`` (:attr:`Session.ticket`), or None."""
+        if not ticket:
+            return None
+        with self._lock:
+            return next((c for c, s in self._live.items() if s.ticket == ticket), None)
 
     def image(self, digest: str | None) -> "np.ndarray | None":
         """The open picture whose content hash is ``digest`` in any live session (the canvas's

@@ -154,7 +154,20 @@ def prepare_picture(image_id: int, rgb: np.ndarray) -> None:
     :func:`canvas_value` looks it up by: opening it then costs no encoding."""
     from ..services import image_digest
 
-    PAYLOADS.put("img:" + image_digest(rgb), lambda: _picture_uri(rgb))
+    key = image_digest(rgb)
+    PAYLOADS.put("img:" + key, lambda: _picture_uri(rgb))
+    PAYLOADS.put(f"id:{int(image_id)}", lambda: {"image": key, "w": int(rgb.shape[1]), "h": int(rgb.shape[0])})
+
+
+def upcoming_picture(image_id: int | None) -> dict | None:
+    """``{"image": key, "w", "h"}`` of a prepared picture (:func:`prepare_picture`) whose encoding is
+    still in memory, or None: the page fetches and decodes it ahead of PgDn, which then draws at once."""
+    if image_id is None:
+        return None
+    item = PAYLOADS.get(f"id:{int(image_id)}")
+    if not isinstance(item, dict) or PAYLOADS.get("img:" + item["image"]) is None:
+        return None
+    return dict(item)
 
 
 def prediction_key(sess: Session) -> str | None:
@@ -217,6 +230,8 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
     value = {"seq": next(_seq), "doc": doc or f"{key}:{pred_key}:{sess.ref_id}", "image": key, "w": int(w), "h": int(h),
              "pred": pred_key, "targets": targets, "no_target": bool(nt), "readonly": readonly,
              "palette": COLOURS.tolist()}
+    if image is None and not readonly:  # the page asks by it for the next picture, prepared meanwhile
+        value["upcoming"] = sess.ticket
     if before is not None:
         value["before"] = {"targets": _numbered(before[0]), "no_target": bool(before[1])}
     return value
@@ -478,12 +493,15 @@ TEMPLATE = """
 
 
 def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520,
-                refine: Callable[[dict], dict] | None = None) -> gr.HTML:
+                refine: Callable[[dict], dict] | None = None,
+                upcoming: Callable[[str], dict | None] | None = None) -> gr.HTML:
     """The canvas component (``readonly``: no editing tools, per-instance toggles only; otherwise the
     outline tool of ``static/outline.js`` comes with it). ``refine``:
     the prompt tools' server call (``payload -> {"rle", ...} | {"error"}``, see
     :func:`app.views.prompts.refine_on_canvas`); with it the canvas gets the click, box and
-    refine-candidate tools of ``static/prompts.js``."""
+    refine-candidate tools of ``static/prompts.js``. ``upcoming``: ``ticket -> {"image", "w", "h"} | None``,
+    the picture PgDn will open, prepared on the server (:func:`upcoming_picture`); with it the page
+    fetches and decodes that picture while the annotator works, and PgDn draws it without waiting."""
     js = _static("canvas.js").replace("__READONLY__", "true" if readonly else "false")
     css = _static("canvas.css").replace("__HEIGHT__", str(int(height)))
     functions = [canvas_image, canvas_masks]
@@ -494,6 +512,12 @@ def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520,
 
         functions.append(canvas_refine)
         js += "\n" + _static("prompts.js")
+    if upcoming is not None and not readonly:
+        def canvas_upcoming(ticket: str) -> dict | None:
+            """Server function: the next picture prepared for the session named by ``ticket``, or None."""
+            return upcoming(str(ticket or ""))
+
+        functions.append(canvas_upcoming)
     if not readonly:
         js += "\n" + _static("outline.js")
     return gr.HTML(value=None, html_template=TEMPLATE, css_template=css, js_on_load=js, elem_id=elem_id,

@@ -167,15 +167,16 @@ class CanvasFields:
     sess: object
 
 
-def render(sess) -> Rendered:
-    """The session as the Annotate tab shows it (:class:`Rendered`)."""
+def render(sess, gallery: bool = True) -> Rendered:
+    """The session as the Annotate tab shows it (:class:`Rendered`); ``gallery=False``: the candidate
+    gallery is left as it is (an event that shows it after the picture, :func:`app.views.annotate.show_gallery`)."""
     from . import canvas, display
 
     return Rendered(
         canvas.canvas_value(sess),
         display.verdict_html(sess),
         gr.update(choices=display.candidate_choices(sess), value=sess.selected_candidates()),
-        display.candidate_gallery(sess),
+        display.candidate_gallery(sess) if gallery else gr.skip(),
         canvas.parts_html(sess, [n for n, _ in display.target_numbers(sess)]),
         sess,
     )

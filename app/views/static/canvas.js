@@ -29,6 +29,7 @@
     mouse: null, space: false, pan: null, stroke: null, lastStroke: null, lastPolygon: null, ops: 0,
     labels: [], ov: null, ed: null, hv: null, base: null, pending: null, message: '', extraTools: [],
     versions: null, version: 'after',  // read-only: {before, after} target sets of a fixed ref (Review), the one shown
+    next: null,  // the picture PgDn will open, fetched and decoded ahead: {key, img, w, h} (loadUpcoming)
   };
   element.__canvas = S;  // for tests and for tools added later (S.extraTools, S.api)
 
@@ -523,9 +524,13 @@
     root.classList.toggle('readonly', S.readonly);
     try {
       if (S.imgKey !== v.image) {
-        const uri = await server.canvas_image(v.image);
-        if (!uri) throw new Error('the picture is no longer in the server\'s memory: reopen the image');
-        const img = new Image(); img.src = uri; await img.decode();
+        let img;
+        if (S.next && S.next.key === v.image && S.next.w === v.w && S.next.h === v.h) { img = S.next.img; S.next = null; }
+        else {
+          const uri = await server.canvas_image(v.image);
+          if (!uri) throw new Error('the picture is no longer in the server\'s memory: reopen the image');
+          img = new Image(); img.src = uri; await img.decode();
+        }
         if (token !== S.loadToken) return;  // a newer value came meanwhile: it is the one shown
         S.img = img; S.imgKey = v.image; S.W = v.w; S.H = v.h;
         S.ov = layer(); S.ed = layer(); S.hv = layer(); S.hover = -1; fit();
@@ -552,6 +557,7 @@
       S.version = 'after'; renderVersions();
       emptyEl.style.display = 'none';
       relabel(); rebuild(); relabelParts(); renderList(); say(''); draw();
+      if (v.upcoming) loadUpcoming(v.upcoming, token);
     } catch (err) {
       say('Could not show the picture: ' + (err && err.message || err));  // the last picture stays
     } finally {  // keys held back meanwhile act once the newest value is shown
@@ -559,6 +565,32 @@
     }
   }
   watch('value', () => load(props.value));
+
+  // The picture PgDn will open: the server prepares it in the background after an image opens
+  // (app/services/prefetch.py); the page asks for it now and then (ticket: the session's own name)
+  // and fetches and decodes it, so that PgDn draws it without a transfer or a decode. A newer value
+  // (another image, a new run) starts over; a picture that never comes costs a few small requests.
+  const UPCOMING_WAITS_MS = [500, 500, 700, 1000, 1500, 2000, 3000, 4000, 5000, 8000, 12000, 20000];
+  async function loadUpcoming(ticket, token) {
+    if (!server.canvas_upcoming) return;
+    for (const wait of UPCOMING_WAITS_MS) {
+      await new Promise((r) => setTimeout(r, wait));
+      if (token !== S.loadToken) return;
+      let up = null;
+      try { up = await server.canvas_upcoming(ticket); } catch (err) { return; }  // a convenience only
+      if (token !== S.loadToken) return;
+      if (!up || !up.image) continue;
+      if (up.image === S.imgKey || (S.next && S.next.key === up.image)) return;
+      try {
+        const uri = await server.canvas_image(up.image);
+        if (!uri) return;
+        const img = await createImageBitmap(await (await fetch(uri)).blob());
+        // kept even when a run on this image came meanwhile: the key names the picture's content
+        if (up.image !== S.imgKey) S.next = { key: up.image, img, w: up.w, h: up.h };
+      } catch (err) { /* PgDn fetches it then */ }
+      return;
+    }
+  }
 
   // ---- toolbar -----------------------------------------------------------------------------------------
   function addTool([key, name, title]) {
