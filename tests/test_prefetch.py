@@ -182,6 +182,34 @@ def test_a_prefetch_pauses_between_encoder_blocks_while_interactive_work_runs(tm
         svc.prefetch.close()
 
 
+def test_a_prefetch_pauses_while_the_typed_expression_runs(tmp_path: Path, predictor) -> None:
+    """The annotator's Enter on the open image comes before their PgDn: while the run of the typed
+    expression (0.5 s, app.services.speculate) goes on, a prefetch under way (20 blocks of 50 ms)
+    finishes at most the block it had started."""
+    slow = CountingPredictor(predictor, encode_s=1.0, steps=20, predict_s=0.5)
+    svc = _services(tmp_path, predictor)
+    try:
+        other = svc.workspace.open_image(4)
+        svc.model.predictor = slow
+        annotate.prefetch_next(svc, 1, annotate.image_filter(*ANY), _request("a"))
+        deadline = time.monotonic() + 10
+        while len(slow.steps_done) < 3 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        annotate.speculate(svc, "the red circle", 0.5, 0.5, other, request=_request("b"))
+        while not slow.predict_started and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert slow.predict_started, "the typed expression did not run"
+        t0 = slow.predict_started[0]
+        assert svc.speculation.wait_idle(30)
+        t1 = time.perf_counter()
+        during = [t for t in slow.steps_done if t0 < t < t1]
+        assert len(during) <= 1, f"{len(during)} prefetch blocks ran beside the typed expression's run"
+        assert svc.prefetch.wait_idle(30) and svc.prefetch.stats.encoded == 1 and len(slow.steps_done) == 20
+    finally:
+        svc.prefetch.close()
+        svc.speculation.close()
+
+
 def test_a_prefetch_starts_once_the_page_had_time_to_draw_the_image_it_opened(tmp_path: Path, predictor) -> None:
     counting = CountingPredictor(predictor)
     svc = _services(tmp_path, counting)

@@ -87,6 +87,20 @@ def test_the_annotate_queue_in_the_most_uncertain_first_order(tmp_path: Path, mo
     assert annotate.thumbs_turn(svc, 0, 0, *order).thumbs == items
 
 
+def test_enter_leaves_the_candidate_gallery_to_the_event_after_it(tmp_path: Path, model) -> None:
+    """Enter in the box (``segment_typed``) shows the picture and verdict without the gallery, which
+    ``show_gallery`` (chained after it) gives; the API's ``segment`` still returns it at once."""
+    from app.views.records import is_skip
+
+    svc = _collection(tmp_path, model)
+    sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess
+    typed = annotate.segment_typed(svc, None, "the red circle", 0.7, 0.5, sess).rendered
+    assert is_skip(typed.gallery) and "existence probability" in typed.verdict
+    later = annotate.show_gallery(svc, typed.sess)
+    api = annotate.segment(svc, None, "the red circle", 0.7, 0.5, typed.sess).rendered
+    assert len(later) == len(api.gallery) == len(typed.candidates["choices"]) > 0
+
+
 def test_segment_save_and_reopen_without_a_server(tmp_path: Path, model) -> None:
     svc = _collection(tmp_path, model)
     sess = annotate.step_image(svc, 1, True, Session(), False, "", 0.7, 0.5, *ANY).rendered.sess  # first image without refs

@@ -11,10 +11,10 @@ session's own ``#next`` slot), so that PgDn costs the drawing only.
 Bounds: one image ahead per session (a newer request of the same session replaces the older, and
 stops it if it is running); the cache's cap in bytes for the whole server; and interactive work
 first (:class:`~.features.Priority`): a prefetch starts only when no interactive request runs, and
-pauses before each encoder block while one does, so an interactive request shares the CPU with at
-most one block of a prefetch. A job waits ``settle_s`` after it was asked for before it starts: the
-page that opened the image is drawing it meanwhile, often on the same CPU. A change of the filter
-or the order cancels the session's prefetch.
+pauses before each encoder block while one does (or while the typed expression's run does), so an
+interactive request shares the CPU with at most one block of a prefetch. A job waits ``settle_s``
+after it was asked for before it starts: the page that opened the image is drawing it meanwhile,
+often on the same CPU. A change of the filter or the order cancels the session's prefetch.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from .worker import SessionWorker
 log = logging.getLogger(__name__)
 
 SETTLE_S = 0.4  # a prefetch starts this long after its image opened (the page draws it meanwhile)
+_SPECULATION_POLL_S = 0.02  # how often a paused prefetch looks whether the typed expression's run has ended
 NEXT = "#next"  # the speculation slot of a session's next image: ``client + NEXT``
 
 
@@ -176,10 +177,16 @@ class Prefetcher(SessionWorker):
                 log.exception("prefetch after image %s failed", job.image_id)
 
     def _pause(self, job: _Job) -> None:
-        """Between encoder blocks: wait while interactive work runs; stop if cancelled."""
-        while not self.model.priority.wait_idle(0.5):
-            if job.cancelled.is_set():
-                break
+        """Between encoder blocks: wait while interactive work runs, and while the run of a typed
+        expression does (the annotator's Enter on this image comes before their PgDn, and on a small
+        CPU the two runs side by side would make Enter wait); stop if cancelled."""
+        while not job.cancelled.is_set():
+            if not self.model.priority.wait_idle(0.5):
+                continue
+            if self.speculation is not None and self.speculation.busy():
+                job.cancelled.wait(_SPECULATION_POLL_S)
+                continue
+            break
         if job.cancelled.is_set():
             raise _Cancelled
 

@@ -33,6 +33,11 @@ class SessionWorker:
         """Until nothing waits or runs (tests, benchmarks)."""
         return self._idle.wait(timeout)
 
+    def busy(self) -> bool:
+        """Whether a job is running now."""
+        with self._wake:
+            return self._running is not None
+
     def close(self) -> None:
         """Cancel everything and let the thread end."""
         with self._wake:
