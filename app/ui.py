@@ -92,7 +92,11 @@ SHORTCUTS_JS = """
     if (!inExpression(e.target)) return;
     clearTimeout(speculateTimer);
     if (!(e.target.value || '').trim()) return;
-    speculateTimer = setTimeout(() => document.querySelector('#speculate-btn')?.click(), SPECULATE_PAUSE_MS);
+    speculateTimer = setTimeout(() => {
+      document.querySelector('#speculate-btn')?.click();
+      // the canvas then loads the answer's masks ahead of Enter (app/views/static/canvas.js, watchTyped)
+      [...document.querySelectorAll('#canvas, #canvas *')].find((el) => el.__canvas)?.__canvas.api.watchTyped();
+    }, SPECULATE_PAUSE_MS);
   }, true);
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter' && inExpression(e.target)) clearTimeout(speculateTimer);
@@ -359,7 +363,8 @@ def build_app(model: ModelHolder, store: Store, *, max_image_side: int = 4096, d
         with gr.Tabs() as tabs:
             with gr.Tab("Annotate", id="annotate", elem_id="tab-annotate"):
                 annotate_ui = annotate_layout.layout(model.predictor, refine=functools.partial(prompts.refine_on_canvas, svc),
-                                                    upcoming=functools.partial(annotate.upcoming_for, svc))
+                                                    upcoming=functools.partial(annotate.upcoming_for, svc),
+                                                    typed=functools.partial(annotate.typed_for, svc))
             with gr.Tab("Review", elem_id="tab-review") as review_tab:
                 review_ui = review.layout(review_tab)
             with gr.Tab("Negatives", elem_id="tab-verify") as verify_tab:

@@ -1,6 +1,7 @@
 """The expression run while typing, in a real browser (chromium): an expression typed key by key is
-sent once, after the typing pause; Enter then shows the model's targets from that run (the server
-counts a hit and runs nothing more), and an expression entered without a pause runs as before."""
+sent once, after the typing pause; the page loads that run's masks meanwhile; Enter then shows the
+model's targets from that run (the server counts a hit and runs nothing more, the page fetches no
+masks), and an expression entered without a pause runs as before."""
 
 from __future__ import annotations
 
@@ -82,6 +83,11 @@ def test_enter_after_a_typing_pause_shows_the_targets_of_the_run_made_meanwhile(
     box.press_sequentially(text, delay=60)  # key by key, faster than the pause: one request at the end
     stats = _wait_stats(url, lambda s: s["ran"] > before["ran"], "the run while typing")
     assert stats["scheduled"] == before["scheduled"] + 1, stats
+    # the page loads the answer's masks ahead (watchTyped): Enter then asks the server for no masks
+    _wait(page, f"!!{CV}.typed", "the typed answer's masks loaded ahead")
+    page.evaluate("""() => { window.__masks = 0; const of = window.fetch;
+      window.fetch = function (...a) { if (String(a[0]).includes('component_server')
+        && String(a[1]?.body || '').includes('canvas_masks')) window.__masks++; return of.apply(this, a); }; }""")
     box.press("Enter")
     _wait(page, f"{CV}.targets.length === {len(masks)}", f"{len(masks)} targets on the canvas")
     _wait(page, "document.querySelector('#verdict')?.innerText.includes('existence probability')", "the verdict")
@@ -89,6 +95,7 @@ def test_enter_after_a_typing_pause_shows_the_targets_of_the_run_made_meanwhile(
     shown = [decode_mask(r, h, w) > 0 for r in page.evaluate(f"() => {{ const S = {CV}; "
                                                                "return S.targets.map(t => S.api.encodeRle(t.mask)); }")]
     assert len(shown) == len(masks) and all(np.array_equal(a, b) for a, b in zip(shown, masks))
+    assert page.evaluate("() => window.__masks") == 0, "Enter fetched the masks loaded ahead again"
     stats = background_stats(url)["speculation"]
     assert stats["hits"] == before["hits"] + 1 and stats["misses"] == before["misses"], stats
     assert stats["ran"] == before["ran"] + 1

@@ -282,7 +282,7 @@ def test_the_page_learns_the_prepared_next_picture_by_its_own_ticket_only(tmp_pa
     PAYLOADS.clear()
     try:
         sess = _step(svc, Session(), "a")  # image 1 open, image 2 asked for
-        ticket = canvas_value(sess)["upcoming"]
+        ticket = canvas_value(sess)["ticket"]
         assert ticket == sess.ticket and annotate.upcoming_for(svc, ticket) is None  # not prepared yet
         assert svc.prefetch.wait_idle(30)
         rgb = svc.store.load_image(2)
@@ -294,7 +294,7 @@ def test_the_page_learns_the_prepared_next_picture_by_its_own_ticket_only(tmp_pa
         assert annotate.upcoming_for(svc, ticket)["image"] == image_digest(svc.store.load_image(5))
         sess = _step(svc, sess, "a")  # another image opened: its session has a new ticket, asked for anew
         assert annotate.upcoming_for(svc, ticket) is None
-        assert canvas_value(sess, readonly=True).get("upcoming") is None  # read-only canvases never ask
+        assert canvas_value(sess, readonly=True).get("ticket") is None  # read-only canvases never ask
     finally:
         svc.prefetch.close()
 

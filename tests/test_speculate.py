@@ -105,6 +105,31 @@ def test_enter_after_a_pause_takes_the_run_made_while_typing(tmp_path: Path, pre
         svc.speculation.close()
 
 
+def test_the_page_learns_the_typed_answer_and_enter_names_the_same_masks(tmp_path: Path, predictor) -> None:
+    """Once the run made while typing has its answer, its candidates' masks are encoded (the view's
+    ``prepare_typed`` hook) and the page, by its session's ticket, learns their key; Enter's canvas
+    value names that key (the page then draws from the masks it loaded), and another page learns nothing."""
+    from app.views.canvas import PAYLOADS, prepare_typed
+
+    svc = _services(tmp_path, SlowPredictor(predictor))
+    svc.speculation.on_result(prepare_typed)
+    PAYLOADS.clear()
+    try:
+        sess = svc.sessions.track("a", svc.workspace.open_image(1))
+        assert annotate.typed_for(svc, sess.ticket) is None  # nothing typed yet
+        _typed(svc, sess, TEXT)
+        assert svc.speculation.wait_idle(30)
+        answer = annotate.typed_for(svc, sess.ticket)
+        assert answer is not None and PAYLOADS.get("pred:" + answer["pred"]) is not None
+        assert annotate.typed_for(svc, Session().ticket) is None
+        value = _enter(svc, sess, TEXT).rendered.result
+        assert value["pred"] == answer["pred"] and svc.speculation.stats.hits == 1
+        rows = PAYLOADS.get("pred:" + answer["pred"])
+        assert [r["id"] for r in rows if r["referred"]] == sess.prediction.referred
+    finally:
+        svc.speculation.close()
+
+
 def test_enter_with_another_text_or_thresholds_runs_the_model(tmp_path: Path, predictor) -> None:
     slow = SlowPredictor(predictor)
     svc = _services(tmp_path, slow)

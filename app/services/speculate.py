@@ -25,6 +25,7 @@ import logging
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from typing import Callable
 
 from deris_core.predictor import ImageState, Prediction
 
@@ -101,7 +102,22 @@ class Speculator(SessionWorker):
         self.model, self.max_results = model, int(max_results)
         self.stats = SpeculationStats()
         self._results: OrderedDict[Ask, Prediction] = OrderedDict()
+        self._ready: list[Callable[[str, Prediction], None]] = []
         super().__init__()
+
+    def on_result(self, hook: Callable[[str, Prediction], None]) -> None:
+        """Call ``hook(client, prediction)`` once a run for ``client`` has its answer (in the worker; the
+        prediction is the client's own copy): a view prepares what Enter will show of it, so that Enter
+        costs the drawing only. Also when the answer was kept already. Errors are logged, never raised."""
+        if hook not in self._ready:
+            self._ready.append(hook)
+
+    def _answered(self, client: str, pred: Prediction) -> None:
+        for hook in self._ready:
+            try:
+                hook(client, detached(pred))
+            except Exception:  # noqa: BLE001 - a convenience: Enter prepares it again if needed
+                log.exception("preparing the typed expression's answer for the page failed")
 
     @property
     def enabled(self) -> bool:
@@ -117,9 +133,13 @@ class Speculator(SessionWorker):
         if not client or state is None or not ask.text or not self.enabled or not self.model.is_current(ask.key):
             return False
         with self._wake:
-            if ask in self._results:
+            kept = self._results.get(ask)
+            if kept is not None:
                 self.stats.already += 1
-                return False
+        if kept is not None:
+            self._answered(client, kept)
+            return False
+        with self._wake:
             mine = self._jobs.get(client) or (self._running if self._running and self._running.client == client else None)
             if mine is not None and mine.ask == ask and not mine.cancelled.is_set():
                 return False  # the same text again (a key pressed and taken back): under way already
@@ -218,6 +238,8 @@ class Speculator(SessionWorker):
                 log.debug("speculation on %r failed: %s", job.ask.text, exc)
             finally:
                 job.done.set()
+            if job.result is not None and not job.cancelled.is_set():  # after done: an Enter waiting goes first
+                self._answered(job.client, job.result)
 
     def _pause(self, job: _Job) -> None:
         """Before each block: wait while interactive work runs (unless an Enter awaits this run);

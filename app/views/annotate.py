@@ -30,8 +30,8 @@ from ..zerogpu import gpu  # spaces.GPU(duration=...) on ZeroGPU, a no-op elsewh
 from . import display
 from .display import history_html
 from .annotate_layout import AnnotateUI
-from .canvas import (CanvasError, apply_canvas, keep_on_error, prepare_picture, session_part_warnings,
-                     upcoming_picture)
+from .canvas import (CanvasError, apply_canvas, keep_on_error, prepare_picture, prepare_typed, session_part_warnings,
+                     typed_answer, upcoming_picture)
 from .records import Outputs, nested
 from .shell import CanvasFields, Rendered, Shell, bind, from_browser, ref_id, render, render_fields, request_user
 
@@ -290,6 +290,12 @@ def upcoming_for(svc: Services, ticket: str) -> dict | None:
     return upcoming_picture(svc.prefetch.upcoming(svc.sessions.client_of(ticket)))
 
 
+def typed_for(svc: Services, ticket: str) -> dict | None:
+    """The canvas's server call (``make_canvas(typed=...)``): the latest answer of the expression run
+    while the annotator of the page whose session carries ``ticket`` typed, else None."""
+    return typed_answer(svc.sessions.client_of(ticket))
+
+
 def prefetch_refiltered(svc: Services, sess: Session, flt: ImageFilter, request: gr.Request | None) -> None:
     """The filter or the order changed: the prefetch under the old one is cancelled, the new next image asked for."""
     svc.prefetch.cancel(getattr(request, "session_hash", None))
@@ -511,6 +517,7 @@ def wire(svc: Services, ui: AnnotateUI, shell: Shell) -> None:
         bind(show_gallery, svc), [shell.sess_state], [ui.gallery], api_name=False, show_progress="hidden")
     # the page clicks the hidden button once the typed text has been still (app.ui SHORTCUTS_JS)
     svc.prefetch.on_ready(prepare_picture)  # the next image's picture is encoded with its features
+    svc.speculation.on_result(prepare_typed)  # the typed expression's masks are encoded with its answer
     ui.speculate.click(bind(speculate, svc), [ui.expression, ui.score_thr, ui.mask_thr, shell.sess_state,
                                               ui.keep_expr], None,
                        api_name=False, show_progress="hidden", trigger_mode="always_last")

@@ -102,10 +102,11 @@ class AnnotateUI:
         return [self.extra, self.split, self.status, self.ref_history]
 
 
-def layout(predictor, refine=None, upcoming=None) -> AnnotateUI:
+def layout(predictor, refine=None, upcoming=None, typed=None) -> AnnotateUI:
     """Lay the tab out (inside the shell's ``gr.Tab``); ``predictor`` picks the examples and threshold;
     ``refine``: the canvas's prompt tools' server call (:func:`app.views.prompts.refine_on_canvas`), None: no prompt tools;
-    ``upcoming``: its call for the next picture (:func:`app.views.annotate.upcoming_for`), None: not loaded ahead."""
+    ``upcoming``: its call for the next picture (:func:`app.views.annotate.upcoming_for`), None: not loaded ahead;
+    ``typed``: its call for the typed expression's answer (:func:`app.views.annotate.typed_for`), None: not loaded ahead."""
     c = SimpleNamespace()  # the widgets as they are made; checked by the dataclass at the end
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -123,7 +124,7 @@ def layout(predictor, refine=None, upcoming=None) -> AnnotateUI:
                 c.run_btn = gr.Button("Segment", variant="primary", elem_id="segment-btn", scale=0, min_width=100)
                 c.speculate = gr.Button("", visible="hidden", elem_id="speculate-btn", scale=0, min_width=0)
                 c.next_expr_btn = gr.Button("Next expression (Alt+N)", elem_id="next-btn", scale=0, min_width=120)
-            c.result = make_canvas("canvas", height=400, refine=refine, upcoming=upcoming)
+            c.result = make_canvas("canvas", height=400, refine=refine, upcoming=upcoming, typed=typed)
             c.parts = gr.HTML("", elem_id="canvas-parts-box")
             c.keep_expr = gr.Checkbox(label="Keep the expression for the next image (runs it at once)", value=False,
                                       elem_id="keep-expr")

@@ -20,11 +20,11 @@ a dragged vertex must give.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import itertools
 import logging
 import threading
-import uuid
 from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
@@ -34,6 +34,8 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
+
+from deris_core.predictor import Prediction
 
 from ..errors import UserError
 from ..viewkit.overlay import COLOURS
@@ -68,6 +70,14 @@ class _Payloads:
                 self._items.move_to_end(key)
                 return
         value = make()  # outside the lock: encoding a picture takes a while
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.limit:
+                self._items.popitem(last=False)
+
+    def replace(self, key: str, value: object) -> None:
+        """Set ``key`` to ``value`` even when it is there already (a pointer that moves on)."""
         with self._lock:
             self._items[key] = value
             self._items.move_to_end(key)
@@ -171,21 +181,48 @@ def upcoming_picture(image_id: int | None) -> dict | None:
 
 
 def prediction_key(sess: Session) -> str | None:
-    """A key naming the open prediction (its masks are sent once under it)."""
-    p = sess.prediction
-    if p is None:
-        return None
-    return p._cache.setdefault("canvas_key", uuid.uuid4().hex)
+    """A key naming the open prediction (its masks are sent once under it): see :func:`content_key`."""
+    return content_key(sess.prediction) if sess.prediction is not None else None
 
 
-def _candidate_rows(sess: Session) -> list[dict]:
-    p = sess.prediction
+def content_key(p: Prediction) -> str:
+    """A key naming what a prediction shows (its candidates' scores, masks and thresholds): two runs
+    that give the same answer share it, so the answer of the run made while the annotator typed,
+    prepared in the background (:func:`prepare_typed`), is what Enter's value names."""
+    key = p._cache.get("canvas_key")
+    if key is None:
+        h = hashlib.blake2b(digest_size=16)
+        h.update(repr((tuple(p.original_size), float(p.score_threshold), float(p.mask_threshold))).encode())
+        h.update(np.ascontiguousarray(p.scores, dtype=np.float32).tobytes())
+        h.update(p.low_res_logits.detach().to("cpu").contiguous().numpy().tobytes())
+        key = p._cache["canvas_key"] = h.hexdigest()
+    return key
+
+
+def _candidate_rows(p: Prediction) -> list[dict]:
     rows = []
     for rank, k in enumerate(p.order):
         rows.append({"id": int(k), "label": str(rank + 1), "score": round(float(p.scores[k]), 3),
                      "colour": list(COLOURS[rank % len(COLOURS)].tolist()), "referred": bool(p.scores[k] > p.score_threshold),
                      "rle": encode_mask(_candidate_mask(p, k))})
     return rows
+
+
+def prepare_typed(client: str, pred: Prediction) -> None:
+    """The answer of the run made while ``client`` typed (:meth:`app.services.speculate.Speculator.on_result`):
+    its candidates' masks encoded for the page under the prediction's key, and that key noted as the
+    client's latest, which its page asks for (:func:`typed_answer`) and loads ahead of Enter."""
+    key = content_key(pred)
+    PAYLOADS.put("pred:" + key, lambda: _candidate_rows(pred))
+    PAYLOADS.replace(f"typed:{client}", key)
+
+
+def typed_answer(client: str | None) -> dict | None:
+    """``{"pred": key}`` of the latest run made while ``client`` typed whose masks are in memory, or None."""
+    key = PAYLOADS.get(f"typed:{client}") if client else None
+    if not isinstance(key, str) or PAYLOADS.get("pred:" + key) is None:
+        return None
+    return {"pred": key}
 
 
 def _numbered(masks: list[np.ndarray]) -> list[dict]:
@@ -213,7 +250,8 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
     pred_key = None
     if image is None and sess.prediction is not None:
         pred_key = prediction_key(sess)
-        PAYLOADS.put("pred:" + pred_key, lambda: _candidate_rows(sess))
+        pred = sess.prediction
+        PAYLOADS.put("pred:" + pred_key, lambda: _candidate_rows(pred))
     if masks is not None:
         targets = _numbered(masks)
         nt = bool(no_target)
@@ -230,8 +268,8 @@ def canvas_value(sess: Session, *, readonly: bool = False, masks: list[np.ndarra
     value = {"seq": next(_seq), "doc": doc or f"{key}:{pred_key}:{sess.ref_id}", "image": key, "w": int(w), "h": int(h),
              "pred": pred_key, "targets": targets, "no_target": bool(nt), "readonly": readonly,
              "palette": COLOURS.tolist()}
-    if image is None and not readonly:  # the page asks by it for the next picture, prepared meanwhile
-        value["upcoming"] = sess.ticket
+    if image is None and not readonly:  # the page asks by it for what is prepared meanwhile (next picture, typed answer)
+        value["ticket"] = sess.ticket
     if before is not None:
         value["before"] = {"targets": _numbered(before[0]), "no_target": bool(before[1])}
     return value
@@ -494,14 +532,18 @@ TEMPLATE = """
 
 def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520,
                 refine: Callable[[dict], dict] | None = None,
-                upcoming: Callable[[str], dict | None] | None = None) -> gr.HTML:
+                upcoming: Callable[[str], dict | None] | None = None,
+                typed: Callable[[str], dict | None] | None = None) -> gr.HTML:
     """The canvas component (``readonly``: no editing tools, per-instance toggles only; otherwise the
     outline tool of ``static/outline.js`` comes with it). ``refine``:
     the prompt tools' server call (``payload -> {"rle", ...} | {"error"}``, see
     :func:`app.views.prompts.refine_on_canvas`); with it the canvas gets the click, box and
     refine-candidate tools of ``static/prompts.js``. ``upcoming``: ``ticket -> {"image", "w", "h"} | None``,
     the picture PgDn will open, prepared on the server (:func:`upcoming_picture`); with it the page
-    fetches and decodes that picture while the annotator works, and PgDn draws it without waiting."""
+    fetches and decodes that picture while the annotator works, and PgDn draws it without waiting.
+    ``typed``: ``ticket -> {"pred"} | None``, the answer of the run made while the annotator typed
+    (:func:`typed_answer`); with it the page loads that answer's masks after the typing pause, and
+    Enter draws them without fetching."""
     js = _static("canvas.js").replace("__READONLY__", "true" if readonly else "false")
     css = _static("canvas.css").replace("__HEIGHT__", str(int(height)))
     functions = [canvas_image, canvas_masks]
@@ -518,6 +560,12 @@ def make_canvas(elem_id: str, *, readonly: bool = False, height: int = 520,
             return upcoming(str(ticket or ""))
 
         functions.append(canvas_upcoming)
+    if typed is not None and not readonly:
+        def canvas_typed(ticket: str) -> dict | None:
+            """Server function: the latest answer of the typed expression for the session of ``ticket``."""
+            return typed(str(ticket or ""))
+
+        functions.append(canvas_typed)
     if not readonly:
         js += "\n" + _static("outline.js")
     return gr.HTML(value=None, html_template=TEMPLATE, css_template=css, js_on_load=js, elem_id=elem_id,

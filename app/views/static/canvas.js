@@ -30,6 +30,7 @@
     labels: [], ov: null, ed: null, hv: null, base: null, pending: null, message: '', extraTools: [],
     versions: null, version: 'after',  // read-only: {before, after} target sets of a fixed ref (Review), the one shown
     next: null,  // the picture PgDn will open, fetched and decoded ahead: {key, img, w, h} (loadUpcoming)
+    typed: null, typedSeen: null, typedGen: 0,  // the typed expression's answer loaded ahead: {key, cands} (watchTyped)
   };
   element.__canvas = S;  // for tests and for tools added later (S.extraTools, S.api)
 
@@ -506,7 +507,7 @@
   }
   S.api = { showVersion, setTool, undo, redo, newInstance, deleteInstance, toggleNoTarget, toggleCandidate, fit, zoomAt, toScreen,
     toImage, encodeRle, decodeRle, closePolygon, say, draw, pushUndo, changed, candidateAt, targetAt, status, renderList, rebuild, relabel,
-    polygonFill };
+    polygonFill, watchTyped };
 
   // ---- the server's value -----------------------------------------------------------------------------
   async function load(v) {
@@ -536,7 +537,8 @@
         S.ov = layer(); S.ed = layer(); S.hv = layer(); S.hover = -1; fit();
       }
       if (S.predKey !== v.pred) {
-        const cands = v.pred ? (await server.canvas_masks(v.pred)) || [] : [];
+        const cands = S.typed && S.typed.key === v.pred && S.typed.image === v.image ? S.typed.cands
+          : v.pred ? (await server.canvas_masks(v.pred)) || [] : [];
         if (token !== S.loadToken) return;
         S.cands = cands; S.predKey = v.pred;
       }
@@ -557,7 +559,7 @@
       S.version = 'after'; renderVersions();
       emptyEl.style.display = 'none';
       relabel(); rebuild(); relabelParts(); renderList(); say(''); draw();
-      if (v.upcoming) loadUpcoming(v.upcoming, token);
+      if (v.ticket) loadUpcoming(v.ticket, token);
     } catch (err) {
       say('Could not show the picture: ' + (err && err.message || err));  // the last picture stays
     } finally {  // keys held back meanwhile act once the newest value is shown
@@ -571,6 +573,7 @@
   // and fetches and decodes it, so that PgDn draws it without a transfer or a decode. A newer value
   // (another image, a new run) starts over; a picture that never comes costs a few small requests.
   const UPCOMING_WAITS_MS = [500, 500, 700, 1000, 1500, 2000, 3000, 4000, 5000, 8000, 12000, 20000];
+  const TYPED_WAITS_MS = [150, 150, 200, 300, 400, 600, 800, 1200, 1600];
   async function loadUpcoming(ticket, token) {
     if (!server.canvas_upcoming) return;
     for (const wait of UPCOMING_WAITS_MS) {
@@ -588,6 +591,33 @@
         // kept even when a run on this image came meanwhile: the key names the picture's content
         if (up.image !== S.imgKey) S.next = { key: up.image, img, w: up.w, h: up.h };
       } catch (err) { /* PgDn fetches it then */ }
+      return;
+    }
+  }
+  // The answer of the expression the annotator typed: the page sends the text after a typing pause
+  // (app/ui.py, #speculate-btn) and calls watchTyped; the server runs it in the background and encodes the
+  // candidates' masks (app/services/speculate.py, prepare_typed). The page asks for that answer's key
+  // until a new one comes, fetches its masks and decodes the referred ones, so that Enter on the same
+  // text draws them without a request. A newer typing pause starts over.
+  async function watchTyped() {
+    const ticket = S.base && S.base.ticket, image = S.imgKey;
+    if (!server.canvas_typed || !ticket) return;
+    const gen = ++S.typedGen;
+    for (const wait of TYPED_WAITS_MS) {
+      await new Promise((r) => setTimeout(r, wait));
+      if (gen !== S.typedGen) return;
+      let answer = null;
+      try { answer = await server.canvas_typed(ticket); } catch (err) { return; }  // a convenience only
+      if (image !== S.imgKey) return;  // another image: the answer was for the last one
+      if (gen !== S.typedGen || !answer || !answer.pred || answer.pred === S.typedSeen) continue;
+      S.typedSeen = answer.pred;
+      if (answer.pred === S.predKey) return;  // Enter came first: shown already
+      try {
+        const cands = await server.canvas_masks(answer.pred);
+        if (!cands || image !== S.imgKey) return;
+        S.typed = { key: answer.pred, image, cands };
+        for (const c of cands) if (c.referred) candMask(c);  // the targets Enter will draw, decoded ahead
+      } catch (err) { /* Enter fetches them then */ }
       return;
     }
   }
