@@ -238,7 +238,9 @@ class Speculator(SessionWorker):
                 log.debug("speculation on %r failed: %s", job.ask.text, exc)
             finally:
                 job.done.set()
-            if job.result is not None and not job.cancelled.is_set():  # after done: an Enter waiting goes first
+            # after done, and only when no Enter waited for this run: that Enter shows the answer itself,
+            # and the hooks' work beside it would only slow it down
+            if job.result is not None and not job.cancelled.is_set() and not job.urgent.is_set():
                 self._answered(job.client, job.result)
 
     def _pause(self, job: _Job) -> None:
