@@ -115,6 +115,13 @@ class Prediction:
             m = self._cache[key] = resize_nearest(self.masks_384[index], self.original_size)
         return m
 
+    def forget_masks(self, keep: "list[int] | tuple[int, ...]" = ()) -> None:
+        """Drop the cached full-size masks of every candidate but ``keep`` (memory: 0.8 MB each at
+        1024x768); they are computed again when asked for."""
+        keep = {int(k) for k in keep}
+        for key in [k for k in self._cache if isinstance(k, tuple) and k[0] == "mask" and k[1] not in keep]:
+            del self._cache[key]
+
     @property
     def masks(self) -> np.ndarray:
         """``[Q, H, W]`` uint8 binary masks at the original size (every candidate: prefer :meth:`mask`)."""

@@ -122,8 +122,11 @@ def test_the_page_learns_the_typed_answer_and_enter_names_the_same_masks(tmp_pat
         answer = annotate.typed_for(svc, sess.ticket)
         assert answer is not None and PAYLOADS.get("pred:" + answer["pred"]) is not None
         assert annotate.typed_for(svc, Session().ticket) is None
+        prepared = svc.speculation._prepared["a"][1]  # the copy the hook worked on
+        assert set(prepared._cache["part_problems"]) == set(prepared.referred)
         value = _enter(svc, sess, TEXT).rendered.result
         assert value["pred"] == answer["pred"] and svc.speculation.stats.hits == 1
+        assert sess.prediction is prepared and "a" not in svc.speculation._prepared  # taken, once
         rows = PAYLOADS.get("pred:" + answer["pred"])
         assert [r["id"] for r in rows if r["referred"]] == sess.prediction.referred
     finally:

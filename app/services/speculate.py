@@ -103,21 +103,31 @@ class Speculator(SessionWorker):
         self.stats = SpeculationStats()
         self._results: OrderedDict[Ask, Prediction] = OrderedDict()
         self._ready: list[Callable[[str, Prediction], None]] = []
+        self._prepared: dict[str, tuple[Ask, Prediction]] = {}  # client -> its latest answer, prepared by the hooks
         super().__init__()
 
     def on_result(self, hook: Callable[[str, Prediction], None]) -> None:
         """Call ``hook(client, prediction)`` once a run for ``client`` has its answer (in the worker; the
-        prediction is the client's own copy): a view prepares what Enter will show of it, so that Enter
-        costs the drawing only. Also when the answer was kept already. Errors are logged, never raised."""
+        prediction is the client's own copy, the one its Enter on that text then takes): a view prepares
+        what Enter will show of it, so that Enter costs the drawing only. Also when the answer was kept
+        already; not after a run an Enter waited for. Errors are logged, never raised."""
         if hook not in self._ready:
             self._ready.append(hook)
 
-    def _answered(self, client: str, pred: Prediction) -> None:
+    def _answered(self, client: str, ask: Ask, pred: Prediction) -> None:
+        """The hooks prepare the client's own copy of the answer; that copy, with what they computed on
+        it (its masks), is what the client's Enter on ``ask`` takes (:meth:`take`)."""
+        if not self._ready:
+            return
+        copy = detached(pred)
         for hook in self._ready:
             try:
-                hook(client, detached(pred))
+                hook(client, copy)
             except Exception:  # noqa: BLE001 - a convenience: Enter prepares it again if needed
                 log.exception("preparing the typed expression's answer for the page failed")
+        copy.forget_masks(keep=copy.referred)  # the targets Enter draws; the rest comes back on demand
+        with self._wake:
+            self._prepared[client] = (ask, copy)
 
     @property
     def enabled(self) -> bool:
@@ -137,7 +147,7 @@ class Speculator(SessionWorker):
             if kept is not None:
                 self.stats.already += 1
         if kept is not None:
-            self._answered(client, kept)
+            self._answered(client, ask, kept)
             return False
         with self._wake:
             mine = self._jobs.get(client) or (self._running if self._running and self._running.client == client else None)
@@ -169,6 +179,10 @@ class Speculator(SessionWorker):
                 self._results.move_to_end(ask)
                 self.stats.hits += 1
                 log.debug("speculation: Enter took the run made while typing (hits %d)", self.stats.hits)
+                prepared = self._prepared.get(client or "")
+                if prepared is not None and prepared[0] == ask:  # the copy the page's hooks prepared: its masks made
+                    del self._prepared[client]
+                    return prepared[1]
                 return detached(kept)
             running = self._running if self._running is not None and self._running.ask == ask else None
             if running is None or running.cancelled.is_set():
@@ -209,6 +223,7 @@ class Speculator(SessionWorker):
             self._results.popitem(last=False)
 
     def _cancel_locked(self, client: str) -> None:
+        self._prepared.pop(client, None)
         job = self._jobs.pop(client, None)
         if job is not None:
             job.cancelled.set()
@@ -241,7 +256,7 @@ class Speculator(SessionWorker):
             # after done, and only when no Enter waited for this run: that Enter shows the answer itself,
             # and the hooks' work beside it would only slow it down
             if job.result is not None and not job.cancelled.is_set() and not job.urgent.is_set():
-                self._answered(job.client, job.result)
+                self._answered(job.client, job.ask, job.result)
 
     def _pause(self, job: _Job) -> None:
         """Before each block: wait while interactive work runs (unless an Enter awaits this run);

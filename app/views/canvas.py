@@ -210,10 +210,15 @@ def _candidate_rows(p: Prediction) -> list[dict]:
 
 def prepare_typed(client: str, pred: Prediction) -> None:
     """The answer of the run made while ``client`` typed (:meth:`app.services.speculate.Speculator.on_result`):
-    its candidates' masks encoded for the page under the prediction's key, and that key noted as the
-    client's latest, which its page asks for (:func:`typed_answer`) and loads ahead of Enter."""
+    its candidates' masks encoded for the page under the prediction's key, its referred candidates'
+    parts judged (on ``pred``, the copy the client's Enter takes), and that key noted as the client's
+    latest, which its page asks for (:func:`typed_answer`) and loads ahead of Enter."""
     key = content_key(pred)
     PAYLOADS.put("pred:" + key, lambda: _candidate_rows(pred))
+    known = pred._cache.setdefault("part_problems", {})  # as session_part_warnings keeps them
+    for k in pred.referred:
+        if k not in known:
+            known[k] = _part_problem(_candidate_mask(pred, k))
     PAYLOADS.replace(f"typed:{client}", key)
 
 
