@@ -1,11 +1,16 @@
 """The annotation canvas: the picture, drawn in the browser on a ``<canvas>`` (one ``gr.HTML`` with a
-static template, ``js_on_load`` and two ``server_functions``; no build step, nothing to install).
+static template, ``js_on_load`` and a few ``server_functions``; no build step, nothing to install).
 
 What travels, and when:
 
 - the picture, once per image: the browser asks :func:`canvas_image` for it by its content hash
   and gets a data URI from server memory (no cache file exists that another request could rewrite);
-- the candidates' masks, once per prediction (:func:`canvas_masks`, COCO RLE strings);
+- the candidates' masks, once per prediction (:func:`canvas_masks`, COCO RLE strings, under the
+  prediction's content key, :func:`content_key`);
+- ahead of time, by the page's session ticket: the picture PgDn will open once the prefetch has
+  prepared it (``canvas_upcoming``, :func:`upcoming_picture`) and the masks of the expression's
+  answer computed while the annotator typed (``canvas_typed``, :func:`typed_answer`), so that PgDn and
+  Enter draw without a request;
 - the target set, as the component's value (:func:`canvas_value`): unedited candidates by number,
   drawn or edited masks as COCO RLE. The browser edits it (pick, brush, eraser, polygon, outline
   vertices, new, delete, no-target, undo/redo) without the server and writes the new set back into the value,
