@@ -30,7 +30,7 @@
     labels: [], ov: null, ed: null, hv: null, base: null, pending: null, message: '', extraTools: [],
     versions: null, version: 'after',  // read-only: {before, after} target sets of a fixed ref (Review), the one shown
     next: null,  // the picture PgDn will open, fetched and decoded ahead: {key, img, w, h} (loadUpcoming)
-    typed: null, typedSeen: null, typedGen: 0,  // the typed expression's answer loaded ahead: {key, cands} (watchTyped)
+    typed: null, typedSeen: null, typedGen: 0, typedPending: false,  // the typed expression's answer loaded ahead: {key, cands} (watchTyped)
   };
   element.__canvas = S;  // for tests and for tools added later (S.extraTools, S.api)
 
@@ -519,6 +519,7 @@
       emptyEl.style.display = ''; renderList(); status(); draw(); return;
     }
     if (v.edit || v.seq === S.seq) return;  // our own edit coming back
+    S.typedGen++; S.typedPending = false;  // an answer came (Enter's, or another): the typed one is not awaited now
     const token = ++S.loadToken;
     let loaded; S.loading = new Promise((resolve) => { loaded = resolve; });
     S.seq = v.seq; S.readonly = v.readonly || __READONLY__; S.palette = v.palette || S.palette;
@@ -584,6 +585,9 @@
       if (token !== S.loadToken) return;
       if (!up || !up.image) continue;
       if (up.image === S.imgKey || (S.next && S.next.key === up.image)) return;
+      // not while the typed expression's answer is awaited: its run and the Enter after it come first
+      for (let waited = 0; S.typedPending && waited < 5000; waited += 100) await new Promise((r) => setTimeout(r, 100));
+      if (token !== S.loadToken) return;  // a newer value's loop takes over
       try {
         const uri = await server.canvas_image(up.image);
         if (!uri) return;
@@ -603,6 +607,10 @@
     const ticket = S.base && S.base.ticket, image = S.imgKey;
     if (!server.canvas_typed || !ticket) return;
     const gen = ++S.typedGen;
+    S.typedPending = true;
+    try { await awaitTyped(ticket, image, gen); } finally { if (gen === S.typedGen) S.typedPending = false; }
+  }
+  async function awaitTyped(ticket, image, gen) {
     for (const wait of TYPED_WAITS_MS) {
       await new Promise((r) => setTimeout(r, wait));
       if (gen !== S.typedGen) return;
