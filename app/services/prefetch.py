@@ -77,8 +77,8 @@ class Prefetcher(SessionWorker):
         self.speculation, self.settle_s = speculation, float(settle_s)
         self.stats = PrefetchStats()
         self._ready: list[Callable[[int, np.ndarray], None]] = []
-        self._prepared: dict[str, str] = {}  # client -> the features key of the next image prepared for it
-        self._upcoming: dict[str, int] = {}  # client -> the id of that image (its page may load its picture)
+        # client -> (features key, id) of the next image prepared for it: its features and the views' hooks done
+        self._prepared: dict[str, tuple[str, int]] = {}
         super().__init__()
 
     # --- what the views call ---------------------------------------------------------------
@@ -117,13 +117,13 @@ class Prefetcher(SessionWorker):
         if expression is not None and not " ".join(str(expression[0] or "").split()):
             expression = None
         with self._wake:
+            key = self._prepared.get(client, (None, None))[0]
             job = self._jobs.get(client)
-            if job is None and self._running is not None and self._running.client == client:
+            if job is None and key is None and self._running is not None and self._running.client == client:
                 job = self._running
             if job is not None and not job.cancelled.is_set():
-                job.expression = expression  # read when its features are ready
+                job.expression = expression  # read when its image is prepared (_prepare)
                 return
-            key = self._prepared.get(client)
         if self.speculation is None or key is None:
             return
         if expression is None:
@@ -137,7 +137,7 @@ class Prefetcher(SessionWorker):
         """The id of the next image prepared for ``client`` (its features and the views' hooks are done),
         or None while it is not (or was cancelled): the page loads that picture ahead of PgDn."""
         with self._wake:
-            return self._upcoming.get(client or "")
+            return self._prepared.get(client or "", (None, None))[1]
 
     def cancel(self, client: str | None) -> None:
         """The session's filter or order changed (or it left): drop its waiting or running prefetch."""
@@ -151,7 +151,6 @@ class Prefetcher(SessionWorker):
         if self.speculation is not None:  # the kept expression's run on the next image is not wanted either
             self.speculation.cancel(client + NEXT)
         self._prepared.pop(client, None)
-        self._upcoming.pop(client, None)
         job = self._jobs.pop(client, None)
         if job is not None and count:
             self.stats.cancelled += 1
@@ -228,10 +227,6 @@ class Prefetcher(SessionWorker):
 
     def _prepare(self, job: _Job, target: int, key: str, state) -> None:
         """What the page will show of the next image: the views' hooks, then the kept expression's run."""
-        with self._wake:
-            if job.cancelled.is_set():
-                raise _Cancelled
-            self._prepared[job.client] = key
         for hook in self._ready:
             if job.cancelled.is_set():
                 raise _Cancelled
@@ -239,9 +234,11 @@ class Prefetcher(SessionWorker):
                 hook(target, state.image)
             except Exception:  # noqa: BLE001 - a convenience: opening the image does it again if needed
                 log.exception("preparing image %s for the page failed", target)
-        with self._wake:
-            if not job.cancelled.is_set():
-                self._upcoming[job.client] = target
-        if job.expression is not None and self.speculation is not None and not job.cancelled.is_set():
-            text, score_threshold, mask_threshold = job.expression
+        with self._wake:  # from here on follow() schedules the kept expression's run itself
+            if job.cancelled.is_set():
+                raise _Cancelled
+            self._prepared[job.client] = (key, target)
+            expression = job.expression
+        if expression is not None and self.speculation is not None and not job.cancelled.is_set():
+            text, score_threshold, mask_threshold = expression
             self.speculation.schedule(job.client + NEXT, Ask.of(key, text, score_threshold, mask_threshold), state)
