@@ -14,6 +14,7 @@ in ``spaces.GPU(duration=...)`` (:mod:`app.zerogpu`). Elsewhere nothing happens 
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import sys
 from pathlib import Path
@@ -77,6 +78,13 @@ def load_model(weights: str | None, device: str, dtype: str | None = None, setti
 from app.zerogpu import on_zerogpu  # noqa: E402 - after load_model, which it decides about
 
 MODEL = load_model(SETTINGS.weights, "cuda") if on_zerogpu(SETTINGS) else None
+
+
+def no_run_history(demo) -> dict:
+    """``run_history=False`` where this Gradio has a run history (6.x releases since it came): it would copy
+    every event's inputs and outputs (masks, sentences) into the browser's localStorage, re-writing up to
+    100 of them on each message: slow on every key, and a team's data left in the browser."""
+    return {"run_history": False} if "run_history" in inspect.signature(demo.launch).parameters else {}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,10 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("accounts: %s", ", ".join(users.names()))
     demo.queue(default_concurrency_limit=4).launch(
         server_name=args.host, server_port=args.port, share=args.share, **gradio_auth_kwargs(users), show_error=True, js=SHORTCUTS_JS, css=CSS,
-        # Gradio's run history would copy every event's inputs and outputs (masks, sentences) into the
-        # browser's localStorage, re-writing up to 100 of them on each message: slow on every key, and a
-        # team's data left in the browser
-        run_history=False,
+        **no_run_history(demo),
         allowed_paths=[str(Path(__file__).resolve().parent / "assets"), str(export_folder(store)),
                        str(thumbnail_folder(store))],
     )

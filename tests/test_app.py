@@ -256,3 +256,21 @@ def test_model_panel_only_offers_what_the_operator_allowed(studio_weights, tmp_p
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_launch_turns_gradio_run_history_off_where_gradio_has_one() -> None:
+    """``run_history=False`` goes to ``launch`` only where that parameter exists (earlier Gradio 6
+    releases have no run history, and would refuse an unknown keyword)."""
+    import gradio as gr
+
+    import launch
+
+    with gr.Blocks() as demo:
+        gr.Markdown("x")
+    assert launch.no_run_history(demo) == {"run_history": False}
+
+    class EarlierBlocks:
+        def launch(self, server_name=None, server_port=None):  # no run_history parameter
+            return None
+
+    assert launch.no_run_history(EarlierBlocks()) == {}
