@@ -70,16 +70,12 @@ class _Payloads:
         self.limit = limit
 
     def put(self, key: str, make) -> None:
+        """``make()`` under ``key`` unless it is there already."""
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return
-        value = make()  # outside the lock: encoding a picture takes a while
-        with self._lock:
-            self._items[key] = value
-            self._items.move_to_end(key)
-            while len(self._items) > self.limit:
-                self._items.popitem(last=False)
+        self.replace(key, make())  # made outside the lock: encoding a picture takes a while
 
     def replace(self, key: str, value: object) -> None:
         """Set ``key`` to ``value`` even when it is there already (a pointer that moves on)."""
