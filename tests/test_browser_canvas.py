@@ -44,6 +44,21 @@ def scene_studio(studio_weights, tmp_path_factory, name: str, seed: int):
     proc.wait(timeout=30)
 
 
+def open_first_image(chromium, url: str, timeout: int = 60_000):
+    """A new page on ``url`` with the queue's first image open (PgDn) and its picture drawn; returns the
+    page and the list its uncaught script errors go to."""
+    page = chromium.new_page(viewport={"width": 1440, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(url)
+    page.wait_for_selector("#queue-pos")
+    page.locator("body").click(position={"x": 5, "y": 5})
+    page.keyboard.press("PageDown")
+    page.wait_for_function("document.querySelector('#queue-pos')?.innerText.includes('1 /')", timeout=timeout)
+    page.wait_for_function(f"{CV}.W > 0", timeout=timeout)
+    return page, errors
+
+
 @pytest.fixture(scope="module")
 def studio(studio_weights, tmp_path_factory):
     yield from scene_studio(studio_weights, tmp_path_factory, "canvas", 5)

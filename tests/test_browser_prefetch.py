@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.test_browser_canvas import scene_studio
+from tests.test_browser_canvas import CV, open_first_image, scene_studio
 
 pytestmark = pytest.mark.browser
-
-CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas).__canvas"
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +27,7 @@ def _wait(page, js: str, what: str, timeout: int = 60_000) -> None:
 
 def test_pgdn_shows_the_picture_the_page_loaded_ahead(chromium, studio) -> None:
     url, _db = studio
-    page = chromium.new_page(viewport={"width": 1440, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_selector("#queue-pos")
-    page.locator("body").click(position={"x": 5, "y": 5})
-    page.keyboard.press("PageDown")
-    _wait(page, "document.querySelector('#queue-pos')?.innerText.includes('1 /')", "image 1")
-    _wait(page, f"{CV}.W > 0", "the picture")
+    page, errors = open_first_image(chromium, url)
     _wait(page, f"!!{CV}.next", "the next picture loaded ahead")
     ahead = page.evaluate(f"() => {{ const S = {CV}; window.__ahead = S.next.img; return [S.next.key, S.imgKey]; }}")
     assert ahead[0] != ahead[1]

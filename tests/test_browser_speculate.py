@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 
 from app.bench.browser import background_stats
-from tests.test_browser_canvas import scene_studio
+from tests.test_browser_canvas import CV, open_first_image, scene_studio
 
 pytestmark = pytest.mark.browser
 
-CV = "[...document.querySelectorAll('#canvas, #canvas *')].find(e => e.__canvas).__canvas"
 EXPR = "#expression textarea, #expression input"
 TEXTS = ("the two stars", "the orange triangle", "all orange shapes", "the rightmost star")  # scene 1 of seed 9
 
@@ -64,15 +63,7 @@ def test_enter_after_a_typing_pause_shows_the_targets_of_the_run_made_meanwhile(
     from app.viewkit.model_info import score_threshold
 
     url, db = studio
-    page = chromium.new_page(viewport={"width": 1440, "height": 900})
-    errors: list[str] = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(url)
-    page.wait_for_selector("#queue-pos")
-    page.locator("body").click(position={"x": 5, "y": 5})
-    page.keyboard.press("PageDown")
-    _wait(page, "document.querySelector('#queue-pos')?.innerText.includes('1 /')", "image 1")
-    _wait(page, f"{CV}.W > 0", "the picture")
+    page, errors = open_first_image(chromium, url, timeout=90_000)
     from deris_core.weights import load_predictor
 
     st = score_threshold(load_predictor(str(studio_weights[0])))  # where the slider starts

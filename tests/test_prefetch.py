@@ -159,18 +159,26 @@ def test_an_interactive_request_never_waits_for_a_running_prefetch(tmp_path: Pat
         svc.prefetch.close()
 
 
+def _prefetch_under_way(svc: Services, slow: CountingPredictor) -> Session:
+    """Image 4 open (encoded by the real predictor), then ``slow`` as the model and client "a"'s prefetch
+    after image 1 three blocks into its encoder; returns image 4's session."""
+    other = svc.workspace.open_image(4)
+    svc.model.predictor = slow
+    annotate.prefetch_next(svc, 1, annotate.image_filter(*ANY), _request("a"))
+    deadline = time.monotonic() + 10
+    while len(slow.steps_done) < 3 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert len(slow.steps_done) >= 3, "the prefetch did not start"
+    return other
+
+
 def test_a_prefetch_pauses_between_encoder_blocks_while_interactive_work_runs(tmp_path: Path, predictor) -> None:
     """The stand-in encoder has 20 blocks of 50 ms; an interactive prediction of 0.5 s runs while it
     is under way: at most the block already started finishes meanwhile."""
     slow = CountingPredictor(predictor, encode_s=1.0, steps=20, predict_s=0.5)
     svc = _services(tmp_path, predictor)
     try:
-        other = svc.workspace.open_image(4)
-        svc.model.predictor = slow
-        annotate.prefetch_next(svc, 1, annotate.image_filter(*ANY), _request("a"))
-        deadline = time.monotonic() + 10
-        while len(slow.steps_done) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
+        other = _prefetch_under_way(svc, slow)
         t0 = time.perf_counter()
         svc.workspace.predict(other, "the red circle", 0.5, 0.5)
         t1 = time.perf_counter()
@@ -189,12 +197,8 @@ def test_a_prefetch_pauses_while_the_typed_expression_runs(tmp_path: Path, predi
     slow = CountingPredictor(predictor, encode_s=1.0, steps=20, predict_s=0.5)
     svc = _services(tmp_path, predictor)
     try:
-        other = svc.workspace.open_image(4)
-        svc.model.predictor = slow
-        annotate.prefetch_next(svc, 1, annotate.image_filter(*ANY), _request("a"))
+        other = _prefetch_under_way(svc, slow)
         deadline = time.monotonic() + 10
-        while len(slow.steps_done) < 3 and time.monotonic() < deadline:
-            time.sleep(0.005)
         annotate.speculate(svc, "the red circle", 0.5, 0.5, other, request=_request("b"))
         while not slow.predict_started and time.monotonic() < deadline:
             time.sleep(0.005)
